@@ -1,0 +1,19 @@
+// The whole suite runs twice: once on the wasm backend and once on cpu.
+// Each project's setup file selects its backend before any test runs, and the
+// project's displayName labels every test file with the backend it ran on.
+const common = {
+  preset: 'ts-jest',
+  testEnvironment: 'node',
+  testMatch: ['<rootDir>/test/**/*.test.ts'],
+  setupFilesAfterEnv: ['<rootDir>/test/setup/backend.ts'],
+  transform: {'^.+\\.ts$': ['ts-jest', {tsconfig: '<rootDir>/tsconfig.json', diagnostics: false}]},
+};
+
+module.exports = {
+  maxWorkers: 2,
+  testTimeout: 120000,
+  projects: [
+    {...common, displayName: 'wasm', setupFiles: ['<rootDir>/test/setup/use-wasm.js']},
+    {...common, displayName: 'cpu', setupFiles: ['<rootDir>/test/setup/use-cpu.js']},
+  ],
+};

@@ -1,0 +1,12 @@
+// Selects the backend named by the jest project (wasm or cpu) before any test runs.
+import * as tf from '@tensorflow/tfjs';
+import {selectBackend, BackendName} from '../../src/backend';
+
+const name = (process.env.TEST_BACKEND ?? 'cpu') as BackendName;
+
+beforeAll(async () => {
+  const chosen = await selectBackend(name);
+  if (chosen !== name || tf.getBackend() !== name) {
+    throw new Error(`test setup asked for backend ${name} but got ${tf.getBackend()}`);
+  }
+});
