@@ -1,0 +1,19 @@
+/**
+ * tfjs-attention: differentiable attention layers for TensorFlow.js.
+ * This file is the public API; it only re-exports.
+ */
+import './backend'; // registers the wasm backend and the kernels it lacks
+
+export {AttentionError, AttentionErrorCode} from './errors';
+export {selectBackend, BackendChoice, BackendName, BACKEND_ENV_VAR} from './backend';
+export {registerFileRouter, fileSystem} from './io/file_system';
+export {scaledDotProductAttention, SdpaOptions, AttentionWithWeights} from './ops/sdpa';
+export {causalMask} from './ops/masks';
+export {
+  AttentionLayerArgs, AttentionCallArgs, AttentionLayerBase,
+} from './layers/base_attention';
+export {MultiHeadAttention, MultiHeadAttentionArgs, MhaImplementation} from './layers/multi_head_attention';
+export {VERSION} from './version';
+
+import {registerFileRouter} from './io/file_system';
+registerFileRouter();

@@ -1,0 +1,220 @@
+/**
+ * `file://` saving and loading for plain `@tensorflow/tfjs` in Node, without tfjs-node.
+ *
+ * Writes the same layout as tfjs-node's `NodeFileSystem`, so either can read what the
+ * other wrote:
+ *
+ *   DIR/model.json   modelTopology, format, generatedBy, convertedBy, weightsManifest
+ *                    ([{paths: ['weights.bin'], weights: specs}]), plus trainingConfig,
+ *                    signature, userDefinedMetadata, modelInitializer when present
+ *   DIR/weights.bin  every weight, concatenated in manifest order
+ *
+ * Saving is atomic: both files go into a temporary sibling folder that is then renamed
+ * to DIR, so DIR always holds either the old model or the new one, never half of one.
+ *
+ * `fs` and `path` are required lazily, inside the functions that use them, so importing
+ * this module in a browser does not fail.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {AttentionError} from '../errors';
+
+type Fs = typeof import('fs');
+type Path = typeof import('path');
+
+const SCHEME = 'file://';
+const MODEL_JSON = 'model.json';
+const WEIGHTS_BIN = 'weights.bin';
+
+/** True when running under Node. */
+function isNode(): boolean {
+  return typeof process !== 'undefined' && process.versions?.node != null;
+}
+
+/** Node's `fs` and `path`, required on first use. The name sits in a variable so bundlers skip it. */
+function node(): {fs: Fs; path: Path} {
+  const req: NodeRequire = typeof require === 'function' ? require : eval('require');
+  const [fsName, pathName] = ['fs', 'path'];
+  return {fs: req(fsName) as Fs, path: req(pathName) as Path};
+}
+
+/** The error code of a failed fs call ('ENOENT', ...), or undefined. */
+function errno(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException)?.code;
+}
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** A Node Buffer as a standalone ArrayBuffer (a Buffer may be a view into a larger pool). */
+function toArrayBuffer(b: Buffer): ArrayBuffer {
+  return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+}
+
+/** The model.json content for `artifacts`, with the fields tfjs-node writes. */
+function modelJSONFor(artifacts: tf.io.ModelArtifacts): tf.io.ModelJSON {
+  const json: tf.io.ModelJSON = {
+    modelTopology: artifacts.modelTopology as {},
+    format: artifacts.format,
+    generatedBy: artifacts.generatedBy,
+    convertedBy: artifacts.convertedBy,
+    weightsManifest: [{paths: [WEIGHTS_BIN], weights: artifacts.weightSpecs ?? []}],
+  };
+  if (artifacts.trainingConfig != null) json.trainingConfig = artifacts.trainingConfig;
+  if (artifacts.signature != null) json.signature = artifacts.signature;
+  if (artifacts.userDefinedMetadata != null) json.userDefinedMetadata = artifacts.userDefinedMetadata;
+  if (artifacts.modelInitializer != null) json.modelInitializer = artifacts.modelInitializer;
+  if (artifacts.initializerSignature != null) json.initializerSignature = artifacts.initializerSignature;
+  return json;
+}
+
+class FileSystemHandler implements tf.io.IOHandler {
+  /** Absolute path: the model folder when saving; model.json or its folder when loading. */
+  private readonly target: string;
+
+  constructor(target: string) {
+    this.target = node().path.resolve(target);
+  }
+
+  async save(artifacts: tf.io.ModelArtifacts): Promise<tf.io.SaveResult> {
+    if (artifacts.modelTopology instanceof ArrayBuffer) {
+      throw new AttentionError('UNSUPPORTED',
+        `saving a binary (GraphDef) model topology to '${this.target}' is not supported`);
+    }
+    const {fs, path} = node();
+    const dir = this.target;
+    const suffix = `${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+    const tmp = `${dir}.tmp-${suffix}`;
+    const old = `${dir}.old-${suffix}`;
+    let created = false;
+    try {
+      // 1. Refuse a target that exists as a file; create missing parent folders.
+      const existing = await fs.promises.stat(dir).catch(e => {
+        if (errno(e) === 'ENOENT') return null;
+        throw e;
+      });
+      if (existing != null && !existing.isDirectory()) {
+        throw new Error('it exists and is not a directory');
+      }
+      await fs.promises.mkdir(path.dirname(dir), {recursive: true});
+
+      // 2. Write both files into the temporary sibling folder.
+      await fs.promises.mkdir(tmp);
+      created = true;
+      const weights = tf.io.CompositeArrayBuffer.join(artifacts.weightData ?? new ArrayBuffer(0));
+      await fs.promises.writeFile(path.join(tmp, MODEL_JSON), JSON.stringify(modelJSONFor(artifacts)), 'utf8');
+      await fs.promises.writeFile(path.join(tmp, WEIGHTS_BIN), Buffer.from(weights));
+
+      // 3. Swap it into place. An existing model is moved aside first and put back if
+      //    the swap fails, so DIR never holds a partial model.
+      if (existing == null) {
+        await fs.promises.rename(tmp, dir);
+      } else {
+        await fs.promises.rename(dir, old);
+        try {
+          await fs.promises.rename(tmp, dir);
+        } catch (e) {
+          await fs.promises.rename(old, dir);
+          throw e;
+        }
+      }
+      created = false;
+    } catch (e) {
+      if (created) await fs.promises.rm(tmp, {recursive: true, force: true}).catch(() => undefined);
+      throw new AttentionError('IO', `cannot save model to '${dir}': ${message(e)}`);
+    }
+    // 4. The new model is in place; removing the old one is housekeeping.
+    await fs.promises.rm(old, {recursive: true, force: true}).catch(() => undefined);
+    return {modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(artifacts)};
+  }
+
+  async load(): Promise<tf.io.ModelArtifacts> {
+    const {fs, path} = node();
+    // A folder stands for the model.json inside it.
+    const info = await fs.promises.stat(this.target).catch(() => null);
+    const jsonPath = info?.isDirectory() ? path.join(this.target, MODEL_JSON) : this.target;
+
+    const text = await fs.promises.readFile(jsonPath, 'utf8').catch(e => {
+      const why = errno(e) === 'ENOENT' ? 'it does not exist' : message(e);
+      throw new AttentionError('IO', `cannot read model.json at '${jsonPath}': ${why}`);
+    });
+    let json: tf.io.ModelJSON;
+    try {
+      json = JSON.parse(text);
+      if (json == null || typeof json !== 'object' || json.modelTopology == null) {
+        throw new Error('it has no modelTopology');
+      }
+    } catch (e) {
+      throw new AttentionError('IO', `corrupt model.json at '${jsonPath}': ${message(e)}`);
+    }
+
+    // Weight files are listed relative to model.json; read them all, in manifest order.
+    return tf.io.getModelArtifactsForJSON(json, async manifest => {
+      const specs: tf.io.WeightsManifestEntry[] = [];
+      const buffers: ArrayBuffer[] = [];
+      for (const group of manifest) {
+        for (const file of group.paths) {
+          const weightsPath = path.join(path.dirname(jsonPath), file);
+          const data = await fs.promises.readFile(weightsPath).catch(e => {
+            const why = errno(e) === 'ENOENT' ? 'it does not exist' : message(e);
+            throw new AttentionError('IO',
+              `cannot read weights file '${weightsPath}' listed in '${jsonPath}': ${why}`);
+          });
+          buffers.push(toArrayBuffer(data));
+        }
+        specs.push(...group.weights);
+      }
+      return [specs, tf.io.CompositeArrayBuffer.join(buffers)];
+    });
+  }
+}
+
+/**
+ * An IOHandler that saves a model to, and loads it from, the local file system.
+ *
+ * @param path For saving: the model folder (created if missing; replaced atomically if
+ *   it holds a model). For loading: the `model.json` file, or the folder holding it.
+ * @returns A handler for `model.save(handler)` and `tf.loadLayersModel(handler)`.
+ * @throws AttentionError with code 'IO' (from save/load) when a file is missing,
+ *   corrupt or cannot be written; the message names the path.
+ */
+export function fileSystem(path: string): tf.io.IOHandler {
+  return new FileSystemHandler(path);
+}
+
+let registered = false;
+let routing = false;
+
+/**
+ * A router for `file://` URLs that yields to any other router handling the same URL
+ * (tfjs-node's, when loaded), because tfjs refuses to save when two handlers match.
+ * It asks the registry for the other handlers while a guard makes itself answer null.
+ */
+function makeRouter(lookup: (url: string) => tf.io.IOHandler[]) {
+  return (url: string | string[]): tf.io.IOHandler | null => {
+    if (routing || typeof url !== 'string' || !url.startsWith(SCHEME)) return null;
+    routing = true;
+    let others: tf.io.IOHandler[];
+    try {
+      others = lookup(url);
+    } finally {
+      routing = false;
+    }
+    return others.length > 0 ? null : fileSystem(url.slice(SCHEME.length));
+  };
+}
+
+/**
+ * Registers save and load routers for `file://` URLs, so that in Node
+ * `model.save('file://DIR')` and `tf.loadLayersModel('file://DIR/model.json')` work with
+ * plain `@tensorflow/tfjs`. Safe to call more than once; a no-op outside Node.
+ * Where tfjs-node is loaded, its own `file://` handler keeps precedence.
+ */
+export function registerFileRouter(): void {
+  if (registered || !isNode()) return;
+  registered = true;
+  // tfjs types a router as always returning a handler, but its registry skips null.
+  type Router = Parameters<typeof tf.io.registerSaveRouter>[0];
+  tf.io.registerSaveRouter(makeRouter(url => tf.io.getSaveHandlers(url)) as Router);
+  tf.io.registerLoadRouter(makeRouter(url => tf.io.getLoadHandlers(url)) as Router);
+}
