@@ -124,6 +124,8 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
 
   /** Set by apply() so computeOutputShape/computeMask know whether scores are returned. */
   private returnScores = false;
+  /** returnAttentionScores of this layer's graph nodes; null until applied to symbolic inputs. */
+  private graphReturnsScores: boolean | null = null;
 
   constructor(args: AttentionLayerArgs) {
     super(args);
@@ -213,10 +215,33 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
   protected abstract attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D,
                             options: AttendOptions): tf.Tensor | AttentionWithWeights;
 
+  /**
+   * tfjs' model executor (predict, fit, evaluate) calls layers without the call
+   * arguments they were given in the graph, so a layer applied to symbolic inputs with
+   * returnAttentionScores remembers it and keeps returning scores in calls that do not
+   * say otherwise. attentionMask cannot be part of a graph for the same reason.
+   */
   override apply(inputs: tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[],
                  kwargs?: Kwargs): tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[] {
-    this.returnScores = kwargs?.returnAttentionScores === true;
-    return super.apply(inputs, kwargs);
+    const first = Array.isArray(inputs) ? inputs[0] : inputs;
+    if (first instanceof tf.SymbolicTensor) {
+      if (kwargs?.attentionMask != null) {
+        throw new AttentionError('UNSUPPORTED',
+          'attentionMask cannot be given when building a model graph (tfjs does not pass it on in predict/fit); ' +
+          'use padding masks (embedding({maskZero: true})) or call the layer on tensors');
+      }
+      const scores = kwargs?.returnAttentionScores === true;
+      if (this.graphReturnsScores != null && this.graphReturnsScores !== scores) {
+        throw new AttentionError('UNSUPPORTED',
+          `layer '${this.name}' is already in a graph with returnAttentionScores ${this.graphReturnsScores}; ` +
+          'a layer shared between graph nodes must use one setting');
+      }
+      this.graphReturnsScores = scores;
+      this.returnScores = scores;
+      return super.apply(inputs, kwargs);
+    }
+    this.returnScores = kwargs?.returnAttentionScores ?? this.graphReturnsScores ?? false;
+    return super.apply(inputs, {...kwargs, returnAttentionScores: this.returnScores});
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor | tf.Tensor[] {

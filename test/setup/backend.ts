@@ -10,3 +10,6 @@ beforeAll(async () => {
     throw new Error(`test setup asked for backend ${name} but got ${tf.getBackend()}`);
   }
 });
+
+// Keeps tfjs from printing its "install the node backend" banner in every test file.
+tf.env().set('PROD', true);
