@@ -64,7 +64,7 @@ describe(title('MultiHeadAttention in models'), () => {
     tf.dispose([value, Object.values(grads)]);
     const before = model.trainableWeights.map((w) => w.read().clone());
     const optimizer = tf.train.adam(0.01);
-    tf.dispose(optimizer.minimize(loss, true));
+    tf.dispose(optimizer.minimize(loss, true)!);
     model.trainableWeights.forEach((w, i) => {
       const moved = tf.max(tf.abs(tf.sub(w.read(), before[i]))).dataSync()[0];
       expect(moved).toBeGreaterThan(0);
