@@ -46,6 +46,8 @@ function refLayer(query: tf.Tensor, value: tf.Tensor, key: tf.Tensor, w: tf.Tens
 interface Case {
   name: string; H: number; G: number; T: number; S: number; E: number; headDim?: number;
   cross?: 'value' | 'key'; causal?: boolean; padding?: boolean; useBias?: boolean;
+  /** Also mask every key of query 0 in batch 0. */
+  fullRow?: boolean;
 }
 
 const cases: Case[] = [
@@ -53,7 +55,9 @@ const cases: Case[] = [
   {name: 'MQA self T=1', H: 3, G: 1, T: 1, S: 1, E: 6},
   {name: 'GQA cross T=7 S=5 D=12 causal', H: 4, G: 2, T: 7, S: 5, E: 8, headDim: 12, cross: 'value', causal: true},
   {name: 'GQA [q, v, k] T=5 S=9 padding', H: 4, G: 2, T: 5, S: 9, E: 8, cross: 'key', padding: true},
-  {name: 'MHA self T=7 causal x padding, no bias', H: 2, G: 2, T: 7, S: 7, E: 8, causal: true, padding: true, useBias: false},
+  {name: 'MHA self T=7 causal x padding, fully masked row, no bias', H: 2, G: 2, T: 7, S: 7, E: 8, causal: true,
+    padding: true, fullRow: true, useBias: false},
+  {name: 'GQA self T=97 causal', H: 4, G: 2, T: 97, S: 97, E: 8, causal: true},
 ];
 
 describe(title('MultiHeadAttention'), () => {
@@ -69,7 +73,8 @@ describe(title('MultiHeadAttention'), () => {
       const inputs = c.cross === 'key' ? [query, value, key] : c.cross === 'value' ? [query, value] : query;
       // Key padding: the last two keys of batch 1 are padding.
       const maskData = Array.from({length: B}, (_, b) => Array.from({length: c.S}, (_, j) => (b === 1 && j >= c.S - 2 ? 0 : 1)));
-      const attentionMask = c.padding ? tf.tensor3d(maskData.map((row) => Array.from({length: c.T}, () => row))) : undefined;
+      const attentionMask = c.padding ? tf.tensor3d(maskData.map((row, b) => Array.from({length: c.T},
+        (_, i) => (c.fullRow && b === 0 && i === 0 ? row.map(() => 0) : row)))) : undefined;
       layer.apply(inputs, {attentionMask}); // build
       const weights = layer.trainableWeights.map((w) => w.read());
       const cot = randn([B, c.T, c.E], 4);
