@@ -52,13 +52,15 @@ export function attentionDims(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor): Attenti
 /** [B, H, T, X] -> [B, G, R*T, X]: the query heads of one kv group stacked along rows. */
 export function groupHeads(x: tf.Tensor, dims: AttentionDims): tf.Tensor {
   const {B, G, R} = dims;
-  const [, , T, X] = x.shape;
+  if (R === 1) return x; // already [B, G, T, X]; a reshape would only add a view
+  const [, , T, X] = x.shape as number[];
   return tf.reshape(x, [B, G, R * T, X]); // [B, G, R*T, X]
 }
 
 /** [B, G, R*T, X] -> [B, H, T, X]: the inverse of groupHeads. */
 export function ungroupHeads(x: tf.Tensor, dims: AttentionDims, T: number): tf.Tensor {
-  const {B, H} = dims;
+  const {B, H, R} = dims;
+  if (R === 1) return x; // already [B, H, T, X]
   const X = x.shape[3] as number;
   return tf.reshape(x, [B, H, T, X]); // [B, H, T, X]
 }

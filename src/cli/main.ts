@@ -1,0 +1,50 @@
+#!/usr/bin/env node
+/**
+ * The `tfjs-attention` command. Each subcommand lives in its own file and registers
+ * itself on the program (`registerBench`); adding a command is one file and one line
+ * below.
+ *
+ * `main` never exits the process: it returns the exit code (see EXIT in shared.ts).
+ * Usage errors (unknown command or flag, bad value) print one line on stderr and give 2.
+ */
+import {Command, CommanderError} from 'commander';
+import {AttentionError} from '../errors';
+import {readPackageJson} from '../bench/meta';
+import {registerBench} from './bench';
+import {CliIO, EXIT} from './shared';
+
+export {CliIO, EXIT} from './shared';
+
+/** Runs the CLI on `argv` (the arguments after the program name) and returns the exit code. */
+export async function main(argv: string[], io: CliIO = process): Promise<number> {
+  const program = new Command('tfjs-attention')
+    .description('Attention layers for TensorFlow.js: benchmarks and tools.')
+    .version(readPackageJson().version, '-V, --version', 'print the version')
+    .helpOption('-h, --help', 'print help')
+    // Set before adding commands: subcommands inherit output and exit handling.
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+      outputError: (s, write) => write(`${s.trim().split('\n').join(' ')}\n`),
+    });
+  registerBench(program, io);
+
+  try {
+    await program.parseAsync(argv, {from: 'user'});
+    return EXIT.ok;
+  } catch (e) {
+    // Commander has already printed its message (or the help / version).
+    if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    const message = String((e as Error)?.message ?? e).split('\n')[0];
+    io.stderr.write(`error: ${message}\n`);
+    const usage = e instanceof AttentionError && e.code === 'INVALID_CONFIG';
+    return usage ? EXIT.usage : EXIT.failure;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}
