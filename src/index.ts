@@ -8,11 +8,15 @@ export {AttentionError, AttentionErrorCode} from './errors';
 export {selectBackend, BackendChoice, BackendName, BACKEND_ENV_VAR} from './backend';
 export {registerFileRouter, fileSystem} from './io/file_system';
 export {scaledDotProductAttention, SdpaOptions, AttentionWithWeights} from './ops/sdpa';
+export {flashAttention, FlashOptions, DEFAULT_BLOCK_SIZE} from './ops/flash';
 export {causalMask} from './ops/masks';
 export {
   AttentionLayerArgs, AttentionCallArgs, AttentionLayerBase,
 } from './layers/base_attention';
-export {MultiHeadAttention, MultiHeadAttentionArgs, MhaImplementation} from './layers/multi_head_attention';
+export {
+  MultiHeadAttention, MultiHeadAttentionArgs, MhaImplementation, MHA_IMPLEMENTATIONS, FLASH_AUTO_MIN_SCORES,
+} from './layers/multi_head_attention';
+export {FlashAttention, FlashAttentionArgs} from './layers/flash_attention';
 export {VERSION} from './version';
 
 import {registerFileRouter} from './io/file_system';

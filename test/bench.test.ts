@@ -6,7 +6,7 @@ import {BackendChoice} from '../src/backend';
 import {AttentionError} from '../src/errors';
 import {IMPLS} from '../src/bench/impls';
 import {BenchRow} from '../src/bench/report';
-import {runBench} from '../src/bench/run';
+import {DEFAULT_SHAPES, overrideShapes, runBench} from '../src/bench/run';
 import {expectNoLeaks, randn, title} from './helpers';
 
 const tiny = {B: 1, H: 2, G: 1, T: 8, S: 8, D: 4};
@@ -33,10 +33,9 @@ describe(title('bench'), () => {
     const json = JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8'));
     expect(json).toEqual(JSON.parse(JSON.stringify(report)));
     expect(json.meta).toMatchObject({format: 1, backend: backend(), packageVersion: version, warmup: 0, reps: 1});
-    expect(json.rows.map((r: BenchRow) => `${r.impl} ${r.pass} G=${r.G}`)).toEqual([
-      'naive fwd G=1', 'naive fwd+bwd G=1', 'sdpa fwd G=1', 'sdpa fwd+bwd G=1',
-      'naive fwd G=2', 'naive fwd+bwd G=2', 'sdpa fwd G=2', 'sdpa fwd+bwd G=2',
-    ]);
+    const impls = ['naive', 'sdpa', 'sdpa-causal', 'flash', 'flash-causal'];
+    expect(json.rows.map((r: BenchRow) => `${r.impl} ${r.pass} G=${r.G}`)).toEqual(
+      [1, 2].flatMap((G) => impls.flatMap((impl) => [`${impl} fwd G=${G}`, `${impl} fwd+bwd G=${G}`])));
     for (const row of json.rows as BenchRow[]) {
       expect(row.error).toBeUndefined();
       expect(row.backend).toBe(backend());
@@ -83,5 +82,50 @@ describe(title('bench'), () => {
     const sdpa = pass('sdpa');
     naive.forEach((t, i) => expect(maxAbsDiff(t, sdpa[i])).toBeLessThan(1e-4));
     tf.dispose([q, k, v, dy, ...naive, ...sdpa]);
+  });
+
+  it('flash == sdpa and flash-causal == sdpa-causal, output and gradients (H=4, G=2, T=5, S=7)', () => {
+    const {B, H, G, T, S, D} = tinyGqa;
+    const [q, k, v, dy] = [[B, H, T, D], [B, G, S, D], [B, G, S, D], [B, H, T, D]].map((s, i) => randn(s, 20 + i));
+    const pass = (name: string) => {
+      const loss = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(IMPLS[name].run(a, b, c, {}), dy));
+      return [IMPLS[name].run(q, k, v, {}), ...tf.grads(loss)([q, k, v])];
+    };
+    for (const [flash, sdpa] of [['flash', 'sdpa'], ['flash-causal', 'sdpa-causal']]) {
+      expectNoLeaks(() => tf.dispose(IMPLS[flash].run(q, k, v, {})));
+      const a = pass(flash);
+      const b = pass(sdpa);
+      a.forEach((t, i) => expect(maxAbsDiff(t, b[i])).toBeLessThan(1e-4));
+      tf.dispose([...a, ...b]);
+    }
+    // Causal changes the result (T != S: query i sees keys j <= i + 2).
+    const [full, causal] = ['sdpa', 'sdpa-causal'].map((n) => IMPLS[n].run(q, k, v, {}));
+    expect(maxAbsDiff(full, causal)).toBeGreaterThan(1e-3);
+    tf.dispose([q, k, v, dy, full, causal]);
+  });
+
+  it('overrideShapes: --seq replaces the shapes, the others override every shape, duplicates go', () => {
+    expect(overrideShapes(DEFAULT_SHAPES, {})).toEqual(DEFAULT_SHAPES);
+    expect(overrideShapes(DEFAULT_SHAPES, {seq: [512, 2048], heads: 4, dim: 32, batch: 2})).toEqual([
+      {B: 2, H: 4, G: 4, T: 512, S: 512, D: 32},
+      {B: 2, H: 4, G: 4, T: 2048, S: 2048, D: 32},
+    ]);
+    // Multi-head shapes follow --heads, the GQA shape keeps G=2; --kv-heads sets every G.
+    expect(overrideShapes(DEFAULT_SHAPES, {heads: 4}).map((s) => [s.H, s.G, s.T])).toEqual(
+      [[4, 4, 128], [4, 4, 512], [4, 2, 512], [4, 4, 2048]]);
+    expect(overrideShapes(DEFAULT_SHAPES, {kvHeads: 1}).map((s) => [s.H, s.G, s.T])).toEqual(
+      [[8, 1, 128], [8, 1, 512], [8, 1, 2048]]);
+    const bad: [object, RegExp][] = [
+      [{seq: []}, /seq must list at least one length/],
+      [{seq: [512, 0]}, /seq must be a positive integer, received 0/],
+      [{heads: 2.5}, /heads must be a positive integer, received 2\.5/],
+      [{dim: 0}, /dim must be a positive integer, received 0/],
+      [{heads: 4, kvHeads: 3}, /heads \(4\) must be divisible by kvHeads \(3\)/],
+      [{heads: 3}, /heads \(3\) must be divisible by kvHeads \(2\) in the shape with T=512/],
+    ];
+    for (const [o, message] of bad) {
+      expect(() => overrideShapes(DEFAULT_SHAPES, o)).toThrow(AttentionError);
+      expect(() => overrideShapes(DEFAULT_SHAPES, o)).toThrow(message);
+    }
   });
 });

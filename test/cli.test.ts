@@ -1,4 +1,5 @@
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {main} from '../src/cli/main';
@@ -40,7 +41,8 @@ describe(title('cli'), () => {
   it('bench --help lists its flags and implementations', async () => {
     const {code, stdout} = await cli('bench', '--help');
     expect(code).toBe(0);
-    for (const flag of ['--only', '--backend', '--quick', '--warmup', '--reps', '--out', 'naive', 'sdpa']) {
+    for (const flag of ['--only', '--backend', '--quick', '--warmup', '--reps', '--out', '--seq', '--batch',
+      '--heads', '--kv-heads', '--dim', 'naive', 'sdpa', 'sdpa-causal', 'flash', 'flash-causal']) {
       expect(stdout).toContain(flag);
     }
   });
@@ -57,6 +59,31 @@ describe(title('cli'), () => {
   it('bench --only nosuch exits 2', () => expectUsageError(['bench', '--only', 'nosuch'], /'nosuch'.*naive, sdpa/));
   it('bench --backend bogus exits 2', () => expectUsageError(['bench', '--backend', 'bogus'], /'bogus'.*wasm/));
   it('bench --reps 0 exits 2', () => expectUsageError(['bench', '--reps', '0'], /--reps.*'0'/));
+  it('bench --seq 512,0 exits 2', () => expectUsageError(['bench', '--seq', '512,0'], /--seq.*'512,0'.*integers >= 1/));
+  it('bench --seq 512,abc exits 2', () => expectUsageError(['bench', '--seq', '512,abc'], /--seq.*'512,abc'/));
+  it('bench --seq with an empty entry exits 2', () => expectUsageError(['bench', '--seq', '512,'], /--seq.*'512,'/));
+  it('bench --heads 0 exits 2', () => expectUsageError(['bench', '--heads', '0'], /--heads.*'0'/));
+  it('bench --batch 1.5 exits 2', () => expectUsageError(['bench', '--batch', '1.5'], /--batch.*'1\.5'/));
+  it('bench --dim x exits 2', () => expectUsageError(['bench', '--dim', 'x'], /--dim.*'x'/));
+  it('bench --kv-heads 0 exits 2', () => expectUsageError(['bench', '--kv-heads', '0'], /--kv-heads.*'0'/));
+  it('bench --heads 4 --kv-heads 3 exits 2', () =>
+    expectUsageError(['bench', '--heads', '4', '--kv-heads', '3'], /heads \(4\) must be divisible by kvHeads \(3\)/));
+
+  it('bench --seq --batch --heads --kv-heads --dim run exactly those shapes', async () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-attention-cli-'));
+    try {
+      const {code, stdout} = await cli('bench', '--only', 'sdpa,flash', '--seq', '6,9', '--batch', '2', '--heads', '4',
+        '--kv-heads', '2', '--dim', '4', '--warmup', '0', '--reps', '1', '--backend', tf.getBackend(), '--out', out);
+      expect(code).toBe(0);
+      expect(stdout).toContain('results.json');
+      const {rows} = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8'));
+      expect(rows.map((r: Record<string, unknown>) => [r.impl, r.pass, r.B, r.H, r.G, r.T, r.S, r.D, r.error])).toEqual(
+        [6, 9].flatMap((T) => ['sdpa', 'flash'].flatMap((impl) =>
+          ['fwd', 'fwd+bwd'].map((pass) => [impl, pass, 2, 4, 2, T, T, 4, undefined]))));
+    } finally {
+      fs.rmSync(out, {recursive: true, force: true});
+    }
+  });
 });
 
 describe(title('the built bin'), () => {

@@ -258,7 +258,7 @@ describe(title('MultiHeadAttention'), () => {
       [{numHeads: 2, headDim: 0}, /headDim must be a positive integer, received 0/],
       [{numHeads: 2, valueDim: -3}, /valueDim must be a positive integer, received -3/],
       [{numHeads: 2, outputDim: 1.5}, /outputDim must be a positive integer, received 1\.5/],
-      [{numHeads: 2, implementation: 'fast'}, /implementation must be one of 'standard', received 'fast'/],
+      [{numHeads: 2, implementation: 'fast'}, /implementation must be one of 'standard', 'flash', 'auto', received 'fast'/],
       [{numHeads: 2, kernelInitializer: 'nope'}, /initializer must be one of .*received 'nope'/],
     ])('constructor rejects %j', (args, message) => {
       expect(config(args)).toThrow(AttentionError);

@@ -3,55 +3,9 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, AttentionErrorCode} from '../src/errors';
 import {scaledDotProductAttention, SdpaOptions} from '../src/ops/sdpa';
+import {allFinite, Case, caseName, gradsOf, inputs, largeLogitCase, makeMask, maxAbs} from './cases';
 import {expectClose, expectNoLeaks, randn, title} from './helpers';
 import {referenceAttention, referenceWeights, ReferenceOptions} from './reference';
-
-/** A small seeded PRNG (mulberry32) for masks built in JS. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-type MaskKind = 'none' | 'padding' | 'btS' | 'perHead';
-
-/**
- * padding: [B, 1, 1, S] key padding, batch b keeps its first S - 2b keys (at least 1).
- * btS:     [B, T, S] random 0/1 (about 75% kept), the same for every head.
- * perHead: [B, H, T, S] random 0/1, different per head.
- */
-function makeMask(kind: MaskKind, B: number, H: number, T: number, S: number, seed: number): tf.Tensor | undefined {
-  const r = rng(seed);
-  if (kind === 'none') return undefined;
-  if (kind === 'padding') {
-    const data: boolean[] = [];
-    for (let b = 0; b < B; b++) for (let j = 0; j < S; j++) data.push(j < Math.max(1, S - 2 * b - 1));
-    return tf.tensor4d(data, [B, 1, 1, S], 'bool');
-  }
-  const shape = kind === 'btS' ? [B, T, S] : [B, H, T, S];
-  const n = shape.reduce((x, y) => x * y, 1);
-  const data = Array.from({length: n}, () => r() < 0.75);
-  return tf.tensor(data, shape, 'bool');
-}
-
-interface Case {
-  B: number; H: number; G: number; T: number; S: number; D: number; Dv: number;
-  causal: boolean; mask: MaskKind; scale?: number;
-}
-
-function caseName(c: Case): string {
-  const parts = [`T=${c.T}`, `S=${c.S}`, `H=${c.H}`, `G=${c.G}`, `D=${c.D}`];
-  if (c.Dv !== c.D) parts.push(`Dv=${c.Dv}`);
-  if (c.causal) parts.push('causal');
-  if (c.mask !== 'none') parts.push(c.mask === 'padding' ? 'padding [B,1,1,S]' : c.mask === 'btS' ? 'mask [B,T,S]' : 'mask [B,H,T,S]');
-  if (c.scale != null) parts.push(`scale=${c.scale}`);
-  return parts.join(', ');
-}
 
 const GRID: Case[] = [
   {B: 2, H: 2, G: 2, T: 1, S: 1, D: 12, Dv: 12, causal: false, mask: 'none'},
@@ -68,29 +22,6 @@ const GRID: Case[] = [
   {B: 2, H: 2, G: 1, T: 97, S: 50, D: 12, Dv: 7, causal: false, mask: 'btS'},
   {B: 1, H: 4, G: 2, T: 13, S: 97, D: 12, Dv: 12, causal: true, mask: 'btS', scale: 1.5},
 ];
-
-function inputs(c: Case, seed: number): {q: tf.Tensor; k: tf.Tensor; v: tf.Tensor; cot: tf.Tensor} {
-  return {
-    q: randn([c.B, c.H, c.T, c.D], seed),
-    k: randn([c.B, c.G, c.S, c.D], seed + 1),
-    v: randn([c.B, c.G, c.S, c.Dv], seed + 2),
-    cot: randn([c.B, c.H, c.T, c.Dv], seed + 3),
-  };
-}
-
-/** Gradients of sum(f(q, k, v) * cot) with respect to q, k and v. */
-function gradsOf(f: (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.Tensor,
-                 q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, cot: tf.Tensor): tf.Tensor[] {
-  return tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(f(a, b, c), cot)))([q, k, v]);
-}
-
-function maxAbs(t: tf.Tensor): number {
-  return Array.from(t.dataSync()).reduce((m, x) => Math.max(m, Math.abs(x)), 0);
-}
-
-function allFinite(t: tf.Tensor): boolean {
-  return t.dataSync().every((x) => Number.isFinite(x));
-}
 
 function expectAttentionError(fn: () => unknown, code: AttentionErrorCode, message: RegExp): void {
   let caught: unknown = null;
@@ -222,25 +153,7 @@ describe(title('scaledDotProductAttention'), () => {
   describe('large logits and scale', () => {
     test('logits of magnitude 1e4: finite, == reference, forward and gradients (T=7, S=8, scale=1)', () => {
       tf.tidy(() => {
-        // Logits exact in float32 in any summation order: column 0 holds q0 = +-1024 and
-        // k0 = n / 1024 with integer n near +-1e4, the other columns small integers, so each
-        // logit is an integer near +-1e4 and several visible keys lie within a few units
-        // (the softmax is not one-hot). The large factor sits in q, not k: with k0 ~ 1e4,
-        // dq = sum_j dlogit_j k_j cancels a common 1e4 offset and float32 loses ~1e-3 of it
-        // in any implementation (measured: src and reference both ~1e-3 from float64).
-        const r = rng(3);
-        const ints = (n: number, lo: number, hi: number) =>
-          Array.from({length: n}, () => lo + Math.floor(r() * (hi - lo + 1)));
-        const q0 = tf.tensor4d(ints(14, 0, 2).map((x) => (x === 0 ? -1024 : 1024)), [1, 2, 7, 1]);
-        const q = tf.concat([q0, tf.tensor4d(ints(14 * 11, -1, 1), [1, 2, 7, 11])], 3);
-        const n0 = [10000, 9999, 9998, 9996, -10000, 5000, 10003, 10001];
-        const k0 = tf.tensor4d(n0.map((n) => n / 1024), [1, 1, 8, 1]);
-        const k = tf.concat([k0, tf.tensor4d(ints(8 * 11, -1, 1), [1, 1, 8, 11])], 3);
-        const v = randn([1, 1, 8, 12], 51);
-        const cot = randn([1, 2, 7, 12], 52);
-        // The mask hides the two keys with the largest logits (10003, 10001), so for q0 = 1
-        // the visible max lies below hidden logits.
-        const mask = tf.tensor2d(Array.from({length: 7 * 8}, (_, n) => n % 8 < 6), [7, 8], 'bool');
+        const {q, k, v, cot, mask} = largeLogitCase();
         for (const opts of [{scale: 1}, {scale: 1, mask}]) {
           const logits = tf.matMul(tf.reshape(q, [14, 12]), tf.reshape(k, [8, 12]), false, true);
           expect(maxAbs(logits)).toBeGreaterThan(9e3);

@@ -4,6 +4,7 @@
  * Adding an implementation to the benchmark is adding a row here.
  */
 import * as tf from '@tensorflow/tfjs';
+import {flashAttention} from '../ops/flash';
 import {scaledDotProductAttention} from '../ops/sdpa';
 import {naiveAttention} from './naive';
 
@@ -28,6 +29,20 @@ export const IMPLS: Readonly<Record<string, BenchImpl>> = {
   sdpa: {
     description: 'scaledDotProductAttention (GQA by folding heads into rows, no repeat)',
     run: (q, k, v, {scale}) => scaledDotProductAttention(q, k, v, {scale}),
+  },
+  // The causal rows compare flash with sdpa on the same semantics: both mask the
+  // same keys, but flash also skips the key tiles that lie wholly after a query tile.
+  'sdpa-causal': {
+    description: 'scaledDotProductAttention with causal: true (the baseline for flash-causal)',
+    run: (q, k, v, {scale}) => scaledDotProductAttention(q, k, v, {scale, causal: true}),
+  },
+  flash: {
+    description: 'flashAttention: tiled online softmax, memory linear in T (default blockSize)',
+    run: (q, k, v, {scale}) => flashAttention(q, k, v, {scale}),
+  },
+  'flash-causal': {
+    description: 'flashAttention with causal: true (skips key tiles after the query tile)',
+    run: (q, k, v, {scale}) => flashAttention(q, k, v, {scale, causal: true}),
   },
 };
 

@@ -33,6 +33,50 @@ export const FULL_PRESET: BenchPreset = {shapes: DEFAULT_SHAPES, warmup: 2, reps
 /** `--quick`: the shapes with T <= 512, one warm-up run and median of 3. */
 export const QUICK_PRESET: BenchPreset = {shapes: DEFAULT_SHAPES.filter((s) => s.T <= 512), warmup: 1, reps: 3};
 
+/** What the CLI's --seq, --batch, --heads, --kv-heads and --dim change in a list of shapes. */
+export interface ShapeOverrides {
+  /** Lengths T (= S): one multi-head shape per length (B=1, H=8, D=64 unless overridden) replaces the list. */
+  seq?: readonly number[];
+  /** B */
+  batch?: number;
+  /** H */
+  heads?: number;
+  /** G. Default: H for multi-head shapes (G == H), the shape's own G otherwise. */
+  kvHeads?: number;
+  /** D (= Dv) */
+  dim?: number;
+}
+
+/**
+ * `shapes` with the overrides applied, duplicates dropped, in order. Throws
+ * AttentionError('INVALID_CONFIG') for a value that is not a positive integer or
+ * heads not divisible by the key/value heads.
+ */
+export function overrideShapes(shapes: readonly AttentionShape[], o: ShapeOverrides): AttentionShape[] {
+  if (o.seq != null) {
+    if (o.seq.length === 0) throw new AttentionError('INVALID_CONFIG', 'seq must list at least one length');
+    o.seq.forEach((T) => assertPositiveInt('seq', T));
+  }
+  for (const [name, value] of [['batch', o.batch], ['heads', o.heads], ['kvHeads', o.kvHeads], ['dim', o.dim]] as const) {
+    if (value != null) assertPositiveInt(name, value);
+  }
+  const start = o.seq != null ? o.seq.map((T) => ({...base, T, S: T})) : shapes;
+  const out: AttentionShape[] = [];
+  for (const s of start) {
+    const H = o.heads ?? s.H;
+    const G = o.kvHeads ?? (s.G === s.H ? H : s.G);
+    if (H % G !== 0) {
+      throw new AttentionError('INVALID_CONFIG',
+        `heads (${H}) must be divisible by kvHeads (${G}) in the shape with T=${s.T}, S=${s.S}; ` +
+        'set kvHeads (--kv-heads) to a divisor of heads');
+    }
+    const shape = {B: o.batch ?? s.B, H, G, T: s.T, S: s.S, D: o.dim ?? s.D};
+    const same = (x: AttentionShape) => (['B', 'H', 'G', 'T', 'S', 'D'] as const).every((key) => x[key] === shape[key]);
+    if (!out.some(same)) out.push(shape);
+  }
+  return out;
+}
+
 export interface BenchOptions {
   /** Names from the registry. Default: all, in table order. */
   impls?: readonly string[];

@@ -31,3 +31,14 @@ export function namesArg(known: readonly string[], what: string): (value: string
     return names;
   };
 }
+
+/** A flag parser for a comma-separated list of integers >= min: `512,2048,4096`. */
+export function intListArg(min: number): (value: string) => number[] {
+  return (value) => {
+    const parts = value.split(',').map((s) => s.trim());
+    if (parts.some((p) => !/^\d+$/.test(p) || Number(p) < min)) {
+      throw new InvalidArgumentError(`Expected a comma-separated list of integers >= ${min}.`);
+    }
+    return parts.map(Number);
+  };
+}

@@ -5,7 +5,13 @@
  *
  * Args (besides the tfjs LayerArgs): see AttentionLayerArgs. In short `numHeads` H,
  * `numKvHeads` G (default H; 1 = multi-query), `headDim` D, `valueDim` Dv, `outputDim`,
- * `useBias`, `dropout`, `causal`, initializers, regularizers and constraints.
+ * `useBias`, `dropout`, `causal`, initializers, regularizers and constraints; and
+ * `implementation`, how attention is computed (the result is the same exact attention):
+ *   'standard' (default): scaledDotProductAttention, which forms the [B, H, T, S] scores.
+ *   'flash': flashAttention (tiled, memory linear in T); dropout > 0 and
+ *     returnAttentionScores then throw UNSUPPORTED (the probabilities are never formed).
+ *   'auto': flash for calls with T * S >= FLASH_AUTO_MIN_SCORES, no scores requested and
+ *     no dropout active (training with dropout > 0); standard otherwise.
  *
  * Call arguments:
  *   inputs: x [batch, length, features] (self-attention), [query, value] (key = value)
@@ -22,15 +28,31 @@
  * [output, scores] with scores [batch, H, targetLength, sourceLength].
  */
 import * as tf from '@tensorflow/tfjs';
-import {scaledDotProductAttention} from '../ops/sdpa';
+import {flashAttention} from '../ops/flash';
+import {AttentionWithWeights, scaledDotProductAttention} from '../ops/sdpa';
 import {assertOneOf} from '../validate';
 import {AttendOptions, AttentionLayerArgs, AttentionLayerBase} from './base_attention';
+import {flashDropoutError, flashScoresError} from './flash_attention';
 
-export const MHA_IMPLEMENTATIONS = ['standard'] as const;
+// tfjs' own Kwargs type is `{[key: string]: any}`.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Kwargs = {[key: string]: any};
+
+export const MHA_IMPLEMENTATIONS = ['standard', 'flash', 'auto'] as const;
 export type MhaImplementation = typeof MHA_IMPLEMENTATIONS[number];
 
+/**
+ * implementation 'auto' uses flash attention for calls whose score matrix has at least
+ * this many entries per batch and head (T * S), i.e. T = S = 1024.
+ */
+export const FLASH_AUTO_MIN_SCORES = 1024 * 1024;
+
 export interface MultiHeadAttentionArgs extends AttentionLayerArgs {
-  /** How attention is computed. Only 'standard' (exact, scaledDotProductAttention) for now. */
+  /**
+   * How attention is computed: 'standard' (scaledDotProductAttention), 'flash'
+   * (flashAttention: no dropout, no scores) or 'auto' (flash when T * S >=
+   * FLASH_AUTO_MIN_SCORES and neither scores nor dropout are needed). Default 'standard'.
+   */
   implementation?: MhaImplementation;
 }
 
@@ -42,9 +64,33 @@ export class MultiHeadAttention extends AttentionLayerBase {
     super(args);
     this.implementation = args.implementation ?? 'standard';
     assertOneOf('implementation', this.implementation, MHA_IMPLEMENTATIONS);
+    if (this.implementation === 'flash' && this.dropout > 0) {
+      throw flashDropoutError("MultiHeadAttention with implementation 'flash'", this.dropout);
+    }
   }
 
-  protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions) {
+  /** With 'flash', refuses returnAttentionScores up front, also when building a model graph. */
+  override apply(inputs: tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[],
+                 kwargs?: Kwargs): tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[] {
+    if (this.implementation === 'flash' && kwargs?.returnAttentionScores === true) {
+      throw flashScoresError("MultiHeadAttention with implementation 'flash'");
+    }
+    return super.apply(inputs, kwargs);
+  }
+
+  /** Whether this call runs flashAttention: always for 'flash', by size and need for 'auto'. */
+  private usesFlash(T: number, S: number, options: AttendOptions): boolean {
+    if (this.implementation !== 'auto') return this.implementation === 'flash';
+    const dropoutActive = options.training && this.dropout > 0;
+    return T * S >= FLASH_AUTO_MIN_SCORES && !options.returnScores && !dropoutActive;
+  }
+
+  protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D,
+                   options: AttendOptions): tf.Tensor | AttentionWithWeights {
+    if (this.usesFlash(q.shape[2], k.shape[2], options)) {
+      if (options.returnScores) throw flashScoresError("MultiHeadAttention with implementation 'flash'");
+      return flashAttention(q, k, v, {mask: options.mask, causal: this.causal});
+    }
     return scaledDotProductAttention(q, k, v, {
       mask: options.mask,
       causal: this.causal,
