@@ -9,14 +9,20 @@ export {selectBackend, BackendChoice, BackendName, BACKEND_ENV_VAR} from './back
 export {registerFileRouter, fileSystem} from './io/file_system';
 export {scaledDotProductAttention, SdpaOptions, AttentionWithWeights} from './ops/sdpa';
 export {flashAttention, FlashOptions, DEFAULT_BLOCK_SIZE} from './ops/flash';
+export {
+  linearAttention, linearAttentionFromFeatures, favorFeatures, LinearOptions, FeatureOptions, FeatureKernel,
+  FEATURE_KERNELS, DEFAULT_CHUNK_SIZE, SOFTMAX_STABILIZER, RELU_STABILIZER,
+} from './ops/linear';
+export {orthogonalProjection, defaultNumFeatures} from './ops/random_features';
 export {causalMask} from './ops/masks';
 export {
-  AttentionLayerArgs, AttentionCallArgs, AttentionLayerBase,
+  AttentionLayerArgs, AttentionCallArgs, AttentionLayerBase, AttendOptions, MaskParts,
 } from './layers/base_attention';
 export {
   MultiHeadAttention, MultiHeadAttentionArgs, MhaImplementation, MHA_IMPLEMENTATIONS, FLASH_AUTO_MIN_SCORES,
 } from './layers/multi_head_attention';
 export {FlashAttention, FlashAttentionArgs} from './layers/flash_attention';
+export {LinearAttention, LinearAttentionArgs} from './layers/linear_attention';
 export {VERSION} from './version';
 
 import {registerFileRouter} from './io/file_system';

@@ -33,7 +33,7 @@ describe(title('bench'), () => {
     const json = JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8'));
     expect(json).toEqual(JSON.parse(JSON.stringify(report)));
     expect(json.meta).toMatchObject({format: 1, backend: backend(), packageVersion: version, warmup: 0, reps: 1});
-    const impls = ['naive', 'sdpa', 'sdpa-causal', 'flash', 'flash-causal'];
+    const impls = ['naive', 'sdpa', 'sdpa-causal', 'flash', 'flash-causal', 'linear', 'linear-causal'];
     expect(json.rows.map((r: BenchRow) => `${r.impl} ${r.pass} G=${r.G}`)).toEqual(
       [1, 2].flatMap((G) => impls.flatMap((impl) => [`${impl} fwd G=${G}`, `${impl} fwd+bwd G=${G}`])));
     for (const row of json.rows as BenchRow[]) {

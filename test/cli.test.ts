@@ -42,7 +42,8 @@ describe(title('cli'), () => {
     const {code, stdout} = await cli('bench', '--help');
     expect(code).toBe(0);
     for (const flag of ['--only', '--backend', '--quick', '--warmup', '--reps', '--out', '--seq', '--batch',
-      '--heads', '--kv-heads', '--dim', 'naive', 'sdpa', 'sdpa-causal', 'flash', 'flash-causal']) {
+      '--heads', '--kv-heads', '--dim', 'naive', 'sdpa', 'sdpa-causal', 'flash', 'flash-causal',
+      'linear', 'linear-causal']) {
       expect(stdout).toContain(flag);
     }
   });

@@ -141,3 +141,34 @@ export function referenceAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, opt
     return tf.stack(batches) as tf.Tensor4D;                                     // [B, H, T, Dv]
   });
 }
+
+/**
+ * Linear attention from features, per prefix, written out: for query i of head h,
+ *   out_i = sum_j (qf_i . kf_j) v_j / sum_j (qf_i . kf_j)
+ * over the keys j it may see (the same keep table as above: causal and mask). One
+ * [T, S] product per (batch, head) with the hidden pairs multiplied by 0; a row that
+ * sees no key gives zeros. qf [B, H, T, M], kf [B, G, S, M], v [B, G, S, Dv].
+ */
+export function referenceLinear(qf: tf.Tensor, kf: tf.Tensor, v: tf.Tensor,
+                                opts: Omit<ReferenceOptions, 'scale'> = {}): tf.Tensor4D {
+  return tf.tidy(() => {
+    const {B, H, G, T, S, D: M, Dv} = referenceDims(qf, kf, v);
+    const keep = keepTable(B, H, T, S, opts);
+    const batches: tf.Tensor[] = [];
+    for (let b = 0; b < B; b++) {
+      const heads: tf.Tensor[] = [];
+      for (let h = 0; h < H; h++) {
+        const g = Math.floor(h / (H / G));
+        const qh = tf.reshape(tf.slice(qf, [b, h, 0, 0], [1, 1, T, M]), [T, M]);  // [T, M]
+        const kh = tf.reshape(tf.slice(kf, [b, g, 0, 0], [1, 1, S, M]), [S, M]);  // [S, M]
+        const vh = tf.reshape(tf.slice(v, [b, g, 0, 0], [1, 1, S, Dv]), [S, Dv]); // [S, Dv]
+        const a = tf.mul(tf.matMul(qh, kh, false, true), tf.tensor2d(keep[b][h], [T, S])); // [T, S]
+        const empty = keep[b][h].map((row) => [row.some((x) => x === 1) ? 0 : 1]);       // [T, 1]
+        const den = tf.add(tf.sum(a, 1, true), tf.tensor2d(empty, [T, 1]));              // [T, 1]
+        heads.push(tf.div(tf.matMul(a, vh), den));                                        // [T, Dv]
+      }
+      batches.push(tf.stack(heads));                                                      // [H, T, Dv]
+    }
+    return tf.stack(batches) as tf.Tensor4D;                                              // [B, H, T, Dv]
+  });
+}

@@ -5,6 +5,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {flashAttention} from '../ops/flash';
+import {linearAttention} from '../ops/linear';
+import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
 import {scaledDotProductAttention} from '../ops/sdpa';
 import {naiveAttention} from './naive';
 
@@ -19,6 +21,23 @@ export interface BenchImpl {
   description: string;
   /** q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv] -> [B, H, T, Dv]. Must be differentiable. */
   run(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options: BenchRunOptions): tf.Tensor;
+}
+
+/**
+ * The random features of the linear rows: M = round(D ln D), seed 0. The numbers are
+ * drawn once per head dim and kept in JS; each run makes its own small tensor from them,
+ * so runs leave no tensor behind.
+ */
+const projections = new Map<number, Float32Array>();
+function projectionFor(D: number): tf.Tensor {
+  let data = projections.get(D);
+  if (data == null) {
+    const p = orthogonalProjection(defaultNumFeatures(D), D, 0);
+    data = p.dataSync() as Float32Array;
+    p.dispose();
+    projections.set(D, data);
+  }
+  return tf.tensor2d(data, [data.length / D, D]);
 }
 
 export const IMPLS: Readonly<Record<string, BenchImpl>> = {
@@ -43,6 +62,15 @@ export const IMPLS: Readonly<Record<string, BenchImpl>> = {
   'flash-causal': {
     description: 'flashAttention with causal: true (skips key tiles after the query tile)',
     run: (q, k, v, {scale}) => flashAttention(q, k, v, {scale, causal: true}),
+  },
+  linear: {
+    description: 'linearAttention: FAVOR+ random features, M = round(D ln D); approximate, linear in T',
+    run: (q, k, v, {scale}) => linearAttention(q, k, v, {scale, projection: projectionFor(q.shape[3] as number)}),
+  },
+  'linear-causal': {
+    description: 'linearAttention with causal: true (chunked prefix sums)',
+    run: (q, k, v, {scale}) =>
+      linearAttention(q, k, v, {scale, causal: true, projection: projectionFor(q.shape[3] as number)}),
   },
 };
 

@@ -67,10 +67,22 @@ export interface AttentionCallArgs {
   mask?: tf.Tensor | (tf.Tensor | null)[] | null;
 }
 
+/** The masks of one call, kept apart for layers that cannot take a full [B, H, T, S] mask. */
+export interface MaskParts {
+  /** [B, 1, T, 1] bool: the queries that are not padding; null when no query padding mask. */
+  query: tf.Tensor4D | null;
+  /** [B, 1, 1, S] bool: the keys that are not padding (value and key masks); null when none. */
+  key: tf.Tensor4D | null;
+  /** The call's attentionMask as a rank-4 bool tensor broadcastable to [B, H, T, S]; null when none. */
+  attention: tf.Tensor4D | null;
+}
+
 /** What a concrete layer's attend() receives besides q, k and v. */
 export interface AttendOptions {
   /** Combined padding and attention mask, bool, broadcastable to [B, H, T, S]; causal is not in it. */
   mask: tf.Tensor4D | null;
+  /** The same masks, not yet combined. */
+  parts: MaskParts;
   training: boolean;
   returnScores: boolean;
 }
@@ -252,13 +264,15 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
       this.checkInputs(query, value, key);
       const [B, T] = query.shape as number[];
       const S = value.shape[1] as number;
-      const mask = this.combinedMask(inputs, args, [B, this.numHeads, T, S]);
+      const parts = this.maskParts(inputs, args, [B, this.numHeads, T, S]);
+      const present = [parts.query, parts.key, parts.attention].filter((m): m is tf.Tensor4D => m != null);
+      const mask = present.length === 0 ? null : present.reduce((a, b) => tf.logicalAnd(a, b) as tf.Tensor4D);
 
       const q = projectToHeads(query, this.queryKernel.read(), this.queryBias?.read() ?? null); // [B, H, T, D]
       const k = projectToHeads(key, this.keyKernel.read(), this.keyBias?.read() ?? null);       // [B, G, S, D]
       const v = projectToHeads(value, this.valueKernel.read(), this.valueBias?.read() ?? null); // [B, G, S, Dv]
       const returnScores = args.returnAttentionScores === true;
-      const attended = this.attend(q, k, v, {mask, training: args.training === true, returnScores});
+      const attended = this.attend(q, k, v, {mask, parts, training: args.training === true, returnScores});
       const o = attended instanceof tf.Tensor ? attended : attended.output;                  // [B, H, T, Dv]
       const out = projectFromHeads(o, this.outputKernel.read(), this.outputBias?.read() ?? null); // [B, T, Eout]
       if (!returnScores) return out;
@@ -294,32 +308,33 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
 
   /**
    * Padding masks ([B, T] for the query, [B, S] for value and key, from tfjs' mask
-   * propagation) and the attentionMask, combined into one bool mask broadcastable to
-   * [B, H, T, S], or null when there is none. Masked queries get no keys (zero rows).
+   * propagation) and the attentionMask, brought to rank-4 bool tensors that broadcast
+   * to [B, H, T, S]. Masked queries get no keys (zero rows).
    */
-  private combinedMask(inputs: tf.Tensor | tf.Tensor[], args: AttentionCallArgs,
-                       target: [number, number, number, number]): tf.Tensor4D | null {
+  private maskParts(inputs: tf.Tensor | tf.Tensor[], args: AttentionCallArgs,
+                    target: [number, number, number, number]): MaskParts {
     const [B, , T, S] = target;
     const [qm, vm, km] = this.paddingMasks(inputs, args.mask);
-    const parts: tf.Tensor[] = [];
     const check = (m: tf.Tensor, name: string, len: number) => {
       if (m.rank !== 2 || m.shape[0] !== B || m.shape[1] !== len) {
         throw new AttentionError('INVALID_MASK',
           `the ${name} padding mask must have shape [${B}, ${len}], received ${show(m.shape)}`);
       }
     };
+    let query: tf.Tensor4D | null = null;
     if (qm != null) {
       check(qm, 'query', T);
-      parts.push(tf.reshape(boolMask(qm), [B, 1, T, 1]));
+      query = tf.reshape(boolMask(qm), [B, 1, T, 1]);
     }
+    let key: tf.Tensor4D | null = null;
     for (const [m, name] of [[vm, 'value'], [km, 'key']] as const) {
       if (m == null) continue;
       check(m, name, S);
-      parts.push(tf.reshape(boolMask(m), [B, 1, 1, S]));
+      const keys = tf.reshape(boolMask(m), [B, 1, 1, S]) as tf.Tensor4D;
+      key = key == null ? keys : tf.logicalAnd(key, keys) as tf.Tensor4D;
     }
-    if (args.attentionMask != null) parts.push(normalizeMask(args.attentionMask, target, 'attentionMask'));
-    if (parts.length === 0) return null;
-    return parts.reduce((a, b) => tf.logicalAnd(a, b)) as tf.Tensor4D;
+    const attention = args.attentionMask != null ? normalizeMask(args.attentionMask, target, 'attentionMask') : null;
+    return {query, key, attention};
   }
 
   /** [queryMask, valueMask, keyMask] from the propagated mask(s) or the inputs' kerasMask. */

@@ -1,0 +1,178 @@
+/**
+ * LinearAttention layer: multi-head attention with grouped-query heads whose attention is
+ * approximated with FAVOR+ positive orthogonal random features ("Rethinking Attention
+ * with Performers", Choromanski et al. 2021), in time and memory linear in the sequence
+ * length. Same projections and weight layout as MultiHeadAttention, followed by one
+ * non-trainable weight, `projection` [numFeatures, headDim]: the random features. Being
+ * a weight, it is saved with the model, so a loaded model answers exactly as the saved
+ * one did.
+ *
+ * Args (besides the tfjs LayerArgs): those of MultiHeadAttention (see
+ * AttentionLayerArgs): numHeads H, numKvHeads G, headDim D, valueDim Dv, outputDim,
+ * useBias, causal, initializers, regularizers and constraints; plus
+ *   numFeatures M: random features per head; default round(D ln D) (D=64: 266).
+ *   kernel: 'softmax' (FAVOR+, approximates softmax attention; default) or 'relu'.
+ *   seed: integer seed of the projection; default: drawn at construction (and saved in
+ *     the config). Redraw n uses seed + n, so a seed fixes the whole sequence of draws.
+ *   featureRedrawInterval: draw new features every this many training calls (calls with
+ *     training: true, as model.fit makes); 0 (default) = never. Performer redraws to
+ *     keep one unlucky draw from biasing training.
+ *   chunkSize: rows per chunk of the causal prefix sums (default DEFAULT_CHUNK_SIZE).
+ *   dropout must be 0: the attention probabilities are never formed.
+ *
+ * Call arguments:
+ *   inputs: x [batch, length, features] (self-attention), [query, value] or
+ *     [query, value, key], as MultiHeadAttention.
+ *   attentionMask: only masks that are key padding ([batch, 1, sourceLength] or
+ *     broadcastable to [batch, 1, 1, sourceLength]) or query padding
+ *     ([batch, targetLength, 1]); others throw UNSUPPORTED (the T x S matrix is never formed).
+ *   training: counts towards featureRedrawInterval.
+ *   returnAttentionScores: not supported; throws UNSUPPORTED.
+ *   Padding masks propagated by tfjs (embedding({maskZero: true})) are honoured: padded
+ *   keys are never attended and padded queries give the output bias only.
+ *
+ * Returns: [batch, targetLength, outputDim].
+ */
+import * as tf from '@tensorflow/tfjs';
+import {AttentionError, show} from '../errors';
+import {DEFAULT_CHUNK_SIZE, FEATURE_KERNELS, FeatureKernel, linearAttention} from '../ops/linear';
+import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
+import {assertNonNegativeInt, assertOneOf, assertPositiveInt} from '../validate';
+import {AttendOptions, AttentionLayerArgs, AttentionLayerBase} from './base_attention';
+
+// tfjs' own Kwargs type is `{[key: string]: any}`.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Kwargs = {[key: string]: any};
+
+export interface LinearAttentionArgs extends AttentionLayerArgs {
+  /** Random features per head M. Default round(D ln D) for head dim D. */
+  numFeatures?: number | null;
+  /** Feature map: 'softmax' (FAVOR+) or 'relu'. Default 'softmax'. */
+  kernel?: FeatureKernel;
+  /** Integer seed of the random projection. Default: drawn at construction. */
+  seed?: number | null;
+  /** Redraw the features every this many training calls; 0 = never. Default 0. */
+  featureRedrawInterval?: number;
+  /** Rows per chunk of the causal prefix sums. Default DEFAULT_CHUNK_SIZE. */
+  chunkSize?: number;
+}
+
+function unsupported(what: string): AttentionError {
+  return new AttentionError('UNSUPPORTED',
+    `LinearAttention ${what}: linear attention never forms the [batch, heads, targetLength, ` +
+    "sourceLength] attention matrix; use MultiHeadAttention for that");
+}
+
+export class LinearAttention extends AttentionLayerBase {
+  static className = 'LinearAttention';
+  readonly kernel: FeatureKernel;
+  readonly seed: number;
+  readonly featureRedrawInterval: number;
+  readonly chunkSize: number;
+  private readonly numFeaturesArg: number | null;
+  private projectionWeight: tf.LayerVariable | null = null;
+  /** Draws made since construction (0 = the initial one); draw n uses seed + n. */
+  private draws = 0;
+  /** Training calls since the last draw. */
+  private trainingCalls = 0;
+
+  constructor(args: LinearAttentionArgs) {
+    super(args);
+    if (this.dropout > 0) throw unsupported(`does not support dropout (received ${this.dropout})`);
+    this.numFeaturesArg = args.numFeatures ?? null;
+    if (this.numFeaturesArg != null) assertPositiveInt('numFeatures', this.numFeaturesArg);
+    this.kernel = args.kernel ?? 'softmax';
+    assertOneOf('kernel', this.kernel, FEATURE_KERNELS);
+    const seed = args.seed ?? Math.floor(Math.random() * 2 ** 31);
+    if (typeof seed !== 'number' || !Number.isInteger(seed)) {
+      throw new AttentionError('INVALID_CONFIG', `seed must be an integer, received ${show(seed)}`);
+    }
+    this.seed = seed;
+    this.featureRedrawInterval = args.featureRedrawInterval ?? 0;
+    assertNonNegativeInt('featureRedrawInterval', this.featureRedrawInterval);
+    this.chunkSize = args.chunkSize ?? DEFAULT_CHUNK_SIZE;
+    assertPositiveInt('chunkSize', this.chunkSize);
+  }
+
+  /** M, known once the layer is built (the default depends on the head dim). */
+  get numFeatures(): number | null {
+    return this.projectionWeight != null ? this.projectionWeight.shape[0] as number : this.numFeaturesArg;
+  }
+
+  protected override buildExtra({D}: {D: number; Dv: number}): void {
+    const M = this.numFeaturesArg ?? defaultNumFeatures(D);
+    this.projectionWeight = this.addWeight('projection', [M, D], 'float32', tf.initializers.zeros(),
+      undefined, false);
+    this.writeProjection();
+  }
+
+  /**
+   * Draws new random features (the next seed in the sequence) into the `projection`
+   * weight. Throws if the layer is not built yet.
+   */
+  redrawFeatures(): void {
+    if (this.projectionWeight == null) {
+      throw new AttentionError('INVALID_CONFIG',
+        'redrawFeatures() needs a built layer: apply it to an input (or build it) first');
+    }
+    this.draws += 1;
+    this.trainingCalls = 0;
+    this.writeProjection();
+  }
+
+  private writeProjection(): void {
+    const w = this.projectionWeight!;
+    const [M, D] = w.shape as number[];
+    const p = orthogonalProjection(M, D, (this.seed + this.draws) >>> 0);
+    w.write(p);
+    p.dispose();
+  }
+
+  /** Refuses returnAttentionScores up front, also when building a model graph. */
+  override apply(inputs: tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[],
+                 kwargs?: Kwargs): tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[] {
+    if (kwargs?.returnAttentionScores === true) throw unsupported('cannot return attention scores');
+    return super.apply(inputs, kwargs);
+  }
+
+  /** Counts training calls and redraws the features every featureRedrawInterval of them. */
+  override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor | tf.Tensor[] {
+    if (kwargs?.training === true && this.featureRedrawInterval > 0) {
+      if (this.trainingCalls >= this.featureRedrawInterval) this.redrawFeatures();
+      this.trainingCalls += 1;
+    }
+    return super.call(inputs, kwargs);
+  }
+
+  protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions): tf.Tensor4D {
+    if (options.returnScores) throw unsupported('cannot return attention scores');
+    let {query, key} = options.parts;
+    const attention = options.parts.attention;
+    if (attention != null) {
+      const [, Hm, Tm, Sm] = attention.shape;
+      if (Hm === 1 && Tm === 1) key = key == null ? attention : tf.logicalAnd(key, attention) as tf.Tensor4D;
+      else if (Hm === 1 && Sm === 1) query = query == null ? attention : tf.logicalAnd(query, attention) as tf.Tensor4D;
+      else {
+        throw unsupported(`takes only key padding ([batch, 1, sourceLength]) or query padding ` +
+          `([batch, targetLength, 1]) attention masks, received one of shape ${show(attention.shape)}`);
+      }
+    }
+    const o = linearAttention(q, k, v, {
+      projection: this.projectionWeight!.read(), causal: this.causal, kernel: this.kernel, mask: key,
+      chunkSize: this.chunkSize,
+    }); // [B, H, T, Dv]
+    return query == null ? o : tf.mul(o, tf.cast(query, 'float32')) as tf.Tensor4D;
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return {
+      ...super.getConfig(),
+      numFeatures: this.numFeaturesArg,
+      kernel: this.kernel,
+      seed: this.seed,
+      featureRedrawInterval: this.featureRedrawInterval,
+      chunkSize: this.chunkSize,
+    };
+  }
+}
+tf.serialization.registerClass(LinearAttention);
