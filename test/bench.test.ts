@@ -51,6 +51,22 @@ describe(title('bench'), () => {
     expect(md).toMatch(/\|\s*sdpa\s*\|\s*fwd\+bwd\s*\|/);
   });
 
+  it('writes results.json after every row, so a run that dies keeps the rows it finished', async () => {
+    const seen: number[] = [];
+    const registry = {
+      sdpa: IMPLS.sdpa,
+      // Reads the file while it runs: it must already hold sdpa's two rows.
+      peek: {description: 'reads results.json', run: (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => {
+        seen.push(JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8')).rows.length);
+        return IMPLS.sdpa.run(q, k, v, {});
+      }},
+    };
+    await runBench({registry, shapes: [tiny], backend: backend(), warmup: 0, reps: 1, outDir: dir});
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen[0]).toBe(2);
+    expect(Math.max(...seen)).toBe(3); // during peek's fwd+bwd row, its fwd row is written too
+  });
+
   it('records a failing implementation as an error row and goes on', async () => {
     const registry = {
       boom: {description: 'always throws', run: () => { throw new Error('out of memory\nat somewhere'); }},
@@ -102,6 +118,21 @@ describe(title('bench'), () => {
     const [full, causal] = ['sdpa', 'sdpa-causal'].map((n) => IMPLS[n].run(q, k, v, {}));
     expect(maxAbsDiff(full, causal)).toBeGreaterThan(1e-3);
     tf.dispose([q, k, v, dy, full, causal]);
+  });
+
+  it('linear and linear-causal: shapes, finite gradients, no leaks; causal changes the result (H=4, G=2, T=5, S=7)', () => {
+    const {B, H, G, T, S, D} = tinyGqa;
+    const [q, k, v] = [[B, H, T, D], [B, G, S, D], [B, G, S, D]].map((s, i) => randn(s, 30 + i));
+    const outs = ['linear', 'linear-causal'].map((name) => {
+      expectNoLeaks(() => tf.tidy(() => {
+        tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(IMPLS[name].run(a, b, c, {})))([q, k, v])
+          .forEach((g) => expect(g.dataSync().every(Number.isFinite)).toBe(true));
+      }));
+      return tf.tidy(() => IMPLS[name].run(q, k, v, {}));
+    });
+    outs.forEach((o) => expect(o.shape).toEqual([B, H, T, D]));
+    expect(maxAbsDiff(outs[0], outs[1])).toBeGreaterThan(1e-3);
+    tf.dispose([q, k, v, ...outs]);
   });
 
   it('overrideShapes: --seq replaces the shapes, the others override every shape, duplicates go', () => {

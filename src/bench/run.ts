@@ -124,6 +124,9 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
           const row = await benchPass(name, registry[name], pass, shape, inputs, backend, warmup, reps);
           log(progressLine(row));
           rows.push(row);
+          // Rewritten after every row: a run that dies (the wasm heap aborts the process when
+          // it runs out, which no catch can stop) keeps the rows it finished.
+          if (options.outDir != null) writeReport(options.outDir, {meta, rows});
         }
       }
     } finally {
@@ -131,7 +134,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
     }
   }
   const report = {meta, rows};
-  if (options.outDir != null) writeReport(options.outDir, report);
+  if (options.outDir != null && rows.length === 0) writeReport(options.outDir, report);
   return report;
 }
 

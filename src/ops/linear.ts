@@ -68,13 +68,36 @@ export interface LinearOptions {
   chunkSize?: number;
 }
 
-/** max over `axes` (kept as size-1 dims) that autograd treats as a constant. */
-function constantMax(x: tf.Tensor, axes: number[]): tf.Tensor {
-  const f = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const a = inputs[0] as tf.Tensor;
-    return {value: tf.max(a, axes, true), gradFunc: () => tf.zerosLike(a)};
-  });
-  return f(x);
+/**
+ * phi = exp(wx - diag - c) / sqrt(M) + eps / sqrt(M) as [B, N, L, M], from wx [B*N*L, M]
+ * and diag [B*N*L, 1], with c = max(wx - diag) per row ('query') or per (batch, head)
+ * ('key'), a constant for autograd. One custom gradient instead of a chain of
+ * elementwise ops keeps the backward pass to two [.., M] tensors rather than one per op:
+ * with phi' = phi - eps / sqrt(M), d wx = dphi * phi' and d diag = -rowsum(dphi * phi').
+ */
+function positiveFeatures(wx: tf.Tensor, diag: tf.Tensor, role: 'query' | 'key', shape: number[]): tf.Tensor4D {
+  const [B, N, L, M] = shape;
+  const floor = SOFTMAX_STABILIZER / Math.sqrt(M);
+  const f = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [a, d, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    // Step by step, freeing each [.., M] intermediate as soon as the next exists.
+    const logits = tf.tidy(() => tf.reshape(tf.sub(a, d), [B * N, L, M]));   // [B*N, L, M]
+    const axes = role === 'query' ? [2] : [1, 2];
+    const shift = tf.tidy(() => tf.add(tf.max(logits, axes, true), 0.5 * Math.log(M))); // folds in 1 / sqrt(M)
+    const e = tf.tidy(() => tf.exp(tf.sub(logits, shift)));
+    logits.dispose();
+    const phi = tf.tidy(() => tf.reshape(tf.add(e, floor), shape));          // [B, N, L, M]
+    e.dispose();
+    save([phi]);
+    return {
+      value: phi,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const dwx = tf.reshape(tf.mul(dy, tf.sub(saved[0], floor)), [B * N * L, M]); // [B*N*L, M]
+        return [dwx, tf.neg(tf.sum(dwx, -1, true))];
+      },
+    };
+  }) as Parameters<typeof tf.customGrad>[0]);
+  return f(wx, diag) as tf.Tensor4D;
 }
 
 /**
@@ -95,13 +118,14 @@ export function favorFeatures(x: tf.Tensor, projection: tf.Tensor, options: Feat
   assertPositiveNumber('scale', scale);
   const M = projection.shape[0] as number;
   return tf.tidy(() => {
-    const xs = tf.mul(x, Math.sqrt(scale));                                          // [B, N, L, D]
-    const flat = tf.matMul(tf.reshape(xs, [B * N * L, D]), tf.transpose(projection)); // [B*N*L, M]
-    const wx = tf.reshape(flat, [B, N, L, M]);                                       // [B, N, L, M]
-    if (kernel === 'relu') return tf.add(tf.div(tf.relu(wx), Math.sqrt(M)), RELU_STABILIZER) as tf.Tensor4D;
-    const logits = tf.sub(wx, tf.div(tf.sum(tf.square(xs), -1, true), 2));          // [B, N, L, M]
-    const shift = constantMax(logits, options.role === 'query' ? [3] : [2, 3]);      // [B, N, L|1, 1]
-    return tf.div(tf.add(tf.exp(tf.sub(logits, shift)), SOFTMAX_STABILIZER), Math.sqrt(M)) as tf.Tensor4D;
+    const xs = tf.mul(x, Math.sqrt(scale));        // [B, N, L, D]
+    // relu(w.x') / sqrt(M) = relu(w.(x' / sqrt(M))): the factor goes on the small side.
+    const xw = kernel === 'relu' ? tf.div(xs, Math.sqrt(M)) : xs;
+    const x2 = tf.reshape(xw, [B * N * L, D]);           // [B*N*L, D]
+    const wx = tf.matMul(x2, tf.transpose(projection)); // [B*N*L, M]
+    if (kernel === 'relu') return tf.reshape(tf.add(tf.relu(wx), RELU_STABILIZER), [B, N, L, M]) as tf.Tensor4D;
+    const diag = tf.div(tf.sum(tf.square(x2), -1, true), 2); // [B*N*L, 1]
+    return positiveFeatures(wx, diag, options.role, [B, N, L, M]);
   });
 }
 
@@ -230,14 +254,22 @@ function causalProducts(qf: tf.Tensor, kf: tf.Tensor, vAug: tf.Tensor, dims: Att
     qa = tf.slice(qf, [0, 0, -offset, 0], [B, H, S, M]);                 // [B, H, S, M]
   }
   const L = qa.shape[2] as number; // the aligned length: query r sees keys 0..r of ka
+  // Chunks by one split per tensor, not a slice per chunk: the gradient of a slice is a
+  // zero-padded full-size tensor, and autograd keeps every one of them until the end.
+  const sizes: number[] = [];
+  for (let c0 = 0; c0 < L; c0 += chunk) sizes.push(Math.min(chunk, L - c0));
+  // (A split into one piece has a broken gradient in tfjs 4.22: keep the tensor whole.)
+  const pieces = (x: tf.Tensor) => (sizes.length === 1 ? [x] : tf.split(x, sizes, 2));
+  const qs = pieces(qa); // [B, H, n, M] each
+  const ks = pieces(ka); // [B, G, n, M] each
+  const vs = pieces(va); // [B, G, n, X] each
   const triangles = new Map<number, tf.Tensor>();
-  for (let c0 = 0; c0 < L; c0 += chunk) {
-    const n = Math.min(chunk, L - c0);
+  sizes.forEach((n, c) => {
     if (!triangles.has(n)) triangles.set(n, lowerTriangle(R, n));
     const next: {o: tf.Tensor; s: tf.Tensor} = tf.tidy(() => {
-      const qc = groupHeads(tf.slice(qa, [0, 0, c0, 0], [B, H, n, M]), {...dims, T: n}); // [B, G, R*n, M]
-      const kc = tf.slice(ka, [0, 0, c0, 0], [B, G, n, M]);                             // [B, G, n, M]
-      const vc = tf.slice(va, [0, 0, c0, 0], [B, G, n, X]);                             // [B, G, n, X]
+      const qc = groupHeads(qs[c], {...dims, T: n}); // [B, G, R*n, M]
+      const kc = ks[c];
+      const vc = vs[c];
       // Within the chunk: the masked (R*n x n) products; across chunks: the running state.
       const a = tf.mul(tf.matMul(qc, kc, false, true), triangles.get(n)!);            // [B, G, R*n, n]
       let o = tf.matMul(a, vc);                                                         // [B, G, R*n, X]
@@ -248,7 +280,7 @@ function causalProducts(qf: tf.Tensor, kf: tf.Tensor, vAug: tf.Tensor, dims: Att
     if (state != null) state.dispose();
     state = next.s;
     outs.push(next.o);
-  }
+  });
   const out = outs.length === 1 ? outs[0] : tf.concat(outs, 2); // [B, H, T, X]
   return out;
 }
