@@ -14,15 +14,19 @@ export {
   FEATURE_KERNELS, DEFAULT_CHUNK_SIZE, SOFTMAX_STABILIZER, RELU_STABILIZER,
 } from './ops/linear';
 export {orthogonalProjection, defaultNumFeatures} from './ops/random_features';
+export {
+  localGlobalAttention, LocalGlobalOptions, localBlockSize, validGlobalIndices, MIN_LOCAL_BLOCK,
+} from './ops/local_global';
 export {causalMask} from './ops/masks';
 export {
-  AttentionLayerArgs, AttentionCallArgs, AttentionLayerBase, AttendOptions, MaskParts,
+  AttentionLayerArgs, AttentionCallArgs, AttentionLayerBase, AttendOptions, MaskParts, paddingOnly, zeroPaddedQueries,
 } from './layers/base_attention';
 export {
   MultiHeadAttention, MultiHeadAttentionArgs, MhaImplementation, MHA_IMPLEMENTATIONS, FLASH_AUTO_MIN_SCORES,
 } from './layers/multi_head_attention';
 export {FlashAttention, FlashAttentionArgs} from './layers/flash_attention';
 export {LinearAttention, LinearAttentionArgs} from './layers/linear_attention';
+export {LocalGlobalAttention, LocalGlobalAttentionArgs} from './layers/local_global_attention';
 export {VERSION} from './version';
 
 import {registerFileRouter} from './io/file_system';

@@ -87,6 +87,34 @@ export interface AttendOptions {
   returnScores: boolean;
 }
 
+/**
+ * For layers whose op never forms the [B, H, T, S] matrix and so takes padding masks
+ * only: the call's masks as query padding [B, 1, T, 1] and key padding [B, 1, 1, S],
+ * with the attentionMask folded into whichever of the two it is ([B, 1, S] or
+ * [B, T, 1]). Any other attentionMask throws UNSUPPORTED; `who` names the layer.
+ */
+export function paddingOnly(parts: MaskParts, who: string): {query: tf.Tensor4D | null; key: tf.Tensor4D | null} {
+  let {query, key} = parts;
+  const attention = parts.attention;
+  if (attention != null) {
+    const [, Hm, Tm, Sm] = attention.shape;
+    if (Hm === 1 && Tm === 1) key = key == null ? attention : tf.logicalAnd(key, attention) as tf.Tensor4D;
+    else if (Hm === 1 && Sm === 1) query = query == null ? attention : tf.logicalAnd(query, attention) as tf.Tensor4D;
+    else {
+      throw new AttentionError('UNSUPPORTED',
+        `${who} takes only key padding ([batch, 1, sourceLength]) or query padding ([batch, targetLength, 1]) ` +
+        `attention masks, received one of shape ${show(attention.shape)}: it never forms the ` +
+        '[batch, heads, targetLength, sourceLength] attention matrix that other masks need');
+    }
+  }
+  return {query, key};
+}
+
+/** o [B, H, T, Dv] with the rows of padded queries (query [B, 1, T, 1] false) set to zero. */
+export function zeroPaddedQueries(o: tf.Tensor4D, query: tf.Tensor4D | null): tf.Tensor4D {
+  return query == null ? o : tf.mul(o, tf.cast(query, 'float32')) as tf.Tensor4D;
+}
+
 function lastDim(shape: Shape, name: string): number {
   const d = shape[shape.length - 1];
   if (shape.length !== 3 || d == null) {

@@ -38,7 +38,7 @@ import {AttentionError, show} from '../errors';
 import {DEFAULT_CHUNK_SIZE, FEATURE_KERNELS, FeatureKernel, linearAttention} from '../ops/linear';
 import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
 import {assertNonNegativeInt, assertOneOf, assertPositiveInt} from '../validate';
-import {AttendOptions, AttentionLayerArgs, AttentionLayerBase} from './base_attention';
+import {AttendOptions, AttentionLayerArgs, AttentionLayerBase, paddingOnly, zeroPaddedQueries} from './base_attention';
 
 // tfjs' own Kwargs type is `{[key: string]: any}`.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -146,22 +146,12 @@ export class LinearAttention extends AttentionLayerBase {
 
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions): tf.Tensor4D {
     if (options.returnScores) throw unsupported('cannot return attention scores');
-    let {query, key} = options.parts;
-    const attention = options.parts.attention;
-    if (attention != null) {
-      const [, Hm, Tm, Sm] = attention.shape;
-      if (Hm === 1 && Tm === 1) key = key == null ? attention : tf.logicalAnd(key, attention) as tf.Tensor4D;
-      else if (Hm === 1 && Sm === 1) query = query == null ? attention : tf.logicalAnd(query, attention) as tf.Tensor4D;
-      else {
-        throw unsupported(`takes only key padding ([batch, 1, sourceLength]) or query padding ` +
-          `([batch, targetLength, 1]) attention masks, received one of shape ${show(attention.shape)}`);
-      }
-    }
+    const {query, key} = paddingOnly(options.parts, 'LinearAttention');
     const o = linearAttention(q, k, v, {
       projection: this.projectionWeight!.read(), causal: this.causal, kernel: this.kernel, mask: key,
       chunkSize: this.chunkSize,
     }); // [B, H, T, Dv]
-    return query == null ? o : tf.mul(o, tf.cast(query, 'float32')) as tf.Tensor4D;
+    return zeroPaddedQueries(o, query);
   }
 
   override getConfig(): tf.serialization.ConfigDict {

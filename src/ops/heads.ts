@@ -64,3 +64,14 @@ export function ungroupHeads(x: tf.Tensor, dims: AttentionDims, T: number): tf.T
   const X = x.shape[3] as number;
   return tf.reshape(x, [B, H, T, X]); // [B, H, T, X]
 }
+
+/**
+ * [B, G, S, X] -> [B, H, S, X] with H = G * R: key/value head g repeated for its R query
+ * heads (h reads g = floor(h / R)). A rank-4 tile, whose gradient tfjs has.
+ */
+export function repeatHeads(x: tf.Tensor, R: number): tf.Tensor {
+  if (R === 1) return x;
+  const [B, G, S, X] = x.shape as number[];
+  const tiled = tf.tile(tf.reshape(x, [B, G, 1, S * X]), [1, 1, R, 1]); // [B, G, R, S*X]
+  return tf.reshape(tiled, [B, G * R, S, X]);                           // [B, H, S, X]
+}

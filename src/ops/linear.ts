@@ -15,16 +15,16 @@
  * so inputs with a large |x| do not underflow every feature to zero. A small epsilon is
  * then added to every feature, keeping the denominator positive.
  *
- * Causal attention uses prefix sums of phi(k) [v, 1]^T, in chunks: inside a chunk the
- * (chunk x chunk) products are masked to the lower triangle, across chunks a running
- * [M, Dv+1] state carries the sum, so memory is O(T*M + chunk^2 + (T/chunk)*M*Dv) rather
- * than the O(T*M*Dv) of a cumulative sum over the whole sequence.
+ * Causal attention uses prefix sums of phi(k) [v, 1]^T over chunks: inside a chunk the
+ * (chunk x chunk) products are masked to the lower triangle, across chunks an exclusive
+ * cumulative sum of the per-chunk [M, Dv+1] sums carries the prefix, so memory is
+ * O(T*M + (T/chunk)*M*Dv) rather than the O(T*M*Dv) of a cumulative sum over every row.
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {assertOneOf, assertPositiveInt, assertPositiveNumber} from '../validate';
-import {AttentionDims, attentionDims, groupHeads, ungroupHeads} from './heads';
-import {normalizeMask} from './masks';
+import {AttentionDims, attentionDims, groupHeads, repeatHeads, ungroupHeads} from './heads';
+import {keyPaddingKeep} from './masks';
 
 export const FEATURE_KERNELS = ['softmax', 'relu'] as const;
 /** 'softmax': FAVOR+ positive random features; 'relu': relu(w.x') / sqrt(M) (a different kernel). */
@@ -34,8 +34,13 @@ export type FeatureKernel = typeof FEATURE_KERNELS[number];
 export const SOFTMAX_STABILIZER = 1e-6;
 /** Added to every relu feature, as the Performer reference does. */
 export const RELU_STABILIZER = 1e-3;
-/** Rows per chunk of the causal prefix sums. */
-export const DEFAULT_CHUNK_SIZE = 128;
+/**
+ * Rows per chunk of the causal prefix sums. Measured on wasm (causal forward+backward,
+ * B=1, H=4, T=4096, D=64, M=266, median of 3): chunks of 32/64/128/256 rows took
+ * 4.2/4.6/5.7/9.8 s with peaks of 872/711/643/633 MiB; 64 is near the fastest and its
+ * [M, Dv+1] state per chunk stays below the features' size for Dv < 64.
+ */
+export const DEFAULT_CHUNK_SIZE = 64;
 
 export interface FeatureOptions {
   /**
@@ -173,7 +178,8 @@ export function linearAttentionFromFeatures(qf: tf.Tensor, kf: tf.Tensor, v: tf.
   const chunk = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
   assertPositiveInt('chunkSize', chunk);
   return tf.tidy(() => {
-    const keep = options.mask != null ? keyKeep(options.mask, [B, H, T, S]) : null; // [Bm, 1, S, 1]
+    const keep = options.mask != null                                              // [Bm, 1, S, 1]
+      ? tf.reshape(keyPaddingKeep(options.mask, [B, H, T, S], 'linear attention'), [-1, 1, S, 1]) : null;
     const kfm = keep != null ? tf.mul(kf, keep) : kf;                              // [B, G, S, M]
     const vAug = tf.concat([v, tf.ones([B, G, S, 1])], 3);                          // [B, G, S, Dv+1]
     const out = causal ? causalProducts(qf, kfm, vAug, dims, chunk)
@@ -184,23 +190,6 @@ export function linearAttentionFromFeatures(qf: tf.Tensor, kf: tf.Tensor, v: tf.
     if (empty != null) den = tf.add(den, empty); // num is 0 there, so the row is 0
     return tf.div(num, den) as tf.Tensor4D;
   });
-}
-
-/**
- * The 0/1 float keep of each key, [Bm, 1, S, 1], from a key padding mask; throws
- * UNSUPPORTED for a mask that depends on the query or the head.
- */
-function keyKeep(mask: tf.Tensor, target: [number, number, number, number]): tf.Tensor {
-  const m = normalizeMask(mask, target); // [Bm, Hm, Tm, Sm]
-  const [Bm, Hm, Tm, Sm] = m.shape;
-  if (Hm !== 1 || Tm !== 1) {
-    m.dispose();
-    throw new AttentionError('UNSUPPORTED',
-      `linear attention takes key padding masks only (broadcastable to [B, 1, 1, S] = ` +
-      `${show([target[0], 1, 1, target[3]])}), received shape ${show(mask.shape)}: the attention ` +
-      'matrix is never formed, so a mask that differs per query or per head cannot be applied');
-  }
-  return tf.tidy(() => tf.reshape(tf.cast(m, 'float32'), [Bm, 1, Sm, 1])); // [Bm, 1, S|1, 1]
 }
 
 /**
@@ -220,67 +209,63 @@ function emptyRows(keep: tf.Tensor | null, causal: boolean, T: number, S: number
   return tf.cast(tf.equal(counts, 0), 'float32');
 }
 
-/** [R*n, n] 0/1: grouped row r*n + i may see column j iff j <= i. */
-function lowerTriangle(R: number, n: number): tf.Tensor2D {
-  const data = new Float32Array(R * n * n);
-  for (let r = 0; r < R; r++) {
-    for (let i = 0; i < n; i++) data.fill(1, (r * n + i) * n, (r * n + i) * n + i + 1);
-  }
-  return tf.tensor2d(data, [R * n, n]);
+/** [n, n] 0/1: row i may see column j iff j <= i. */
+function lowerTriangle(n: number): tf.Tensor2D {
+  const data = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) data.fill(1, i * n, i * n + i + 1);
+  return tf.tensor2d(data, [n, n]);
 }
 
 /**
- * Causal numerator and denominator, [B, H, T, Dv+1], by chunked prefix sums: query i
- * sees keys j <= i + offset, offset = S - T. Keys before the first query's diagonal
- * (offset > 0) start the running state; queries before the first key (offset < 0) get 0.
+ * Causal numerator and denominator, [B, H, T, X] with X = Dv + 1, by chunked prefix
+ * sums: query i sees keys j <= i + offset, offset = S - T. Keys before the first query's
+ * diagonal (offset > 0) start every prefix; queries before the first key (offset < 0) get 0.
+ *
+ * All chunks at once, with no loop and no per-chunk slice (the wasm backend copies a
+ * tensor's whole buffer for every slice of it): the aligned length L is padded to nc
+ * chunks of n rows and reshaped to [B*H*nc, n, .]; then
+ *   1. u_c = kf_c^T [v, 1]_c, the [M, X] sum of each chunk;
+ *   2. the state before chunk c, the exclusive cumulative sum of u over chunks;
+ *   3. out_c = qf_c state_c + (qf_c kf_c^T masked to j <= i) [v, 1]_c.
+ * Memory: the features, O(T*M), plus one [M, X] state per chunk, O(T*M*X/n), which is
+ * O(T*M) for chunks of at least X rows; never a T x S matrix.
  */
 function causalProducts(qf: tf.Tensor, kf: tf.Tensor, vAug: tf.Tensor, dims: AttentionDims, chunk: number): tf.Tensor {
   const {B, H, G, R, T, S} = dims;
   const M = qf.shape[3] as number;
   const X = vAug.shape[3] as number; // Dv + 1
   const offset = S - T;
-  const outs: tf.Tensor[] = [];
-  let state: tf.Tensor | null = null; // [B, G, M, X]: sum of kf_j^T [v_j, 1] over the keys seen so far
+  let start: tf.Tensor | null = null; // [B*H, 1, M*X]: the keys every query sees
   let qa = qf;
   let ka = kf;
   let va = vAug;
   if (offset > 0) {
-    state = tf.matMul(tf.slice(kf, [0, 0, 0, 0], [B, G, offset, M]), tf.slice(vAug, [0, 0, 0, 0], [B, G, offset, X]),
-      true, false);                                                      // [B, G, M, X]
-    ka = tf.slice(kf, [0, 0, offset, 0], [B, G, T, M]);                  // [B, G, T, M]
-    va = tf.slice(vAug, [0, 0, offset, 0], [B, G, T, X]);                // [B, G, T, X]
+    const first = tf.matMul(tf.slice(kf, [0, 0, 0, 0], [B, G, offset, M]), tf.slice(vAug, [0, 0, 0, 0], [B, G, offset, X]),
+      true, false);                                                             // [B, G, M, X]
+    start = tf.reshape(repeatHeads(first, R), [B * H, 1, M * X]);               // [B*H, 1, M*X]
+    ka = tf.slice(kf, [0, 0, offset, 0], [B, G, T, M]);                         // [B, G, T, M]
+    va = tf.slice(vAug, [0, 0, offset, 0], [B, G, T, X]);                       // [B, G, T, X]
   } else if (offset < 0) {
-    outs.push(tf.zeros([B, H, -offset, X]));                             // rows that see no key
-    qa = tf.slice(qf, [0, 0, -offset, 0], [B, H, S, M]);                 // [B, H, S, M]
+    qa = tf.slice(qf, [0, 0, -offset, 0], [B, H, S, M]);                        // [B, H, S, M]
   }
   const L = qa.shape[2] as number; // the aligned length: query r sees keys 0..r of ka
-  // Chunks by one split per tensor, not a slice per chunk: the gradient of a slice is a
-  // zero-padded full-size tensor, and autograd keeps every one of them until the end.
-  const sizes: number[] = [];
-  for (let c0 = 0; c0 < L; c0 += chunk) sizes.push(Math.min(chunk, L - c0));
-  // (A split into one piece has a broken gradient in tfjs 4.22: keep the tensor whole.)
-  const pieces = (x: tf.Tensor) => (sizes.length === 1 ? [x] : tf.split(x, sizes, 2));
-  const qs = pieces(qa); // [B, H, n, M] each
-  const ks = pieces(ka); // [B, G, n, M] each
-  const vs = pieces(va); // [B, G, n, X] each
-  const triangles = new Map<number, tf.Tensor>();
-  sizes.forEach((n, c) => {
-    if (!triangles.has(n)) triangles.set(n, lowerTriangle(R, n));
-    const next: {o: tf.Tensor; s: tf.Tensor} = tf.tidy(() => {
-      const qc = groupHeads(qs[c], {...dims, T: n}); // [B, G, R*n, M]
-      const kc = ks[c];
-      const vc = vs[c];
-      // Within the chunk: the masked (R*n x n) products; across chunks: the running state.
-      const a = tf.mul(tf.matMul(qc, kc, false, true), triangles.get(n)!);            // [B, G, R*n, n]
-      let o = tf.matMul(a, vc);                                                         // [B, G, R*n, X]
-      if (state != null) o = tf.add(o, tf.matMul(qc, state));
-      const update = tf.matMul(kc, vc, true, false);                                    // [B, G, M, X]
-      return {o: ungroupHeads(o, dims, n), s: state != null ? tf.add(state, update) : update}; // o [B, H, n, X]
-    });
-    if (state != null) state.dispose();
-    state = next.s;
-    outs.push(next.o);
-  });
-  const out = outs.length === 1 ? outs[0] : tf.concat(outs, 2); // [B, H, T, X]
-  return out;
+  const n = Math.min(chunk, L);
+  const nc = Math.ceil(L / n);
+  const pad = (x: tf.Tensor) => (nc * n === L ? x : tf.pad(x, [[0, 0], [0, 0], [0, nc * n - L], [0, 0]]));
+  const qc = tf.reshape(pad(qa), [B * H * nc, n, M]);                           // [B*H*nc, n, M]
+  const kc = tf.reshape(pad(repeatHeads(ka, R)), [B * H * nc, n, M]);           // [B*H*nc, n, M]
+  const vc = tf.reshape(pad(repeatHeads(va, R)), [B * H * nc, n, X]);           // [B*H*nc, n, X]
+  // 1. Each chunk's sum of kf^T [v, 1].
+  const u = tf.reshape(tf.matMul(kc, vc, true, false), [B * H, nc, M * X]);     // [B*H, nc, M*X]
+  // 2. The state before each chunk.
+  // (Summed along the last axis: tfjs 4.22's cumsum gradient has the wrong shape for other axes.)
+  let state = tf.transpose(tf.cumsum(tf.transpose(u, [0, 2, 1]), 2, true), [0, 2, 1]); // [B*H, nc, M*X]
+  if (start != null) state = tf.add(state, start);
+  // 3. Across chunks through the state, within a chunk through the masked products.
+  const across = tf.matMul(qc, tf.reshape(state, [B * H * nc, M, X]));          // [B*H*nc, n, X]
+  const a = tf.mul(tf.matMul(qc, kc, false, true), lowerTriangle(n));          // [B*H*nc, n, n]
+  let out = tf.reshape(tf.add(across, tf.matMul(a, vc)), [B, H, nc * n, X]);   // [B, H, nc*n, X]
+  if (nc * n !== L) out = tf.slice(out, [0, 0, 0, 0], [B, H, L, X]);            // [B, H, L, X]
+  if (offset < 0) out = tf.concat([tf.zeros([B, H, -offset, X]), out], 2);      // rows that see no key
+  return out;                                                                   // [B, H, T, X]
 }

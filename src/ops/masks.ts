@@ -62,3 +62,26 @@ export function combineMasks(mask: tf.Tensor | undefined | null, causal: boolean
     return m as tf.Tensor4D;
   });
 }
+
+/**
+ * The 0/1 float keep of each key, [Bm, S] (Bm = B or 1), from a key padding mask
+ * broadcastable to [B, 1, 1, S]. Ops that never form the T x S matrix (`who` names the
+ * op) accept only such masks: anything that depends on the query or the head throws
+ * UNSUPPORTED.
+ */
+export function keyPaddingKeep(mask: tf.Tensor, target: [number, number, number, number], who: string): tf.Tensor2D {
+  const m = normalizeMask(mask, target); // [Bm, Hm, Tm, Sm]
+  const [Bm, Hm, Tm, Sm] = m.shape;
+  if (Hm !== 1 || Tm !== 1) {
+    m.dispose();
+    throw new AttentionError('UNSUPPORTED',
+      `${who} takes key padding masks only (broadcastable to [B, 1, 1, S] = ` +
+      `${show([target[0], 1, 1, target[3]])}), received shape ${show(mask.shape)}: the attention ` +
+      'matrix is never formed, so a mask that differs per query or per head cannot be applied');
+  }
+  return tf.tidy(() => {
+    const keep = tf.reshape(tf.cast(m, 'float32'), [Bm, Sm]);
+    m.dispose();
+    return (Sm === target[3] ? keep : tf.broadcastTo(keep, [Bm, target[3]])) as tf.Tensor2D; // [Bm, S]
+  });
+}

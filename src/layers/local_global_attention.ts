@@ -1,0 +1,128 @@
+/**
+ * LocalGlobalAttention layer: multi-head attention with grouped-query heads in which
+ * each query attends to the keys within `windowSize` positions of it (sliding window,
+ * as in Longformer, Beltagy et al. 2020) and, separately, to a set of global positions;
+ * the two results are blended per head and channel by a learned gate:
+ *   out = sigmoid(gate[h, c]) * local + (1 - sigmoid(gate[h, c])) * global.
+ * Computed by `localGlobalAttention` in O(T * (W + Ng)) time and memory. Same
+ * projections and weight layout as MultiHeadAttention, followed by the trainable
+ * `gate` [H, Dv] (initialised to zeros: an even blend).
+ *
+ * Args (besides the tfjs LayerArgs): those of MultiHeadAttention (see
+ * AttentionLayerArgs): numHeads H, numKvHeads G, headDim D, valueDim Dv, outputDim,
+ * useBias, causal, initializers, regularizers and constraints; plus
+ *   windowSize W >= 1: local keys j with |i - j| <= W.
+ *   globalIndices: positions every query also attends to (default []); indices at or
+ *     beyond the sequence length are ignored in a call; change them with setGlobalIndices.
+ *   blockSize: rows per local block (>= windowSize; default localBlockSize(windowSize)).
+ *   dropout must be 0 (not implemented for this layer).
+ *
+ * Call arguments:
+ *   inputs: x [batch, length, features] (self-attention). [query, value] and
+ *     [query, value, key] work when the lengths match (local windows need shared positions).
+ *   attentionMask: only key padding ([batch, 1, sourceLength]) or query padding
+ *     ([batch, targetLength, 1]); others throw UNSUPPORTED.
+ *   returnAttentionScores: not supported; throws UNSUPPORTED.
+ *   Padding masks propagated by tfjs (embedding({maskZero: true})) are honoured.
+ *
+ * Returns: [batch, targetLength, outputDim].
+ */
+import * as tf from '@tensorflow/tfjs';
+import {AttentionError} from '../errors';
+import {checkGlobalIndices, localBlockSize, localGlobalAttention} from '../ops/local_global';
+import {assertPositiveInt} from '../validate';
+import {AttendOptions, AttentionLayerArgs, AttentionLayerBase, paddingOnly, zeroPaddedQueries} from './base_attention';
+
+// tfjs' own Kwargs type is `{[key: string]: any}`.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Kwargs = {[key: string]: any};
+
+export interface LocalGlobalAttentionArgs extends AttentionLayerArgs {
+  /** W >= 1: each query sees the keys within W positions of it. */
+  windowSize: number;
+  /** Positions every query also attends to. Default []. */
+  globalIndices?: number[];
+  /** Rows per local block, >= windowSize. Default localBlockSize(windowSize). */
+  blockSize?: number | null;
+}
+
+function unsupported(what: string): AttentionError {
+  return new AttentionError('UNSUPPORTED', `LocalGlobalAttention ${what}`);
+}
+
+export class LocalGlobalAttention extends AttentionLayerBase {
+  static className = 'LocalGlobalAttention';
+  readonly windowSize: number;
+  private readonly blockSizeArg: number | null;
+  private indices: number[];
+  private gateWeight: tf.LayerVariable | null = null;
+
+  constructor(args: LocalGlobalAttentionArgs) {
+    super(args);
+    if (this.dropout > 0) {
+      throw unsupported(`does not support dropout (received ${this.dropout}); use dropout 0`);
+    }
+    assertPositiveInt('windowSize', args.windowSize);
+    this.windowSize = args.windowSize;
+    this.blockSizeArg = args.blockSize ?? null;
+    if (this.blockSizeArg != null) {
+      assertPositiveInt('blockSize', this.blockSizeArg);
+      if (this.blockSizeArg < this.windowSize) {
+        throw new AttentionError('INVALID_CONFIG',
+          `blockSize (${this.blockSizeArg}) must be at least windowSize (${this.windowSize})`);
+      }
+    }
+    const indices = args.globalIndices ?? [];
+    checkGlobalIndices(indices);
+    this.indices = [...indices];
+  }
+
+  /** The global positions (as given; those beyond a call's length are ignored in it). */
+  get globalIndices(): number[] {
+    return [...this.indices];
+  }
+
+  /** Replaces the global positions for later calls (the seeds' update_global_indices). */
+  setGlobalIndices(indices: number[]): void {
+    checkGlobalIndices(indices);
+    this.indices = [...indices];
+  }
+
+  /** Rows per local block. */
+  get blockSize(): number {
+    return this.blockSizeArg ?? localBlockSize(this.windowSize);
+  }
+
+  protected override buildExtra({Dv}: {D: number; Dv: number}): void {
+    this.gateWeight = this.addWeight('gate', [this.numHeads, Dv], 'float32', tf.initializers.zeros(), undefined, true);
+  }
+
+  /** Refuses returnAttentionScores up front, also when building a model graph. */
+  override apply(inputs: tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[],
+                 kwargs?: Kwargs): tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[] {
+    if (kwargs?.returnAttentionScores === true) {
+      throw unsupported('cannot return attention scores: it never forms the [batch, heads, targetLength, ' +
+        'sourceLength] matrix; use MultiHeadAttention with a SparseMask for that');
+    }
+    return super.apply(inputs, kwargs);
+  }
+
+  protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions): tf.Tensor4D {
+    const {query, key} = paddingOnly(options.parts, 'LocalGlobalAttention');
+    const o = localGlobalAttention(q, k, v, {
+      windowSize: this.windowSize, globalIndices: this.indices, gate: this.gateWeight!.read(), causal: this.causal,
+      mask: key, blockSize: this.blockSize,
+    }); // [B, H, T, Dv]
+    return zeroPaddedQueries(o, query);
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return {
+      ...super.getConfig(),
+      windowSize: this.windowSize,
+      globalIndices: [...this.indices],
+      blockSize: this.blockSizeArg,
+    };
+  }
+}
+tf.serialization.registerClass(LocalGlobalAttention);
