@@ -17,7 +17,7 @@ export {orthogonalProjection, defaultNumFeatures} from './ops/random_features';
 export {
   localGlobalAttention, LocalGlobalOptions, localBlockSize, validGlobalIndices, MIN_LOCAL_BLOCK,
 } from './ops/local_global';
-export {causalMask} from './ops/masks';
+export {causalMask, SparseMask, HnswMask, keyPaddingKeep} from './ops/masks';
 export {
   AttentionLayerArgs, AttentionCallArgs, AttentionLayerBase, AttendOptions, MaskParts, paddingOnly, zeroPaddedQueries,
 } from './layers/base_attention';

@@ -45,3 +45,10 @@ export function assertDivisible(name: string, value: number, divisorName: string
     throw new AttentionError('INVALID_CONFIG', `${name} (${value}) must be divisible by ${divisorName} (${divisor})`);
   }
 }
+
+/** An array of non-negative integers (positions, node ids). */
+export function assertIndexList(name: string, list: unknown): asserts list is number[] {
+  if (!Array.isArray(list) || list.some((g) => typeof g !== 'number' || !Number.isInteger(g) || g < 0)) {
+    throw new AttentionError('INVALID_CONFIG', `${name} must be an array of non-negative integers, received ${show(list)}`);
+  }
+}

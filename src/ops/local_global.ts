@@ -14,7 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
-import {assertPositiveInt} from '../validate';
+import {assertIndexList, assertPositiveInt} from '../validate';
 import {attentionDims, groupHeads, repeatHeads, ungroupHeads} from './heads';
 import {keyPaddingKeep} from './masks';
 import {MASKED_LOGIT} from './sdpa';
@@ -60,10 +60,7 @@ export function validGlobalIndices(indices: readonly number[], S: number): numbe
 
 /** Throws INVALID_CONFIG unless `indices` is an array of non-negative integers. */
 export function checkGlobalIndices(indices: unknown): asserts indices is number[] {
-  if (!Array.isArray(indices) || indices.some((g) => typeof g !== 'number' || !Number.isInteger(g) || g < 0)) {
-    throw new AttentionError('INVALID_CONFIG',
-      `globalIndices must be an array of non-negative integers, received ${show(indices)}`);
-  }
+  assertIndexList('globalIndices', indices);
 }
 
 /** Softmax over the last axis where keep = 1; rows with no kept entry give zeros. */

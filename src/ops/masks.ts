@@ -3,6 +3,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
+import {assertIndexList, assertNonNegativeInt, assertPositiveInt} from '../validate';
+import {uniform} from './random_features';
 
 /**
  * Bottom-right aligned causal mask [T, S] (bool): query i sees key j iff j <= i + (S - T),
@@ -85,3 +87,202 @@ export function keyPaddingKeep(mask: tf.Tensor, target: [number, number, number,
     return (Sm === target[3] ? keep : tf.broadcastTo(keep, [Bm, target[3]])) as tf.Tensor2D; // [Bm, S]
   });
 }
+
+// ---------------------------------------------------------------------------------------
+// Sparse mask builders: boolean [T, T] tensors (true = may attend) for the `mask` of
+// scaledDotProductAttention / flashAttention / MultiHeadAttention's attentionMask. They
+// follow the definitions of the seeds' SparseMask and HNSWMask (ruvector-attention's
+// sparse-attention design); where those leave a case open, the choice is noted. These
+// masks are dense by nature (T * T entries): for long sequences use the ops that never
+// form them (localGlobalAttention).
+
+function assertLength(T: unknown): asserts T is number {
+  if (typeof T !== 'number' || !Number.isInteger(T) || T < 1) {
+    throw new AttentionError('INVALID_CONFIG', `T (the sequence length) must be a positive integer, received ${show(T)}`);
+  }
+}
+
+/** A [T, T] bool tensor with entry (i, j) = rule(i, j). */
+function fromRule(T: number, rule: (i: number, j: number) => boolean): tf.Tensor2D {
+  const data = new Uint8Array(T * T);
+  for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) if (rule(i, j)) data[i * T + j] = 1;
+  return tf.tensor2d(data, [T, T], 'bool');
+}
+
+/** The entries of a [T, T] mask as a row-major 0/1 table (for combining in JS). */
+function entries(mask: tf.Tensor2D): Uint8Array {
+  return Uint8Array.from(mask.dataSync() as ArrayLike<number>, (x) => (x ? 1 : 0));
+}
+
+/** OR of masks of the same [T, T] shape; disposes them. */
+function union(T: number, masks: tf.Tensor2D[]): tf.Tensor2D {
+  const data = new Uint8Array(T * T);
+  for (const m of masks) {
+    entries(m).forEach((x, i) => { if (x) data[i] = 1; });
+    m.dispose();
+  }
+  return tf.tensor2d(data, [T, T], 'bool');
+}
+
+export const SparseMask = {
+  /** Query i sees key j iff |i - j| <= W (a band of 2W + 1 around the diagonal, clipped). */
+  localWindow(T: number, W: number): tf.Tensor2D {
+    assertLength(T);
+    assertNonNegativeInt('W (the window)', W);
+    return fromRule(T, (i, j) => Math.abs(i - j) <= W);
+  },
+
+  /**
+   * Every query sees the keys at `indices` (whole columns; a global position's own row
+   * gets nothing more). Indices >= T are ignored.
+   */
+  globalIndices(T: number, indices: readonly number[]): tf.Tensor2D {
+    assertLength(T);
+    assertIndexList('indices', indices);
+    const global = new Set(indices.filter((g) => g < T));
+    return fromRule(T, (_, j) => global.has(j));
+  },
+
+  /** localWindow(T, W) OR globalIndices(T, indices). */
+  localGlobal(T: number, W: number, indices: readonly number[]): tf.Tensor2D {
+    return union(T, [SparseMask.localWindow(T, W), SparseMask.globalIndices(T, indices)]);
+  },
+
+  /** Blocks [k*block, (k+1)*block) attend within themselves; the last block may be shorter. */
+  blockDiagonal(T: number, block: number): tf.Tensor2D {
+    assertLength(T);
+    assertPositiveInt('block', block);
+    return fromRule(T, (i, j) => Math.floor(i / block) === Math.floor(j / block));
+  },
+
+  /** localWindow(T, W) OR every key j with j % stride == 0 (for every query). */
+  strided(T: number, W: number, stride: number): tf.Tensor2D {
+    assertLength(T);
+    assertNonNegativeInt('W (the window)', W);
+    assertPositiveInt('stride', stride);
+    return fromRule(T, (i, j) => Math.abs(i - j) <= W || j % stride === 0);
+  },
+
+  /**
+   * Each query sees floor(density * T) distinct keys drawn uniformly (the diagonal only
+   * by chance), from a seeded generator: the same seed gives the same mask. (The seeds
+   * draw from an unseeded generator; a seed makes the mask reproducible.)
+   */
+  random(T: number, density: number, seed: number): tf.Tensor2D {
+    assertLength(T);
+    if (typeof density !== 'number' || !(density >= 0 && density <= 1)) {
+      throw new AttentionError('INVALID_CONFIG', `density must be a number in [0, 1], received ${show(density)}`);
+    }
+    if (typeof seed !== 'number' || !Number.isInteger(seed)) {
+      throw new AttentionError('INVALID_CONFIG', `seed must be an integer, received ${show(seed)}`);
+    }
+    const next = uniform(seed);
+    const perRow = Math.floor(density * T);
+    const data = new Uint8Array(T * T);
+    for (let i = 0; i < T; i++) {
+      let drawn = 0;
+      while (drawn < perRow) {
+        const j = Math.min(T - 1, Math.floor(next() * T));
+        if (data[i * T + j] === 0) {
+          data[i * T + j] = 1;
+          drawn++;
+        }
+      }
+    }
+    return tf.tensor2d(data, [T, T], 'bool');
+  },
+
+  /**
+   * The additive form: 0 where attended, -Infinity elsewhere (float32), to add to logits
+   * before a softmax. A row with no attended key then softmaxes to NaN; the boolean mask
+   * given to this library's ops avoids that (such rows give zeros).
+   */
+  toAdditive(mask: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const keep = mask.dtype === 'bool' ? mask : tf.notEqual(mask, 0);
+      return tf.where(keep, tf.zerosLike(keep).toFloat(), tf.fill(keep.shape, -Infinity));
+    });
+  },
+
+  /** The fraction of entries that are masked out (not attended), in [0, 1]. */
+  sparsity(mask: tf.Tensor): number {
+    return 1 - SparseMask.density(mask);
+  },
+
+  /**
+   * The fraction of entries that are attended. (The seeds' compute_sparsity returns this
+   * number; here `sparsity` is the fraction masked out, as the word says.)
+   */
+  density(mask: tf.Tensor): number {
+    const values = mask.dataSync();
+    if (values.length === 0) return 0;
+    let attended = 0;
+    for (let i = 0; i < values.length; i++) if (values[i]) attended++;
+    return attended / values.length;
+  },
+
+  /**
+   * A text picture of the top-left (at most) 20 x 20 entries: '█' attended, '·' not,
+   * one line per row, each ending in a newline (as the seeds print it).
+   */
+  visualize(mask: tf.Tensor): string {
+    if (mask.rank !== 2) {
+      throw new AttentionError('INVALID_MASK', `visualize takes a [T, S] mask, received shape ${show(mask.shape)}`);
+    }
+    const [T, S] = mask.shape as number[];
+    const values = mask.dataSync();
+    let out = '';
+    for (let i = 0; i < Math.min(T, 20); i++) {
+      for (let j = 0; j < Math.min(S, 20); j++) out += values[i * S + j] ? '█' : '·';
+      out += '\n';
+    }
+    return out;
+  },
+};
+
+export const HnswMask = {
+  /**
+   * layers[L] lists the nodes of HNSW layer L (layer 0 the densest). A node of layer L
+   * sees every node of layers L, L+1, ... (its own layer and those above, so itself
+   * too); nodes >= T are ignored.
+   */
+  fromLayers(T: number, layers: readonly (readonly number[])[]): tf.Tensor2D {
+    assertLength(T);
+    if (!Array.isArray(layers)) {
+      throw new AttentionError('INVALID_CONFIG', `layers must be an array of node lists, received ${show(layers)}`);
+    }
+    layers.forEach((nodes, L) => assertIndexList(`layers[${L}]`, nodes));
+    const data = new Uint8Array(T * T);
+    layers.forEach((nodes, L) => {
+      for (const i of nodes) {
+        if (i >= T) continue;
+        for (let up = L; up < layers.length; up++) for (const j of layers[up]) if (j < T) data[i * T + j] = 1;
+      }
+    });
+    return tf.tensor2d(data, [T, T], 'bool');
+  },
+
+  /**
+   * Graph edges [from, to], made symmetric (both directions attend); an edge with an
+   * end >= T is dropped; no self loops are added.
+   */
+  fromEdges(T: number, edges: readonly (readonly [number, number])[]): tf.Tensor2D {
+    assertLength(T);
+    if (!Array.isArray(edges) || edges.some((e) => !Array.isArray(e) || e.length !== 2)) {
+      throw new AttentionError('INVALID_CONFIG', `edges must be an array of [from, to] pairs, received ${show(edges)}`);
+    }
+    edges.forEach((e, n) => assertIndexList(`edges[${n}]`, e));
+    const data = new Uint8Array(T * T);
+    for (const [a, b] of edges) {
+      if (a >= T || b >= T) continue;
+      data[a * T + b] = 1;
+      data[b * T + a] = 1;
+    }
+    return tf.tensor2d(data, [T, T], 'bool');
+  },
+
+  /** localWindow(T, W) OR fromEdges(T, edges). */
+  adaptive(T: number, W: number, edges: readonly (readonly [number, number])[]): tf.Tensor2D {
+    return union(T, [SparseMask.localWindow(T, W), HnswMask.fromEdges(T, edges)]);
+  },
+};

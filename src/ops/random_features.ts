@@ -13,8 +13,8 @@ import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {assertPositiveInt} from '../validate';
 
-/** mulberry32: a small, fast 32-bit generator; uniform numbers in [0, 1). */
-function uniform(seed: number): () => number {
+/** mulberry32: a small, fast 32-bit generator; uniform numbers in [0, 1) from a seed. */
+export function uniform(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
