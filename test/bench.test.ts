@@ -26,14 +26,16 @@ describe(title('bench'), () => {
   it('runBench writes results.json and results.md with a row per impl, shape and pass', async () => {
     // The second shape lists its keys out of order: rows still give B, H, G, T, S, D.
     const before = tf.memory().numTensors;
-    const report = await runBench({shapes: [tiny, {D: 4, S: 7, T: 5, G: 2, H: 4, B: 1}], backend: backend(), warmup: 0, reps: 1, outDir: dir});
+    // (T = S: local-global attention needs shared positions.)
+    const report = await runBench({shapes: [tiny, {D: 4, S: 7, T: 7, G: 2, H: 4, B: 1}], backend: backend(), warmup: 0, reps: 1, outDir: dir});
     expect(tf.memory().numTensors).toBe(before);
     expect(tf.getBackend()).toBe(backend());
 
     const json = JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8'));
     expect(json).toEqual(JSON.parse(JSON.stringify(report)));
     expect(json.meta).toMatchObject({format: 1, backend: backend(), packageVersion: version, warmup: 0, reps: 1});
-    const impls = ['naive', 'sdpa', 'sdpa-causal', 'flash', 'flash-causal', 'linear', 'linear-causal'];
+    const impls = ['naive', 'sdpa', 'sdpa-causal', 'flash', 'flash-causal', 'linear', 'linear-causal', 'local-global',
+      'local-global-dense'];
     expect(json.rows.map((r: BenchRow) => `${r.impl} ${r.pass} G=${r.G}`)).toEqual(
       [1, 2].flatMap((G) => impls.flatMap((impl) => [`${impl} fwd G=${G}`, `${impl} fwd+bwd G=${G}`])));
     for (const row of json.rows as BenchRow[]) {
@@ -133,6 +135,22 @@ describe(title('bench'), () => {
     outs.forEach((o) => expect(o.shape).toEqual([B, H, T, D]));
     expect(maxAbsDiff(outs[0], outs[1])).toBeGreaterThan(1e-3);
     tf.dispose([q, k, v, ...outs]);
+  });
+
+  it('local-global == local-global-dense, output and gradients (H=4, G=2, T=S=150: some keys beyond the window of 64)', () => {
+    const [B, H, G, T, D] = [1, 4, 2, 150, 4];
+    const [q, k, v, dy] = [[B, H, T, D], [B, G, T, D], [B, G, T, D], [B, H, T, D]].map((s, i) => randn(s, 40 + i));
+    const pass = (name: string) => tf.tidy(() => {
+      const loss = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(IMPLS[name].run(a, b, c, {}), dy));
+      return [IMPLS[name].run(q, k, v, {}), ...tf.grads(loss)([q, k, v])];
+    });
+    const a = pass('local-global');
+    const b = pass('local-global-dense');
+    a.forEach((t, i) => expect(maxAbsDiff(t, b[i])).toBeLessThan(1e-4));
+    // ... and differs from full attention (the window and the globals matter).
+    const full = tf.tidy(() => IMPLS.sdpa.run(q, k, v, {}));
+    expect(maxAbsDiff(a[0], full)).toBeGreaterThan(1e-3);
+    tf.dispose([q, k, v, dy, ...a, ...b, full]);
   });
 
   it('overrideShapes: --seq replaces the shapes, the others override every shape, duplicates go', () => {

@@ -43,7 +43,7 @@ describe(title('cli'), () => {
     expect(code).toBe(0);
     for (const flag of ['--only', '--backend', '--quick', '--warmup', '--reps', '--out', '--seq', '--batch',
       '--heads', '--kv-heads', '--dim', 'naive', 'sdpa', 'sdpa-causal', 'flash', 'flash-causal',
-      'linear', 'linear-causal']) {
+      'linear', 'linear-causal', 'local-global', 'local-global-dense']) {
       expect(stdout).toContain(flag);
     }
   });

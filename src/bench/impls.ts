@@ -6,6 +6,8 @@
 import * as tf from '@tensorflow/tfjs';
 import {flashAttention} from '../ops/flash';
 import {linearAttention} from '../ops/linear';
+import {localGlobalAttention} from '../ops/local_global';
+import {SparseMask} from '../ops/masks';
 import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
 import {scaledDotProductAttention} from '../ops/sdpa';
 import {naiveAttention} from './naive';
@@ -40,6 +42,42 @@ function projectionFor(D: number): tf.Tensor {
   return tf.tensor2d(data, [data.length / D, D]);
 }
 
+/** The local-global rows' setting: window 64 and 16 global positions spread evenly over T. */
+export const LOCAL_GLOBAL_WINDOW = 64;
+export const LOCAL_GLOBAL_NUM_GLOBALS = 16;
+function globalsFor(T: number): number[] {
+  return Array.from({length: LOCAL_GLOBAL_NUM_GLOBALS}, (_, i) => Math.floor((i * T) / LOCAL_GLOBAL_NUM_GLOBALS));
+}
+
+/**
+ * The same local-global attention computed densely: two scaledDotProductAttention calls
+ * with [T, T] masks from SparseMask (built once per length and kept in JS, as a user
+ * would keep them) and the gate blend.
+ */
+const denseMasks = new Map<number, [Uint8Array, Uint8Array]>();
+function localGlobalDense(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, gate: tf.Tensor, scale?: number): tf.Tensor {
+  const T = q.shape[2] as number;
+  let masks = denseMasks.get(T);
+  if (masks == null) {
+    const read = (m: tf.Tensor) => {
+      const data = Uint8Array.from(m.dataSync() as ArrayLike<number>);
+      m.dispose();
+      return data;
+    };
+    masks = [read(SparseMask.localWindow(T, LOCAL_GLOBAL_WINDOW)), read(SparseMask.globalIndices(T, globalsFor(T)))];
+    denseMasks.clear(); // one length at a time: these are T * T bytes each
+    denseMasks.set(T, masks);
+  }
+  const [local, global] = masks.map((m) => tf.tensor2d(m, [T, T], 'bool'));
+  const H = q.shape[1] as number;
+  const s = tf.reshape(tf.sigmoid(gate), [1, H, 1, -1]);
+  return tf.add(tf.mul(s, scaledDotProductAttention(q, k, v, {scale, mask: local})),
+    tf.mul(tf.sub(1, s), scaledDotProductAttention(q, k, v, {scale, mask: global})));
+}
+
+/** The gate of the local-global rows: zeros [H, Dv], an even blend (a layer's initial gate). */
+const evenGate = (q: tf.Tensor, v: tf.Tensor) => tf.zeros([q.shape[1] as number, v.shape[3] as number]);
+
 export const IMPLS: Readonly<Record<string, BenchImpl>> = {
   naive: {
     description: 'hand-written tf ops: repeat kv heads, matMul -> softmax -> matMul',
@@ -71,6 +109,16 @@ export const IMPLS: Readonly<Record<string, BenchImpl>> = {
     description: 'linearAttention with causal: true (chunked prefix sums)',
     run: (q, k, v, {scale}) =>
       linearAttention(q, k, v, {scale, causal: true, projection: projectionFor(q.shape[3] as number)}),
+  },
+  'local-global': {
+    description: `localGlobalAttention: window ${LOCAL_GLOBAL_WINDOW}, ${LOCAL_GLOBAL_NUM_GLOBALS} global positions, ` +
+      'even gate; banded blocks, O(T*(W+Ng))',
+    run: (q, k, v, {scale}) => localGlobalAttention(q, k, v, {
+      scale, windowSize: LOCAL_GLOBAL_WINDOW, globalIndices: globalsFor(q.shape[2] as number), gate: evenGate(q, v)}),
+  },
+  'local-global-dense': {
+    description: 'the same local-global attention from two dense [T, T] SparseMask masks and sdpa (the baseline)',
+    run: (q, k, v, {scale}) => localGlobalDense(q, k, v, evenGate(q, v), scale),
   },
 };
 
