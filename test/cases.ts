@@ -1,18 +1,10 @@
 // Attention test cases shared by the op tests: seeded masks, input grids, gradients.
 import * as tf from '@tensorflow/tfjs';
+import {uniform} from '../src/ops/random_features';
 import {randn} from './helpers';
 
-/** A small seeded PRNG (mulberry32) for masks built in JS. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small seeded PRNG (mulberry32, the library's own) for masks built in JS. */
+export const rng = uniform;
 
 export type MaskKind = 'none' | 'padding' | 'btS' | 'perHead';
 

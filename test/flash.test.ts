@@ -1,11 +1,10 @@
 // flashAttention against the naive reference and scaledDotProductAttention: forward and
 // gradients over awkward sizes, block sizes, head layouts and masks; peak memory; errors.
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError} from '../src/errors';
 import {flashAttention} from '../src/ops/flash';
 import {scaledDotProductAttention} from '../src/ops/sdpa';
 import {allFinite, Case, caseName, gradsOf, inputs, largeLogitCase, makeMask} from './cases';
-import {expectClose, expectNoLeaks, randn, title} from './helpers';
+import {expectClose, expectError, expectNoLeaks, randn, title} from './helpers';
 import {referenceAttention} from './reference';
 
 type FlashCase = Case & {blockSize: number};
@@ -127,13 +126,6 @@ describe(title('flashAttention'), () => {
     beforeAll(() => { q = tf.zeros([1, 4, 3, 8]); k = tf.zeros([1, 2, 5, 8]); });
     afterAll(() => tf.dispose([q, k]));
 
-    function expectError(fn: () => unknown, code: string, message: RegExp): void {
-      let error: unknown;
-      try { tf.dispose(fn() as tf.Tensor); } catch (e) { error = e; }
-      expect(error).toBeInstanceOf(AttentionError);
-      expect((error as AttentionError).code).toBe(code);
-      expect((error as Error).message).toMatch(message);
-    }
 
     test('bad blockSize, shapes and masks throw AttentionError', () => {
       expectError(() => flashAttention(q, k, k, {blockSize: 0}), 'INVALID_CONFIG', /blockSize must be a positive integer, received 0/);

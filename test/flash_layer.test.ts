@@ -6,11 +6,11 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {
-  AttentionError, DEFAULT_BLOCK_SIZE, FLASH_AUTO_MIN_SCORES, FlashAttention, MhaImplementation, MultiHeadAttention,
+  DEFAULT_BLOCK_SIZE, FLASH_AUTO_MIN_SCORES, FlashAttention, MhaImplementation, MultiHeadAttention,
 } from '../src';
 import * as flashOps from '../src/ops/flash';
 import * as sdpaOps from '../src/ops/sdpa';
-import {expectClose, expectNoLeaks, randn, title} from './helpers';
+import {adamTrainer, expectClose, expectError, expectLayerNoLeaks, expectNoLeaks, randn, title} from './helpers';
 
 type Layer = FlashAttention | MultiHeadAttention;
 const vals = (layer: Layer) => layer.trainableWeights.map((w) => (w as unknown as {val: tf.Variable}).val);
@@ -77,13 +77,6 @@ function expectSameLayer(expected: Layer, actual: Layer, xs: tf.Tensor[], cot: t
   tf.dispose([e.out, e.inputGrads, e.weightGrads, a.out, a.inputGrads, a.weightGrads]);
 }
 
-function expectError(fn: () => unknown, code: string, message: RegExp): void {
-  let error: unknown;
-  try { tf.dispose(fn() as tf.Tensor); } catch (e) { error = e; }
-  expect(error).toBeInstanceOf(AttentionError);
-  expect((error as AttentionError).code).toBe(code);
-  expect((error as Error).message).toMatch(message);
-}
 
 describe(title('FlashAttention layer'), () => {
   for (const c of cases) {
@@ -171,14 +164,7 @@ describe(title('FlashAttention layer'), () => {
       const ctx = randn([8, 4, 5], 7);
       // A target the model can fit: a fixed linear map of the mean of the context.
       const y = tf.tidy(() => tf.tile(tf.expandDims(tf.matMul(tf.mean(ctx, 1), randn([5, 2], 8)), 1), [1, 6, 1]));
-      const optimizer = tf.train.adam(0.01);
-      const loss = () => tf.losses.meanSquaredError(y, model.apply([x, ctx]) as tf.Tensor) as tf.Scalar;
-      const step = () => {
-        const l = optimizer.minimize(loss, true)!;
-        const v = l.dataSync()[0];
-        l.dispose();
-        return v;
-      };
+      const {optimizer, step} = adamTrainer(model, [x, ctx], y);
       const before = model.trainableWeights.map((w) => w.read().clone());
       const first = step(); // also creates the optimizer's slots
       model.trainableWeights.forEach((w, i) => {
@@ -201,12 +187,7 @@ describe(title('FlashAttention layer'), () => {
     const x = randn([2, 5, 8], 1);
     const mask = tf.ones([2, 5, 5]);
     tf.dispose(layer.apply(x) as tf.Tensor); // weights are created on the first call
-    expectNoLeaks(() => tf.dispose(layer.apply(x, {attentionMask: mask, training: true}) as tf.Tensor));
-    expectNoLeaks(() => tf.dispose(tf.grads((a: tf.Tensor) => tf.sum(layer.apply(a, {attentionMask: mask}) as tf.Tensor))([x])));
-    expectNoLeaks(() => {
-      const {value, grads} = tf.variableGrads(() => tf.sum(layer.apply(x) as tf.Tensor) as tf.Scalar);
-      tf.dispose([value, Object.values(grads)]);
-    });
+    expectLayerNoLeaks(layer, x, mask);
     tf.dispose([x, mask]);
     layer.dispose();
   });

@@ -1,5 +1,6 @@
 // Shared test helpers. Nothing here computes attention: see reference.ts for that.
 import * as tf from '@tensorflow/tfjs';
+import {AttentionError} from '../src/errors';
 
 /** The backend this jest project runs on (wasm or cpu). */
 export const BACKEND = process.env.TEST_BACKEND ?? 'cpu';
@@ -45,4 +46,56 @@ export function expectNoLeaks(fn: () => void, kept = 0): void {
   const before = tf.memory().numTensors;
   fn();
   expect(tf.memory().numTensors - before).toBe(kept);
+}
+
+/** Asserts fn throws an AttentionError with this code and a message matching `message`. */
+export function expectError(fn: () => unknown, code: string, message: RegExp): void {
+  let error: unknown;
+  try { tf.dispose(fn() as tf.Tensor); } catch (e) { error = e; }
+  expect(error).toBeInstanceOf(AttentionError);
+  expect((error as AttentionError).code).toBe(code);
+  expect((error as Error).message).toMatch(message);
+}
+
+/** max |a - b|. */
+export function maxDiff(a: tf.Tensor, b: tf.Tensor): number {
+  return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
+}
+
+/** x [B, T, E] with kernel [E, N, X] and bias [N, X] -> [B, N, T, X], written plainly. */
+export function headsOf(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor): tf.Tensor4D {
+  const [B, T, E] = x.shape;
+  const [, N, X] = kernel.shape;
+  const y = tf.add(tf.reshape(tf.matMul(tf.reshape(x, [B * T, E]), tf.reshape(kernel, [E, N * X])), [B, T, N, X]), bias);
+  return tf.transpose(y, [0, 2, 1, 3]) as tf.Tensor4D;
+}
+
+/**
+ * Adam (learning rate 0.01) on mean squared error between y and model(x): step() runs
+ * one update and returns the loss. Dispose the optimizer when done.
+ */
+export function adamTrainer(model: tf.LayersModel, x: tf.Tensor | tf.Tensor[], y: tf.Tensor) {
+  const optimizer = tf.train.adam(0.01);
+  const loss = () => tf.losses.meanSquaredError(y, model.apply(x) as tf.Tensor) as tf.Scalar;
+  const step = () => {
+    const l = optimizer.minimize(loss, true)!;
+    const v = l.dataSync()[0];
+    l.dispose();
+    return v;
+  };
+  return {optimizer, step};
+}
+
+/**
+ * A built attention layer leaves no tensor behind in a forward pass (with the mask),
+ * tf.grads for its input and tf.variableGrads for its weights.
+ */
+export function expectLayerNoLeaks(layer: tf.layers.Layer, x: tf.Tensor, mask: tf.Tensor): void {
+  const run = (a: tf.Tensor, kwargs = {}) => layer.apply(a, kwargs) as tf.Tensor;
+  expectNoLeaks(() => tf.dispose(run(x, {attentionMask: mask, training: true})));
+  expectNoLeaks(() => tf.dispose(tf.grads((a: tf.Tensor) => tf.sum(run(a, {attentionMask: mask})))([x])));
+  expectNoLeaks(() => {
+    const {value, grads} = tf.variableGrads(() => tf.sum(run(x)) as tf.Scalar);
+    tf.dispose([value, Object.values(grads)]);
+  });
 }

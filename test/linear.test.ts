@@ -3,23 +3,15 @@
 // gradients), the approximation error against exact softmax attention, large inputs,
 // errors and leaks.
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError} from '../src/errors';
 import {
   favorFeatures, linearAttention, linearAttentionFromFeatures, RELU_STABILIZER, SOFTMAX_STABILIZER,
 } from '../src/ops/linear';
 import {defaultNumFeatures, orthogonalProjection} from '../src/ops/random_features';
 import {scaledDotProductAttention} from '../src/ops/sdpa';
 import {allFinite, gradsOf, makeMask, MaskKind} from './cases';
-import {expectClose, expectNoLeaks, randn, title} from './helpers';
+import {expectClose, expectError, expectNoLeaks, randn, title} from './helpers';
 import {referenceLinear} from './reference';
 
-function expectError(fn: () => unknown, code: string, message: RegExp): void {
-  let error: unknown;
-  try { tf.dispose(fn() as tf.Tensor); } catch (e) { error = e; }
-  expect(error).toBeInstanceOf(AttentionError);
-  expect((error as AttentionError).code).toBe(code);
-  expect((error as Error).message).toMatch(message);
-}
 
 const rows2d = (t: tf.Tensor) => t.arraySync() as number[][];
 

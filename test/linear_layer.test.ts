@@ -5,30 +5,14 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, LinearAttention, MultiHeadAttention} from '../src';
+import {LinearAttention, MultiHeadAttention} from '../src';
 import {linearAttention} from '../src/ops/linear';
 import {orthogonalProjection} from '../src/ops/random_features';
-import {expectClose, expectNoLeaks, maxRelError, randn, title} from './helpers';
+import {adamTrainer, expectClose, expectError, expectLayerNoLeaks, expectNoLeaks, headsOf, maxDiff, maxRelError, randn, title} from './helpers';
 
-function expectError(fn: () => unknown, code: string, message: RegExp): void {
-  let error: unknown;
-  try { tf.dispose(fn() as tf.Tensor); } catch (e) { error = e; }
-  expect(error).toBeInstanceOf(AttentionError);
-  expect((error as AttentionError).code).toBe(code);
-  expect((error as Error).message).toMatch(message);
-}
 
-const maxDiff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
 const projectionOf = (layer: LinearAttention) => layer.weights[layer.weights.length - 1].read();
 
-/** x [B, T, E] with kernel [E, N, X] and bias [N, X] -> [B, N, T, X], written plainly. */
-function heads(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor): tf.Tensor4D {
-  const [B, T, E] = x.shape;
-  const [, N, X] = kernel.shape;
-  const y = tf.add(tf.reshape(tf.matMul(tf.reshape(x, [B * T, E]), tf.reshape(kernel, [E, N * X])), [B, T, N, X]),
-    bias);
-  return tf.transpose(y, [0, 2, 1, 3]) as tf.Tensor4D;
-}
 
 describe(title('LinearAttention layer'), () => {
   test('weights: the Keras projections, then the non-trainable projection [round(D ln D), D]; config', () => {
@@ -64,7 +48,7 @@ describe(title('LinearAttention layer'), () => {
       const value = randn([2, 9, 5], 2);
       const out = layer.apply([query, value]) as tf.Tensor;
       const [wq, bq, wk, bk, wv, bv, wo, bo, projection] = layer.getWeights();
-      const o = linearAttention(heads(query, wq, bq), heads(value, wk, bk), heads(value, wv, bv),
+      const o = linearAttention(headsOf(query, wq, bq), headsOf(value, wk, bk), headsOf(value, wv, bv),
         {projection, causal: true, chunkSize: 5}); // [B, H, T, Dv]; another chunk size, same result
       const [B, H, T, Dv] = o.shape;
       const want = tf.add(tf.reshape(tf.matMul(tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B * T, H * Dv]),
@@ -238,14 +222,7 @@ describe(title('LinearAttention layer'), () => {
       const model = linearModel();
       const x = randn([8, 6, 8], 6);
       const y = tf.tidy(() => tf.matMul(tf.reshape(x, [48, 8]), randn([8, 2], 8)).reshape([8, 6, 2]));
-      const optimizer = tf.train.adam(0.01);
-      const loss = () => tf.losses.meanSquaredError(y, model.apply(x) as tf.Tensor) as tf.Scalar;
-      const step = () => {
-        const l = optimizer.minimize(loss, true)!;
-        const v = l.dataSync()[0];
-        l.dispose();
-        return v;
-      };
+      const {optimizer, step} = adamTrainer(model, x, y);
       const before = model.weights.map((w) => w.read().clone());
       const first = step();
       model.weights.forEach((w, i) => {
@@ -271,13 +248,8 @@ describe(title('LinearAttention layer'), () => {
     const x = randn([2, 5, 8], 1);
     const mask = tf.ones([2, 1, 5]);
     tf.dispose(layer.apply(x) as tf.Tensor); // weights are created on the first call
-    expectNoLeaks(() => tf.dispose(layer.apply(x, {attentionMask: mask}) as tf.Tensor));
+    expectLayerNoLeaks(layer, x, mask);
     expectNoLeaks(() => { for (let i = 0; i < 3; i++) tf.dispose(layer.apply(x, {training: true}) as tf.Tensor); });
-    expectNoLeaks(() => tf.dispose(tf.grads((a: tf.Tensor) => tf.sum(layer.apply(a, {attentionMask: mask}) as tf.Tensor))([x])));
-    expectNoLeaks(() => {
-      const {value, grads} = tf.variableGrads(() => tf.sum(layer.apply(x) as tf.Tensor) as tf.Scalar);
-      tf.dispose([value, Object.values(grads)]);
-    });
     tf.dispose([x, mask]);
     layer.dispose();
   });

@@ -3,10 +3,9 @@
 // awkward lengths and windows, causal or not, global indices in and out of range or none,
 // head layouts and key padding; errors and leaks.
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError} from '../src/errors';
 import {localGlobalAttention, localBlockSize, validGlobalIndices} from '../src/ops/local_global';
 import {allFinite} from './cases';
-import {expectClose, expectNoLeaks, randn, title} from './helpers';
+import {expectClose, expectError, expectNoLeaks, randn, title} from './helpers';
 import {referenceAttention} from './reference';
 
 interface LgCase {
@@ -58,13 +57,6 @@ function reference(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, gate: tf.Tensor, c:
     tf.mul(tf.sub(1, s), referenceAttention(q, k, v, {mask: global})));
 }
 
-function expectError(fn: () => unknown, code: string, message: RegExp): void {
-  let error: unknown;
-  try { tf.dispose(fn() as tf.Tensor); } catch (e) { error = e; }
-  expect(error).toBeInstanceOf(AttentionError);
-  expect((error as AttentionError).code).toBe(code);
-  expect((error as Error).message).toMatch(message);
-}
 
 describe(title('localGlobalAttention'), () => {
   GRID.forEach((c, n) => {

@@ -5,27 +5,12 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, LocalGlobalAttention} from '../src';
+import {LocalGlobalAttention} from '../src';
 import {localGlobalAttention} from '../src/ops/local_global';
-import {expectClose, expectNoLeaks, randn, title} from './helpers';
+import {adamTrainer, expectClose, expectError, expectLayerNoLeaks, expectNoLeaks, headsOf, maxDiff, randn, title} from './helpers';
 
-function expectError(fn: () => unknown, code: string, message: RegExp): void {
-  let error: unknown;
-  try { tf.dispose(fn() as tf.Tensor); } catch (e) { error = e; }
-  expect(error).toBeInstanceOf(AttentionError);
-  expect((error as AttentionError).code).toBe(code);
-  expect((error as Error).message).toMatch(message);
-}
 
-const maxDiff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
 
-/** x [B, T, E] with kernel [E, N, X] and bias [N, X] -> [B, N, T, X], written plainly. */
-function heads(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor): tf.Tensor4D {
-  const [B, T, E] = x.shape;
-  const [, N, X] = kernel.shape;
-  const y = tf.add(tf.reshape(tf.matMul(tf.reshape(x, [B * T, E]), tf.reshape(kernel, [E, N * X])), [B, T, N, X]), bias);
-  return tf.transpose(y, [0, 2, 1, 3]) as tf.Tensor4D;
-}
 
 describe(title('LocalGlobalAttention layer'), () => {
   test('weights: the Keras projections, then the trainable gate [H, Dv] initialised to zeros; config', () => {
@@ -58,7 +43,7 @@ describe(title('LocalGlobalAttention layer'), () => {
       layer.setWeights([...weights.slice(0, 8), randn([4, 6], 2)]); // a gate that is not an even blend
       const out = layer.apply(x) as tf.Tensor;
       const [wq, bq, wk, bk, wv, bv, wo, bo, gate] = layer.getWeights();
-      const o = localGlobalAttention(heads(x, wq, bq), heads(x, wk, bk), heads(x, wv, bv),
+      const o = localGlobalAttention(headsOf(x, wq, bq), headsOf(x, wk, bk), headsOf(x, wv, bv),
         {windowSize: 3, globalIndices: [2, 9, 40], gate, causal: true, blockSize: 5}); // [B, H, T, Dv]
       const want = tf.add(tf.reshape(tf.matMul(tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [22, 24]),
         tf.reshape(wo, [24, 8])), [2, 11, 8]), bo);
@@ -143,14 +128,7 @@ describe(title('LocalGlobalAttention layer'), () => {
       const model = lgModel();
       const x = randn([8, 9, 8], 6);
       const y = tf.tidy(() => tf.matMul(tf.reshape(x, [72, 8]), randn([8, 2], 8)).reshape([8, 9, 2]));
-      const optimizer = tf.train.adam(0.01);
-      const loss = () => tf.losses.meanSquaredError(y, model.apply(x) as tf.Tensor) as tf.Scalar;
-      const step = () => {
-        const l = optimizer.minimize(loss, true)!;
-        const v = l.dataSync()[0];
-        l.dispose();
-        return v;
-      };
+      const {optimizer, step} = adamTrainer(model, x, y);
       const before = model.trainableWeights.map((w) => w.read().clone());
       const first = step();
       const moved = model.trainableWeights.map((w, i) => [w.name, maxDiff(w.read(), before[i])] as const);
@@ -172,12 +150,7 @@ describe(title('LocalGlobalAttention layer'), () => {
     const x = randn([2, 7, 8], 1);
     const mask = tf.ones([2, 1, 7]);
     tf.dispose(layer.apply(x) as tf.Tensor);
-    expectNoLeaks(() => tf.dispose(layer.apply(x, {attentionMask: mask}) as tf.Tensor));
-    expectNoLeaks(() => tf.dispose(tf.grads((a: tf.Tensor) => tf.sum(layer.apply(a) as tf.Tensor))([x])));
-    expectNoLeaks(() => {
-      const {value, grads} = tf.variableGrads(() => tf.sum(layer.apply(x) as tf.Tensor) as tf.Scalar);
-      tf.dispose([value, Object.values(grads)]);
-    });
+    expectLayerNoLeaks(layer, x, mask);
     tf.dispose([x, mask]);
     layer.dispose();
   });

@@ -2,7 +2,7 @@
 // for inputs and every weight), weights, masks, sequential/functional graphs, errors.
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, MultiHeadAttention} from '../src';
-import {expectClose, expectNoLeaks, randn, title} from './helpers';
+import {expectClose, expectError, expectNoLeaks, randn, title} from './helpers';
 import {referenceAttention} from './reference';
 
 /** Per-head plain projection: x [B, T, E] and kernel [E, N, X] -> [B, N, T, X], one 2-D product per head. */
@@ -266,13 +266,6 @@ describe(title('MultiHeadAttention'), () => {
       try { config(args)(); } catch (e) { expect((e as AttentionError).code).toBe('INVALID_CONFIG'); }
     });
 
-    function expectError(fn: () => unknown, code: string, message: RegExp): void {
-      let error: unknown;
-      try { tf.dispose(fn() as tf.Tensor); } catch (e) { error = e; }
-      expect(error).toBeInstanceOf(AttentionError);
-      expect((error as AttentionError).code).toBe(code);
-      expect((error as Error).message).toMatch(message);
-    }
 
     test('build rejects a query dim not divisible by numHeads without headDim', () => {
       const x = tf.zeros([1, 2, 10]);

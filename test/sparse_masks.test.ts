@@ -3,10 +3,9 @@
 // seeding, the additive form, sparsity/density, the text picture, use as an sdpa mask,
 // and errors.
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError} from '../src/errors';
 import {HnswMask, SparseMask} from '../src/ops/masks';
 import {scaledDotProductAttention} from '../src/ops/sdpa';
-import {expectClose, expectNoLeaks, randn, title} from './helpers';
+import {expectClose, expectError, expectNoLeaks, randn, title} from './helpers';
 import {referenceAttention} from './reference';
 
 type Grid = boolean[][];
@@ -78,13 +77,6 @@ function read(mask: tf.Tensor, T: number): Grid {
   return rows;
 }
 
-function expectError(fn: () => unknown, message: RegExp, code = 'INVALID_CONFIG'): void {
-  let error: unknown;
-  try { tf.dispose(fn() as tf.Tensor); } catch (e) { error = e; }
-  expect(error).toBeInstanceOf(AttentionError);
-  expect((error as AttentionError).code).toBe(code);
-  expect((error as Error).message).toMatch(message);
-}
 
 describe(title('sparse mask builders'), () => {
   test("the seeds' test cases: local window 5/1, global indices 5/[0,2], HNSW layers [[0,1,2,3],[0,2],[0]]", () => {
@@ -195,10 +187,10 @@ describe(title('sparse mask builders'), () => {
     [() => HnswMask.fromEdges(4, [[0, 1, 2]] as never), /edges must be an array of \[from, to\] pairs/],
     [() => HnswMask.fromEdges(4, [[0, -1]]), /edges\[0\] must be an array of non-negative integers/],
   ])('rejects bad arguments with INVALID_CONFIG (%#)', (fn, message) => {
-    expectError(fn, message);
+    expectError(fn, 'INVALID_CONFIG', message);
   });
 
   test('visualize rejects a mask that is not [T, S]', () => {
-    expectError(() => SparseMask.visualize(tf.ones([1, 2, 2])), /visualize takes a \[T, S\] mask/, 'INVALID_MASK');
+    expectError(() => SparseMask.visualize(tf.ones([1, 2, 2])), 'INVALID_MASK', /visualize takes a \[T, S\] mask/);
   });
 });
