@@ -27,6 +27,13 @@ export {
 export {FlashAttention, FlashAttentionArgs} from './layers/flash_attention';
 export {LinearAttention, LinearAttentionArgs} from './layers/linear_attention';
 export {LocalGlobalAttention, LocalGlobalAttentionArgs} from './layers/local_global_attention';
+export {attentionLayer, ATTENTION_KINDS, AttentionKind, AnyAttentionArgs} from './layers/factory';
+export {
+  makeToyTask, TASK_NAMES, TaskName, TaskOptions, Task, TaskBatch, BLANK, SEP, FIRST_SYMBOL,
+} from './train/tasks';
+export {buildTransformer, TransformerOptions, PositionEmbedding, PositionEmbeddingArgs} from './train/model';
+export {train, evaluate, TrainOptions, TrainResult, Metrics, StepInfo, learningRateAt} from './train/trainer';
+export {saveCheckpoint, loadCheckpoint, loadModel, readTrainingRecord, TrainingRecord} from './train/checkpoint';
 export {VERSION} from './version';
 
 import {registerFileRouter} from './io/file_system';

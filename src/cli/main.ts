@@ -11,6 +11,7 @@ import {Command, CommanderError} from 'commander';
 import {AttentionError} from '../errors';
 import {readPackageJson} from '../bench/meta';
 import {registerBench} from './bench';
+import {registerTrain} from './train';
 import {CliIO, EXIT} from './shared';
 
 export {CliIO, EXIT} from './shared';
@@ -18,7 +19,7 @@ export {CliIO, EXIT} from './shared';
 /** Runs the CLI on `argv` (the arguments after the program name) and returns the exit code. */
 export async function main(argv: string[], io: CliIO = process): Promise<number> {
   const program = new Command('tfjs-attention')
-    .description('Attention layers for TensorFlow.js: benchmarks and tools.')
+    .description('Attention layers for TensorFlow.js: train toy models, evaluate and inspect them, benchmark.')
     .version(readPackageJson().version, '-V, --version', 'print the version')
     .helpOption('-h, --help', 'print help')
     // Set before adding commands: subcommands inherit output and exit handling.
@@ -28,6 +29,7 @@ export async function main(argv: string[], io: CliIO = process): Promise<number>
       writeErr: (s) => io.stderr.write(s),
       outputError: (s, write) => write(`${s.trim().split('\n').join(' ')}\n`),
     });
+  registerTrain(program, io);
   registerBench(program, io);
 
   try {
@@ -38,7 +40,8 @@ export async function main(argv: string[], io: CliIO = process): Promise<number>
     if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
     const message = String((e as Error)?.message ?? e).split('\n')[0];
     io.stderr.write(`error: ${message}\n`);
-    const usage = e instanceof AttentionError && e.code === 'INVALID_CONFIG';
+    // Bad values and missing or corrupt model folders are the caller's to fix: 2.
+    const usage = e instanceof AttentionError && (e.code === 'INVALID_CONFIG' || e.code === 'IO');
     return usage ? EXIT.usage : EXIT.failure;
   }
 }

@@ -1,0 +1,199 @@
+/**
+ * `tfjs-attention train | eval | predict | inspect`: train a transformer on a toy task and
+ * save it, then evaluate it, run it on one input, or describe a saved model folder.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {Command, InvalidArgumentError, Option} from 'commander';
+import {SingleBar} from 'cli-progress';
+import {BACKEND_CHOICES, BackendChoice, selectBackend} from '../backend';
+import {AttentionError} from '../errors';
+import {ATTENTION_KINDS, AnyAttentionArgs, AttentionKind} from '../layers/factory';
+import {loadModel, readTrainingRecord} from '../train/checkpoint';
+import {makeToyTask, TASK_NAMES} from '../train/tasks';
+import {evaluate, Metrics, StepInfo, train, trainDefaults} from '../train/trainer';
+import {CliIO, intArg, intListArg} from './shared';
+
+/** What `npm run train` trains with no flags: a small GQA model on `reverse`. */
+export const TRAIN_DEFAULTS = {
+  task: 'reverse', attention: 'gqa' as AttentionKind, length: 8, vocabSize: 12, noiseLength: 64, modelDim: 64,
+  heads: 4, kvHeads: 2, layers: 2, steps: 600, batchSize: 32, learningRate: 3e-3, warmup: 50, clipNorm: 1,
+  evalEvery: 50, evalBatches: 4, targetAccuracy: 0.99, seed: 0,
+};
+
+interface TrainFlags {
+  task: string; attention: AttentionKind; length: number; vocabSize: number; noiseLength: number; modelDim: number;
+  heads: number; kvHeads: number; layers: number; ffDim?: number; dropout: number; causal: boolean; window?: number;
+  globals?: number[]; features?: number; blockSize?: number; steps: number; batchSize: number; lr: number;
+  warmup: number; clipNorm: number; evalEvery: number; evalBatches: number; targetAccuracy: number; seed: number;
+  out?: string; checkpointEvery: number; resume?: string; backend?: BackendChoice; quiet: boolean;
+}
+
+function floatArg(min: number, max = Infinity): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`Expected a number in [${min}, ${max === Infinity ? 'inf' : max}].`);
+    }
+    return n;
+  };
+}
+
+/** Progress on stderr: a bar on a terminal, plain lines otherwise (or with --quiet). */
+function progress(io: CliIO, quiet: boolean, steps: number) {
+  const tty = !quiet && (io.stderr as {isTTY?: boolean}).isTTY === true;
+  const bar = tty ? new SingleBar({
+    format: 'step {value}/{total} |{bar}| loss {loss} acc {acc} {tps} tok/s ETA {eta_formatted}',
+    stream: io.stderr as NodeJS.WritableStream, hideCursor: true,
+  }) : null;
+  let acc = '-';
+  bar?.start(steps, 0, {loss: '-', acc, tps: '-'});
+  return {
+    step(info: StepInfo) {
+      bar?.update(info.step, {loss: info.loss.toFixed(4), acc, tps: Math.round(info.tokensPerSecond)});
+    },
+    eval(m: Metrics) {
+      acc = m.tokenAccuracy.toFixed(4);
+      if (bar == null) {
+        io.stderr.write(`step ${m.step}: eval loss ${m.loss.toFixed(4)} token accuracy ${m.tokenAccuracy.toFixed(4)} ` +
+          `sequence accuracy ${m.sequenceAccuracy.toFixed(4)}\n`);
+      }
+    },
+    stop() { bar?.stop(); },
+  };
+}
+
+export function registerTrain(program: Command, io: CliIO): void {
+  const d = TRAIN_DEFAULTS;
+  const backendOption = () => new Option('--backend <name>', 'tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)')
+    .choices(BACKEND_CHOICES);
+  program.command('train')
+    .description('train a small transformer on a toy task and save it (model.json, weights.bin, training.json)')
+    .addOption(new Option('--task <name>', 'toy task').choices(TASK_NAMES).default(d.task))
+    .addOption(new Option('--attention <kind>', 'attention of every block').choices(ATTENTION_KINDS).default(d.attention))
+    .option('--length <n>', 'task length: symbols (selective-copy: marked tokens)', intArg(1), d.length)
+    .option('--vocab-size <n>', 'vocabulary, BLANK and SEP included', intArg(3), d.vocabSize)
+    .option('--noise-length <n>', 'selective-copy: positions the marked tokens hide in', intArg(1), d.noiseLength)
+    .option('--model-dim <n>', 'model width E', intArg(1), d.modelDim)
+    .option('--heads <n>', 'query heads H', intArg(1), d.heads)
+    .option('--kv-heads <n>', "key/value heads G (attention 'gqa' only)", intArg(1), d.kvHeads)
+    .option('--layers <n>', 'transformer blocks', intArg(1), d.layers)
+    .option('--ff-dim <n>', 'feed-forward width (default: 4 * model dim)', intArg(1))
+    .option('--dropout <rate>', 'dropout after attention and feed-forward', floatArg(0, 0.99), 0)
+    .option('--causal', 'causal attention', false)
+    .option('--window <n>', "local-global: window size W (default 4)", intArg(1))
+    .option('--globals <list>', 'local-global: global positions, e.g. 0,8 (default: 0)', intListArg(0))
+    .option('--features <n>', 'linear: random features M (default round(D ln D))', intArg(1))
+    .option('--block-size <n>', 'flash: tile rows; local-global: block rows', intArg(1))
+    .option('--steps <n>', 'optimizer steps at most', intArg(1), d.steps)
+    .option('--batch-size <n>', 'examples per step', intArg(1), d.batchSize)
+    .option('--lr <rate>', 'peak learning rate (Adam)', floatArg(1e-8, 10), d.learningRate)
+    .option('--warmup <n>', 'linear warm-up steps, then cosine decay', intArg(0), d.warmup)
+    .option('--clip-norm <x>', 'clip gradients to this global norm (0: off)', floatArg(0), d.clipNorm)
+    .option('--eval-every <n>', 'evaluate every n steps', intArg(1), d.evalEvery)
+    .option('--eval-batches <n>', 'batches per evaluation', intArg(1), d.evalBatches)
+    .option('--target-accuracy <x>', 'stop at this evaluation token accuracy (above 1: never)', floatArg(0, 2), d.targetAccuracy)
+    .option('--seed <n>', 'seed of the weights and the data', intArg(0), d.seed)
+    .option('--out <dir>', 'model folder (default: checkpoints/<task>-<attention>)')
+    .option('--checkpoint-every <n>', 'also save every n steps (0: only at the end)', intArg(0), 0)
+    .option('--resume <dir>', 'go on from the checkpoint in DIR (its options rule; --steps and --out may change)')
+    .addOption(backendOption())
+    .option('--quiet', 'plain progress lines, no bar', false)
+    .addHelpText('after', '\nExample: train --task reverse --attention gqa --steps 600\n')
+    .action(async (f: TrainFlags, cmd: Command) => {
+      const backend = await selectBackend(f.backend);
+      const attentionArgs: Partial<AnyAttentionArgs> = {};
+      if (f.attention === 'local-global') {
+        attentionArgs.windowSize = f.window ?? 4;
+        attentionArgs.globalIndices = f.globals ?? [0];
+      } else if (f.window != null || f.globals != null) {
+        throw new AttentionError('INVALID_CONFIG', `--window and --globals are for --attention local-global, not '${f.attention}'`);
+      }
+      if (f.features != null) attentionArgs.numFeatures = f.features;
+      if (f.blockSize != null) attentionArgs.blockSize = f.blockSize;
+      const out = f.out ?? f.resume ?? `checkpoints/${f.task}-${f.attention}`;
+      const options = trainDefaults({
+        task: f.task, taskOptions: {length: f.length, vocabSize: f.vocabSize, noiseLength: f.noiseLength},
+        model: {attention: f.attention, modelDim: f.modelDim, numHeads: f.heads,
+          numKvHeads: f.attention === 'gqa' ? f.kvHeads : undefined, numLayers: f.layers, ffDim: f.ffDim,
+          dropout: f.dropout, causal: f.causal, attentionArgs},
+        seed: f.seed, steps: f.steps, batchSize: f.batchSize, learningRate: f.lr, warmupSteps: f.warmup,
+        clipNorm: f.clipNorm, evalEvery: f.evalEvery, evalBatches: f.evalBatches, targetAccuracy: f.targetAccuracy,
+        outDir: out, checkpointEvery: f.checkpointEvery,
+      });
+      const bar = progress(io, f.quiet, options.steps);
+      const started = Date.now();
+      try {
+        // Resuming: the checkpoint's options rule, except --steps and --out when given.
+        const given = (name: string) => cmd.getOptionValueSource(name) === 'cli';
+        const run = f.resume == null ? options
+          : {...options, steps: given('steps') ? f.steps : undefined, outDir: given('out') ? out : undefined};
+        const {model, record} = await train(run, {onStep: bar.step, onEval: bar.eval}, f.resume);
+        bar.stop();
+        const last = record.history[record.history.length - 1];
+        io.stdout.write(`trained ${record.model.attention} on ${record.task.name} (${backend}): ${record.step} steps in ` +
+          `${((Date.now() - started) / 1000).toFixed(1)} s, token accuracy ${last?.tokenAccuracy.toFixed(4)}, ` +
+          `sequence accuracy ${last?.sequenceAccuracy.toFixed(4)}, ${record.parameters} parameters; saved to ${out}\n`);
+        model.dispose();
+      } finally {
+        bar.stop();
+      }
+    });
+
+  program.command('eval')
+    .description('evaluate a saved model on a fresh seeded set of its task')
+    .requiredOption('--model <dir>', 'model folder written by train')
+    .option('--batches <n>', 'batches of 32 examples', intArg(1), 8)
+    .option('--seed <n>', 'seed of the evaluation set (default: the training seed + 1, data never trained on)', intArg(0))
+    .addOption(backendOption())
+    .action(async (f: {model: string; batches: number; seed?: number; backend?: BackendChoice}) => {
+      await selectBackend(f.backend);
+      const record = readTrainingRecord(f.model);
+      const model = await loadModel(f.model);
+      const task = makeToyTask(record.task.name, record.options.taskOptions);
+      const m = evaluate(model, task, f.seed ?? (record.options.seed ?? 0) + 1, 32, f.batches);
+      io.stdout.write(JSON.stringify({model: f.model, task: task.name, examples: 32 * f.batches, ...m}) + '\n');
+      model.dispose();
+    });
+
+  program.command('predict')
+    .description("run a saved model on one input sequence and print its output tokens")
+    .requiredOption('--model <dir>', 'model folder written by train')
+    .requiredOption('--input <tokens>', 'space-separated token ids, e.g. "3 1 2"; shorter inputs are padded with 0 (BLANK)')
+    .addOption(backendOption())
+    .action(async (f: {model: string; input: string; backend?: BackendChoice}) => {
+      await selectBackend(f.backend);
+      const record = readTrainingRecord(f.model);
+      const L = record.model.seqLength;
+      const V = record.model.vocabSize;
+      const tokens = f.input.trim().split(/\s+/).map(Number);
+      if (tokens.some((t) => !Number.isInteger(t) || t < 0 || t >= V) || tokens.length > L) {
+        throw new AttentionError('INVALID_CONFIG',
+          `--input must be at most ${L} integers in [0, ${V - 1}] separated by spaces, received '${f.input}'`);
+      }
+      const model = await loadModel(f.model);
+      const padded = [...tokens, ...Array(L - tokens.length).fill(0)];
+      const out = tf.tidy(() => Array.from(tf.argMax(model.predict(tf.tensor2d([padded], [1, L], 'int32')) as tf.Tensor, -1)
+        .dataSync()));
+      io.stdout.write(`${out.join(' ')}\n`);
+      model.dispose();
+    });
+
+  program.command('inspect')
+    .description('describe a saved model: architecture, parameters, task and saved metrics')
+    .requiredOption('--model <dir>', 'model folder written by train')
+    .addOption(backendOption())
+    .action(async (f: {model: string; backend?: BackendChoice}) => {
+      await selectBackend(f.backend);
+      const record = readTrainingRecord(f.model);
+      const model = await loadModel(f.model);
+      const lines = [`model ${f.model}: ${model.name}, ${model.countParams()} parameters`,
+        `task ${JSON.stringify(record.task)}`, `options ${JSON.stringify(record.model)}`,
+        `trained ${record.step} steps in ${record.trainingSeconds.toFixed(1)} s (tfjs-attention ${record.packageVersion})`];
+      const last = record.history[record.history.length - 1];
+      if (last != null) lines.push(`last evaluation ${JSON.stringify(last)}`);
+      lines.push('layers:');
+      for (const layer of model.layers) lines.push(`  ${layer.name} (${layer.getClassName()}) ${layer.countParams()} parameters`);
+      io.stdout.write(lines.join('\n') + '\n');
+      model.dispose();
+    });
+}

@@ -1,0 +1,84 @@
+/**
+ * attentionLayer(kind, args): one entry point that builds any attention layer of the
+ * library by name and checks that the arguments make sense for that kind (the seeds'
+ * AttentionBuilder, in TypeScript form).
+ */
+import {AttentionError, show} from '../errors';
+import {assertOneOf} from '../validate';
+import {AttentionLayerArgs, AttentionLayerBase} from './base_attention';
+import {FlashAttention, FlashAttentionArgs} from './flash_attention';
+import {LinearAttention, LinearAttentionArgs} from './linear_attention';
+import {LocalGlobalAttention, LocalGlobalAttentionArgs} from './local_global_attention';
+import {MultiHeadAttention, MultiHeadAttentionArgs} from './multi_head_attention';
+
+export const ATTENTION_KINDS = ['mha', 'gqa', 'flash', 'linear', 'local-global'] as const;
+export type AttentionKind = typeof ATTENTION_KINDS[number];
+
+/** Every argument any kind takes, so one options object can be passed around. */
+export type AnyAttentionArgs = MultiHeadAttentionArgs & Partial<FlashAttentionArgs> & Partial<LinearAttentionArgs> &
+  Partial<LocalGlobalAttentionArgs>;
+
+/** The arguments shared by all kinds (AttentionLayerArgs and tfjs' LayerArgs). */
+const SHARED = [
+  'numHeads', 'numKvHeads', 'headDim', 'valueDim', 'outputDim', 'useBias', 'dropout', 'causal',
+  'kernelInitializer', 'biasInitializer', 'kernelRegularizer', 'biasRegularizer', 'kernelConstraint', 'biasConstraint',
+  'name', 'trainable', 'dtype', 'inputShape', 'batchInputShape', 'batchSize', 'inputDType', 'weights',
+] as const;
+
+/** The arguments only some kinds take. */
+const OWN: Record<AttentionKind, readonly string[]> = {
+  'mha': ['implementation'],
+  'gqa': ['implementation'],
+  'flash': ['blockSize'],
+  'linear': ['numFeatures', 'kernel', 'seed', 'featureRedrawInterval', 'chunkSize'],
+  'local-global': ['windowSize', 'globalIndices', 'blockSize'],
+};
+
+/**
+ * A new attention layer of `kind`:
+ *   'mha'          MultiHeadAttention with numKvHeads = numHeads (numKvHeads, if given, must equal it);
+ *   'gqa'          MultiHeadAttention with grouped-query heads: numKvHeads required, dividing
+ *                  numHeads and smaller than it;
+ *   'flash'        FlashAttention;
+ *   'linear'       LinearAttention;
+ *   'local-global' LocalGlobalAttention (windowSize required).
+ * Throws AttentionError('INVALID_CONFIG') for an unknown kind, an argument that kind does
+ * not take (naming the kinds that do), or a bad value (from the layer's own checks).
+ */
+export function attentionLayer(kind: AttentionKind, args: AnyAttentionArgs): AttentionLayerBase {
+  assertOneOf('kind', kind, ATTENTION_KINDS);
+  if (args == null || typeof args !== 'object') {
+    throw new AttentionError('INVALID_CONFIG', `attentionLayer('${kind}', args): args must be an object, received ${show(args)}`);
+  }
+  const allowed = new Set<string>([...SHARED, ...OWN[kind]]);
+  for (const key of Object.keys(args)) {
+    if ((args as unknown as Record<string, unknown>)[key] === undefined || allowed.has(key)) continue;
+    const takers = ATTENTION_KINDS.filter((k) => OWN[k].includes(key));
+    throw new AttentionError('INVALID_CONFIG',
+      `attention kind '${kind}' does not take '${key}'` +
+      (takers.length > 0 ? ` (${takers.map((k) => `'${k}'`).join(', ')} does)` : ' (no attention kind does)'));
+  }
+  switch (kind) {
+    case 'mha': {
+      if (args.numKvHeads != null && args.numKvHeads !== args.numHeads) {
+        throw new AttentionError('INVALID_CONFIG',
+          `'mha' has as many key/value heads as query heads: numKvHeads (${args.numKvHeads}) must equal numHeads ` +
+          `(${args.numHeads}); use 'gqa' for fewer`);
+      }
+      return new MultiHeadAttention({...args, numKvHeads: args.numHeads});
+    }
+    case 'gqa': {
+      if (args.numKvHeads == null || !(args.numKvHeads < args.numHeads)) {
+        throw new AttentionError('INVALID_CONFIG',
+          `'gqa' needs numKvHeads smaller than numHeads (${args.numHeads}), received ${show(args.numKvHeads)}`);
+      }
+      return new MultiHeadAttention(args);
+    }
+    case 'flash':
+      return new FlashAttention(args);
+    case 'linear':
+      return new LinearAttention(args);
+    case 'local-global':
+      return new LocalGlobalAttention(args as LocalGlobalAttentionArgs & AttentionLayerArgs);
+  }
+}

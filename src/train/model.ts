@@ -1,0 +1,154 @@
+/**
+ * buildTransformer: a small pre-norm transformer over token sequences, as a functional
+ * tf.LayersModel of standard tfjs layers plus one attention layer per block:
+ *   tokens [batch, L] -> embedding + learned positions -> numLayers x (layerNormalization ->
+ *   attention -> add -> layerNormalization -> dense(ffDim, relu) -> dense(modelDim) -> add)
+ *   -> layerNormalization -> dense(vocabSize, softmax) [batch, L, vocabSize].
+ * It saves and loads with model.save / tf.loadLayersModel like any tfjs model.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {AttentionError, show} from '../errors';
+import {AnyAttentionArgs, ATTENTION_KINDS, AttentionKind, attentionLayer} from '../layers/factory';
+import {assertOneOf, assertPositiveInt, assertRate} from '../validate';
+
+type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
+
+export interface PositionEmbeddingArgs extends LayerArgs {
+  /** The longest sequence the layer accepts. */
+  maxLength: number;
+  /** Initializer of the [maxLength, features] table. Default 'randomNormal' with stddev 0.02 (GPT-2). */
+  initializer?: 'randomNormal' | 'zeros';
+}
+
+/**
+ * Adds a learned vector per position to x [batch, length, features]: x + P[0:length].
+ * Args: maxLength, initializer. Returns [batch, length, features].
+ */
+export class PositionEmbedding extends tf.layers.Layer {
+  static className = 'PositionEmbedding';
+  readonly maxLength: number;
+  readonly initializer: 'randomNormal' | 'zeros';
+  private table: tf.LayerVariable | null = null;
+
+  constructor(args: PositionEmbeddingArgs) {
+    super(args);
+    assertPositiveInt('maxLength', args.maxLength);
+    this.maxLength = args.maxLength;
+    this.initializer = args.initializer ?? 'randomNormal';
+    assertOneOf('initializer', this.initializer, ['randomNormal', 'zeros'] as const);
+  }
+
+  override build(inputShape: tf.Shape | tf.Shape[]): void {
+    const shape = inputShape as tf.Shape;
+    const E = shape[shape.length - 1];
+    if (shape.length !== 3 || E == null) {
+      throw new AttentionError('DIMENSION_MISMATCH',
+        `PositionEmbedding input must be [batch, length, features], received ${show(shape)}`);
+    }
+    const init = this.initializer === 'zeros' ? tf.initializers.zeros() : tf.initializers.randomNormal({stddev: 0.02});
+    this.table = this.addWeight('positions', [this.maxLength, E], 'float32', init);
+    this.built = true;
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    return tf.tidy(() => {
+      const x = Array.isArray(inputs) ? inputs[0] : inputs;
+      const [, L, E] = x.shape as number[];
+      if (L > this.maxLength) {
+        throw new AttentionError('DIMENSION_MISMATCH',
+          `sequence length ${L} is longer than the PositionEmbedding's maxLength (${this.maxLength})`);
+      }
+      return tf.add(x, tf.slice(this.table!.read(), [0, 0], [L, E]));
+    });
+  }
+
+  override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape | tf.Shape[] {
+    return inputShape;
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return {...super.getConfig(), maxLength: this.maxLength, initializer: this.initializer};
+  }
+}
+tf.serialization.registerClass(PositionEmbedding);
+
+export interface TransformerOptions {
+  /** Which attention every block uses. */
+  attention: AttentionKind;
+  vocabSize: number;
+  /** L: the length of every input sequence. */
+  seqLength: number;
+  /** E. Default 64. */
+  modelDim?: number;
+  /** H. Default 4. */
+  numHeads?: number;
+  /** G for 'gqa' (default numHeads / 2); the other kinds use numHeads. */
+  numKvHeads?: number;
+  /** Default 2. */
+  numLayers?: number;
+  /** Width of the feed-forward layer. Default 4 * modelDim. */
+  ffDim?: number;
+  /** Dropout after attention and after the feed-forward layer, while training. Default 0. */
+  dropout?: number;
+  /** Causal attention in every block. Default false. */
+  causal?: boolean;
+  /** Extra arguments for the attention layers (windowSize, globalIndices, numFeatures, blockSize, seed ...). */
+  attentionArgs?: Partial<AnyAttentionArgs>;
+  /** Seed of the weight initializers: the same seed builds the same initial weights. */
+  seed?: number;
+}
+
+/** The options with every default filled in, as buildTransformer uses (and training.json stores) them. */
+export function transformerDefaults(o: TransformerOptions): Required<TransformerOptions> {
+  const modelDim = o.modelDim ?? 64;
+  const numHeads = o.numHeads ?? 4;
+  return {
+    attention: o.attention, vocabSize: o.vocabSize, seqLength: o.seqLength, modelDim, numHeads,
+    numKvHeads: o.numKvHeads ?? (o.attention === 'gqa' ? Math.max(1, Math.floor(numHeads / 2)) : numHeads),
+    numLayers: o.numLayers ?? 2, ffDim: o.ffDim ?? 4 * modelDim, dropout: o.dropout ?? 0, causal: o.causal ?? false,
+    attentionArgs: o.attentionArgs ?? {}, seed: o.seed ?? 0,
+  };
+}
+
+/** The transformer described in the file comment. Throws AttentionError for bad options. */
+export function buildTransformer(options: TransformerOptions): tf.LayersModel {
+  const o = transformerDefaults(options);
+  assertOneOf('attention', o.attention, ATTENTION_KINDS);
+  for (const key of ['vocabSize', 'seqLength', 'modelDim', 'numHeads', 'numKvHeads', 'numLayers', 'ffDim'] as const) {
+    assertPositiveInt(key, o[key]);
+  }
+  assertRate('dropout', o.dropout);
+  if (o.modelDim % o.numHeads !== 0) {
+    throw new AttentionError('INVALID_CONFIG', `modelDim (${o.modelDim}) must be divisible by numHeads (${o.numHeads})`);
+  }
+  let seed = o.seed;
+  const init = (stddev?: number) => (stddev != null
+    ? tf.initializers.randomNormal({stddev, seed: seed++})
+    : tf.initializers.glorotUniform({seed: seed++}));
+
+  const tokens = tf.input({shape: [o.seqLength], dtype: 'int32', name: 'tokens'});
+  const embedded = tf.layers.embedding({inputDim: o.vocabSize, outputDim: o.modelDim, embeddingsInitializer: init(0.02),
+    name: 'token_embedding'}).apply(tokens) as tf.SymbolicTensor;
+  let x = new PositionEmbedding({maxLength: o.seqLength, name: 'position_embedding'}).apply(embedded) as tf.SymbolicTensor;
+  for (let l = 0; l < o.numLayers; l++) {
+    const norm1 = tf.layers.layerNormalization({name: `block${l}_norm1`}).apply(x) as tf.SymbolicTensor;
+    const args: AnyAttentionArgs = {
+      numHeads: o.numHeads, causal: o.causal, kernelInitializer: init(), name: `block${l}_attention`,
+      ...(o.attention === 'gqa' ? {numKvHeads: o.numKvHeads} : {}), ...o.attentionArgs,
+    };
+    let a = attentionLayer(o.attention, args).apply(norm1) as tf.SymbolicTensor;
+    if (o.dropout > 0) a = tf.layers.dropout({rate: o.dropout, seed: seed++}).apply(a) as tf.SymbolicTensor;
+    x = tf.layers.add({name: `block${l}_add1`}).apply([x, a]) as tf.SymbolicTensor;
+    const norm2 = tf.layers.layerNormalization({name: `block${l}_norm2`}).apply(x) as tf.SymbolicTensor;
+    const hidden = tf.layers.dense({units: o.ffDim, activation: 'relu', kernelInitializer: init(),
+      name: `block${l}_ff1`}).apply(norm2) as tf.SymbolicTensor;
+    let f = tf.layers.dense({units: o.modelDim, kernelInitializer: init(), name: `block${l}_ff2`})
+      .apply(hidden) as tf.SymbolicTensor;
+    if (o.dropout > 0) f = tf.layers.dropout({rate: o.dropout, seed: seed++}).apply(f) as tf.SymbolicTensor;
+    x = tf.layers.add({name: `block${l}_add2`}).apply([x, f]) as tf.SymbolicTensor;
+  }
+  const final = tf.layers.layerNormalization({name: 'final_norm'}).apply(x) as tf.SymbolicTensor;
+  const probs = tf.layers.dense({units: o.vocabSize, activation: 'softmax', kernelInitializer: init(), name: 'head'})
+    .apply(final) as tf.SymbolicTensor;
+  return tf.model({inputs: tokens, outputs: probs, name: `transformer_${o.attention}`});
+}

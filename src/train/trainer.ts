@@ -1,0 +1,241 @@
+/**
+ * The training loop: batches from a toy task, Adam with linear warm-up and cosine decay,
+ * gradient clipping by global norm, periodic evaluation (token and sequence accuracy),
+ * early stop at a target accuracy, and checkpoints that a later run can resume from with
+ * the same result as an uninterrupted run of the same seed.
+ *
+ * Determinism: batch s of training is task.batch(batchSize, seed, s) and evaluation
+ * uses its own stream (seed + EVAL_SEED_OFFSET), so a resumed run sees the same data;
+ * the checkpoint holds the weights and Adam's state. Dropout, when enabled, draws fresh
+ * random numbers, so only runs without dropout resume exactly.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {AttentionError, show} from '../errors';
+import {VERSION} from '../version';
+import {assertNonNegativeInt, assertPositiveInt, assertPositiveNumber} from '../validate';
+import {Checkpoint, loadCheckpoint, saveCheckpoint, TrainingRecord} from './checkpoint';
+import {buildTransformer, transformerDefaults, TransformerOptions} from './model';
+import {makeToyTask, Task, TaskBatch, TaskOptions} from './tasks';
+
+/** Evaluation batches come from this offset of the seed, apart from the training stream. */
+export const EVAL_SEED_OFFSET = 1_000_003;
+
+export interface TrainOptions {
+  /** Toy task name (see tasks.ts) and its options. */
+  task: string;
+  taskOptions?: TaskOptions;
+  /** The model, less what the task fixes (vocabSize, seqLength). */
+  model: Omit<TransformerOptions, 'vocabSize' | 'seqLength' | 'seed'>;
+  /** Seed of the weights and the data. Default 0. */
+  seed?: number;
+  /** Optimizer steps at most. Default 1000. */
+  steps?: number;
+  /** Examples per step. Default 32. */
+  batchSize?: number;
+  /** Peak learning rate. Default 3e-3. */
+  learningRate?: number;
+  /** Steps of linear warm-up from 0 to the peak. Default 50. */
+  warmupSteps?: number;
+  /** The cosine decay ends at learningRate * minLearningRateRatio on the last step. Default 0.1. */
+  minLearningRateRatio?: number;
+  /** Clip gradients to this global norm (0 = no clipping). Default 1. */
+  clipNorm?: number;
+  /** Evaluate every this many steps (and at the end). Default 50. */
+  evalEvery?: number;
+  /** Batches of batchSize in each evaluation. Default 4. */
+  evalBatches?: number;
+  /** Stop once evaluation token accuracy reaches this (1.01 = never). Default 1.01. */
+  targetAccuracy?: number;
+  /** Folder of the checkpoint; none is written when absent. */
+  outDir?: string;
+  /** Also checkpoint every this many steps (0 = only at the end). Default 0. */
+  checkpointEvery?: number;
+  /** Stop after this step without finishing (simulates a crash; for tests). */
+  stopAfter?: number;
+}
+
+export interface Metrics {
+  step: number;
+  loss: number;
+  tokenAccuracy: number;
+  sequenceAccuracy: number;
+}
+
+export interface StepInfo {
+  step: number;
+  steps: number;
+  loss: number;
+  learningRate: number;
+  tokensPerSecond: number;
+}
+
+export interface TrainCallbacks {
+  onStep?(info: StepInfo): void;
+  onEval?(metrics: Metrics): void;
+}
+
+export interface TrainResult {
+  model: tf.LayersModel;
+  record: TrainingRecord;
+}
+
+/** Learning rate of step s (0-based): linear warm-up, then cosine decay to min ratio. */
+export function learningRateAt(s: number, o: Required<Pick<TrainOptions, 'learningRate' | 'warmupSteps' |
+    'minLearningRateRatio' | 'steps'>>): number {
+  if (s < o.warmupSteps) return o.learningRate * (s + 1) / o.warmupSteps;
+  const span = Math.max(1, o.steps - o.warmupSteps);
+  const progress = Math.min(1, (s - o.warmupSteps) / span);
+  const floor = o.learningRate * o.minLearningRateRatio;
+  return floor + (o.learningRate - floor) * 0.5 * (1 + Math.cos(Math.PI * progress));
+}
+
+/** Every option with its default. */
+export function trainDefaults(o: TrainOptions): Required<TrainOptions> {
+  return {
+    task: o.task, taskOptions: o.taskOptions ?? {}, model: o.model, seed: o.seed ?? 0, steps: o.steps ?? 1000,
+    batchSize: o.batchSize ?? 32, learningRate: o.learningRate ?? 3e-3, warmupSteps: o.warmupSteps ?? 50,
+    minLearningRateRatio: o.minLearningRateRatio ?? 0.1, clipNorm: o.clipNorm ?? 1, evalEvery: o.evalEvery ?? 50,
+    evalBatches: o.evalBatches ?? 4, targetAccuracy: o.targetAccuracy ?? 1.01, outDir: o.outDir ?? '',
+    checkpointEvery: o.checkpointEvery ?? 0, stopAfter: o.stopAfter ?? Infinity,
+  };
+}
+
+function checkOptions(o: Required<TrainOptions>): void {
+  for (const key of ['steps', 'batchSize', 'evalEvery', 'evalBatches'] as const) assertPositiveInt(key, o[key]);
+  for (const key of ['warmupSteps', 'checkpointEvery'] as const) assertNonNegativeInt(key, o[key]);
+  assertPositiveNumber('learningRate', o.learningRate);
+  if (!(o.minLearningRateRatio >= 0 && o.minLearningRateRatio <= 1)) {
+    throw new AttentionError('INVALID_CONFIG', `minLearningRateRatio must be in [0, 1], received ${show(o.minLearningRateRatio)}`);
+  }
+  if (!(o.clipNorm >= 0)) throw new AttentionError('INVALID_CONFIG', `clipNorm must be >= 0, received ${show(o.clipNorm)}`);
+  if (!Number.isInteger(o.seed)) throw new AttentionError('INVALID_CONFIG', `seed must be an integer, received ${show(o.seed)}`);
+}
+
+/** Mean cross-entropy over the scored positions; probs [n, L, V]. */
+export function maskedLoss(probs: tf.Tensor, batch: TaskBatch, V: number): tf.Scalar {
+  return tf.tidy(() => {
+    const p = tf.reshape(probs, [batch.n * batch.L, V]);
+    const picked = tf.sum(tf.mul(p, tf.oneHot(tf.tensor1d(batch.targets, 'int32'), V)), 1); // [n*L]
+    const w = tf.tensor1d(batch.weights);
+    return tf.div(tf.neg(tf.sum(tf.mul(tf.log(tf.add(picked, 1e-9)), w))), tf.sum(w)) as tf.Scalar;
+  });
+}
+
+/** Token and sequence accuracy of `model` on `batches` batches of the evaluation stream. */
+export function evaluate(model: tf.LayersModel, task: Task, seed: number, batchSize: number, batches: number)
+    : {tokenAccuracy: number; sequenceAccuracy: number; loss: number} {
+  let right = 0;
+  let scored = 0;
+  let sequencesRight = 0;
+  let lossSum = 0;
+  for (let b = 0; b < batches; b++) {
+    const batch = task.batch(batchSize, seed + EVAL_SEED_OFFSET, b);
+    const [predicted, loss] = tf.tidy(() => {
+      const probs = model.predict(tf.tensor2d(batch.inputs, [batch.n, batch.L], 'int32')) as tf.Tensor;
+      return [tf.argMax(probs, -1).dataSync(), maskedLoss(probs, batch, task.vocabSize).dataSync()[0]] as const;
+    });
+    lossSum += loss;
+    for (let r = 0; r < batch.n; r++) {
+      let all = true;
+      for (let i = r * batch.L; i < (r + 1) * batch.L; i++) {
+        if (batch.weights[i] === 0) continue;
+        scored++;
+        if (predicted[i] === batch.targets[i]) right++;
+        else all = false;
+      }
+      if (all) sequencesRight++;
+    }
+  }
+  return {tokenAccuracy: right / scored, sequenceAccuracy: sequencesRight / (batches * batchSize), loss: lossSum / batches};
+}
+
+/** Scales grads so their global norm is at most clipNorm (0 = unchanged). */
+function clipByGlobalNorm(grads: tf.NamedTensorMap, clipNorm: number): tf.NamedTensorMap {
+  if (clipNorm <= 0) return grads;
+  const names = Object.keys(grads);
+  const norm = tf.tidy(() => tf.sqrt(tf.addN(names.map((n) => tf.sum(tf.square(grads[n]))))).dataSync()[0]);
+  if (!(norm > clipNorm)) return grads;
+  const factor = clipNorm / norm;
+  const out: tf.NamedTensorMap = {};
+  for (const n of names) {
+    out[n] = tf.mul(grads[n], factor);
+    grads[n].dispose();
+  }
+  return out;
+}
+
+/**
+ * Trains a transformer on a toy task (or goes on from the checkpoint in `resumeFrom`) and
+ * returns the model and the training record. With outDir, checkpoints go there.
+ */
+export async function train(options: TrainOptions, callbacks: TrainCallbacks = {}, resumeFrom?: string): Promise<TrainResult> {
+  let checkpoint: Checkpoint | null = null;
+  let o: Required<TrainOptions>;
+  if (resumeFrom != null) {
+    checkpoint = await loadCheckpoint(resumeFrom);
+    // The stored options rule; the caller may only change how long and where.
+    const stored = checkpoint.record.options as TrainOptions;
+    o = trainDefaults({...stored, steps: options.steps ?? stored.steps, outDir: options.outDir ?? stored.outDir,
+      stopAfter: options.stopAfter});
+  } else {
+    o = trainDefaults(options);
+  }
+  checkOptions(o);
+  const task = makeToyTask(o.task, o.taskOptions);
+  const modelOptions = transformerDefaults({...o.model, vocabSize: task.vocabSize, seqLength: task.seqLength, seed: o.seed});
+  const model = checkpoint?.model ?? buildTransformer(modelOptions);
+  const optimizer = tf.train.adam(o.learningRate);
+  if (checkpoint != null) await optimizer.setWeights(checkpoint.optimizerWeights);
+  const record: TrainingRecord = checkpoint?.record ?? {
+    format: 1, packageVersion: VERSION, task: {name: task.name, ...task.options}, model: modelOptions,
+    options: {...o, stopAfter: undefined} as unknown as TrainOptions, step: 0, history: [], trainingSeconds: 0,
+    parameters: model.countParams(), finished: false,
+  };
+  record.options = {...o, stopAfter: undefined} as unknown as TrainOptions;
+  if (checkpoint != null) tf.dispose(checkpoint.optimizerWeights.map((w) => w.tensor));
+
+  const vars = model.trainableWeights.map((w) => (w as unknown as {val: tf.Variable}).val);
+  const started = Date.now() - record.trainingSeconds * 1000;
+  const save = async () => {
+    record.trainingSeconds = (Date.now() - started) / 1000;
+    if (o.outDir !== '') await saveCheckpoint(o.outDir, model, optimizer, record);
+  };
+  let stopped = false;
+  for (let s = record.step; s < o.steps; s++) {
+    const t0 = Date.now();
+    const batch = task.batch(o.batchSize, o.seed, s);
+    const learningRate = learningRateAt(s, o);
+    // Adam reads its learningRate field on every update; tfjs types it protected.
+    (optimizer as unknown as {learningRate: number}).learningRate = learningRate;
+    const loss = tf.tidy(() => {
+      const x = tf.tensor2d(batch.inputs, [batch.n, batch.L], 'int32');
+      const {value, grads} = tf.variableGrads(() => maskedLoss(model.apply(x, {training: true}) as tf.Tensor, batch,
+        task.vocabSize), vars);
+      optimizer.applyGradients(clipByGlobalNorm(grads, o.clipNorm) as unknown as Parameters<typeof optimizer.applyGradients>[0]);
+      return value.dataSync()[0];
+    });
+    record.step = s + 1;
+    const seconds = Math.max(1e-3, (Date.now() - t0) / 1000);
+    callbacks.onStep?.({step: s + 1, steps: o.steps, loss, learningRate,
+      tokensPerSecond: (batch.n * batch.L) / seconds});
+    const last = s + 1 === o.steps;
+    if ((s + 1) % o.evalEvery === 0 || last) {
+      const m = evaluate(model, task, o.seed, o.batchSize, o.evalBatches);
+      const metrics = {step: s + 1, loss: m.loss, tokenAccuracy: m.tokenAccuracy, sequenceAccuracy: m.sequenceAccuracy};
+      record.history.push(metrics);
+      callbacks.onEval?.(metrics);
+      if (m.tokenAccuracy >= o.targetAccuracy) stopped = true;
+    }
+    if (s + 1 >= o.stopAfter) {
+      await save();
+      optimizer.dispose();
+      return {model, record};
+    }
+    if (stopped || last) break;
+    if (o.checkpointEvery > 0 && (s + 1) % o.checkpointEvery === 0) await save();
+  }
+  record.finished = true;
+  await save();
+  optimizer.dispose();
+  return {model, record};
+}
