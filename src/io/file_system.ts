@@ -46,6 +46,14 @@ function message(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/** Bytes of one weight in a weights file; -Infinity (no check) for kinds not sized here (strings). */
+function weightBytes(spec: tf.io.WeightsManifestEntry): number {
+  const size = spec.shape.reduce((a, b) => a * b, 1);
+  const dtype = spec.quantization?.dtype ?? spec.dtype;
+  const per: Record<string, number> = {float32: 4, int32: 4, bool: 1, uint8: 1, uint16: 2, float16: 2, complex64: 8};
+  return dtype in per ? size * per[dtype] : -Infinity;
+}
+
 /** A Node Buffer as a standalone ArrayBuffer (a Buffer may be a view into a larger pool). */
 function toArrayBuffer(b: Buffer): ArrayBuffer {
   return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
@@ -163,6 +171,14 @@ class FileSystemHandler implements tf.io.IOHandler {
           buffers.push(toArrayBuffer(data));
         }
         specs.push(...group.weights);
+      }
+      // A truncated or padded weights file would otherwise fail later with a shape error.
+      const bytes = buffers.reduce((n, b) => n + b.byteLength, 0);
+      const expected = specs.reduce((n, spec) => n + weightBytes(spec), 0);
+      if (expected >= 0 && bytes !== expected) {
+        throw new AttentionError('IO',
+          `corrupt weights for '${jsonPath}': the files hold ${bytes} bytes but model.json lists ${expected} ` +
+          '(truncated or overwritten?)');
       }
       return [specs, tf.io.CompositeArrayBuffer.join(buffers)];
     });

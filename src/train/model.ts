@@ -122,33 +122,61 @@ export function buildTransformer(options: TransformerOptions): tf.LayersModel {
     throw new AttentionError('INVALID_CONFIG', `modelDim (${o.modelDim}) must be divisible by numHeads (${o.numHeads})`);
   }
   let seed = o.seed;
-  const init = (stddev?: number) => (stddev != null
-    ? tf.initializers.randomNormal({stddev, seed: seed++})
-    : tf.initializers.glorotUniform({seed: seed++}));
 
   const tokens = tf.input({shape: [o.seqLength], dtype: 'int32', name: 'tokens'});
-  const embedded = tf.layers.embedding({inputDim: o.vocabSize, outputDim: o.modelDim, embeddingsInitializer: init(0.02),
-    name: 'token_embedding'}).apply(tokens) as tf.SymbolicTensor;
+  const embedded = tf.layers.embedding({inputDim: o.vocabSize, outputDim: o.modelDim, name: 'token_embedding'})
+    .apply(tokens) as tf.SymbolicTensor;
   let x = new PositionEmbedding({maxLength: o.seqLength, name: 'position_embedding'}).apply(embedded) as tf.SymbolicTensor;
   for (let l = 0; l < o.numLayers; l++) {
     const norm1 = tf.layers.layerNormalization({name: `block${l}_norm1`}).apply(x) as tf.SymbolicTensor;
     const args: AnyAttentionArgs = {
-      numHeads: o.numHeads, causal: o.causal, kernelInitializer: init(), name: `block${l}_attention`,
-      ...(o.attention === 'gqa' ? {numKvHeads: o.numKvHeads} : {}), ...o.attentionArgs,
+      numHeads: o.numHeads, causal: o.causal, name: `block${l}_attention`,
+      ...(o.attention === 'gqa' ? {numKvHeads: o.numKvHeads} : {}),
+      ...(o.attention === 'linear' ? {seed: o.seed + l} : {}), // the random features, reproducible too
+      ...o.attentionArgs,
     };
     let a = attentionLayer(o.attention, args).apply(norm1) as tf.SymbolicTensor;
     if (o.dropout > 0) a = tf.layers.dropout({rate: o.dropout, seed: seed++}).apply(a) as tf.SymbolicTensor;
     x = tf.layers.add({name: `block${l}_add1`}).apply([x, a]) as tf.SymbolicTensor;
     const norm2 = tf.layers.layerNormalization({name: `block${l}_norm2`}).apply(x) as tf.SymbolicTensor;
-    const hidden = tf.layers.dense({units: o.ffDim, activation: 'relu', kernelInitializer: init(),
-      name: `block${l}_ff1`}).apply(norm2) as tf.SymbolicTensor;
-    let f = tf.layers.dense({units: o.modelDim, kernelInitializer: init(), name: `block${l}_ff2`})
-      .apply(hidden) as tf.SymbolicTensor;
+    const hidden = tf.layers.dense({units: o.ffDim, activation: 'relu', name: `block${l}_ff1`})
+      .apply(norm2) as tf.SymbolicTensor;
+    let f = tf.layers.dense({units: o.modelDim, name: `block${l}_ff2`}).apply(hidden) as tf.SymbolicTensor;
     if (o.dropout > 0) f = tf.layers.dropout({rate: o.dropout, seed: seed++}).apply(f) as tf.SymbolicTensor;
     x = tf.layers.add({name: `block${l}_add2`}).apply([x, f]) as tf.SymbolicTensor;
   }
   const final = tf.layers.layerNormalization({name: 'final_norm'}).apply(x) as tf.SymbolicTensor;
-  const probs = tf.layers.dense({units: o.vocabSize, activation: 'softmax', kernelInitializer: init(), name: 'head'})
+  const probs = tf.layers.dense({units: o.vocabSize, activation: 'softmax', name: 'head'})
     .apply(final) as tf.SymbolicTensor;
-  return tf.model({inputs: tokens, outputs: probs, name: `transformer_${o.attention}`});
+  const model = tf.model({inputs: tokens, outputs: probs, name: `transformer_${o.attention}`});
+  seededInit(model, o.seed);
+  return model;
+}
+
+/**
+ * Draws the random trainable weights again from `seed` (tfjs initializers draw from an
+ * unseeded generator, and one seeded initializer shared by several weights would give
+ * them equal values): embeddings and positions N(0, 0.02), kernels Glorot-uniform with
+ * their fan-in and fan-out. Biases, norms and gates keep their constant initial values.
+ */
+export function seededInit(model: tf.LayersModel, seed: number): void {
+  model.trainableWeights.forEach((w, i) => {
+    const shape = w.shape as number[];
+    const name = w.name.replace(/_\d+$/, '');
+    let value: tf.Tensor | null = null;
+    if (/(embeddings|positions)$/.test(name)) {
+      value = tf.randomNormal(shape, 0, 0.02, 'float32', seed * 1009 + i);
+    } else if (/kernel$/.test(name)) {
+      const size = shape.reduce((a, b) => a * b, 1);
+      // Attention output kernels [H, Dv, E] map H*Dv inputs to E; the others map shape[0] inputs.
+      const fanIn = /attention_output\/kernel$/.test(name) ? size / shape[shape.length - 1] : shape[0];
+      const fanOut = size / fanIn;
+      const limit = Math.sqrt(6 / (fanIn + fanOut));
+      value = tf.randomUniform(shape, -limit, limit, 'float32', seed * 1009 + i);
+    }
+    if (value != null) {
+      w.write(value);
+      value.dispose();
+    }
+  });
 }
