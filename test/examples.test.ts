@@ -1,4 +1,7 @@
 // Runs every program in examples/ on this project's backend.
+import {main as encoderDecoder} from '../examples/encoder_decoder';
+import {main as linearLong} from '../examples/linear_long';
+import {main as localGlobalHnsw} from '../examples/local_global_hnsw';
 import {main as quickstart} from '../examples/quickstart';
 import {title} from './helpers';
 
@@ -11,5 +14,29 @@ describe(title('examples'), () => {
     expect(lines.length).toBe(2);
     // No tensor-count check here: tfjs' own model.compile/fit keep 3 tensors past
     // model.dispose() with or without our layers; test/mha*.test.ts check our leaks.
+  });
+
+  test('encoder_decoder trains an encoder-decoder with cross-attention (loss falls)', async () => {
+    const lines: string[] = [];
+    const r = await encoderDecoder((l) => lines.push(l));
+    expect(r.lastLoss).toBeLessThan(0.7 * r.firstLoss);
+    expect(lines[0]).toMatch(/^encoder-decoder: loss/);
+  });
+
+  test('linear_long runs causal linear attention forward and backward on 8192 tokens', async () => {
+    const lines: string[] = [];
+    const r = await linearLong((l) => lines.push(l));
+    expect(r.shape).toEqual([1, 8192, 32]);
+    expect(r.finite).toBe(true);
+    expect(r.peakMiB).toBeLessThan(256); // less than one 8192 x 8192 float32 matrix
+    expect(lines[0]).toMatch(/^linear attention, T=8192/);
+  });
+
+  test('local_global_hnsw builds an HNSW mask and runs both attention forms', async () => {
+    const lines: string[] = [];
+    const r = await localGlobalHnsw((l) => lines.push(l));
+    expect(r.picture.split('\n')).toHaveLength(17);
+    expect(r.sparsity).toBeGreaterThan(0.3);
+    expect(r.shapes).toEqual([[2, 16, 32], [2, 16, 32]]);
   });
 });
