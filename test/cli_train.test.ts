@@ -69,6 +69,18 @@ describe(title('cli train, eval, predict, inspect'), () => {
     }
   });
 
+  test('--no-optimizer-state saves a smaller folder that cannot be resumed (exit 2, one line)', async () => {
+    const out = path.join(dir, 'ship');
+    const r = await cli('train', '--length', '3', '--vocab-size', '5', '--model-dim', '8', '--heads', '2', '--kv-heads', '1', '--layers', '1',
+      '--steps', '2', '--batch-size', '2', '--eval-batches', '1', '--no-optimizer-state', '--quiet', '--out', out,
+      '--backend', backend);
+    expect(r.code).toBe(0);
+    expect(fs.readdirSync(out).sort()).toEqual(['model.json', 'training.json', 'weights.bin']);
+    const resumed = await cli('train', '--resume', out, '--quiet', '--backend', backend);
+    expect(resumed.code).toBe(2);
+    expect(resumed.stderr).toMatch(/^error: .* holds no optimizer state .* cannot be resumed\n$/);
+  });
+
   test.each([
     [['eval', '--model', '/no/such/folder'], /no training.json in '\/no\/such\/folder'/],
     [['train', '--no-such-flag'], /unknown option '--no-such-flag'/],

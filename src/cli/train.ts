@@ -26,6 +26,7 @@ interface TrainFlags {
   globals?: number[]; features?: number; blockSize?: number; steps: number; batchSize: number; lr: number;
   warmup: number; clipNorm: number; evalEvery: number; evalBatches: number; targetAccuracy: number; seed: number;
   out?: string; checkpointEvery: number; resume?: string; backend?: BackendChoice; quiet: boolean;
+  optimizerState: boolean;
 }
 
 function floatArg(min: number, max = Infinity): (value: string) => number {
@@ -96,6 +97,7 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--out <dir>', 'model folder (default: checkpoints/<task>-<attention>)')
     .option('--checkpoint-every <n>', 'also save every n steps (0: only at the end)', intArg(0), 0)
     .option('--resume <dir>', 'go on from the checkpoint in DIR (its options rule; --steps and --out may change)')
+    .option('--no-optimizer-state', "save the final model without Adam's state (smaller; cannot be resumed)")
     .addOption(backendOption())
     .option('--quiet', 'plain progress lines, no bar', false)
     .addHelpText('after', '\nExample: train --task reverse --attention gqa --steps 600\n')
@@ -118,7 +120,7 @@ export function registerTrain(program: Command, io: CliIO): void {
           dropout: f.dropout, causal: f.causal, attentionArgs},
         seed: f.seed, steps: f.steps, batchSize: f.batchSize, learningRate: f.lr, warmupSteps: f.warmup,
         clipNorm: f.clipNorm, evalEvery: f.evalEvery, evalBatches: f.evalBatches, targetAccuracy: f.targetAccuracy,
-        outDir: out, checkpointEvery: f.checkpointEvery,
+        outDir: out, checkpointEvery: f.checkpointEvery, saveOptimizerState: f.optimizerState,
       });
       const bar = progress(io, f.quiet, options.steps);
       const started = Date.now();

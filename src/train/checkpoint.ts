@@ -47,7 +47,7 @@ const OPTIMIZER_JSON = 'optimizer.json';
 const OPTIMIZER_BIN = 'optimizer.bin';
 
 /** Writes the checkpoint into `dir`, replacing what was there only once everything is written. */
-export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimizer: tf.Optimizer,
+export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimizer: tf.Optimizer | null,
                                      record: TrainingRecord): Promise<void> {
   const {fs, path} = node();
   const abs = path.resolve(dir);
@@ -56,10 +56,12 @@ export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimiz
   const old = `${abs}.old-${process.pid}-${Date.now()}`;
   try {
     await model.save(`file://${tmp}`);
-    const weights = await optimizer.getWeights();
-    const {data, specs} = await tf.io.encodeWeights(weights);
-    fs.writeFileSync(path.join(tmp, OPTIMIZER_BIN), Buffer.from(data));
-    fs.writeFileSync(path.join(tmp, OPTIMIZER_JSON), JSON.stringify({specs}, null, 1) + '\n');
+    if (optimizer != null) { // null: a model to ship, not to resume (Adam's state is twice the weights)
+      const weights = await optimizer.getWeights();
+      const {data, specs} = await tf.io.encodeWeights(weights);
+      fs.writeFileSync(path.join(tmp, OPTIMIZER_BIN), Buffer.from(data));
+      fs.writeFileSync(path.join(tmp, OPTIMIZER_JSON), JSON.stringify({specs}, null, 1) + '\n');
+    }
     fs.writeFileSync(path.join(tmp, TRAINING_JSON), JSON.stringify(record, null, 2) + '\n');
     if (fs.existsSync(abs)) fs.renameSync(abs, old);
     fs.renameSync(tmp, abs);
@@ -104,6 +106,10 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   const {fs, path} = node();
   const record = readTrainingRecord(dir);
   const model = await loadModel(dir);
+  if (!fs.existsSync(path.join(dir, OPTIMIZER_JSON))) {
+    model.dispose();
+    throw new AttentionError('IO', `'${dir}' holds no optimizer state (saved without it), so it cannot be resumed`);
+  }
   try {
     const {specs} = JSON.parse(fs.readFileSync(path.join(dir, OPTIMIZER_JSON), 'utf8'));
     const bytes = fs.readFileSync(path.join(dir, OPTIMIZER_BIN));

@@ -52,6 +52,8 @@ export interface TrainOptions {
   checkpointEvery?: number;
   /** Stop after this step without finishing (simulates a crash; for tests). */
   stopAfter?: number;
+  /** Save Adam's state with the final checkpoint, so the run can be resumed. Default true. */
+  saveOptimizerState?: boolean;
 }
 
 export interface Metrics {
@@ -97,6 +99,7 @@ export function trainDefaults(o: TrainOptions): Required<TrainOptions> {
     minLearningRateRatio: o.minLearningRateRatio ?? 0.1, clipNorm: o.clipNorm ?? 1, evalEvery: o.evalEvery ?? 50,
     evalBatches: o.evalBatches ?? 4, targetAccuracy: o.targetAccuracy ?? 1.01, outDir: o.outDir ?? '',
     checkpointEvery: o.checkpointEvery ?? 0, stopAfter: o.stopAfter ?? Infinity,
+    saveOptimizerState: o.saveOptimizerState ?? true,
   };
 }
 
@@ -196,9 +199,10 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
 
   const vars = model.trainableWeights.map((w) => (w as unknown as {val: tf.Variable}).val);
   const started = Date.now() - record.trainingSeconds * 1000;
-  const save = async () => {
+  const save = async (final = false) => {
     record.trainingSeconds = (Date.now() - started) / 1000;
-    if (o.outDir !== '') await saveCheckpoint(o.outDir, model, optimizer, record);
+    const withState = !final || o.saveOptimizerState;
+    if (o.outDir !== '') await saveCheckpoint(o.outDir, model, withState ? optimizer : null, record);
   };
   let stopped = false;
   for (let s = record.step; s < o.steps; s++) {
@@ -235,7 +239,7 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
     if (o.checkpointEvery > 0 && (s + 1) % o.checkpointEvery === 0) await save();
   }
   record.finished = true;
-  await save();
+  await save(true);
   optimizer.dispose();
   return {model, record};
 }
