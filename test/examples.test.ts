@@ -2,6 +2,7 @@
 import {main as encoderDecoder} from '../examples/encoder_decoder';
 import {main as linearLong} from '../examples/linear_long';
 import {main as localGlobalHnsw} from '../examples/local_global_hnsw';
+import {main as predictFromModels} from '../examples/predict_from_models';
 import {main as quickstart} from '../examples/quickstart';
 import {title} from './helpers';
 
@@ -38,5 +39,14 @@ describe(title('examples'), () => {
     expect(r.picture.split('\n')).toHaveLength(17);
     expect(r.sparsity).toBeGreaterThan(0.3);
     expect(r.shapes).toEqual([[2, 16, 32], [2, 16, 32]]);
+  });
+
+  test('predict_from_models loads models/gqa and reverses its inputs', async () => {
+    const inputs = [[2, 3, 4, 5, 6, 7, 8, 9], [11, 2, 11, 5, 5, 3, 10, 4], [7, 7, 2, 9, 3, 11, 6, 8]];
+    const lines: string[] = [];
+    const {outputs} = await predictFromModels((l) => lines.push(l), inputs);
+    const right = outputs.flatMap((row, i) => row.map((t, j) => Number(t === inputs[i][7 - j])));
+    expect(right.reduce((a, b) => a + b) / right.length).toBeGreaterThanOrEqual(0.95);
+    expect(lines[0]).toMatch(/^reverse: 2 3 4 5 6 7 8 9 -> /);
   });
 });
