@@ -167,7 +167,9 @@ describe(title('sparse mask builders'), () => {
     });
   });
 
-  test('builders leak no tensors', () => {
+  test('builders leak no tensors, also when they reject their arguments', () => {
+    expectNoLeaks(() => expect(() => SparseMask.localGlobal(6, 1, [-1])).toThrow(/non-negative integers/));
+    expectNoLeaks(() => expect(() => HnswMask.adaptive(6, 1, [[0, -1]])).toThrow(/non-negative integers/));
     const strided = SparseMask.strided(6, 1, 2);
     expectNoLeaks(() => tf.dispose([SparseMask.localGlobal(6, 1, [2]), HnswMask.adaptive(6, 1, [[0, 5]]),
       SparseMask.toAdditive(strided), HnswMask.fromLayers(6, [[0, 1], [1]]), SparseMask.random(6, 0.5, 1)]));

@@ -81,6 +81,17 @@ describe(title('buildTransformer and training'), () => {
     });
   }
 
+  test('dropout draws a new mask on every training call (no fixed seed), none at inference', () => {
+    tf.tidy(() => {
+      const model = buildTransformer({attention: 'mha', vocabSize: 8, seqLength: 6, ...small, dropout: 0.5});
+      const x = tf.tensor2d([[2, 3, 4, 5, 6, 7]], [1, 6], 'int32');
+      const [a, b] = [0, 1].map(() => model.apply(x, {training: true}) as tf.Tensor);
+      expect(maxDiff(a, b)).toBeGreaterThan(1e-4);
+      expect(maxDiff(model.apply(x) as tf.Tensor, model.apply(x) as tf.Tensor)).toBe(0);
+      model.dispose();
+    });
+  });
+
   test('the learning rate warms up linearly, then decays by a cosine to the floor', () => {
     const o = {learningRate: 1, warmupSteps: 10, minLearningRateRatio: 0.1, steps: 110};
     expect(learningRateAt(0, o)).toBeCloseTo(0.1, 12);
@@ -130,6 +141,22 @@ describe(title('checkpoints'), () => {
     expect(Math.max(...weightsOf(other.model).map((w, i) => maxDiff(w, a[i])))).toBeGreaterThan(1e-3);
     tf.dispose([a, b]);
     [whole, resumed, other].forEach((r) => r.model.dispose());
+  });
+
+  test('a finished run resumed for more steps is unfinished until it ends; saving leaks no tensor', async () => {
+    const out = path.join(dir, 'again');
+    const first = await train({...options(out), steps: 4});
+    expect(first.record.finished).toBe(true);
+    const optimizer = tf.train.adam(0.1); // (its own beta-power variables exist from here)
+    const before = tf.memory().numTensors;
+    for (let i = 0; i < 3; i++) await saveCheckpoint(path.join(dir, 'copy'), first.model, optimizer, first.record);
+    expect(tf.memory().numTensors).toBe(before);
+    optimizer.dispose();
+    first.model.dispose();
+    const more = await train({...options(out), steps: 8, stopAfter: 6}, {}, out);
+    expect([more.record.step, more.record.finished]).toEqual([6, false]);
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'training.json'), 'utf8')).finished).toBe(false);
+    more.model.dispose();
   });
 
   test('training keeps the tensor count flat across steps', async () => {

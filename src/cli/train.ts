@@ -50,6 +50,7 @@ function progress(io: CliIO, quiet: boolean, steps: number) {
   bar?.start(steps, 0, {loss: '-', acc, tps: '-'});
   return {
     step(info: StepInfo) {
+      if (bar != null && bar.getTotal() !== info.steps) bar.setTotal(info.steps); // a resumed run's own length
       bar?.update(info.step, {loss: info.loss.toFixed(4), acc, tps: Math.round(info.tokensPerSecond)});
     },
     eval(m: Metrics) {
@@ -107,7 +108,7 @@ export function registerTrain(program: Command, io: CliIO): void {
       if (f.attention === 'local-global') {
         attentionArgs.windowSize = f.window ?? 4;
         attentionArgs.globalIndices = f.globals ?? [0];
-      } else if (f.window != null || f.globals != null) {
+      } else if (f.resume == null && (f.window != null || f.globals != null)) {
         throw new AttentionError('INVALID_CONFIG', `--window and --globals are for --attention local-global, not '${f.attention}'`);
       }
       if (f.features != null) attentionArgs.numFeatures = f.features;
@@ -128,7 +129,7 @@ export function registerTrain(program: Command, io: CliIO): void {
         // Resuming: the checkpoint's options rule, except --steps and --out when given.
         const given = (name: string) => cmd.getOptionValueSource(name) === 'cli';
         const run = f.resume == null ? options
-          : {...options, steps: given('steps') ? f.steps : undefined, outDir: given('out') ? out : undefined};
+          : {...options, steps: given('steps') ? f.steps : undefined, outDir: out}; // out defaults to the resumed folder
         const {model, record} = await train(run, {onStep: bar.step, onEval: bar.eval}, f.resume);
         bar.stop();
         const last = record.history[record.history.length - 1];
@@ -167,8 +168,8 @@ export function registerTrain(program: Command, io: CliIO): void {
       const record = readTrainingRecord(f.model);
       const L = record.model.seqLength;
       const V = record.model.vocabSize;
-      const tokens = f.input.trim().split(/\s+/).map(Number);
-      if (tokens.some((t) => !Number.isInteger(t) || t < 0 || t >= V) || tokens.length > L) {
+      const tokens = f.input.trim() === '' ? [] : f.input.trim().split(/\s+/).map(Number);
+      if (tokens.length === 0 || tokens.some((t) => !Number.isInteger(t) || t < 0 || t >= V) || tokens.length > L) {
         throw new AttentionError('INVALID_CONFIG',
           `--input must be at most ${L} integers in [0, ${V - 1}] separated by spaces, received '${f.input}'`);
       }

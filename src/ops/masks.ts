@@ -145,6 +145,7 @@ export const SparseMask = {
 
   /** localWindow(T, W) OR globalIndices(T, indices). */
   localGlobal(T: number, W: number, indices: readonly number[]): tf.Tensor2D {
+    assertIndexList('indices', indices); // before the first mask exists, so a bad list leaks nothing
     return union(T, [SparseMask.localWindow(T, W), SparseMask.globalIndices(T, indices)]);
   },
 
@@ -240,6 +241,13 @@ export const SparseMask = {
   },
 };
 
+function assertEdges(edges: unknown): asserts edges is [number, number][] {
+  if (!Array.isArray(edges) || edges.some((e) => !Array.isArray(e) || e.length !== 2)) {
+    throw new AttentionError('INVALID_CONFIG', `edges must be an array of [from, to] pairs, received ${show(edges)}`);
+  }
+  edges.forEach((e, n) => assertIndexList(`edges[${n}]`, e));
+}
+
 export const HnswMask = {
   /**
    * layers[L] lists the nodes of HNSW layer L (layer 0 the densest). A node of layer L
@@ -268,10 +276,7 @@ export const HnswMask = {
    */
   fromEdges(T: number, edges: readonly (readonly [number, number])[]): tf.Tensor2D {
     assertLength(T);
-    if (!Array.isArray(edges) || edges.some((e) => !Array.isArray(e) || e.length !== 2)) {
-      throw new AttentionError('INVALID_CONFIG', `edges must be an array of [from, to] pairs, received ${show(edges)}`);
-    }
-    edges.forEach((e, n) => assertIndexList(`edges[${n}]`, e));
+    assertEdges(edges);
     const data = new Uint8Array(T * T);
     for (const [a, b] of edges) {
       if (a >= T || b >= T) continue;
@@ -283,6 +288,7 @@ export const HnswMask = {
 
   /** localWindow(T, W) OR fromEdges(T, edges). */
   adaptive(T: number, W: number, edges: readonly (readonly [number, number])[]): tf.Tensor2D {
+    assertEdges(edges); // before the first mask exists, so bad edges leak nothing
     return union(T, [SparseMask.localWindow(T, W), HnswMask.fromEdges(T, edges)]);
   },
 };

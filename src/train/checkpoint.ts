@@ -59,6 +59,8 @@ export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimiz
     if (optimizer != null) { // null: a model to ship, not to resume (Adam's state is twice the weights)
       const weights = await optimizer.getWeights();
       const {data, specs} = await tf.io.encodeWeights(weights);
+      // getWeights makes a fresh iterations scalar each call; the moments are the optimizer's own variables.
+      weights.forEach((w) => { if (!(w.tensor instanceof tf.Variable)) w.tensor.dispose(); });
       fs.writeFileSync(path.join(tmp, OPTIMIZER_BIN), Buffer.from(data));
       fs.writeFileSync(path.join(tmp, OPTIMIZER_JSON), JSON.stringify({specs}, null, 1) + '\n');
     }
@@ -87,7 +89,10 @@ export function readTrainingRecord(dir: string): TrainingRecord {
   }
   try {
     const record = JSON.parse(text) as TrainingRecord;
-    if (record.format !== 1 || typeof record.step !== 'number' || record.model == null) throw new Error('missing fields');
+    if (record.format !== 1 || typeof record.step !== 'number' || record.model == null || record.options == null ||
+        typeof record.options.task !== 'string' || record.task == null || !Array.isArray(record.history)) {
+      throw new Error('missing fields');
+    }
     return record;
   } catch (e) {
     throw new AttentionError('IO', `corrupt training.json in '${dir}': ${(e as Error).message}`);

@@ -121,7 +121,6 @@ export function buildTransformer(options: TransformerOptions): tf.LayersModel {
   if (o.modelDim % o.numHeads !== 0) {
     throw new AttentionError('INVALID_CONFIG', `modelDim (${o.modelDim}) must be divisible by numHeads (${o.numHeads})`);
   }
-  let seed = o.seed;
 
   const tokens = tf.input({shape: [o.seqLength], dtype: 'int32', name: 'tokens'});
   const embedded = tf.layers.embedding({inputDim: o.vocabSize, outputDim: o.modelDim, name: 'token_embedding'})
@@ -132,17 +131,19 @@ export function buildTransformer(options: TransformerOptions): tf.LayersModel {
     const args: AnyAttentionArgs = {
       numHeads: o.numHeads, causal: o.causal, name: `block${l}_attention`,
       ...(o.attention === 'gqa' ? {numKvHeads: o.numKvHeads} : {}),
-      ...(o.attention === 'linear' ? {seed: o.seed + l} : {}), // the random features, reproducible too
       ...o.attentionArgs,
+      // The random features, reproducible too, and different in every block.
+      ...(o.attention === 'linear' ? {seed: (o.attentionArgs.seed ?? o.seed) + l} : {}),
     };
     let a = attentionLayer(o.attention, args).apply(norm1) as tf.SymbolicTensor;
-    if (o.dropout > 0) a = tf.layers.dropout({rate: o.dropout, seed: seed++}).apply(a) as tf.SymbolicTensor;
+    // No seed: a seeded tfjs dropout layer draws the same mask on every call.
+    if (o.dropout > 0) a = tf.layers.dropout({rate: o.dropout}).apply(a) as tf.SymbolicTensor;
     x = tf.layers.add({name: `block${l}_add1`}).apply([x, a]) as tf.SymbolicTensor;
     const norm2 = tf.layers.layerNormalization({name: `block${l}_norm2`}).apply(x) as tf.SymbolicTensor;
     const hidden = tf.layers.dense({units: o.ffDim, activation: 'relu', name: `block${l}_ff1`})
       .apply(norm2) as tf.SymbolicTensor;
     let f = tf.layers.dense({units: o.modelDim, name: `block${l}_ff2`}).apply(hidden) as tf.SymbolicTensor;
-    if (o.dropout > 0) f = tf.layers.dropout({rate: o.dropout, seed: seed++}).apply(f) as tf.SymbolicTensor;
+    if (o.dropout > 0) f = tf.layers.dropout({rate: o.dropout}).apply(f) as tf.SymbolicTensor;
     x = tf.layers.add({name: `block${l}_add2`}).apply([x, f]) as tf.SymbolicTensor;
   }
   const final = tf.layers.layerNormalization({name: 'final_norm'}).apply(x) as tf.SymbolicTensor;

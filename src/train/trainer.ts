@@ -7,7 +7,7 @@
  * Determinism: batch s of training is task.batch(batchSize, seed, s) and evaluation
  * uses its own stream (seed + EVAL_SEED_OFFSET), so a resumed run sees the same data;
  * the checkpoint holds the weights and Adam's state. Dropout, when enabled, draws fresh
- * random numbers, so only runs without dropout resume exactly.
+ * random numbers (an unseeded mask per step), so only runs without dropout resume exactly.
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
@@ -195,6 +195,7 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
     parameters: model.countParams(), finished: false,
   };
   record.options = {...o, stopAfter: undefined} as unknown as TrainOptions;
+  record.finished = false; // a finished run resumed for more steps is under way again
   if (checkpoint != null) tf.dispose(checkpoint.optimizerWeights.map((w) => w.tensor));
 
   const vars = model.trainableWeights.map((w) => (w as unknown as {val: tf.Variable}).val);
@@ -204,42 +205,47 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
     const withState = !final || o.saveOptimizerState;
     if (o.outDir !== '') await saveCheckpoint(o.outDir, model, withState ? optimizer : null, record);
   };
-  let stopped = false;
-  for (let s = record.step; s < o.steps; s++) {
-    const t0 = Date.now();
-    const batch = task.batch(o.batchSize, o.seed, s);
-    const learningRate = learningRateAt(s, o);
-    // Adam reads its learningRate field on every update; tfjs types it protected.
-    (optimizer as unknown as {learningRate: number}).learningRate = learningRate;
-    const loss = tf.tidy(() => {
-      const x = tf.tensor2d(batch.inputs, [batch.n, batch.L], 'int32');
-      const {value, grads} = tf.variableGrads(() => maskedLoss(model.apply(x, {training: true}) as tf.Tensor, batch,
-        task.vocabSize), vars);
-      optimizer.applyGradients(clipByGlobalNorm(grads, o.clipNorm) as unknown as Parameters<typeof optimizer.applyGradients>[0]);
-      return value.dataSync()[0];
-    });
-    record.step = s + 1;
-    const seconds = Math.max(1e-3, (Date.now() - t0) / 1000);
-    callbacks.onStep?.({step: s + 1, steps: o.steps, loss, learningRate,
-      tokensPerSecond: (batch.n * batch.L) / seconds});
-    const last = s + 1 === o.steps;
-    if ((s + 1) % o.evalEvery === 0 || last) {
-      const m = evaluate(model, task, o.seed, o.batchSize, o.evalBatches);
-      const metrics = {step: s + 1, loss: m.loss, tokenAccuracy: m.tokenAccuracy, sequenceAccuracy: m.sequenceAccuracy};
-      record.history.push(metrics);
-      callbacks.onEval?.(metrics);
-      if (m.tokenAccuracy >= o.targetAccuracy) stopped = true;
+  try {
+    let stopped = false;
+    for (let s = record.step; s < o.steps; s++) {
+      const t0 = Date.now();
+      const batch = task.batch(o.batchSize, o.seed, s);
+      const learningRate = learningRateAt(s, o);
+      // Adam reads its learningRate field on every update; tfjs types it protected.
+      (optimizer as unknown as {learningRate: number}).learningRate = learningRate;
+      const loss = tf.tidy(() => {
+        const x = tf.tensor2d(batch.inputs, [batch.n, batch.L], 'int32');
+        const {value, grads} = tf.variableGrads(() => maskedLoss(model.apply(x, {training: true}) as tf.Tensor, batch,
+          task.vocabSize), vars);
+        optimizer.applyGradients(clipByGlobalNorm(grads, o.clipNorm) as unknown as Parameters<typeof optimizer.applyGradients>[0]);
+        return value.dataSync()[0];
+      });
+      record.step = s + 1;
+      const seconds = Math.max(1e-3, (Date.now() - t0) / 1000);
+      callbacks.onStep?.({step: s + 1, steps: o.steps, loss, learningRate,
+        tokensPerSecond: (batch.n * batch.L) / seconds});
+      const last = s + 1 === o.steps;
+      if ((s + 1) % o.evalEvery === 0 || last) {
+        const m = evaluate(model, task, o.seed, o.batchSize, o.evalBatches);
+        const metrics = {step: s + 1, loss: m.loss, tokenAccuracy: m.tokenAccuracy, sequenceAccuracy: m.sequenceAccuracy};
+        record.history.push(metrics);
+        callbacks.onEval?.(metrics);
+        if (m.tokenAccuracy >= o.targetAccuracy) stopped = true;
+      }
+      if (stopped || last) break; // before stopAfter: a run that reached its target is finished
+      if (s + 1 >= o.stopAfter) {
+        await save();
+        return {model, record};
+      }
+      if (o.checkpointEvery > 0 && (s + 1) % o.checkpointEvery === 0) await save();
     }
-    if (s + 1 >= o.stopAfter) {
-      await save();
-      optimizer.dispose();
-      return {model, record};
-    }
-    if (stopped || last) break;
-    if (o.checkpointEvery > 0 && (s + 1) % o.checkpointEvery === 0) await save();
+    record.finished = true;
+    await save(true);
+    return {model, record};
+  } catch (e) {
+    model.dispose(); // a failed run gives nothing back; its last checkpoint (if any) is on disk
+    throw e;
+  } finally {
+    optimizer.dispose();
   }
-  record.finished = true;
-  await save(true);
-  optimizer.dispose();
-  return {model, record};
 }
