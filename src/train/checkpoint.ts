@@ -5,7 +5,8 @@
  *   training.json              the training record: every option, the task, the seed,
  *                              the step, the metrics history and the package version
  * Written atomically: everything goes into a temporary sibling folder that then replaces
- * the old one, so a crash leaves the previous checkpoint whole.
+ * the old one, so a crash leaves the previous checkpoint whole (if it strikes between the
+ * two renames, under DIR.old-*, where checkpointFolder finds it).
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
@@ -76,9 +77,28 @@ export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimiz
   }
 }
 
+/**
+ * The folder that holds the checkpoint `dir`: `dir` itself, or, when a save was cut off
+ * between its two renames (the old folder moved aside, the new one not yet in place),
+ * the newest `dir.old-*` sibling it left, which is the previous checkpoint whole.
+ */
+export function checkpointFolder(dir: string): string {
+  const {fs, path} = node();
+  const abs = path.resolve(dir);
+  if (fs.existsSync(abs)) return dir;
+  const parent = path.dirname(abs);
+  const prefix = `${path.basename(abs)}.old-`;
+  const aside = (fs.existsSync(parent) ? fs.readdirSync(parent) : [])
+    .filter((name) => name.startsWith(prefix) && fs.existsSync(path.join(parent, name, TRAINING_JSON)))
+    .map((name) => path.join(parent, name))
+    .sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs);
+  return aside[0] ?? dir;
+}
+
 /** The training record of the model folder `dir` (training.json). Throws AttentionError('IO'). */
 export function readTrainingRecord(dir: string): TrainingRecord {
   const {fs, path} = node();
+  dir = checkpointFolder(dir);
   const file = path.join(dir, TRAINING_JSON);
   let text: string;
   try {
@@ -103,12 +123,13 @@ export function readTrainingRecord(dir: string): TrainingRecord {
 export async function loadModel(dir: string): Promise<tf.LayersModel> {
   const {path} = node();
   registerFileRouter();
-  return tf.loadLayersModel(`file://${path.join(path.resolve(dir), 'model.json')}`);
+  return tf.loadLayersModel(`file://${path.join(path.resolve(checkpointFolder(dir)), 'model.json')}`);
 }
 
 /** Everything a resumed run needs. Throws AttentionError('IO') for a missing or corrupt folder. */
 export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   const {fs, path} = node();
+  dir = checkpointFolder(dir);
   const record = readTrainingRecord(dir);
   const model = await loadModel(dir);
   if (!fs.existsSync(path.join(dir, OPTIMIZER_JSON))) {
