@@ -6,6 +6,15 @@
  * - UnsortedSegmentSum: the gradient of `gather`, so `tf.layers.embedding` can train.
  *   Computed in plain TypeScript on the values read from the wasm heap: it runs once
  *   per embedding per step on [B*T, E] rows, which costs far less than the model.
+ *
+ * One kernel is replaced rather than added:
+ *
+ * - Slice: tfjs-backend-wasm 4.22 copies the WHOLE input out of the wasm heap
+ *   (`readSync`) for every slice, so taking n pieces of a tensor costs n times its size
+ *   (the per-head and per-tile products of this library take many). The replacement
+ *   reads the input through a view of the heap, so a slice costs its output's size; it
+ *   computes the same values and hands strings and slices of rank above 4 to the
+ *   original kernel. Installed only while the registered kernel is the one tfjs shipped.
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -47,6 +56,61 @@ const unsortedSegmentSumConfig: tf.KernelConfig = {
   },
 };
 
+interface WasmHeapBackend extends WasmLikeBackend {
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+}
+
+/** The tfjs kernel function this replaces (kept for the cases it still serves). */
+let originalSlice: tf.KernelFunc | null = null;
+
+/** Copies rows of a strided slice of `x` (shape, strides) into `out`; rank <= 4. */
+function copyStrided(x: ArrayLike<number> & {subarray(a: number, b: number): ArrayLike<number>},
+                     strides: number[], begin: number[], size: number[],
+                     out: {set(a: ArrayLike<number>, offset: number): void}): void {
+  const rank = begin.length;
+  // Pad to rank 4 with leading unit axes.
+  const pad = 4 - rank;
+  const b = [...new Array(pad).fill(0), ...begin];
+  const sz = [...new Array(pad).fill(1), ...size];
+  const st = [...new Array(pad).fill(0), ...strides, 1].slice(-4);
+  let o = 0;
+  for (let i = b[0]; i < b[0] + sz[0]; i++) {
+    for (let j = b[1]; j < b[1] + sz[1]; j++) {
+      for (let k = b[2]; k < b[2] + sz[2]; k++) {
+        const start = i * st[0] + j * st[1] + k * st[2] + b[3];
+        out.set(x.subarray(start, start + sz[3]), o);
+        o += sz[3];
+      }
+    }
+  }
+}
+
+const sliceFromHeapConfig: tf.KernelConfig = {
+  kernelName: 'Slice',
+  backendName: 'wasm',
+  kernelFunc: (args) => {
+    const {inputs, backend, attrs} = args;
+    const x = inputs.x as tf.TensorInfo;
+    if (x.dtype === 'string' || x.shape.length > 4) return originalSlice!(args);
+    const {begin, size} = attrs as unknown as {begin: number | number[]; size: number | number[]};
+    const [begin_, size_] = tf.slice_util.parseSliceParams(x as unknown as tf.Tensor, begin, size);
+    const b = backend as unknown as WasmHeapBackend;
+    const out = b.makeOutput(size_, x.dtype);
+    if (tf.util.sizeFromShape(size_) === 0) return out;
+    // Views of the heap are taken after makeOutput, which may grow (and so move) the heap.
+    const xs = b.typedArrayFromHeap(x);
+    const outs = b.typedArrayFromHeap(out);
+    const strides = tf.util.computeStrides(x.shape);
+    if (tf.slice_util.isSliceContinous(x.shape, begin_, size_)) {
+      const offset = tf.slice_util.computeFlatOffset(begin_, strides);
+      outs.set(xs.subarray(offset, offset + tf.util.sizeFromShape(size_)));
+    } else {
+      copyStrided(xs, strides, begin_, size_, outs);
+    }
+    return out;
+  },
+};
+
 let registered = false;
 
 /** Registers the kernels above for 'wasm' unless a kernel of that name is already there. */
@@ -55,5 +119,12 @@ export function registerMissingWasmKernels(): void {
   registered = true;
   for (const config of [unsortedSegmentSumConfig]) {
     if (tf.getKernel(config.kernelName, 'wasm') == null) tf.registerKernel(config);
+  }
+  // The tfjs kernel is a function named `slice`; anything else was put there by a user.
+  const shipped = tf.getKernel('Slice', 'wasm');
+  if (shipped != null && shipped.kernelFunc.name === 'slice') {
+    originalSlice = shipped.kernelFunc;
+    tf.unregisterKernel('Slice', 'wasm');
+    tf.registerKernel(sliceFromHeapConfig);
   }
 }

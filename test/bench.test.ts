@@ -6,11 +6,17 @@ import {BackendChoice} from '../src/backend';
 import {AttentionError} from '../src/errors';
 import {IMPLS} from '../src/bench/impls';
 import {BenchRow} from '../src/bench/report';
-import {DEFAULT_SHAPES, overrideShapes, runBench} from '../src/bench/run';
+import {QUICK_SHAPES, overrideShapes, runBench} from '../src/bench/run';
+import {measurePass} from '../src/bench/measure';
+import {sweepRows, writePlots} from '../src/bench/plots';
+import {BenchReport, summarize} from '../src/bench/report';
+import {WORKLOADS} from '../src/bench/workloads';
+import {getMatMulPath} from '../src/ops/matmul';
 import {expectNoLeaks, randn, title} from './helpers';
 
 const tiny = {B: 1, H: 2, G: 1, T: 8, S: 8, D: 4};
 const tinyGqa = {B: 1, H: 4, G: 2, T: 5, S: 7, D: 4};
+const tinyLayer = {B: 2, H: 4, G: 2, T: 6, S: 6, D: 4};
 const version = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')).version;
 const backend = () => tf.getBackend() as BackendChoice;
 
@@ -27,22 +33,29 @@ describe(title('bench'), () => {
     // The second shape lists its keys out of order: rows still give B, H, G, T, S, D.
     const before = tf.memory().numTensors;
     // (T = S: local-global attention needs shared positions.)
-    const report = await runBench({shapes: [tiny, {D: 4, S: 7, T: 7, G: 2, H: 4, B: 1}], backend: backend(), warmup: 0, reps: 1, outDir: dir});
+    const report = await runBench({shapes: [tiny, {D: 4, S: 7, T: 7, G: 2, H: 4, B: 1}], layerShapes: [tinyLayer],
+      matmulSizes: [16], backend: backend(), warmup: 0, reps: 1, outDir: dir});
     expect(tf.memory().numTensors).toBe(before);
     expect(tf.getBackend()).toBe(backend());
 
     const json = JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8'));
     expect(json).toEqual(JSON.parse(JSON.stringify(report)));
-    expect(json.meta).toMatchObject({format: 1, backend: backend(), packageVersion: version, warmup: 0, reps: 1});
+    expect(json.meta).toMatchObject({format: 2, backend: backend(), packageVersion: version, warmup: 0, reps: 1,
+      suite: 'full', matmulPath: getMatMulPath(), splitProducts: backend() === 'wasm'});
     const impls = ['naive', 'sdpa', 'sdpa-causal', 'flash', 'flash-causal', 'linear', 'linear-causal', 'local-global',
       'local-global-dense'];
-    expect(json.rows.map((r: BenchRow) => `${r.impl} ${r.pass} G=${r.G}`)).toEqual(
-      [1, 2].flatMap((G) => impls.flatMap((impl) => [`${impl} fwd G=${G}`, `${impl} fwd+bwd G=${G}`])));
+    expect(json.rows.map((r: BenchRow) => `${r.impl} ${r.pass} G=${r.G}`)).toEqual([
+      'matmul fwd G=1',
+      'mha-layer fwd G=2', 'mha-layer fwd+bwd G=2', 'mha-layer-naive fwd G=2', 'mha-layer-naive fwd+bwd G=2',
+      ...[1, 2].flatMap((G) => impls.flatMap((impl) => [`${impl} fwd G=${G}`, `${impl} fwd+bwd G=${G}`]))]);
+    expect(json.rows[0]).toMatchObject({B: 1, H: 1, G: 1, T: 16, S: 16, D: 16});
+    expect(json.rows[1]).toMatchObject(tinyLayer);
     for (const row of json.rows as BenchRow[]) {
       expect(row.error).toBeUndefined();
       expect(row.backend).toBe(backend());
+      expect(row.runs).toBe(1);
       expect(Object.keys(row)).toEqual(
-        ['impl', 'pass', 'backend', 'B', 'H', 'G', 'T', 'S', 'D', 'msMedian', 'peakBytes', 'gflops']);
+        ['impl', 'pass', 'backend', 'B', 'H', 'G', 'T', 'S', 'D', 'msMedian', 'peakBytes', 'gflops', 'runs']);
       for (const value of [row.msMedian, row.peakBytes, row.gflops]) {
         expect(Number.isFinite(value)).toBe(true);
         expect(value).toBeGreaterThan(0);
@@ -51,6 +64,14 @@ describe(title('bench'), () => {
     const md = fs.readFileSync(path.join(dir, 'results.md'), 'utf8');
     expect(md).toMatch(/\|\s*naive\s*\|\s*fwd\s*\|/);
     expect(md).toMatch(/\|\s*sdpa\s*\|\s*fwd\+bwd\s*\|/);
+    expect(md).toMatch(/mha-layer fwd\+bwd \(B=2, T=6, E=16, H=4, G=2\): .* vs mha-layer-naive .*x faster/);
+    // Plots of the group with the most lengths (T = 7 and 8 are different groups: one length each, the first wins).
+    for (const name of ['time.svg', 'memory.svg']) {
+      const svg = fs.readFileSync(path.join(dir, name), 'utf8');
+      expect(svg).toMatch(/^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+      for (const impl of impls) expect(svg).toContain(`>${impl}<`);
+      expect(svg).not.toContain('mha-layer');
+    }
   });
 
   it('writes results.json after every row, so a run that dies keeps the rows it finished', async () => {
@@ -63,7 +84,7 @@ describe(title('bench'), () => {
         return IMPLS.sdpa.run(q, k, v, {});
       }},
     };
-    await runBench({registry, shapes: [tiny], backend: backend(), warmup: 0, reps: 1, outDir: dir});
+    await runBench({registry, workloads: {}, shapes: [tiny], backend: backend(), warmup: 0, reps: 1, outDir: dir});
     expect(seen.length).toBeGreaterThan(0);
     expect(seen[0]).toBe(2);
     expect(Math.max(...seen)).toBe(3); // during peek's fwd+bwd row, its fwd row is written too
@@ -75,7 +96,7 @@ describe(title('bench'), () => {
       sdpa: IMPLS.sdpa,
     };
     const before = tf.memory().numTensors;
-    const {rows} = await runBench({registry, shapes: [tiny], backend: backend(), warmup: 0, reps: 1});
+    const {rows} = await runBench({registry, workloads: {}, shapes: [tiny], backend: backend(), warmup: 0, reps: 1});
     expect(tf.memory().numTensors).toBe(before);
     expect(rows.map((r) => [r.impl, r.error ?? null, r.msMedian == null])).toEqual([
       ['boom', 'out of memory', true], ['boom', 'out of memory', true], ['sdpa', null, false], ['sdpa', null, false],
@@ -154,16 +175,16 @@ describe(title('bench'), () => {
   });
 
   it('overrideShapes: --seq replaces the shapes, the others override every shape, duplicates go', () => {
-    expect(overrideShapes(DEFAULT_SHAPES, {})).toEqual(DEFAULT_SHAPES);
-    expect(overrideShapes(DEFAULT_SHAPES, {seq: [512, 2048], heads: 4, dim: 32, batch: 2})).toEqual([
+    expect(overrideShapes(QUICK_SHAPES, {})).toEqual(QUICK_SHAPES);
+    expect(overrideShapes(QUICK_SHAPES, {seq: [512, 2048], heads: 4, dim: 32, batch: 2})).toEqual([
       {B: 2, H: 4, G: 4, T: 512, S: 512, D: 32},
       {B: 2, H: 4, G: 4, T: 2048, S: 2048, D: 32},
     ]);
     // Multi-head shapes follow --heads, the GQA shape keeps G=2; --kv-heads sets every G.
-    expect(overrideShapes(DEFAULT_SHAPES, {heads: 4}).map((s) => [s.H, s.G, s.T])).toEqual(
-      [[4, 4, 128], [4, 4, 512], [4, 2, 512], [4, 4, 2048]]);
-    expect(overrideShapes(DEFAULT_SHAPES, {kvHeads: 1}).map((s) => [s.H, s.G, s.T])).toEqual(
-      [[8, 1, 128], [8, 1, 512], [8, 1, 2048]]);
+    expect(overrideShapes(QUICK_SHAPES, {heads: 4}).map((s) => [s.H, s.G, s.T])).toEqual(
+      [[4, 4, 128], [4, 4, 512], [4, 2, 512]]);
+    expect(overrideShapes(QUICK_SHAPES, {kvHeads: 1}).map((s) => [s.H, s.G, s.T])).toEqual(
+      [[8, 1, 128], [8, 1, 512]]);
     const bad: [object, RegExp][] = [
       [{seq: []}, /seq must list at least one length/],
       [{seq: [512, 0]}, /seq must be a positive integer, received 0/],
@@ -173,8 +194,108 @@ describe(title('bench'), () => {
       [{heads: 3}, /heads \(3\) must be divisible by kvHeads \(2\) in the shape with T=512/],
     ];
     for (const [o, message] of bad) {
-      expect(() => overrideShapes(DEFAULT_SHAPES, o)).toThrow(AttentionError);
-      expect(() => overrideShapes(DEFAULT_SHAPES, o)).toThrow(message);
+      expect(() => overrideShapes(QUICK_SHAPES, o)).toThrow(AttentionError);
+      expect(() => overrideShapes(QUICK_SHAPES, o)).toThrow(message);
+    }
+  });
+
+  it('mha-layer-naive computes the same layer as mha-layer: output and every gradient', () => {
+    const pass = (name: string, p: 'fwd' | 'fwd+bwd') => {
+      const prepared = WORKLOADS[name].prepare(tinyLayer, 3);
+      try {
+        return tf.tidy(prepared.pass(p)!);
+      } finally {
+        prepared.dispose();
+      }
+    };
+    const before = tf.memory().numTensors;
+    const [outA] = pass('mha-layer', 'fwd');
+    const [outB] = pass('mha-layer-naive', 'fwd');
+    expect(outA.shape).toEqual([2, 6, 16]);
+    expect(maxAbsDiff(outA, outB)).toBeLessThan(1e-4);
+    // mha-layer's first output is the loss; then d/dx and the 8 weight gradients, as mha-layer-naive's.
+    const [loss, ...gradsA] = pass('mha-layer', 'fwd+bwd');
+    const gradsB = pass('mha-layer-naive', 'fwd+bwd');
+    expect(gradsA.length).toBe(9);
+    expect(gradsB.length).toBe(9);
+    gradsA.forEach((g, i) => {
+      expect(g.shape).toEqual(gradsB[i].shape);
+      expect(maxAbsDiff(g, gradsB[i])).toBeLessThan(1e-4);
+      expect(tf.tidy(() => tf.max(tf.abs(g)).dataSync()[0])).toBeGreaterThan(0);
+    });
+    tf.dispose([outA, outB, loss, ...gradsA, ...gradsB]);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('the matmul row is one 2-D product: 2 n^3 FLOPs', () => {
+    expect(WORKLOADS.matmul.flops({B: 1, H: 1, G: 1, T: 8, S: 8, D: 8}, 'fwd')).toBe(1024);
+    expect(WORKLOADS.matmul.passes).toEqual(['fwd']);
+  });
+
+  it('measurePass: the time budget stops warm-up and timed runs, at least one timed run', async () => {
+    let calls = 0;
+    const fn = () => { calls++; return [tf.fill([4], 2)]; };
+    const all = await measurePass(fn, 3, 4, 60_000);
+    expect(all.runs).toBe(4);
+    expect(calls).toBe(1 + 2 + 4); // the peak run, two more warm-ups, four timed
+    calls = 0;
+    const none = await measurePass(fn, 3, 4, 0);
+    expect(none.runs).toBe(1);
+    expect(calls).toBe(2); // the peak run and one timed run
+    expect(none.peakBytes).toBe(16);
+  });
+
+  it('skips shapes above an implementation\'s maxT; the suite and the matMul path are checked and restored', async () => {
+    const {rows, meta} = await runBench({impls: ['sdpa', 'flash'], shapes: [{...tiny, T: 6, S: 6}, {...tiny, T: 9, S: 9}],
+      maxT: {sdpa: 6}, matmulPath: 'split', backend: backend(), warmup: 0, reps: 1});
+    expect(rows.map((r) => `${r.impl} ${r.T}`)).toEqual(['sdpa 6', 'sdpa 6', 'flash 6', 'flash 6', 'flash 9', 'flash 9']);
+    expect(meta).toMatchObject({matmulPath: 'split', splitProducts: true, maxT: {sdpa: 6}});
+    expect(getMatMulPath()).toBe('auto');
+    await expect(runBench({suite: 'huge' as never, backend: backend()})).rejects.toThrow(/suite must be one of quick, full/);
+    await expect(runBench({budgetMs: -1, shapes: [tiny], backend: backend()})).rejects.toThrow(/budgetMs/);
+  });
+
+  it('summarize states the layer speed-up, sdpa against matmul and every row against naive', () => {
+    const row = (impl: string, pass: 'fwd' | 'fwd+bwd', shape: object, ms: number, gflops: number, peakMiB: number): BenchRow => ({
+      impl, pass, backend: 'wasm', B: 1, H: 8, G: 8, T: 1024, S: 1024, D: 64, ...shape, msMedian: ms,
+      peakBytes: peakMiB * 2 ** 20, gflops, runs: 1});
+    const layer = {B: 4, H: 8, G: 2, T: 512, S: 512, D: 32};
+    const lines = summarize([
+      row('matmul', 'fwd', {H: 1, G: 1, D: 1024}, 100, 20, 4),
+      row('mha-layer', 'fwd+bwd', layer, 200, 9, 100),
+      row('mha-layer-naive', 'fwd+bwd', layer, 1000, 2, 300),
+      row('naive', 'fwd+bwd', {}, 4000, 1, 400),
+      row('sdpa', 'fwd+bwd', {}, 500, 10, 100),
+      row('flash', 'fwd+bwd', {}, 800, 6, 20),
+      row('flash', 'fwd+bwd', {T: 2048, S: 2048}, 800, 6, 20), // no naive at that length
+    ]);
+    expect(lines).toEqual([
+      'mha-layer fwd+bwd (B=4, T=512, E=256, H=8, G=2): 200.0 ms vs mha-layer-naive 1000.0 ms: 5.00x faster',
+      'sdpa fwd+bwd (B=1, H=8, G=8, T=1024, D=64): 10.00 GFLOP/s = 50% of matmul (n=1024) 20.00 GFLOP/s',
+      'fwd+bwd at B=1, H=8, G=8, T=1024, D=64, against naive (4000.0 ms, peak 400.0 MiB): sdpa 8.00x faster, ' +
+        'peak 100.0 MiB (0.25x); flash 5.00x faster, peak 20.0 MiB (0.05x)',
+    ]);
+  });
+
+  it('plots the group with the most lengths; with nothing to plot it removes old plots', async () => {
+    const base = {impl: 'sdpa', pass: 'fwd' as const, backend: 'cpu', B: 1, H: 2, G: 2, D: 4, msMedian: 1, peakBytes: 1,
+      gflops: 1, runs: 1};
+    const rows: BenchRow[] = [
+      {...base, T: 8, S: 8}, {...base, T: 16, S: 16}, {...base, T: 32, S: 32},
+      {...base, H: 4, G: 4, T: 8, S: 8}, // another group, one length
+      {...base, T: 64, S: 64, msMedian: null, error: 'boom'}, // failed: left out
+      {...base, impl: 'matmul', T: 128, S: 128}, // not attention
+    ];
+    expect(sweepRows(rows).map((r) => [r.H, r.T])).toEqual([[2, 8], [2, 16], [2, 32]]);
+    const plotDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-attention-plots-'));
+    try {
+      const meta = {backend: 'cpu'} as BenchReport['meta'];
+      expect((await writePlots(plotDir, {meta, rows})).map((f) => path.basename(f))).toEqual(['time.svg', 'memory.svg']);
+      expect(fs.readFileSync(path.join(plotDir, 'time.svg'), 'utf8')).toContain('Time vs length (cpu, B=1 H=2 G=2 D=4)');
+      expect(await writePlots(plotDir, {meta, rows: rows.slice(4)})).toEqual([]);
+      expect(fs.readdirSync(plotDir)).toEqual([]);
+    } finally {
+      fs.rmSync(plotDir, {recursive: true, force: true});
     }
   });
 });

@@ -43,7 +43,8 @@ describe(title('cli'), () => {
     expect(code).toBe(0);
     for (const flag of ['--only', '--backend', '--quick', '--warmup', '--reps', '--out', '--seq', '--batch',
       '--heads', '--kv-heads', '--dim', 'naive', 'sdpa', 'sdpa-causal', 'flash', 'flash-causal',
-      'linear', 'linear-causal', 'local-global', 'local-global-dense']) {
+      'linear', 'linear-causal', 'local-global', 'local-global-dense', 'matmul', 'mha-layer', 'mha-layer-naive',
+      '--suite', '--budget', '--matmul-path', 'quick:', 'full:']) {
       expect(stdout).toContain(flag);
     }
   });
@@ -67,6 +68,10 @@ describe(title('cli'), () => {
   it('bench --batch 1.5 exits 2', () => expectUsageError(['bench', '--batch', '1.5'], /--batch.*'1\.5'/));
   it('bench --dim x exits 2', () => expectUsageError(['bench', '--dim', 'x'], /--dim.*'x'/));
   it('bench --kv-heads 0 exits 2', () => expectUsageError(['bench', '--kv-heads', '0'], /--kv-heads.*'0'/));
+  it('bench --suite huge exits 2', () => expectUsageError(['bench', '--suite', 'huge'], /'huge'.*quick, full/));
+  it('bench --budget x exits 2', () => expectUsageError(['bench', '--budget', 'x'], /--budget.*'x'/));
+  it('bench --matmul-path fast exits 2', () =>
+    expectUsageError(['bench', '--matmul-path', 'fast'], /'fast'.*auto, split, batched/));
   it('bench --heads 4 --kv-heads 3 exits 2', () =>
     expectUsageError(['bench', '--heads', '4', '--kv-heads', '3'], /heads \(4\) must be divisible by kvHeads \(3\)/));
 

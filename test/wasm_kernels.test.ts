@@ -34,3 +34,74 @@ describe(title('wasm kernels'), () => {
     tf.dispose([table, idx]);
   });
 });
+
+// The replacement Slice kernel reads the wasm heap in place instead of copying the whole
+// input per slice. It must give exactly what slicing means, for every case tfjs routes
+// to it: contiguous and strided slices, ranks 1 to 4, float, int32 and bool; rank 5
+// and strings go to the original kernel.
+describe(title('Slice from the heap'), () => {
+  /** The slice computed in plain JS from the input's values. */
+  function sliceValues(values: ArrayLike<number>, shape: number[], begin: number[], size: number[]): number[] {
+    const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
+    const out: number[] = [];
+    const walk = (axis: number, offset: number) => {
+      if (axis === shape.length) { out.push(values[offset]); return; }
+      for (let i = begin[axis]; i < begin[axis] + size[axis]; i++) walk(axis + 1, offset + i * strides[axis]);
+    };
+    walk(0, 0);
+    return out;
+  }
+
+  test('the wasm Slice kernel is the library\'s replacement', () => {
+    expect(tf.getKernel('Slice', 'wasm')?.kernelFunc.name).not.toBe('slice');
+  });
+
+  const cases: [number[], number[], number[]][] = [
+    [[10], [3], [5]],
+    [[4, 6], [1, 0], [2, 6]],             // contiguous rows
+    [[4, 6], [1, 2], [3, 3]],             // strided
+    [[3, 4, 5], [1, 0, 0], [1, 4, 5]],    // one batch entry (contiguous)
+    [[3, 4, 5], [0, 1, 2], [3, 2, 3]],    // strided in every axis
+    [[2, 3, 4, 5], [1, 1, 0, 1], [1, 2, 4, 3]],
+    [[2, 3, 4, 5], [0, 0, 0, 0], [2, 3, 4, 5]], // the whole tensor
+    [[2, 3, 4, 5], [1, 2, 3, 4], [0, 1, 1, 1]], // empty
+    [[2, 2, 3, 2, 3], [1, 0, 1, 0, 1], [1, 2, 2, 2, 2]], // rank 5: the original kernel
+  ];
+  for (const dtype of ['float32', 'int32', 'bool'] as const) {
+    test.each(cases)(`${dtype} %j from %j size %j equals slicing in JS`, (shape, begin, size) => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const values = Array.from({length: n}, (_, i) => (dtype === 'bool' ? i % 3 === 0 ? 1 : 0 : (i * 7) % 23 - 11.5));
+      const x = tf.tensor(dtype === 'int32' ? values.map(Math.floor) : values, shape, dtype);
+      expectNoLeaks(() => {
+        const y = tf.slice(x, begin, size);
+        expect(y.shape).toEqual(size);
+        expect(y.dtype).toBe(dtype);
+        expect(Array.from(y.dataSync())).toEqual(sliceValues(x.dataSync(), shape, begin, size));
+        y.dispose();
+      });
+      x.dispose();
+    });
+  }
+
+  test('string slices still work (the original kernel)', () => {
+    const x = tf.tensor2d([['a', 'b', 'c'], ['d', 'e', 'f']]);
+    const y = tf.slice(x, [0, 1], [2, 2]);
+    expect(y.arraySync()).toEqual([['b', 'c'], ['e', 'f']]);
+    tf.dispose([x, y]);
+  });
+
+  test('many slices of one tensor after the heap has grown in between', () => {
+    // makeOutput can grow the heap, which detaches old views: each slice must read afresh.
+    const x = tf.range(0, 4096, 1, 'float32').reshape([64, 64]);
+    const parts: tf.Tensor[] = [];
+    for (let i = 0; i < 64; i++) {
+      parts.push(tf.slice(x, [i, 0], [1, 64]));
+      parts.push(tf.zeros([256, 1024])); // 1 MiB each, so the heap grows along the way
+    }
+    parts.filter((_, j) => j % 2 === 0).forEach((p, i) => {
+      expect(p.dataSync()[0]).toBe(i * 64);
+      expect(p.dataSync()[63]).toBe(i * 64 + 63);
+    });
+    tf.dispose([x, ...parts]);
+  });
+});

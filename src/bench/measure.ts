@@ -3,10 +3,13 @@
  *
  * - Time: wall clock from the call until every output's data has arrived
  *   (`await t.data()`), so asynchronous backends are charged in full. The median of
- *   `reps` runs after `warmup` untimed runs.
+ *   up to `reps` runs after up to `warmup` untimed runs, the first of which measures
+ *   the peak; a row that has run for half its time budget takes no more warm-up runs,
+ *   and one that has used all of it no more timed runs (one at least), so the long
+ *   rows of a sweep are timed once or twice instead of five times.
  * - Peak bytes: tfjs's `tf.profile(...).peakBytes` (the most tensor bytes the engine
  *   held after any kernel of the pass) minus `tf.memory().numBytes` just before the
- *   pass, so q, k, v and the cotangent are not counted. Measured in one extra, untimed
+ *   pass, so q, k, v and the cotangent are not counted. Measured in the first, untimed
  *   run. This is tfjs's accounting: every live tensor counts its full size, reshape
  *   views included although they share their input's buffer, and tensors made inside a
  *   `tidy` count until it ends. So it is an upper bound on buffer memory that charges
@@ -65,4 +68,25 @@ export async function peakBytes(fn: PassFn): Promise<number> {
   const info = await tf.profile(() => tf.tidy(fn));
   tf.dispose(info.result);
   return Math.max(0, info.peakBytes - before);
+}
+
+export interface PassMeasurement {
+  msMedian: number;
+  /** Timed runs behind the median. */
+  runs: number;
+  peakBytes: number;
+}
+
+/**
+ * The peak run (which also warms up), up to warmup - 1 more untimed runs while under
+ * half of `budgetMs`, then up to `reps` timed runs while under `budgetMs` (at least one).
+ */
+export async function measurePass(fn: PassFn, warmup: number, reps: number, budgetMs: number): Promise<PassMeasurement> {
+  const start = performance.now();
+  const elapsed = () => performance.now() - start;
+  const peak = await peakBytes(fn);
+  for (let i = 1; i < warmup && elapsed() < budgetMs / 2; i++) await timeOnce(fn);
+  const times: number[] = [];
+  while (times.length < reps && (times.length === 0 || elapsed() < budgetMs)) times.push(await timeOnce(fn));
+  return {msMedian: median(times), runs: times.length, peakBytes: peak};
 }

@@ -3,10 +3,11 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
+import {getMatMulPath, splitsProducts} from '../ops/matmul';
 
 export interface BenchMeta {
-  /** Bumped when the shape of results.json changes. */
-  format: 1;
+  /** Bumped when the shape of results.json changes (2: rows have `runs`; suite, budgetMs, maxT, matmulPath). */
+  format: 2;
   /** ISO 8601 time the run started. */
   date: string;
   backend: string;
@@ -16,6 +17,15 @@ export interface BenchMeta {
   cpuCount: number;
   warmup: number;
   reps: number;
+  /** The suite the defaults came from. */
+  suite: string;
+  /** Time budget per row, ms. */
+  budgetMs: number;
+  /** Longest T per implementation; longer shapes were skipped. */
+  maxT: Record<string, number>;
+  /** How the library computed its products: the setting and whether it split them on this backend. */
+  matmulPath: string;
+  splitProducts: boolean;
   /** How gflops and peakBytes are counted, in words. */
   flops: string;
   peakBytes: string;
@@ -26,10 +36,16 @@ export function readPackageJson(): {name: string; version: string} {
   return JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8'));
 }
 
-export function collectMeta(backend: string, warmup: number, reps: number): BenchMeta {
+export interface RunSettings {
+  suite: string;
+  budgetMs: number;
+  maxT: Readonly<Record<string, number>>;
+}
+
+export function collectMeta(backend: string, warmup: number, reps: number, settings: RunSettings): BenchMeta {
   const versions = tf.version as Record<string, string>;
   return {
-    format: 1,
+    format: 2,
     date: new Date().toISOString(),
     backend,
     tfjsVersion: versions['tfjs'] ?? tf.version_core,
@@ -38,7 +54,14 @@ export function collectMeta(backend: string, warmup: number, reps: number): Benc
     cpuCount: os.cpus().length,
     warmup,
     reps,
-    flops: 'attention matmuls only: fwd 4*B*H*T*S*D, fwd+bwd 12*B*H*T*S*D; gflops = flops / msMedian / 1e6',
+    suite: settings.suite,
+    budgetMs: settings.budgetMs,
+    maxT: {...settings.maxT},
+    matmulPath: getMatMulPath(),
+    splitProducts: splitsProducts(),
+    flops: 'attention rows: the attention matmuls only, fwd 4*B*H*T*S*D, fwd+bwd 12*B*H*T*S*D; ' +
+      'mha-layer rows: that plus the projections, fwd 2*B*T*E*(H+2G)*D + 2*B*T*H*D*E with E = H*D, fwd+bwd 3x; ' +
+      'matmul: 2*T*S*D for [T, D] x [D, S]; gflops = flops / msMedian / 1e6',
     peakBytes: 'tf.profile().peakBytes minus tf.memory().numBytes before the pass (inputs not counted); ' +
       'tfjs counts every live tensor in full, reshape views included',
   };

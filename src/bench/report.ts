@@ -20,8 +20,10 @@ export interface BenchRow extends AttentionShape {
   msMedian: number | null;
   /** Peak tensor bytes above the bytes in use before the pass. */
   peakBytes: number | null;
-  /** Attention FLOPs / time, in 1e9 per second. */
+  /** FLOPs (see meta.flops) / time, in 1e9 per second. */
   gflops: number | null;
+  /** Timed runs behind msMedian (the time budget can stop a row before `reps`). */
+  runs: number;
   /** First line of the error when the pass threw. */
   error?: string;
 }
@@ -35,10 +37,11 @@ const fixed = (x: number | null, digits: number) => (x == null ? '-' : x.toFixed
 
 /** A markdown table with padded columns, readable in a terminal too. */
 export function formatTable(rows: readonly BenchRow[]): string {
-  const header = ['impl', 'pass', 'B', 'H', 'G', 'T', 'S', 'D', 'ms', 'peak MiB', 'GFLOP/s', 'error'];
+  const header = ['impl', 'pass', 'B', 'H', 'G', 'T', 'S', 'D', 'ms', 'runs', 'peak MiB', 'GFLOP/s', 'error'];
   const body = rows.map((r) => [
     r.impl, r.pass, r.B, r.H, r.G, r.T, r.S, r.D,
     fixed(r.msMedian, 2),
+    r.runs,
     fixed(r.peakBytes == null ? null : r.peakBytes / 2 ** 20, 1),
     fixed(r.gflops, 2),
     r.error ?? '',
@@ -52,8 +55,9 @@ export function formatTable(rows: readonly BenchRow[]): string {
 
 export function formatMeta(meta: BenchMeta): string {
   return `backend ${meta.backend}, tfjs ${meta.tfjsVersion}, tfjs-attention ${meta.packageVersion}, ` +
-    `node ${meta.nodeVersion}, ${meta.cpuCount} cpus, ${meta.date}; median of ${meta.reps} runs ` +
-    `after ${meta.warmup} warm-up`;
+    `node ${meta.nodeVersion}, ${meta.cpuCount} cpus, ${meta.date}; suite ${meta.suite}, matMul path ` +
+    `${meta.matmulPath} (${meta.splitProducts ? 'split into 2-D products' : 'tf.matMul as is'}); median of up to ` +
+    `${meta.reps} runs after up to ${meta.warmup} warm-up, ${meta.budgetMs / 1000} s budget per row`;
 }
 
 /** Writes results.json and results.md into `dir` (created if missing); returns their paths. */
@@ -63,7 +67,46 @@ export function writeReport(dir: string, report: BenchReport): string[] {
   const md = path.join(dir, 'results.md');
   fs.writeFileSync(json, JSON.stringify(report, null, 2) + '\n');
   const notes = `FLOPs: ${report.meta.flops}.\n\nPeak bytes: ${report.meta.peakBytes}.\n`;
+  const summary = summarize(report.rows);
   fs.writeFileSync(md, `# tfjs-attention bench\n\n${formatMeta(report.meta)}\n\n` +
-    `${formatTable(report.rows)}\n${notes}`);
+    `${formatTable(report.rows)}\n${summary.length > 0 ? `${summary.map((l) => `- ${l}`).join('\n')}\n\n` : ''}${notes}`);
   return [json, md];
+}
+
+const find = (rows: readonly BenchRow[], impl: string, pass: string, shape: Partial<AttentionShape> = {}) =>
+  rows.find((r) => r.impl === impl && r.pass === pass && r.error == null &&
+    (Object.keys(shape) as (keyof AttentionShape)[]).every((key) => r[key] === shape[key]));
+
+/**
+ * The comparisons the suite exists for, in words, from whatever rows are there:
+ * mha-layer vs mha-layer-naive, sdpa's GFLOP/s as a share of matmul's, and at each
+ * length where naive ran, every other implementation's time and peak against it.
+ */
+export function summarize(rows: readonly BenchRow[]): string[] {
+  const out: string[] = [];
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  for (const layer of rows.filter((r) => r.impl === 'mha-layer' && r.error == null)) {
+    const {B, H, G, T, D} = layer;
+    const naive = find(rows, 'mha-layer-naive', layer.pass, {B, H, G, T, D});
+    if (naive == null) continue;
+    out.push(`mha-layer ${layer.pass} (B=${B}, T=${T}, E=${H * D}, H=${H}, G=${G}): ${layer.msMedian!.toFixed(1)} ms vs ` +
+      `mha-layer-naive ${naive.msMedian!.toFixed(1)} ms: ${(naive.msMedian! / layer.msMedian!).toFixed(2)}x faster`);
+  }
+  const ceiling = rows.find((r) => r.impl === 'matmul' && r.error == null);
+  if (ceiling != null) {
+    for (const r of rows.filter((x) => x.impl === 'sdpa' && x.pass === 'fwd+bwd' && x.error == null)) {
+      out.push(`sdpa fwd+bwd (B=${r.B}, H=${r.H}, G=${r.G}, T=${r.T}, D=${r.D}): ${r.gflops!.toFixed(2)} GFLOP/s = ` +
+        `${(100 * r.gflops! / ceiling.gflops!).toFixed(0)}% of matmul (n=${ceiling.T}) ${ceiling.gflops!.toFixed(2)} GFLOP/s`);
+    }
+  }
+  for (const naive of rows.filter((r) => r.impl === 'naive' && r.pass === 'fwd+bwd' && r.error == null)) {
+    const {B, H, G, T, S, D} = naive;
+    const others = rows.filter((r) => r.pass === 'fwd+bwd' && r.error == null && r.impl !== 'naive' &&
+      r.B === B && r.H === H && r.G === G && r.T === T && r.S === S && r.D === D);
+    if (others.length === 0) continue;
+    out.push(`fwd+bwd at B=${B}, H=${H}, G=${G}, T=${T}, D=${D}, against naive (${naive.msMedian!.toFixed(1)} ms, ` +
+      `peak ${mib(naive.peakBytes!)}): ` + others.map((r) => `${r.impl} ${(naive.msMedian! / r.msMedian!).toFixed(2)}x ` +
+      `faster, peak ${mib(r.peakBytes!)} (${(r.peakBytes! / naive.peakBytes!).toFixed(2)}x)`).join('; '));
+  }
+  return out;
 }

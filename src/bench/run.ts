@@ -1,37 +1,83 @@
 /**
- * The benchmark suite behind `tfjs-attention bench`: every implementation in IMPLS,
- * forward and forward+backward, over a list of shapes. See measure.ts for what is
- * measured and report.ts for the files written.
+ * The benchmark suite behind `tfjs-attention bench`: the backend's own matMul, the
+ * MultiHeadAttention layer against the same layer written naively, and every attention
+ * implementation in IMPLS, forward and forward+backward, over a list of shapes. See
+ * measure.ts for what is measured, report.ts and plots.ts for the files written.
  */
 import * as tf from '@tensorflow/tfjs';
 import {BackendChoice, selectBackend} from '../backend';
 import {AttentionError, show} from '../errors';
 import {assertNonNegativeInt, assertPositiveInt} from '../validate';
 import {BenchImpl, IMPLS} from './impls';
-import {AttentionShape, Pass, PASSES, PassFn, attentionFlops, peakBytes, timePass} from './measure';
+import {MatMulPath, setMatMulPath} from '../ops/matmul';
+import {AttentionShape, Pass, PASSES, PassFn, attentionFlops, measurePass} from './measure';
 import {collectMeta} from './meta';
+import {writePlots} from './plots';
 import {BenchReport, BenchRow, writeReport} from './report';
+import {LAYER_SHAPE, Prepared, WORKLOADS, Workload, matmulShape} from './workloads';
 
 const base = {B: 1, H: 8, G: 8, D: 64};
 
-/** B=1, H=8, D=64, T=S in {128, 512, 2048} with G=8 (multi-head), plus one GQA row (G=2). */
-export const DEFAULT_SHAPES: readonly AttentionShape[] = [
+/** B=1, H=8, D=64, T=S in {128, 512} with G=8 (multi-head), plus one GQA row (G=2): the quick suite's shapes. */
+export const QUICK_SHAPES: readonly AttentionShape[] = [
   {...base, T: 128, S: 128},
   {...base, T: 512, S: 512},
   {...base, G: 2, T: 512, S: 512},
-  {...base, T: 2048, S: 2048},
 ];
 
+/** The lengths of the full suite's sweep. */
+export const SWEEP_LENGTHS: readonly number[] = [128, 256, 512, 1024, 2048, 4096, 8192, 16384];
+/** The sweep's heads: B=1, H=G=4, D=64 (H=8 would not let the dense rows reach T=4096 in wasm's 4 GiB). */
+export const SWEEP_BASE = {B: 1, H: 4, G: 4, D: 64};
+
+/**
+ * The full suite's attention shapes: B=1, H=8, T=1024, D=64 (the exact-attention
+ * throughput shape), the GQA shape, then the sweep over SWEEP_LENGTHS.
+ */
+export const FULL_SHAPES: readonly AttentionShape[] = [
+  {...base, T: 1024, S: 1024},
+  {...base, G: 2, T: 512, S: 512},
+  ...SWEEP_LENGTHS.map((T) => ({...SWEEP_BASE, T, S: T})),
+];
+
+/** Kept for callers of the old name: the full suite's shapes. */
+export const DEFAULT_SHAPES = FULL_SHAPES;
+
+/**
+ * The longest T the implementations that form T x S matrices run at: at T=8192 their
+ * forward+backward needs more than the 4 GiB a wasm heap can have, and running out
+ * aborts the whole process (no catch can stop it). Others run at every length.
+ */
+export const DENSE_MAX_T = 4096;
+export const DENSE_IMPLS: readonly string[] = ['naive', 'sdpa', 'sdpa-causal', 'local-global-dense'];
+
+export type SuiteName = 'quick' | 'full';
+export const SUITE_NAMES: readonly SuiteName[] = ['quick', 'full'];
+
 export interface BenchPreset {
+  /** Shapes of the attention rows. */
   shapes: readonly AttentionShape[];
+  /** Shapes of the layer rows (mha-layer, mha-layer-naive). */
+  layerShapes: readonly AttentionShape[];
+  /** Sizes n of the matmul row. */
+  matmulSizes: readonly number[];
+  /** Untimed runs before timing; the first is also the peak-memory run. */
   warmup: number;
+  /** Timed runs; the median is reported. */
   reps: number;
+  /** A row stops adding warm-up runs after half of this and timed runs after all of it (ms); one timed run at least. */
+  budgetMs: number;
 }
 
-/** The default run. */
-export const FULL_PRESET: BenchPreset = {shapes: DEFAULT_SHAPES, warmup: 2, reps: 5};
-/** `--quick`: the shapes with T <= 512, one warm-up run and median of 3. */
-export const QUICK_PRESET: BenchPreset = {shapes: DEFAULT_SHAPES.filter((s) => s.T <= 512), warmup: 1, reps: 3};
+/** The default run: every row at every length memory allows (about half an hour on 2 cores). */
+export const FULL_PRESET: BenchPreset = {
+  shapes: FULL_SHAPES, layerShapes: [LAYER_SHAPE], matmulSizes: [1024], warmup: 2, reps: 3, budgetMs: 60_000,
+};
+/** `--suite quick`: T <= 512, the layer rows and matmul; under 3 minutes on 2 cores. */
+export const QUICK_PRESET: BenchPreset = {
+  shapes: QUICK_SHAPES, layerShapes: [LAYER_SHAPE], matmulSizes: [1024], warmup: 1, reps: 3, budgetMs: 12_000,
+};
+export const SUITES: Readonly<Record<SuiteName, BenchPreset>> = {quick: QUICK_PRESET, full: FULL_PRESET};
 
 /** What the CLI's --seq, --batch, --heads, --kv-heads and --dim change in a list of shapes. */
 export interface ShapeOverrides {
@@ -78,64 +124,155 @@ export function overrideShapes(shapes: readonly AttentionShape[], o: ShapeOverri
 }
 
 export interface BenchOptions {
-  /** Names from the registry. Default: all, in table order. */
+  /** Names from the registry and the workloads. Default: all, attention rows in table order, then the workloads. */
   impls?: readonly string[];
-  /** The table of implementations to draw from. Default IMPLS. */
+  /** The table of attention implementations to draw from. Default IMPLS. */
   registry?: Readonly<Record<string, BenchImpl>>;
-  /** Default: FULL_PRESET.shapes. */
+  /** The other rows (matmul, layers). Default WORKLOADS. */
+  workloads?: Readonly<Record<string, Workload>>;
+  /** Where the defaults below come from. Default 'full'. */
+  suite?: SuiteName;
+  /** Shapes of the attention rows. Default: the suite's. */
   shapes?: readonly AttentionShape[];
+  /** Shapes of the layer rows. Default: the suite's. */
+  layerShapes?: readonly AttentionShape[];
+  /** Sizes of the matmul row. Default: the suite's. */
+  matmulSizes?: readonly number[];
+  /** Longest T per implementation; longer shapes are skipped. Default DENSE_MAX_T for DENSE_IMPLS. */
+  maxT?: Readonly<Record<string, number>>;
   /** Passed to selectBackend: default TFJS_ATTENTION_BACKEND, else 'auto'. */
   backend?: BackendChoice;
-  /** Untimed runs before timing. Default FULL_PRESET.warmup. */
+  /** How the library computes its products (see ops/matmul). Default: the current setting ('auto'). */
+  matmulPath?: MatMulPath;
+  /** Untimed runs before timing (the first also measures peak memory). Default: the suite's. */
   warmup?: number;
-  /** Timed runs; the median is reported. Default FULL_PRESET.reps. */
+  /** Timed runs; the median is reported. Default: the suite's. */
   reps?: number;
-  /** Folder for results.json and results.md; nothing is written when absent. */
+  /** Time budget per row in ms (see BenchPreset). Default: the suite's. */
+  budgetMs?: number;
+  /** Folder for results.json, results.md and the plots; nothing is written when absent. */
   outDir?: string;
   /** Receives one progress line per measured row. */
   log?: (line: string) => void;
-  /** Seed of the random q, k, v and cotangent. Default 0. */
+  /** Seed of the random inputs. Default 0. */
   seed?: number;
+}
+
+/** One row to measure: a name and the shape it runs at. */
+interface Job {
+  name: string;
+  shape: AttentionShape;
+  workload: Workload;
+}
+
+/** An attention implementation as a workload on q, k, v with cotangent dy. */
+function attentionWorkload(impl: BenchImpl): Workload {
+  return {
+    description: impl.description,
+    passes: PASSES,
+    flops: attentionFlops,
+    prepare(shape, seed) {
+      const inputs = makeInputs(shape, seed);
+      return {pass: (p) => passFn(impl, p, inputs), dispose: () => tf.dispose(inputs)};
+    },
+  };
 }
 
 /** Runs the suite and returns `{meta, rows}`, the content of results.json. */
 export async function runBench(options: BenchOptions = {}): Promise<BenchReport> {
+  const suite = SUITES[options.suite ?? 'full'];
+  if (suite == null) {
+    throw new AttentionError('INVALID_CONFIG', `suite must be one of ${SUITE_NAMES.join(', ')}, received ${show(options.suite)}`);
+  }
   const registry = options.registry ?? IMPLS;
-  const known = Object.keys(registry);
+  const workloads = options.workloads ?? WORKLOADS;
+  const known = [...Object.keys(registry), ...Object.keys(workloads)];
   const names = options.impls ?? known;
   if (names.length === 0 || names.some((n) => !known.includes(n))) {
     throw new AttentionError('INVALID_CONFIG',
       `impls must name implementations from ${known.join(', ')}, received ${show([...names])}`);
   }
-  const warmup = options.warmup ?? FULL_PRESET.warmup;
-  const reps = options.reps ?? FULL_PRESET.reps;
+  const warmup = options.warmup ?? suite.warmup;
+  const reps = options.reps ?? suite.reps;
+  const budgetMs = options.budgetMs ?? suite.budgetMs;
   assertNonNegativeInt('warmup', warmup);
   assertPositiveInt('reps', reps);
-  const backend = await selectBackend(options.backend);
-  const meta = collectMeta(backend, warmup, reps);
-  const log = options.log ?? (() => undefined);
+  if (typeof budgetMs !== 'number' || !(budgetMs >= 0)) {
+    throw new AttentionError('INVALID_CONFIG', `budgetMs must be a number >= 0, received ${show(budgetMs)}`);
+  }
+  const maxT = options.maxT ?? Object.fromEntries(DENSE_IMPLS.map((n) => [n, DENSE_MAX_T]));
+  const jobs = planJobs(names, registry, workloads, options.shapes ?? suite.shapes,
+    options.layerShapes ?? suite.layerShapes, options.matmulSizes ?? suite.matmulSizes, maxT);
 
-  const rows: BenchRow[] = [];
-  for (const shape of options.shapes ?? FULL_PRESET.shapes) {
-    const inputs = makeInputs(shape, options.seed ?? 0);
-    try {
-      for (const name of names) {
-        for (const pass of PASSES) {
-          const row = await benchPass(name, registry[name], pass, shape, inputs, backend, warmup, reps);
+  const backend = await selectBackend(options.backend);
+  const previousPath = options.matmulPath != null ? setMatMulPath(options.matmulPath) : null;
+  try {
+    const meta = collectMeta(backend, warmup, reps, {suite: options.suite ?? 'full', budgetMs, maxT});
+    const log = options.log ?? (() => undefined);
+    const rows: BenchRow[] = [];
+    const write = () => {
+      if (options.outDir != null) writeReport(options.outDir, {meta, rows});
+    };
+    for (const job of jobs) {
+      let prepared: Prepared | null = null;
+      try {
+        prepared = job.workload.prepare(job.shape, options.seed ?? 0);
+        for (const pass of job.workload.passes) {
+          const row = await benchPass(job, prepared, pass, backend, warmup, reps, budgetMs);
           log(progressLine(row));
           rows.push(row);
           // Rewritten after every row: a run that dies (the wasm heap aborts the process when
           // it runs out, which no catch can stop) keeps the rows it finished.
-          if (options.outDir != null) writeReport(options.outDir, {meta, rows});
+          write();
         }
+      } catch (e) {
+        // prepare() failed: one error row per pass.
+        for (const pass of job.workload.passes.filter((p) => !rows.some((r) => sameJob(r, job) && r.pass === p))) {
+          rows.push({...rowStart(job, pass, backend), error: firstLine(e)});
+        }
+        write();
+      } finally {
+        prepared?.dispose();
       }
-    } finally {
-      tf.dispose(inputs);
+    }
+    const report = {meta, rows};
+    if (options.outDir != null) {
+      writeReport(options.outDir, report);
+      await writePlots(options.outDir, report);
+    }
+    return report;
+  } finally {
+    if (previousPath != null) setMatMulPath(previousPath);
+  }
+}
+
+/** Workload rows first (matmul, then layers), then every attention shape with its implementations. */
+function planJobs(names: readonly string[], registry: Readonly<Record<string, BenchImpl>>,
+                  workloads: Readonly<Record<string, Workload>>, shapes: readonly AttentionShape[],
+                  layerShapes: readonly AttentionShape[], matmulSizes: readonly number[],
+                  maxT: Readonly<Record<string, number>>): Job[] {
+  const jobs: Job[] = [];
+  for (const name of names.filter((n) => n in workloads)) {
+    const list = name === 'matmul' ? matmulSizes.map(matmulShape) : layerShapes;
+    for (const shape of list) jobs.push({name, shape, workload: workloads[name]});
+  }
+  for (const shape of shapes) {
+    for (const name of names.filter((n) => n in registry)) {
+      if (shape.T > (maxT[name] ?? Infinity)) continue;
+      jobs.push({name, shape, workload: attentionWorkload(registry[name])});
     }
   }
-  const report = {meta, rows};
-  if (options.outDir != null && rows.length === 0) writeReport(options.outDir, report);
-  return report;
+  return jobs;
+}
+
+const sameJob = (r: BenchRow, job: Job) => r.impl === job.name &&
+  (['B', 'H', 'G', 'T', 'S', 'D'] as const).every((key) => r[key] === job.shape[key]);
+
+const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')[0];
+
+function rowStart(job: Job, pass: Pass, backend: string): BenchRow {
+  const {B, H, G, T, S, D} = job.shape; // in this order in results.json
+  return {impl: job.name, pass, backend, B, H, G, T, S, D, msMedian: null, peakBytes: null, gflops: null, runs: 0};
 }
 
 /** q [B, H, T, D], k and v [B, G, S, D], and the cotangent dy [B, H, T, D]. */
@@ -151,23 +288,26 @@ function passFn(impl: BenchImpl, pass: Pass, [q, k, v, dy]: tf.Tensor[]): PassFn
   return () => tf.grads(loss)([q, k, v]);
 }
 
-async function benchPass(name: string, impl: BenchImpl, pass: Pass, shape: AttentionShape,
-    inputs: tf.Tensor[], backend: string, warmup: number, reps: number): Promise<BenchRow> {
-  const {B, H, G, T, S, D} = shape; // in this order in results.json
-  const row: BenchRow = {impl: name, pass, backend, B, H, G, T, S, D, msMedian: null, peakBytes: null, gflops: null};
+async function benchPass(job: Job, prepared: Prepared, pass: Pass, backend: string, warmup: number, reps: number,
+                         budgetMs: number): Promise<BenchRow> {
+  const row = rowStart(job, pass, backend);
   try {
-    const fn = passFn(impl, pass, inputs);
-    row.msMedian = await timePass(fn, warmup, reps);
-    row.gflops = attentionFlops(shape, pass) / row.msMedian / 1e6;
-    row.peakBytes = await peakBytes(fn);
+    const fn = prepared.pass(pass);
+    if (fn == null) throw new Error(`${job.name} has no ${pass} pass`);
+    const m = await measurePass(fn, warmup, reps, budgetMs);
+    row.msMedian = m.msMedian;
+    row.peakBytes = m.peakBytes;
+    row.runs = m.runs;
+    row.gflops = job.workload.flops(job.shape, pass) / m.msMedian / 1e6;
   } catch (e) {
-    row.error = String((e as Error)?.message ?? e).split('\n')[0];
+    row.error = firstLine(e);
   }
   return row;
 }
 
 function progressLine(r: BenchRow): string {
   const shape = `B=${r.B} H=${r.H} G=${r.G} T=${r.T} S=${r.S} D=${r.D}`;
-  const result = r.error != null ? `error: ${r.error}` : `${r.msMedian!.toFixed(2)} ms`;
+  const result = r.error != null ? `error: ${r.error}`
+    : `${r.msMedian!.toFixed(2)} ms, ${r.gflops!.toFixed(2)} GFLOP/s, peak ${(r.peakBytes! / 2 ** 20).toFixed(1)} MiB`;
   return `${r.impl} ${r.pass} ${shape}: ${result}`;
 }

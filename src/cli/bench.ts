@@ -1,16 +1,26 @@
 /** `tfjs-attention bench`: times every attention implementation; see src/bench/run.ts. */
+import * as fs from 'fs';
 import * as path from 'path';
 import {Command, Option} from 'commander';
 import {BACKEND_CHOICES, BackendChoice} from '../backend';
 import {IMPLS, IMPL_NAMES} from '../bench/impls';
-import {FULL_PRESET, QUICK_PRESET, overrideShapes, runBench} from '../bench/run';
-import {formatMeta, formatTable} from '../bench/report';
+import {DENSE_IMPLS, DENSE_MAX_T, FULL_PRESET, QUICK_PRESET, SUITES, SUITE_NAMES, SuiteName, overrideShapes, runBench}
+  from '../bench/run';
+import {formatMeta, formatTable, summarize} from '../bench/report';
+import {WORKLOADS} from '../bench/workloads';
+import {MATMUL_PATHS, MatMulPath} from '../ops/matmul';
 import {CliIO, intArg, intListArg, namesArg} from './shared';
+
+const ROW_NAMES = [...IMPL_NAMES, ...Object.keys(WORKLOADS)];
+const describe = (n: string) => (IMPLS[n] ?? WORKLOADS[n]).description;
 
 interface BenchFlags {
   only: string[];
   backend?: BackendChoice;
+  suite: SuiteName;
   quick: boolean;
+  budget?: number;
+  matmulPath?: MatMulPath;
   warmup?: number;
   reps?: number;
   out: string;
@@ -23,48 +33,67 @@ interface BenchFlags {
 
 const shapesText = (shapes: typeof FULL_PRESET.shapes) =>
   shapes.map((s) => `B=${s.B} H=${s.H} G=${s.G} T=S=${s.T} D=${s.D}`).join('; ');
+const suiteText = (name: SuiteName) => {
+  const p = SUITES[name];
+  return `  ${name}: attention rows at ${shapesText(p.shapes)}\n    layer rows at ${shapesText(p.layerShapes)}; ` +
+    `matmul n=${p.matmulSizes.join(',')}; up to ${p.warmup} warm-up and ${p.reps} timed runs, ` +
+    `${p.budgetMs / 1000} s budget per row`;
+};
 
 export function registerBench(program: Command, io: CliIO): void {
-  const width = Math.max(...IMPL_NAMES.map((n) => n.length));
-  const implList = IMPL_NAMES.map((n) => `  ${n.padEnd(width)}  ${IMPLS[n].description}`).join('\n');
+  const width = Math.max(...ROW_NAMES.map((n) => n.length));
+  const implList = ROW_NAMES.map((n) => `  ${n.padEnd(width)}  ${describe(n)}`).join('\n');
   program.command('bench')
-    .description('time attention implementations, forward and forward+backward, and write ' +
-      'DIR/results.json and DIR/results.md')
-    .addOption(new Option('--only <names>', `comma-separated implementations to run: ${IMPL_NAMES.join(', ')}`)
-      .argParser(namesArg(IMPL_NAMES, 'implementation')).default([...IMPL_NAMES], 'all'))
+    .description('time the attention implementations, the MultiHeadAttention layer and the backend\'s matMul, ' +
+      'forward and forward+backward, and write DIR/results.json, DIR/results.md and the plots DIR/time.svg, ' +
+      'DIR/memory.svg')
+    .addOption(new Option('--only <names>', `comma-separated rows to run: ${ROW_NAMES.join(', ')}`)
+      .argParser(namesArg(ROW_NAMES, 'implementation')).default([...ROW_NAMES], 'all'))
     .addOption(new Option('--backend <name>', `tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)`)
       .choices(BACKEND_CHOICES))
-    .option('--quick', `fewer shapes and runs: ${QUICK_PRESET.warmup} warm-up, median of ${QUICK_PRESET.reps}, ` +
-      `shapes with T <= 512 (--seq, when given, picks the shapes)`, false)
-    .option('--warmup <n>', `untimed runs before timing (default: ${FULL_PRESET.warmup}, ` +
-      `${QUICK_PRESET.warmup} with --quick)`, intArg(0))
-    .option('--reps <n>', `timed runs, the median is reported (default: ${FULL_PRESET.reps}, ` +
-      `${QUICK_PRESET.reps} with --quick)`, intArg(1))
-    .option('--out <dir>', 'folder for results.json and results.md', 'bench-results')
+    .addOption(new Option('--suite <name>', 'which shapes and how many runs (see below)').choices(SUITE_NAMES)
+      .default('full'))
+    .option('--quick', 'the same as --suite quick', false)
+    .option('--warmup <n>', `untimed runs before timing, the first also measures peak memory (default: the suite's)`,
+      intArg(0))
+    .option('--reps <n>', `timed runs, the median is reported (default: the suite's)`, intArg(1))
+    .option('--budget <seconds>', 'per row, no more warm-up runs after half of this and no more timed runs after ' +
+      'all of it (at least one); default: the suite\'s', intArg(0))
+    .addOption(new Option('--matmul-path <path>', 'how the library computes products: auto (split into 2-D ' +
+      'products on wasm), split (always), batched (plain tf.matMul); default auto').choices(MATMUL_PATHS))
+    .option('--out <dir>', 'folder for results.json, results.md, time.svg and memory.svg', 'bench-results')
     .option('--seq <list>', 'comma-separated lengths T (= S), e.g. 512,2048,4096: one multi-head shape ' +
-      'per length (B=1, H=8, D=64 unless set below) instead of the preset shapes', intListArg(1))
+      'per length (B=1, H=8, D=64 unless set below) instead of the suite\'s attention shapes', intListArg(1))
     .option('--batch <n>', 'batch size B for every shape', intArg(1))
     .option('--heads <n>', 'query heads H for every shape', intArg(1))
     .option('--kv-heads <n>', 'key/value heads G for every shape (default: H for multi-head shapes); ' +
       'must divide H', intArg(1))
     .option('--dim <n>', 'head dim D for every shape', intArg(1))
-    .addHelpText('after', `\nImplementations:\n${implList}\n\nShapes: ${shapesText(FULL_PRESET.shapes)}\n` +
+    .addHelpText('after', `\nRows:\n${implList}\n\nSuites:\n${SUITE_NAMES.map(suiteText).join('\n')}\n` +
+      `  ${DENSE_IMPLS.join(', ')} (which hold T x S matrices) skip lengths above ${DENSE_MAX_T}.\n` +
       'Example: bench --only sdpa,flash --seq 512,2048,4096 --heads 4 --dim 64\n')
     .action(async (flags: BenchFlags) => {
-      const preset = flags.quick ? QUICK_PRESET : FULL_PRESET;
+      const suite: SuiteName = flags.quick ? 'quick' : flags.suite;
+      const preset = suite === 'quick' ? QUICK_PRESET : FULL_PRESET;
       // Checked before the backend is switched, so a bad shape is a usage error (exit 2).
       const shapes = overrideShapes(preset.shapes, {seq: flags.seq, batch: flags.batch, heads: flags.heads,
         kvHeads: flags.kvHeads, dim: flags.dim});
       const report = await runBench({
         impls: flags.only,
         backend: flags.backend,
+        suite,
         shapes,
-        warmup: flags.warmup ?? preset.warmup,
-        reps: flags.reps ?? preset.reps,
+        warmup: flags.warmup,
+        reps: flags.reps,
+        budgetMs: flags.budget != null ? flags.budget * 1000 : undefined,
+        matmulPath: flags.matmulPath,
         outDir: flags.out,
         log: (line) => io.stderr.write(`${line}\n`),
       });
-      io.stdout.write(`\n${formatMeta(report.meta)}\n\n${formatTable(report.rows)}\n`);
-      io.stdout.write(`wrote ${path.join(flags.out, 'results.json')} and ${path.join(flags.out, 'results.md')}\n`);
+      const summary = summarize(report.rows).map((l) => `- ${l}\n`).join('');
+      io.stdout.write(`\n${formatMeta(report.meta)}\n\n${formatTable(report.rows)}\n${summary}`);
+      const files = ['results.json', 'results.md', 'time.svg', 'memory.svg']
+        .map((f) => path.join(flags.out, f)).filter((f) => fs.existsSync(f));
+      io.stdout.write(`wrote ${files.join(', ')}\n`);
     });
 }

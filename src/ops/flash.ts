@@ -14,6 +14,7 @@
  * them all and dK, dV are summed over those heads by the product itself.
  */
 import * as tf from '@tensorflow/tfjs';
+import {matMul} from './matmul';
 import {AttentionError, show} from '../errors';
 import {assertPositiveInt} from '../validate';
 import {AttentionDims, attentionDims} from './heads';
@@ -92,7 +93,7 @@ function keepTile(p: Plan, keep: tf.Tensor | null, t0: number, bq: number, s0: n
 
 /** Scores of one tile, [B, G, R*bq, bk], with masked keys pushed to MASKED_LOGIT. */
 function tileScores(qi: tf.Tensor, kj: tf.Tensor, kt: tf.Tensor | null): tf.Tensor {
-  const s = tf.matMul(qi, kj, false, true); // [B, G, R*bq, bk]
+  const s = matMul(qi, kj, false, true); // [B, G, R*bq, bk]
   return kt == null ? s : tf.add(s, tf.mul(tf.sub(1, kt), MASKED_LOGIT));
 }
 
@@ -130,7 +131,7 @@ function forward(p: Plan, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, keep: tf.Ten
           const mNew = m == null ? rowMax : tf.maximum(m, rowMax);
           let pr = tf.exp(tf.sub(s, mNew));
           if (kt != null) pr = tf.mul(pr, kt); // exact zeros where masked, even in all-masked rows
-          const pv = tf.matMul(pr, keyRows(p, v, s0, bk)); // [B, G, R*bq, Dv]
+          const pv = matMul(pr, keyRows(p, v, s0, bk)); // [B, G, R*bq, Dv]
           const rowSum = tf.sum(pr, -1, true);
           if (m == null) return {m: mNew, l: rowSum, acc: pv};
           const alpha = tf.exp(tf.sub(m, mNew)); // rescales what was summed under the old max
@@ -190,13 +191,13 @@ function backward(p: Plan, dO: tf.Tensor, q: tf.Tensor, k: tf.Tensor, v: tf.Tens
         let pr = tf.exp(tf.sub(tf.sub(tileScores(qi, kj, kt), Mi), LLi)); // [B, G, R*bq, bk]
         if (kt != null) pr = tf.mul(pr, kt);
         // 3. dV += P^T dO (the product sums over the R query heads of the group).
-        const dVpart = tf.matMul(pr, dOi, true, false);           // [B, G, bk, Dv]
+        const dVpart = matMul(pr, dOi, true, false);           // [B, G, bk, Dv]
         // 4. dP = dO V^T and dS = P * (dP - D).
-        const dP = tf.matMul(dOi, vj, false, true);               // [B, G, R*bq, bk]
+        const dP = matMul(dOi, vj, false, true);               // [B, G, R*bq, bk]
         const dS = tf.mul(pr, tf.sub(dP, Di));                    // [B, G, R*bq, bk]
         // 5. dQ += dS K * scale and dK += dS^T (Q * scale).
-        const dQpart = tf.mul(tf.matMul(dS, kj), p.scale);                                 // [B, G, R*bq, D]
-        const dKpart = tf.matMul(dS, qi, true, false);                                     // [B, G, bk, D]
+        const dQpart = tf.mul(matMul(dS, kj), p.scale);                                 // [B, G, R*bq, D]
+        const dKpart = matMul(dS, qi, true, false);                                     // [B, G, bk, D]
         return {
           dV: dV == null ? dVpart : tf.add(dV, dVpart),
           dK: dK == null ? dKpart : tf.add(dK, dKpart),

@@ -21,6 +21,7 @@
  * O(T*M + (T/chunk)*M*Dv) rather than the O(T*M*Dv) of a cumulative sum over every row.
  */
 import * as tf from '@tensorflow/tfjs';
+import {matMul} from './matmul';
 import {AttentionError, show} from '../errors';
 import {assertOneOf, assertPositiveInt, assertPositiveNumber} from '../validate';
 import {AttentionDims, attentionDims, groupHeads, repeatHeads, ungroupHeads} from './heads';
@@ -127,7 +128,7 @@ export function favorFeatures(x: tf.Tensor, projection: tf.Tensor, options: Feat
     // relu(w.x') / sqrt(M) = relu(w.(x' / sqrt(M))): the factor goes on the small side.
     const xw = kernel === 'relu' ? tf.div(xs, Math.sqrt(M)) : xs;
     const x2 = tf.reshape(xw, [B * N * L, D]);           // [B*N*L, D]
-    const wx = tf.matMul(x2, tf.transpose(projection)); // [B*N*L, M]
+    const wx = matMul(x2, projection, false, true); // [B*N*L, M]
     if (kernel === 'relu') return tf.reshape(tf.add(tf.relu(wx), RELU_STABILIZER), [B, N, L, M]) as tf.Tensor4D;
     const diag = tf.div(tf.sum(tf.square(x2), -1, true), 2); // [B*N*L, 1]
     return positiveFeatures(wx, diag, options.role, [B, N, L, M]);
@@ -183,7 +184,7 @@ export function linearAttentionFromFeatures(qf: tf.Tensor, kf: tf.Tensor, v: tf.
     const kfm = keep != null ? tf.mul(kf, keep) : kf;                              // [B, G, S, M]
     const vAug = tf.concat([v, tf.ones([B, G, S, 1])], 3);                          // [B, G, S, Dv+1]
     const out = causal ? causalProducts(qf, kfm, vAug, dims, chunk)
-      : ungroupHeads(tf.matMul(groupHeads(qf, dims), tf.matMul(kfm, vAug, true, false)), dims, T); // [B, H, T, Dv+1]
+      : ungroupHeads(matMul(groupHeads(qf, dims), matMul(kfm, vAug, true, false)), dims, T); // [B, H, T, Dv+1]
     const num = tf.slice(out, [0, 0, 0, 0], [B, H, T, Dv]); // [B, H, T, Dv]
     let den = tf.slice(out, [0, 0, 0, Dv], [B, H, T, 1]);   // [B, H, T, 1]
     const empty = emptyRows(keep, causal, T, S);
@@ -240,7 +241,7 @@ function causalProducts(qf: tf.Tensor, kf: tf.Tensor, vAug: tf.Tensor, dims: Att
   let ka = kf;
   let va = vAug;
   if (offset > 0) {
-    const first = tf.matMul(tf.slice(kf, [0, 0, 0, 0], [B, G, offset, M]), tf.slice(vAug, [0, 0, 0, 0], [B, G, offset, X]),
+    const first = matMul(tf.slice(kf, [0, 0, 0, 0], [B, G, offset, M]), tf.slice(vAug, [0, 0, 0, 0], [B, G, offset, X]),
       true, false);                                                             // [B, G, M, X]
     start = tf.reshape(repeatHeads(first, R), [B * H, 1, M * X]);               // [B*H, 1, M*X]
     ka = tf.slice(kf, [0, 0, offset, 0], [B, G, T, M]);                         // [B, G, T, M]
@@ -256,15 +257,15 @@ function causalProducts(qf: tf.Tensor, kf: tf.Tensor, vAug: tf.Tensor, dims: Att
   const kc = tf.reshape(pad(repeatHeads(ka, R)), [B * H * nc, n, M]);           // [B*H*nc, n, M]
   const vc = tf.reshape(pad(repeatHeads(va, R)), [B * H * nc, n, X]);           // [B*H*nc, n, X]
   // 1. Each chunk's sum of kf^T [v, 1].
-  const u = tf.reshape(tf.matMul(kc, vc, true, false), [B * H, nc, M * X]);     // [B*H, nc, M*X]
+  const u = tf.reshape(matMul(kc, vc, true, false), [B * H, nc, M * X]);     // [B*H, nc, M*X]
   // 2. The state before each chunk.
   // (Summed along the last axis: tfjs 4.22's cumsum gradient has the wrong shape for other axes.)
   let state = tf.transpose(tf.cumsum(tf.transpose(u, [0, 2, 1]), 2, true), [0, 2, 1]); // [B*H, nc, M*X]
   if (start != null) state = tf.add(state, start);
   // 3. Across chunks through the state, within a chunk through the masked products.
-  const across = tf.matMul(qc, tf.reshape(state, [B * H * nc, M, X]));          // [B*H*nc, n, X]
-  const a = tf.mul(tf.matMul(qc, kc, false, true), lowerTriangle(n));          // [B*H*nc, n, n]
-  let out = tf.reshape(tf.add(across, tf.matMul(a, vc)), [B, H, nc * n, X]);   // [B, H, nc*n, X]
+  const across = matMul(qc, tf.reshape(state, [B * H * nc, M, X]));          // [B*H*nc, n, X]
+  const a = tf.mul(matMul(qc, kc, false, true), lowerTriangle(n));          // [B*H*nc, n, n]
+  let out = tf.reshape(tf.add(across, matMul(a, vc)), [B, H, nc * n, X]);   // [B, H, nc*n, X]
   if (nc * n !== L) out = tf.slice(out, [0, 0, 0, 0], [B, H, L, X]);            // [B, H, L, X]
   if (offset < 0) out = tf.concat([tf.zeros([B, H, -offset, X]), out], 2);      // rows that see no key
   return out;                                                                   // [B, H, T, X]

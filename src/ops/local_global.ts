@@ -13,6 +13,7 @@
  * No tensor of T x S entries is formed.
  */
 import * as tf from '@tensorflow/tfjs';
+import {matMul} from './matmul';
 import {AttentionError, show} from '../errors';
 import {assertIndexList, assertPositiveInt} from '../validate';
 import {attentionDims, groupHeads, repeatHeads, ungroupHeads} from './heads';
@@ -146,9 +147,9 @@ export function localGlobalAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, o
       const perHead = tf.tile(tf.reshape(kwin, [B, 1, nb * 3 * b]), [1, H, 1]);                  // [B, H, nb*3b]
       keep = tf.mul(keep, tf.reshape(perHead, [B * H, nb, 1, 3 * b]));                            // [B*H, nb, b, 3b]
     }
-    const scores = tf.reshape(tf.matMul(qb, kw, false, true), [B * H, nb, b, 3 * b]);             // [B*H, nb, b, 3b]
+    const scores = tf.reshape(matMul(qb, kw, false, true), [B * H, nb, b, 3 * b]);             // [B*H, nb, b, 3b]
     const probs = tf.reshape(maskedSoftmax(scores, keep), [B * H * nb, b, 3 * b]);
-    const local = tf.reshape(tf.slice(tf.reshape(tf.matMul(probs, vw), [B * H, Tp, Dv]), [0, 0, 0], [B * H, T, Dv]),
+    const local = tf.reshape(tf.slice(tf.reshape(matMul(probs, vw), [B * H, Tp, Dv]), [0, 0, 0], [B * H, T, Dv]),
       [B, H, T, Dv]);                                                                               // [B, H, T, Dv]
 
     // 2. Global branch: attend to the gathered global keys and values.
@@ -157,7 +158,7 @@ export function localGlobalAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, o
       const idx = tf.tensor1d(globals, 'int32');
       const kg = tf.gather(k, idx, 2);                                                        // [B, G, Ng, D]
       const vg = tf.gather(v, idx, 2);                                                        // [B, G, Ng, Dv]
-      const gl = ungroupHeads(tf.matMul(groupHeads(tf.mul(q, scale), dims), kg, false, true), dims, T); // [B, H, T, Ng]
+      const gl = ungroupHeads(matMul(groupHeads(tf.mul(q, scale), dims), kg, false, true), dims, T); // [B, H, T, Ng]
       let gkeep: tf.Tensor | null = null;
       if (causal) {
         const rows = Array.from({length: T}, (_, i) => globals.map((g) => (g <= i ? 1 : 0)));
@@ -168,7 +169,7 @@ export function localGlobalAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, o
         gkeep = gkeep == null ? kg01 : tf.mul(gkeep, kg01);                                   // [B, 1, T|1, Ng]
       }
       const gp = gkeep == null ? tf.softmax(gl) : maskedSoftmax(gl, gkeep);                 // [B, H, T, Ng]
-      global = ungroupHeads(tf.matMul(groupHeads(gp, dims), vg), dims, T);                    // [B, H, T, Dv]
+      global = ungroupHeads(matMul(groupHeads(gp, dims), vg), dims, T);                    // [B, H, T, Dv]
     }
 
     // 3. The gate blend; with no valid global index the global branch is zero.

@@ -5,8 +5,9 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {assertRate} from '../validate';
-import {attentionDims, groupHeads, ungroupHeads} from './heads';
+import {AttentionDims, attentionDims, groupHeads, ungroupHeads} from './heads';
 import {combineMasks} from './masks';
+import {matMul, splitsProducts, swapLast} from './matmul';
 
 /**
  * Added to the logits of masked keys. Finite, so a row with no key left stays finite
@@ -60,12 +61,20 @@ export function scaledDotProductAttention(
   const rate = options.dropout ?? 0;
   assertRate('dropout', rate);
 
+  const dropping = options.training === true && rate > 0;
+  if (splitsProducts() && !options.returnWeights && !dropping) {
+    return tf.tidy(() => {
+      const allowed = combineMasks(options.mask, options.causal ?? false, [B, H, T, S]);
+      return splitAttention(q, k, v, allowed, scale, dims);
+    });
+  }
+
   return tf.tidy(() => {
     const allowed = combineMasks(options.mask, options.causal ?? false, [B, H, T, S]);
 
     // 1. Logits, with the query heads of each kv group folded into rows.
     const qg = groupHeads(tf.mul(q, scale), dims);                 // [B, G, R*T, D]
-    let logits = ungroupHeads(tf.matMul(qg, k, false, true), dims, T); // [B, H, T, S]
+    let logits = ungroupHeads(matMul(qg, k, false, true), dims, T); // [B, H, T, S]
 
     // 2. Masked keys get a large negative logit; probabilities are zeroed there
     //    afterwards, which also turns rows with no visible key into zeros.
@@ -79,8 +88,100 @@ export function scaledDotProductAttention(
 
     // 3. Dropout on the probabilities, then the weighted sum of values.
     const dropped = options.training && rate > 0 ? tf.dropout(weights, rate, undefined, options.seed) : weights;
-    const out = tf.matMul(groupHeads(dropped, dims), v);           // [B, G, R*T, Dv]
+    const out = matMul(groupHeads(dropped, dims), v);           // [B, G, R*T, Dv]
     const output = ungroupHeads(out, dims, T) as tf.Tensor4D;      // [B, H, T, Dv]
     return options.returnWeights ? {output, weights: weights as tf.Tensor4D} : output;
   });
+}
+
+/** Rows [n, n+1) of x [N, ...] as x[n], a contiguous slice. */
+function entry(x: tf.Tensor, n: number): tf.Tensor {
+  const [, ...rest] = x.shape as number[];
+  return tf.reshape(tf.slice(x, [n, ...rest.map(() => 0)], [1, ...rest]), rest);
+}
+
+/**
+ * The mask of kv group g of batch entry b, broadcastable to that group's logits viewed
+ * as [R, T, S], from a rank-4 mask broadcastable to [B, H, T, S].
+ */
+function groupMask(m: tf.Tensor, b: number, g: number, dims: AttentionDims): tf.Tensor {
+  const [Bm, Hm, Tm, Sm] = m.shape as number[];
+  const heads = Hm === 1 ? [0, 1] : [g * dims.R, dims.R];
+  return tf.reshape(tf.slice(m, [Bm === 1 ? 0 : b, heads[0], 0, 0], [1, heads[1], Tm, Sm]), [heads[1], Tm, Sm]);
+}
+
+/**
+ * Exact attention for backends that want 2-D, non-transposed products: one tf.customGrad
+ * whose forward and backward work one key/value group at a time ([R*T, D] x [D, S]
+ * products), with the transposes done once on the small operands (k, v, q, dO) and the
+ * backward's dK and dV computed transposed ([D, R*T] x [R*T, S]) so no T x S matrix is
+ * ever transposed. Saves the probabilities of each group (one T x S matrix per query
+ * head, as autograd of the general path does) and nothing else of size T x S.
+ * No dropout (the caller takes the general path for it).
+ */
+function splitAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, allowed: tf.Tensor | null, scale: number,
+                        dims: AttentionDims): tf.Tensor4D {
+  const {B, H, G, R, T, S, D, Dv} = dims;
+  const N = B * G;
+  const keep = allowed != null ? tf.cast(allowed, 'float32') : null;                      // [Bm, Hm, Tm, Sm]
+  const penalty = keep != null ? tf.mul(tf.sub(1, keep), MASKED_LOGIT) : null;
+
+  const f = tf.customGrad(((qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor, save: tf.GradSaveFunc) => {
+    const qs = tf.reshape(tf.mul(qq, scale), [N, R * T, D]);                              // [N, R*T, D]
+    const kT = swapLast(tf.reshape(kk, [N, S, D]));                                       // [N, D, S]
+    const v3 = tf.reshape(vv, [N, S, Dv]);                                                // [N, S, Dv]
+    const probs: tf.Tensor[] = [];
+    const outs: tf.Tensor[] = [];
+    for (let n = 0; n < N; n++) {
+      const [p, o] = tf.tidy(() => {
+        let logits = tf.matMul(entry(qs, n), entry(kT, n));                              // [R*T, S]
+        const b = Math.floor(n / G);
+        const g = n % G;
+        if (penalty != null) logits = tf.add(tf.reshape(logits, [R, T, S]), groupMask(penalty, b, g, dims));
+        let p = tf.softmax(logits);                                                       // [R, T, S] or [R*T, S]
+        if (keep != null) p = tf.mul(p, groupMask(keep, b, g, dims));
+        p = tf.reshape(p, [R * T, S]);
+        return [p, tf.matMul(p, entry(v3, n))];                                           // [R*T, S], [R*T, Dv]
+      });
+      probs.push(p);
+      outs.push(o);
+    }
+    save([qq, kk, vv, ...probs]);
+    const out = tf.reshape(tf.concat(outs, 0), [B, H, T, Dv]);
+    tf.dispose([qs, kT, v3, ...probs, ...outs]);
+    return {
+      value: out,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.tidy(() => {
+        const [sq, sk, sv, ...sp] = saved;
+        const dO = tf.reshape(dy, [N, R * T, Dv]);                                        // [N, R*T, Dv]
+        const dOT = swapLast(dO);                                                         // [N, Dv, R*T]
+        const vT = swapLast(tf.reshape(sv, [N, S, Dv]));                                  // [N, Dv, S]
+        const k3 = tf.reshape(sk, [N, S, D]);                                             // [N, S, D]
+        const qsT = swapLast(tf.reshape(tf.mul(sq, scale), [N, R * T, D]));               // [N, D, R*T]
+        const dQ: tf.Tensor[] = [];
+        const dKT: tf.Tensor[] = [];
+        const dVT: tf.Tensor[] = [];
+        for (let n = 0; n < N; n++) {
+          const [dq, dkT, dvT] = tf.tidy(() => {
+            const p = sp[n];                                                              // [R*T, S]
+            const dvT = tf.matMul(entry(dOT, n), p);                                      // [Dv, S] = (P^T dO)^T
+            const dP = tf.matMul(entry(dO, n), entry(vT, n));                             // [R*T, S]
+            const dS = tf.mul(p, tf.sub(dP, tf.sum(tf.mul(dP, p), -1, true)));            // softmax backward
+            const dq = tf.mul(tf.matMul(dS, entry(k3, n)), scale);                        // [R*T, D]
+            const dkT = tf.matMul(entry(qsT, n), dS);                                     // [D, S] = (dS^T Q)^T
+            return [dq, dkT, dvT];
+          });
+          dQ.push(dq);
+          dKT.push(dkT);
+          dVT.push(dvT);
+        }
+        return [
+          tf.reshape(tf.concat(dQ, 0), [B, H, T, D]),
+          tf.reshape(swapLast(tf.stack(dKT)), [B, G, S, D]),
+          tf.reshape(swapLast(tf.stack(dVT)), [B, G, S, Dv]),
+        ];
+      }),
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.Tensor;
+  return f(q, k, v) as tf.Tensor4D;
 }

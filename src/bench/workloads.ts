@@ -1,0 +1,144 @@
+/**
+ * The benchmark rows that are not an attention op on (q, k, v):
+ *
+ * - `matmul`: one 2-D, non-transposed [n, n] x [n, n] `tf.matMul`, the backend's own
+ *   fastest product: the practical ceiling for every other row's GFLOP/s.
+ * - `mha-layer`: the MultiHeadAttention layer end to end (four projections and
+ *   attention), self-attention on x [B, T, E], gradients for x and all eight weights.
+ * - `mha-layer-naive`: the same layer, same weights, written as a tfjs user would
+ *   write it by hand: `tf.matMul` projections and the `naive` attention, with autograd.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {MultiHeadAttention} from '../layers/multi_head_attention';
+import {AttentionShape, Pass, PassFn} from './measure';
+import {naiveAttention} from './naive';
+
+/** A prepared row: its pass functions and the tensors to free afterwards. */
+export interface Prepared {
+  pass(p: Pass): PassFn | null;
+  dispose(): void;
+}
+
+export interface Workload {
+  description: string;
+  /** The passes it has. */
+  passes: readonly Pass[];
+  /** Multiply-adds * 2 of one pass (what gflops divides by). */
+  flops(shape: AttentionShape, pass: Pass): number;
+  prepare(shape: AttentionShape, seed: number): Prepared;
+}
+
+/**
+ * The `matmul` row's shape: n = T = S = D (B = H = G = 1): a [T, D] x [D, S] product.
+ */
+export const matmulShape = (n: number): AttentionShape => ({B: 1, H: 1, G: 1, T: n, S: n, D: n});
+
+const matmul: Workload = {
+  description: 'the backend\'s 2-D non-transposed [n, n] x [n, n] tf.matMul (n = T = S = D): the GFLOP/s ceiling',
+  passes: ['fwd'],
+  flops: ({T, S, D}) => 2 * T * S * D,
+  prepare({T, S, D}, seed) {
+    const a = tf.randomNormal([T, D], 0, 1, 'float32', seed);
+    const b = tf.randomNormal([D, S], 0, 1, 'float32', seed + 1);
+    return {
+      pass: (p) => (p === 'fwd' ? () => [tf.matMul(a, b)] : null),
+      dispose: () => tf.dispose([a, b]),
+    };
+  },
+};
+
+/**
+ * Projections plus attention: 2*B*T*E*(H + 2G)*D for q, k, v, 2*B*T*H*D*E for the
+ * output, 4*B*H*T*S*D for attention (E = H * D); forward+backward is three times that.
+ */
+function layerFlops({B, H, G, T, S, D}: AttentionShape, pass: Pass): number {
+  const E = H * D;
+  const fwd = 2 * B * T * E * (H + 2 * G) * D + 2 * B * T * H * D * E + 4 * B * H * T * S * D;
+  return pass === 'fwd' ? fwd : 3 * fwd;
+}
+
+/** A layer with heads H, kv heads G, head dim D on E = H * D features, built on [B, T, E], seeded weights. */
+function buildLayer({B, H, G, T, D}: AttentionShape, seed: number): MultiHeadAttention {
+  const E = H * D;
+  const layer = new MultiHeadAttention({
+    numHeads: H, numKvHeads: G, headDim: D,
+    kernelInitializer: tf.initializers.glorotUniform({seed}),
+    biasInitializer: tf.initializers.randomNormal({stddev: 0.1, seed: seed + 1}),
+  });
+  layer.build([B, T, E]);
+  return layer;
+}
+
+/** Frees a layer's weights; tfjs refuses layer.dispose() for a layer never called. */
+function freeLayer(layer: MultiHeadAttention): void {
+  for (const w of layer.weights) w.dispose();
+}
+
+const mhaLayer: Workload = {
+  description: 'MultiHeadAttention layer end to end (projections + attention) on x [B, T, E = H*D]; ' +
+    'fwd+bwd: gradients for x and all 8 weights',
+  passes: ['fwd', 'fwd+bwd'],
+  flops: layerFlops,
+  prepare(shape, seed) {
+    const layer = buildLayer(shape, seed);
+    const init = tf.randomNormal([shape.B, shape.T, shape.H * shape.D], 0, 1, 'float32', seed + 2);
+    const x = tf.variable(init); // a copy
+    init.dispose();
+    const dy = tf.randomNormal(x.shape, 0, 1, 'float32', seed + 3);
+    // LayerVariable.read() is the tf.Variable itself: the gradients are those training takes.
+    const variables = [x, ...layer.trainableWeights.map((w) => w.read() as tf.Variable)];
+    return {
+      pass: (p) => {
+        if (p === 'fwd') return () => [layer.apply(x) as tf.Tensor];
+        return () => {
+          const {value, grads} = tf.variableGrads(() => tf.sum(tf.mul(layer.apply(x) as tf.Tensor, dy)), variables);
+          return [value, ...variables.map((v) => grads[v.name])];
+        };
+      },
+      dispose: () => {
+        tf.dispose([x, dy]);
+        freeLayer(layer);
+      },
+    };
+  },
+};
+
+/** Projections by tf.matMul on [B*T, E] views, attention by naiveAttention. */
+function naiveLayer(x: tf.Tensor, [wq, bq, wk, bk, wv, bv, wo, bo]: tf.Tensor[], H: number, G: number): tf.Tensor {
+  const [B, T, E] = x.shape as number[];
+  const D = wq.shape[2] as number;
+  const x2 = tf.reshape(x, [B * T, E]);
+  const heads = (w: tf.Tensor, b: tf.Tensor, n: number) => tf.transpose(
+    tf.reshape(tf.add(tf.matMul(x2, tf.reshape(w, [E, n * D])), tf.reshape(b, [n * D])), [B, T, n, D]), [0, 2, 1, 3]);
+  const o = naiveAttention(heads(wq, bq, H), heads(wk, bk, G), heads(wv, bv, G)); // [B, H, T, D]
+  const flat = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B * T, H * D]);
+  return tf.reshape(tf.add(tf.matMul(flat, tf.reshape(wo, [H * D, -1])), bo), [B, T, -1]);
+}
+
+const mhaLayerNaive: Workload = {
+  description: 'the same layer and weights by hand: tf.matMul projections + naive attention, autograd',
+  passes: ['fwd', 'fwd+bwd'],
+  flops: layerFlops,
+  prepare(shape, seed) {
+    const layer = buildLayer(shape, seed);
+    const weights = layer.getWeights().map((w) => w.clone());
+    freeLayer(layer);
+    const x = tf.randomNormal([shape.B, shape.T, shape.H * shape.D], 0, 1, 'float32', seed + 2);
+    const dy = tf.randomNormal(x.shape, 0, 1, 'float32', seed + 3);
+    const f = (input: tf.Tensor, ...ws: tf.Tensor[]) => naiveLayer(input, ws, shape.H, shape.G);
+    return {
+      pass: (p) => (p === 'fwd' ? () => [f(x, ...weights)]
+        : () => tf.grads((...args: tf.Tensor[]) => tf.sum(tf.mul(f(args[0], ...args.slice(1)), dy)))([x, ...weights])),
+      dispose: () => tf.dispose([x, dy, ...weights]),
+    };
+  },
+};
+
+export const WORKLOADS: Readonly<Record<string, Workload>> = {
+  matmul,
+  'mha-layer': mhaLayer,
+  'mha-layer-naive': mhaLayerNaive,
+};
+
+/** The layer rows' default shape: B=4, T=S=512, E=256, 8 heads, 2 kv heads (D = 32). */
+export const LAYER_SHAPE: AttentionShape = {B: 4, H: 8, G: 2, T: 512, S: 512, D: 32};
