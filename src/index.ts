@@ -15,6 +15,9 @@ export {
 } from './ops/linear';
 export {orthogonalProjection, defaultNumFeatures} from './ops/random_features';
 export {
+  matMul, setMatMulPath, getMatMulPath, splitsProducts, MatMulPath, MATMUL_PATHS, SPLIT_BACKENDS,
+} from './ops/matmul';
+export {
   localGlobalAttention, LocalGlobalOptions, localBlockSize, validGlobalIndices, MIN_LOCAL_BLOCK,
 } from './ops/local_global';
 export {causalMask, SparseMask, HnswMask, keyPaddingKeep} from './ops/masks';
