@@ -33,11 +33,13 @@ export interface FlashOptions {
 }
 
 /**
- * Chosen by measurement on the wasm backend (forward+backward, B=1, H=4, D=64): at
- * T=512, blockSize 64/128/256 took 623/844/645 ms; at T=2048, 12.0/11.1/10.4 s. Larger
- * tiles mean fewer, larger kernels (wasm pays per kernel), and flash is for long inputs.
+ * Chosen by measurement on the wasm backend with its 2-D product path (forward+backward,
+ * B=1, H=4, D=64, median of 3): at T=2048, blockSize 128/256/384/512/1024 took
+ * 2.05/2.65/2.36/1.49-1.85/1.84 s with peaks 46/48/60/76/185 MiB; at T=4096, 256 took
+ * 8.5 s (92 MiB) and 512 took 5.7 s (113 MiB). Larger tiles mean fewer, larger kernels
+ * (wasm pays per kernel); past 512 the tile's blockSize^2 scores cost memory for no speed.
  */
-export const DEFAULT_BLOCK_SIZE = 256;
+export const DEFAULT_BLOCK_SIZE = 512;
 
 /** The row max given to rows with no visible key: exp(s - M) is then 0 for every s. */
 const NO_KEYS_MAX = 1e30;
