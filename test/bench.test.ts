@@ -7,8 +7,8 @@ import {AttentionError} from '../src/errors';
 import {IMPLS} from '../src/bench/impls';
 import {BenchRow} from '../src/bench/report';
 import {QUICK_SHAPES, overrideShapes, runBench} from '../src/bench/run';
-import {measurePass} from '../src/bench/measure';
-import {sweepRows, writePlots} from '../src/bench/plots';
+import {measurePass, profilePeak} from '../src/bench/measure';
+import {PLOT_FILES, sweepRows, writePlots} from '../src/bench/plots';
 import {BenchReport, summarize} from '../src/bench/report';
 import {WORKLOADS} from '../src/bench/workloads';
 import {getMatMulPath} from '../src/ops/matmul';
@@ -243,6 +243,44 @@ describe(title('bench'), () => {
     expect(none.runs).toBe(1);
     expect(calls).toBe(2); // the peak run and one timed run
     expect(none.peakBytes).toBe(16);
+  });
+
+  it('profilePeak: tf.profile\'s peak, also for passes of more kernels than tf.profile can count', async () => {
+    const x = randn([3, 5], 1);
+    const small = () => tf.tidy(() => tf.sum(tf.matMul(tf.exp(x), x, false, true)));
+    const theirs = await tf.profile(small);
+    tf.dispose(theirs.result);
+    const tensors = tf.memory().numTensors;
+    const mine = await profilePeak(small);
+    expect(mine.peak).toBe(theirs.peakBytes);
+    tf.dispose(mine.result);
+    expect(tf.memory().numTensors).toBe(tensors);
+    // 150k scalar adds kept alive by the tidy: tf.profile's Math.max(...kernels) throws a
+    // RangeError at this count (tfjs 4.22); the peak is every scalar at once.
+    const n = 150_000;
+    const many = () => tf.tidy(() => {
+      let y = tf.scalar(1);
+      for (let i = 0; i < n; i++) y = tf.add(y, 1);
+      return y;
+    });
+    const before = tf.memory().numBytes;
+    const {peak, result} = await profilePeak(many);
+    expect((result as tf.Tensor).dataSync()[0]).toBe(n + 1);
+    tf.dispose(result);
+    // At least the n + 1 scalars of the chain, besides the constant 1s tfjs makes per add.
+    expect(peak - before).toBeGreaterThanOrEqual((n + 1) * 4);
+    expect(tf.memory().numBytes).toBe(before);
+    x.dispose();
+  });
+
+  it('a run removes the plots of an earlier run before its first row', async () => {
+    const plotDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-attention-stale-'));
+    for (const name of PLOT_FILES) fs.writeFileSync(path.join(plotDir, name), '<svg/>');
+    let seen: boolean[] = [];
+    await runBench({impls: ['sdpa'], shapes: [tiny], backend: backend(), warmup: 0, reps: 1, outDir: plotDir,
+      log: () => { seen = PLOT_FILES.map((n) => fs.existsSync(path.join(plotDir, n))); }});
+    expect(seen).toEqual([false, false]); // gone while the run was going
+    fs.rmSync(plotDir, {recursive: true, force: true});
   });
 
   it('skips shapes above an implementation\'s maxT; the suite and the matMul path are checked and restored', async () => {

@@ -7,6 +7,8 @@ import * as tf from '@tensorflow/tfjs';
 import '../src';
 import {MultiHeadAttention} from '../src/layers/multi_head_attention';
 import {LinearAttention} from '../src/layers/linear_attention';
+import {FlashAttention} from '../src/layers/flash_attention';
+import {LocalGlobalAttention} from '../src/layers/local_global_attention';
 import {flashAttention} from '../src/ops/flash';
 import {linearAttention} from '../src/ops/linear';
 import {localGlobalAttention} from '../src/ops/local_global';
@@ -100,12 +102,14 @@ describe(title('split products == tf.matMul products'), () => {
     gate.dispose();
   });
 
-  test('layers: MultiHeadAttention (GQA, standard and flash) and LinearAttention, gradients for input and weights', () => {
+  test('layers: MultiHeadAttention (GQA, standard and flash), FlashAttention, LinearAttention and LocalGlobalAttention, gradients for input and weights', () => {
     const x = randn([2, 6, 16], 40);
     const layers = [
       new MultiHeadAttention({numHeads: 4, numKvHeads: 2, causal: true}),
       new MultiHeadAttention({numHeads: 4, implementation: 'flash'}),
+      new FlashAttention({numHeads: 4, numKvHeads: 2, causal: true, blockSize: 4}),
       new LinearAttention({numHeads: 2, seed: 1}),
+      new LocalGlobalAttention({numHeads: 4, numKvHeads: 2, windowSize: 2, globalIndices: [0]}),
     ];
     for (const layer of layers) {
       layer.apply(x); // builds

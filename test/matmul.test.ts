@@ -56,7 +56,19 @@ describe(title('matMul split into 2-D products'), () => {
     });
   });
 
-  test('second-order use: the gradient of a product of products', () => {
+  test('empty operands give tf.matMul\'s empty result (batch of 0, or k = 0)', () => {
+    for (const [as, bs] of [[[0, 3, 4], [0, 4, 2]], [[2, 3, 0], [2, 0, 5]]]) {
+      const a = tf.zeros(as);
+      const b = tf.zeros(bs);
+      const out = matMul(a, b);
+      const expected = tf.matMul(a, b);
+      expect(out.shape).toEqual(expected.shape);
+      expect(Array.from(out.dataSync())).toEqual(Array.from(expected.dataSync()));
+      tf.dispose([a, b, out, expected]);
+    }
+  });
+
+  test('nested products: the gradient of a product of products', () => {
     const [a, b, c] = [[2, 4, 3], [2, 3, 5], [2, 5, 2]].map((s, i) => randn(s, 300 + i));
     const f = (mm: (x: tf.Tensor, y: tf.Tensor, p?: boolean, q?: boolean) => tf.Tensor) =>
       tf.grads((x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) => tf.sum(tf.square(mm(mm(x, y), z))))([a, b, c]);

@@ -7,7 +7,7 @@
  *   the peak; a row that has run for half its time budget takes no more warm-up runs,
  *   and one that has used all of it no more timed runs (one at least), so the long
  *   rows of a sweep are timed once or twice instead of five times.
- * - Peak bytes: tfjs's `tf.profile(...).peakBytes` (the most tensor bytes the engine
+ * - Peak bytes: tfjs's `tf.profile(...).peakBytes` (see profilePeak; the most tensor bytes the engine
  *   held after any kernel of the pass) minus `tf.memory().numBytes` just before the
  *   pass, so q, k, v and the cotangent are not counted. Measured in the first, untimed
  *   run. This is tfjs's accounting: every live tensor counts its full size, reshape
@@ -62,12 +62,53 @@ export async function timePass(fn: PassFn, warmup: number, reps: number): Promis
   return median(times);
 }
 
+/** The part of tfjs's engine state that `tf.profile` uses. */
+interface ProfilingState {
+  profiling: boolean;
+  activeProfile: {kernels: {totalBytesSnapshot: number}[]};
+}
+
+function profilingState(): ProfilingState | null {
+  const state = (tf.engine() as unknown as {state?: Partial<ProfilingState>}).state;
+  const ok = state != null && typeof state.profiling === 'boolean' && state.activeProfile != null &&
+    Array.isArray(state.activeProfile.kernels);
+  return ok ? state as ProfilingState : null;
+}
+
+/**
+ * The most tensor bytes the engine held after any kernel of `fn`: what
+ * `tf.profile(fn).peakBytes` reports. tfjs 4.22 computes that as
+ * `Math.max(...kernels.map(...))`, which overflows the call stack once a pass runs more
+ * than about 10^5 kernels (flash forward+backward at T=16384 does), so this switches
+ * the engine's profiling on itself, as tf.profile does, and takes the maximum in a loop.
+ * Falls back to tf.profile where the engine's state has another form.
+ */
+export async function profilePeak(fn: () => tf.TensorContainer): Promise<{peak: number; result: tf.TensorContainer}> {
+  const state = profilingState();
+  if (state == null || state.profiling) {
+    const info = await tf.profile(fn);
+    return {peak: info.peakBytes, result: info.result};
+  }
+  state.activeProfile.kernels = [];
+  state.profiling = true;
+  let result: tf.TensorContainer;
+  try {
+    result = fn();
+  } finally {
+    state.profiling = false;
+  }
+  let peak = -Infinity; // what Math.max() of no kernels gives
+  for (const k of state.activeProfile.kernels) peak = Math.max(peak, k.totalBytesSnapshot);
+  state.activeProfile.kernels = [];
+  return {peak, result};
+}
+
 /** Peak tensor bytes of one run above the bytes in use before it (see the file comment). */
 export async function peakBytes(fn: PassFn): Promise<number> {
   const before = tf.memory().numBytes;
-  const info = await tf.profile(() => tf.tidy(fn));
-  tf.dispose(info.result);
-  return Math.max(0, info.peakBytes - before);
+  const {peak, result} = await profilePeak(() => tf.tidy(fn));
+  tf.dispose(result);
+  return Math.max(0, peak - before);
 }
 
 export interface PassMeasurement {
@@ -78,8 +119,8 @@ export interface PassMeasurement {
 }
 
 /**
- * The peak run (which also warms up), up to warmup - 1 more untimed runs while under
- * half of `budgetMs`, then up to `reps` timed runs while under `budgetMs` (at least one).
+ * The peak run (which also warms up, and happens even when warmup is 0), up to
+ * warmup - 1 more untimed runs while under half of `budgetMs`, then up to `reps` timed runs while under `budgetMs` (at least one).
  */
 export async function measurePass(fn: PassFn, warmup: number, reps: number, budgetMs: number): Promise<PassMeasurement> {
   const start = performance.now();

@@ -9,8 +9,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import * as vega from 'vega';
-import * as vl from 'vega-lite';
+import type * as vl from 'vega-lite';
 import {BenchReport, BenchRow} from './report';
 
 /** Rows that are not attention implementations on (q, k, v). */
@@ -64,7 +63,9 @@ function spec(rows: BenchRow[], field: 'ms' | 'peakMiB', yTitle: string, title: 
 }
 
 async function render(s: vl.TopLevelSpec): Promise<string> {
-  const view = new vega.View(vega.parse(vl.compile(s).spec), {renderer: 'none'});
+  // Loaded here, not at the top: every CLI command imports this module, only bench draws.
+  const [vega, vlc] = await Promise.all([import('vega'), import('vega-lite')]);
+  const view = new vega.View(vega.parse(vlc.compile(s).spec), {renderer: 'none'});
   try {
     return await view.toSVG();
   } finally {
@@ -74,6 +75,11 @@ async function render(s: vl.TopLevelSpec): Promise<string> {
 
 export const PLOT_FILES = ['time.svg', 'memory.svg'] as const;
 
+/** Removes the plots of an earlier run from `dir` (a run starts with this, so a run that dies shows none). */
+export function removePlots(dir: string): void {
+  for (const name of PLOT_FILES) fs.rmSync(path.join(dir, name), {force: true});
+}
+
 /**
  * Writes time.svg and memory.svg into `dir`; returns their paths. With nothing to plot
  * it writes none and removes those of an earlier run, so the folder never shows plots
@@ -82,7 +88,7 @@ export const PLOT_FILES = ['time.svg', 'memory.svg'] as const;
 export async function writePlots(dir: string, report: BenchReport): Promise<string[]> {
   const rows = sweepRows(report.rows);
   if (rows.length === 0) {
-    for (const name of PLOT_FILES) fs.rmSync(path.join(dir, name), {force: true});
+    removePlots(dir);
     return [];
   }
   const {B, H, G, D} = rows[0];

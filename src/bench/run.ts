@@ -12,7 +12,7 @@ import {BenchImpl, IMPLS} from './impls';
 import {MatMulPath, setMatMulPath} from '../ops/matmul';
 import {AttentionShape, Pass, PASSES, PassFn, attentionFlops, measurePass} from './measure';
 import {collectMeta} from './meta';
-import {writePlots} from './plots';
+import {removePlots, writePlots} from './plots';
 import {BenchReport, BenchRow, writeReport} from './report';
 import {LAYER_SHAPE, Prepared, WORKLOADS, Workload, matmulShape} from './workloads';
 
@@ -213,6 +213,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
     const write = () => {
       if (options.outDir != null) writeReport(options.outDir, {meta, rows});
     };
+    if (options.outDir != null) removePlots(options.outDir);
     for (const job of jobs) {
       let prepared: Prepared | null = null;
       try {

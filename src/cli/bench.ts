@@ -54,7 +54,7 @@ export function registerBench(program: Command, io: CliIO): void {
     .addOption(new Option('--suite <name>', 'which shapes and how many runs (see below)').choices(SUITE_NAMES)
       .default('full'))
     .option('--quick', 'the same as --suite quick', false)
-    .option('--warmup <n>', `untimed runs before timing, the first also measures peak memory (default: the suite's)`,
+    .option('--warmup <n>', `untimed runs before timing, the first also measures peak memory; 0 counts as 1, as the peak run always happens (default: the suite's)`,
       intArg(0))
     .option('--reps <n>', `timed runs, the median is reported (default: the suite's)`, intArg(1))
     .option('--budget <seconds>', 'per row, no more warm-up runs after half of this and no more timed runs after ' +

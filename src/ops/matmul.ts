@@ -139,7 +139,8 @@ function splitProduct(a: tf.Tensor, b: tf.Tensor, tA: boolean, tB: boolean): tf.
  * and for operand shapes outside the above.
  */
 export function matMul(a: tf.Tensor, b: tf.Tensor, transposeA = false, transposeB = false): tf.Tensor {
-  if (!splitsProducts()) return tf.matMul(a, b, transposeA, transposeB);
+  // Empty operands: nothing to speed up, and tf.concat of no pieces would throw.
+  if (!splitsProducts() || a.size === 0 || b.size === 0) return tf.matMul(a, b, transposeA, transposeB);
   return tf.tidy(() => {
     if (a.rank === 2 && b.rank === 2) {
       const out = splitProduct(tf.expandDims(a, 0), tf.expandDims(b, 0), transposeA, transposeB);

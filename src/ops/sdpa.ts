@@ -61,8 +61,8 @@ export function scaledDotProductAttention(
   const rate = options.dropout ?? 0;
   assertRate('dropout', rate);
 
-  const dropping = options.training === true && rate > 0;
-  if (splitsProducts() && !options.returnWeights && !dropping) {
+  const dropping = !!options.training && rate > 0;
+  if (splitsProducts() && !options.returnWeights && !dropping && q.size > 0 && k.size > 0) {
     return tf.tidy(() => {
       const allowed = combineMasks(options.mask, options.causal ?? false, [B, H, T, S]);
       return splitAttention(q, k, v, allowed, scale, dims);
@@ -87,7 +87,7 @@ export function scaledDotProductAttention(
     if (keep != null) weights = tf.mul(weights, keep);
 
     // 3. Dropout on the probabilities, then the weighted sum of values.
-    const dropped = options.training && rate > 0 ? tf.dropout(weights, rate, undefined, options.seed) : weights;
+    const dropped = dropping ? tf.dropout(weights, rate, undefined, options.seed) : weights;
     const out = matMul(groupHeads(dropped, dims), v);           // [B, G, R*T, Dv]
     const output = ungroupHeads(out, dims, T) as tf.Tensor4D;      // [B, H, T, Dv]
     return options.returnWeights ? {output, weights: weights as tf.Tensor4D} : output;
