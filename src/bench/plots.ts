@@ -10,7 +10,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import type * as vl from 'vega-lite';
-import {BenchReport, BenchRow} from './report';
+import {BenchReport, BenchRow, toMiB} from './report';
 
 /** Rows that are not attention implementations on (q, k, v). */
 const NOT_ATTENTION = new Set(['matmul', 'mha-layer', 'mha-layer-naive']);
@@ -38,7 +38,7 @@ export function sweepRows(rows: readonly BenchRow[]): BenchRow[] {
 /** A Vega-Lite spec: `field` vs T, log-log, a line per impl, a panel per pass. */
 function spec(rows: BenchRow[], field: 'ms' | 'peakMiB', yTitle: string, title: string): vl.TopLevelSpec {
   const values = rows.map((r) => ({
-    impl: r.impl, pass: r.pass, T: r.T, ms: r.msMedian, peakMiB: r.peakBytes == null ? null : r.peakBytes / 2 ** 20,
+    impl: r.impl, pass: r.pass, T: r.T, ms: r.msMedian, peakMiB: toMiB(r.peakBytes),
   })).filter((v) => v[field] != null && (v[field] as number) > 0);
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',

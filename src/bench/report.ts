@@ -12,6 +12,14 @@ import * as path from 'path';
 import {BenchMeta} from './meta';
 import {AttentionShape, Pass} from './measure';
 
+/** Bytes in MiB; null stays null (a failed row). */
+export function toMiB(bytes: number | null): number | null {
+  return bytes == null ? null : bytes / 2 ** 20;
+}
+
+/** "12.3 MiB" */
+export const formatMiB = (bytes: number): string => `${toMiB(bytes)!.toFixed(1)} MiB`;
+
 export interface BenchRow extends AttentionShape {
   impl: string;
   pass: Pass;
@@ -42,7 +50,7 @@ export function formatTable(rows: readonly BenchRow[]): string {
     r.impl, r.pass, r.B, r.H, r.G, r.T, r.S, r.D,
     fixed(r.msMedian, 2),
     r.runs,
-    fixed(r.peakBytes == null ? null : r.peakBytes / 2 ** 20, 1),
+    fixed(toMiB(r.peakBytes), 1),
     fixed(r.gflops, 2),
     r.error ?? '',
   ].map(String));
@@ -84,7 +92,6 @@ const find = (rows: readonly BenchRow[], impl: string, pass: string, shape: Part
  */
 export function summarize(rows: readonly BenchRow[]): string[] {
   const out: string[] = [];
-  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
   for (const layer of rows.filter((r) => r.impl === 'mha-layer' && r.error == null)) {
     const {B, H, G, T, D} = layer;
     const naive = find(rows, 'mha-layer-naive', layer.pass, {B, H, G, T, D});
@@ -105,8 +112,8 @@ export function summarize(rows: readonly BenchRow[]): string[] {
       r.B === B && r.H === H && r.G === G && r.T === T && r.S === S && r.D === D);
     if (others.length === 0) continue;
     out.push(`fwd+bwd at B=${B}, H=${H}, G=${G}, T=${T}, D=${D}, against naive (${naive.msMedian!.toFixed(1)} ms, ` +
-      `peak ${mib(naive.peakBytes!)}): ` + others.map((r) => `${r.impl} ${(naive.msMedian! / r.msMedian!).toFixed(2)}x ` +
-      `faster, peak ${mib(r.peakBytes!)} (${(r.peakBytes! / naive.peakBytes!).toFixed(2)}x)`).join('; '));
+      `peak ${formatMiB(naive.peakBytes!)}): ` + others.map((r) => `${r.impl} ${(naive.msMedian! / r.msMedian!).toFixed(2)}x ` +
+      `faster, peak ${formatMiB(r.peakBytes!)} (${(r.peakBytes! / naive.peakBytes!).toFixed(2)}x)`).join('; '));
   }
   return out;
 }

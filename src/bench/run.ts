@@ -13,7 +13,7 @@ import {MatMulPath, setMatMulPath} from '../ops/matmul';
 import {AttentionShape, Pass, PASSES, PassFn, attentionFlops, measurePass} from './measure';
 import {collectMeta} from './meta';
 import {removePlots, writePlots} from './plots';
-import {BenchReport, BenchRow, writeReport} from './report';
+import {BenchReport, BenchRow, formatMiB, writeReport} from './report';
 import {LAYER_SHAPE, Prepared, WORKLOADS, Workload, matmulShape} from './workloads';
 
 const base = {B: 1, H: 8, G: 8, D: 64};
@@ -39,9 +39,6 @@ export const FULL_SHAPES: readonly AttentionShape[] = [
   {...base, G: 2, T: 512, S: 512},
   ...SWEEP_LENGTHS.map((T) => ({...SWEEP_BASE, T, S: T})),
 ];
-
-/** Kept for callers of the old name: the full suite's shapes. */
-export const DEFAULT_SHAPES = FULL_SHAPES;
 
 /**
  * The longest T the implementations that form T x S matrices run at: at T=8192 their
@@ -309,6 +306,6 @@ async function benchPass(job: Job, prepared: Prepared, pass: Pass, backend: stri
 function progressLine(r: BenchRow): string {
   const shape = `B=${r.B} H=${r.H} G=${r.G} T=${r.T} S=${r.S} D=${r.D}`;
   const result = r.error != null ? `error: ${r.error}`
-    : `${r.msMedian!.toFixed(2)} ms, ${r.gflops!.toFixed(2)} GFLOP/s, peak ${(r.peakBytes! / 2 ** 20).toFixed(1)} MiB`;
+    : `${r.msMedian!.toFixed(2)} ms, ${r.gflops!.toFixed(2)} GFLOP/s, peak ${formatMiB(r.peakBytes!)}`;
   return `${r.impl} ${r.pass} ${shape}: ${result}`;
 }

@@ -57,6 +57,12 @@ export function swapLast(x: tf.Tensor): tf.Tensor {
   return tf.transpose(x, perm);
 }
 
+/** x[n] of x [N, ...]: the contiguous slice of rows [n, n+1), without its leading axis. */
+export function entry(x: tf.Tensor, n: number): tf.Tensor {
+  const [, ...rest] = x.shape as number[];
+  return tf.reshape(tf.slice(x, [n, ...rest.map(() => 0)], [1, ...rest]), rest);
+}
+
 /** a [N, m, k] x b [N, k, n] -> [N, m, n] (or a [N, m, k] x b [k, n]): 2-D products only. */
 function plainProducts(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   const [N, m, k] = a.shape as number[];
@@ -71,9 +77,7 @@ function plainProducts(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   // is one copy of the output, not three.
   const parts: tf.Tensor[] = [];
   for (let i = 0; i < N; i++) {
-    parts.push(tf.tidy(() => tf.matMul(
-      tf.reshape(tf.slice(a, [i, 0, 0], [1, m, k]), [m, k]),
-      tf.reshape(tf.slice(b, [i, 0, 0], [1, k, n]), [k, n])))); // [m, n]
+    parts.push(tf.tidy(() => tf.matMul(entry(a, i), entry(b, i)))); // [m, n]
   }
   const joined = tf.concat(parts, 0); // [N*m, n]
   tf.dispose(parts);

@@ -7,7 +7,7 @@ import {AttentionError, show} from '../errors';
 import {assertRate} from '../validate';
 import {AttentionDims, attentionDims, groupHeads, ungroupHeads} from './heads';
 import {combineMasks} from './masks';
-import {matMul, splitsProducts, swapLast} from './matmul';
+import {entry, matMul, splitsProducts, swapLast} from './matmul';
 
 /**
  * Added to the logits of masked keys. Finite, so a row with no key left stays finite
@@ -62,15 +62,11 @@ export function scaledDotProductAttention(
   assertRate('dropout', rate);
 
   const dropping = !!options.training && rate > 0;
-  if (splitsProducts() && !options.returnWeights && !dropping && q.size > 0 && k.size > 0) {
-    return tf.tidy(() => {
-      const allowed = combineMasks(options.mask, options.causal ?? false, [B, H, T, S]);
-      return splitAttention(q, k, v, allowed, scale, dims);
-    });
-  }
+  const fast = splitsProducts() && !options.returnWeights && !dropping && q.size > 0 && k.size > 0;
 
   return tf.tidy(() => {
     const allowed = combineMasks(options.mask, options.causal ?? false, [B, H, T, S]);
+    if (fast) return splitAttention(q, k, v, allowed, scale, dims);
 
     // 1. Logits, with the query heads of each kv group folded into rows.
     const qg = groupHeads(tf.mul(q, scale), dims);                 // [B, G, R*T, D]
@@ -92,12 +88,6 @@ export function scaledDotProductAttention(
     const output = ungroupHeads(out, dims, T) as tf.Tensor4D;      // [B, H, T, Dv]
     return options.returnWeights ? {output, weights: weights as tf.Tensor4D} : output;
   });
-}
-
-/** Rows [n, n+1) of x [N, ...] as x[n], a contiguous slice. */
-function entry(x: tf.Tensor, n: number): tf.Tensor {
-  const [, ...rest] = x.shape as number[];
-  return tf.reshape(tf.slice(x, [n, ...rest.map(() => 0)], [1, ...rest]), rest);
 }
 
 /**
