@@ -3,7 +3,10 @@ import {main as encoderDecoder} from '../examples/encoder_decoder';
 import {main as linearLong} from '../examples/linear_long';
 import {main as localGlobalHnsw} from '../examples/local_global_hnsw';
 import {main as predictFromModels} from '../examples/predict_from_models';
+import {main as productPaths} from '../examples/product_paths';
 import {main as quickstart} from '../examples/quickstart';
+import * as tf from '@tensorflow/tfjs';
+import {getMatMulPath} from '../src';
 import {title} from './helpers';
 
 describe(title('examples'), () => {
@@ -48,5 +51,19 @@ describe(title('examples'), () => {
     const right = outputs.flatMap((row, i) => row.map((t, j) => Number(t === inputs[i][7 - j])));
     expect(right.reduce((a, b) => a + b) / right.length).toBeGreaterThanOrEqual(0.95);
     expect(lines[0]).toMatch(/^reverse: 2 3 4 5 6 7 8 9 -> /);
+  });
+
+  test('product_paths gives the same layer output and gradients on both product paths and restores the setting', async () => {
+    const lines: string[] = [];
+    const before = getMatMulPath();
+    const tensors = tf.memory().numTensors;
+    const r = await productPaths((l) => lines.push(l), 1, 16);
+    expect(getMatMulPath()).toBe(before);
+    expect(tf.memory().numTensors).toBe(tensors);
+    expect(r.autoSplits).toBe(tf.getBackend() === 'wasm');
+    expect(r.maxDiff).toBeLessThan(1e-4);
+    expect(r.productShape).toEqual([2, 3, 5]);
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toMatch(/^MultiHeadAttention forward\+backward .*split \d+ ms, batched \d+ ms/);
   });
 });
