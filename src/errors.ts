@@ -26,7 +26,20 @@ export class AttentionError extends Error {
 
 /** Formats a value for an error message: arrays as [a, b], strings quoted. */
 export function show(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(show).join(', ')}]`;
-  if (typeof value === 'string') return `'${value}'`;
+  if (Array.isArray(value)) {
+    const items = value.slice(0, 8).map(show);
+    return `[${items.join(', ')}${value.length > 8 ? `, ... (${value.length} items)` : ''}]`;
+  }
+  if (typeof value === 'string') return `'${value.length > 80 ? `${value.slice(0, 77)}...` : value}'`;
+  if (value != null && typeof value === 'object') {
+    // A tensor by its shape and dtype: printing it would read its values.
+    const t = value as {shape?: unknown; dtype?: unknown};
+    if (Array.isArray(t.shape) && typeof t.dtype === 'string') return `a ${t.dtype} tensor of shape ${show(t.shape)}`;
+    if (Object.getPrototypeOf(value) === Object.prototype) {
+      const keys = Object.keys(value);
+      return `{${keys.slice(0, 6).join(', ')}${keys.length > 6 ? ', ...' : ''}}`;
+    }
+    return `a ${value.constructor?.name ?? 'object'}`;
+  }
   return String(value);
 }

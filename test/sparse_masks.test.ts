@@ -108,13 +108,29 @@ describe(title('sparse mask builders'), () => {
     }
   });
 
+  // Nodes >= T are dropped, as the seeds drop them, only when asked (dropOutOfRange); see below.
   test.each(lengths)('HnswMask.fromLayers, fromEdges, adaptive == the loops (T=%i)', (T) => {
+    const drop = {dropOutOfRange: true};
     const layers = [[0, 1, 2, 3, 4, 5, 6, 30], [1, 4, 6], [4, 9]];
-    expect(read(HnswMask.fromLayers(T, layers), T)).toEqual(seeds.fromLayers(T, layers));
+    expect(read(HnswMask.fromLayers(T, layers, drop), T)).toEqual(seeds.fromLayers(T, layers));
     const edges: [number, number][] = [[0, 3], [2, 2], [4, 1], [6, 0], [1, 99]];
-    expect(read(HnswMask.fromEdges(T, edges), T)).toEqual(seeds.fromEdges(T, edges));
-    expect(read(HnswMask.adaptive(T, 1, edges), T)).toEqual(or(seeds.localWindow(T, 1), seeds.fromEdges(T, edges)));
+    expect(read(HnswMask.fromEdges(T, edges, drop), T)).toEqual(seeds.fromEdges(T, edges));
+    expect(read(HnswMask.adaptive(T, 1, edges, drop), T)).toEqual(or(seeds.localWindow(T, 1), seeds.fromEdges(T, edges)));
     expect(read(HnswMask.fromLayers(T, []), T)).toEqual(grid(T));
+  });
+
+  test('HnswMask: a node >= T throws INVALID_CONFIG naming it, unless dropOutOfRange', () => {
+    expectError(() => HnswMask.fromEdges(4, [[0, 9]]), 'INVALID_CONFIG', /edges\[0\] holds node 9, outside the sequence \[0, 4\)/);
+    expectError(() => HnswMask.fromLayers(4, [[0, 1], [4]]), 'INVALID_CONFIG', /layers\[1\] holds node 4/);
+    expectError(() => HnswMask.adaptive(4, 1, [[5, 0]]), 'INVALID_CONFIG', /edges\[0\] holds node 5/);
+    expectError(() => HnswMask.fromEdges(4, [[0, 1]], {dropOutOfRnage: true} as never), 'INVALID_CONFIG',
+      /unknown argument 'dropOutOfRnage' for HnswMask; did you mean 'dropOutOfRange'\?/);
+    expectError(() => HnswMask.fromEdges(4, [[0, 1]], {dropOutOfRange: 'yes'} as never), 'INVALID_CONFIG',
+      /dropOutOfRange must be a boolean/);
+    const before = tf.memory().numTensors;
+    const m = HnswMask.fromEdges(4, [[0, 9], [1, 2]], {dropOutOfRange: true});
+    expect(read(m, 4)).toEqual(seeds.fromEdges(4, [[1, 2]])); // (read disposes it)
+    expect(tf.memory().numTensors).toBe(before);
   });
 
   test('random: floor(density * T) distinct keys per row, the same for a seed, another for another seed', () => {

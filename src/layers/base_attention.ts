@@ -4,15 +4,20 @@
  * serialization. A concrete layer only says how to attend (`attend`), and so stays thin.
  */
 import * as tf from '@tensorflow/tfjs';
+import {KERAS_CALL_NAMES, KERAS_LAYER_NAMES, LAYER_ARGS, TFJS_KWARGS} from '../arguments';
 import {AttentionError, show} from '../errors';
-import {normalizeMask} from '../ops/masks';
+import {assertFits} from '../ops/heads';
+import {CausalAlignment, CausalArg, causalAlignment, strictestCausal} from '../ops/masks';
 import {AttentionWithWeights} from '../ops/sdpa';
-import {assertBoolean, assertDivisible, assertPositiveInt, assertRate} from '../validate';
+import {assertBoolean, assertDivisible, assertOptions, assertPositiveInt, assertRate, checkArgNames} from '../validate';
+import {callMaskParts, MaskParts} from './call_masks';
 import {
   ConstraintArg, getConstraint, getInitializer, getRegularizer, InitializerArg, RegularizerArg,
   serializeObject,
 } from './config';
 import {projectFromHeads, projectToHeads} from './projection';
+
+export {MaskParts, paddingOnly, zeroPaddedQueries} from './call_masks';
 
 type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
 type Shape = (number | null)[];
@@ -22,6 +27,17 @@ type Kwargs = {[key: string]: any};
 
 export const DEFAULT_KERNEL_INITIALIZER = 'glorotUniform';
 export const DEFAULT_BIAS_INITIALIZER = 'zeros';
+
+/** The constructor arguments every attention layer takes, besides tfjs' own LAYER_ARGS. */
+export const ATTENTION_LAYER_ARGS = [
+  'numHeads', 'numKvHeads', 'headDim', 'valueDim', 'outputDim', 'useBias', 'dropout', 'causal',
+  'kernelInitializer', 'biasInitializer', 'kernelRegularizer', 'biasRegularizer', 'kernelConstraint', 'biasConstraint',
+] as const;
+
+/** The keyword arguments of an attention layer's apply / call (tfjs' own `mask` and `training` among them). */
+export const ATTENTION_CALL_ARGS = [
+  'attentionMask', 'returnAttentionScores', 'useCausalMask', 'queryMask', 'valueMask', 'keyMask', ...TFJS_KWARGS,
+] as const;
 
 /** Arguments shared by every attention layer. */
 export interface AttentionLayerArgs extends LayerArgs {
@@ -39,8 +55,12 @@ export interface AttentionLayerArgs extends LayerArgs {
   useBias?: boolean;
   /** Dropout rate on the attention probabilities while training, in [0, 1). Default 0. */
   dropout?: number;
-  /** Query i attends to key j only if j <= i + (S - T). Default false. */
-  causal?: boolean;
+  /**
+   * Causal attention: true or 'bottom-right' lets query i attend to key j only if
+   * j <= i + (S - T) (FlashAttention-2's alignment); 'top-left' only if j <= i (Keras'
+   * use_causal_mask, PyTorch's is_causal). The same when T == S. Default false.
+   */
+  causal?: CausalArg;
   /** Initializer of the projection kernels. Default 'glorotUniform'. */
   kernelInitializer?: InitializerArg;
   /** Initializer of the projection biases. Default 'zeros'. */
@@ -63,18 +83,19 @@ export interface AttentionCallArgs {
   training?: boolean;
   /** Return `[output, scores]` with scores [B, H, T, S]. */
   returnAttentionScores?: boolean;
+  /**
+   * Keras' use_causal_mask: query i attends to key j only if j <= i (aligned top-left),
+   * on top of the layer's own `causal`. Default false.
+   */
+  useCausalMask?: boolean;
+  /** Keras' query_mask: bool or 0/1 [B, T], 0 = a padded query (its output row is the bias only). */
+  queryMask?: tf.Tensor | null;
+  /** Keras' value_mask: bool or 0/1 [B, S], 0 = a padded key/value position, never attended. */
+  valueMask?: tf.Tensor | null;
+  /** Keras' key_mask: as valueMask (both apply). */
+  keyMask?: tf.Tensor | null;
   /** Masks propagated by tfjs (for example from `embedding({maskZero: true})`). */
   mask?: tf.Tensor | (tf.Tensor | null)[] | null;
-}
-
-/** The masks of one call, kept apart for layers that cannot take a full [B, H, T, S] mask. */
-export interface MaskParts {
-  /** [B, 1, T, 1] bool: the queries that are not padding; null when no query padding mask. */
-  query: tf.Tensor4D | null;
-  /** [B, 1, 1, S] bool: the keys that are not padding (value and key masks); null when none. */
-  key: tf.Tensor4D | null;
-  /** The call's attentionMask as a rank-4 bool tensor broadcastable to [B, H, T, S]; null when none. */
-  attention: tf.Tensor4D | null;
 }
 
 /** What a concrete layer's attend() receives besides q, k and v. */
@@ -83,46 +104,14 @@ export interface AttendOptions {
   mask: tf.Tensor4D | null;
   /** The same masks, not yet combined. */
   parts: MaskParts;
+  /** This call's causal alignment (the layer's `causal` and the call's useCausalMask together); null: none. */
+  causal: CausalAlignment | null;
   training: boolean;
   returnScores: boolean;
 }
 
-/**
- * For layers whose op never forms the [B, H, T, S] matrix and so takes padding masks
- * only: the call's masks as query padding [B, 1, T, 1] and key padding [B, 1, 1, S],
- * with the attentionMask folded into whichever of the two it is ([B, 1, S] or
- * [B, T, 1]). Any other attentionMask throws UNSUPPORTED; `who` names the layer.
- */
-export function paddingOnly(parts: MaskParts, who: string): {query: tf.Tensor4D | null; key: tf.Tensor4D | null} {
-  let {query, key} = parts;
-  const attention = parts.attention;
-  if (attention != null) {
-    const [, Hm, Tm, Sm] = attention.shape;
-    if (Hm === 1 && Tm === 1) key = key == null ? attention : tf.logicalAnd(key, attention) as tf.Tensor4D;
-    else if (Hm === 1 && Sm === 1) query = query == null ? attention : tf.logicalAnd(query, attention) as tf.Tensor4D;
-    else {
-      throw new AttentionError('UNSUPPORTED',
-        `${who} takes only key padding ([batch, 1, sourceLength]) or query padding ([batch, targetLength, 1]) ` +
-        `attention masks, received one of shape ${show(attention.shape)}: it never forms the ` +
-        '[batch, heads, targetLength, sourceLength] attention matrix that other masks need');
-    }
-  }
-  return {query, key};
-}
-
-/** o [B, H, T, Dv] with the rows of padded queries (query [B, 1, T, 1] false) set to zero. */
-export function zeroPaddedQueries(o: tf.Tensor4D, query: tf.Tensor4D | null): tf.Tensor4D {
-  return query == null ? o : tf.mul(o, tf.cast(query, 'float32')) as tf.Tensor4D;
-}
-
-function lastDim(shape: Shape, name: string): number {
-  const d = shape[shape.length - 1];
-  if (shape.length !== 3 || d == null) {
-    throw new AttentionError('DIMENSION_MISMATCH',
-      `${name} must have shape [batch, length, features] with known features, received ${show(shape)}`);
-  }
-  return d;
-}
+/** The call arguments a layer applied to symbolic inputs keeps for the calls tfjs makes without them. */
+type GraphCallArgs = {returnAttentionScores: boolean; useCausalMask: boolean};
 
 function optionalPositiveInt(name: string, value: number | null | undefined): number | null {
   if (value == null) return null;
@@ -130,8 +119,15 @@ function optionalPositiveInt(name: string, value: number | null | undefined): nu
   return value;
 }
 
-function boolMask(m: tf.Tensor): tf.Tensor {
-  return m.dtype === 'bool' ? m : tf.notEqual(m, 0);
+/** x is a tensor (or symbolic tensor), or a list of 1 to 3 of them. */
+function assertInputs(inputs: unknown, who: string): void {
+  const isTensor = (t: unknown) => t instanceof tf.Tensor || t instanceof tf.SymbolicTensor;
+  const ok = isTensor(inputs) ||
+    (Array.isArray(inputs) && inputs.length >= 1 && inputs.length <= 3 && inputs.every(isTensor));
+  if (!ok) {
+    throw new AttentionError('INVALID_CONFIG',
+      `${who} takes x, [query, value] or [query, value, key] (tf.Tensors or SymbolicTensors), received ${show(inputs)}`);
+  }
 }
 
 export abstract class AttentionLayerBase extends tf.layers.Layer {
@@ -139,7 +135,16 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
   readonly numKvHeads: number;
   readonly useBias: boolean;
   readonly dropout: number;
-  readonly causal: boolean;
+  /** As given: false, true, 'top-left' or 'bottom-right'. */
+  readonly causal: CausalArg;
+  /** The alignment `causal` asks for; null when not causal. */
+  protected readonly causalAlign: CausalAlignment | null;
+
+  /**
+   * The constructor arguments of this kind beyond ATTENTION_LAYER_ARGS; every other name
+   * is refused. A subclass lists its own.
+   */
+  static readonly ownArgs: readonly string[] = [];
   /** The arguments as given (null = derive from the input at build time). */
   protected readonly headDimArg: number | null;
   protected readonly valueDimArg: number | null;
@@ -164,14 +169,11 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
 
   /** Set by apply() so computeOutputShape/computeMask know whether scores are returned. */
   private returnScores = false;
-  /** returnAttentionScores of this layer's graph nodes; null until applied to symbolic inputs. */
-  private graphReturnsScores: boolean | null = null;
+  /** The call arguments of this layer's graph nodes; null until applied to symbolic inputs. */
+  private graphCallArgs: GraphCallArgs | null = null;
 
   constructor(args: AttentionLayerArgs) {
-    super(args);
-    if (args == null || typeof args !== 'object') {
-      throw new AttentionError('INVALID_CONFIG', `layer arguments must be an object, received ${show(args)}`);
-    }
+    super(AttentionLayerBase.checkedArgs(args, new.target));
     assertPositiveInt('numHeads', args.numHeads);
     const numKvHeads = args.numKvHeads ?? args.numHeads;
     assertPositiveInt('numKvHeads', numKvHeads);
@@ -186,7 +188,7 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     this.dropout = args.dropout ?? 0;
     assertRate('dropout', this.dropout);
     this.causal = args.causal ?? false;
-    assertBoolean('causal', this.causal);
+    this.causalAlign = causalAlignment(this.causal);
     this.kernelInitializer = getInitializer(args.kernelInitializer ?? DEFAULT_KERNEL_INITIALIZER);
     this.biasInitializer = getInitializer(args.biasInitializer ?? DEFAULT_BIAS_INITIALIZER);
     this.kernelRegularizer = getRegularizer(args.kernelRegularizer);
@@ -194,6 +196,23 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     this.kernelConstraint = getConstraint(args.kernelConstraint);
     this.biasConstraint = getConstraint(args.biasConstraint);
     this.supportsMasking = true;
+  }
+
+  /** The class name users know the layer by, for messages. */
+  private static nameOf(cls: {className?: string; name: string}): string {
+    return cls.className ?? cls.name;
+  }
+
+  /** Refuses a non-object and any name this kind does not take, before tfjs' Layer sees them. */
+  private static checkedArgs(args: AttentionLayerArgs, cls: {className?: string; name: string; ownArgs?: readonly string[]})
+      : AttentionLayerArgs {
+    const who = AttentionLayerBase.nameOf(cls);
+    if (args == null || typeof args !== 'object' || Array.isArray(args)) {
+      throw new AttentionError('INVALID_CONFIG', `${who} arguments must be an object, received ${show(args)}`);
+    }
+    const known = [...ATTENTION_LAYER_ARGS, ...(cls.ownArgs ?? []), ...LAYER_ARGS];
+    checkArgNames(who, args, known, KERAS_LAYER_NAMES);
+    return args;
   }
 
   /** Splits the layer input into [query, value, key] shapes or tensors (self-attention repeats x). */
@@ -209,11 +228,10 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
   }
 
   build(inputShape: Shape | Shape[]): void {
-    const isList = Array.isArray(inputShape[0]);
-    const [qs, vs, ks] = AttentionLayerBase.unpack<Shape>(inputShape as Shape | Shape[], isList);
-    const Eq = lastDim(qs, 'query');
-    const Ev = lastDim(vs, 'value');
-    const Ek = lastDim(ks, 'key');
+    const [qs, vs, ks] = this.checkShapes(inputShape, false);
+    const Eq = qs[2] as number;
+    const Ev = vs[2] as number;
+    const Ek = ks[2] as number;
     const H = this.numHeads;
     const G = this.numKvHeads;
     let D = this.headDimArg;
@@ -226,6 +244,11 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     }
     const Dv = this.valueDimArg ?? D;
     const Eout = this.outputDimArg ?? Eq;
+    const who = AttentionLayerBase.nameOf(this.constructor as {className?: string; name: string});
+    for (const [name, shape] of [['query/kernel', [Eq, H, D]], ['key/kernel', [Ek, G, D]], ['value/kernel', [Ev, G, Dv]],
+      ['attention_output/kernel', [H, Dv, Eout]]] as const) {
+      assertFits(who, `its weight '${name}'`, shape); // before anything is allocated
+    }
     this.dims = {Eq, Ek, Ev, D, Dv, Eout};
 
     const kernel = (name: string, shape: number[]) => this.addWeight(name, shape, 'float32',
@@ -255,52 +278,113 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
   protected abstract attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D,
                             options: AttendOptions): tf.Tensor | AttentionWithWeights;
 
+  /** A kind's own rule on the query and key lengths (null when unknown); called in shape inference and call. */
+  protected checkLengths(_T: number | null, _S: number | null): void {}
+
+  /**
+   * [query, value, key] shapes of a layer input, checked as an eager call checks tensors
+   * (so a graph that cannot run fails when it is built, not at predict): rank 3 with a
+   * known last dim, that dim equal to the one the layer was built with, one batch size,
+   * and key and value of one length (sizes still unknown, null, pass); with `lengths`,
+   * also the kind's own rule on T and S (checkLengths; build leaves it to the call, so
+   * that a refused call still leaves a built layer).
+   */
+  private checkShapes(inputShape: Shape | Shape[], lengths = true): [Shape, Shape, Shape] {
+    if (!Array.isArray(inputShape) || inputShape.length === 0) {
+      throw new AttentionError('DIMENSION_MISMATCH', `expected input shapes, received ${show(inputShape)}`);
+    }
+    const isList = Array.isArray(inputShape[0]);
+    const shapes = AttentionLayerBase.unpack<Shape>(inputShape as Shape | Shape[], isList);
+    const built = this.dims != null ? [this.dims.Eq, this.dims.Ev, this.dims.Ek] : [null, null, null];
+    shapes.forEach((shape, n) => {
+      const name = ['query', 'value', 'key'][n];
+      const d = shape[shape.length - 1];
+      if (shape.length !== 3 || d == null) {
+        throw new AttentionError('DIMENSION_MISMATCH',
+          `${name} must have shape [batch, length, features] with known features, received ${show(shape)}`);
+      }
+      if (built[n] != null && d !== built[n]) {
+        throw new AttentionError('DIMENSION_MISMATCH',
+          `${name}'s last dim (${d}) differs from the one the layer was built with (${built[n]})`);
+      }
+    });
+    const [qs, vs, ks] = shapes;
+    const batches = shapes.map((x) => x[0]).filter((b): b is number => b != null);
+    if (new Set(batches).size > 1) {
+      throw new AttentionError('DIMENSION_MISMATCH',
+        `query, value and key must share the batch size, received ${qs[0]}, ${vs[0]} and ${ks[0]}`);
+    }
+    if (ks[1] != null && vs[1] != null && ks[1] !== vs[1]) {
+      throw new AttentionError('DIMENSION_MISMATCH', `key and value must have the same length, received ${ks[1]} and ${vs[1]}`);
+    }
+    if (lengths) this.checkLengths(qs[1], vs[1] ?? ks[1]);
+    return shapes;
+  }
+
   /**
    * tfjs' model executor (predict, fit, evaluate) calls layers without the call
    * arguments they were given in the graph, so a layer applied to symbolic inputs with
-   * returnAttentionScores remembers it and keeps returning scores in calls that do not
-   * say otherwise. attentionMask cannot be part of a graph for the same reason.
+   * returnAttentionScores or useCausalMask remembers them and keeps using them in calls
+   * that do not say otherwise. attentionMask and the explicit padding masks cannot be
+   * part of a graph for the same reason.
    */
   override apply(inputs: tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[],
                  kwargs?: Kwargs): tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[] {
+    const who = AttentionLayerBase.nameOf(this.constructor as {className?: string; name: string});
+    assertInputs(inputs, `${who}.apply`);
+    assertOptions(`${who}.apply`, kwargs);
+    checkArgNames(`${who}.apply`, kwargs, ATTENTION_CALL_ARGS, KERAS_CALL_NAMES);
+    for (const flag of ['returnAttentionScores', 'useCausalMask', 'training'] as const) {
+      if (kwargs?.[flag] != null) assertBoolean(flag, kwargs[flag]);
+    }
     const first = Array.isArray(inputs) ? inputs[0] : inputs;
     if (first instanceof tf.SymbolicTensor) {
-      if (kwargs?.attentionMask != null) {
-        throw new AttentionError('UNSUPPORTED',
-          'attentionMask cannot be given when building a model graph (tfjs does not pass it on in predict/fit); ' +
-          'use padding masks (embedding({maskZero: true})) or call the layer on tensors');
+      for (const name of ['attentionMask', 'queryMask', 'valueMask', 'keyMask'] as const) {
+        if (kwargs?.[name] != null) {
+          throw new AttentionError('UNSUPPORTED',
+            `${name} cannot be given when building a model graph (tfjs does not pass it on in predict/fit); ` +
+            'use padding masks (embedding({maskZero: true})) or call the layer on tensors');
+        }
       }
-      const scores = kwargs?.returnAttentionScores === true;
-      if (this.graphReturnsScores != null && this.graphReturnsScores !== scores) {
-        throw new AttentionError('UNSUPPORTED',
-          `layer '${this.name}' is already in a graph with returnAttentionScores ${this.graphReturnsScores}; ` +
-          'a layer shared between graph nodes must use one setting');
+      const graph: GraphCallArgs = {
+        returnAttentionScores: kwargs?.returnAttentionScores === true,
+        useCausalMask: kwargs?.useCausalMask === true,
+      };
+      const before = this.graphCallArgs;
+      for (const name of ['returnAttentionScores', 'useCausalMask'] as const) {
+        if (before != null && before[name] !== graph[name]) {
+          throw new AttentionError('UNSUPPORTED',
+            `layer '${this.name}' is already in a graph with ${name} ${before[name]}; ` +
+            'a layer shared between graph nodes must use one setting');
+        }
       }
-      this.graphReturnsScores = scores;
-      this.returnScores = scores;
+      this.graphCallArgs = graph;
+      this.returnScores = graph.returnAttentionScores;
       return super.apply(inputs, kwargs);
     }
-    this.returnScores = kwargs?.returnAttentionScores ?? this.graphReturnsScores ?? false;
-    return super.apply(inputs, {...kwargs, returnAttentionScores: this.returnScores});
+    this.returnScores = kwargs?.returnAttentionScores ?? this.graphCallArgs?.returnAttentionScores ?? false;
+    const useCausalMask = kwargs?.useCausalMask ?? this.graphCallArgs?.useCausalMask ?? false;
+    return super.apply(inputs, {...kwargs, returnAttentionScores: this.returnScores, useCausalMask});
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor | tf.Tensor[] {
-    const args = kwargs as AttentionCallArgs;
+    const args = (kwargs ?? {}) as AttentionCallArgs;
     return tf.tidy(() => {
       const isList = Array.isArray(inputs);
       const [query, value, key] = AttentionLayerBase.unpack<tf.Tensor>(inputs, isList);
       this.checkInputs(query, value, key);
       const [B, T] = query.shape as number[];
       const S = value.shape[1] as number;
-      const parts = this.maskParts(inputs, args, [B, this.numHeads, T, S]);
+      const parts = callMaskParts(inputs, args, [B, this.numHeads, T, S]);
       const present = [parts.query, parts.key, parts.attention].filter((m): m is tf.Tensor4D => m != null);
       const mask = present.length === 0 ? null : present.reduce((a, b) => tf.logicalAnd(a, b) as tf.Tensor4D);
+      const causal = strictestCausal(this.causalAlign, args.useCausalMask === true ? 'top-left' : null, T, S);
 
       const q = projectToHeads(query, this.queryKernel.read(), this.queryBias?.read() ?? null); // [B, H, T, D]
       const k = projectToHeads(key, this.keyKernel.read(), this.keyBias?.read() ?? null);       // [B, G, S, D]
       const v = projectToHeads(value, this.valueKernel.read(), this.valueBias?.read() ?? null); // [B, G, S, Dv]
       const returnScores = args.returnAttentionScores === true;
-      const attended = this.attend(q, k, v, {mask, parts, training: args.training === true, returnScores});
+      const attended = this.attend(q, k, v, {mask, parts, causal, training: args.training === true, returnScores});
       const o = attended instanceof tf.Tensor ? attended : attended.output;                  // [B, H, T, Dv]
       const out = projectFromHeads(o, this.outputKernel.read(), this.outputBias?.read() ?? null); // [B, T, Eout]
       if (!returnScores) return out;
@@ -312,81 +396,46 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
   }
 
   private checkInputs(query: tf.Tensor, value: tf.Tensor, key: tf.Tensor): void {
-    const dims = this.dims!;
-    const named: [string, tf.Tensor, number][] = [['query', query, dims.Eq], ['value', value, dims.Ev], ['key', key, dims.Ek]];
-    for (const [name, t, built] of named) {
-      if (t.rank !== 3) {
-        throw new AttentionError('DIMENSION_MISMATCH',
-          `${name} must have shape [batch, length, features], received ${show(t.shape)}`);
-      }
-      if (t.shape[2] !== built) {
-        throw new AttentionError('DIMENSION_MISMATCH',
-          `${name}'s last dim (${t.shape[2]}) differs from the one the layer was built with (${built})`);
+    for (const [name, t] of [['query', query], ['value', value], ['key', key]] as const) {
+      if (t.dtype !== 'float32') {
+        throw new AttentionError('INVALID_CONFIG', `${name} must be float32, received dtype ${t.dtype}`);
       }
     }
-    if (value.shape[0] !== query.shape[0] || key.shape[0] !== query.shape[0]) {
-      throw new AttentionError('DIMENSION_MISMATCH',
-        `query, value and key must share the batch size, received ${query.shape[0]}, ${value.shape[0]} and ${key.shape[0]}`);
-    }
-    if (key.shape[1] !== value.shape[1]) {
-      throw new AttentionError('DIMENSION_MISMATCH',
-        `key and value must have the same length, received ${key.shape[1]} and ${value.shape[1]}`);
-    }
+    this.checkShapes([query.shape, value.shape, key.shape]);
   }
 
   /**
-   * Padding masks ([B, T] for the query, [B, S] for value and key, from tfjs' mask
-   * propagation) and the attentionMask, brought to rank-4 bool tensors that broadcast
-   * to [B, H, T, S]. Masked queries get no keys (zero rows).
+   * Sets the weights from copies of the given tensors, checked against the layer's own
+   * (count and shapes, with AttentionError('DIMENSION_MISMATCH') naming the weight).
+   * tfjs would make each variable share the given tensor's buffer, so one tensor given for
+   * several weights (as Keras tests do) would leave several variables on one buffer,
+   * which the wasm backend mishandles (memory access out of bounds on a later update).
    */
-  private maskParts(inputs: tf.Tensor | tf.Tensor[], args: AttentionCallArgs,
-                    target: [number, number, number, number]): MaskParts {
-    const [B, , T, S] = target;
-    const [qm, vm, km] = this.paddingMasks(inputs, args.mask);
-    const check = (m: tf.Tensor, name: string, len: number) => {
-      if (m.rank !== 2 || m.shape[0] !== B || m.shape[1] !== len) {
-        throw new AttentionError('INVALID_MASK',
-          `the ${name} padding mask must have shape [${B}, ${len}], received ${show(m.shape)}`);
+  override setWeights(weights: tf.Tensor[]): void {
+    const params = this.weights;
+    if (!Array.isArray(weights) || weights.length !== params.length) {
+      throw new AttentionError('DIMENSION_MISMATCH',
+        `${this.name}.setWeights takes ${params.length} weights (${params.map((p) => p.originalName).join(', ')}), ` +
+        `received ${Array.isArray(weights) ? weights.length : show(weights)}`);
+    }
+    weights.forEach((w, i) => {
+      const p = params[i];
+      if (!(w instanceof tf.Tensor) || w.shape.length !== p.shape.length || w.shape.some((d, a) => d !== p.shape[a])) {
+        throw new AttentionError('DIMENSION_MISMATCH',
+          `${this.name}.setWeights: weight ${i} ('${p.originalName}') must have shape ${show(p.shape)}, received ` +
+          (w instanceof tf.Tensor ? `shape ${show(w.shape)}` : show(w)));
       }
-    };
-    let query: tf.Tensor4D | null = null;
-    if (qm != null) {
-      check(qm, 'query', T);
-      query = tf.reshape(boolMask(qm), [B, 1, T, 1]);
+    });
+    const copies = tf.tidy(() => weights.map((w) => tf.mul(w, tf.scalar(1, w.dtype)))); // own buffers
+    try {
+      super.setWeights(copies);
+    } finally {
+      tf.dispose(copies); // the variables keep their own references
     }
-    let key: tf.Tensor4D | null = null;
-    for (const [m, name] of [[vm, 'value'], [km, 'key']] as const) {
-      if (m == null) continue;
-      check(m, name, S);
-      const keys = tf.reshape(boolMask(m), [B, 1, 1, S]) as tf.Tensor4D;
-      key = key == null ? keys : tf.logicalAnd(key, keys) as tf.Tensor4D;
-    }
-    const attention = args.attentionMask != null ? normalizeMask(args.attentionMask, target, 'attentionMask') : null;
-    return {query, key, attention};
-  }
-
-  /** [queryMask, valueMask, keyMask] from the propagated mask(s) or the inputs' kerasMask. */
-  private paddingMasks(inputs: tf.Tensor | tf.Tensor[], mask: AttentionCallArgs['mask'])
-      : [tf.Tensor | null, tf.Tensor | null, tf.Tensor | null] {
-    const list = Array.isArray(inputs) ? inputs : [inputs];
-    let masks: (tf.Tensor | null | undefined)[];
-    if (mask == null) {
-      masks = list.map((x) => (x as tf.Tensor & {kerasMask?: tf.Tensor | null}).kerasMask ?? null);
-    } else if (Array.isArray(mask)) {
-      masks = mask;
-    } else {
-      // A single mask: for self-attention it masks queries and keys alike; tfjs'
-      // model executor passes only the first input's mask, i.e. the query's.
-      masks = list.length === 1 ? [mask] : [mask, null, null];
-    }
-    if (list.length === 1) return [masks[0] ?? null, masks[0] ?? null, masks[0] ?? null];
-    const value = masks[1] ?? null;
-    return [masks[0] ?? null, value, list.length === 3 ? (masks[2] ?? null) : value];
   }
 
   override computeOutputShape(inputShape: Shape | Shape[]): Shape | Shape[] {
-    const isList = Array.isArray(inputShape[0]);
-    const [qs, vs] = AttentionLayerBase.unpack<Shape>(inputShape as Shape | Shape[], isList);
+    const [qs, vs] = this.checkShapes(inputShape);
     const Eout = this.outputDimArg ?? qs[qs.length - 1];
     const out: Shape = [qs[0], qs[1], Eout];
     if (!this.returnScores) return out;

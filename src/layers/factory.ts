@@ -3,9 +3,10 @@
  * library by name and checks that the arguments make sense for that kind (the seeds'
  * AttentionBuilder, in TypeScript form).
  */
+import {LAYER_ARGS} from '../arguments';
 import {AttentionError, show} from '../errors';
 import {assertOneOf} from '../validate';
-import {AttentionLayerArgs, AttentionLayerBase} from './base_attention';
+import {ATTENTION_LAYER_ARGS, AttentionLayerArgs, AttentionLayerBase} from './base_attention';
 import {FlashAttention, FlashAttentionArgs} from './flash_attention';
 import {LinearAttention, LinearAttentionArgs} from './linear_attention';
 import {LocalGlobalAttention, LocalGlobalAttentionArgs} from './local_global_attention';
@@ -19,19 +20,15 @@ export type AnyAttentionArgs = MultiHeadAttentionArgs & Partial<FlashAttentionAr
   Partial<LocalGlobalAttentionArgs>;
 
 /** The arguments shared by all kinds (AttentionLayerArgs and tfjs' LayerArgs). */
-const SHARED = [
-  'numHeads', 'numKvHeads', 'headDim', 'valueDim', 'outputDim', 'useBias', 'dropout', 'causal',
-  'kernelInitializer', 'biasInitializer', 'kernelRegularizer', 'biasRegularizer', 'kernelConstraint', 'biasConstraint',
-  'name', 'trainable', 'dtype', 'inputShape', 'batchInputShape', 'batchSize', 'inputDType', 'weights',
-] as const;
+const SHARED: readonly string[] = [...ATTENTION_LAYER_ARGS, ...LAYER_ARGS];
 
-/** The arguments only some kinds take. */
+/** The arguments only some kinds take: each layer class lists its own. */
 const OWN: Record<AttentionKind, readonly string[]> = {
-  'mha': ['implementation'],
-  'gqa': ['implementation'],
-  'flash': ['blockSize'],
-  'linear': ['numFeatures', 'kernel', 'seed', 'featureRedrawInterval', 'chunkSize'],
-  'local-global': ['windowSize', 'globalIndices', 'blockSize'],
+  'mha': MultiHeadAttention.ownArgs,
+  'gqa': MultiHeadAttention.ownArgs,
+  'flash': FlashAttention.ownArgs,
+  'linear': LinearAttention.ownArgs,
+  'local-global': LocalGlobalAttention.ownArgs,
 };
 
 /**

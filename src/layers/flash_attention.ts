@@ -60,6 +60,7 @@ export function flashScoresError(who: string): AttentionError {
 
 export class FlashAttention extends AttentionLayerBase {
   static className = 'FlashAttention';
+  static override readonly ownArgs: readonly string[] = ['blockSize'];
   readonly blockSize: number;
 
   constructor(args: FlashAttentionArgs) {
@@ -78,7 +79,7 @@ export class FlashAttention extends AttentionLayerBase {
 
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions): tf.Tensor4D {
     if (options.returnScores) throw flashScoresError('FlashAttention');
-    return flashAttention(q, k, v, {mask: options.mask, causal: this.causal, blockSize: this.blockSize});
+    return flashAttention(q, k, v, {mask: options.mask, causal: options.causal ?? false, blockSize: this.blockSize});
   }
 
   override getConfig(): tf.serialization.ConfigDict {

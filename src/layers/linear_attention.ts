@@ -65,6 +65,7 @@ function unsupported(what: string): AttentionError {
 
 export class LinearAttention extends AttentionLayerBase {
   static className = 'LinearAttention';
+  static override readonly ownArgs: readonly string[] = ['numFeatures', 'kernel', 'seed', 'featureRedrawInterval', 'chunkSize'];
   readonly kernel: FeatureKernel;
   readonly seed: number;
   readonly featureRedrawInterval: number;
@@ -148,7 +149,7 @@ export class LinearAttention extends AttentionLayerBase {
     if (options.returnScores) throw unsupported('cannot return attention scores');
     const {query, key} = paddingOnly(options.parts, 'LinearAttention');
     const o = linearAttention(q, k, v, {
-      projection: this.projectionWeight!.read(), causal: this.causal, kernel: this.kernel, mask: key,
+      projection: this.projectionWeight!.read(), causal: options.causal ?? false, kernel: this.kernel, mask: key,
       chunkSize: this.chunkSize,
     }); // [B, H, T, Dv]
     return zeroPaddedQueries(o, query);

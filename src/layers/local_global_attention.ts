@@ -52,6 +52,7 @@ function unsupported(what: string): AttentionError {
 
 export class LocalGlobalAttention extends AttentionLayerBase {
   static className = 'LocalGlobalAttention';
+  static override readonly ownArgs: readonly string[] = ['windowSize', 'globalIndices', 'blockSize'];
   readonly windowSize: number;
   private readonly blockSizeArg: number | null;
   private indices: number[];
@@ -107,10 +108,20 @@ export class LocalGlobalAttention extends AttentionLayerBase {
     return super.apply(inputs, kwargs);
   }
 
+  /** Local windows need shared positions: the query and key lengths must be equal. */
+  protected override checkLengths(T: number | null, S: number | null): void {
+    if (T != null && S != null && T !== S) {
+      throw new AttentionError('UNSUPPORTED',
+        `LocalGlobalAttention needs queries and keys of the same length (positions are shared), ` +
+        `received T=${T} and S=${S}`);
+    }
+  }
+
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions): tf.Tensor4D {
     const {query, key} = paddingOnly(options.parts, 'LocalGlobalAttention');
     const o = localGlobalAttention(q, k, v, {
-      windowSize: this.windowSize, globalIndices: this.indices, gate: this.gateWeight!.read(), causal: this.causal,
+      windowSize: this.windowSize, globalIndices: this.indices, gate: this.gateWeight!.read(),
+      causal: options.causal ?? false,
       mask: key, blockSize: this.blockSize,
     }); // [B, H, T, Dv]
     return zeroPaddedQueries(o, query);

@@ -58,6 +58,7 @@ export interface MultiHeadAttentionArgs extends AttentionLayerArgs {
 
 export class MultiHeadAttention extends AttentionLayerBase {
   static className = 'MultiHeadAttention';
+  static override readonly ownArgs: readonly string[] = ['implementation'];
   readonly implementation: MhaImplementation;
 
   constructor(args: MultiHeadAttentionArgs) {
@@ -89,11 +90,11 @@ export class MultiHeadAttention extends AttentionLayerBase {
                    options: AttendOptions): tf.Tensor | AttentionWithWeights {
     if (this.usesFlash(q.shape[2], k.shape[2], options)) {
       if (options.returnScores) throw flashScoresError("MultiHeadAttention with implementation 'flash'");
-      return flashAttention(q, k, v, {mask: options.mask, causal: this.causal});
+      return flashAttention(q, k, v, {mask: options.mask, causal: options.causal ?? false});
     }
     return scaledDotProductAttention(q, k, v, {
       mask: options.mask,
-      causal: this.causal,
+      causal: options.causal ?? false,
       dropout: this.dropout,
       training: options.training,
       returnWeights: options.returnScores,

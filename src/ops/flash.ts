@@ -15,17 +15,18 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {matMul} from './matmul';
+import {noProbabilities} from '../arguments';
 import {AttentionError, show} from '../errors';
-import {assertPositiveInt} from '../validate';
-import {AttentionDims, attentionDims} from './heads';
-import {normalizeMask} from './masks';
+import {assertOptions, assertPositiveInt, checkArgNames} from '../validate';
+import {AttentionDims, assertFits, attentionDims, isEmptyAttention, zeroAttention} from './heads';
+import {CausalArg, causalAlignment, causalOffset, normalizeMask} from './masks';
 import {MASKED_LOGIT} from './sdpa';
 
 export interface FlashOptions {
   /** Bool or 0/1, 1 = may attend; [T, S], [B, T, S] or broadcastable to [B, H, T, S]. */
   mask?: tf.Tensor | null;
-  /** Query i sees key j iff j <= i + (S - T). Default false. */
-  causal?: boolean;
+  /** true or 'bottom-right': query i sees key j iff j <= i + (S - T); 'top-left': iff j <= i. Default false. */
+  causal?: CausalArg;
   /** Multiplies q k^T. Default 1 / sqrt(D). */
   scale?: number;
   /** Rows per query tile and per key tile. Default DEFAULT_BLOCK_SIZE. */
@@ -41,6 +42,9 @@ export interface FlashOptions {
  */
 export const DEFAULT_BLOCK_SIZE = 512;
 
+/** The option names flashAttention takes. */
+export const FLASH_OPTIONS = ['mask', 'causal', 'scale', 'blockSize'] as const;
+
 /** The row max given to rows with no visible key: exp(s - M) is then 0 for every s. */
 const NO_KEYS_MAX = 1e30;
 
@@ -48,7 +52,7 @@ interface Plan extends AttentionDims {
   bs: number;
   scale: number;
   causal: boolean;
-  /** S - T: query i sees key j iff j <= i + offset (when causal). */
+  /** Query i sees key j iff j <= i + offset (when causal): S - T bottom-right, 0 top-left. */
   offset: number;
 }
 
@@ -234,6 +238,9 @@ function backward(p: Plan, dO: tf.Tensor, q: tf.Tensor, k: tf.Tensor, v: tf.Tens
  * Returns [B, H, T, Dv].
  */
 export function flashAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options: FlashOptions = {}): tf.Tensor4D {
+  assertOptions('flashAttention', options);
+  options = options ?? {};
+  checkArgNames('flashAttention', options, FLASH_OPTIONS, noProbabilities('flashAttention'));
   const dims = attentionDims(q, k, v);
   const scale = options.scale ?? 1 / Math.sqrt(dims.D);
   if (typeof scale !== 'number' || !Number.isFinite(scale)) {
@@ -241,8 +248,16 @@ export function flashAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options
   }
   const bs = options.blockSize ?? DEFAULT_BLOCK_SIZE;
   assertPositiveInt('blockSize', bs);
-  const plan: Plan = {...dims, bs, scale, causal: options.causal ?? false, offset: dims.S - dims.T};
+  const alignment = causalAlignment(options.causal);
   const {B, H, T, S} = dims;
+  if (isEmptyAttention(dims)) {
+    if (options.mask != null) tf.dispose(normalizeMask(options.mask, [B, H, T, S])); // still checked
+    return zeroAttention(q, k, v, dims);
+  }
+  // A tile never exceeds the sequence: a larger blockSize gives the same tiles as T (or S).
+  const plan: Plan = {...dims, bs: Math.min(bs, Math.max(T, S)), scale, causal: alignment != null,
+    offset: alignment != null ? causalOffset(alignment, T, S) : 0};
+  assertFits('flashAttention', 'the scores of a tile', [B, dims.G, dims.R * Math.min(plan.bs, T), Math.min(plan.bs, S)]);
   // The mask enters as a (non-differentiated) input so it is saved for the backward pass.
   const keep = options.mask != null
     ? tf.tidy(() => tf.cast(normalizeMask(options.mask!, [B, H, T, S]), 'float32'))

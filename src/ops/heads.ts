@@ -15,9 +15,19 @@ export interface AttentionDims {
   R: number;
 }
 
-/** Checks q [B,H,T,D], k [B,G,S,D], v [B,G,S,Dv] and returns the letters. */
-export function attentionDims(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor): AttentionDims {
+/**
+ * Checks q [B,H,T,D], k [B,G,S,D], v [B,G,S,Dv] and returns the letters. D (called `what`
+ * in messages: the head dim, or the feature count of linear attention) must be at least 1;
+ * B, T, S and Dv may be 0 (see zeroAttention).
+ */
+export function attentionDims(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, what = 'head dim'): AttentionDims {
   for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) {
+    if (!(t instanceof tf.Tensor)) {
+      throw new AttentionError('INVALID_CONFIG', `${name} must be a tf.Tensor, received ${show(t)}`);
+    }
+    if (t.dtype !== 'float32') {
+      throw new AttentionError('INVALID_CONFIG', `${name} must be float32, received dtype ${t.dtype}`);
+    }
     if (t.rank !== 4) {
       throw new AttentionError('DIMENSION_MISMATCH',
         `${name} must have rank 4 ([batch, heads, length, dim]), received shape ${show(t.shape)}`);
@@ -41,6 +51,12 @@ export function attentionDims(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor): Attenti
   if (Sv !== S) {
     throw new AttentionError('DIMENSION_MISMATCH',
       `k and v must have the same length, received ${S} and ${Sv}`);
+  }
+  if (D === 0) {
+    throw new AttentionError('DIMENSION_MISMATCH', `the ${what} of q and k (their last dim) must be at least 1, received 0`);
+  }
+  if (G === 0 && H > 0) {
+    throw new AttentionError('DIMENSION_MISMATCH', `k and v have no heads (shape ${show(k.shape)}) for the ${H} heads of q`);
   }
   if (H % G !== 0) {
     throw new AttentionError('DIMENSION_MISMATCH',
@@ -74,4 +90,44 @@ export function repeatHeads(x: tf.Tensor, R: number): tf.Tensor {
   const [B, G, S, X] = x.shape as number[];
   const tiled = tf.tile(tf.reshape(x, [B, G, 1, S * X]), [1, 1, R, 1]); // [B, G, R, S*X]
   return tf.reshape(tiled, [B, G * R, S, X]);                           // [B, H, S, X]
+}
+
+/** True when the attention of these dims has no output entries or no keys: zeroAttention answers it. */
+export function isEmptyAttention({B, H, T, S, Dv}: AttentionDims): boolean {
+  return B * H * T * Dv === 0 || S === 0;
+}
+
+/**
+ * The attention result when there is nothing to attend or to output (B, H, T or Dv = 0, or
+ * no keys at all): zeros [B, H, T, Dv] (every row sees no key), with zero gradients for q,
+ * k and v. Never runs a kernel on an empty tensor (several wasm kernels divide by zero).
+ */
+export function zeroAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, dims: AttentionDims): tf.Tensor4D {
+  const {B, H, T, Dv} = dims;
+  const f = tf.customGrad(((qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor) => ({
+    value: tf.zeros([B, H, T, Dv]),
+    gradFunc: () => [tf.zeros(qq.shape), tf.zeros(kk.shape), tf.zeros(vv.shape)],
+  })) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.Tensor;
+  return f(q, k, v) as tf.Tensor4D;
+}
+
+/** Elements a single tensor may hold: tfjs indexes with 32-bit integers and typed arrays stop near 2^31. */
+export const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
+/** The wasm backend's whole heap is 4 GiB; a tensor of that size cannot be allocated there. */
+const WASM_HEAP_BYTES = 2 ** 32;
+
+/**
+ * Throws UNSUPPORTED, naming the shape and its size, when `who` would form a float32
+ * tensor of `shape` that the active backend cannot hold, before anything is allocated
+ * (running out of the wasm heap corrupts it for the rest of the process).
+ */
+export function assertFits(who: string, what: string, shape: readonly number[]): void {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const limit = tf.getBackend() === 'wasm' ? Math.min(MAX_TENSOR_ELEMENTS, WASM_HEAP_BYTES / 4 - 1) : MAX_TENSOR_ELEMENTS;
+  if (n > limit) {
+    throw new AttentionError('UNSUPPORTED',
+      `${who} would form ${what} of shape ${show([...shape])} (${n.toExponential(2)} float32 entries, ` +
+      `${(n * 4 / 2 ** 30).toFixed(1)} GiB), more than one tensor can hold on the ${tf.getBackend()} backend ` +
+      `(${limit.toExponential(2)} entries)`);
+  }
 }

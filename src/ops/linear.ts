@@ -22,10 +22,11 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {matMul} from './matmul';
+import {noProbabilities, OP_NAMES} from '../arguments';
 import {AttentionError, show} from '../errors';
-import {assertOneOf, assertPositiveInt, assertPositiveNumber} from '../validate';
-import {AttentionDims, attentionDims, groupHeads, repeatHeads, ungroupHeads} from './heads';
-import {keyPaddingKeep} from './masks';
+import {assertOneOf, assertOptions, assertPositiveInt, assertPositiveNumber, checkArgNames, ForeignName} from '../validate';
+import {AttentionDims, assertFits, attentionDims, groupHeads, isEmptyAttention, repeatHeads, ungroupHeads, zeroAttention} from './heads';
+import {CausalArg, causalAlignment, causalOffset, keyPaddingKeep} from './masks';
 
 export const FEATURE_KERNELS = ['softmax', 'relu'] as const;
 /** 'softmax': FAVOR+ positive random features; 'relu': relu(w.x') / sqrt(M) (a different kernel). */
@@ -43,6 +44,17 @@ export const RELU_STABILIZER = 1e-3;
  */
 export const DEFAULT_CHUNK_SIZE = 64;
 
+/** The option names of linearAttention, linearAttentionFromFeatures and favorFeatures. */
+export const LINEAR_OPTIONS = ['projection', 'causal', 'kernel', 'scale', 'mask', 'chunkSize'] as const;
+export const FROM_FEATURES_OPTIONS = ['causal', 'mask', 'chunkSize'] as const;
+export const FEATURE_OPTIONS = ['role', 'kernel', 'scale'] as const;
+
+const LINEAR_NAMES: Readonly<Record<string, ForeignName>> = {
+  ...noProbabilities('linearAttention'),
+  numFeatures: {code: 'INVALID_CONFIG',
+    advice: 'pass projection: orthogonalProjection(numFeatures, D, seed), the [numFeatures, D] random features'},
+};
+
 export interface FeatureOptions {
   /**
    * 'query': the stabilising max is taken per row; 'key': over all rows and features of
@@ -58,8 +70,8 @@ export interface FeatureOptions {
 export interface LinearOptions {
   /** [M, D] rows w of the random features, e.g. orthogonalProjection(M, D, seed). */
   projection: tf.Tensor;
-  /** Query i sees key j iff j <= i + (S - T). Default false. */
-  causal?: boolean;
+  /** true or 'bottom-right': query i sees key j iff j <= i + (S - T); 'top-left': iff j <= i. Default false. */
+  causal?: CausalArg;
   /** Feature map: 'softmax' (FAVOR+, approximates softmax attention) or 'relu'. Default 'softmax'. */
   kernel?: FeatureKernel;
   /** Multiplies q k^T in the kernel approximated. Default 1 / sqrt(D). */
@@ -111,18 +123,23 @@ function positiveFeatures(wx: tf.Tensor, diag: tf.Tensor, role: 'query' | 'key',
  * projection [M, D]. See the file comment for the formula and the stabilisers.
  */
 export function favorFeatures(x: tf.Tensor, projection: tf.Tensor, options: FeatureOptions): tf.Tensor4D {
+  assertOptions('favorFeatures', options);
+  if (options == null) throw new AttentionError('INVALID_CONFIG', "favorFeatures needs options {role: 'query' | 'key'}");
+  checkArgNames('favorFeatures', options, FEATURE_OPTIONS, OP_NAMES);
   const kernel = options.kernel ?? 'softmax';
   assertOneOf('kernel', kernel, FEATURE_KERNELS);
   assertOneOf('role', options.role, ['query', 'key'] as const);
-  if (x.rank !== 4) {
+  if (!(x instanceof tf.Tensor) || x.rank !== 4) {
     throw new AttentionError('DIMENSION_MISMATCH',
-      `x must have rank 4 ([batch, heads, length, dim]), received shape ${show(x.shape)}`);
+      `x must be a rank-4 tensor ([batch, heads, length, dim]), received ${x instanceof tf.Tensor ? `shape ${show(x.shape)}` : show(x)}`);
   }
   const [B, N, L, D] = x.shape as number[];
   checkProjection(projection, D);
   const scale = options.scale ?? 1 / Math.sqrt(D);
   assertPositiveNumber('scale', scale);
   const M = projection.shape[0] as number;
+  if (x.size === 0) return tf.zeros([B, N, L, M]) as tf.Tensor4D; // nothing to map (and no kernel on empty tensors)
+  assertFits('favorFeatures', 'the features', [B, N, L, M]);
   return tf.tidy(() => {
     const xs = tf.mul(x, Math.sqrt(scale));        // [B, N, L, D]
     // relu(w.x') / sqrt(M) = relu(w.(x' / sqrt(M))): the factor goes on the small side.
@@ -136,7 +153,7 @@ export function favorFeatures(x: tf.Tensor, projection: tf.Tensor, options: Feat
 }
 
 function checkProjection(projection: tf.Tensor, D: number): void {
-  if (!(projection instanceof tf.Tensor) || projection.rank !== 2 || projection.shape[1] !== D) {
+  if (!(projection instanceof tf.Tensor) || projection.rank !== 2 || projection.shape[1] !== D || projection.shape[0] === 0) {
     const got = projection instanceof tf.Tensor ? `shape ${show(projection.shape)}` : show(projection);
     throw new AttentionError('DIMENSION_MISMATCH',
       `projection must be a [numFeatures, ${D}] tensor (its last dim the head dim), received ${got}`);
@@ -149,6 +166,8 @@ function checkProjection(projection: tf.Tensor, D: number): void {
  * with no key it may attend to gives zeros.
  */
 export function linearAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options: LinearOptions): tf.Tensor4D {
+  assertOptions('linearAttention', options);
+  checkArgNames('linearAttention', options, LINEAR_OPTIONS, LINEAR_NAMES);
   if (options == null || options.projection == null) {
     throw new AttentionError('INVALID_CONFIG',
       'linearAttention needs options.projection, the [numFeatures, D] random projection ' +
@@ -160,7 +179,7 @@ export function linearAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, option
     const feature = {kernel: options.kernel, scale: options.scale};
     const qf = favorFeatures(q, options.projection, {...feature, role: 'query'}); // [B, H, T, M]
     const kf = favorFeatures(k, options.projection, {...feature, role: 'key'});   // [B, G, S, M]
-    return linearAttentionFromFeatures(qf, kf, v, options);
+    return linearAttentionFromFeatures(qf, kf, v, {causal: options.causal, mask: options.mask, chunkSize: options.chunkSize});
   });
 }
 
@@ -172,22 +191,33 @@ export function linearAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, option
  * masked keys). Returns [B, H, T, Dv].
  */
 export function linearAttentionFromFeatures(qf: tf.Tensor, kf: tf.Tensor, v: tf.Tensor,
-    options: {causal?: boolean; mask?: tf.Tensor | null; chunkSize?: number} = {}): tf.Tensor4D {
-  const dims = attentionDims(qf, kf, v);
+    options: {causal?: CausalArg; mask?: tf.Tensor | null; chunkSize?: number} = {}): tf.Tensor4D {
+  assertOptions('linearAttentionFromFeatures', options);
+  options = options ?? {};
+  checkArgNames('linearAttentionFromFeatures', options, FROM_FEATURES_OPTIONS, LINEAR_NAMES);
+  const dims = attentionDims(qf, kf, v, 'feature count M');
   const {B, H, G, T, S, Dv} = dims;
-  const causal = options.causal ?? false;
+  const alignment = causalAlignment(options.causal);
   const chunk = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
   assertPositiveInt('chunkSize', chunk);
+  if (isEmptyAttention(dims)) {
+    if (options.mask != null) tf.dispose(keyPaddingKeep(options.mask, [B, H, T, S], 'linear attention')); // still checked
+    return zeroAttention(qf, kf, v, dims);
+  }
+  const M = qf.shape[3] as number;
+  assertFits('linearAttention', 'the [M, Dv + 1] key-value sums', [B, H, M, Dv + 1]);
+  // Query i sees key j iff j <= i + offset.
+  const offset = alignment != null ? causalOffset(alignment, T, S) : null;
   return tf.tidy(() => {
     const keep = options.mask != null                                              // [Bm, 1, S, 1]
       ? tf.reshape(keyPaddingKeep(options.mask, [B, H, T, S], 'linear attention'), [-1, 1, S, 1]) : null;
     const kfm = keep != null ? tf.mul(kf, keep) : kf;                              // [B, G, S, M]
     const vAug = tf.concat([v, tf.ones([B, G, S, 1])], 3);                          // [B, G, S, Dv+1]
-    const out = causal ? causalProducts(qf, kfm, vAug, dims, chunk)
+    const out = offset != null ? causalProducts(qf, kfm, vAug, dims, chunk, offset)
       : ungroupHeads(matMul(groupHeads(qf, dims), matMul(kfm, vAug, true, false)), dims, T); // [B, H, T, Dv+1]
     const num = tf.slice(out, [0, 0, 0, 0], [B, H, T, Dv]); // [B, H, T, Dv]
     let den = tf.slice(out, [0, 0, 0, Dv], [B, H, T, 1]);   // [B, H, T, 1]
-    const empty = emptyRows(keep, causal, T, S);
+    const empty = emptyRows(keep, offset, T, S);
     if (empty != null) den = tf.add(den, empty); // num is 0 there, so the row is 0
     return tf.div(num, den) as tf.Tensor4D;
   });
@@ -197,16 +227,22 @@ export function linearAttentionFromFeatures(qf: tf.Tensor, kf: tf.Tensor, v: tf.
  * 1 for the query rows that see no key, else 0, as [Bm|1, 1, T|1, 1]; null when every
  * row sees a key. Built from the mask alone (never from differentiated tensors).
  */
-function emptyRows(keep: tf.Tensor | null, causal: boolean, T: number, S: number): tf.Tensor | null {
-  const offset = S - T;
-  if (keep == null && (!causal || offset >= 0)) return null;
+function emptyRows(keep: tf.Tensor | null, offset: number | null, T: number, S: number): tf.Tensor | null {
+  if (keep == null && (offset == null || offset >= 0)) return null;
   const k = keep != null ? tf.broadcastTo(keep, [keep.shape[0], 1, S, 1]) : tf.ones([1, 1, S, 1]); // [Bm, 1, S, 1]
-  if (!causal) return tf.cast(tf.equal(tf.sum(k, 2, true), 0), 'float32'); // [Bm, 1, 1, 1]
-  // Query i sees the keys j <= i + offset: count them with a cumulative sum.
+  if (offset == null) return tf.cast(tf.equal(tf.sum(k, 2, true), 0), 'float32'); // [Bm, 1, 1, 1]
+  // Query i sees the keys j <= min(i + offset, S - 1): count them with a cumulative sum.
   const seen = tf.cumsum(k, 2); // [Bm, 1, S, 1]
-  const counts = offset >= 0
-    ? tf.slice(seen, [0, 0, offset, 0], [-1, 1, T, 1])
-    : tf.concat([tf.zeros([seen.shape[0], 1, -offset, 1]), seen], 2); // [Bm, 1, T, 1]
+  const Bm = seen.shape[0] as number;
+  const before = offset < 0 ? Math.min(-offset, T) : 0;                // rows that see no key at all
+  const from = Math.max(offset, 0);                                    // the last key row `before` sees
+  const within = Math.max(0, Math.min(T - before, S - from));          // rows whose last key is inside [0, S)
+  const after = T - before - within;                                   // rows that see every key
+  const parts: tf.Tensor[] = [];
+  if (before > 0) parts.push(tf.zeros([Bm, 1, before, 1]));
+  if (within > 0) parts.push(tf.slice(seen, [0, 0, from, 0], [Bm, 1, within, 1]));
+  if (after > 0) parts.push(tf.broadcastTo(tf.slice(seen, [0, 0, S - 1, 0], [Bm, 1, 1, 1]), [Bm, 1, after, 1]));
+  const counts = parts.length === 1 ? parts[0] : tf.concat(parts, 2);             // [Bm, 1, T, 1]
   return tf.cast(tf.equal(counts, 0), 'float32');
 }
 
@@ -219,37 +255,38 @@ function lowerTriangle(n: number): tf.Tensor2D {
 
 /**
  * Causal numerator and denominator, [B, H, T, X] with X = Dv + 1, by chunked prefix
- * sums: query i sees keys j <= i + offset, offset = S - T. Keys before the first query's
- * diagonal (offset > 0) start every prefix; queries before the first key (offset < 0) get 0.
+ * sums: query i sees keys j <= i + offset (offset S - T bottom-right, 0 top-left). The
+ * keys before the diagonal of the first query that sees any (offset > 0) start every
+ * prefix; queries before the first key (offset < 0) get 0; queries past the last key's
+ * diagonal (top-left with T > S) see every key.
  *
  * All chunks at once, with no loop and no per-chunk slice (the wasm backend copies a
- * tensor's whole buffer for every slice of it): the aligned length L is padded to nc
- * chunks of n rows and reshaped to [B*H*nc, n, .]; then
+ * tensor's whole buffer for every slice of it): the aligned length L (query before + r
+ * sees keys first .. first + r) is padded to nc chunks of n rows and reshaped to
+ * [B*H*nc, n, .]; then
  *   1. u_c = kf_c^T [v, 1]_c, the [M, X] sum of each chunk;
  *   2. the state before chunk c, the exclusive cumulative sum of u over chunks;
  *   3. out_c = qf_c state_c + (qf_c kf_c^T masked to j <= i) [v, 1]_c.
  * Memory: the features, O(T*M), plus one [M, X] state per chunk, O(T*M*X/n), which is
  * O(T*M) for chunks of at least X rows; never a T x S matrix.
  */
-function causalProducts(qf: tf.Tensor, kf: tf.Tensor, vAug: tf.Tensor, dims: AttentionDims, chunk: number): tf.Tensor {
+function causalProducts(qf: tf.Tensor, kf: tf.Tensor, vAug: tf.Tensor, dims: AttentionDims, chunk: number,
+                        offset: number): tf.Tensor {
   const {B, H, G, R, T, S} = dims;
   const M = qf.shape[3] as number;
   const X = vAug.shape[3] as number; // Dv + 1
-  const offset = S - T;
-  let start: tf.Tensor | null = null; // [B*H, 1, M*X]: the keys every query sees
-  let qa = qf;
-  let ka = kf;
-  let va = vAug;
-  if (offset > 0) {
-    const first = matMul(tf.slice(kf, [0, 0, 0, 0], [B, G, offset, M]), tf.slice(vAug, [0, 0, 0, 0], [B, G, offset, X]),
+  const before = Math.min(Math.max(-offset, 0), T); // queries that see no key
+  const first = Math.min(Math.max(offset, 0), S);   // keys that every other query sees
+  const L = Math.min(T - before, S - first);         // >= 1 for T, S >= 1
+  const after = T - before - L;                      // queries that see every key
+  let start: tf.Tensor | null = null; // [B, G, M, X]: the sum over the keys every query sees
+  if (first > 0) {
+    start = matMul(tf.slice(kf, [0, 0, 0, 0], [B, G, first, M]), tf.slice(vAug, [0, 0, 0, 0], [B, G, first, X]),
       true, false);                                                             // [B, G, M, X]
-    start = tf.reshape(repeatHeads(first, R), [B * H, 1, M * X]);               // [B*H, 1, M*X]
-    ka = tf.slice(kf, [0, 0, offset, 0], [B, G, T, M]);                         // [B, G, T, M]
-    va = tf.slice(vAug, [0, 0, offset, 0], [B, G, T, X]);                       // [B, G, T, X]
-  } else if (offset < 0) {
-    qa = tf.slice(qf, [0, 0, -offset, 0], [B, H, S, M]);                        // [B, H, S, M]
   }
-  const L = qa.shape[2] as number; // the aligned length: query r sees keys 0..r of ka
+  const qa = before > 0 || L < T ? tf.slice(qf, [0, 0, before, 0], [B, H, L, M]) : qf;   // [B, H, L, M]
+  const ka = first > 0 || L < S ? tf.slice(kf, [0, 0, first, 0], [B, G, L, M]) : kf;     // [B, G, L, M]
+  const va = first > 0 || L < S ? tf.slice(vAug, [0, 0, first, 0], [B, G, L, X]) : vAug; // [B, G, L, X]
   const n = Math.min(chunk, L);
   const nc = Math.ceil(L / n);
   const pad = (x: tf.Tensor) => (nc * n === L ? x : tf.pad(x, [[0, 0], [0, 0], [0, nc * n - L], [0, 0]]));
@@ -261,12 +298,21 @@ function causalProducts(qf: tf.Tensor, kf: tf.Tensor, vAug: tf.Tensor, dims: Att
   // 2. The state before each chunk.
   // (Summed along the last axis: tfjs 4.22's cumsum gradient has the wrong shape for other axes.)
   let state = tf.transpose(tf.cumsum(tf.transpose(u, [0, 2, 1]), 2, true), [0, 2, 1]); // [B*H, nc, M*X]
-  if (start != null) state = tf.add(state, start);
+  if (start != null) state = tf.add(state, tf.reshape(repeatHeads(start, R), [B * H, 1, M * X]));
   // 3. Across chunks through the state, within a chunk through the masked products.
   const across = matMul(qc, tf.reshape(state, [B * H * nc, M, X]));          // [B*H*nc, n, X]
   const a = tf.mul(matMul(qc, kc, false, true), lowerTriangle(n));          // [B*H*nc, n, n]
   let out = tf.reshape(tf.add(across, matMul(a, vc)), [B, H, nc * n, X]);   // [B, H, nc*n, X]
   if (nc * n !== L) out = tf.slice(out, [0, 0, 0, 0], [B, H, L, X]);            // [B, H, L, X]
-  if (offset < 0) out = tf.concat([tf.zeros([B, H, -offset, X]), out], 2);      // rows that see no key
-  return out;                                                                   // [B, H, T, X]
+  const parts = [out];
+  if (before > 0) parts.unshift(tf.zeros([B, H, before, X]));                    // rows that see no key
+  if (after > 0) {
+    // Rows past the last key's diagonal see all the keys of the aligned part and before it.
+    let total = matMul(ka, va, true, false);                                     // [B, G, M, X]
+    if (start != null) total = tf.add(total, start);
+    const late = tf.slice(qf, [0, 0, before + L, 0], [B, H, after, M]);          // [B, H, after, M]
+    const grouped = groupHeads(late, dims);                                      // [B, G, R*after, M]
+    parts.push(ungroupHeads(matMul(grouped, total), dims, after));               // [B, H, after, X]
+  }
+  return parts.length === 1 ? out : tf.concat(parts, 2);                        // [B, H, T, X]
 }

@@ -14,10 +14,11 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {matMul} from './matmul';
+import {noProbabilities} from '../arguments';
 import {AttentionError, show} from '../errors';
-import {assertIndexList, assertPositiveInt} from '../validate';
-import {attentionDims, groupHeads, repeatHeads, ungroupHeads} from './heads';
-import {keyPaddingKeep} from './masks';
+import {assertIndexList, assertOptions, assertPositiveInt, checkArgNames, ForeignName} from '../validate';
+import {assertFits, attentionDims, groupHeads, isEmptyAttention, repeatHeads, ungroupHeads, zeroAttention} from './heads';
+import {CausalArg, causalAlignment, keyPaddingKeep} from './masks';
 import {MASKED_LOGIT} from './sdpa';
 
 export interface LocalGlobalOptions {
@@ -27,8 +28,11 @@ export interface LocalGlobalOptions {
   globalIndices?: readonly number[];
   /** [H, Dv] gate logits g: out = sigmoid(g) * local + (1 - sigmoid(g)) * global. */
   gate: tf.Tensor;
-  /** Query i sees keys j <= i only, in both branches. Default false. */
-  causal?: boolean;
+  /**
+   * Query i sees keys j <= i only, in both branches. Queries and keys share positions
+   * (T == S), so true, 'top-left' and 'bottom-right' all mean this. Default false.
+   */
+  causal?: CausalArg;
   /** Multiplies q k^T. Default 1 / sqrt(D). */
   scale?: number;
   /**
@@ -40,6 +44,16 @@ export interface LocalGlobalOptions {
   /** Rows per local block, >= windowSize. Default localBlockSize(windowSize). */
   blockSize?: number;
 }
+
+/** The option names localGlobalAttention takes. */
+export const LOCAL_GLOBAL_OPTIONS = ['windowSize', 'globalIndices', 'gate', 'causal', 'scale', 'mask', 'blockSize'] as const;
+
+const LOCAL_GLOBAL_NAMES: Readonly<Record<string, ForeignName>> = {
+  ...noProbabilities('localGlobalAttention'),
+  window: {code: 'INVALID_CONFIG', advice: "use windowSize"},
+  slidingWindow: {code: 'INVALID_CONFIG', advice: "use windowSize"},
+  globals: {code: 'INVALID_CONFIG', advice: "use globalIndices"},
+};
 
 /**
  * The default local block: W itself, but at least MIN_LOCAL_BLOCK rows, since tiny
@@ -104,11 +118,12 @@ function windows(x: tf.Tensor, nb: number, b: number): tf.Tensor {
  * [B, H, T, Dv].
  */
 export function localGlobalAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options: LocalGlobalOptions): tf.Tensor4D {
+  assertOptions('localGlobalAttention', options);
+  if (options == null) throw new AttentionError('INVALID_CONFIG', 'localGlobalAttention needs options {windowSize, gate}');
+  checkArgNames('localGlobalAttention', options, LOCAL_GLOBAL_OPTIONS, LOCAL_GLOBAL_NAMES);
   const dims = attentionDims(q, k, v);
   const {B, H, R, T, S, D, Dv} = dims;
-  if (options == null) throw new AttentionError('INVALID_CONFIG', 'localGlobalAttention needs options {windowSize, gate}');
-  const W = options.windowSize;
-  assertPositiveInt('windowSize', W);
+  assertPositiveInt('windowSize', options.windowSize);
   if (T !== S) {
     throw new AttentionError('UNSUPPORTED',
       `local-global attention needs queries and keys of the same length (positions are shared), ` +
@@ -120,15 +135,29 @@ export function localGlobalAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, o
       `gate must be a [heads, valueDim] = ${show([H, Dv])} tensor, received ` +
       (gate instanceof tf.Tensor ? `shape ${show(gate.shape)}` : show(gate)));
   }
-  const b = options.blockSize ?? localBlockSize(W);
-  assertPositiveInt('blockSize', b);
-  if (b < W) throw new AttentionError('INVALID_CONFIG', `blockSize (${b}) must be at least windowSize (${W})`);
+  if (options.blockSize != null) {
+    assertPositiveInt('blockSize', options.blockSize);
+    if (options.blockSize < options.windowSize) {
+      throw new AttentionError('INVALID_CONFIG',
+        `blockSize (${options.blockSize}) must be at least windowSize (${options.windowSize})`);
+    }
+  }
   const scale = options.scale ?? 1 / Math.sqrt(D);
   if (typeof scale !== 'number' || !Number.isFinite(scale)) {
     throw new AttentionError('INVALID_CONFIG', `scale must be a finite number, received ${show(options.scale)}`);
   }
-  const causal = options.causal ?? false;
+  const causal = causalAlignment(options.causal) != null;
   const globals = validGlobalIndices(options.globalIndices ?? [], S);
+  if (isEmptyAttention(dims)) {
+    if (options.mask != null) tf.dispose(keyPaddingKeep(options.mask, [B, H, T, S], 'local-global attention')); // still checked
+    return zeroAttention(q, k, v, dims);
+  }
+  // A window or block longer than the sequence changes nothing: clamp both before allocating.
+  // (|i - j| <= T - 1 already holds for every pair; one block of T rows holds the sequence.)
+  const W = Math.min(options.windowSize, T - 1);
+  const b = Math.min(options.blockSize ?? localBlockSize(W), T);
+  assertFits('localGlobalAttention', 'the [B*H, blocks, blockSize, 3*blockSize] local scores',
+    [B * H, Math.ceil(T / b), b, 3 * b]);
 
   return tf.tidy(() => {
     const keyKeep = options.mask != null                                                  // [B, S]

@@ -3,31 +3,94 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
-import {assertIndexList, assertNonNegativeInt, assertPositiveInt} from '../validate';
+import {assertBoolean, assertIndexList, assertNonNegativeInt, assertOptions, assertPositiveInt, checkArgNames} from '../validate';
+import {MAX_TENSOR_ELEMENTS} from './heads';
 import {uniform} from './random_features';
 
+export const CAUSAL_ALIGNMENTS = ['top-left', 'bottom-right'] as const;
 /**
- * Bottom-right aligned causal mask [T, S] (bool): query i sees key j iff j <= i + (S - T),
- * as FlashAttention-2 aligns it; the usual lower triangle when T == S.
+ * Where the causal diagonal sits when T != S: 'top-left' lets query i see key j iff j <= i
+ * (Keras' use_causal_mask, PyTorch SDPA's is_causal); 'bottom-right' iff j <= i + (S - T)
+ * (FlashAttention-2; what decoding new queries against a longer history needs). The same
+ * lower triangle when T == S.
  */
-export function causalMask(T: number, S: number): tf.Tensor2D {
+export type CausalAlignment = typeof CAUSAL_ALIGNMENTS[number];
+/** `causal` as the ops and layers take it: true = 'bottom-right', false = not causal. */
+export type CausalArg = boolean | CausalAlignment;
+
+/** The alignment a `causal` value asks for, or null when not causal. Throws INVALID_CONFIG for anything else. */
+export function causalAlignment(value: unknown, name = 'causal'): CausalAlignment | null {
+  if (value == null || value === false) return null;
+  if (value === true) return 'bottom-right';
+  if (typeof value === 'string' && (CAUSAL_ALIGNMENTS as readonly string[]).includes(value)) return value as CausalAlignment;
+  throw new AttentionError('INVALID_CONFIG',
+    `${name} must be true, false, 'top-left' or 'bottom-right' (true = 'bottom-right'), received ${show(value)}`);
+}
+
+/** Query i sees key j iff j <= i + offset: S - T bottom-right, 0 top-left. */
+export function causalOffset(alignment: CausalAlignment, T: number, S: number): number {
+  return alignment === 'top-left' ? 0 : S - T;
+}
+
+/**
+ * Both causal constraints at once (each null = none): the one with the smaller offset, as
+ * j <= i + a and j <= i + b hold together iff j <= i + min(a, b).
+ */
+export function strictestCausal(a: CausalAlignment | null, b: CausalAlignment | null, T: number,
+                                S: number): CausalAlignment | null {
+  if (a == null || b == null) return a ?? b;
+  return causalOffset(a, T, S) <= causalOffset(b, T, S) ? a : b;
+}
+
+/**
+ * Causal mask [T, S] (bool): query i sees key j iff j <= i + offset, with offset S - T for
+ * 'bottom-right' (the default, as FlashAttention-2 aligns it) and 0 for 'top-left'.
+ */
+export function causalMask(T: number, S: number, alignment: CausalAlignment = 'bottom-right'): tf.Tensor2D {
+  assertNonNegativeInt('T', T);
+  assertNonNegativeInt('S', S);
+  const offset = causalOffset(causalAlignment(alignment, 'alignment') ?? 'bottom-right', T, S);
   return tf.tidy(() => {
-    const i = tf.reshape(tf.range(S - T, S, 1, 'int32'), [T, 1]); // [T, 1], already shifted by S - T
-    const j = tf.reshape(tf.range(0, S, 1, 'int32'), [1, S]);     // [1, S]
-    return tf.lessEqual(j, i) as tf.Tensor2D;                     // [T, S]
+    const i = tf.reshape(tf.range(offset, T + offset, 1, 'int32'), [T, 1]); // [T, 1], already shifted
+    const j = tf.reshape(tf.range(0, S, 1, 'int32'), [1, S]);               // [1, S]
+    return tf.lessEqual(j, i) as tf.Tensor2D;                               // [T, S]
   });
+}
+
+/**
+ * Masks are read synchronously to check their values (0 or 1) only where a tensor's data
+ * already sits in CPU memory; on GPU backends (webgl, webgpu) a synchronous read would
+ * stall or crash the page, so the values of numeric masks are not checked there.
+ */
+const HOST_MEMORY_BACKENDS = ['cpu', 'wasm', 'tensorflow'];
+
+/** Throws INVALID_MASK unless `mask` is a tensor whose numeric values (if checked here) are 0 or 1. */
+export function checkMaskValues(mask: unknown, name: string): asserts mask is tf.Tensor {
+  if (!(mask instanceof tf.Tensor)) {
+    throw new AttentionError('INVALID_MASK', `${name} must be a tf.Tensor (bool or 0/1), received ${show(mask)}`);
+  }
+  if (mask.dtype === 'string' || mask.dtype === 'complex64') {
+    throw new AttentionError('INVALID_MASK', `${name} must be bool or numeric, received dtype ${mask.dtype}`);
+  }
+  if (mask.dtype === 'bool' || mask.size === 0 || !HOST_MEMORY_BACKENDS.includes(tf.getBackend())) return;
+  const bad = tf.tidy(() => tf.any(tf.logicalAnd(tf.notEqual(mask, 0), tf.notEqual(mask, 1))).dataSync()[0]);
+  if (bad) {
+    const values = mask.dataSync();
+    const first = values.find((x) => x !== 0 && x !== 1);
+    throw new AttentionError('INVALID_MASK',
+      `${name} must hold only 0 and 1 (or be bool; 1 = may attend), received a value of ${first}: ` +
+      'an additive float mask (0 = attend, -inf = blocked) is not read as one here; pass tf.equal(mask, 0)');
+  }
 }
 
 /**
  * Brings a user mask to a boolean rank-4 tensor that broadcasts to [B, H, T, S].
  * Accepts [T, S], [B, T, S] (one mask for every head, as Keras' attention_mask) or
- * [B|1, H|1, T|1, S|1]; bool or numeric (non-zero = may attend).
+ * [B|1, H|1, T|1, S|1]; bool or numeric 0/1 (1 = may attend).
  */
 export function normalizeMask(mask: tf.Tensor, target: [number, number, number, number],
                               name = 'mask'): tf.Tensor4D {
-  if (mask.dtype === 'string' || mask.dtype === 'complex64') {
-    throw new AttentionError('INVALID_MASK', `${name} must be bool or numeric, received dtype ${mask.dtype}`);
-  }
+  checkMaskValues(mask, name);
   let shape: number[];
   if (mask.rank === 2) shape = [1, 1, ...mask.shape];
   else if (mask.rank === 3) shape = [mask.shape[0], 1, mask.shape[1], mask.shape[2]] as number[];
@@ -52,13 +115,13 @@ export function normalizeMask(mask: tf.Tensor, target: [number, number, number, 
 /**
  * The combined boolean mask (user mask AND causal), rank 4, or null when neither is given.
  */
-export function combineMasks(mask: tf.Tensor | undefined | null, causal: boolean,
+export function combineMasks(mask: tf.Tensor | undefined | null, causal: CausalAlignment | null,
                              target: [number, number, number, number]): tf.Tensor4D | null {
-  if (mask == null && !causal) return null;
+  if (mask == null && causal == null) return null;
   return tf.tidy(() => {
     let m: tf.Tensor4D | null = mask != null ? normalizeMask(mask, target) : null;
-    if (causal) {
-      const c = tf.reshape(causalMask(target[2], target[3]), [1, 1, target[2], target[3]]) as tf.Tensor4D;
+    if (causal != null) {
+      const c = tf.reshape(causalMask(target[2], target[3], causal), [1, 1, target[2], target[3]]) as tf.Tensor4D;
       m = m == null ? c : tf.logicalAnd(m, c) as tf.Tensor4D;
     }
     return m as tf.Tensor4D;
@@ -102,9 +165,19 @@ function assertLength(T: unknown): asserts T is number {
   }
 }
 
+/** The zeroed entries of a [T, T] mask; refuses (UNSUPPORTED) a T whose T * T entries one tensor cannot hold. */
+function maskData(T: number): Uint8Array {
+  if (T * T > MAX_TENSOR_ELEMENTS) {
+    throw new AttentionError('UNSUPPORTED',
+      `a [T, T] mask of T=${T} would have ${(T * T).toExponential(2)} entries, more than one tensor can hold ` +
+      `(${MAX_TENSOR_ELEMENTS}); for long sequences use LocalGlobalAttention or LinearAttention, which form no mask`);
+  }
+  return new Uint8Array(T * T);
+}
+
 /** A [T, T] bool tensor with entry (i, j) = rule(i, j). */
 function fromRule(T: number, rule: (i: number, j: number) => boolean): tf.Tensor2D {
-  const data = new Uint8Array(T * T);
+  const data = maskData(T);
   for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) if (rule(i, j)) data[i * T + j] = 1;
   return tf.tensor2d(data, [T, T], 'bool');
 }
@@ -116,7 +189,7 @@ function entries(mask: tf.Tensor2D): Uint8Array {
 
 /** OR of masks of the same [T, T] shape; disposes them. */
 function union(T: number, masks: tf.Tensor2D[]): tf.Tensor2D {
-  const data = new Uint8Array(T * T);
+  const data = maskData(T);
   for (const m of masks) {
     entries(m).forEach((x, i) => { if (x) data[i] = 1; });
     m.dispose();
@@ -179,7 +252,7 @@ export const SparseMask = {
     }
     const next = uniform(seed);
     const perRow = Math.floor(density * T);
-    const data = new Uint8Array(T * T);
+    const data = maskData(T);
     for (let i = 0; i < T; i++) {
       let drawn = 0;
       while (drawn < perRow) {
@@ -248,19 +321,47 @@ function assertEdges(edges: unknown): asserts edges is [number, number][] {
   edges.forEach((e, n) => assertIndexList(`edges[${n}]`, e));
 }
 
+/** Options of the HNSW mask builders. */
+export interface HnswMaskOptions {
+  /**
+   * Drop node ids >= T (an index built over a longer sequence, used for a prefix), as the
+   * seeds' HNSWMask does. Default false: such an id throws INVALID_CONFIG, since it
+   * usually means the index and T disagree.
+   */
+  dropOutOfRange?: boolean;
+}
+
+/** Whether ids >= T are dropped; throws INVALID_CONFIG naming the first one otherwise. */
+function dropsOutOfRange(T: number, options: HnswMaskOptions | undefined, ids: [string, readonly number[]][]): boolean {
+  assertOptions('HnswMask', options);
+  checkArgNames('HnswMask', options, ['dropOutOfRange']);
+  const drop = options?.dropOutOfRange ?? false;
+  assertBoolean('dropOutOfRange', drop);
+  if (drop) return true;
+  for (const [name, list] of ids) {
+    const bad = list.find((i) => i >= T);
+    if (bad != null) {
+      throw new AttentionError('INVALID_CONFIG',
+        `${name} holds node ${bad}, outside the sequence [0, ${T}); pass {dropOutOfRange: true} to ignore such nodes`);
+    }
+  }
+  return false;
+}
+
 export const HnswMask = {
   /**
    * layers[L] lists the nodes of HNSW layer L (layer 0 the densest). A node of layer L
    * sees every node of layers L, L+1, ... (its own layer and those above, so itself
-   * too); nodes >= T are ignored.
+   * too). A node >= T throws INVALID_CONFIG, unless options.dropOutOfRange drops it.
    */
-  fromLayers(T: number, layers: readonly (readonly number[])[]): tf.Tensor2D {
+  fromLayers(T: number, layers: readonly (readonly number[])[], options?: HnswMaskOptions): tf.Tensor2D {
     assertLength(T);
     if (!Array.isArray(layers)) {
       throw new AttentionError('INVALID_CONFIG', `layers must be an array of node lists, received ${show(layers)}`);
     }
     layers.forEach((nodes, L) => assertIndexList(`layers[${L}]`, nodes));
-    const data = new Uint8Array(T * T);
+    dropsOutOfRange(T, options, layers.map((nodes, L) => [`layers[${L}]`, nodes]));
+    const data = maskData(T);
     layers.forEach((nodes, L) => {
       for (const i of nodes) {
         if (i >= T) continue;
@@ -271,13 +372,15 @@ export const HnswMask = {
   },
 
   /**
-   * Graph edges [from, to], made symmetric (both directions attend); an edge with an
-   * end >= T is dropped; no self loops are added.
+   * Graph edges [from, to], made symmetric (both directions attend); no self loops are
+   * added. An edge with an end >= T throws INVALID_CONFIG, unless options.dropOutOfRange
+   * drops it.
    */
-  fromEdges(T: number, edges: readonly (readonly [number, number])[]): tf.Tensor2D {
+  fromEdges(T: number, edges: readonly (readonly [number, number])[], options?: HnswMaskOptions): tf.Tensor2D {
     assertLength(T);
     assertEdges(edges);
-    const data = new Uint8Array(T * T);
+    dropsOutOfRange(T, options, edges.map((e, n) => [`edges[${n}]`, e]));
+    const data = maskData(T);
     for (const [a, b] of edges) {
       if (a >= T || b >= T) continue;
       data[a * T + b] = 1;
@@ -286,9 +389,12 @@ export const HnswMask = {
     return tf.tensor2d(data, [T, T], 'bool');
   },
 
-  /** localWindow(T, W) OR fromEdges(T, edges). */
-  adaptive(T: number, W: number, edges: readonly (readonly [number, number])[]): tf.Tensor2D {
-    assertEdges(edges); // before the first mask exists, so bad edges leak nothing
-    return union(T, [SparseMask.localWindow(T, W), HnswMask.fromEdges(T, edges)]);
+  /** localWindow(T, W) OR fromEdges(T, edges, options). */
+  adaptive(T: number, W: number, edges: readonly (readonly [number, number])[], options?: HnswMaskOptions): tf.Tensor2D {
+    // Checked before the first mask exists, so bad edges leak nothing.
+    assertLength(T);
+    assertEdges(edges);
+    dropsOutOfRange(T, options, edges.map((e, n) => [`edges[${n}]`, e]));
+    return union(T, [SparseMask.localWindow(T, W), HnswMask.fromEdges(T, edges, options)]);
   },
 };

@@ -143,8 +143,9 @@ function splitProduct(a: tf.Tensor, b: tf.Tensor, tA: boolean, tB: boolean): tf.
  * and for operand shapes outside the above.
  */
 export function matMul(a: tf.Tensor, b: tf.Tensor, transposeA = false, transposeB = false): tf.Tensor {
-  // Empty operands: nothing to speed up, and tf.concat of no pieces would throw.
-  if (!splitsProducts() || a.size === 0 || b.size === 0) return tf.matMul(a, b, transposeA, transposeB);
+  // Empty operands: zeros of the product's shape (wasm's kernel divides by zero on them).
+  if (a.size === 0 || b.size === 0) return emptyProduct(a, b, transposeA, transposeB);
+  if (!splitsProducts()) return tf.matMul(a, b, transposeA, transposeB);
   return tf.tidy(() => {
     if (a.rank === 2 && b.rank === 2) {
       const out = splitProduct(tf.expandDims(a, 0), tf.expandDims(b, 0), transposeA, transposeB);
@@ -165,4 +166,29 @@ export function matMul(a: tf.Tensor, b: tf.Tensor, transposeA = false, transpose
     const out = splitProduct(tf.reshape(a, [-1, ar, ac]), tf.reshape(b, [-1, br, bc]), transposeA, transposeB);
     return tf.reshape(out, [...batch, m, n]);
   });
+}
+
+/**
+ * op(a) op(b) when a or b has no entries: zeros of the product's shape (an empty tensor,
+ * or zeros when only the summed dimension is 0), with zero gradients. Shapes are checked
+ * as tf.matMul checks them.
+ */
+function emptyProduct(a: tf.Tensor, b: tf.Tensor, tA: boolean, tB: boolean): tf.Tensor {
+  if (a.rank < 2 || b.rank < 2) return tf.matMul(a, b, tA, tB); // tfjs' own error
+  const [ar, ac] = a.shape.slice(-2) as number[];
+  const [br, bc] = b.shape.slice(-2) as number[];
+  const inner = [tA ? ar : ac, tB ? bc : br];
+  if (inner[0] !== inner[1]) {
+    throw new AttentionError('DIMENSION_MISMATCH',
+      `matMul: the inner dims of ${show(a.shape)} and ${show(b.shape)} (${inner[0]} and ${inner[1]}) must be equal`);
+  }
+  const batchA = a.shape.slice(0, -2) as number[];
+  const batchB = b.shape.slice(0, -2) as number[];
+  const batch = batchA.length >= batchB.length ? batchA : batchB;
+  const shape = [...batch, tA ? ac : ar, tB ? br : bc];
+  const f = tf.customGrad(((x: tf.Tensor, y: tf.Tensor) => ({
+    value: tf.zeros(shape),
+    gradFunc: () => [tf.zeros(x.shape), tf.zeros(y.shape)],
+  })) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor, y: tf.Tensor) => tf.Tensor;
+  return f(a, b);
 }

@@ -3,10 +3,11 @@
  * heads, boolean masks, bottom-right causal masking and dropout on the probabilities.
  */
 import * as tf from '@tensorflow/tfjs';
+import {OP_NAMES} from '../arguments';
 import {AttentionError, show} from '../errors';
-import {assertRate} from '../validate';
-import {AttentionDims, attentionDims, groupHeads, ungroupHeads} from './heads';
-import {combineMasks} from './masks';
+import {assertBoolean, assertInteger, assertOptions, assertRate, checkArgNames} from '../validate';
+import {AttentionDims, assertFits, attentionDims, groupHeads, isEmptyAttention, ungroupHeads, zeroAttention} from './heads';
+import {CausalArg, causalAlignment, combineMasks, normalizeMask} from './masks';
 import {entry, matMul, splitsProducts, swapLast} from './matmul';
 
 /**
@@ -18,19 +19,25 @@ export const MASKED_LOGIT = -1e9;
 export interface SdpaOptions {
   /** Bool or 0/1, 1 = may attend; [T, S], [B, T, S] or broadcastable to [B, H, T, S]. */
   mask?: tf.Tensor | null;
-  /** Query i sees key j iff j <= i + (S - T). Default false. */
-  causal?: boolean;
+  /**
+   * true or 'bottom-right': query i sees key j iff j <= i + (S - T); 'top-left': iff j <= i
+   * (PyTorch's is_causal, Keras' use_causal_mask). The same when T == S. Default false.
+   */
+  causal?: CausalArg;
   /** Multiplies q k^T. Default 1 / sqrt(D). */
   scale?: number;
   /** Dropout rate on the attention probabilities, applied only when `training`. Default 0. */
   dropout?: number;
   /** Enables dropout. Default false. */
   training?: boolean;
-  /** Seed for the dropout pattern. */
+  /** Integer seed for the dropout pattern. */
   seed?: number;
   /** Also return the attention probabilities [B, H, T, S] (before dropout). */
   returnWeights?: boolean;
 }
+
+/** The option names scaledDotProductAttention takes. */
+export const SDPA_OPTIONS = ['mask', 'causal', 'scale', 'dropout', 'training', 'seed', 'returnWeights'] as const;
 
 export interface AttentionWithWeights {
   /** [B, H, T, Dv] */
@@ -52,6 +59,9 @@ export function scaledDotProductAttention(
     q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options?: SdpaOptions): tf.Tensor4D;
 export function scaledDotProductAttention(
     q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options: SdpaOptions = {}): tf.Tensor4D | AttentionWithWeights {
+  assertOptions('scaledDotProductAttention', options);
+  options = options ?? {};
+  checkArgNames('scaledDotProductAttention', options, SDPA_OPTIONS, OP_NAMES);
   const dims = attentionDims(q, k, v);
   const {B, H, T, S, D} = dims;
   const scale = options.scale ?? 1 / Math.sqrt(D);
@@ -60,12 +70,24 @@ export function scaledDotProductAttention(
   }
   const rate = options.dropout ?? 0;
   assertRate('dropout', rate);
+  const causal = causalAlignment(options.causal);
+  const training = options.training ?? false;
+  assertBoolean('training', training);
+  const returnWeights = options.returnWeights ?? false;
+  assertBoolean('returnWeights', returnWeights);
+  if (options.seed != null) assertInteger('seed', options.seed);
 
-  const dropping = !!options.training && rate > 0;
-  const fast = splitsProducts() && !options.returnWeights && !dropping && q.size > 0 && k.size > 0;
+  if (isEmptyAttention(dims)) {
+    if (options.mask != null) tf.dispose(normalizeMask(options.mask, [B, H, T, S])); // still checked
+    const output = zeroAttention(q, k, v, dims);
+    return returnWeights ? {output, weights: tf.zeros([B, H, T, S]) as tf.Tensor4D} : output;
+  }
+  assertFits('scaledDotProductAttention', 'the [B, H, T, S] attention weights', [B, H, T, S]);
+  const dropping = training && rate > 0;
+  const fast = splitsProducts() && !returnWeights && !dropping;
 
   return tf.tidy(() => {
-    const allowed = combineMasks(options.mask, options.causal ?? false, [B, H, T, S]);
+    const allowed = combineMasks(options.mask, causal, [B, H, T, S]);
     if (fast) return splitAttention(q, k, v, allowed, scale, dims);
 
     // 1. Logits, with the query heads of each kv group folded into rows.
@@ -86,7 +108,7 @@ export function scaledDotProductAttention(
     const dropped = dropping ? tf.dropout(weights, rate, undefined, options.seed) : weights;
     const out = matMul(groupHeads(dropped, dims), v);           // [B, G, R*T, Dv]
     const output = ungroupHeads(out, dims, T) as tf.Tensor4D;      // [B, H, T, Dv]
-    return options.returnWeights ? {output, weights: weights as tf.Tensor4D} : output;
+    return returnWeights ? {output, weights: weights as tf.Tensor4D} : output;
   });
 }
 

@@ -9,7 +9,8 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {AnyAttentionArgs, ATTENTION_KINDS, AttentionKind, attentionLayer} from '../layers/factory';
-import {assertOneOf, assertPositiveInt, assertRate} from '../validate';
+import {LAYER_ARGS} from '../arguments';
+import {assertOneOf, assertPositiveInt, assertRate, checkArgNames} from '../validate';
 
 type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
 
@@ -18,6 +19,14 @@ export interface PositionEmbeddingArgs extends LayerArgs {
   maxLength: number;
   /** Initializer of the [maxLength, features] table. Default 'randomNormal' with stddev 0.02 (GPT-2). */
   initializer?: 'randomNormal' | 'zeros';
+}
+
+function checkedArgs(args: PositionEmbeddingArgs): PositionEmbeddingArgs {
+  if (args == null || typeof args !== 'object' || Array.isArray(args)) {
+    throw new AttentionError('INVALID_CONFIG', `PositionEmbedding arguments must be an object, received ${show(args)}`);
+  }
+  checkArgNames('PositionEmbedding', args, ['maxLength', 'initializer', ...LAYER_ARGS]);
+  return args;
 }
 
 /**
@@ -31,7 +40,7 @@ export class PositionEmbedding extends tf.layers.Layer {
   private table: tf.LayerVariable | null = null;
 
   constructor(args: PositionEmbeddingArgs) {
-    super(args);
+    super(checkedArgs(args));
     assertPositiveInt('maxLength', args.maxLength);
     this.maxLength = args.maxLength;
     this.initializer = args.initializer ?? 'randomNormal';
