@@ -413,16 +413,17 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
    */
   override setWeights(weights: tf.Tensor[]): void {
     const params = this.weights;
+    const short = (p: tf.LayerVariable) => p.originalName.replace(`${this.name}/`, '');
     if (!Array.isArray(weights) || weights.length !== params.length) {
       throw new AttentionError('DIMENSION_MISMATCH',
-        `${this.name}.setWeights takes ${params.length} weights (${params.map((p) => p.originalName).join(', ')}), ` +
+        `${this.name}.setWeights takes ${params.length} weights (${params.map(short).join(', ')}), ` +
         `received ${Array.isArray(weights) ? weights.length : show(weights)}`);
     }
     weights.forEach((w, i) => {
       const p = params[i];
       if (!(w instanceof tf.Tensor) || w.shape.length !== p.shape.length || w.shape.some((d, a) => d !== p.shape[a])) {
         throw new AttentionError('DIMENSION_MISMATCH',
-          `${this.name}.setWeights: weight ${i} ('${p.originalName}') must have shape ${show(p.shape)}, received ` +
+          `${this.name}.setWeights: weight ${i} ('${short(p)}') must have shape ${show(p.shape)}, received ` +
           (w instanceof tf.Tensor ? `shape ${show(w.shape)}` : show(w)));
       }
     });
