@@ -20,9 +20,12 @@ export {
 export {
   localGlobalAttention, LocalGlobalOptions, localBlockSize, validGlobalIndices, MIN_LOCAL_BLOCK,
 } from './ops/local_global';
-export {causalMask, SparseMask, HnswMask, keyPaddingKeep} from './ops/masks';
+export {
+  causalMask, SparseMask, HnswMask, HnswMaskOptions, keyPaddingKeep, CAUSAL_ALIGNMENTS, CausalAlignment, CausalArg,
+} from './ops/masks';
 export {
   AttentionLayerArgs, AttentionCallArgs, AttentionLayerBase, AttendOptions, MaskParts, paddingOnly, zeroPaddedQueries,
+  ATTENTION_LAYER_ARGS, ATTENTION_CALL_ARGS,
 } from './layers/base_attention';
 export {
   MultiHeadAttention, MultiHeadAttentionArgs, MhaImplementation, MHA_IMPLEMENTATIONS, FLASH_AUTO_MIN_SCORES,
