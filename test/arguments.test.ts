@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import {
   attentionLayer, favorFeatures, FlashAttention, flashAttention, HnswMask, LinearAttention, linearAttention,
   linearAttentionFromFeatures, LocalGlobalAttention, localGlobalAttention, MultiHeadAttention, orthogonalProjection,
-  PositionEmbedding, scaledDotProductAttention,
+  PositionEmbedding, scaledDotProductAttention, makeToyTask, buildTransformer,
 } from '../src';
 import {editDistance, nearestName} from '../src/validate';
 import {expectError, maxDiff, randn, title} from './helpers';
@@ -91,6 +91,13 @@ describe(title('no silent arguments'), () => {
   test('PositionEmbedding refuses unknown names too', () => {
     expectError(() => new PositionEmbedding({maxLenght: 4} as never), 'INVALID_CONFIG',
       /unknown argument 'maxLenght' for PositionEmbedding; did you mean 'maxLength'\?/);
+  });
+
+  test('the training helpers refuse unknown options too', () => {
+    expectError(() => makeToyTask('copy', {lenght: 4} as never), 'INVALID_CONFIG',
+      /unknown argument 'lenght' for makeToyTask; did you mean 'length'\?/);
+    expectError(() => buildTransformer({attention: 'mha', vocabSize: 5, seqLength: 3, numLayer: 1} as never), 'INVALID_CONFIG',
+      /unknown argument 'numLayer' for buildTransformer; did you mean 'numLayers'\?/);
   });
 
   test('attentionLayer keeps its kind-specific message', () => {

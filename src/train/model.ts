@@ -119,8 +119,18 @@ export function transformerDefaults(o: TransformerOptions): Required<Transformer
   };
 }
 
-/** The transformer described in the file comment. Throws AttentionError for bad options. */
+/** The option names of buildTransformer. */
+export const TRANSFORMER_OPTIONS = [
+  'attention', 'vocabSize', 'seqLength', 'modelDim', 'numHeads', 'numKvHeads', 'numLayers', 'ffDim', 'dropout', 'causal',
+  'attentionArgs', 'seed',
+] as const;
+
+/** The transformer described in the file comment. Throws AttentionError for bad options (and unknown names). */
 export function buildTransformer(options: TransformerOptions): tf.LayersModel {
+  if (options == null || typeof options !== 'object') {
+    throw new AttentionError('INVALID_CONFIG', `buildTransformer takes an options object, received ${show(options)}`);
+  }
+  checkArgNames('buildTransformer', options, TRANSFORMER_OPTIONS);
   const o = transformerDefaults(options);
   assertOneOf('attention', o.attention, ATTENTION_KINDS);
   for (const key of ['vocabSize', 'seqLength', 'modelDim', 'numHeads', 'numKvHeads', 'numLayers', 'ffDim'] as const) {
