@@ -59,13 +59,6 @@ export function assertInteger(name: string, value: unknown): asserts value is nu
   }
 }
 
-/** An options or arguments object: undefined and null stand for {}. */
-export function assertOptions(who: string, value: unknown): void {
-  if (value != null && (typeof value !== 'object' || Array.isArray(value))) {
-    throw new AttentionError('INVALID_CONFIG', `${who}: the options must be an object, received ${show(value)}`);
-  }
-}
-
 /**
  * A name this library does not take but another library (Keras, PyTorch) does, or that
  * belongs elsewhere in this one: what to say to a user who passes it.
@@ -118,14 +111,18 @@ export function nearestName(name: string, known: readonly string[]): string | nu
 }
 
 /**
- * Throws for any key of `args` (with a defined value) that is not in `known`: a foreign
- * name with its own code and advice (unless its value is inert), any other with
- * INVALID_CONFIG naming the nearest known name: "unknown argument 'numHead' for
- * MultiHeadAttention; did you mean 'numHeads'?".
+ * Checks an options or arguments object (null and undefined stand for {}; anything else
+ * that is not a plain object throws INVALID_CONFIG) and throws for any key (with a
+ * defined value) that is not in `known`: a foreign name with its own code and advice
+ * (unless its value is inert), any other with INVALID_CONFIG naming the nearest known
+ * name: "unknown argument 'numHead' for MultiHeadAttention; did you mean 'numHeads'?".
  */
-export function checkArgNames(who: string, args: object | null | undefined, known: readonly string[],
+export function checkArgNames(who: string, args: unknown, known: readonly string[],
                               foreign: Readonly<Record<string, ForeignName>> = {}): void {
   if (args == null) return;
+  if (typeof args !== 'object' || Array.isArray(args)) {
+    throw new AttentionError('INVALID_CONFIG', `${who}: the options must be an object, received ${show(args)}`);
+  }
   for (const [key, value] of Object.entries(args)) {
     if (value === undefined || known.includes(key)) continue;
     const f = Object.prototype.hasOwnProperty.call(foreign, key) ? foreign[key] : undefined;

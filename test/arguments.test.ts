@@ -104,7 +104,11 @@ describe(title('no silent arguments'), () => {
     expectError(() => attentionLayer('mha', {numHeads: 2, blockSize: 4} as never), 'INVALID_CONFIG',
       /attention kind 'mha' does not take 'blockSize' \('flash', 'local-global' does\)/);
     expectError(() => attentionLayer('flash', {numHeads: 2, blokSize: 4} as never), 'INVALID_CONFIG',
-      /does not take 'blokSize' \(no attention kind does\)/);
+      /does not take 'blokSize' \(no attention kind does\); did you mean 'blockSize'\?/);
+    // Keras names go to the constructor: their "off" values pass, the others say what to use.
+    expect(attentionLayer('mha', {numHeads: 2, useGate: false, attentionAxes: [1]} as never).numHeads).toBe(2);
+    expectError(() => attentionLayer('gqa', {numHeads: 2, numKvHeads: 1, useGate: true} as never), 'UNSUPPORTED', /gated/);
+    expectError(() => attentionLayer('linear', {numHeads: 2, keyDim: 4} as never), 'INVALID_CONFIG', /'headDim' here/);
   });
 
   describe.each(LAYERS)('%s.apply kwargs', (name, build) => {

@@ -6,7 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {
-  AttentionError, FlashAttention, flashAttention, HnswMask, LinearAttention, linearAttention, LocalGlobalAttention,
+  AttentionError, causalMask, FlashAttention, flashAttention, HnswMask, LinearAttention, linearAttention, LocalGlobalAttention,
   localGlobalAttention, MultiHeadAttention, orthogonalProjection, scaledDotProductAttention, SparseMask,
 } from '../src';
 import {main} from '../src/cli/main';
@@ -111,13 +111,18 @@ const CASES: [string, () => unknown, Outcome][] = [
   ...OPS.flatMap(([name, op]) => EMPTY.map(([what, shapes, out]) => [
     `${name} with ${what}: zeros of the output shape`, () => op(r(shapes[0], 1), r(shapes[1], 2), r(shapes[2], 3)),
     {check: zerosOf(out)}] as [string, () => unknown, Outcome])),
-  ...OPS.slice(0, 3).flatMap(([name, op]) => EMPTY.slice(0, 3).map(([what, shapes]) => [
+  ...OPS.flatMap(([name, op]) => EMPTY.slice(0, 3).map(([what, shapes]) => [
     `${name} gradients with ${what}: zeros of each input's shape`, () => emptyGrads(op, shapes),
     {check: () => undefined}] as [string, () => unknown, Outcome])),
   ['local-global with T = 0', () => localGlobalAttention(r([1, 2, 0, 4]), r([1, 1, 0, 4]), r([1, 1, 0, 4]),
     {windowSize: 2, gate: gate()}), {check: zerosOf([1, 2, 0, 4])}],
   ['local-global with B = 0', () => localGlobalAttention(r([0, 2, 5, 4]), r([0, 1, 5, 4]), r([0, 1, 5, 4]),
     {windowSize: 2, gate: gate(), globalIndices: [1]}), {check: zerosOf([0, 2, 5, 4])}],
+  ['local-global gradients with B = 0, the gate included', () => {
+    const g = gate();
+    return tf.grads((a: tf.Tensor, w: tf.Tensor) => tf.sum(localGlobalAttention(a, r([0, 1, 5, 4]), r([0, 1, 5, 4]),
+      {windowSize: 2, gate: w})))([r([0, 2, 5, 4]), g])[1];
+  }, {check: zerosOf([2, 4])}],
   ...LAYERS.flatMap(([name, make]) => [
     [`${name} on an empty batch`, () => make().apply(r([0, 3, 8])), {check: zerosOf([0, 3, 8])}],
     [`${name} on an empty sequence`, () => make().apply(r([2, 0, 8])), {check: zerosOf([2, 0, 8])}],
@@ -139,6 +144,19 @@ const CASES: [string, () => unknown, Outcome][] = [
     }, {check: zerosOf([2, 3, 8])}] as [string, () => unknown, Outcome]),
   ['a huge numHeads with headDim', () => new MultiHeadAttention({numHeads: 1e9, headDim: 4}).apply(r([1, 2, 8])),
     {code: 'UNSUPPORTED', message: /would form its weight 'query\/kernel' of shape \[8, 1000000000, 4\] .* GiB/}],
+  ['a huge numFeatures', () => new LinearAttention({numHeads: 2, numFeatures: 1e9, seed: 1}).apply(r([1, 2, 8])),
+    {code: 'UNSUPPORTED', message: /LinearAttention would form its weight 'projection' of shape \[1000000000, 4\]/}],
+  ['a causal mask one tensor cannot hold', () => causalMask(70000, 70000),
+    {code: 'UNSUPPORTED', message: /causalMask would form a \[T, S\] mask of shape \[70000, 70000\]/}],
+  ['causalMask with alignment false', () => causalMask(3, 3, false as never),
+    {code: 'INVALID_CONFIG', message: /alignment must be one of 'top-left', 'bottom-right'/}],
+  ['setWeights with int32 tensors', () => {
+    const layer = new MultiHeadAttention({numHeads: 2});
+    tf.dispose(layer.apply(r([1, 3, 4])) as tf.Tensor);
+    layer.setWeights(layer.getWeights().map((w) => tf.zeros(w.shape, 'int32')));
+  }, {code: 'INVALID_CONFIG', message: /weight 0 \('query\/kernel'\) must be float32, received dtype int32/}],
+  ['a propagated mask that is not a tensor', () => new MultiHeadAttention({numHeads: 2}).apply(r([1, 3, 4]),
+    {mask: 'abc' as never}), {code: 'INVALID_MASK', message: /the query padding mask must be a tf.Tensor, received 'abc'/}],
   ['a huge numHeads without headDim', () => new MultiHeadAttention({numHeads: 2 ** 40}).apply(r([1, 2, 8])),
     {code: 'INVALID_CONFIG', message: /not divisible by numHeads/}],
   ['attention weights one tensor cannot hold', () => scaledDotProductAttention(r([1, 1, 50000, 2]), r([1, 1, 50000, 2]),

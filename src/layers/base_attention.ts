@@ -9,8 +9,9 @@ import {AttentionError, show} from '../errors';
 import {assertFits} from '../ops/heads';
 import {CausalAlignment, CausalArg, causalAlignment, strictestCausal} from '../ops/masks';
 import {AttentionWithWeights} from '../ops/sdpa';
-import {assertBoolean, assertDivisible, assertOptions, assertPositiveInt, assertRate, checkArgNames} from '../validate';
+import {assertBoolean, assertDivisible, assertPositiveInt, assertRate, checkArgNames} from '../validate';
 import {callMaskParts, MaskParts} from './call_masks';
+import {assertInputs, checkInputShapes, Shape, unpackInputs} from './inputs';
 import {
   ConstraintArg, getConstraint, getInitializer, getRegularizer, InitializerArg, RegularizerArg,
   serializeObject,
@@ -20,7 +21,6 @@ import {projectFromHeads, projectToHeads} from './projection';
 export {MaskParts, paddingOnly, zeroPaddedQueries} from './call_masks';
 
 type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
-type Shape = (number | null)[];
 // tfjs' own Kwargs type is `{[key: string]: any}`.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Kwargs = {[key: string]: any};
@@ -119,17 +119,6 @@ function optionalPositiveInt(name: string, value: number | null | undefined): nu
   return value;
 }
 
-/** x is a tensor (or symbolic tensor), or a list of 1 to 3 of them. */
-function assertInputs(inputs: unknown, who: string): void {
-  const isTensor = (t: unknown) => t instanceof tf.Tensor || t instanceof tf.SymbolicTensor;
-  const ok = isTensor(inputs) ||
-    (Array.isArray(inputs) && inputs.length >= 1 && inputs.length <= 3 && inputs.every(isTensor));
-  if (!ok) {
-    throw new AttentionError('INVALID_CONFIG',
-      `${who} takes x, [query, value] or [query, value, key] (tf.Tensors or SymbolicTensors), received ${show(inputs)}`);
-  }
-}
-
 export abstract class AttentionLayerBase extends tf.layers.Layer {
   readonly numHeads: number;
   readonly numKvHeads: number;
@@ -215,18 +204,6 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     return args;
   }
 
-  /** Splits the layer input into [query, value, key] shapes or tensors (self-attention repeats x). */
-  private static unpack<T>(inputs: T | T[], isList: boolean): [T, T, T] {
-    if (!isList) return [inputs as T, inputs as T, inputs as T];
-    const list = inputs as T[];
-    if (list.length < 1 || list.length > 3) {
-      throw new AttentionError('DIMENSION_MISMATCH',
-        `inputs must be x, [x], [query, value] or [query, value, key], received ${list.length} tensors`);
-    }
-    const [query, value = list[0], key = value] = list;
-    return [query, value, key];
-  }
-
   build(inputShape: Shape | Shape[]): void {
     const [qs, vs, ks] = this.checkShapes(inputShape, false);
     const Eq = qs[2] as number;
@@ -290,34 +267,9 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
    * that a refused call still leaves a built layer).
    */
   private checkShapes(inputShape: Shape | Shape[], lengths = true): [Shape, Shape, Shape] {
-    if (!Array.isArray(inputShape) || inputShape.length === 0) {
-      throw new AttentionError('DIMENSION_MISMATCH', `expected input shapes, received ${show(inputShape)}`);
-    }
-    const isList = Array.isArray(inputShape[0]);
-    const shapes = AttentionLayerBase.unpack<Shape>(inputShape as Shape | Shape[], isList);
-    const built = this.dims != null ? [this.dims.Eq, this.dims.Ev, this.dims.Ek] : [null, null, null];
-    shapes.forEach((shape, n) => {
-      const name = ['query', 'value', 'key'][n];
-      const d = shape[shape.length - 1];
-      if (shape.length !== 3 || d == null) {
-        throw new AttentionError('DIMENSION_MISMATCH',
-          `${name} must have shape [batch, length, features] with known features, received ${show(shape)}`);
-      }
-      if (built[n] != null && d !== built[n]) {
-        throw new AttentionError('DIMENSION_MISMATCH',
-          `${name}'s last dim (${d}) differs from the one the layer was built with (${built[n]})`);
-      }
-    });
-    const [qs, vs, ks] = shapes;
-    const batches = shapes.map((x) => x[0]).filter((b): b is number => b != null);
-    if (new Set(batches).size > 1) {
-      throw new AttentionError('DIMENSION_MISMATCH',
-        `query, value and key must share the batch size, received ${qs[0]}, ${vs[0]} and ${ks[0]}`);
-    }
-    if (ks[1] != null && vs[1] != null && ks[1] !== vs[1]) {
-      throw new AttentionError('DIMENSION_MISMATCH', `key and value must have the same length, received ${ks[1]} and ${vs[1]}`);
-    }
-    if (lengths) this.checkLengths(qs[1], vs[1] ?? ks[1]);
+    const built = this.dims != null ? [this.dims.Eq, this.dims.Ev, this.dims.Ek] as [number, number, number] : null;
+    const shapes = checkInputShapes(inputShape, built);
+    if (lengths) this.checkLengths(shapes[0][1], shapes[1][1] ?? shapes[2][1]);
     return shapes;
   }
 
@@ -332,7 +284,6 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
                  kwargs?: Kwargs): tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[] {
     const who = AttentionLayerBase.nameOf(this.constructor as {className?: string; name: string});
     assertInputs(inputs, `${who}.apply`);
-    assertOptions(`${who}.apply`, kwargs);
     checkArgNames(`${who}.apply`, kwargs, ATTENTION_CALL_ARGS, KERAS_CALL_NAMES);
     for (const flag of ['returnAttentionScores', 'useCausalMask', 'training'] as const) {
       if (kwargs?.[flag] != null) assertBoolean(flag, kwargs[flag]);
@@ -371,7 +322,7 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     const args = (kwargs ?? {}) as AttentionCallArgs;
     return tf.tidy(() => {
       const isList = Array.isArray(inputs);
-      const [query, value, key] = AttentionLayerBase.unpack<tf.Tensor>(inputs, isList);
+      const [query, value, key] = unpackInputs<tf.Tensor>(inputs, isList);
       this.checkInputs(query, value, key);
       const [B, T] = query.shape as number[];
       const S = value.shape[1] as number;
@@ -425,6 +376,10 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
         throw new AttentionError('DIMENSION_MISMATCH',
           `${this.name}.setWeights: weight ${i} ('${short(p)}') must have shape ${show(p.shape)}, received ` +
           (w instanceof tf.Tensor ? `shape ${show(w.shape)}` : show(w)));
+      }
+      if (w.dtype !== p.dtype) {
+        throw new AttentionError('INVALID_CONFIG',
+          `${this.name}.setWeights: weight ${i} ('${short(p)}') must be ${p.dtype}, received dtype ${w.dtype}`);
       }
     });
     const copies = tf.tidy(() => weights.map((w) => tf.mul(w, tf.scalar(1, w.dtype)))); // own buffers

@@ -94,6 +94,9 @@ export function callMaskParts(inputs: tf.Tensor | tf.Tensor[], args: CallMasks,
     for (const [m, name, explicit] of pairs) {
       if (m == null) continue;
       if (explicit) checkMaskValues(m, name);
+      else if (!(m instanceof tf.Tensor)) {
+        throw new AttentionError('INVALID_MASK', `the ${name} padding mask must be a tf.Tensor, received ${show(m)}`);
+      }
       if (m.rank !== 2 || m.shape[0] !== B || m.shape[1] !== len) {
         throw new AttentionError('INVALID_MASK',
           `the ${name} padding mask must have shape [${B}, ${len}], received ${show(m.shape)}`);

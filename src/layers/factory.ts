@@ -3,9 +3,9 @@
  * library by name and checks that the arguments make sense for that kind (the seeds'
  * AttentionBuilder, in TypeScript form).
  */
-import {LAYER_ARGS} from '../arguments';
+import {KERAS_LAYER_NAMES, LAYER_ARGS} from '../arguments';
 import {AttentionError, show} from '../errors';
-import {assertOneOf} from '../validate';
+import {assertOneOf, nearestName} from '../validate';
 import {ATTENTION_LAYER_ARGS, AttentionLayerArgs, AttentionLayerBase} from './base_attention';
 import {FlashAttention, FlashAttentionArgs} from './flash_attention';
 import {LinearAttention, LinearAttentionArgs} from './linear_attention';
@@ -47,13 +47,17 @@ export function attentionLayer(kind: AttentionKind, args: AnyAttentionArgs): Att
   if (args == null || typeof args !== 'object') {
     throw new AttentionError('INVALID_CONFIG', `attentionLayer('${kind}', args): args must be an object, received ${show(args)}`);
   }
-  const allowed = new Set<string>([...SHARED, ...OWN[kind]]);
+  const allowed = [...SHARED, ...OWN[kind]];
   for (const key of Object.keys(args)) {
-    if ((args as unknown as Record<string, unknown>)[key] === undefined || allowed.has(key)) continue;
+    if ((args as unknown as Record<string, unknown>)[key] === undefined || allowed.includes(key)) continue;
+    // Keras and PyTorch names: the layer's constructor accepts their "off" values and says what to use.
+    if (Object.prototype.hasOwnProperty.call(KERAS_LAYER_NAMES, key)) continue;
     const takers = ATTENTION_KINDS.filter((k) => OWN[k].includes(key));
+    const near = takers.length === 0 ? nearestName(key, allowed) : null;
     throw new AttentionError('INVALID_CONFIG',
       `attention kind '${kind}' does not take '${key}'` +
-      (takers.length > 0 ? ` (${takers.map((k) => `'${k}'`).join(', ')} does)` : ' (no attention kind does)'));
+      (takers.length > 0 ? ` (${takers.map((k) => `'${k}'`).join(', ')} does)` : ' (no attention kind does)') +
+      (near != null ? `; did you mean '${near}'?` : ''));
   }
   switch (kind) {
     case 'mha': {

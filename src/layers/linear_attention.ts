@@ -36,6 +36,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {DEFAULT_CHUNK_SIZE, FEATURE_KERNELS, FeatureKernel, linearAttention} from '../ops/linear';
+import {assertFits} from '../ops/heads';
 import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
 import {assertNonNegativeInt, assertOneOf, assertPositiveInt} from '../validate';
 import {AttendOptions, AttentionLayerArgs, AttentionLayerBase, paddingOnly, zeroPaddedQueries} from './base_attention';
@@ -102,6 +103,7 @@ export class LinearAttention extends AttentionLayerBase {
 
   protected override buildExtra({D}: {D: number; Dv: number}): void {
     const M = this.numFeaturesArg ?? defaultNumFeatures(D);
+    assertFits('LinearAttention', "its weight 'projection'", [M, D]); // before anything is allocated
     this.projectionWeight = this.addWeight('projection', [M, D], 'float32', tf.initializers.zeros(),
       undefined, false);
     this.writeProjection();

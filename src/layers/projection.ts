@@ -6,25 +6,15 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {matMul} from '../ops/matmul';
-
-/**
- * Zeros of `shape` with zero gradients for `inputs`: a projection of no rows (B or T = 0).
- * The wasm backend's transpose divides by zero on empty tensors, so none is run.
- */
-function emptyProjection(shape: number[], inputs: tf.Tensor[]): tf.Tensor {
-  const f = tf.customGrad(((...args: tf.Tensor[]) => ({
-    value: tf.zeros(shape),
-    gradFunc: () => args.slice(0, inputs.length).map((a) => tf.zeros(a.shape)),
-  })) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (...t: tf.Tensor[]) => tf.Tensor;
-  return f(...inputs);
-}
+import {zerosWithZeroGrads} from '../ops/zeros';
 
 /** x [B, T, E] with kernel [E, N, X] and bias [N, X] -> heads [B, N, T, X]. */
 export function projectToHeads(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | null): tf.Tensor4D {
   return tf.tidy(() => {
     const [B, T, E] = x.shape as [number, number, number];
     const [, N, X] = kernel.shape as [number, number, number];
-    if (B * T === 0) return emptyProjection([B, N, T, X], [x, kernel, ...(bias != null ? [bias] : [])]) as tf.Tensor4D;
+    // No rows (B or T = 0): zeros, without the transposes that divide by zero on wasm.
+    if (B * T === 0) return zerosWithZeroGrads([B, N, T, X], [x, kernel, ...(bias != null ? [bias] : [])]) as tf.Tensor4D;
     let y = matMul(tf.reshape(x, [B * T, E]), tf.reshape(kernel, [E, N * X])); // [B*T, N*X]
     if (bias != null) y = tf.add(y, tf.reshape(bias, [N * X]));
     return tf.transpose(tf.reshape(y, [B, T, N, X]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, N, T, X]
@@ -36,7 +26,7 @@ export function projectFromHeads(o: tf.Tensor, kernel: tf.Tensor, bias: tf.Tenso
   return tf.tidy(() => {
     const [B, H, T, Dv] = o.shape as [number, number, number, number];
     const E = kernel.shape[2] as number;
-    if (B * T === 0) return emptyProjection([B, T, E], [o, kernel, ...(bias != null ? [bias] : [])]) as tf.Tensor3D;
+    if (B * T === 0) return zerosWithZeroGrads([B, T, E], [o, kernel, ...(bias != null ? [bias] : [])]) as tf.Tensor3D;
     const flat = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B * T, H * Dv]); // [B*T, H*Dv]
     let y = matMul(flat, tf.reshape(kernel, [H * Dv, E]));              // [B*T, E]
     if (bias != null) y = tf.add(y, bias);

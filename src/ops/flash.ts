@@ -17,7 +17,7 @@ import * as tf from '@tensorflow/tfjs';
 import {matMul} from './matmul';
 import {noProbabilities} from '../arguments';
 import {AttentionError, show} from '../errors';
-import {assertOptions, assertPositiveInt, checkArgNames} from '../validate';
+import {assertPositiveInt, checkArgNames} from '../validate';
 import {AttentionDims, assertFits, attentionDims, isEmptyAttention, zeroAttention} from './heads';
 import {CausalArg, causalAlignment, causalOffset, normalizeMask} from './masks';
 import {MASKED_LOGIT} from './sdpa';
@@ -232,13 +232,12 @@ function backward(p: Plan, dO: tf.Tensor, q: tf.Tensor, k: tf.Tensor, v: tf.Tens
  * Exact attention over q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv] (G divides H;
  * query head h reads key/value head floor(h / (H / G))) without holding the T x S
  * scores: same results and semantics as scaledDotProductAttention (masks with
- * 1 = may attend, bottom-right causal, zero rows where nothing is visible), gradients
+ * 1 = may attend, causal in either alignment, zero rows where nothing is visible), gradients
  * for q, k and v through a tiled backward pass.
  *
  * Returns [B, H, T, Dv].
  */
 export function flashAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options: FlashOptions = {}): tf.Tensor4D {
-  assertOptions('flashAttention', options);
   options = options ?? {};
   checkArgNames('flashAttention', options, FLASH_OPTIONS, noProbabilities('flashAttention'));
   const dims = attentionDims(q, k, v);

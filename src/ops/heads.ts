@@ -8,6 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
+import {zerosWithZeroGrads} from './zeros';
 
 export interface AttentionDims {
   B: number; H: number; G: number; T: number; S: number; D: number; Dv: number;
@@ -100,15 +101,12 @@ export function isEmptyAttention({B, H, T, S, Dv}: AttentionDims): boolean {
 /**
  * The attention result when there is nothing to attend or to output (B, H, T or Dv = 0, or
  * no keys at all): zeros [B, H, T, Dv] (every row sees no key), with zero gradients for q,
- * k and v. Never runs a kernel on an empty tensor (several wasm kernels divide by zero).
+ * k, v and any `others` the op takes (a gate, a projection).
  */
-export function zeroAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, dims: AttentionDims): tf.Tensor4D {
+export function zeroAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, dims: AttentionDims,
+                              ...others: tf.Tensor[]): tf.Tensor4D {
   const {B, H, T, Dv} = dims;
-  const f = tf.customGrad(((qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor) => ({
-    value: tf.zeros([B, H, T, Dv]),
-    gradFunc: () => [tf.zeros(qq.shape), tf.zeros(kk.shape), tf.zeros(vv.shape)],
-  })) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.Tensor;
-  return f(q, k, v) as tf.Tensor4D;
+  return zerosWithZeroGrads([B, H, T, Dv], [q, k, v, ...others]) as tf.Tensor4D;
 }
 
 /** Elements a single tensor may hold: tfjs indexes with 32-bit integers and typed arrays stop near 2^31. */

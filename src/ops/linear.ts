@@ -24,9 +24,10 @@ import * as tf from '@tensorflow/tfjs';
 import {matMul} from './matmul';
 import {noProbabilities, OP_NAMES} from '../arguments';
 import {AttentionError, show} from '../errors';
-import {assertOneOf, assertOptions, assertPositiveInt, assertPositiveNumber, checkArgNames, ForeignName} from '../validate';
+import {assertOneOf, assertPositiveInt, assertPositiveNumber, checkArgNames, ForeignName} from '../validate';
 import {AttentionDims, assertFits, attentionDims, groupHeads, isEmptyAttention, repeatHeads, ungroupHeads, zeroAttention} from './heads';
 import {CausalArg, causalAlignment, causalOffset, keyPaddingKeep} from './masks';
+import {zerosWithZeroGrads} from './zeros';
 
 export const FEATURE_KERNELS = ['softmax', 'relu'] as const;
 /** 'softmax': FAVOR+ positive random features; 'relu': relu(w.x') / sqrt(M) (a different kernel). */
@@ -123,7 +124,6 @@ function positiveFeatures(wx: tf.Tensor, diag: tf.Tensor, role: 'query' | 'key',
  * projection [M, D]. See the file comment for the formula and the stabilisers.
  */
 export function favorFeatures(x: tf.Tensor, projection: tf.Tensor, options: FeatureOptions): tf.Tensor4D {
-  assertOptions('favorFeatures', options);
   if (options == null) throw new AttentionError('INVALID_CONFIG', "favorFeatures needs options {role: 'query' | 'key'}");
   checkArgNames('favorFeatures', options, FEATURE_OPTIONS, OP_NAMES);
   const kernel = options.kernel ?? 'softmax';
@@ -138,7 +138,7 @@ export function favorFeatures(x: tf.Tensor, projection: tf.Tensor, options: Feat
   const scale = options.scale ?? 1 / Math.sqrt(D);
   assertPositiveNumber('scale', scale);
   const M = projection.shape[0] as number;
-  if (x.size === 0) return tf.zeros([B, N, L, M]) as tf.Tensor4D; // nothing to map (and no kernel on empty tensors)
+  if (x.size === 0) return zerosWithZeroGrads([B, N, L, M], [x, projection]) as tf.Tensor4D; // nothing to map
   assertFits('favorFeatures', 'the features', [B, N, L, M]);
   return tf.tidy(() => {
     const xs = tf.mul(x, Math.sqrt(scale));        // [B, N, L, D]
@@ -166,15 +166,19 @@ function checkProjection(projection: tf.Tensor, D: number): void {
  * with no key it may attend to gives zeros.
  */
 export function linearAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options: LinearOptions): tf.Tensor4D {
-  assertOptions('linearAttention', options);
   checkArgNames('linearAttention', options, LINEAR_OPTIONS, LINEAR_NAMES);
   if (options == null || options.projection == null) {
     throw new AttentionError('INVALID_CONFIG',
       'linearAttention needs options.projection, the [numFeatures, D] random projection ' +
       '(orthogonalProjection(numFeatures, D, seed) makes one)');
   }
-  const {D} = attentionDims(q, k, v);
-  checkProjection(options.projection, D);
+  const dims = attentionDims(q, k, v);
+  checkProjection(options.projection, dims.D);
+  if (isEmptyAttention(dims)) {
+    const {B, H, T, S} = dims;
+    if (options.mask != null) tf.dispose(keyPaddingKeep(options.mask, [B, H, T, S], 'linear attention')); // still checked
+    return zeroAttention(q, k, v, dims, options.projection);
+  }
   return tf.tidy(() => {
     const feature = {kernel: options.kernel, scale: options.scale};
     const qf = favorFeatures(q, options.projection, {...feature, role: 'query'}); // [B, H, T, M]
@@ -187,12 +191,11 @@ export function linearAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, option
  * The attention step alone, for features computed elsewhere: qf [B, H, T, M],
  * kf [B, G, S, M] (non-negative), v [B, G, S, Dv]:
  *   out_i = sum_j (qf_i . kf_j) v_j / sum_j (qf_i . kf_j)
- * over the keys j that query i may see (all, or j <= i + S - T when causal, minus
+ * over the keys j that query i may see (all, or j <= i + S - T or j <= i when causal, minus
  * masked keys). Returns [B, H, T, Dv].
  */
 export function linearAttentionFromFeatures(qf: tf.Tensor, kf: tf.Tensor, v: tf.Tensor,
     options: {causal?: CausalArg; mask?: tf.Tensor | null; chunkSize?: number} = {}): tf.Tensor4D {
-  assertOptions('linearAttentionFromFeatures', options);
   options = options ?? {};
   checkArgNames('linearAttentionFromFeatures', options, FROM_FEATURES_OPTIONS, LINEAR_NAMES);
   const dims = attentionDims(qf, kf, v, 'feature count M');
@@ -289,6 +292,8 @@ function causalProducts(qf: tf.Tensor, kf: tf.Tensor, vAug: tf.Tensor, dims: Att
   const va = first > 0 || L < S ? tf.slice(vAug, [0, 0, first, 0], [B, G, L, X]) : vAug; // [B, G, L, X]
   const n = Math.min(chunk, L);
   const nc = Math.ceil(L / n);
+  assertFits('linearAttention', 'the per-chunk [M, Dv + 1] states', [B * H, nc, M, X]);
+  assertFits('linearAttention', 'the products inside chunks', [B * H * nc, n, n]);
   const pad = (x: tf.Tensor) => (nc * n === L ? x : tf.pad(x, [[0, 0], [0, 0], [0, nc * n - L], [0, 0]]));
   const qc = tf.reshape(pad(qa), [B * H * nc, n, M]);                           // [B*H*nc, n, M]
   const kc = tf.reshape(pad(repeatHeads(ka, R)), [B * H * nc, n, M]);           // [B*H*nc, n, M]

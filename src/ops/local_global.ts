@@ -16,7 +16,7 @@ import * as tf from '@tensorflow/tfjs';
 import {matMul} from './matmul';
 import {noProbabilities} from '../arguments';
 import {AttentionError, show} from '../errors';
-import {assertIndexList, assertOptions, assertPositiveInt, checkArgNames, ForeignName} from '../validate';
+import {assertIndexList, assertPositiveInt, checkArgNames, ForeignName} from '../validate';
 import {assertFits, attentionDims, groupHeads, isEmptyAttention, repeatHeads, ungroupHeads, zeroAttention} from './heads';
 import {CausalArg, causalAlignment, keyPaddingKeep} from './masks';
 import {MASKED_LOGIT} from './sdpa';
@@ -118,7 +118,6 @@ function windows(x: tf.Tensor, nb: number, b: number): tf.Tensor {
  * [B, H, T, Dv].
  */
 export function localGlobalAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options: LocalGlobalOptions): tf.Tensor4D {
-  assertOptions('localGlobalAttention', options);
   if (options == null) throw new AttentionError('INVALID_CONFIG', 'localGlobalAttention needs options {windowSize, gate}');
   checkArgNames('localGlobalAttention', options, LOCAL_GLOBAL_OPTIONS, LOCAL_GLOBAL_NAMES);
   const dims = attentionDims(q, k, v);
@@ -150,7 +149,7 @@ export function localGlobalAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, o
   const globals = validGlobalIndices(options.globalIndices ?? [], S);
   if (isEmptyAttention(dims)) {
     if (options.mask != null) tf.dispose(keyPaddingKeep(options.mask, [B, H, T, S], 'local-global attention')); // still checked
-    return zeroAttention(q, k, v, dims);
+    return zeroAttention(q, k, v, dims, gate);
   }
   // A window or block longer than the sequence changes nothing: clamp both before allocating.
   // (|i - j| <= T - 1 already holds for every pair; one block of T rows holds the sequence.)

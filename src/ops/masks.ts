@@ -3,8 +3,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
-import {assertBoolean, assertIndexList, assertNonNegativeInt, assertOptions, assertPositiveInt, checkArgNames} from '../validate';
-import {MAX_TENSOR_ELEMENTS} from './heads';
+import {
+  assertBoolean, assertIndexList, assertNonNegativeInt, assertOneOf, assertPositiveInt, checkArgNames,
+} from '../validate';
+import {assertFits, MAX_TENSOR_ELEMENTS} from './heads';
 import {uniform} from './random_features';
 
 export const CAUSAL_ALIGNMENTS = ['top-left', 'bottom-right'] as const;
@@ -49,7 +51,9 @@ export function strictestCausal(a: CausalAlignment | null, b: CausalAlignment | 
 export function causalMask(T: number, S: number, alignment: CausalAlignment = 'bottom-right'): tf.Tensor2D {
   assertNonNegativeInt('T', T);
   assertNonNegativeInt('S', S);
-  const offset = causalOffset(causalAlignment(alignment, 'alignment') ?? 'bottom-right', T, S);
+  assertOneOf('alignment', alignment, CAUSAL_ALIGNMENTS);
+  assertFits('causalMask', 'a [T, S] mask', [T, S]);
+  const offset = causalOffset(alignment, T, S);
   return tf.tidy(() => {
     const i = tf.reshape(tf.range(offset, T + offset, 1, 'int32'), [T, 1]); // [T, 1], already shifted
     const j = tf.reshape(tf.range(0, S, 1, 'int32'), [1, S]);               // [1, S]
@@ -333,7 +337,6 @@ export interface HnswMaskOptions {
 
 /** Whether ids >= T are dropped; throws INVALID_CONFIG naming the first one otherwise. */
 function dropsOutOfRange(T: number, options: HnswMaskOptions | undefined, ids: [string, readonly number[]][]): boolean {
-  assertOptions('HnswMask', options);
   checkArgNames('HnswMask', options, ['dropOutOfRange']);
   const drop = options?.dropOutOfRange ?? false;
   assertBoolean('dropOutOfRange', drop);

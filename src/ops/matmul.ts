@@ -14,6 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
+import {zerosWithZeroGrads} from './zeros';
 
 /**
  * How products are computed: 'auto' splits on the backends in SPLIT_BACKENDS, 'split'
@@ -184,11 +185,8 @@ function emptyProduct(a: tf.Tensor, b: tf.Tensor, tA: boolean, tB: boolean): tf.
   }
   const batchA = a.shape.slice(0, -2) as number[];
   const batchB = b.shape.slice(0, -2) as number[];
-  const batch = batchA.length >= batchB.length ? batchA : batchB;
-  const shape = [...batch, tA ? ac : ar, tB ? br : bc];
-  const f = tf.customGrad(((x: tf.Tensor, y: tf.Tensor) => ({
-    value: tf.zeros(shape),
-    gradFunc: () => [tf.zeros(x.shape), tf.zeros(y.shape)],
-  })) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor, y: tf.Tensor) => tf.Tensor;
-  return f(a, b);
+  const sameBatch = batchB.length === 0 || (batchA.length === batchB.length && batchA.every((d, i) => d === batchB[i]));
+  if (!sameBatch) return tf.matMul(a, b, tA, tB); // tfjs' own rules (and errors) for other batch shapes
+  const shape = [...batchA, tA ? ac : ar, tB ? br : bc];
+  return zerosWithZeroGrads(shape, [a, b]);
 }

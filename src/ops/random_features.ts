@@ -12,6 +12,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {assertPositiveInt} from '../validate';
+import {assertFits} from './heads';
 
 /** mulberry32: a small, fast 32-bit generator; uniform numbers in [0, 1) from a seed. */
 export function uniform(seed: number): () => number {
@@ -76,6 +77,7 @@ export function orthogonalProjection(M: number, D: number, seed: number): tf.Ten
   if (typeof seed !== 'number' || !Number.isInteger(seed)) {
     throw new AttentionError('INVALID_CONFIG', `seed must be an integer, received ${show(seed)}`);
   }
+  assertFits('orthogonalProjection', 'the projection', [M, D]);
   const next = gaussian(seed);
   const out = new Float32Array(M * D);
   let row = 0;

@@ -1,11 +1,11 @@
 /**
  * Scaled dot-product attention: softmax(q k^T * scale + mask) v, with grouped-query
- * heads, boolean masks, bottom-right causal masking and dropout on the probabilities.
+ * heads, boolean masks, causal masking (aligned bottom-right or top-left) and dropout on the probabilities.
  */
 import * as tf from '@tensorflow/tfjs';
 import {OP_NAMES} from '../arguments';
 import {AttentionError, show} from '../errors';
-import {assertBoolean, assertInteger, assertOptions, assertRate, checkArgNames} from '../validate';
+import {assertBoolean, assertInteger, assertRate, checkArgNames} from '../validate';
 import {AttentionDims, assertFits, attentionDims, groupHeads, isEmptyAttention, ungroupHeads, zeroAttention} from './heads';
 import {CausalArg, causalAlignment, combineMasks, normalizeMask} from './masks';
 import {entry, matMul, splitsProducts, swapLast} from './matmul';
@@ -59,7 +59,6 @@ export function scaledDotProductAttention(
     q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options?: SdpaOptions): tf.Tensor4D;
 export function scaledDotProductAttention(
     q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options: SdpaOptions = {}): tf.Tensor4D | AttentionWithWeights {
-  assertOptions('scaledDotProductAttention', options);
   options = options ?? {};
   checkArgNames('scaledDotProductAttention', options, SDPA_OPTIONS, OP_NAMES);
   const dims = attentionDims(q, k, v);

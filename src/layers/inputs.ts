@@ -1,0 +1,68 @@
+/**
+ * The inputs of an attention layer: x (self-attention), [query, value] (key = value) or
+ * [query, value, key], as tensors, symbolic tensors or their shapes, and the checks an
+ * eager call and graph building share, so that a graph that cannot run fails when it
+ * is built, not at predict.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {AttentionError, show} from '../errors';
+
+export type Shape = (number | null)[];
+
+/** Splits a layer input into [query, value, key] (self-attention repeats x). */
+export function unpackInputs<T>(inputs: T | T[], isList: boolean): [T, T, T] {
+  if (!isList) return [inputs as T, inputs as T, inputs as T];
+  const list = inputs as T[];
+  if (list.length < 1 || list.length > 3) {
+    throw new AttentionError('DIMENSION_MISMATCH',
+      `inputs must be x, [x], [query, value] or [query, value, key], received ${list.length} tensors`);
+  }
+  const [query, value = list[0], key = value] = list;
+  return [query, value, key];
+}
+
+/** Throws INVALID_CONFIG unless inputs is a tensor (or symbolic tensor), or a list of 1 to 3 of them. */
+export function assertInputs(inputs: unknown, who: string): void {
+  const isTensor = (t: unknown) => t instanceof tf.Tensor || t instanceof tf.SymbolicTensor;
+  const ok = isTensor(inputs) ||
+    (Array.isArray(inputs) && inputs.length >= 1 && inputs.length <= 3 && inputs.every(isTensor));
+  if (!ok) {
+    throw new AttentionError('INVALID_CONFIG',
+      `${who} takes x, [query, value] or [query, value, key] (tf.Tensors or SymbolicTensors), received ${show(inputs)}`);
+  }
+}
+
+/**
+ * [query, value, key] shapes of a layer input, checked: rank 3 with a known last dim, that
+ * dim equal to the one the layer was built with (`built` [Eq, Ev, Ek], null before build),
+ * one batch size, and key and value of one length. Sizes still unknown (null) pass.
+ */
+export function checkInputShapes(inputShape: Shape | Shape[], built: [number, number, number] | null)
+    : [Shape, Shape, Shape] {
+  if (!Array.isArray(inputShape) || inputShape.length === 0) {
+    throw new AttentionError('DIMENSION_MISMATCH', `expected input shapes, received ${show(inputShape)}`);
+  }
+  const shapes = unpackInputs<Shape>(inputShape as Shape | Shape[], Array.isArray(inputShape[0]));
+  shapes.forEach((shape, n) => {
+    const name = ['query', 'value', 'key'][n];
+    const d = shape[shape.length - 1];
+    if (shape.length !== 3 || d == null) {
+      throw new AttentionError('DIMENSION_MISMATCH',
+        `${name} must have shape [batch, length, features] with known features, received ${show(shape)}`);
+    }
+    if (built != null && d !== built[n]) {
+      throw new AttentionError('DIMENSION_MISMATCH',
+        `${name}'s last dim (${d}) differs from the one the layer was built with (${built[n]})`);
+    }
+  });
+  const [qs, vs, ks] = shapes;
+  const batches = shapes.map((x) => x[0]).filter((b): b is number => b != null);
+  if (new Set(batches).size > 1) {
+    throw new AttentionError('DIMENSION_MISMATCH',
+      `query, value and key must share the batch size, received ${qs[0]}, ${vs[0]} and ${ks[0]}`);
+  }
+  if (ks[1] != null && vs[1] != null && ks[1] !== vs[1]) {
+    throw new AttentionError('DIMENSION_MISMATCH', `key and value must have the same length, received ${ks[1]} and ${vs[1]}`);
+  }
+  return shapes;
+}
