@@ -157,7 +157,10 @@ describe(title('io file://'), () => {
     await second.save(`file://${dir}`);
 
     expect(fs.readdirSync(root)).toEqual(['model']);
-    expect(fs.readdirSync(dir).sort()).toEqual(['model.json', 'weights.bin']);
+    // Issue 13: a save writes only its own files, so the user's stale.txt is kept (it used
+    // to be deleted along with the old folder); nothing else is left beside the model.
+    expect(fs.readdirSync(dir).sort()).toEqual(['model.json', 'stale.txt', 'weights.bin']);
+    expect(fs.readFileSync(path.join(dir, 'stale.txt'), 'utf8')).toBe('from an earlier run');
     const loaded = await tf.loadLayersModel(`file://${dir}/model.json`);
     expect(predictionGap(second, loaded, x)).toBeLessThanOrEqual(1e-6);
     expect(predictionGap(first, loaded, x)).toBeGreaterThan(1e-3);

@@ -178,13 +178,8 @@ describe(title('checkpoints'), () => {
     const restored = await loadCheckpoint(out);
     restored.model.dispose();
     tf.dispose(restored.optimizerWeights.map((w) => w.tensor));
-    // Cut off between the two renames of a save: only DIR.old-* exists; loading DIR finds it.
-    fs.renameSync(out, `${out}.old-1-2`);
-    const aside = await loadCheckpoint(out);
-    expect(aside.record.step).toBe(4);
-    aside.model.dispose();
-    tf.dispose(aside.optimizerWeights.map((w) => w.tensor));
-    fs.renameSync(`${out}.old-1-2`, out);
+    // (Issue 13: the DIR.old-* sibling scheme is gone, so its part of this test went with it;
+    // test/checkpoint_kill.test.ts kills saves at random instants instead.)
     // Truncated weights.bin, corrupt training.json: AttentionError('IO') naming the file.
     fs.writeFileSync(path.join(out, 'weights.bin'), good.subarray(0, good.length - 8));
     await expect(loadCheckpoint(out)).rejects.toMatchObject({code: 'IO'});

@@ -9,14 +9,17 @@
  *                    signature, userDefinedMetadata, modelInitializer when present
  *   DIR/weights.bin  every weight, concatenated in manifest order
  *
- * Saving is atomic: both files go into a temporary sibling folder that is then renamed
- * to DIR, so DIR always holds either the old model or the new one, never half of one.
+ * Saving writes only these files (and, while it runs, temporary ones beside them) and
+ * leaves every other entry of DIR as it was: it goes through `saveFolder` (folder.ts),
+ * whose one commit point is the rename of model.json, so a process killed at any instant
+ * leaves DIR loading as the old model or the new one, never half of one.
  *
  * `fs` and `path` are required lazily, inside the functions that use them, so importing
  * this module in a browser does not fail.
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
+import {saveFolder, weightsPaths} from './folder';
 
 type Fs = typeof import('fs');
 type Path = typeof import('path');
@@ -42,31 +45,43 @@ function errno(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException)?.code;
 }
 
+/** An error's message (also for errors of another realm, such as Node's fs errors under jest). */
 function message(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
+  const m = (e as Error)?.message;
+  return typeof m === 'string' ? m : String(e);
 }
 
 /** Bytes of one weight in a weights file; -Infinity (no check) for kinds not sized here (strings). */
-function weightBytes(spec: tf.io.WeightsManifestEntry): number {
+function specBytes(spec: tf.io.WeightsManifestEntry): number {
   const size = spec.shape.reduce((a, b) => a * b, 1);
   const dtype = spec.quantization?.dtype ?? spec.dtype;
   const per: Record<string, number> = {float32: 4, int32: 4, bool: 1, uint8: 1, uint16: 2, float16: 2, complex64: 8};
   return dtype in per ? size * per[dtype] : -Infinity;
 }
 
-/** A Node Buffer as a standalone ArrayBuffer (a Buffer may be a view into a larger pool). */
+/** A Node Buffer as a standalone ArrayBuffer (a Buffer may be a view into a larger pool; copied only then). */
 function toArrayBuffer(b: Buffer): ArrayBuffer {
+  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength) return b.buffer as ArrayBuffer;
   return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
 }
 
-/** The model.json content for `artifacts`, with the fields tfjs-node writes. */
-function modelJSONFor(artifacts: tf.io.ModelArtifacts): tf.io.ModelJSON {
+/** Weight data as one byte array, copied only when it comes in several pieces. */
+export function weightBytes(data: tf.io.WeightData | undefined): Uint8Array {
+  const pieces = data == null ? [] : Array.isArray(data) ? data : [data];
+  return new Uint8Array(pieces.length === 1 ? pieces[0] : tf.io.CompositeArrayBuffer.join(pieces));
+}
+
+/**
+ * The model.json content for `artifacts`, with the fields tfjs-node writes; the weights
+ * are in the one file `weightsFile` (a name relative to model.json).
+ */
+export function modelJSONFor(artifacts: tf.io.ModelArtifacts, weightsFile = WEIGHTS_BIN): tf.io.ModelJSON {
   const json: tf.io.ModelJSON = {
     modelTopology: artifacts.modelTopology as {},
     format: artifacts.format,
     generatedBy: artifacts.generatedBy,
     convertedBy: artifacts.convertedBy,
-    weightsManifest: [{paths: [WEIGHTS_BIN], weights: artifacts.weightSpecs ?? []}],
+    weightsManifest: [{paths: [weightsFile], weights: artifacts.weightSpecs ?? []}],
   };
   if (artifacts.trainingConfig != null) json.trainingConfig = artifacts.trainingConfig;
   if (artifacts.signature != null) json.signature = artifacts.signature;
@@ -84,55 +99,21 @@ class FileSystemHandler implements tf.io.IOHandler {
     this.target = node().path.resolve(target);
   }
 
+  /**
+   * Writes DIR/model.json and DIR/weights.bin through `saveFolder`: DIR and its parents
+   * are created if missing; the old model's weights files are the only other files it
+   * deletes, once the new model.json is in place.
+   */
   async save(artifacts: tf.io.ModelArtifacts): Promise<tf.io.SaveResult> {
     if (artifacts.modelTopology instanceof ArrayBuffer) {
       throw new AttentionError('UNSUPPORTED',
         `saving a binary (GraphDef) model topology to '${this.target}' is not supported`);
     }
-    const {fs, path} = node();
-    const dir = this.target;
-    const suffix = `${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
-    const tmp = `${dir}.tmp-${suffix}`;
-    const old = `${dir}.old-${suffix}`;
-    let created = false;
-    try {
-      // 1. Refuse a target that exists as a file; create missing parent folders.
-      const existing = await fs.promises.stat(dir).catch(e => {
-        if (errno(e) === 'ENOENT') return null;
-        throw e;
-      });
-      if (existing != null && !existing.isDirectory()) {
-        throw new Error('it exists and is not a directory');
-      }
-      await fs.promises.mkdir(path.dirname(dir), {recursive: true});
-
-      // 2. Write both files into the temporary sibling folder.
-      await fs.promises.mkdir(tmp);
-      created = true;
-      const weights = tf.io.CompositeArrayBuffer.join(artifacts.weightData ?? new ArrayBuffer(0));
-      await fs.promises.writeFile(path.join(tmp, MODEL_JSON), JSON.stringify(modelJSONFor(artifacts)), 'utf8');
-      await fs.promises.writeFile(path.join(tmp, WEIGHTS_BIN), Buffer.from(weights));
-
-      // 3. Swap it into place. An existing model is moved aside first and put back if
-      //    the swap fails, so DIR never holds a partial model.
-      if (existing == null) {
-        await fs.promises.rename(tmp, dir);
-      } else {
-        await fs.promises.rename(dir, old);
-        try {
-          await fs.promises.rename(tmp, dir);
-        } catch (e) {
-          await fs.promises.rename(old, dir);
-          throw e;
-        }
-      }
-      created = false;
-    } catch (e) {
-      if (created) await fs.promises.rm(tmp, {recursive: true, force: true}).catch(() => undefined);
-      throw new AttentionError('IO', `cannot save model to '${dir}': ${message(e)}`);
-    }
-    // 4. The new model is in place; removing the old one is housekeeping.
-    await fs.promises.rm(old, {recursive: true, force: true}).catch(() => undefined);
+    await saveFolder(this.target, {
+      files: [{name: WEIGHTS_BIN, data: weightBytes(artifacts.weightData)}],
+      modelJSON: (names) => JSON.stringify(modelJSONFor(artifacts, names[WEIGHTS_BIN])),
+      replaces: (old) => weightsPaths(old), // like tfjs-node: only the model's own files
+    });
     return {modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(artifacts)};
   }
 
@@ -141,55 +122,79 @@ class FileSystemHandler implements tf.io.IOHandler {
     // A folder stands for the model.json inside it.
     const info = await fs.promises.stat(this.target).catch(() => null);
     const jsonPath = info?.isDirectory() ? path.join(this.target, MODEL_JSON) : this.target;
-
-    const text = await fs.promises.readFile(jsonPath, 'utf8').catch(e => {
-      const why = errno(e) === 'ENOENT' ? 'it does not exist' : message(e);
-      throw new AttentionError('IO', `cannot read model.json at '${jsonPath}': ${why}`);
-    });
-    let json: tf.io.ModelJSON;
-    try {
-      json = JSON.parse(text);
-      if (json == null || typeof json !== 'object' || json.modelTopology == null) {
-        throw new Error('it has no modelTopology');
-      }
-    } catch (e) {
-      throw new AttentionError('IO', `corrupt model.json at '${jsonPath}': ${message(e)}`);
-    }
-
-    // Weight files are listed relative to model.json; read them all, in manifest order.
-    return tf.io.getModelArtifactsForJSON(json, async manifest => {
-      const specs: tf.io.WeightsManifestEntry[] = [];
-      const buffers: ArrayBuffer[] = [];
-      for (const group of manifest) {
-        for (const file of group.paths) {
-          const weightsPath = path.join(path.dirname(jsonPath), file);
-          const data = await fs.promises.readFile(weightsPath).catch(e => {
-            const why = errno(e) === 'ENOENT' ? 'it does not exist' : message(e);
-            throw new AttentionError('IO',
-              `cannot read weights file '${weightsPath}' listed in '${jsonPath}': ${why}`);
-          });
-          buffers.push(toArrayBuffer(data));
-        }
-        specs.push(...group.weights);
-      }
-      // A truncated or padded weights file would otherwise fail later with a shape error.
-      const bytes = buffers.reduce((n, b) => n + b.byteLength, 0);
-      const expected = specs.reduce((n, spec) => n + weightBytes(spec), 0);
-      if (expected >= 0 && bytes !== expected) {
-        throw new AttentionError('IO',
-          `corrupt weights for '${jsonPath}': the files hold ${bytes} bytes but model.json lists ${expected} ` +
-          '(truncated or overwritten?)');
-      }
-      return [specs, tf.io.CompositeArrayBuffer.join(buffers)];
-    });
+    return artifactsFor(readModelJSONFile(jsonPath), jsonPath);
   }
+}
+
+/**
+ * The parsed model.json at `jsonPath` (read synchronously: it is small).
+ * @throws AttentionError('IO') "cannot read model.json at ..." or "corrupt model.json at ...".
+ */
+export function readModelJSONFile(jsonPath: string): tf.io.ModelJSON {
+  const {fs} = node();
+  let text: string;
+  try {
+    text = fs.readFileSync(jsonPath, 'utf8');
+  } catch (e) {
+    const why = errno(e) === 'ENOENT' ? 'it does not exist' : message(e);
+    throw new AttentionError('IO', `cannot read model.json at '${jsonPath}': ${why}`);
+  }
+  try {
+    const json = JSON.parse(text);
+    if (json == null || typeof json !== 'object' || json.modelTopology == null) {
+      throw new Error('it has no modelTopology');
+    }
+    return json;
+  } catch (e) {
+    throw new AttentionError('IO', `corrupt model.json at '${jsonPath}': ${message(e)}`);
+  }
+}
+
+/** The artifacts of the parsed model.json `json` found at `jsonPath`, with its weights files read. */
+async function artifactsFor(json: tf.io.ModelJSON, jsonPath: string): Promise<tf.io.ModelArtifacts> {
+  const {fs, path} = node();
+  // Weight files are listed relative to model.json; read them all, in manifest order.
+  return tf.io.getModelArtifactsForJSON(json, async manifest => {
+    const specs: tf.io.WeightsManifestEntry[] = [];
+    const buffers: ArrayBuffer[] = [];
+    for (const group of manifest) {
+      for (const file of group.paths) {
+        const weightsPath = path.join(path.dirname(jsonPath), file);
+        const data = await fs.promises.readFile(weightsPath).catch(e => {
+          const why = errno(e) === 'ENOENT' ? 'it does not exist' : message(e);
+          throw new AttentionError('IO',
+            `cannot read weights file '${weightsPath}' listed in '${jsonPath}': ${why}`);
+        });
+        buffers.push(toArrayBuffer(data));
+      }
+      specs.push(...group.weights);
+    }
+    // A truncated or padded weights file would otherwise fail later with a shape error.
+    const bytes = buffers.reduce((n, b) => n + b.byteLength, 0);
+    const expected = specs.reduce((n, spec) => n + specBytes(spec), 0);
+    if (expected >= 0 && bytes !== expected) {
+      throw new AttentionError('IO',
+        `corrupt weights for '${jsonPath}': the files hold ${bytes} bytes but model.json lists ${expected} ` +
+        '(truncated or overwritten?)');
+    }
+    return [specs, buffers.length === 1 ? buffers[0] : tf.io.CompositeArrayBuffer.join(buffers)];
+  });
+}
+
+/**
+ * A load-only IOHandler for a model.json already read and parsed (`readModelJSONFile`):
+ * its weights files are read relative to `jsonPath`, with the same checks as `fileSystem`.
+ */
+export function fromModelJSON(json: tf.io.ModelJSON, jsonPath: string): tf.io.IOHandler {
+  return {load: () => artifactsFor(json, jsonPath)};
 }
 
 /**
  * An IOHandler that saves a model to, and loads it from, the local file system.
  *
- * @param path For saving: the model folder (created if missing; replaced atomically if
- *   it holds a model). For loading: the `model.json` file, or the folder holding it.
+ * @param path For saving: the model folder (created if missing; its model.json and weights
+ *   are replaced atomically, every other file in it is kept). For loading: the `model.json`
+ *   file, or the folder holding it.
  * @returns A handler for `model.save(handler)` and `tf.loadLayersModel(handler)`.
  * @throws AttentionError with code 'IO' (from save/load) when a file is missing,
  *   corrupt or cannot be written; the message names the path.

@@ -4,13 +4,19 @@
  *   optimizer.json + .bin      Adam's state (tf.io weight specs and their bytes)
  *   training.json              the training record: every option, the task, the seed,
  *                              the step, the metrics history and the package version
- * Written atomically: everything goes into a temporary sibling folder that then replaces
- * the old one, so a crash leaves the previous checkpoint whole (if it strikes between the
- * two renames, under DIR.old-*, where checkpointFolder finds it).
+ * written through `saveFolder` (io/folder.ts): model.json is the one commit point and names
+ * the checkpoint's own files in a top-level `checkpoint` field that tfjs readers ignore,
+ * so weights, Adam's state and the step always come from the same save, whatever instant a
+ * crash strikes. Every other file in the folder is kept. A folder whose model.json has no
+ * `checkpoint` field (an earlier version's, e.g. models/*) is read from the canonical names.
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
-import {registerFileRouter} from '../io/file_system';
+import {fromModelJSON, modelJSONFor, readModelJSONFile, weightBytes} from '../io/file_system';
+import {
+  checkFolderTarget, CheckpointField, checkpointField, checkpointFiles, isPlainName, LEGACY_CHECKPOINT_FILES,
+  MODEL_JSON, saveFolder, weightsPaths,
+} from '../io/folder';
 import type {TransformerOptions} from './model';
 import type {Metrics, TrainOptions} from './trainer';
 
@@ -43,107 +49,184 @@ function node(): {fs: Fs; path: Path} {
   return {fs: req(fsName) as Fs, path: req(pathName) as Path};
 }
 
-const TRAINING_JSON = 'training.json';
-const OPTIMIZER_JSON = 'optimizer.json';
-const OPTIMIZER_BIN = 'optimizer.bin';
+const WEIGHTS_BIN = 'weights.bin';
+const [TRAINING_JSON, OPTIMIZER_JSON, OPTIMIZER_BIN] = LEGACY_CHECKPOINT_FILES;
 
-/** Writes the checkpoint into `dir`, replacing what was there only once everything is written. */
-export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimizer: tf.Optimizer | null,
-                                     record: TrainingRecord): Promise<void> {
+function firstLine(e: unknown): string {
+  return String((e as Error)?.message ?? e).split('\n')[0];
+}
+
+/** True when `r` has every field of a TrainingRecord that readers use. */
+function isTrainingRecord(r: unknown): r is TrainingRecord {
+  const x = r as TrainingRecord | null;
+  return x != null && typeof x === 'object' && x.format === 1 && typeof x.step === 'number' &&
+    typeof x.trainingSeconds === 'number' && x.model != null && typeof x.model.seqLength === 'number' &&
+    typeof x.model.vocabSize === 'number' && x.options != null && typeof x.options.task === 'string' &&
+    x.task != null && typeof x.task.name === 'string' && Array.isArray(x.history);
+}
+
+/** The old checkpoint's files a checkpoint save replaces: those its model.json names, or a legacy folder's. */
+function replacedFiles(dir: string, old: object | null): string[] {
+  if (old == null) return [];
+  const field = checkpointField(old);
+  if (field != null) return [...weightsPaths(old), ...checkpointFiles(field)];
+  // A legacy checkpoint: its training.json counts as ours only when it parses as our record.
   const {fs, path} = node();
-  const abs = path.resolve(dir);
-  registerFileRouter(); // once; a no-op when it (or tfjs-node's) is there
-  const tmp = `${abs}.tmp-${process.pid}-${Date.now()}`;
-  const old = `${abs}.old-${process.pid}-${Date.now()}`;
+  let ours = false;
   try {
-    await model.save(`file://${tmp}`);
-    if (optimizer != null) { // null: a model to ship, not to resume (Adam's state is twice the weights)
-      const weights = await optimizer.getWeights();
-      const {data, specs} = await tf.io.encodeWeights(weights);
-      // getWeights makes a fresh iterations scalar each call; the moments are the optimizer's own variables.
-      weights.forEach((w) => { if (!(w.tensor instanceof tf.Variable)) w.tensor.dispose(); });
-      fs.writeFileSync(path.join(tmp, OPTIMIZER_BIN), Buffer.from(data));
-      fs.writeFileSync(path.join(tmp, OPTIMIZER_JSON), JSON.stringify({specs}, null, 1) + '\n');
-    }
-    fs.writeFileSync(path.join(tmp, TRAINING_JSON), JSON.stringify(record, null, 2) + '\n');
-    if (fs.existsSync(abs)) fs.renameSync(abs, old);
-    fs.renameSync(tmp, abs);
-    fs.rmSync(old, {recursive: true, force: true});
-  } catch (e) {
-    fs.rmSync(tmp, {recursive: true, force: true});
-    if (!fs.existsSync(abs) && fs.existsSync(old)) fs.renameSync(old, abs); // put the previous one back
-    if (e instanceof AttentionError) throw e;
-    throw new AttentionError('IO', `cannot write checkpoint '${dir}': ${(e as Error).message}`);
+    ours = isTrainingRecord(JSON.parse(fs.readFileSync(path.join(dir, TRAINING_JSON), 'utf8')));
+  } catch {
+    ours = false;
   }
+  return [...weightsPaths(old), ...(ours ? LEGACY_CHECKPOINT_FILES : [])];
 }
 
 /**
- * The folder that holds the checkpoint `dir`: `dir` itself, or, when a save was cut off
- * between its two renames (the old folder moved aside, the new one not yet in place),
- * the newest `dir.old-*` sibling it left, which is the previous checkpoint whole.
+ * Refuses an output folder that cannot be one (an existing file, or under one), so that
+ * training stops before its first step rather than at its first save.
+ * @throws AttentionError('IO') "cannot write checkpoint '<dir>': it exists and is not a directory".
  */
-export function checkpointFolder(dir: string): string {
-  const {fs, path} = node();
-  const abs = path.resolve(dir);
-  if (fs.existsSync(abs)) return dir;
-  const parent = path.dirname(abs);
-  const prefix = `${path.basename(abs)}.old-`;
-  const aside = (fs.existsSync(parent) ? fs.readdirSync(parent) : [])
-    .filter((name) => name.startsWith(prefix) && fs.existsSync(path.join(parent, name, TRAINING_JSON)))
-    .map((name) => path.join(parent, name))
-    .sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs);
-  return aside[0] ?? dir;
+export function checkCheckpointFolder(dir: string): void {
+  checkFolderTarget(dir, `cannot write checkpoint '${dir}'`);
 }
 
-/** The training record of the model folder `dir` (training.json). Throws AttentionError('IO'). */
-export function readTrainingRecord(dir: string): TrainingRecord {
+/**
+ * Writes the checkpoint into `dir`: the model, Adam's state (unless `optimizer` is null: a
+ * model to ship, not to resume) and the record. Atomic, and keeps every file of `dir` that
+ * is not the old checkpoint's (see io/folder.ts). Leaks no tensor.
+ * @throws AttentionError('IO') "cannot write checkpoint '<dir>': <cause>"; `dir` then holds the previous checkpoint.
+ */
+export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimizer: tf.Optimizer | null,
+                                     record: TrainingRecord): Promise<void> {
+  const abs = node().path.resolve(dir);
+  const files: {name: string; data: Uint8Array}[] = [];
+  let artifacts: tf.io.ModelArtifacts | null = null;
+  try {
+    // 1. Every byte first, so that a failure here writes nothing.
+    await model.save(tf.io.withSaveHandler(async (a) => {
+      artifacts = a;
+      return {modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(a)};
+    }));
+    files.push({name: WEIGHTS_BIN, data: weightBytes(artifacts!.weightData)});
+    if (optimizer != null) { // Adam's state is twice the weights
+      const state = await optimizer.getWeights();
+      // getWeights makes a fresh iterations scalar each call; the moments are the optimizer's own variables.
+      const encoded = await tf.io.encodeWeights(state).finally(() =>
+        state.forEach((w) => { if (!(w.tensor instanceof tf.Variable)) w.tensor.dispose(); }));
+      files.push({name: OPTIMIZER_JSON, data: Buffer.from(JSON.stringify({specs: encoded.specs}, null, 1) + '\n')});
+      files.push({name: OPTIMIZER_BIN, data: new Uint8Array(encoded.data)});
+    }
+    files.push({name: TRAINING_JSON, data: Buffer.from(JSON.stringify(record, null, 2) + '\n')});
+  } catch (e) {
+    throw new AttentionError('IO', `cannot write checkpoint '${dir}': ${firstLine(e)}`);
+  }
+  // 2. One atomic save; model.json names the checkpoint's files and replaces the old checkpoint's.
+  await saveFolder(abs, {
+    files,
+    modelJSON: (names) => {
+      const checkpoint: CheckpointField = {format: 1, step: record.step, training: names[TRAINING_JSON],
+        optimizer: optimizer != null ? {specs: names[OPTIMIZER_JSON], weights: names[OPTIMIZER_BIN]} : null};
+      return JSON.stringify({...modelJSONFor(artifacts!, names[WEIGHTS_BIN]), checkpoint});
+    },
+    replaces: (old) => replacedFiles(abs, old),
+    errorPrefix: `cannot write checkpoint '${dir}'`,
+  });
+}
+
+/** Where a model folder's files are: model.json, parsed once, and the checkpoint's names. */
+interface Folder {
+  dir: string;
+  jsonPath: string;
+  /** null: the folder has no model.json (a record may still be read from training.json). */
+  json: tf.io.ModelJSON | null;
+  training: string;
+  /** null: saved without Adam's state. */
+  optimizer: {specs: string; weights: string} | null;
+}
+
+/** Reads dir/model.json (once) and the names of its checkpoint files. Throws AttentionError('IO'). */
+function readFolder(dir: string, needModel: boolean): Folder {
   const {fs, path} = node();
-  dir = checkpointFolder(dir);
-  const file = path.join(dir, TRAINING_JSON);
+  const jsonPath = path.join(path.resolve(dir), MODEL_JSON);
+  const legacy = {training: TRAINING_JSON, optimizer: {specs: OPTIMIZER_JSON, weights: OPTIMIZER_BIN}};
+  if (!needModel && !fs.existsSync(jsonPath)) return {dir, jsonPath, json: null, ...legacy};
+  const json = readModelJSONFile(jsonPath);
+  const field = checkpointField(json);
+  if (field == null) {
+    const optimizer = fs.existsSync(path.join(dir, OPTIMIZER_JSON)) ? legacy.optimizer : null;
+    return {dir, jsonPath, json, training: TRAINING_JSON, optimizer};
+  }
+  const names = [field.training, ...(field.optimizer != null ? [field.optimizer.specs, field.optimizer.weights] : [])];
+  if (field.format !== 1 || !names.every(isPlainName)) {
+    throw new AttentionError('IO', `cannot load the model in '${dir}': corrupt checkpoint field in model.json`);
+  }
+  return {dir, jsonPath, json, training: field.training, optimizer: field.optimizer};
+}
+
+function recordOf(folder: Folder): TrainingRecord {
+  const {fs, path} = node();
+  const {dir, training} = folder;
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = fs.readFileSync(path.join(dir, training), 'utf8');
   } catch (e) {
-    throw new AttentionError('IO', `no training.json in '${dir}' (${(e as NodeJS.ErrnoException).code ?? 'unreadable'}): ` +
+    throw new AttentionError('IO', `no ${training} in '${dir}' (${(e as NodeJS.ErrnoException).code ?? 'unreadable'}): ` +
       'is it a folder written by tfjs-attention train?');
   }
+  let record: unknown;
   try {
-    const record = JSON.parse(text) as TrainingRecord;
-    if (record.format !== 1 || typeof record.step !== 'number' || record.model == null || record.options == null ||
-        typeof record.options.task !== 'string' || record.task == null || !Array.isArray(record.history)) {
-      throw new Error('missing fields');
-    }
-    return record;
+    record = JSON.parse(text);
   } catch (e) {
-    throw new AttentionError('IO', `corrupt training.json in '${dir}': ${(e as Error).message}`);
+    throw new AttentionError('IO', `corrupt ${training} in '${dir}': ${firstLine(e)}`);
+  }
+  if (!isTrainingRecord(record)) throw new AttentionError('IO', `corrupt ${training} in '${dir}': missing fields`);
+  return record;
+}
+
+async function modelOf(folder: Folder): Promise<tf.LayersModel> {
+  const {dir, json, jsonPath} = folder;
+  try {
+    const manifest = json!.weightsManifest as unknown;
+    if (!Array.isArray(manifest) || !manifest.every((g) => Array.isArray(g?.paths) && Array.isArray(g?.weights))) {
+      throw new Error('weightsManifest is not a list of {paths, weights}');
+    }
+    const outside = manifest.flatMap((g) => g.paths).find((p: unknown) => !isPlainName(p));
+    if (outside !== undefined) throw new Error(`weights file ${JSON.stringify(outside)} is not a file in the folder`);
+    return await tf.loadLayersModel(fromModelJSON(json!, jsonPath));
+  } catch (e) {
+    if (e instanceof AttentionError && e.code === 'IO') throw e; // already names the file and the fault
+    throw new AttentionError('IO', `cannot load the model in '${dir}': ${firstLine(e)}`);
   }
 }
 
-/** The model of folder `dir` (model.json + weights.bin). Throws AttentionError('IO'). */
-export async function loadModel(dir: string): Promise<tf.LayersModel> {
-  const {path} = node();
-  registerFileRouter();
-  return tf.loadLayersModel(`file://${path.join(path.resolve(checkpointFolder(dir)), 'model.json')}`);
+/** The training record of the model folder `dir` (the training.json its model.json names). Throws AttentionError('IO'). */
+export function readTrainingRecord(dir: string): TrainingRecord {
+  return recordOf(readFolder(dir, false));
 }
 
-/** Everything a resumed run needs. Throws AttentionError('IO') for a missing or corrupt folder. */
+/** The model of folder `dir` (model.json and the weights it lists). Throws AttentionError('IO'). */
+export async function loadModel(dir: string): Promise<tf.LayersModel> {
+  return modelOf(readFolder(dir, true));
+}
+
+/** Everything a resumed run needs, from one read of model.json. Throws AttentionError('IO') for a missing or corrupt folder. */
 export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   const {fs, path} = node();
-  dir = checkpointFolder(dir);
-  const record = readTrainingRecord(dir);
-  const model = await loadModel(dir);
-  if (!fs.existsSync(path.join(dir, OPTIMIZER_JSON))) {
+  const folder = readFolder(dir, true);
+  const record = recordOf(folder);
+  const model = await modelOf(folder);
+  if (folder.optimizer == null) {
     model.dispose();
     throw new AttentionError('IO', `'${dir}' holds no optimizer state (saved without it), so it cannot be resumed`);
   }
   try {
-    const {specs} = JSON.parse(fs.readFileSync(path.join(dir, OPTIMIZER_JSON), 'utf8'));
-    const bytes = fs.readFileSync(path.join(dir, OPTIMIZER_BIN));
+    const {specs} = JSON.parse(fs.readFileSync(path.join(dir, folder.optimizer.specs), 'utf8'));
+    const bytes = fs.readFileSync(path.join(dir, folder.optimizer.weights));
     const map = tf.io.decodeWeights(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength), specs);
     const optimizerWeights = (specs as tf.io.WeightsManifestEntry[]).map((s) => ({name: s.name, tensor: map[s.name]}));
     return {model, optimizerWeights, record};
   } catch (e) {
     model.dispose();
-    throw new AttentionError('IO', `cannot read the optimizer state in '${dir}': ${(e as Error).message}`);
+    throw new AttentionError('IO', `cannot read the optimizer state in '${dir}': ${firstLine(e)}`);
   }
 }

@@ -13,7 +13,7 @@ import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {VERSION} from '../version';
 import {assertNonNegativeInt, assertPositiveInt, assertPositiveNumber} from '../validate';
-import {Checkpoint, loadCheckpoint, saveCheckpoint, TrainingRecord} from './checkpoint';
+import {Checkpoint, checkCheckpointFolder, loadCheckpoint, saveCheckpoint, TrainingRecord} from './checkpoint';
 import {buildTransformer, transformerDefaults, TransformerOptions} from './model';
 import {makeToyTask, Task, TaskBatch, TaskOptions} from './tasks';
 
@@ -169,7 +169,9 @@ function clipByGlobalNorm(grads: tf.NamedTensorMap, clipNorm: number): tf.NamedT
 
 /**
  * Trains a transformer on a toy task (or goes on from the checkpoint in `resumeFrom`) and
- * returns the model and the training record. With outDir, checkpoints go there.
+ * returns the model and the training record. With outDir, checkpoints go there (a folder,
+ * created if missing, whose other files are kept; an existing file there is refused with
+ * AttentionError('IO') before the first step).
  */
 export async function train(options: TrainOptions, callbacks: TrainCallbacks = {}, resumeFrom?: string): Promise<TrainResult> {
   let checkpoint: Checkpoint | null = null;
@@ -183,7 +185,16 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
   } else {
     o = trainDefaults(options);
   }
-  checkOptions(o);
+  try {
+    checkOptions(o);
+    if (o.outDir !== '') checkCheckpointFolder(o.outDir); // an existing file: refused before any step, never replaced
+  } catch (e) {
+    if (checkpoint != null) {
+      checkpoint.model.dispose();
+      tf.dispose(checkpoint.optimizerWeights.map((w) => w.tensor));
+    }
+    throw e;
+  }
   const task = makeToyTask(o.task, o.taskOptions);
   const modelOptions = transformerDefaults({...o.model, vocabSize: task.vocabSize, seqLength: task.seqLength, seed: o.seed});
   const model = checkpoint?.model ?? buildTransformer(modelOptions);
