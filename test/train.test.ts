@@ -48,6 +48,15 @@ describe(title('attentionLayer'), () => {
 describe(title('buildTransformer and training'), () => {
   const task = makeToyTask('reverse', {length: 6, vocabSize: 8});
 
+  test.each([0, 1, 7])('the same seed (%i) builds the same initial weights; another seed others', (seed) => {
+    const build = (s: number) => buildTransformer({attention: 'gqa', vocabSize: 8, seqLength: 6, ...small, numKvHeads: 1, seed: s});
+    const [a, b, c] = [build(seed), build(seed), build(seed + 1)];
+    const [wa, wb, wc] = [a, b, c].map((m) => m.getWeights());
+    wa.forEach((w, i) => expect(maxDiff(w, wb[i])).toBe(0));
+    expect(maxDiff(wa[0], wc[0])).toBeGreaterThan(1e-3); // the token embedding, drawn first
+    [a, b, c].forEach((m) => m.dispose());
+  });
+
   for (const kind of ATTENTION_KINDS) {
     test(`${kind}: one Adam step moves every trainable weight; 50 steps lower the loss`, async () => {
       const model = buildTransformer({attention: kind, vocabSize: 8, seqLength: 6, ...small,

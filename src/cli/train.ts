@@ -161,7 +161,8 @@ export function registerTrain(program: Command, io: CliIO): void {
   program.command('predict')
     .description("run a saved model on one input sequence and print its output tokens")
     .requiredOption('--model <dir>', 'model folder written by train')
-    .requiredOption('--input <tokens>', 'space-separated token ids, e.g. "3 1 2"; shorter inputs are padded with 0 (BLANK)')
+    .requiredOption('--input <tokens>', 'space-separated token ids of the task\'s inputs (0 BLANK, 1 SEP, 2.. symbols), ' +
+      'e.g. "2 3 4 5 6 7 8 9" for models/gqa; shorter inputs are padded with 0 (BLANK)')
     .addOption(backendOption())
     .action(async (f: {model: string; input: string; backend?: BackendChoice}) => {
       await selectBackend(f.backend);

@@ -183,16 +183,18 @@ export function seededInit(model: tf.LayersModel, seed: number): void {
   model.trainableWeights.forEach((w, i) => {
     const shape = w.shape as number[];
     const name = w.name.replace(/_\d+$/, '');
+    // Never 0: tfjs' random ops treat a seed of 0 as no seed at all.
+    const weightSeed = seed * 1009 + i + 1;
     let value: tf.Tensor | null = null;
     if (/(embeddings|positions)$/.test(name)) {
-      value = tf.randomNormal(shape, 0, 0.02, 'float32', seed * 1009 + i);
+      value = tf.randomNormal(shape, 0, 0.02, 'float32', weightSeed);
     } else if (/kernel$/.test(name)) {
       const size = shape.reduce((a, b) => a * b, 1);
       // Attention output kernels [H, Dv, E] map H*Dv inputs to E; the others map shape[0] inputs.
       const fanIn = /attention_output\/kernel$/.test(name) ? size / shape[shape.length - 1] : shape[0];
       const fanOut = size / fanIn;
       const limit = Math.sqrt(6 / (fanIn + fanOut));
-      value = tf.randomUniform(shape, -limit, limit, 'float32', seed * 1009 + i);
+      value = tf.randomUniform(shape, -limit, limit, 'float32', weightSeed);
     }
     if (value != null) {
       w.write(value);
