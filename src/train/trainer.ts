@@ -152,6 +152,25 @@ export function evaluate(model: tf.LayersModel, task: Task, seed: number, batchS
   return {tokenAccuracy: right / scored, sequenceAccuracy: sequencesRight / (batches * batchSize), loss: lossSum / batches};
 }
 
+/**
+ * Adam's bias corrections beta^(t+1) as an uninterrupted run holds them after `steps`
+ * steps: one float32 product per step. tfjs' Adam.setWeights recomputes them with `pow`,
+ * which rounds differently; the difference is ~1e-7, but Adam divides by sqrt(v), so a
+ * weight whose gradient is only rounding noise (the key bias: softmax ignores it) drifts
+ * apart. With the same products a resumed run repeats the uninterrupted one exactly.
+ */
+function restoreBetaPowers(optimizer: tf.AdamOptimizer, steps: number): void {
+  const adam = optimizer as unknown as {accBeta1?: tf.Variable; accBeta2?: tf.Variable; beta1: number; beta2: number};
+  for (const [acc, beta] of [[adam.accBeta1, adam.beta1], [adam.accBeta2, adam.beta2]] as const) {
+    if (!(acc instanceof tf.Variable)) continue; // another tfjs' Adam: keep its own
+    tf.tidy(() => {
+      let power = tf.scalar(beta);
+      for (let s = 0; s < steps; s++) power = tf.mul(power, beta);
+      acc.assign(power);
+    });
+  }
+}
+
 /** Scales grads so their global norm is at most clipNorm (0 = unchanged). */
 function clipByGlobalNorm(grads: tf.NamedTensorMap, clipNorm: number): tf.NamedTensorMap {
   if (clipNorm <= 0) return grads;
@@ -199,7 +218,10 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
   const modelOptions = transformerDefaults({...o.model, vocabSize: task.vocabSize, seqLength: task.seqLength, seed: o.seed});
   const model = checkpoint?.model ?? buildTransformer(modelOptions);
   const optimizer = tf.train.adam(o.learningRate);
-  if (checkpoint != null) await optimizer.setWeights(checkpoint.optimizerWeights);
+  if (checkpoint != null) {
+    await optimizer.setWeights(checkpoint.optimizerWeights);
+    restoreBetaPowers(optimizer, checkpoint.record.step);
+  }
   const record: TrainingRecord = checkpoint?.record ?? {
     format: 1, packageVersion: VERSION, task: {name: task.name, ...task.options}, model: modelOptions,
     options: {...o, stopAfter: undefined} as unknown as TrainOptions, step: 0, history: [], trainingSeconds: 0,
