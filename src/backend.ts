@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import {AttentionError, show} from './errors';
+import {requireModule} from './node';
 import {registerMissingWasmKernels} from './wasm_kernels';
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
@@ -31,8 +32,7 @@ export function tryLoadTfjsNode(): boolean {
   try {
     // A name held in a variable keeps bundlers from following this require.
     const name = '@tensorflow/tfjs-node';
-    const req: NodeRequire = typeof require === 'function' ? require : eval('require');
-    req(name);
+    requireModule(name);
   } catch (e) {
     nodeLoadError = e as Error;
     return false;

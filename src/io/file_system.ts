@@ -19,13 +19,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
-import {saveFolder, weightsPaths} from './folder';
-
-type Fs = typeof import('fs');
-type Path = typeof import('path');
+import {errno, errorMessage as message, node} from '../node';
+import {MODEL_JSON, saveFolder, weightsPaths} from './folder';
 
 const SCHEME = 'file://';
-const MODEL_JSON = 'model.json';
 const WEIGHTS_BIN = 'weights.bin';
 
 /** True when running under Node. */
@@ -33,23 +30,8 @@ function isNode(): boolean {
   return typeof process !== 'undefined' && process.versions?.node != null;
 }
 
-/** Node's `fs` and `path`, required on first use. The name sits in a variable so bundlers skip it. */
-function node(): {fs: Fs; path: Path} {
-  const req: NodeRequire = typeof require === 'function' ? require : eval('require');
-  const [fsName, pathName] = ['fs', 'path'];
-  return {fs: req(fsName) as Fs, path: req(pathName) as Path};
-}
 
-/** The error code of a failed fs call ('ENOENT', ...), or undefined. */
-function errno(e: unknown): string | undefined {
-  return (e as NodeJS.ErrnoException)?.code;
-}
 
-/** An error's message (also for errors of another realm, such as Node's fs errors under jest). */
-function message(e: unknown): string {
-  const m = (e as Error)?.message;
-  return typeof m === 'string' ? m : String(e);
-}
 
 /** Bytes of one weight in a weights file; -Infinity (no check) for kinds not sized here (strings). */
 function specBytes(spec: tf.io.WeightsManifestEntry): number {

@@ -67,9 +67,8 @@
  * `fs` and `path` are required lazily so that importing this module in a browser works.
  */
 import {AttentionError} from '../errors';
+import {errno, errorMessage as message, node} from '../node';
 
-type Fs = typeof import('fs');
-type Path = typeof import('path');
 
 /** The commit point of every save. */
 export const MODEL_JSON = 'model.json';
@@ -105,22 +104,6 @@ export interface FolderSave {
   errorPrefix?: string;
 }
 
-/** Node's `fs` and `path`, required on first use. The name sits in a variable so bundlers skip it. */
-function node(): {fs: Fs; path: Path} {
-  const req: NodeRequire = typeof require === 'function' ? require : eval('require');
-  const [fsName, pathName] = ['fs', 'path'];
-  return {fs: req(fsName) as Fs, path: req(pathName) as Path};
-}
-
-function errno(e: unknown): string | undefined {
-  return (e as NodeJS.ErrnoException)?.code;
-}
-
-/** An error's message (also for errors of another realm, such as Node's fs errors under jest). */
-function message(e: unknown): string {
-  const m = (e as Error)?.message;
-  return typeof m === 'string' ? m : String(e);
-}
 
 /** True for a plain file name inside the folder: no separator, not `.`/`..`, not model.json. */
 export function isPlainName(name: unknown): name is string {

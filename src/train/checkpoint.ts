@@ -13,6 +13,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
 import {fromModelJSON, modelJSONFor, readModelJSONFile, weightBytes} from '../io/file_system';
+import {node} from '../node';
 import {
   checkFolderTarget, CheckpointField, checkpointField, checkpointFiles, isPlainName, LEGACY_CHECKPOINT_FILES,
   MODEL_JSON, saveFolder, weightsPaths,
@@ -41,13 +42,6 @@ export interface Checkpoint {
   record: TrainingRecord;
 }
 
-type Fs = typeof import('fs');
-type Path = typeof import('path');
-function node(): {fs: Fs; path: Path} {
-  const req: NodeRequire = typeof require === 'function' ? require : eval('require');
-  const [fsName, pathName] = ['fs', 'path'];
-  return {fs: req(fsName) as Fs, path: req(pathName) as Path};
-}
 
 const WEIGHTS_BIN = 'weights.bin';
 const [TRAINING_JSON, OPTIMIZER_JSON, OPTIMIZER_BIN] = LEGACY_CHECKPOINT_FILES;
