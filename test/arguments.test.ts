@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import {
   attentionLayer, favorFeatures, FlashAttention, flashAttention, HnswMask, LinearAttention, linearAttention,
   linearAttentionFromFeatures, LocalGlobalAttention, localGlobalAttention, MultiHeadAttention, orthogonalProjection,
-  PositionEmbedding, scaledDotProductAttention, makeToyTask, buildTransformer,
+  PositionEmbedding, scaledDotProductAttention, makeToyTask, buildTransformer, train,
 } from '../src';
 import {editDistance, nearestName} from '../src/validate';
 import {expectError, maxDiff, randn, title} from './helpers';
@@ -98,6 +98,13 @@ describe(title('no silent arguments'), () => {
       /unknown argument 'lenght' for makeToyTask; did you mean 'length'\?/);
     expectError(() => buildTransformer({attention: 'mha', vocabSize: 5, seqLength: 3, numLayer: 1} as never), 'INVALID_CONFIG',
       /unknown argument 'numLayer' for buildTransformer; did you mean 'numLayers'\?/);
+  });
+
+  test('train refuses unknown options and model options before any step', async () => {
+    await expect(train({task: 'copy', model: {attention: 'mha'}, stpes: 2} as never)).rejects.toMatchObject({
+      code: 'INVALID_CONFIG', message: "unknown argument 'stpes' for train; did you mean 'steps'?"});
+    await expect(train({task: 'copy', model: {attention: 'mha', seqLength: 4}} as never)).rejects.toMatchObject({
+      code: 'INVALID_CONFIG', message: expect.stringMatching(/unknown argument 'seqLength' for train options.model/)});
   });
 
   test('attentionLayer keeps its kind-specific message', () => {

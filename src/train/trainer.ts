@@ -12,9 +12,9 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {VERSION} from '../version';
-import {assertNonNegativeInt, assertPositiveInt, assertPositiveNumber} from '../validate';
+import {assertNonNegativeInt, assertPositiveInt, assertPositiveNumber, checkArgNames} from '../validate';
 import {Checkpoint, checkCheckpointFolder, loadCheckpoint, saveCheckpoint, TrainingRecord} from './checkpoint';
-import {buildTransformer, transformerDefaults, TransformerOptions} from './model';
+import {buildTransformer, TRANSFORMER_OPTIONS, transformerDefaults, TransformerOptions} from './model';
 import {makeToyTask, Task, TaskBatch, TaskOptions} from './tasks';
 
 /** Evaluation batches come from this offset of the seed, apart from the training stream. */
@@ -90,6 +90,14 @@ export function learningRateAt(s: number, o: Required<Pick<TrainOptions, 'learni
   const floor = o.learningRate * o.minLearningRateRatio;
   return floor + (o.learningRate - floor) * 0.5 * (1 + Math.cos(Math.PI * progress));
 }
+
+/** The option names of train(). */
+export const TRAIN_OPTIONS = [
+  'task', 'taskOptions', 'model', 'seed', 'steps', 'batchSize', 'learningRate', 'warmupSteps', 'minLearningRateRatio',
+  'clipNorm', 'evalEvery', 'evalBatches', 'targetAccuracy', 'outDir', 'checkpointEvery', 'stopAfter', 'saveOptimizerState',
+] as const;
+/** The transformer options that the task and the run fix, so options.model does not take them. */
+const FIXED_BY_TASK: readonly string[] = ['vocabSize', 'seqLength', 'seed'];
 
 /** Every option with its default. */
 export function trainDefaults(o: TrainOptions): Required<TrainOptions> {
@@ -193,6 +201,8 @@ function clipByGlobalNorm(grads: tf.NamedTensorMap, clipNorm: number): tf.NamedT
  * AttentionError('IO') before the first step).
  */
 export async function train(options: TrainOptions, callbacks: TrainCallbacks = {}, resumeFrom?: string): Promise<TrainResult> {
+  checkArgNames('train', options, TRAIN_OPTIONS);
+  checkArgNames('train options.model', options?.model, TRANSFORMER_OPTIONS.filter((k) => !FIXED_BY_TASK.includes(k)));
   let checkpoint: Checkpoint | null = null;
   let o: Required<TrainOptions>;
   if (resumeFrom != null) {
