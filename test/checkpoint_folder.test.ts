@@ -52,6 +52,13 @@ describe(title('checkpoint folders'), () => {
     const more = await train({...options(dir), steps: 5}, {}, dir);
     intact();
     expect(readTrainingRecord(dir).step).toBe(5);
+    // A training.json from another save than model.json (copied in by hand) is refused.
+    const file = path.join(dir, 'training.json');
+    const good = fs.readFileSync(file, 'utf8');
+    fs.writeFileSync(file, JSON.stringify({...JSON.parse(good), step: 4}));
+    expect(() => readTrainingRecord(dir)).toThrow(/model.json records step 5 but training.json step 4/);
+    await expect(loadCheckpoint(dir)).rejects.toMatchObject({code: 'IO'});
+    fs.writeFileSync(file, good);
     [model, viaTfjs, more.model].forEach((m) => m.dispose());
   });
 

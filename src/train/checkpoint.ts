@@ -42,7 +42,6 @@ export interface Checkpoint {
   record: TrainingRecord;
 }
 
-
 const WEIGHTS_BIN = 'weights.bin';
 const [TRAINING_JSON, OPTIMIZER_JSON, OPTIMIZER_BIN] = LEGACY_CHECKPOINT_FILES;
 
@@ -136,6 +135,8 @@ interface Folder {
   training: string;
   /** null: saved without Adam's state. */
   optimizer: {specs: string; weights: string} | null;
+  /** The step the `checkpoint` field records; null for a legacy folder. */
+  step: number | null;
 }
 
 /** Reads dir/model.json (once) and the names of its checkpoint files. Throws AttentionError('IO'). */
@@ -143,18 +144,18 @@ function readFolder(dir: string, needModel: boolean): Folder {
   const {fs, path} = node();
   const jsonPath = path.join(path.resolve(dir), MODEL_JSON);
   const legacy = {training: TRAINING_JSON, optimizer: {specs: OPTIMIZER_JSON, weights: OPTIMIZER_BIN}};
-  if (!needModel && !fs.existsSync(jsonPath)) return {dir, jsonPath, json: null, ...legacy};
+  if (!needModel && !fs.existsSync(jsonPath)) return {dir, jsonPath, json: null, ...legacy, step: null};
   const json = readModelJSONFile(jsonPath);
   const field = checkpointField(json);
   if (field == null) {
     const optimizer = fs.existsSync(path.join(dir, OPTIMIZER_JSON)) ? legacy.optimizer : null;
-    return {dir, jsonPath, json, training: TRAINING_JSON, optimizer};
+    return {dir, jsonPath, json, training: TRAINING_JSON, optimizer, step: null};
   }
   const names = [field.training, ...(field.optimizer != null ? [field.optimizer.specs, field.optimizer.weights] : [])];
   if (field.format !== 1 || !names.every(isPlainName)) {
     throw new AttentionError('IO', `cannot load the model in '${dir}': corrupt checkpoint field in model.json`);
   }
-  return {dir, jsonPath, json, training: field.training, optimizer: field.optimizer};
+  return {dir, jsonPath, json, training: field.training, optimizer: field.optimizer, step: field.step};
 }
 
 function recordOf(folder: Folder): TrainingRecord {
@@ -174,6 +175,10 @@ function recordOf(folder: Folder): TrainingRecord {
     throw new AttentionError('IO', `corrupt ${training} in '${dir}': ${firstLine(e)}`);
   }
   if (!isTrainingRecord(record)) throw new AttentionError('IO', `corrupt ${training} in '${dir}': missing fields`);
+  if (folder.step != null && folder.step !== record.step) {
+    throw new AttentionError('IO', `corrupt checkpoint in '${dir}': model.json records step ${folder.step} but ` +
+      `${training} step ${record.step} (files from different saves?)`);
+  }
   return record;
 }
 
