@@ -30,9 +30,6 @@ function isNode(): boolean {
   return typeof process !== 'undefined' && process.versions?.node != null;
 }
 
-
-
-
 /** Bytes of one weight in a weights file; -Infinity (no check) for kinds not sized here (strings). */
 function specBytes(spec: tf.io.WeightsManifestEntry): number {
   const size = spec.shape.reduce((a, b) => a * b, 1);
