@@ -1,5 +1,6 @@
 // Runs every program in examples/ on this project's backend.
 import {main as encoderDecoder} from '../examples/encoder_decoder';
+import {main as kerasSemantics} from '../examples/keras_semantics';
 import {main as linearLong} from '../examples/linear_long';
 import {main as localGlobalHnsw} from '../examples/local_global_hnsw';
 import {main as predictFromModels} from '../examples/predict_from_models';
@@ -51,6 +52,21 @@ describe(title('examples'), () => {
     const right = outputs.flatMap((row, i) => row.map((t, j) => Number(t === inputs[i][7 - j])));
     expect(right.reduce((a, b) => a + b) / right.length).toBeGreaterThanOrEqual(0.95);
     expect(lines[0]).toMatch(/^reverse: 2 3 4 5 6 7 8 9 -> /);
+  });
+
+  test('keras_semantics: useCausalMask is top-left, arguments are checked, a save keeps the folder\'s files', async () => {
+    const lines: string[] = [];
+    const tensors = tf.memory().numTensors;
+    const r = await kerasSemantics((l) => lines.push(l));
+    expect(r.topLeftDiffs[0]).toBeLessThanOrEqual(1e-6);
+    expect(r.topLeftDiffs[1]).toBeLessThanOrEqual(1e-6);
+    expect(r.alignmentsDiffer).toBeGreaterThan(1e-3);
+    expect(r.refused).toEqual(['INVALID_CONFIG', "unknown argument 'numHead' for MultiHeadAttention; did you mean 'numHeads'?"]);
+    expect(r.notesAfter).toBe('my notes\n');
+    expect(r.loadDiff).toBeLessThanOrEqual(1e-6);
+    expect(lines[2]).toMatch(/^saved twice into .*: model.json, notes.txt, weights.bin; /);
+    // (Model compile/fit is not used, so no tfjs-internal tensors stay behind.)
+    expect(tf.memory().numTensors).toBe(tensors);
   });
 
   test('product_paths gives the same layer output and gradients on both product paths and restores the setting', async () => {
