@@ -57,15 +57,37 @@ describe(title('LinearAttention layer'), () => {
     });
   });
 
-  test('approximates MultiHeadAttention with the same projection weights (M=256, small inputs)', () => {
+  // Every draw is seeded (projections, Keras kernels, inputs), so the test is the same on
+  // every run. The max relative error of one draw is heavy-tailed: at M=256 over 60 unseeded
+  // kernel draws its median was 0.06 and 2 draws passed 0.1, which made the single-draw test
+  // fail about 1 run in 30. So the error is averaged over eight draws (each its own
+  // projection and kernels), and it must also shrink as M grows, about as 1 / sqrt(M): an
+  // estimator that ignored M, or a biased one, would not.
+  test('approximates MultiHeadAttention with the same projection weights, better as M grows (small inputs)', () => {
     tf.tidy(() => {
-      const linear = new LinearAttention({numHeads: 2, headDim: 16, numFeatures: 256, seed: 4});
-      const mha = new MultiHeadAttention({numHeads: 2, headDim: 16});
       const x = randn([2, 16, 8], 1, 0.5);
-      tf.dispose([linear.apply(x), mha.apply(x)] as tf.Tensor[]);
-      mha.setWeights(linear.getWeights().slice(0, 8));
-      const err = maxRelError(linear.apply(x) as tf.Tensor, mha.apply(x) as tf.Tensor);
-      expect(err).toBeLessThan(0.1);
+      const meanError = (numFeatures: number) => {
+        const draws = [1, 2, 3, 4, 5, 6, 7, 8];
+        let sum = 0;
+        for (const draw of draws) {
+          const linear = new LinearAttention({numHeads: 2, headDim: 16, numFeatures, seed: draw});
+          const mha = new MultiHeadAttention({numHeads: 2, headDim: 16});
+          tf.dispose([linear.apply(x), mha.apply(x)] as tf.Tensor[]);
+          // The default initializer (glorotUniform), each kernel from its own seed; biases stay zero.
+          const keras = linear.getWeights().slice(0, 8).map((w, i) =>
+            (i % 2 === 0 ? tf.initializers.glorotUniform({seed: 1000 * draw + 7 * i}).apply(w.shape) : w));
+          linear.setWeights([...keras, linear.getWeights()[8]]);
+          mha.setWeights(keras);
+          sum += maxRelError(linear.apply(x) as tf.Tensor, mha.apply(x) as tf.Tensor);
+          linear.dispose();
+          mha.dispose();
+        }
+        return sum / draws.length;
+      };
+      const fine = meanError(256);
+      const coarse = meanError(16);
+      expect(fine).toBeLessThan(0.1);
+      expect(fine).toBeLessThan(0.5 * coarse); // 1 / sqrt(16) = 0.25 expected
     });
   });
 
