@@ -27,10 +27,10 @@ function callArgument(name: string, extra = ''): ForeignName {
 
 /** Keras / PyTorch names that users pass to attention layer constructors. */
 export const KERAS_LAYER_NAMES: Readonly<Record<string, ForeignName>> = {
-  keyDim: {code: 'INVALID_CONFIG', advice: "Keras' key_dim is 'headDim' here"},
-  numQueryHeads: {code: 'INVALID_CONFIG', advice: "Keras' num_query_heads is 'numHeads' here"},
-  numKeyValueHeads: {code: 'INVALID_CONFIG', advice: "Keras' num_key_value_heads is 'numKvHeads' here"},
-  outputShape: {code: 'INVALID_CONFIG', advice: "Keras' output_shape is 'outputDim' here (an integer)"},
+  keyDim: {code: 'INVALID_CONFIG', advice: "did you mean 'headDim' (Keras's key_dim)?"},
+  numQueryHeads: {code: 'INVALID_CONFIG', advice: "did you mean 'numHeads' (Keras's num_query_heads)?"},
+  numKeyValueHeads: {code: 'INVALID_CONFIG', advice: "did you mean 'numKvHeads' (Keras's num_key_value_heads)?"},
+  outputShape: {code: 'INVALID_CONFIG', advice: "did you mean 'outputDim' (Keras's output_shape, an integer here)?"},
   isCausal: {code: 'INVALID_CONFIG', advice: "use causal: 'top-left' (PyTorch's is_causal) or causal: true (bottom-right)"},
   flashAttention: {code: 'INVALID_CONFIG', inert: NULL_OR_FALSE,
     advice: "use implementation: 'flash' on MultiHeadAttention, or the FlashAttention layer"},

@@ -40,6 +40,7 @@ export {
 export {buildTransformer, TransformerOptions, PositionEmbedding, PositionEmbeddingArgs} from './train/model';
 export {train, evaluate, TrainOptions, TrainResult, Metrics, StepInfo, learningRateAt} from './train/trainer';
 export {saveCheckpoint, loadCheckpoint, loadModel, readTrainingRecord, TrainingRecord} from './train/checkpoint';
+export {loadKerasModel, KerasLoadOptions, KERAS_LOAD_OPTIONS} from './keras/load';
 export {VERSION} from './version';
 
 import {registerFileRouter} from './io/file_system';

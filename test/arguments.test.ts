@@ -61,8 +61,8 @@ describe(title('no silent arguments'), () => {
     });
 
     test('Keras names that have another name here say which', () => {
-      expectError(() => build({keyDim: 4}), 'INVALID_CONFIG', /Keras' key_dim is 'headDim' here/);
-      expectError(() => build({numKeyValueHeads: 1}), 'INVALID_CONFIG', /'numKvHeads' here/);
+      expectError(() => build({keyDim: 4}), 'INVALID_CONFIG', /does not take 'keyDim' \(received 4\): did you mean 'headDim' \(Keras's key_dim\)\?/);
+      expectError(() => build({numKeyValueHeads: 1}), 'INVALID_CONFIG', /did you mean 'numKvHeads' \(Keras's num_key_value_heads\)\?/);
       expectError(() => build({isCausal: true}), 'INVALID_CONFIG', /use causal: 'top-left'/);
       expectError(() => build({useCausalMask: true}), 'INVALID_CONFIG', /'useCausalMask' is an argument of apply\(\)/);
       expectError(() => build({attentionMask: tf.ones([1, 1])}), 'INVALID_CONFIG', /argument of apply\(\), not of the constructor/);
@@ -115,7 +115,7 @@ describe(title('no silent arguments'), () => {
     // Keras names go to the constructor: their "off" values pass, the others say what to use.
     expect(attentionLayer('mha', {numHeads: 2, useGate: false, attentionAxes: [1]} as never).numHeads).toBe(2);
     expectError(() => attentionLayer('gqa', {numHeads: 2, numKvHeads: 1, useGate: true} as never), 'UNSUPPORTED', /gated/);
-    expectError(() => attentionLayer('linear', {numHeads: 2, keyDim: 4} as never), 'INVALID_CONFIG', /'headDim' here/);
+    expectError(() => attentionLayer('linear', {numHeads: 2, keyDim: 4} as never), 'INVALID_CONFIG', /did you mean 'headDim' \(Keras's key_dim\)/);
   });
 
   describe.each(LAYERS)('%s.apply kwargs', (name, build) => {

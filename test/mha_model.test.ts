@@ -115,6 +115,29 @@ describe(title('MultiHeadAttention in models'), () => {
     loaded.dispose();
   });
 
+  // tfjs' executor frees a tensor once per listed input but counts its consumers once per
+  // layer: a node listing x twice used to free x before the Add below read it
+  // ("Tensor is disposed"), and passed the padding mask as the query's only.
+  test('apply([x, x]) in a graph is self-attention on x: x stays alive for other layers, its mask reaches the keys', () => {
+    const tokens = tf.input({shape: [5], dtype: 'int32'});
+    const x = tf.layers.embedding({inputDim: 9, outputDim: 8, maskZero: true}).apply(tokens) as tf.SymbolicTensor;
+    const mha = new MultiHeadAttention({numHeads: 2, headDim: 4});
+    const a = mha.apply([x, x]) as tf.SymbolicTensor;
+    expect(mha.inboundNodes[0].inputTensors).toEqual([x]);
+    const model = tf.model({inputs: tokens, outputs: tf.layers.add().apply([x, a]) as tf.SymbolicTensor});
+    const ids = tf.tensor2d([[3, 1, 4, 0, 0], [2, 7, 1, 8, 2]], [2, 5], 'int32');
+    const embedded = tf.tidy(() => (model.layers[1].apply(ids) as tf.Tensor).clone()); // no kerasMask on the clone
+    const keep = tf.notEqual(ids, 0);
+    const want = tf.tidy(() => tf.add(embedded, mha.apply(embedded, {queryMask: keep, valueMask: keep}) as tf.Tensor));
+    const unmasked = tf.tidy(() => tf.add(embedded, mha.apply(embedded) as tf.Tensor));
+    const got = model.predict(ids) as tf.Tensor;
+    expect(tf.tidy(() => tf.max(tf.abs(tf.sub(got, want))).dataSync()[0])).toBeLessThan(1e-6);
+    // Without the key mask the padded keys would be attended: the outputs would differ.
+    expect(tf.tidy(() => tf.max(tf.abs(tf.sub(unmasked, want))).dataSync()[0])).toBeGreaterThan(1e-4);
+    tf.dispose([ids, embedded, keep, want, unmasked, got]);
+    model.dispose();
+  });
+
   test('attentionMask on symbolic inputs is refused with UNSUPPORTED', () => {
     const x = tf.input({shape: [5, 8]});
     const mask = tf.ones([1, 5, 5]);

@@ -11,6 +11,7 @@ import {Command, CommanderError} from 'commander';
 import {AttentionError} from '../errors';
 import {readPackageJson} from '../bench/meta';
 import {registerBench} from './bench';
+import {registerConvert} from './convert';
 import {registerTrain} from './train';
 import {CliIO, EXIT} from './shared';
 
@@ -19,7 +20,7 @@ export {CliIO, EXIT} from './shared';
 /** Runs the CLI on `argv` (the arguments after the program name) and returns the exit code. */
 export async function main(argv: string[], io: CliIO = process): Promise<number> {
   const program = new Command('tfjs-attention')
-    .description('Attention layers for TensorFlow.js: train toy models, evaluate and inspect them, benchmark.')
+    .description('Attention layers for TensorFlow.js: train toy models, evaluate and inspect them, convert Keras models, benchmark.')
     .version(readPackageJson().version, '-V, --version', 'print the version')
     .helpOption('-h, --help', 'print help')
     // Set before adding commands: subcommands inherit output and exit handling.
@@ -31,6 +32,7 @@ export async function main(argv: string[], io: CliIO = process): Promise<number>
     });
   registerTrain(program, io);
   registerBench(program, io);
+  registerConvert(program, io);
 
   try {
     await program.parseAsync(argv, {from: 'user'});
@@ -40,8 +42,8 @@ export async function main(argv: string[], io: CliIO = process): Promise<number>
     if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
     const message = String((e as Error)?.message ?? e).split('\n')[0];
     io.stderr.write(`error: ${message}\n`);
-    // Bad values and missing or corrupt model folders are the caller's to fix: 2.
-    const usage = e instanceof AttentionError && (e.code === 'INVALID_CONFIG' || e.code === 'IO');
+    // Bad values, missing or corrupt model files, and models this cannot run are the caller's to fix: 2.
+    const usage = e instanceof AttentionError && (e.code === 'INVALID_CONFIG' || e.code === 'IO' || e.code === 'UNSUPPORTED');
     return usage ? EXIT.usage : EXIT.failure;
   }
 }

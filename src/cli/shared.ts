@@ -1,5 +1,7 @@
-/** What every command shares: where output goes, and parsers for flag values. */
+/** What every command shares: where output goes, parsers for flag values, model descriptions. */
+import * as tf from '@tensorflow/tfjs';
 import {InvalidArgumentError} from 'commander';
+import {node} from '../node';
 
 /** Where a command writes; `process` in the real CLI, string buffers in tests. */
 export interface CliIO {
@@ -41,4 +43,25 @@ export function intListArg(min: number): (value: string) => number[] {
     }
     return parts.map(Number);
   };
+}
+
+/** `layers:` then one line per layer: name (class), output shape, parameters. */
+export function describeLayers(model: tf.LayersModel): string[] {
+  const shape = (layer: tf.layers.Layer) => {
+    try {
+      return JSON.stringify(layer.outputShape).replace(/,/g, ', ');
+    } catch {
+      return 'multiple'; // a layer called more than once has one output shape per call
+    }
+  };
+  return ['layers:', ...model.layers.map((l) =>
+    `  ${l.name} (${l.getClassName()}) output ${shape(l)}, ${l.countParams()} parameters`)];
+}
+
+/** A `file://` URL for a model.json path, or for the folder holding model.json. */
+export function kerasUrl(p: string): string {
+  const {fs, path} = node();
+  const abs = path.resolve(p);
+  const isDir = fs.existsSync(abs) && fs.statSync(abs).isDirectory();
+  return `file://${isDir ? path.join(abs, 'model.json') : abs}`;
 }

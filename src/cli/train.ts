@@ -11,7 +11,8 @@ import {ATTENTION_KINDS, AnyAttentionArgs, AttentionKind} from '../layers/factor
 import {loadModel, readTrainingRecord} from '../train/checkpoint';
 import {makeToyTask, TASK_NAMES} from '../train/tasks';
 import {evaluate, Metrics, StepInfo, train, trainDefaults} from '../train/trainer';
-import {CliIO, intArg, intListArg} from './shared';
+import {loadKerasModel} from '../keras/load';
+import {CliIO, describeLayers, intArg, intListArg, kerasUrl} from './shared';
 
 /** What `npm run train` trains with no flags: a small GQA model on `reverse`. */
 export const TRAIN_DEFAULTS = {
@@ -183,20 +184,32 @@ export function registerTrain(program: Command, io: CliIO): void {
     });
 
   program.command('inspect')
-    .description('describe a saved model: architecture, parameters, task and saved metrics')
-    .requiredOption('--model <dir>', 'model folder written by train')
+    .description('describe a model: each layer with its class, output shape and parameters; for a folder written ' +
+      'by train, also its task and saved metrics')
+    .option('--model <dir>', 'model folder written by train')
+    .option('--keras <path>', 'a converted Keras model.json (or its folder), read with loadKerasModel')
     .addOption(backendOption())
-    .action(async (f: {model: string; backend?: BackendChoice}) => {
+    .action(async (f: {model?: string; keras?: string; backend?: BackendChoice}) => {
+      if ((f.model == null) === (f.keras == null)) {
+        throw new AttentionError('INVALID_CONFIG', 'inspect takes one of --model <dir> or --keras <path>');
+      }
       await selectBackend(f.backend);
-      const record = readTrainingRecord(f.model);
-      const model = await loadModel(f.model);
-      const lines = [`model ${f.model}: ${model.name}, ${model.countParams()} parameters`,
+      if (f.keras != null) {
+        const model = await loadKerasModel(kerasUrl(f.keras));
+        io.stdout.write([`model ${f.keras}: ${model.name}, ${model.countParams()} parameters`, ...describeLayers(model)]
+          .join('\n') + '\n');
+        model.dispose();
+        return;
+      }
+      const dir = f.model as string;
+      const record = readTrainingRecord(dir);
+      const model = await loadModel(dir);
+      const lines = [`model ${dir}: ${model.name}, ${model.countParams()} parameters`,
         `task ${JSON.stringify(record.task)}`, `options ${JSON.stringify(record.model)}`,
         `trained ${record.step} steps in ${record.trainingSeconds.toFixed(1)} s (tfjs-attention ${record.packageVersion})`];
       const last = record.history[record.history.length - 1];
       if (last != null) lines.push(`last evaluation ${JSON.stringify(last)}`);
-      lines.push('layers:');
-      for (const layer of model.layers) lines.push(`  ${layer.name} (${layer.getClassName()}) ${layer.countParams()} parameters`);
+      lines.push(...describeLayers(model));
       io.stdout.write(lines.join('\n') + '\n');
       model.dispose();
     });

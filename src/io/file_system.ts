@@ -21,6 +21,7 @@ import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
 import {errno, errorMessage as message, node} from '../node';
 import {MODEL_JSON, saveFolder, weightsPaths} from './folder';
+import {specBytes} from './specs';
 
 const SCHEME = 'file://';
 const WEIGHTS_BIN = 'weights.bin';
@@ -28,14 +29,6 @@ const WEIGHTS_BIN = 'weights.bin';
 /** True when running under Node. */
 function isNode(): boolean {
   return typeof process !== 'undefined' && process.versions?.node != null;
-}
-
-/** Bytes of one weight in a weights file; -Infinity (no check) for kinds not sized here (strings). */
-function specBytes(spec: tf.io.WeightsManifestEntry): number {
-  const size = spec.shape.reduce((a, b) => a * b, 1);
-  const dtype = spec.quantization?.dtype ?? spec.dtype;
-  const per: Record<string, number> = {float32: 4, int32: 4, bool: 1, uint8: 1, uint16: 2, float16: 2, complex64: 8};
-  return dtype in per ? size * per[dtype] : -Infinity;
 }
 
 /** A Node Buffer as a standalone ArrayBuffer (a Buffer may be a view into a larger pool; copied only then). */

@@ -11,7 +11,7 @@ import {CausalAlignment, CausalArg, causalAlignment, strictestCausal} from '../o
 import {AttentionWithWeights} from '../ops/sdpa';
 import {assertBoolean, assertDivisible, assertPositiveInt, assertRate, checkArgNames} from '../validate';
 import {callMaskParts, MaskParts} from './call_masks';
-import {assertInputs, checkInputShapes, Shape, unpackInputs} from './inputs';
+import {assertInputs, checkInputShapes, graphInputs, Shape, unpackInputs} from './inputs';
 import {
   ConstraintArg, getConstraint, getInitializer, getRegularizer, InitializerArg, RegularizerArg,
   serializeObject,
@@ -311,7 +311,7 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
       }
       this.graphCallArgs = graph;
       this.returnScores = graph.returnAttentionScores;
-      return super.apply(inputs, kwargs);
+      return super.apply(graphInputs(inputs as tf.SymbolicTensor | tf.SymbolicTensor[]), kwargs);
     }
     this.returnScores = kwargs?.returnAttentionScores ?? this.graphCallArgs?.returnAttentionScores ?? false;
     const useCausalMask = kwargs?.useCausalMask ?? this.graphCallArgs?.useCausalMask ?? false;

@@ -66,3 +66,19 @@ export function checkInputShapes(inputShape: Shape | Shape[], built: [number, nu
   }
   return shapes;
 }
+
+/**
+ * Symbolic inputs as the graph node should list them. tfjs-layers' executor (predict,
+ * fit, evaluate) counts a tensor's consumers once per layer but releases it once per
+ * listed input, so a node listing x twice frees x while other layers still need it. So
+ * [x, x] (and [x, x, x]) is given as x, self-attention, the same call, and [q, v, v] as
+ * [q, v]. (The executor also passes a layer only its first input's padding mask, so a
+ * mask carried by a value other than the query does not reach the layer in predict.)
+ */
+export function graphInputs(inputs: tf.SymbolicTensor | tf.SymbolicTensor[]): tf.SymbolicTensor | tf.SymbolicTensor[] {
+  if (!Array.isArray(inputs)) return inputs;
+  const [query, value = query, key = value] = inputs;
+  if (value === query && key === query) return query;
+  if (key === value) return [query, value];
+  return inputs;
+}

@@ -1,0 +1,167 @@
+/**
+ * loadKerasModel: a Keras model converted to TensorFlow.js (model.json + weights, as
+ * `tensorflowjs_converter --input_format keras` or `tfjs.converters.save_keras_model`
+ * write it from Keras 3 or tf.keras 2) as a tf.LayersModel of tfjs-layers' classes and
+ * this library's attention layers.
+ *
+ *   1. Load the artifacts through the handler tfjs would use for the URL (file://,
+ *      http(s)://, indexeddb://, localstorage://, or any tf.io.IOHandler).
+ *   2. Rewrite the topology into the form tfjs-layers deserializes (topology.ts), and
+ *      check that the weight data holds every byte the manifest lists.
+ *   3. Build a probe model from it with zero initializers (random init of a large LSTM's
+ *      orthogonal kernels alone takes tens of seconds), and match each stored weight to
+ *      the probe weight it fills (weights.ts); the probe is then disposed.
+ *   4. Build the model through tf.loadLayersModel with the weights renamed to the model's
+ *      own names, so tfjs loads them and skips the random init they would overwrite.
+ *
+ * Everything here runs in the browser as in Node: it reads through tfjs' IO handlers only.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {AttentionError, show} from '../errors';
+import {specBytes} from '../io/specs';
+import '../layers/multi_head_attention'; // registers the class Keras attention layers become
+import {checkArgNames} from '../validate';
+import {rewriteTopology} from './topology';
+import {matchWeights} from './weights';
+
+/** Options of loadKerasModel: how to fetch, as tf.loadLayersModel takes them (passed to the http handler). */
+export interface KerasLoadOptions {
+  requestInit?: RequestInit;
+  onProgress?: tf.io.OnProgressCallback;
+  fetchFunc?: typeof fetch;
+  weightPathPrefix?: string;
+  weightUrlConverter?: (weightFileName: string) => Promise<string>;
+}
+
+export const KERAS_LOAD_OPTIONS: readonly string[] =
+  ['requestInit', 'onProgress', 'fetchFunc', 'weightPathPrefix', 'weightUrlConverter'];
+
+function messageOf(e: unknown): string {
+  return String((e as Error)?.message ?? e).split('\n')[0];
+}
+
+/** The IO handler for `urlOrHandler`, as tf.loadLayersModel picks it. */
+function handlerFor(urlOrHandler: string | tf.io.IOHandler, options: tf.io.LoadOptions): tf.io.IOHandler {
+  if (typeof urlOrHandler !== 'string') {
+    if (urlOrHandler == null || typeof (urlOrHandler as tf.io.IOHandler).load !== 'function') {
+      throw new AttentionError('INVALID_CONFIG',
+        `loadKerasModel takes a URL or a tf.io.IOHandler with a load() method, received ${show(urlOrHandler)}`);
+    }
+    return urlOrHandler;
+  }
+  const handlers = tf.io.getLoadHandlers(urlOrHandler, options);
+  if (handlers.length > 1) {
+    throw new AttentionError('IO', `${urlOrHandler}: ${handlers.length} load handlers claim this URL`);
+  }
+  if (handlers.length === 1) return handlers[0];
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(urlOrHandler) && !/^https?:\/\//i.test(urlOrHandler)) {
+    throw new AttentionError('IO', `${urlOrHandler}: no load handler for this URL scheme ` +
+      '(file:// needs Node; indexeddb:// and localstorage:// need a browser)');
+  }
+  return tf.io.browserHTTPRequest(urlOrHandler, options);
+}
+
+/** Throws IO unless the weight data holds exactly the bytes the manifest lists. */
+function checkWeightBytes(artifacts: tf.io.ModelArtifacts, source: string): void {
+  const specs = artifacts.weightSpecs ?? [];
+  const pieces = artifacts.weightData == null ? [] : Array.isArray(artifacts.weightData) ? artifacts.weightData
+    : [artifacts.weightData];
+  const have = pieces.reduce((n, b) => n + b.byteLength, 0);
+  const expected = specs.reduce((n, s) => n + specBytes(s), 0);
+  if (Number.isFinite(expected) && have !== expected) {
+    throw new AttentionError('IO', `${source}: the weights hold ${have} bytes, but the manifest lists ${expected} ` +
+      `(${specs.length} weights): ${have < expected ? 'a weight file is truncated or missing' : 'a weight file is not the one the manifest describes'}`);
+  }
+}
+
+/**
+ * `topology` with every initializer replaced by Zeros (a copy): a model built from it costs
+ * no random init. unit_forget_bias is turned off too: tfjs' LSTM cell builds that bias
+ * with an initializer that leaks four tensors per cell. Weight names and shapes stay.
+ */
+function withZeroInit(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(withZeroInit);
+  if (v == null || typeof v !== 'object') return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    out[k] = k.endsWith('_initializer') && x != null ? {class_name: 'Zeros', config: {}}
+      : k === 'unit_forget_bias' ? false : withZeroInit(x);
+  }
+  return out;
+}
+
+/**
+ * A converted Keras model (Keras 3 or tf.keras 2 topology) as a tf.LayersModel.
+ * Keras MultiHeadAttention and GroupedQueryAttention layers become this library's
+ * MultiHeadAttention with the stored weights; every other layer is tfjs-layers' own (a
+ * class tfjs lacks must be registered with tf.serialization.registerClass first).
+ * Throws AttentionError: 'IO' for a file that cannot be read, is not a Keras model, or
+ * whose weights do not fit the model (naming the weight); 'UNSUPPORTED' for a layer, key
+ * or call this cannot run (naming the layer and the key); 'INVALID_CONFIG' for options.
+ */
+export async function loadKerasModel(urlOrHandler: string | tf.io.IOHandler, options: KerasLoadOptions = {})
+    : Promise<tf.LayersModel> {
+  checkArgNames('loadKerasModel', options, KERAS_LOAD_OPTIONS);
+  const source = typeof urlOrHandler === 'string' ? urlOrHandler : 'the model handler';
+  const handler = handlerFor(urlOrHandler, options ?? {});
+  if (typeof handler.load !== 'function') throw new AttentionError('IO', `${source}: this handler cannot load`);
+
+  // 1. The artifacts.
+  let artifacts: tf.io.ModelArtifacts;
+  try {
+    artifacts = await handler.load();
+  } catch (e) {
+    if (e instanceof AttentionError) throw e;
+    throw new AttentionError('IO', `${source}: cannot read the model: ${messageOf(e)}`);
+  }
+  if (artifacts == null || artifacts.modelTopology == null) {
+    throw new AttentionError('IO', `${source}: the model has no modelTopology`);
+  }
+  if (artifacts.modelTopology instanceof ArrayBuffer) {
+    throw new AttentionError('IO', `${source}: this is a graph model (a GraphDef); load it with tf.loadGraphModel`);
+  }
+
+  // 2. The topology tfjs-layers reads.
+  const {topology, aliases} = rewriteTopology(artifacts.modelTopology, source);
+  checkWeightBytes(artifacts, source);
+  const build = async (t: unknown) => {
+    try {
+      return await tf.models.modelFromJSON({modelTopology: t as tf.io.ModelJSON['modelTopology']});
+    } catch (e) {
+      if (e instanceof AttentionError) throw e;
+      throw new AttentionError('IO', `${source}: tfjs-layers cannot build the rewritten model: ${messageOf(e)}`);
+    }
+  };
+
+  // 3. The stored weights matched, by name, to a model built without random init (its
+  //    weight names are those of the real one).
+  const specs = artifacts.weightSpecs ?? [];
+  let stored: tf.NamedTensorMap = {};
+  const names = new Map<string, string>(); // stored name -> model weight
+  const probe = await build(withZeroInit(topology));
+  try {
+    try {
+      stored = artifacts.weightData == null ? {} : tf.io.decodeWeights(artifacts.weightData, specs);
+    } catch (e) {
+      throw new AttentionError('IO', `${source}: cannot decode the weights: ${messageOf(e)}`);
+    }
+    const matched = matchWeights(probe, stored, source, aliases);
+    for (const [target, tensor] of Object.entries(matched)) {
+      names.set(Object.keys(stored).find((n) => stored[n] === tensor) as string, target);
+    }
+  } finally {
+    probe.dispose();
+    tf.dispose(Object.values(stored));
+  }
+
+  // 4. The model, its weights loaded by tfjs under the model's own names (tfjs then skips
+  //    the random init it would overwrite).
+  const renamed = specs.map((s) => ({...s, name: names.get(s.name) ?? s.name}));
+  try {
+    return await tf.loadLayersModel({load: async () => ({modelTopology: topology, weightSpecs: renamed,
+      weightData: artifacts.weightData})}, {strict: true});
+  } catch (e) {
+    if (e instanceof AttentionError) throw e;
+    throw new AttentionError('IO', `${source}: tfjs-layers cannot load the rewritten model: ${messageOf(e)}`);
+  }
+}

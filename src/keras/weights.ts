@@ -1,0 +1,134 @@
+/**
+ * Which stored weight goes into which weight of a model built from a Keras topology.
+ *
+ * Three writers name the same weight three ways:
+ *
+ *   tf.keras 2 converter     mha/query/kernel            lstm/lstm_cell/kernel
+ *   Keras 3 converter        mha/query/kernel            forward_lstm/lstm_cell/kernel (a
+ *                            Bidirectional's inner layers without the wrapper's name)
+ *   Keras 3 `.keras` paths   layers/mha/_query_dense/vars/0   (a layer's n-th variable)
+ *
+ * and the converters list weights in path order, not layer order. So weights are matched
+ * by name, never by position in the manifest:
+ *
+ *   1. Both sides are normalised to tokens: `:0` dropped, leading `_` stripped, the
+ *      bookkeeping tokens (`layers`, `vars`, `layer_checkpoint_dependencies`) and RNN cell
+ *      tokens (`lstm_cell`, `cell`, ...) dropped, and Keras 3's attention attribute names
+ *      (`query_dense`, ..., `output_dense`) read as the sublayer names (`query`, ...,
+ *      `attention_output`).
+ *   2. A stored name whose last token is a number n names the n-th variable of a group
+ *      (a layer, or an attention sublayer): the model weights whose other tokens end with
+ *      the stored prefix, in the order the layer creates them (which is Keras's order).
+ *   3. Any other stored name matches the model weight with equal tokens, or else the one
+ *      model weight whose tokens end with the stored ones (or the reverse); shapes
+ *      settle a tie.
+ *
+ * A stored weight with no target, a model weight left without one, two stored weights for
+ * one target, and a shape that differs are each an AttentionError('IO') naming the weight.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {AttentionError, show} from '../errors';
+
+const BOOKKEEPING = new Set(['layers', 'vars', 'layer_checkpoint_dependencies']);
+const CELL = /^(lstm_cell|gru_cell|simple_rnn_cell|cell)(_\d+)?$/;
+const ATTENTION_ATTRIBUTES: Record<string, string> = {
+  query_dense: 'query', key_dense: 'key', value_dense: 'value', output_dense: 'attention_output',
+};
+
+/**
+ * A weight name as comparable tokens (see the module comment, step 1); `aliases` renames
+ * layers (a TimeDistributed's inner layer to the wrapper, whose name tfjs uses).
+ */
+export function weightTokens(name: string, aliases: Record<string, string> = {}): string[] {
+  const tokens = name.replace(/:\d+$/, '').split('/')
+    .map((t) => t.replace(/^_+/, ''))
+    .map((t) => ATTENTION_ATTRIBUTES[t] ?? aliases[t] ?? t)
+    .filter((t) => t !== '' && !BOOKKEEPING.has(t) && !CELL.test(t));
+  return tokens.filter((t, i) => i === 0 || t !== tokens[i - 1]); // wrapper/inner -> wrapper, once
+}
+
+/** True when `a` ends with the tokens of `b`. */
+function endsWith(a: string[], b: string[]): boolean {
+  return b.length > 0 && b.length <= a.length && b.every((t, i) => a[a.length - b.length + i] === t);
+}
+
+const sameShape = (a: readonly (number | null)[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
+
+interface Target {
+  weight: tf.LayerVariable;
+  tokens: string[];
+  /** The tokens of its group (all but the last), and its place in the group. */
+  group: string;
+  index: number;
+}
+
+/** The model's weights as match targets, each with its group and its place in that group. */
+function targetsOf(model: tf.LayersModel): Target[] {
+  const counts = new Map<string, number>();
+  return model.weights.map((weight) => {
+    const tokens = weightTokens(weight.originalName);
+    const group = tokens.slice(0, -1).join('/');
+    const index = counts.get(group) ?? 0;
+    counts.set(group, index + 1);
+    return {weight, tokens, group, index};
+  });
+}
+
+/** The targets a stored name may fill (steps 2 and 3), before shapes are compared. */
+function candidates(name: string, targets: Target[], aliases: Record<string, string>): Target[] {
+  const tokens = weightTokens(name, aliases);
+  const last = tokens[tokens.length - 1];
+  if (tokens.length >= 2 && /^\d+$/.test(last)) {
+    const prefix = tokens.slice(0, -1);
+    const groups = [...new Set(targets.map((t) => t.group))]
+      .filter((g) => { const gt = g.split('/'); return endsWith(gt, prefix) || endsWith(prefix, gt); });
+    if (groups.length !== 1) return [];
+    return targets.filter((t) => t.group === groups[0] && t.index === Number(last));
+  }
+  const exact = targets.filter((t) => t.tokens.join('/') === tokens.join('/'));
+  if (exact.length > 0) return exact;
+  return targets.filter((t) => tokens.length >= 2 && (endsWith(t.tokens, tokens) || endsWith(tokens, t.tokens)));
+}
+
+/**
+ * The stored tensors keyed by the model weight (originalName) each one fills; throws
+ * AttentionError('IO') unless every stored weight fills exactly one model weight of its
+ * shape and every model weight is filled. `source` names the model in messages;
+ * `aliases` as in weightTokens.
+ */
+export function matchWeights(model: tf.LayersModel, stored: tf.NamedTensorMap, source: string,
+                             aliases: Record<string, string> = {}): tf.NamedTensorMap {
+  const targets = targetsOf(model);
+  const filled = new Map<tf.LayerVariable, string>();
+  const out: tf.NamedTensorMap = {};
+  for (const [name, tensor] of Object.entries(stored)) {
+    let found = candidates(name, targets, aliases);
+    if (found.length > 1) found = found.filter((t) => sameShape(t.weight.shape, tensor.shape));
+    if (found.length === 0) {
+      throw new AttentionError('IO', `${source}: the stored weight '${name}' ${show(tensor.shape)} matches no weight ` +
+        `of the model (its weights: ${show(targets.map((t) => t.weight.originalName))})`);
+    }
+    if (found.length > 1) {
+      throw new AttentionError('IO', `${source}: the stored weight '${name}' could go into any of ` +
+        `${show(found.map((t) => t.weight.originalName))}; rename the layers so that their names differ`);
+    }
+    const {weight} = found[0];
+    if (!sameShape(weight.shape, tensor.shape)) {
+      throw new AttentionError('IO', `${source}: the stored weight '${name}' has shape ${show(tensor.shape)}, ` +
+        `but the model's weight '${weight.originalName}' has shape ${show(weight.shape)}`);
+    }
+    const before = filled.get(weight);
+    if (before != null) {
+      throw new AttentionError('IO',
+        `${source}: the stored weights '${before}' and '${name}' both go into '${weight.originalName}'`);
+    }
+    filled.set(weight, name);
+    out[weight.originalName] = tensor;
+  }
+  const missing = targets.filter((t) => !filled.has(t.weight)).map((t) => t.weight.originalName);
+  if (missing.length > 0) {
+    throw new AttentionError('IO', `${source}: no stored weight for ${missing.length === 1 ? 'the weight' : 'the weights'} ` +
+      `${show(missing)} of the model (stored: ${show(Object.keys(stored))})`);
+  }
+  return out;
+}
