@@ -86,7 +86,7 @@ interface Case {
 
 const CASES: Case[] = [
   ...KERAS_FIXTURES.map((f) => ({label: `${f.name} (${f.writer})`, dir: path.join(FIXTURES, f.name), inputs: f.inputs,
-    attentionLayer: f.attentionWeights.length > 0 ? f.attentionWeights[0].split('/').filter((t) => t !== 'layers')[0] : '',
+    attentionLayer: f.attention?.layer ?? '',
     attentionWeights: f.attentionWeights, fixture: f})),
   {label: 'real/smartfood (Keras 3.13.1 + tensorflowjs 4.22 converter)', dir: REAL, inputs: [{shape: [2, 14, 9], dtype: 'float32'}],
     attentionLayer: 'attention', fixture: null,

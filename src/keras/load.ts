@@ -122,7 +122,7 @@ export async function loadKerasModel(urlOrHandler: string | tf.io.IOHandler, opt
   }
 
   // 2. The topology tfjs-layers reads.
-  const {topology, aliases} = rewriteTopology(artifacts.modelTopology, source);
+  const {topology, naming} = rewriteTopology(artifacts.modelTopology, source);
   checkWeightBytes(artifacts, source);
   const build = async (t: unknown) => {
     try {
@@ -145,7 +145,7 @@ export async function loadKerasModel(urlOrHandler: string | tf.io.IOHandler, opt
     } catch (e) {
       throw new AttentionError('IO', `${source}: cannot decode the weights: ${messageOf(e)}`);
     }
-    const matched = matchWeights(probe, stored, source, aliases);
+    const matched = matchWeights(probe, stored, source, naming);
     for (const [target, tensor] of Object.entries(matched)) {
       names.set(Object.keys(stored).find((n) => stored[n] === tensor) as string, target);
     }

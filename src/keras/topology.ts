@@ -24,6 +24,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {attentionConfigFromKeras, isOwnAttentionConfig, KERAS_ATTENTION_CLASSES} from './attention';
+import {WeightNaming} from './weights';
 
 type Json = null | boolean | number | string | Json[] | {[key: string]: Json};
 type Dict = {[key: string]: Json};
@@ -78,8 +79,8 @@ function outputMasked(className: string, config: Dict, inputsMasked: boolean[]):
 
 /** Where in the topology a problem is, for messages. */
 class Where {
-  /** Layer names the stored weights use for a layer tfjs names otherwise (inner name -> wrapper name). */
-  readonly aliases: Record<string, string> = {};
+  /** Layer names the stored weights use for layers tfjs names otherwise. */
+  readonly naming: WeightNaming = {wrapped: {}, saved: {}};
   /** The tensors ('layer/node/tensor') that carry a padding mask, so far in the layer order. */
   readonly masked = new Set<string>();
   constructor(readonly source: string) {}
@@ -112,6 +113,8 @@ function plain(value: Json, layer: string): Json {
     const className = CLASS_ALIASES[value.class_name] ?? value.class_name;
     let config = plain(value.config, layer);
     if (className === 'L1L2' && isDict(config)) config = {l1: config.l1 ?? 0, l2: config.l2 ?? 0};
+    // Keras 3's plain normal draw; tfjs has only the truncated one (an initializer matters only for re-initialising).
+    if (isDict(config) && config.distribution === 'untruncated_normal') config = {...config, distribution: 'normal'};
     return {class_name: className, config};
   }
   const out: Dict = {};
@@ -154,6 +157,9 @@ function layerConfig(entry: Dict, where: Where): {class_name: string; config: Di
   dropDefault(config, 'groups', (v) => v == null || v === 1, name, className, 'tfjs has no grouped convolutions');
   dropDefault(config, 'keepdims', (v) => v == null || v === false, name, className, 'tfjs pooling always drops the axis');
   dropDefault(config, 'synchronized', () => true, name, className, '');
+  dropDefault(config, 'renorm', (v) => v == null || v === false, name, className, 'tfjs has no batch renormalization');
+  dropDefault(config, 'renorm_clipping', () => true, name, className, '');
+  dropDefault(config, 'renorm_momentum', () => true, name, className, '');
   dropDefault(config, 'quantization_config', (v) => v == null, name, className, 'quantized layers are not supported');
   for (const key of ['activation', 'recurrent_activation']) {
     const a = config[key];
@@ -179,7 +185,7 @@ function layerConfig(entry: Dict, where: Where): {class_name: string; config: Di
   if (isDict(raw.layer)) {
     const inner = layerConfig(raw.layer, where);
     // tfjs names a TimeDistributed's weights after the wrapper, Keras after the inner layer.
-    if (className === 'TimeDistributed' && typeof inner.config.name === 'string') where.aliases[inner.config.name] = name;
+    if (className === 'TimeDistributed' && typeof inner.config.name === 'string') where.naming.wrapped[inner.config.name] = name;
     // Keras 3 writes a Bidirectional's forward layer, already named 'forward_<name>'; tfjs
     // names the layers it builds 'forward_' + and 'backward_' + the wrapped layer's name.
     if (className === 'Bidirectional' && typeof inner.config.name === 'string' && inner.config.name.startsWith('forward_')) {
@@ -338,11 +344,13 @@ function modelConfig(className: string, config: Json, where: Where): Dict {
   if (!isDict(config) || !Array.isArray(config.layers)) {
     throw where.io(`a ${className} config needs a layers list, received ${show(config)}`);
   }
+  const used = new Map<string, number>();
   const layers = config.layers.map((l) => {
     if (!isDict(l)) throw where.io(`a layer entry must be an object, received ${show(l)}`);
     const {class_name: cls, config: c} = layerConfig(l, where);
     const name = typeof l.name === 'string' ? l.name : typeof c.name === 'string' ? c.name : null;
     if (name == null) throw where.io(`a layer entry has no name: ${show(l)}`);
+    savedName(String(l.class_name), name, used, where.naming);
     if (cls === 'InputLayer') inputLayerShape(c);
     const nodes = Array.isArray(l.inbound_nodes) ? l.inbound_nodes : [];
     const keras = typeof l.class_name === 'string' ? l.class_name : cls;
@@ -360,6 +368,20 @@ function modelConfig(className: string, config: Json, where: Where): Dict {
     input_layers: endpoints(config.input_layers, 'input_layers', where),
     output_layers: endpoints(config.output_layers, 'output_layers', where),
   };
+}
+
+/** Keras's to_snake_case of a class name: MultiHeadAttention -> multi_head_attention, Conv1D -> conv1d. */
+function snakeCase(className: string): string {
+  return className.replace(/\W+/g, '').replace(/(.)([A-Z][a-z]+)/g, '$1_$2').replace(/([a-z])([A-Z])/g, '$1_$2')
+    .toLowerCase();
+}
+
+/** Records the key a `.keras` weights file gives this layer: its snake-case class name, then _1, _2, ... */
+function savedName(className: string, name: string, used: Map<string, number>, naming: WeightNaming) {
+  const base = snakeCase(className);
+  const n = used.get(base);
+  used.set(base, n == null ? 0 : n + 1);
+  naming.saved[n == null ? base : `${base}_${n + 1}`] = name;
 }
 
 /** Keras 3's InputLayer batch_shape as tfjs's batch_input_shape (in place). */
@@ -384,8 +406,7 @@ function classNames(v: Json, out = new Set<string>()): Set<string> {
 export interface Rewritten {
   /** The model config, {class_name, config}, in the form tfjs-layers deserializes. */
   topology: Dict;
-  /** Inner layer name -> the layer tfjs names its weights after (TimeDistributed). */
-  aliases: Record<string, string>;
+  naming: WeightNaming;
 }
 
 /**
@@ -410,5 +431,5 @@ export function rewriteTopology(modelTopology: unknown, source: string, known: r
         'object tfjs-layers does not implement); register one with tf.serialization.registerClass and pass it in customObjects');
     }
   }
-  return {topology: rewritten, aliases: where.aliases};
+  return {topology: rewritten, naming: where.naming};
 }

@@ -15,7 +15,11 @@
  *      bookkeeping tokens (`layers`, `vars`, `layer_checkpoint_dependencies`) and RNN cell
  *      tokens (`lstm_cell`, `cell`, ...) dropped, and Keras 3's attention attribute names
  *      (`query_dense`, ..., `output_dense`) read as the sublayer names (`query`, ...,
- *      `attention_output`).
+ *      `attention_output`). The topology says what else to rename (WeightNaming): a
+ *      `.keras` path names a layer by its class (`layers/multi_head_attention_1/...`), and
+ *      tfjs names a TimeDistributed's weights after the wrapper, Keras after the inner
+ *      layer. A `.keras` Bidirectional's `forward_layer` / `backward_layer` is the tfjs
+ *      layer named `forward_<name>` / `backward_<name>`.
  *   2. A stored name whose last token is a number n names the n-th variable of a group
  *      (a layer, or an attention sublayer): the model weights whose other tokens end with
  *      the stored prefix, in the order the layer creates them (which is Keras's order).
@@ -35,21 +39,41 @@ const ATTENTION_ATTRIBUTES: Record<string, string> = {
   query_dense: 'query', key_dense: 'key', value_dense: 'value', output_dense: 'attention_output',
 };
 
-/**
- * A weight name as comparable tokens (see the module comment, step 1); `aliases` renames
- * layers (a TimeDistributed's inner layer to the wrapper, whose name tfjs uses).
- */
-export function weightTokens(name: string, aliases: Record<string, string> = {}): string[] {
-  const tokens = name.replace(/:\d+$/, '').split('/')
+/** Layer names the stored weights use for layers the model names otherwise, from the topology. */
+export interface WeightNaming {
+  /** A wrapped layer's name -> the wrapper's (tfjs names a TimeDistributed's weights after the wrapper). */
+  wrapped: Record<string, string>;
+  /** A `.keras` path's layer key (the snake-case class name, made unique: dense, dense_1, ...) -> the layer's name. */
+  saved: Record<string, string>;
+}
+
+const NO_NAMING: WeightNaming = {wrapped: {}, saved: {}};
+
+/** A weight name as comparable tokens (see the module comment, step 1). */
+export function weightTokens(name: string, naming: WeightNaming = NO_NAMING): string[] {
+  const raw = name.replace(/:\d+$/, '').split('/');
+  // `.keras` paths: layers/<snake class name>/...
+  if (raw[0] === 'layers' && raw.length > 1 && naming.saved[raw[1]] != null) raw[1] = naming.saved[raw[1]];
+  const tokens = raw
     .map((t) => t.replace(/^_+/, ''))
-    .map((t) => ATTENTION_ATTRIBUTES[t] ?? aliases[t] ?? t)
+    .map((t) => ATTENTION_ATTRIBUTES[t] ?? naming.wrapped[t] ?? t)
     .filter((t) => t !== '' && !BOOKKEEPING.has(t) && !CELL.test(t));
   return tokens.filter((t, i) => i === 0 || t !== tokens[i - 1]); // wrapper/inner -> wrapper, once
 }
 
-/** True when `a` ends with the tokens of `b`. */
-function endsWith(a: string[], b: string[]): boolean {
-  return b.length > 0 && b.length <= a.length && b.every((t, i) => a[a.length - b.length + i] === t);
+/** Token equality, with a `.keras` Bidirectional's forward_layer / backward_layer for the tfjs layer names. */
+function sameToken(stored: string, model: string): boolean {
+  if (stored === model) return true;
+  const side = /^(forward|backward)_layer$/.exec(stored);
+  return side != null && model.startsWith(`${side[1]}_`);
+}
+
+/** True when the model tokens `a` end with the stored tokens `b`, or (reverse) the stored `a` with the model's `b`. */
+function endsWith(a: string[], b: string[], storedFirst = false): boolean {
+  return b.length > 0 && b.length <= a.length && b.every((t, i) => {
+    const x = a[a.length - b.length + i];
+    return storedFirst ? sameToken(x, t) : sameToken(t, x);
+  });
 }
 
 const sameShape = (a: readonly (number | null)[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
@@ -75,34 +99,33 @@ function targetsOf(model: tf.LayersModel): Target[] {
 }
 
 /** The targets a stored name may fill (steps 2 and 3), before shapes are compared. */
-function candidates(name: string, targets: Target[], aliases: Record<string, string>): Target[] {
-  const tokens = weightTokens(name, aliases);
+function candidates(name: string, targets: Target[], naming: WeightNaming): Target[] {
+  const tokens = weightTokens(name, naming);
   const last = tokens[tokens.length - 1];
   if (tokens.length >= 2 && /^\d+$/.test(last)) {
     const prefix = tokens.slice(0, -1);
     const groups = [...new Set(targets.map((t) => t.group))]
-      .filter((g) => { const gt = g.split('/'); return endsWith(gt, prefix) || endsWith(prefix, gt); });
+      .filter((g) => { const gt = g.split('/'); return endsWith(gt, prefix) || endsWith(prefix, gt, true); });
     if (groups.length !== 1) return [];
     return targets.filter((t) => t.group === groups[0] && t.index === Number(last));
   }
   const exact = targets.filter((t) => t.tokens.join('/') === tokens.join('/'));
   if (exact.length > 0) return exact;
-  return targets.filter((t) => tokens.length >= 2 && (endsWith(t.tokens, tokens) || endsWith(tokens, t.tokens)));
+  return targets.filter((t) => tokens.length >= 2 && (endsWith(t.tokens, tokens) || endsWith(tokens, t.tokens, true)));
 }
 
 /**
  * The stored tensors keyed by the model weight (originalName) each one fills; throws
  * AttentionError('IO') unless every stored weight fills exactly one model weight of its
- * shape and every model weight is filled. `source` names the model in messages;
- * `aliases` as in weightTokens.
+ * shape and every model weight is filled. `source` names the model in messages.
  */
 export function matchWeights(model: tf.LayersModel, stored: tf.NamedTensorMap, source: string,
-                             aliases: Record<string, string> = {}): tf.NamedTensorMap {
+                             naming: WeightNaming = NO_NAMING): tf.NamedTensorMap {
   const targets = targetsOf(model);
   const filled = new Map<tf.LayerVariable, string>();
   const out: tf.NamedTensorMap = {};
   for (const [name, tensor] of Object.entries(stored)) {
-    let found = candidates(name, targets, aliases);
+    let found = candidates(name, targets, naming);
     if (found.length > 1) found = found.filter((t) => sameShape(t.weight.shape, tensor.shape));
     if (found.length === 0) {
       throw new AttentionError('IO', `${source}: the stored weight '${name}' ${show(tensor.shape)} matches no weight ` +
