@@ -1,5 +1,6 @@
 // Runs every program in examples/ on this project's backend.
 import {main as encoderDecoder} from '../examples/encoder_decoder';
+import {main as kerasModel} from '../examples/keras_model';
 import {main as kerasSemantics} from '../examples/keras_semantics';
 import {main as linearLong} from '../examples/linear_long';
 import {main as localGlobalHnsw} from '../examples/local_global_hnsw';
@@ -52,6 +53,19 @@ describe(title('examples'), () => {
     const right = outputs.flatMap((row, i) => row.map((t, j) => Number(t === inputs[i][7 - j])));
     expect(right.reduce((a, b) => a + b) / right.length).toBeGreaterThanOrEqual(0.95);
     expect(lines[0]).toMatch(/^reverse: 2 3 4 5 6 7 8 9 -> /);
+  });
+
+  test('keras_model loads a converted Keras model with MultiHeadAttention, predicts, and reloads it as a tfjs model', async () => {
+    const lines: string[] = [];
+    const tensors = tf.memory().numTensors;
+    const r = await kerasModel((l) => lines.push(l));
+    expect(r.attention).toEqual([4, 32]);
+    expect(r.shapes).toEqual([[3, 1], [3, 4]]);
+    r.rowSums.forEach((s) => expect(Math.abs(s - 1)).toBeLessThan(1e-5));
+    expect(r.reloadDiff).toBeLessThanOrEqual(1e-6);
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toMatch(/^loaded 23 layers, 435173 parameters; 'attention' is this library's MultiHeadAttention/);
+    expect(tf.memory().numTensors).toBe(tensors);
   });
 
   test('keras_semantics: useCausalMask is top-left, arguments are checked, a save keeps the folder\'s files', async () => {

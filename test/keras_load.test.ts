@@ -218,3 +218,42 @@ describe(title('loadKerasModel: browser-safe'), () => {
       .toEqual([]);
   });
 });
+
+describe(title('loadKerasModel: call forms'), () => {
+  test('a Keras 3 call with return_attention_scores=True: the model outputs [output, scores] like Keras', async () => {
+    const dir = path.join(FIXTURES, 'keras3_self');
+    const json = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8'));
+    const config = json.modelTopology.model_config.config;
+    config.layers[1].inbound_nodes[0].kwargs.return_attention_scores = true;
+    config.output_layers = [['mha', 0, 0], ['mha', 0, 1]];
+    const bytes = fs.readFileSync(path.join(dir, 'weights.bin'));
+    const model = await loadKerasModel(tf.io.fromMemory({modelTopology: json.modelTopology,
+      weightSpecs: json.weightsManifest[0].weights, weightData: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)}));
+    const x = tf.tensor(denseValues(5, 2 * 6 * 8), [2, 6, 8]);
+    const [out, scores] = model.predict(x) as tf.Tensor[];
+    expect(out.shape).toEqual([2, 6, 8]);
+    expect(scores.shape).toEqual([2, 2, 6, 6]); // [B, H, T, S], as Keras returns them
+    const sums = tf.tidy(() => Array.from(tf.sum(scores, -1).dataSync()));
+    sums.forEach((s) => expect(Math.abs(s - 1)).toBeLessThan(1e-5));
+    tf.dispose([x, out, scores]);
+    model.dispose();
+  });
+
+  test('use_causal_mask keeps Keras\'s top-left meaning when queries and keys differ in length', async () => {
+    // The reference comparison of keras3_causal (T=4, S=6) checks the values; here: the
+    // layer's own setting, and that bottom-right would have been different.
+    const model = await loadKerasModel(urlOf(path.join(FIXTURES, 'keras3_causal')));
+    const layer = model.getLayer('causal_mha') as MultiHeadAttention;
+    const q = tf.tensor(denseValues(1, 2 * 4 * 8), [2, 4, 8]);
+    const v = tf.tensor(denseValues(2, 2 * 6 * 8), [2, 6, 8]);
+    const graph = model.predict([q, v]) as tf.Tensor;
+    const topLeft = layer.apply([q, v], {useCausalMask: true}) as tf.Tensor;
+    const other = new MultiHeadAttention({numHeads: 2, headDim: 4, causal: true, weights: layer.getWeights()});
+    const bottomRight = other.apply([q, v]) as tf.Tensor;
+    expect(tf.tidy(() => tf.max(tf.abs(tf.sub(graph, topLeft))).dataSync()[0])).toBeLessThan(1e-6);
+    expect(tf.tidy(() => tf.max(tf.abs(tf.sub(graph, bottomRight))).dataSync()[0])).toBeGreaterThan(1e-3);
+    tf.dispose([q, v, graph, topLeft, bottomRight]);
+    other.dispose();
+    model.dispose();
+  });
+});
