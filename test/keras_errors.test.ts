@@ -111,6 +111,43 @@ describe(title('loadKerasModel: refused Keras keys'), () => {
       /'cross' \(MultiHeadAttention\): its value carries a padding mask, which tfjs-layers' predict \/ fit would not pass on/);
   });
 
+  /** The padding fixture with `extend` applied, its weights grown by `extra` floats. */
+  async function paddingRefused(extend: (json: Dict) => void, extra: number, message: RegExp): Promise<void> {
+    const {json, bytes} = fixture('keras3_padding');
+    extend(json);
+    await expectRefused(() => loadKerasModel(handler(json, Buffer.concat([bytes, Buffer.alloc(4 * extra)]))), 'UNSUPPORTED',
+      message);
+  }
+  const entry = (cls: string, name: string, config: Dict, input: Dict) => ({class_name: cls, config: {name, trainable: true,
+    dtype: 'float32', ...config}, name, inbound_nodes: [{args: [input], kwargs: {}}]});
+
+  test('a shared attention layer whose later call reads a masked value listed after it: UNSUPPORTED', async () => {
+    await paddingRefused((json) => {
+      const layers = json.modelTopology.model_config.config.layers;
+      layers.push(entry('Dense', 'd', {units: 8}, tensorRef('mha', [null, 7, 8]))); // masked: Dense passes the mask on
+      layerOf(json, 'mha').inbound_nodes.push({args: [tensorRef('embedding', [null, 7, 8]), {class_name: '__keras_tensor__',
+        config: {shape: [null, 7, 8], dtype: 'float32', keras_history: ['d', 0, 0]}}], kwargs: {}});
+      json.modelTopology.model_config.config.output_layers = [['mha', 1, 0]];
+      json.weightsManifest[0].weights.push({name: 'd/kernel', shape: [8, 8], dtype: 'float32'},
+        {name: 'd/bias', shape: [8], dtype: 'float32'});
+    }, 72, /'mha' \(MultiHeadAttention\): its value carries a padding mask/);
+  });
+
+  test('a masked sequence into GlobalAveragePooling1D (tfjs ignores the mask Keras uses): UNSUPPORTED', async () => {
+    await paddingRefused((json) => {
+      json.modelTopology.model_config.config.layers.push(entry('GlobalAveragePooling1D', 'pool', {data_format: 'channels_last',
+        keepdims: false}, tensorRef('mha', [null, 7, 8])));
+      json.modelTopology.model_config.config.output_layers = [['pool', 0, 0]];
+    }, 0, /'pool' \(GlobalAveragePooling1D\): its input carries a padding mask, which Keras uses/);
+  });
+
+  test('a GRU with reset_after (Keras 3\'s default, not in tfjs): UNSUPPORTED', async () => {
+    await paddingRefused((json) => {
+      json.modelTopology.model_config.config.layers.push(entry('GRU', 'gru', {units: 2, reset_after: true},
+        tensorRef('mha', [null, 7, 8])));
+    }, 0, /'gru' \(GRU\): reset_after true is not supported/);
+  });
+
   test('keys ignored on purpose load: seed, flash_attention, query_shape; attention_axes 1 or null', async () => {
     for (const mutate of [(c: Dict) => { c.seed = 1234; }, (c: Dict) => { c.flash_attention = true; },
       (c: Dict) => { c.query_shape = [null, 6, 8]; c.key_shape = [null, 6, 8]; c.value_shape = [null, 6, 8]; },
@@ -168,6 +205,17 @@ describe(title('loadKerasModel: corrupt and truncated files'), () => {
   ])('%s: one AttentionError IO', async (_label, damage, message) => {
     const url = damaged('keras3_self', damage);
     await expectRefused(() => loadKerasModel(url), 'IO', message);
+  });
+
+  test('a weight stored with another dtype, and a weight listed twice: IO', async () => {
+    const url1 = damaged('keras3_self', (d) => editJson(d, (j) => {
+      j.weightsManifest[0].weights.find((w: Dict) => w.name === 'mha/query/bias').dtype = 'int32';
+    }));
+    await expectRefused(() => loadKerasModel(url1), 'IO', /the stored weight 'mha\/query\/bias' is int32, but the model's weight 'mha\/query\/bias' is float32/);
+    const url2 = damaged('keras3_self', (d) => editJson(d, (j) => {
+      j.weightsManifest[0].weights.find((w: Dict) => w.name === 'mha/query/bias').name = 'mha/key/bias';
+    }));
+    await expectRefused(() => loadKerasModel(url2), 'IO', /the manifest lists the weight 'mha\/key\/bias' twice/);
   });
 
   test('every fixture with its weights file cut in half: IO', async () => {

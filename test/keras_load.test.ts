@@ -257,3 +257,29 @@ describe(title('loadKerasModel: call forms'), () => {
     model.dispose();
   });
 });
+
+describe(title('loadKerasModel: models as layers'), () => {
+  test('a Keras 3 functional model used as a layer inside another (tfjs numbers its calls from 1) loads and predicts as the inner one', async () => {
+    const dir = path.join(FIXTURES, 'keras3_self');
+    const json = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8'));
+    const inner = json.modelTopology.model_config;
+    const kt = (layer: string) => ({class_name: '__keras_tensor__', config: {shape: [null, 6, 8], dtype: 'float32', keras_history: [layer, 0, 0]}});
+    const outer = {keras_version: '3.13.1', backend: 'tensorflow', model_config: {class_name: 'Functional', config: {
+      name: 'outer', trainable: true, layers: [
+        {class_name: 'InputLayer', config: {batch_shape: [null, 6, 8], dtype: 'float32', sparse: false, name: 'outer_x'},
+          name: 'outer_x', inbound_nodes: []},
+        {...inner, config: {...inner.config, name: 'block'}, name: 'block', inbound_nodes: [{args: [kt('outer_x')], kwargs: {}}]},
+      ], input_layers: ['outer_x', 0, 0], output_layers: ['block', 0, 0]}}};
+    const bytes = fs.readFileSync(path.join(dir, 'weights.bin'));
+    const model = await loadKerasModel(tf.io.fromMemory({modelTopology: outer, weightSpecs: json.weightsManifest[0].weights,
+      weightData: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)}));
+    const plain = await loadKerasModel(urlOf(dir));
+    const x = tf.tensor(denseValues(9, 2 * 6 * 8), [2, 6, 8]);
+    const [a, b] = [model.predict(x) as tf.Tensor, plain.predict(x) as tf.Tensor];
+    expect(model.layers.map((l) => l.name)).toEqual(['outer_x', 'block']);
+    expect(tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0])).toBe(0);
+    tf.dispose([x, a, b]);
+    model.dispose();
+    plain.dispose();
+  });
+});

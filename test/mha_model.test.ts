@@ -138,6 +138,25 @@ describe(title('MultiHeadAttention in models'), () => {
     model.dispose();
   });
 
+  test('apply([x, x, y]) in a graph: the value (the query tensor itself) keeps x\'s padding mask in predict', () => {
+    const tokens = tf.input({shape: [5], dtype: 'int32'});
+    const other = tf.input({shape: [5, 8]});
+    const embedding = tf.layers.embedding({inputDim: 9, outputDim: 8, maskZero: true});
+    const x = embedding.apply(tokens) as tf.SymbolicTensor;
+    const mha = new MultiHeadAttention({numHeads: 2, headDim: 4});
+    const model = tf.model({inputs: [tokens, other], outputs: mha.apply([x, x, other]) as tf.SymbolicTensor});
+    const ids = tf.tensor2d([[3, 1, 4, 0, 0], [2, 7, 1, 8, 2]], [2, 5], 'int32');
+    const y = randn([2, 5, 8], 3);
+    const embedded = tf.tidy(() => (embedding.apply(ids) as tf.Tensor).clone());
+    const keep = tf.notEqual(ids, 0);
+    // Keras: query_mask and value_mask from x; the key has none.
+    const want = mha.apply([embedded, embedded, y], {queryMask: keep, valueMask: keep}) as tf.Tensor;
+    const got = model.predict([ids, y]) as tf.Tensor;
+    expect(tf.tidy(() => tf.max(tf.abs(tf.sub(got, want))).dataSync()[0])).toBeLessThan(1e-6);
+    tf.dispose([ids, y, embedded, keep, want, got]);
+    model.dispose();
+  });
+
   test('attentionMask on symbolic inputs is refused with UNSUPPORTED', () => {
     const x = tf.input({shape: [5, 8]});
     const mask = tf.ones([1, 5, 5]);

@@ -124,6 +124,11 @@ export async function loadKerasModel(urlOrHandler: string | tf.io.IOHandler, opt
   // 2. The topology tfjs-layers reads.
   const {topology, naming} = rewriteTopology(artifacts.modelTopology, source);
   checkWeightBytes(artifacts, source);
+  const seen = new Set<string>();
+  for (const spec of artifacts.weightSpecs ?? []) {
+    if (seen.has(spec.name)) throw new AttentionError('IO', `${source}: the manifest lists the weight '${spec.name}' twice`);
+    seen.add(spec.name);
+  }
   const build = async (t: unknown) => {
     try {
       return await tf.models.modelFromJSON({modelTopology: t as tf.io.ModelJSON['modelTopology']});

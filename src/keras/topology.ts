@@ -81,8 +81,6 @@ function outputMasked(className: string, config: Dict, inputsMasked: boolean[]):
 class Where {
   /** Layer names the stored weights use for layers tfjs names otherwise. */
   readonly naming: WeightNaming = {wrapped: {}, saved: {}};
-  /** The tensors ('layer/node/tensor') that carry a padding mask, so far in the layer order. */
-  readonly masked = new Set<string>();
   constructor(readonly source: string) {}
   io(message: string): AttentionError {
     return new AttentionError('IO', `${this.source}: ${message}`);
@@ -177,6 +175,10 @@ function layerConfig(entry: Dict, where: Where): {class_name: string; config: Di
   if (className === 'LeakyReLU' && 'negative_slope' in config) {
     config.alpha = config.negative_slope; // Keras 3's name for tfjs' alpha
     delete config.negative_slope;
+  }
+  if (className === 'GRU') {
+    dropDefault(config, 'reset_after', (v) => v == null || v === false, name, className,
+      'tfjs GRU has only reset_after=False (Keras 3 defaults to True)');
   }
   if (className === 'ReLU') {
     dropDefault(config, 'negative_slope', (v) => v == null || v === 0, name, className, 'tfjs ReLU has no negative slope');
@@ -280,14 +282,6 @@ function nodeData(node: Json, layer: string, className: string, where: Where): J
       inputs.push(ref);
     }
     if (inputs.length === 0) throw where.io(`layer '${layer}': its call has no query`);
-    // tfjs' executor gives a layer only its first input's mask: a masked value or key would be dropped.
-    inputs.forEach((ref, i) => {
-      if (i > 0 && ref.join('/') !== inputs[0].join('/') && where.masked.has(ref.join('/'))) {
-        throw new AttentionError('UNSUPPORTED', `Keras layer '${layer}' (${className}): its ${ATTENTION_TENSORS[i]} ` +
-          `carries a padding mask, which tfjs-layers' predict / fit would not pass on (a layer gets only its first ` +
-          'input\'s mask), so padded keys would be attended');
-      }
-    });
     if (named.key != null && named.value == null) throw where.io(`layer '${layer}': its call has a key but no value`);
     for (const [key, value] of Object.entries(named)) {
       if (ATTENTION_TENSORS.includes(key) || value == null) continue;
@@ -315,7 +309,7 @@ function nodeData(node: Json, layer: string, className: string, where: Where): J
 function endpoints(v: Json, key: string, where: Where): Json[] {
   if (tensorRef(v) != null) return [v];
   if (Array.isArray(v) && v.every((e) => tensorRef(e) != null)) return v;
-  if (isDict(v)) return Object.values(v).map((e) => endpoints(e, key, where)[0]);
+  if (isDict(v)) return Object.keys(v).sort().map((k) => endpoints(v[k], key, where)[0]); // Keras flattens dicts by key
   throw where.io(`${key} must list [layer, node, tensor] entries, received ${show(v)}`);
 }
 
@@ -345,6 +339,12 @@ function modelConfig(className: string, config: Json, where: Where): Dict {
     throw where.io(`a ${className} config needs a layers list, received ${show(config)}`);
   }
   const used = new Map<string, number>();
+  // tfjs counts a nested model's own node first: Keras's call n of a model used as a layer is tfjs's n + 1.
+  const models = new Set(config.layers.filter((l) => isDict(l) && MODEL_CLASSES.includes(String(l.class_name)))
+    .map((l) => String((l as Dict).name ?? (isDict((l as Dict).config) ? ((l as Dict).config as Dict).name : ''))));
+  const shift = (ref: Json): Json => Array.isArray(ref) && models.has(String(ref[0]))
+    ? [ref[0], (ref[1] as number) + 1, ...ref.slice(2)] : ref;
+  const calls: Call[] = [];
   const layers = config.layers.map((l) => {
     if (!isDict(l)) throw where.io(`a layer entry must be an object, received ${show(l)}`);
     const {class_name: cls, config: c} = layerConfig(l, where);
@@ -355,19 +355,68 @@ function modelConfig(className: string, config: Json, where: Where): Dict {
     const nodes = Array.isArray(l.inbound_nodes) ? l.inbound_nodes : [];
     const keras = typeof l.class_name === 'string' ? l.class_name : cls;
     const inbound = nodes.map((n, i) => {
-      const data = nodeData(n, name, keras, where);
-      const masked = data.map((d) => where.masked.has((d as Json[]).slice(0, 3).join('/')));
-      if (outputMasked(keras, isDict(l.config) ? l.config : {}, masked)) where.masked.add(`${name}/${i}/0`);
+      const data = nodeData(n, name, keras, where).map((d) => shift(d));
+      calls.push({layer: name, className: keras, config: isDict(l.config) ? l.config : {},
+        output: `${name}/${models.has(name) ? i + 1 : i}/0`, inputs: data.map((d) => (d as Json[]).slice(0, 3).join('/'))});
       return data;
     });
     return {class_name: cls, config: c, name, inbound_nodes: inbound} as Dict;
   });
+  checkMasks(calls);
   return {
     name: typeof config.name === 'string' ? config.name : 'model',
     layers,
-    input_layers: endpoints(config.input_layers, 'input_layers', where),
-    output_layers: endpoints(config.output_layers, 'output_layers', where),
+    input_layers: endpoints(config.input_layers, 'input_layers', where).map(shift),
+    output_layers: endpoints(config.output_layers, 'output_layers', where).map(shift),
   };
+}
+
+/** One layer call of a functional model, for the mask analysis: tensors as 'layer/node/tensor'. */
+interface Call {
+  layer: string;
+  className: string;
+  config: Dict;
+  output: string;
+  inputs: string[];
+}
+
+/** Keras layers that use an input mask where tfjs' layer of the same name ignores it. */
+const MASK_IGNORED = ['GlobalAveragePooling1D'];
+
+/**
+ * Refuses what would make a padding mask silently differ from Keras: tfjs' executor gives
+ * a layer only its first input's mask (so an attention value or key that carries its own
+ * mask would have its padded keys attended), and some tfjs layers ignore a mask Keras
+ * uses. Which tensors carry masks is found over the whole graph (a shared layer's later
+ * calls may read layers listed after it), to a fixed point.
+ */
+function checkMasks(calls: Call[]): void {
+  const masked = new Set<string>();
+  for (let changed = true; changed;) {
+    changed = false;
+    for (const c of calls) {
+      if (!masked.has(c.output) && outputMasked(c.className, c.config, c.inputs.map((t) => masked.has(t)))) {
+        masked.add(c.output);
+        changed = true;
+      }
+    }
+  }
+  for (const c of calls) {
+    const who = `Keras layer '${c.layer}' (${c.className})`;
+    if ((KERAS_ATTENTION_CLASSES as readonly string[]).includes(c.className)) {
+      c.inputs.forEach((t, i) => {
+        if (i > 0 && t !== c.inputs[0] && masked.has(t)) {
+          throw new AttentionError('UNSUPPORTED', `${who}: its ${ATTENTION_TENSORS[i]} carries a padding mask, which ` +
+            'tfjs-layers\' predict / fit would not pass on (a layer gets only its first input\'s mask), so padded keys ' +
+            'would be attended');
+        }
+      });
+    }
+    if (MASK_IGNORED.includes(c.className) && masked.has(c.inputs[0])) {
+      throw new AttentionError('UNSUPPORTED', `${who}: its input carries a padding mask, which Keras uses (a mean over ` +
+        'the unpadded steps) and tfjs ignores (a mean over all steps)');
+    }
+  }
 }
 
 /** Keras's to_snake_case of a class name: MultiHeadAttention -> multi_head_attention, Conv1D -> conv1d. */

@@ -53,8 +53,9 @@ const NO_NAMING: WeightNaming = {wrapped: {}, saved: {}};
 export function weightTokens(name: string, naming: WeightNaming = NO_NAMING): string[] {
   const raw = name.replace(/:\d+$/, '').split('/');
   // `.keras` paths: layers/<snake class name>/...
-  if (raw[0] === 'layers' && raw.length > 1 && naming.saved[raw[1]] != null) raw[1] = naming.saved[raw[1]];
-  const tokens = raw
+  const dotKeras = raw[0] === 'layers';
+  if (dotKeras && raw.length > 1 && naming.saved[raw[1]] != null) raw[1] = naming.saved[raw[1]];
+  const tokens = raw.filter((t, i) => !(dotKeras && i > 1 && t === 'layer')) // a wrapper's `layer` attribute
     .map((t) => t.replace(/^_+/, ''))
     .map((t) => ATTENTION_ATTRIBUTES[t] ?? naming.wrapped[t] ?? t)
     .filter((t) => t !== '' && !BOOKKEEPING.has(t) && !CELL.test(t));
@@ -136,6 +137,10 @@ export function matchWeights(model: tf.LayersModel, stored: tf.NamedTensorMap, s
         `${show(found.map((t) => t.weight.originalName))}; rename the layers so that their names differ`);
     }
     const {weight} = found[0];
+    if (weight.dtype !== tensor.dtype) {
+      throw new AttentionError('IO', `${source}: the stored weight '${name}' is ${tensor.dtype}, but the model's ` +
+        `weight '${weight.originalName}' is ${weight.dtype}`);
+    }
     if (!sameShape(weight.shape, tensor.shape)) {
       throw new AttentionError('IO', `${source}: the stored weight '${name}' has shape ${show(tensor.shape)}, ` +
         `but the model's weight '${weight.originalName}' has shape ${show(weight.shape)}`);

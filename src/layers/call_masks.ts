@@ -71,8 +71,9 @@ function propagatedMasks(inputs: tf.Tensor | tf.Tensor[], mask: CallMasks['mask'
     masks = mask;
   } else {
     // A single mask: for self-attention it masks queries and keys alike; tfjs'
-    // model executor passes only the first input's mask, i.e. the query's.
-    masks = list.length === 1 ? [mask] : [mask, null, null];
+    // model executor passes only the first input's mask, i.e. the query's, which is
+    // also the mask of a value or key that is the query tensor itself.
+    masks = list.map((x, i) => (i === 0 || x === list[0] ? mask : null));
   }
   if (list.length === 1) return [masks[0] ?? null, masks[0] ?? null, masks[0] ?? null];
   const value = masks[1] ?? null;
