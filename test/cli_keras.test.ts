@@ -6,7 +6,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {loadKerasModel} from '../src';
+// Not '../src': its import registers the file:// router, which the CLI must do itself.
+import {fileSystem} from '../src/io/file_system';
+import {loadKerasModel} from '../src/keras/load';
 import {main} from '../src/cli/main';
 import {BACKEND, title} from './helpers';
 
@@ -37,8 +39,8 @@ describe(title('cli convert and inspect --keras'), () => {
     expect(fs.readdirSync(out).sort()).toEqual(['index.html', 'model.json', 'weights.bin']);
 
     const x = tf.tensor(Array.from({length: 2 * 14 * 9}, (_, i) => Math.sin(i)), [2, 14, 9]);
-    const keras = await loadKerasModel(`file://${path.join(REAL, 'model.json')}`);
-    const converted = await tf.loadLayersModel(`file://${path.join(out, 'model.json')}`);
+    const keras = await loadKerasModel(fileSystem(path.join(REAL, 'model.json')));
+    const converted = await tf.loadLayersModel(fileSystem(path.join(out, 'model.json')));
     const [a, b] = [keras.predict(x) as tf.Tensor[], converted.predict(x) as tf.Tensor[]];
     expect(b).toHaveLength(2);
     a.forEach((t, i) => expect(tf.tidy(() => tf.max(tf.abs(tf.sub(t, b[i]))).dataSync()[0])).toBeLessThanOrEqual(1e-6));

@@ -9,6 +9,7 @@
  */
 import {Command, CommanderError} from 'commander';
 import {AttentionError} from '../errors';
+import {registerFileRouter} from '../io/file_system';
 import {readPackageJson} from '../bench/meta';
 import {registerBench} from './bench';
 import {registerConvert} from './convert';
@@ -19,6 +20,7 @@ export {CliIO, EXIT} from './shared';
 
 /** Runs the CLI on `argv` (the arguments after the program name) and returns the exit code. */
 export async function main(argv: string[], io: CliIO = process): Promise<number> {
+  registerFileRouter(); // convert and inspect --keras read and write file:// URLs
   const program = new Command('tfjs-attention')
     .description('Attention layers for TensorFlow.js: train toy models, evaluate and inspect them, convert Keras models, benchmark.')
     .version(readPackageJson().version, '-V, --version', 'print the version')
