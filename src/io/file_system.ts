@@ -21,7 +21,7 @@ import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
 import {errno, errorMessage as message, node} from '../node';
 import {MODEL_JSON, saveFolder, weightsPaths} from './folder';
-import {specBytes} from './specs';
+import {manifestBytes} from './specs';
 
 const SCHEME = 'file://';
 const WEIGHTS_BIN = 'weights.bin';
@@ -143,7 +143,7 @@ async function artifactsFor(json: tf.io.ModelJSON, jsonPath: string): Promise<tf
     }
     // A truncated or padded weights file would otherwise fail later with a shape error.
     const bytes = buffers.reduce((n, b) => n + b.byteLength, 0);
-    const expected = specs.reduce((n, spec) => n + specBytes(spec), 0);
+    const expected = manifestBytes(specs);
     if (expected >= 0 && bytes !== expected) {
       throw new AttentionError('IO',
         `corrupt weights for '${jsonPath}': the files hold ${bytes} bytes but model.json lists ${expected} ` +

@@ -18,7 +18,9 @@
  * them again), and the bookkeeping keys `name`, `trainable`, `dtype` (passed on).
  * A key not listed here is UNSUPPORTED too: nothing is dropped silently.
  */
+import {KERAS_LAYER_NAMES} from '../arguments';
 import {AttentionError, show} from '../errors';
+import {ForeignName} from '../validate';
 
 /** The Keras classes read here. */
 export const KERAS_ATTENTION_CLASSES = ['MultiHeadAttention', 'GroupedQueryAttention'] as const;
@@ -30,17 +32,15 @@ const WEIGHT_OPTIONS = ['kernel_initializer', 'bias_initializer', 'kernel_regula
   'kernel_constraint', 'bias_constraint'];
 const IGNORED = ['seed', 'flash_attention', 'query_shape', 'key_shape', 'value_shape'];
 
-/** Keys accepted only with Keras's default value, and what to do instead. */
-const DEFAULT_ONLY: Record<string, {inert: (v: unknown) => boolean; advice: string}> = {
-  attention_axes: {
-    inert: (v) => v == null || v === 1 || (Array.isArray(v) && v.length === 1 && v[0] === 1),
-    advice: 'attention runs over axis 1 (the sequence) of [batch, length, features] inputs only',
-  },
-  use_gate: {inert: (v) => v == null || v === false, advice: 'gated attention outputs have no equivalent yet'},
-  sliding_window: {inert: (v) => v == null,
-    advice: 'a sliding window has no equivalent on this layer yet (LocalGlobalAttention has one, with other weights)'},
-  lora_rank: {inert: (v) => v == null || v === 0, advice: 'LoRA is not implemented; merge the LoRA weights first'},
-  activity_regularizer: {inert: (v) => v == null, advice: 'activity regularizers are not supported on attention layers'},
+/**
+ * Keys accepted only with their "off" value: the constructor's own table of Keras names
+ * (arguments.ts) says which values are off and what to do instead, so the loader and
+ * `new MultiHeadAttention({useGate: true})` refuse the same things.
+ */
+const DEFAULT_ONLY: Record<string, ForeignName> = {
+  attention_axes: KERAS_LAYER_NAMES.attentionAxes, use_gate: KERAS_LAYER_NAMES.useGate,
+  sliding_window: KERAS_LAYER_NAMES.slidingWindow, lora_rank: KERAS_LAYER_NAMES.loraRank,
+  activity_regularizer: KERAS_LAYER_NAMES.activityRegularizer,
 };
 
 /** Each Keras class: its own keys and how they map (null: a key read by `special`). */
@@ -81,7 +81,7 @@ export function attentionConfigFromKeras(className: string, config: Config, laye
       const to = mapping[key];
       if (to != null && value != null) out[to] = value;
     } else if (key in DEFAULT_ONLY) {
-      if (!DEFAULT_ONLY[key].inert(value)) {
+      if (!(DEFAULT_ONLY[key].inert?.(value) ?? false)) {
         throw new AttentionError('UNSUPPORTED', `${who}: ${key} ${show(value)} is not supported: ${DEFAULT_ONLY[key].advice}`);
       }
     } else if (!IGNORED.includes(key)) {

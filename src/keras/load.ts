@@ -9,8 +9,9 @@
  *   2. Rewrite the topology into the form tfjs-layers deserializes (topology.ts), and
  *      check that the weight data holds every byte the manifest lists.
  *   3. Build a probe model from it with zero initializers (random init of a large LSTM's
- *      orthogonal kernels alone takes tens of seconds), and match each stored weight to
- *      the probe weight it fills (weights.ts); the probe is then disposed.
+ *      orthogonal kernels alone takes tens of seconds), and match each manifest entry to
+ *      the probe weight it fills (weights.ts); the probe is then disposed. Nothing is
+ *      decoded yet: the weights are read once, by tfjs, in step 4.
  *   4. Build the model through tf.loadLayersModel with the weights renamed to the model's
  *      own names, so tfjs loads them and skips the random init they would overwrite.
  *
@@ -18,7 +19,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
-import {specBytes} from '../io/specs';
+import {manifestBytes} from '../io/specs';
 import '../layers/multi_head_attention'; // registers the class Keras attention layers become
 import {checkArgNames} from '../validate';
 import {rewriteTopology} from './topology';
@@ -67,7 +68,7 @@ function checkWeightBytes(artifacts: tf.io.ModelArtifacts, source: string): void
   const pieces = artifacts.weightData == null ? [] : Array.isArray(artifacts.weightData) ? artifacts.weightData
     : [artifacts.weightData];
   const have = pieces.reduce((n, b) => n + b.byteLength, 0);
-  const expected = specs.reduce((n, s) => n + specBytes(s), 0);
+  const expected = manifestBytes(specs);
   if (Number.isFinite(expected) && have !== expected) {
     throw new AttentionError('IO', `${source}: the weights hold ${have} bytes, but the manifest lists ${expected} ` +
       `(${specs.length} weights): ${have < expected ? 'a weight file is truncated or missing' : 'a weight file is not the one the manifest describes'}`);
@@ -138,25 +139,15 @@ export async function loadKerasModel(urlOrHandler: string | tf.io.IOHandler, opt
     }
   };
 
-  // 3. The stored weights matched, by name, to a model built without random init (its
-  //    weight names are those of the real one).
+  // 3. The stored weights matched, by name, dtype and shape, to a model built without
+  //    random init (its weight names are those of the real one).
   const specs = artifacts.weightSpecs ?? [];
-  let stored: tf.NamedTensorMap = {};
-  const names = new Map<string, string>(); // stored name -> model weight
   const probe = await build(withZeroInit(topology));
+  let names: Map<string, string>; // stored name -> model weight
   try {
-    try {
-      stored = artifacts.weightData == null ? {} : tf.io.decodeWeights(artifacts.weightData, specs);
-    } catch (e) {
-      throw new AttentionError('IO', `${source}: cannot decode the weights: ${messageOf(e)}`);
-    }
-    const matched = matchWeights(probe, stored, source, naming);
-    for (const [target, tensor] of Object.entries(matched)) {
-      names.set(Object.keys(stored).find((n) => stored[n] === tensor) as string, target);
-    }
+    names = matchWeights(probe, specs, source, naming);
   } finally {
     probe.dispose();
-    tf.dispose(Object.values(stored));
   }
 
   // 4. The model, its weights loaded by tfjs under the model's own names (tfjs then skips

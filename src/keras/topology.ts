@@ -34,6 +34,9 @@ const isDict = (v: unknown): v is Dict => v != null && typeof v === 'object' && 
 /** Keras 3's serialized-object bookkeeping, dropped everywhere. */
 const BOOKKEEPING = ['module', 'registered_name', 'build_config', 'compile_config', 'shared_object_id'];
 
+/** Keys tfjs has no use for and that change nothing when their companion key is off (refused below when it is on). */
+const IGNORED_KEYS = ['lora_alpha', 'synchronized', 'renorm_clipping', 'renorm_momentum'];
+
 /** The model classes whose config is itself a topology. */
 const MODEL_CLASSES = ['Functional', 'Model', 'Sequential'];
 
@@ -149,15 +152,12 @@ function layerConfig(entry: Dict, where: Where): {class_name: string; config: Di
   if ((KERAS_ATTENTION_CLASSES as readonly string[]).includes(className) && !isOwnAttentionConfig(className, raw)) {
     return {class_name: 'MultiHeadAttention', config: attentionConfigFromKeras(className, config, name) as Dict};
   }
+  for (const key of IGNORED_KEYS) delete config[key];
   dropDefault(config, 'lora_rank', (v) => v == null || v === 0, name, className, 'LoRA is not implemented; merge the LoRA weights first');
-  dropDefault(config, 'lora_alpha', () => true, name, className, '');
   dropDefault(config, 'rms_scaling', (v) => v == null || v === false, name, className, 'tfjs has no RMS normalization');
   dropDefault(config, 'groups', (v) => v == null || v === 1, name, className, 'tfjs has no grouped convolutions');
   dropDefault(config, 'keepdims', (v) => v == null || v === false, name, className, 'tfjs pooling always drops the axis');
-  dropDefault(config, 'synchronized', () => true, name, className, '');
   dropDefault(config, 'renorm', (v) => v == null || v === false, name, className, 'tfjs has no batch renormalization');
-  dropDefault(config, 'renorm_clipping', () => true, name, className, '');
-  dropDefault(config, 'renorm_momentum', () => true, name, className, '');
   dropDefault(config, 'quantization_config', (v) => v == null, name, className, 'quantized layers are not supported');
   for (const key of ['activation', 'recurrent_activation']) {
     const a = config[key];

@@ -116,20 +116,20 @@ function candidates(name: string, targets: Target[], naming: WeightNaming): Targ
 }
 
 /**
- * The stored tensors keyed by the model weight (originalName) each one fills; throws
+ * The model weight (originalName) each stored weight (a manifest entry) fills, by stored name; throws
  * AttentionError('IO') unless every stored weight fills exactly one model weight of its
- * shape and every model weight is filled. `source` names the model in messages.
+ * dtype and shape and every model weight is filled. `source` names the model in messages.
  */
-export function matchWeights(model: tf.LayersModel, stored: tf.NamedTensorMap, source: string,
-                             naming: WeightNaming = NO_NAMING): tf.NamedTensorMap {
+export function matchWeights(model: tf.LayersModel, stored: readonly tf.io.WeightsManifestEntry[], source: string,
+                             naming: WeightNaming = NO_NAMING): Map<string, string> {
   const targets = targetsOf(model);
   const filled = new Map<tf.LayerVariable, string>();
-  const out: tf.NamedTensorMap = {};
-  for (const [name, tensor] of Object.entries(stored)) {
+  const out = new Map<string, string>();
+  for (const {name, ...spec} of stored) {
     let found = candidates(name, targets, naming);
-    if (found.length > 1) found = found.filter((t) => sameShape(t.weight.shape, tensor.shape));
+    if (found.length > 1) found = found.filter((t) => sameShape(t.weight.shape, spec.shape));
     if (found.length === 0) {
-      throw new AttentionError('IO', `${source}: the stored weight '${name}' ${show(tensor.shape)} matches no weight ` +
+      throw new AttentionError('IO', `${source}: the stored weight '${name}' ${show(spec.shape)} matches no weight ` +
         `of the model (its weights: ${show(targets.map((t) => t.weight.originalName))})`);
     }
     if (found.length > 1) {
@@ -137,12 +137,12 @@ export function matchWeights(model: tf.LayersModel, stored: tf.NamedTensorMap, s
         `${show(found.map((t) => t.weight.originalName))}; rename the layers so that their names differ`);
     }
     const {weight} = found[0];
-    if (weight.dtype !== tensor.dtype) {
-      throw new AttentionError('IO', `${source}: the stored weight '${name}' is ${tensor.dtype}, but the model's ` +
+    if (weight.dtype !== spec.dtype) {
+      throw new AttentionError('IO', `${source}: the stored weight '${name}' is ${spec.dtype}, but the model's ` +
         `weight '${weight.originalName}' is ${weight.dtype}`);
     }
-    if (!sameShape(weight.shape, tensor.shape)) {
-      throw new AttentionError('IO', `${source}: the stored weight '${name}' has shape ${show(tensor.shape)}, ` +
+    if (!sameShape(weight.shape, spec.shape)) {
+      throw new AttentionError('IO', `${source}: the stored weight '${name}' has shape ${show(spec.shape)}, ` +
         `but the model's weight '${weight.originalName}' has shape ${show(weight.shape)}`);
     }
     const before = filled.get(weight);
@@ -151,12 +151,12 @@ export function matchWeights(model: tf.LayersModel, stored: tf.NamedTensorMap, s
         `${source}: the stored weights '${before}' and '${name}' both go into '${weight.originalName}'`);
     }
     filled.set(weight, name);
-    out[weight.originalName] = tensor;
+    out.set(name, weight.originalName);
   }
   const missing = targets.filter((t) => !filled.has(t.weight)).map((t) => t.weight.originalName);
   if (missing.length > 0) {
     throw new AttentionError('IO', `${source}: no stored weight for ${missing.length === 1 ? 'the weight' : 'the weights'} ` +
-      `${show(missing)} of the model (stored: ${show(Object.keys(stored))})`);
+      `${show(missing)} of the model (stored: ${show(stored.map((w) => w.name))})`);
   }
   return out;
 }
