@@ -1,40 +1,51 @@
 /**
- * Backend selection. `auto` tries tensorflow (tfjs-node), then wasm, then cpu.
- * The environment variable TFJS_ATTENTION_BACKEND overrides `auto`.
+ * Backend selection. `auto` tries, in a browser (or web worker), webgpu, webgl, wasm and cpu;
+ * in Node, tensorflow (tfjs-node), wasm and cpu: the first that starts is used. The
+ * environment variable TFJS_ATTENTION_BACKEND overrides `auto` in Node.
  *
- * tfjs-node is loaded with a dynamic require behind a variable, so browser bundlers
- * never see it and a missing or broken install is an ordinary, caught failure.
+ * Importing this module registers the wasm backend (a dependency of the library) and the
+ * wasm kernels it lacks (wasm_kernels.ts). tfjs-node is loaded with a dynamic import of a
+ * name held in a variable, so browser bundlers never see it and a missing or broken install
+ * is an ordinary, caught failure. The webgpu backend is the user's to import
+ * (`@tensorflow/tfjs-backend-webgpu`); webgl comes with `@tensorflow/tfjs`.
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import {AttentionError, show} from './errors';
-import {requireModule} from './node';
+import {errorMessage, isNode} from './runtime';
 import {registerMissingWasmKernels} from './wasm_kernels';
 
-export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+export type BackendName = 'tensorflow' | 'webgpu' | 'webgl' | 'wasm' | 'cpu';
 export type BackendChoice = 'auto' | BackendName;
 
-export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'tensorflow', 'wasm', 'cpu'];
+export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'tensorflow', 'webgpu', 'webgl', 'wasm', 'cpu'];
+/** The choices that can start in Node (the CLI offers these). */
+export const NODE_BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'tensorflow', 'wasm', 'cpu'];
 export const BACKEND_ENV_VAR = 'TFJS_ATTENTION_BACKEND';
+
+/** What `auto` tries, in order, where the library runs now. */
+export function autoBackends(): BackendName[] {
+  return isNode() ? ['tensorflow', 'wasm', 'cpu'] : ['webgpu', 'webgl', 'wasm', 'cpu'];
+}
 
 registerMissingWasmKernels();
 
-let nodeLoadError: Error | null = null;
+let nodeLoadError: string | null = null;
 
 /** Loads @tensorflow/tfjs-node if it is installed and works here; true when the 'tensorflow' backend is registered. */
-export function tryLoadTfjsNode(): boolean {
+export async function loadTfjsNode(): Promise<boolean> {
   if (tf.findBackendFactory('tensorflow') != null) return true;
   if (nodeLoadError != null) return false;
-  if (typeof process === 'undefined' || process.versions?.node == null) {
-    nodeLoadError = new Error('not running in Node');
+  if (!isNode()) {
+    nodeLoadError = 'tfjs-node runs only in Node';
     return false;
   }
   try {
-    // A name held in a variable keeps bundlers from following this require.
+    // A name held in a variable keeps bundlers from following this import.
     const name = '@tensorflow/tfjs-node';
-    requireModule(name);
+    await import(name);
   } catch (e) {
-    nodeLoadError = e as Error;
+    nodeLoadError = errorMessage(e).split('\n')[0];
     return false;
   }
   return tf.findBackendFactory('tensorflow') != null;
@@ -45,7 +56,8 @@ function isChoice(name: string): name is BackendChoice {
 }
 
 async function trySet(name: BackendName): Promise<boolean> {
-  if (name === 'tensorflow' && !tryLoadTfjsNode()) return false;
+  if (name === 'tensorflow' && !(await loadTfjsNode())) return false;
+  if (tf.findBackendFactory(name) == null) return false;
   try {
     const ok = await tf.setBackend(name);
     if (ok) await tf.ready();
@@ -55,11 +67,22 @@ async function trySet(name: BackendName): Promise<boolean> {
   }
 }
 
+/** Why `name` could not start, for the error message. */
+function whyNot(name: BackendName): string {
+  if (name === 'tensorflow') return nodeLoadError != null ? `: ${nodeLoadError}` : '';
+  if (name === 'webgl' && isNode()) return ': it needs a browser';
+  if (tf.findBackendFactory(name) == null) {
+    return name === 'webgpu' ? ": it is not registered (import '@tensorflow/tfjs-backend-webgpu' first)" :
+      ': it is not registered';
+  }
+  return '';
+}
+
 /**
  * Makes `name` the active tfjs backend and returns the name chosen.
- * `auto` (the default, or the value of TFJS_ATTENTION_BACKEND when set) picks
- * tensorflow when tfjs-node loads, else wasm, else cpu. Naming a backend that cannot
- * be started throws AttentionError('BACKEND').
+ * `auto` (the default, or in Node the value of TFJS_ATTENTION_BACKEND when set) tries
+ * webgpu, webgl, wasm, cpu in a browser and tensorflow, wasm, cpu in Node, and keeps the
+ * first that starts. Naming a backend that cannot be started throws AttentionError('BACKEND').
  */
 export async function selectBackend(name?: BackendChoice): Promise<BackendName> {
   const env = typeof process !== 'undefined' ? process.env?.[BACKEND_ENV_VAR] : undefined;
@@ -71,11 +94,11 @@ export async function selectBackend(name?: BackendChoice): Promise<BackendName> 
   }
   if (requested !== 'auto') {
     if (await trySet(requested)) return requested;
-    const why = requested === 'tensorflow' && nodeLoadError != null ? `: ${nodeLoadError.message.split('\n')[0]}` : '';
-    throw new AttentionError('BACKEND', `backend '${requested}' could not be started${why}`);
+    throw new AttentionError('BACKEND', `backend '${requested}' could not be started${whyNot(requested)}`);
   }
-  for (const candidate of ['tensorflow', 'wasm', 'cpu'] as const) {
+  const order = autoBackends();
+  for (const candidate of order) {
     if (await trySet(candidate)) return candidate;
   }
-  throw new AttentionError('BACKEND', 'no backend could be started (tried tensorflow, wasm, cpu)');
+  throw new AttentionError('BACKEND', `no backend could be started (tried ${order.join(', ')})`);
 }

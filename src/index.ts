@@ -1,11 +1,17 @@
 /**
  * tfjs-attention: differentiable attention layers for TensorFlow.js.
- * This file is the public API; it only re-exports.
+ * This file is the public API; it only re-exports. It imports in a browser: the functions
+ * that read or write files reach Node's fs lazily and throw UNSUPPORTED elsewhere
+ * (runtime.ts); `tfjs-attention/node` is the same API for Node with fs imported statically.
  */
 import './backend'; // registers the wasm backend and the kernels it lacks
 
 export {AttentionError, AttentionErrorCode} from './errors';
-export {selectBackend, BackendChoice, BackendName, BACKEND_ENV_VAR} from './backend';
+export {
+  selectBackend, autoBackends, BackendChoice, BackendName, BACKEND_CHOICES, NODE_BACKEND_CHOICES, BACKEND_ENV_VAR,
+} from './backend';
+export {wasmKernelStatus, WasmKernelStatus, installSliceFromHeap, isCopyingSlice} from './wasm_kernels';
+export {isNode} from './runtime';
 export {registerFileRouter, fileSystem} from './io/file_system';
 export {scaledDotProductAttention, SdpaOptions, AttentionWithWeights} from './ops/sdpa';
 export {flashAttention, FlashOptions, DEFAULT_BLOCK_SIZE} from './ops/flash';
@@ -44,4 +50,4 @@ export {loadKerasModel, KerasLoadOptions, KERAS_LOAD_OPTIONS} from './keras/load
 export {VERSION} from './version';
 
 import {registerFileRouter} from './io/file_system';
-registerFileRouter();
+registerFileRouter(); // file:// saving and loading in Node; nothing elsewhere

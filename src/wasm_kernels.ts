@@ -14,7 +14,8 @@
  *   (the per-head and per-tile products of this library take many). The replacement
  *   reads the input through a view of the heap, so a slice costs its output's size; it
  *   computes the same values and hands strings and slices of rank above 4 to the
- *   original kernel. Installed only while the registered kernel is the one tfjs shipped.
+ *   original kernel. Installed only while the registered kernel behaves as the one tfjs
+ *   shipped (a probe that survives minification, unlike the function's name).
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -111,20 +112,95 @@ const sliceFromHeapConfig: tf.KernelConfig = {
   },
 };
 
+/** The Slice kernel that the replacement took the place of (null until it has). */
+export function replacedSliceKernel(): tf.KernelFunc | null {
+  return originalSlice;
+}
+
+/** Our Slice kernel function, to tell it apart from any other registered later. */
+const librarySlice = sliceFromHeapConfig.kernelFunc;
+
+/**
+ * True when `kernelFunc` behaves as tfjs-backend-wasm 4.x's Slice: run against a stand-in
+ * backend, it reads its whole input once with `readSync` and writes the slice into the
+ * output's heap view. A minifier renames functions but keeps this behaviour, so the test
+ * holds in any bundle; a kernel that reads its input any other way is not recognised.
+ */
+export function isCopyingSlice(kernelFunc: tf.KernelFunc): boolean {
+  const xId = {};
+  const outId = {};
+  const input = new Float32Array([10, 11, 12, 13]);
+  const output = new Float32Array(2);
+  let reads = 0;
+  const backend = {
+    readSync: (id: unknown) => {
+      if (id !== xId) throw new Error('unexpected read');
+      reads++;
+      return input;
+    },
+    makeOutput: (shape: number[], dtype: string) => ({dataId: outId, shape, dtype}),
+    dataIdMap: {get: () => ({})},
+    typedArrayFromHeap: (t: {dataId: unknown}) => {
+      if (t.dataId !== outId) throw new Error('unexpected heap view');
+      return output;
+    },
+  };
+  try {
+    kernelFunc({inputs: {x: {dataId: xId, shape: [4], dtype: 'float32'}} as unknown as tf.NamedTensorInfoMap,
+      attrs: {begin: [1], size: [2]}, backend: backend as unknown as tf.KernelBackend});
+  } catch {
+    return false;
+  }
+  return reads === 1 && output[0] === 11 && output[1] === 12;
+}
+
+/** What registerMissingWasmKernels did, as the kernel registry holds it now. */
+export interface WasmKernelStatus {
+  /** 'replaced': ours is registered; 'kept': another kernel is (not recognised as tfjs's); 'absent': none. */
+  Slice: 'replaced' | 'kept' | 'absent';
+  /** 'added': ours is registered; 'kept': another kernel is (a later tfjs's own); 'absent': none. */
+  UnsortedSegmentSum: 'added' | 'kept' | 'absent';
+}
+
+/** Which of the library's wasm kernels are registered now. */
+export function wasmKernelStatus(): WasmKernelStatus {
+  const slice = tf.getKernel('Slice', 'wasm');
+  const segment = tf.getKernel('UnsortedSegmentSum', 'wasm');
+  return {
+    Slice: slice == null ? 'absent' : slice.kernelFunc === librarySlice ? 'replaced' : 'kept',
+    UnsortedSegmentSum: segment == null ? 'absent' :
+      segment.kernelFunc === unsortedSegmentSumConfig.kernelFunc ? 'added' : 'kept',
+  };
+}
+
+/**
+ * Puts the library's Slice kernel in place of the registered wasm one when that one is
+ * recognised as tfjs's copying kernel (`isCopyingSlice`, no setup function); any other
+ * kernel is left alone. Idempotent. Returns what the registry holds afterwards.
+ */
+export function installSliceFromHeap(): WasmKernelStatus['Slice'] {
+  const current = tf.getKernel('Slice', 'wasm');
+  if (current == null) return 'absent';
+  if (current.kernelFunc === librarySlice) return 'replaced';
+  if (current.setupFunc != null || !isCopyingSlice(current.kernelFunc)) return 'kept';
+  originalSlice = current.kernelFunc;
+  tf.unregisterKernel('Slice', 'wasm');
+  tf.registerKernel(sliceFromHeapConfig);
+  return 'replaced';
+}
+
 let registered = false;
 
-/** Registers the kernels above for 'wasm' unless a kernel of that name is already there. */
+/**
+ * Registers the kernels above for 'wasm' unless a kernel of that name is already there,
+ * and installs the Slice replacement (`installSliceFromHeap`). Idempotent; runs when the
+ * library is imported.
+ */
 export function registerMissingWasmKernels(): void {
   if (registered) return;
   registered = true;
   for (const config of [unsortedSegmentSumConfig]) {
     if (tf.getKernel(config.kernelName, 'wasm') == null) tf.registerKernel(config);
   }
-  // The tfjs kernel is a function named `slice`; anything else was put there by a user.
-  const shipped = tf.getKernel('Slice', 'wasm');
-  if (shipped != null && shipped.kernelFunc.name === 'slice') {
-    originalSlice = shipped.kernelFunc;
-    tf.unregisterKernel('Slice', 'wasm');
-    tf.registerKernel(sliceFromHeapConfig);
-  }
+  installSliceFromHeap();
 }

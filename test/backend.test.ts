@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, BACKEND_ENV_VAR, selectBackend, VERSION} from '../src';
+import {AttentionError, autoBackends, BACKEND_ENV_VAR, selectBackend, VERSION} from '../src';
 import {BACKEND, title} from './helpers';
 
 describe(title('selectBackend'), () => {
@@ -36,8 +36,12 @@ describe(title('selectBackend'), () => {
 
   test('bad names and unavailable backends throw AttentionError', async () => {
     process.env[BACKEND_ENV_VAR] = 'gpu';
-    await expect(selectBackend()).rejects.toThrow(/backend \(from TFJS_ATTENTION_BACKEND\) must be one of auto, tensorflow, wasm, cpu, received 'gpu'/);
-    await expect(selectBackend('webgpu' as never)).rejects.toMatchObject({code: 'INVALID_CONFIG'});
+    await expect(selectBackend()).rejects.toThrow(/backend \(from TFJS_ATTENTION_BACKEND\) must be one of auto, tensorflow, webgpu, webgl, wasm, cpu, received 'gpu'/);
+    await expect(selectBackend('gpu' as never)).rejects.toMatchObject({code: 'INVALID_CONFIG'});
+    // GPU backends are valid names that cannot start in Node.
+    await expect(selectBackend('webgl')).rejects.toThrow(/backend 'webgl' could not be started: it needs a browser/);
+    await expect(selectBackend('webgpu')).rejects.toThrow(
+      /backend 'webgpu' could not be started: it is not registered \(import '@tensorflow\/tfjs-backend-webgpu' first\)/);
     let nodeLoads = true;
     try { require('@tensorflow/tfjs-node'); } catch { nodeLoads = false; }
     if (!nodeLoads) {
@@ -46,6 +50,10 @@ describe(title('selectBackend'), () => {
       expect(error.code).toBe('BACKEND');
       expect(error.message).toMatch(/backend 'tensorflow' could not be started/);
     }
+  });
+
+  test('auto tries tensorflow, wasm, cpu in Node (webgpu, webgl, wasm, cpu in a browser)', () => {
+    expect(autoBackends()).toEqual(['tensorflow', 'wasm', 'cpu']);
   });
 
   test('nothing under src/ imports tfjs-node statically', () => {

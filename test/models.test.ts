@@ -21,7 +21,7 @@ describe(title('models/'), () => {
       const recorded = record.history[record.history.length - 1].tokenAccuracy;
       const model = await loadModel(dir);
       const task = makeToyTask(record.task.name, record.options.taskOptions);
-      const fresh = evaluate(model, task, (record.options.seed ?? 0) + 1, 32, 4); // never trained or evaluated on
+      const fresh = await evaluate(model, task, (record.options.seed ?? 0) + 1, 32, 4); // never trained or evaluated on
       expect(fresh.tokenAccuracy).toBeGreaterThanOrEqual(recorded - 0.02);
       model.dispose();
     });

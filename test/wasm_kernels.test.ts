@@ -1,7 +1,8 @@
 // The kernels the library registers for the wasm backend (tfjs 4.22 lacks them).
 import * as tf from '@tensorflow/tfjs';
 import '../src';
-import {unsortedSegmentSumValues} from '../src/wasm_kernels';
+import {installSliceFromHeap, isCopyingSlice, wasmKernelStatus} from '../src';
+import {replacedSliceKernel, unsortedSegmentSumValues} from '../src/wasm_kernels';
 import {BACKEND, expectNoLeaks, title} from './helpers';
 
 describe(title('wasm kernels'), () => {
@@ -52,8 +53,59 @@ describe(title('Slice from the heap'), () => {
     return out;
   }
 
-  test('the wasm Slice kernel is the library\'s replacement', () => {
-    expect(tf.getKernel('Slice', 'wasm')?.kernelFunc.name).not.toBe('slice');
+  test('the wasm Slice kernel is the library\'s replacement, UnsortedSegmentSum the library\'s own', () => {
+    expect(wasmKernelStatus()).toEqual({Slice: 'replaced', UnsortedSegmentSum: 'added'});
+    expect(tf.getKernel('Slice', 'wasm')?.kernelFunc).not.toBe(replacedSliceKernel());
+  });
+
+  test('on wasm, slices never read their whole input (readSync) any more', async () => {
+    const previous = tf.getBackend();
+    await tf.setBackend('wasm');
+    const backend = tf.backend() as unknown as {readSync: (id: unknown) => unknown};
+    const spy = jest.spyOn(backend, 'readSync');
+    try {
+      const x = tf.range(0, 64 * 1024, 1, 'float32').reshape([64, 1024]);
+      const parts = Array.from({length: 64}, (_, i) => tf.slice(x, [i, 0], [1, 1024]));
+      expect(spy).not.toHaveBeenCalled();
+      expect((await parts[5].data())[3]).toBe(5 * 1024 + 3);
+      tf.dispose([x, ...parts]);
+    } finally {
+      spy.mockRestore();
+      await tf.setBackend(previous);
+    }
+  });
+
+  test("tfjs's Slice is recognised by what it does, under any name (a minifier renames it)", () => {
+    const shipped = replacedSliceKernel()!;
+    expect(shipped).not.toBeNull();
+    const renamed = {Ni: (a: Parameters<tf.KernelFunc>[0]) => shipped(a)}.Ni;
+    expect(renamed.name).toBe('Ni');
+    expect(isCopyingSlice(renamed)).toBe(true);
+    expect(isCopyingSlice(tf.getKernel('Slice', 'wasm')!.kernelFunc)).toBe(false); // ours reads the heap
+    expect(isCopyingSlice(() => { throw new Error('nope'); })).toBe(false);
+  });
+
+  test('an unknown Slice kernel is left alone; a recognised one is replaced', () => {
+    const ours = tf.getKernel('Slice', 'wasm')!;
+    const shipped = replacedSliceKernel()!;
+    const users: tf.KernelFunc = (args) => ours.kernelFunc(args); // a user's kernel: not tfjs's copying one
+    try {
+      tf.unregisterKernel('Slice', 'wasm');
+      tf.registerKernel({kernelName: 'Slice', backendName: 'wasm', kernelFunc: users});
+      expect(installSliceFromHeap()).toBe('kept');
+      expect(tf.getKernel('Slice', 'wasm')!.kernelFunc).toBe(users);
+      expect(wasmKernelStatus().Slice).toBe('kept');
+      tf.unregisterKernel('Slice', 'wasm');
+      tf.registerKernel({kernelName: 'Slice', backendName: 'wasm', kernelFunc: shipped});
+      expect(installSliceFromHeap()).toBe('replaced');
+      expect(tf.getKernel('Slice', 'wasm')!.kernelFunc).toBe(ours.kernelFunc);
+      expect(installSliceFromHeap()).toBe('replaced'); // idempotent
+    } finally {
+      if (tf.getKernel('Slice', 'wasm')?.kernelFunc !== ours.kernelFunc) {
+        tf.unregisterKernel('Slice', 'wasm');
+        tf.registerKernel(ours);
+      }
+    }
   });
 
   const cases: [number[], number[], number[]][] = [

@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {Command, Option} from 'commander';
-import {BACKEND_CHOICES, BackendChoice} from '../backend';
+import {BackendChoice, NODE_BACKEND_CHOICES} from '../backend';
 import {IMPLS, IMPL_NAMES} from '../bench/impls';
 import {DENSE_IMPLS, DENSE_MAX_T, FULL_PRESET, QUICK_PRESET, SUITES, SUITE_NAMES, SuiteName, overrideShapes, runBench}
   from '../bench/run';
@@ -50,7 +50,7 @@ export function registerBench(program: Command, io: CliIO): void {
     .addOption(new Option('--only <names>', `comma-separated rows to run: ${ROW_NAMES.join(', ')}`)
       .argParser(namesArg(ROW_NAMES, 'implementation')).default([...ROW_NAMES], 'all'))
     .addOption(new Option('--backend <name>', `tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)`)
-      .choices(BACKEND_CHOICES))
+      .choices(NODE_BACKEND_CHOICES))
     .addOption(new Option('--suite <name>', 'which shapes and how many runs (see below)').choices(SUITE_NAMES)
       .default('full'))
     .option('--quick', 'the same as --suite quick', false)

@@ -5,7 +5,7 @@
  * tf.loadLayersModel once it has imported tfjs-attention.
  */
 import {Command, Option} from 'commander';
-import {BACKEND_CHOICES, BackendChoice, selectBackend} from '../backend';
+import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../backend';
 import {loadKerasModel} from '../keras/load';
 import {CliIO, kerasUrl} from './shared';
 
@@ -16,7 +16,7 @@ export function registerConvert(program: Command, io: CliIO): void {
     .requiredOption('--keras <path>', 'the converted Keras model.json, or its folder')
     .requiredOption('--out <dir>', 'folder to write model.json and weights.bin into (its other files are kept)')
     .addOption(new Option('--backend <name>', 'tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)')
-      .choices(BACKEND_CHOICES))
+      .choices(NODE_BACKEND_CHOICES))
     .action(async (f: {keras: string; out: string; backend?: BackendChoice}) => {
       await selectBackend(f.backend);
       const model = await loadKerasModel(kerasUrl(f.keras));

@@ -1,7 +1,7 @@
 /** What every command shares: where output goes, parsers for flag values, model descriptions. */
 import * as tf from '@tensorflow/tfjs';
 import {InvalidArgumentError} from 'commander';
-import {node} from '../node';
+import {node} from '../runtime';
 
 /** Where a command writes; `process` in the real CLI, string buffers in tests. */
 export interface CliIO {

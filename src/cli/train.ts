@@ -5,7 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {Command, InvalidArgumentError, Option} from 'commander';
 import {SingleBar} from 'cli-progress';
-import {BACKEND_CHOICES, BackendChoice, selectBackend} from '../backend';
+import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../backend';
 import {AttentionError} from '../errors';
 import {ATTENTION_KINDS, AnyAttentionArgs, AttentionKind} from '../layers/factory';
 import {loadModel, readTrainingRecord} from '../train/checkpoint';
@@ -68,7 +68,7 @@ function progress(io: CliIO, quiet: boolean, steps: number) {
 export function registerTrain(program: Command, io: CliIO): void {
   const d = TRAIN_DEFAULTS;
   const backendOption = () => new Option('--backend <name>', 'tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)')
-    .choices(BACKEND_CHOICES);
+    .choices(NODE_BACKEND_CHOICES);
   program.command('train')
     .description('train a small transformer on a toy task and save it (model.json, weights.bin, training.json)')
     .addOption(new Option('--task <name>', 'toy task').choices(TASK_NAMES).default(d.task))
@@ -154,7 +154,7 @@ export function registerTrain(program: Command, io: CliIO): void {
       const record = readTrainingRecord(f.model);
       const model = await loadModel(f.model);
       const task = makeToyTask(record.task.name, record.options.taskOptions);
-      const m = evaluate(model, task, f.seed ?? (record.options.seed ?? 0) + 1, 32, f.batches);
+      const m = await evaluate(model, task, f.seed ?? (record.options.seed ?? 0) + 1, 32, f.batches);
       io.stdout.write(JSON.stringify({model: f.model, task: task.name, examples: 32 * f.batches, ...m}) + '\n');
       model.dispose();
     });

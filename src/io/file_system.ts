@@ -14,22 +14,17 @@
  * whose one commit point is the rename of model.json, so a process killed at any instant
  * leaves DIR loading as the old model or the new one, never half of one.
  *
- * `fs` and `path` are required lazily, inside the functions that use them, so importing
- * this module in a browser does not fail.
+ * `fs` and `path` are reached lazily (runtime.ts), inside the functions that use them, so
+ * importing this module in a browser does not fail; calling them there throws UNSUPPORTED.
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
-import {errno, errorMessage as message, node} from '../node';
+import {assertNode, errno, errorMessage as message, isNode, node} from '../runtime';
 import {MODEL_JSON, saveFolder, weightsPaths} from './folder';
 import {manifestBytes} from './specs';
 
 const SCHEME = 'file://';
 const WEIGHTS_BIN = 'weights.bin';
-
-/** True when running under Node. */
-function isNode(): boolean {
-  return typeof process !== 'undefined' && process.versions?.node != null;
-}
 
 /** A Node Buffer as a standalone ArrayBuffer (a Buffer may be a view into a larger pool; copied only then). */
 function toArrayBuffer(b: Buffer): ArrayBuffer {
@@ -172,6 +167,7 @@ export function fromModelJSON(json: tf.io.ModelJSON, jsonPath: string): tf.io.IO
  *   corrupt or cannot be written; the message names the path.
  */
 export function fileSystem(path: string): tf.io.IOHandler {
+  assertNode('fileSystem(path)');
   return new FileSystemHandler(path);
 }
 

@@ -67,7 +67,7 @@
  * `fs` and `path` are required lazily so that importing this module in a browser works.
  */
 import {AttentionError} from '../errors';
-import {errno, errorMessage as message, node} from '../node';
+import {errno, errorMessage as message, node} from '../runtime';
 
 
 /** The commit point of every save. */

@@ -20,7 +20,6 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {manifestBytes} from '../io/specs';
-import '../layers/multi_head_attention'; // registers the class Keras attention layers become
 import {checkArgNames} from '../validate';
 import {rewriteTopology} from './topology';
 import {matchWeights} from './weights';

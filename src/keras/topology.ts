@@ -23,6 +23,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
+import {MultiHeadAttention} from '../layers/multi_head_attention';
 import {attentionConfigFromKeras, isOwnAttentionConfig, KERAS_ATTENTION_CLASSES} from './attention';
 import {WeightNaming} from './weights';
 
@@ -150,7 +151,8 @@ function layerConfig(entry: Dict, where: Where): {class_name: string; config: Di
     config[k] = k === 'dtype' ? dtypeOf(v, name) : plain(v, name);
   }
   if ((KERAS_ATTENTION_CLASSES as readonly string[]).includes(className) && !isOwnAttentionConfig(className, raw)) {
-    return {class_name: 'MultiHeadAttention', config: attentionConfigFromKeras(className, config, name) as Dict};
+    // Naming the class (not its string) keeps it, and its registration, in a tree-shaken bundle.
+    return {class_name: MultiHeadAttention.className, config: attentionConfigFromKeras(className, config, name) as Dict};
   }
   for (const key of IGNORED_KEYS) delete config[key];
   dropDefault(config, 'lora_rank', (v) => v == null || v === 0, name, className, 'LoRA is not implemented; merge the LoRA weights first');

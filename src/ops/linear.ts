@@ -227,6 +227,19 @@ export function linearAttentionFromFeatures(qf: tf.Tensor, kf: tf.Tensor, v: tf.
 }
 
 /**
+ * Exclusive cumulative sum along the last axis of a rank-3 x. Its gradient, the reverse
+ * cumulative sum of dy, is computed as flip(cumsum(flip(dy))): tfjs-backend-webgpu 4.22's
+ * reverse cumsum (what tf.cumsum's own gradient runs) returns wrong sums.
+ */
+function exclusivePrefixSum(x: tf.Tensor): tf.Tensor {
+  const f = tf.customGrad(((a: tf.Tensor) => ({
+    value: tf.cumsum(a, 2, true),
+    gradFunc: (dy: tf.Tensor) => tf.reverse(tf.cumsum(tf.reverse(dy, 2), 2, true), 2),
+  })) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (t: tf.Tensor) => tf.Tensor;
+  return f(x);
+}
+
+/**
  * 1 for the query rows that see no key, else 0, as [Bm|1, 1, T|1, 1]; null when every
  * row sees a key. Built from the mask alone (never from differentiated tensors).
  */
@@ -302,7 +315,7 @@ function causalProducts(qf: tf.Tensor, kf: tf.Tensor, vAug: tf.Tensor, dims: Att
   const u = tf.reshape(matMul(kc, vc, true, false), [B * H, nc, M * X]);     // [B*H, nc, M*X]
   // 2. The state before each chunk.
   // (Summed along the last axis: tfjs 4.22's cumsum gradient has the wrong shape for other axes.)
-  let state = tf.transpose(tf.cumsum(tf.transpose(u, [0, 2, 1]), 2, true), [0, 2, 1]); // [B*H, nc, M*X]
+  let state = tf.transpose(exclusivePrefixSum(tf.transpose(u, [0, 2, 1])), [0, 2, 1]); // [B*H, nc, M*X]
   if (start != null) state = tf.add(state, tf.reshape(repeatHeads(start, R), [B * H, 1, M * X]));
   // 3. Across chunks through the state, within a chunk through the masked products.
   const across = matMul(qc, tf.reshape(state, [B * H * nc, M, X]));          // [B*H*nc, n, X]

@@ -13,7 +13,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
 import {fromModelJSON, modelJSONFor, readModelJSONFile, weightBytes} from '../io/file_system';
-import {node} from '../node';
+import {assertNode, node} from '../runtime';
 import {
   checkFolderTarget, CheckpointField, checkpointField, checkpointFiles, isPlainName, LEGACY_CHECKPOINT_FILES,
   MODEL_JSON, saveFolder, weightsPaths,
@@ -44,6 +44,10 @@ export interface Checkpoint {
 
 const WEIGHTS_BIN = 'weights.bin';
 const [TRAINING_JSON, OPTIMIZER_JSON, OPTIMIZER_BIN] = LEGACY_CHECKPOINT_FILES;
+
+function utf8(text: string): Uint8Array {
+  return new TextEncoder().encode(text);
+}
 
 function firstLine(e: unknown): string {
   return String((e as Error)?.message ?? e).split('\n')[0];
@@ -91,6 +95,7 @@ export function checkCheckpointFolder(dir: string): void {
  */
 export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimizer: tf.Optimizer | null,
                                      record: TrainingRecord): Promise<void> {
+  assertNode('saveCheckpoint(dir)');
   const abs = node().path.resolve(dir);
   const files: {name: string; data: Uint8Array}[] = [];
   let artifacts: tf.io.ModelArtifacts | null = null;
@@ -106,10 +111,10 @@ export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimiz
       // getWeights makes a fresh iterations scalar each call; the moments are the optimizer's own variables.
       const encoded = await tf.io.encodeWeights(state).finally(() =>
         state.forEach((w) => { if (!(w.tensor instanceof tf.Variable)) w.tensor.dispose(); }));
-      files.push({name: OPTIMIZER_JSON, data: Buffer.from(JSON.stringify({specs: encoded.specs}, null, 1) + '\n')});
+      files.push({name: OPTIMIZER_JSON, data: utf8(JSON.stringify({specs: encoded.specs}, null, 1) + '\n')});
       files.push({name: OPTIMIZER_BIN, data: new Uint8Array(encoded.data)});
     }
-    files.push({name: TRAINING_JSON, data: Buffer.from(JSON.stringify(record, null, 2) + '\n')});
+    files.push({name: TRAINING_JSON, data: utf8(JSON.stringify(record, null, 2) + '\n')});
   } catch (e) {
     throw new AttentionError('IO', `cannot write checkpoint '${dir}': ${firstLine(e)}`);
   }
@@ -200,16 +205,19 @@ async function modelOf(folder: Folder): Promise<tf.LayersModel> {
 
 /** The training record of the model folder `dir` (the training.json its model.json names). Throws AttentionError('IO'). */
 export function readTrainingRecord(dir: string): TrainingRecord {
+  assertNode('readTrainingRecord(dir)', "in a browser, a model's record is not stored with it");
   return recordOf(readFolder(dir, false));
 }
 
 /** The model of folder `dir` (model.json and the weights it lists). Throws AttentionError('IO'). */
 export async function loadModel(dir: string): Promise<tf.LayersModel> {
+  assertNode('loadModel(dir)', "in a browser, load with tf.loadLayersModel(url) or tf.loadLayersModel('indexeddb://NAME')");
   return modelOf(readFolder(dir, true));
 }
 
 /** Everything a resumed run needs, from one read of model.json. Throws AttentionError('IO') for a missing or corrupt folder. */
 export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
+  assertNode('loadCheckpoint(dir)', 'in a browser, train() without outDir and save with model.save(\'indexeddb://NAME\')');
   const {fs, path} = node();
   const folder = readFolder(dir, true);
   const record = recordOf(folder);

@@ -11,6 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
+import {assertNode} from '../runtime';
 import {VERSION} from '../version';
 import {assertNonNegativeInt, assertPositiveInt, assertPositiveNumber, checkArgNames} from '../validate';
 import {Checkpoint, checkCheckpointFolder, loadCheckpoint, saveCheckpoint, TrainingRecord} from './checkpoint';
@@ -133,19 +134,22 @@ export function maskedLoss(probs: tf.Tensor, batch: TaskBatch, V: number): tf.Sc
 }
 
 /** Token and sequence accuracy of `model` on `batches` batches of the evaluation stream. */
-export function evaluate(model: tf.LayersModel, task: Task, seed: number, batchSize: number, batches: number)
-    : {tokenAccuracy: number; sequenceAccuracy: number; loss: number} {
+export async function evaluate(model: tf.LayersModel, task: Task, seed: number, batchSize: number, batches: number)
+    : Promise<{tokenAccuracy: number; sequenceAccuracy: number; loss: number}> {
   let right = 0;
   let scored = 0;
   let sequencesRight = 0;
   let lossSum = 0;
   for (let b = 0; b < batches; b++) {
     const batch = task.batch(batchSize, seed + EVAL_SEED_OFFSET, b);
-    const [predicted, loss] = tf.tidy(() => {
+    const [argMax, lossTensor] = tf.tidy(() => {
       const probs = model.predict(tf.tensor2d(batch.inputs, [batch.n, batch.L], 'int32')) as tf.Tensor;
-      return [tf.argMax(probs, -1).dataSync(), maskedLoss(probs, batch, task.vocabSize).dataSync()[0]] as const;
+      return [tf.argMax(probs, -1), maskedLoss(probs, batch, task.vocabSize)];
     });
-    lossSum += loss;
+    // Asynchronous reads only: a synchronous one can crash a webgpu page.
+    const [predicted, loss] = await Promise.all([argMax.data(), lossTensor.data()]).finally(() =>
+      tf.dispose([argMax, lossTensor]));
+    lossSum += loss[0];
     for (let r = 0; r < batch.n; r++) {
       let all = true;
       for (let i = r * batch.L; i < (r + 1) * batch.L; i++) {
@@ -180,10 +184,12 @@ function restoreBetaPowers(optimizer: tf.AdamOptimizer, steps: number): void {
 }
 
 /** Scales grads so their global norm is at most clipNorm (0 = unchanged). */
-function clipByGlobalNorm(grads: tf.NamedTensorMap, clipNorm: number): tf.NamedTensorMap {
+async function clipByGlobalNorm(grads: tf.NamedTensorMap, clipNorm: number): Promise<tf.NamedTensorMap> {
   if (clipNorm <= 0) return grads;
   const names = Object.keys(grads);
-  const norm = tf.tidy(() => tf.sqrt(tf.addN(names.map((n) => tf.sum(tf.square(grads[n]))))).dataSync()[0]);
+  // Added in pairs, not with tf.addN: webgpu's AddN binds every input at once and fails past 8.
+  const normTensor = tf.tidy(() => tf.sqrt(names.map((n) => tf.sum(tf.square(grads[n]))).reduce((a, b) => tf.add(a, b))));
+  const norm = (await normTensor.data().finally(() => normTensor.dispose()))[0];
   if (!(norm > clipNorm)) return grads;
   const factor = clipNorm / norm;
   const out: tf.NamedTensorMap = {};
@@ -216,7 +222,11 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
   }
   try {
     checkOptions(o);
-    if (o.outDir !== '') checkCheckpointFolder(o.outDir); // an existing file: refused before any step, never replaced
+    if (o.outDir !== '') {
+      assertNode('train({outDir})', "in a browser, train without outDir and save the model it returns with " +
+        "model.save('indexeddb://NAME')");
+      checkCheckpointFolder(o.outDir);
+    } // an existing file: refused before any step, never replaced
   } catch (e) {
     if (checkpoint != null) {
       checkpoint.model.dispose();
@@ -256,20 +266,28 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
       const learningRate = learningRateAt(s, o);
       // Adam reads its learningRate field on every update; tfjs types it protected.
       (optimizer as unknown as {learningRate: number}).learningRate = learningRate;
-      const loss = tf.tidy(() => {
+      const {value, grads} = tf.tidy(() => {
         const x = tf.tensor2d(batch.inputs, [batch.n, batch.L], 'int32');
-        const {value, grads} = tf.variableGrads(() => maskedLoss(model.apply(x, {training: true}) as tf.Tensor, batch,
+        return tf.variableGrads(() => maskedLoss(model.apply(x, {training: true}) as tf.Tensor, batch,
           task.vocabSize), vars);
-        optimizer.applyGradients(clipByGlobalNorm(grads, o.clipNorm) as unknown as Parameters<typeof optimizer.applyGradients>[0]);
-        return value.dataSync()[0];
       });
+      let loss: number;
+      try {
+        // Values are read asynchronously only (a synchronous read can crash a webgpu page).
+        const clipped = await clipByGlobalNorm(grads, o.clipNorm);
+        tf.tidy(() => optimizer.applyGradients(clipped as unknown as Parameters<typeof optimizer.applyGradients>[0]));
+        tf.dispose(clipped);
+        loss = (await value.data())[0];
+      } finally {
+        tf.dispose([value, ...Object.values(grads)]);
+      }
       record.step = s + 1;
       const seconds = Math.max(1e-3, (Date.now() - t0) / 1000);
       callbacks.onStep?.({step: s + 1, steps: o.steps, loss, learningRate,
         tokensPerSecond: (batch.n * batch.L) / seconds});
       const last = s + 1 === o.steps;
       if ((s + 1) % o.evalEvery === 0 || last) {
-        const m = evaluate(model, task, o.seed, o.batchSize, o.evalBatches);
+        const m = await evaluate(model, task, o.seed, o.batchSize, o.evalBatches);
         const metrics = {step: s + 1, loss: m.loss, tokenAccuracy: m.tokenAccuracy, sequenceAccuracy: m.sequenceAccuracy};
         record.history.push(metrics);
         callbacks.onEval?.(metrics);

@@ -1,0 +1,179 @@
+// The library in a browser: the package is built into a temporary folder, bundled (minified)
+// with esbuild as a web app would, served on 127.0.0.1 and driven in headless Chromium on
+// cpu, wasm, webgl and webgpu (SwiftShader). Runs once (its own jest project). Without a
+// Chromium it prints one loud line and skips.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import {execFileSync} from 'child_process';
+import type {Browser, Page} from 'puppeteer-core';
+import {bundle, BundleResult, buildDemo, CHROMIUM_ARGS, findChromium, pageHtml, serve, Server} from '../examples/browser/serve';
+
+const ROOT = path.join(__dirname, '..');
+const chromium = findChromium();
+if (chromium.path == null) {
+  console.warn(`\n!!!!! BROWSER SUITE SKIPPED: ${chromium.why} (.ci/run installs it) !!!!!\n`);
+}
+const suite = chromium.path != null ? describe : describe.skip;
+
+const BACKENDS = ['cpu', 'wasm', 'webgl', 'webgpu'] as const;
+/** Every backend computes in float32; cpu and the others differ only in rounding. */
+const TOLERANCE = 1e-5;
+
+interface CheckResult {
+  backend: string;
+  active: string;
+  diffs: Record<string, number>;
+  leaked: number;
+  fit: {firstLoss: number; lastLoss: number; reloadDiff: number};
+  train: {steps: number; loss: number};
+  slice: null | {Slice: string; UnsortedSegmentSum: string; wholeInputReads: number; sliceMs: number; total: number};
+  nodeOnly: Record<string, string>;
+  kernels: {Slice: string; UnsortedSegmentSum: string};
+}
+
+/**
+ * The page's uncaught errors and console errors (webgpu reports a kernel it could not run,
+ * such as one binding more buffers than the device allows, only there). A missing favicon is not one.
+ */
+function collectErrors(page: Page): string[] {
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/status of 404/.test(m.text())) errors.push(m.text().split('\n')[0]);
+  });
+  return errors;
+}
+
+suite('browser (headless Chromium, minified esbuild bundle of the built package)', () => {
+  let tmp = '';
+  let server: Server;
+  let browser: Browser;
+  const bundles: Record<string, BundleResult> = {};
+  const results: Record<string, CheckResult> = {};
+
+  beforeAll(async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-attention-browser-'));
+    // The package as npm would install it: package.json and a fresh build, in node_modules.
+    const pkg = path.join(tmp, 'node_modules', 'tfjs-attention');
+    fs.mkdirSync(pkg, {recursive: true});
+    fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(pkg, 'package.json'));
+    execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'build.js'), '--out', path.join(pkg, 'dist')]);
+    const page = path.join(__dirname, 'browser', 'page');
+    bundles.checks = await bundle(path.join(page, 'checks.ts'), path.join(tmp, 'checks.js'), tmp);
+    bundles.mhaOnly = await bundle(path.join(page, 'mha_only.ts'), path.join(tmp, 'mha_only.js'), tmp);
+    bundles.everything = await bundle(path.join(page, 'everything.ts'), path.join(tmp, 'everything.js'), tmp);
+    const demo = await buildDemo(tmp, tmp);
+    bundles.demo = demo.bundle;
+    fs.writeFileSync(path.join(tmp, 'checks.html'), pageHtml('checks', '/checks.js'));
+    server = await serve({...demo.routes, '/checks': path.join(tmp, 'checks.html'), '/checks.js': path.join(tmp, 'checks.js')});
+    const puppeteer = await import('puppeteer-core');
+    browser = await puppeteer.launch({executablePath: chromium.path!, args: CHROMIUM_ARGS,
+      userDataDir: path.join(tmp, 'profile'), protocolTimeout: 240000});
+    for (const [name, b] of Object.entries(bundles)) {
+      console.log(`bundle ${name}: ${(b.bytes / 1024).toFixed(1)} KB minified, ` +
+        `${(b.libraryBytes / 1024).toFixed(1)} KB of it tfjs-attention (${b.libraryFiles.length} files)`);
+    }
+  }, 180000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+    if (tmp !== '') fs.rmSync(tmp, {recursive: true, force: true}); // the folder this suite made
+  });
+
+  test('the core entry bundles for browsers with no warning (no Node module, no eval, no CLI or bench)', () => {
+    for (const name of ['checks', 'everything', 'mhaOnly', 'demo']) expect(bundles[name].warnings).toEqual([]);
+    const files = bundles.everything.libraryFiles;
+    expect(files).toContain('esm/train/trainer.js');
+    expect(files).toContain('esm/keras/load.js');
+    expect(files.filter((f) => /(^|\/)(cli|bench)\//.test(f) || f.endsWith('/node.js'))).toEqual([]);
+  });
+
+  test('a bundle of only MultiHeadAttention holds only what it needs (< 60 KB of this library)', () => {
+    const b = bundles.mhaOnly;
+    expect(b.libraryFiles).toContain('esm/layers/multi_head_attention.js');
+    expect(b.libraryFiles).toContain('esm/wasm_kernels.js');
+    const unneeded = b.libraryFiles.filter((f) => /(train|keras|cli|bench)\/|linear|local_global|random_features/.test(f));
+    expect(unneeded).toEqual([]);
+    expect(b.libraryBytes).toBeLessThan(60 * 1024);
+  });
+
+  for (const backend of BACKENDS) {
+    test(`on ${backend}: ops and layers equal cpu forward and backward; fit, indexeddb:// round trip, train()`, async () => {
+      const page = await browser.newPage();
+      const errors = collectErrors(page);
+      try {
+        await page.goto(`${server.url}checks`);
+        await page.waitForFunction('window.checks != null', {timeout: 60000});
+        const r = await page.evaluate((b) => (globalThis as any).checks.run(b), backend) as CheckResult;
+        results[backend] = r;
+        const worst = Math.max(...Object.values(r.diffs));
+        console.log(`${backend}: ${Object.keys(r.diffs).length} cases, max |diff| vs cpu ${worst.toExponential(2)}; ` +
+          `fit loss ${r.fit.firstLoss.toFixed(3)} -> ${r.fit.lastLoss.toFixed(3)}, reload diff ${r.fit.reloadDiff}; ` +
+          `train() ${r.train.steps} steps, loss ${r.train.loss.toFixed(3)}` +
+          (r.slice != null ? `; Slice ${r.slice.Slice}, 64 slices of 16 MiB in ${r.slice.sliceMs} ms, ` +
+            `${r.slice.wholeInputReads} whole-input reads` : '') +
+          `\n  ${Object.entries(r.diffs).map(([k, v]) => `${k}: ${v.toExponential(1)}`).join(', ')}`);
+        expect(r.backend).toBe(backend);
+        expect(r.active).toBe(backend);
+        expect(Object.entries(r.diffs).filter(([, d]) => !(d <= TOLERANCE))).toEqual([]);
+        expect(r.leaked).toBe(0);
+        expect(r.fit.lastLoss).toBeLessThan(r.fit.firstLoss);
+        expect(r.fit.reloadDiff).toBe(0);
+        expect(r.train.steps).toBe(3);
+        expect(Number.isFinite(r.train.loss)).toBe(true);
+        expect(r.kernels).toEqual({Slice: 'replaced', UnsortedSegmentSum: 'added'});
+        if (backend === 'wasm') {
+          expect(r.slice).toMatchObject({Slice: 'replaced', UnsortedSegmentSum: 'added', wholeInputReads: 0, total: 0});
+        }
+        for (const [call, outcome] of Object.entries(r.nodeOnly)) {
+          expect([call, outcome]).toEqual([call, expect.stringMatching(/^UNSUPPORTED: .*needs Node; in a browser, /)]);
+        }
+        expect(Object.keys(r.nodeOnly).length).toBe(6);
+        expect(errors).toEqual([]);
+      } finally {
+        await page.close();
+      }
+    }, 240000);
+  }
+
+  test('auto picks webgpu in a browser that has it (webgpu, webgl, wasm, cpu)', async () => {
+    const page = await browser.newPage();
+    try {
+      await page.goto(`${server.url}checks`);
+      await page.waitForFunction('window.checks != null', {timeout: 60000});
+      expect(await page.evaluate(() => (globalThis as any).checks.autoPick())).toBe('webgpu');
+    } finally {
+      await page.close();
+    }
+  }, 120000);
+
+  test('the demo trains in the page, draws the loss chart and the heatmaps, and predicts', async () => {
+    const page = await browser.newPage();
+    const errors = collectErrors(page);
+    try {
+      await page.setViewport({width: 1280, height: 900});
+      await page.goto(server.url);
+      await page.waitForFunction('window.demo != null', {timeout: 60000});
+      const r = await page.evaluate(() => (globalThis as any).demo.test({steps: 12})) as {
+        backend: string; losses: number[]; chartInk: number; heatmaps: number; heatmapInk: number[]; prediction: string;
+      };
+      console.log(`demo on ${r.backend}: ${r.losses.length} steps, loss ${r.losses[0].toFixed(3)} -> ` +
+        `${r.losses[r.losses.length - 1].toFixed(3)}, ${r.heatmaps} heatmaps, prediction '${r.prediction}'`);
+      expect(r.losses.length).toBe(12);
+      expect(r.losses.every(Number.isFinite)).toBe(true);
+      expect(r.chartInk).toBeGreaterThan(100); // pixels of the loss curve
+      expect(r.heatmaps).toBeGreaterThan(0);
+      expect(r.heatmapInk.every((n) => n > 0)).toBe(true);
+      expect(r.prediction.length).toBeGreaterThan(0);
+      const shot = path.join(os.tmpdir(), 'tfjs-attention-demo.png');
+      await page.screenshot({path: shot, fullPage: true});
+      console.log(`demo screenshot: ${shot}`);
+      expect(fs.statSync(shot).size).toBeGreaterThan(10000);
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+    }
+  }, 240000);
+});

@@ -1,0 +1,203 @@
+/**
+ * The page that test/browser.test.ts opens in headless Chromium, bundled (minified) from the
+ * built package. `window.checks.run(backend)` computes every case on cpu, then on `backend`,
+ * and returns the largest difference per case, plus what the page could see of the wasm
+ * kernels, model.fit, indexeddb:// round trips and the Node-only functions. Values are read
+ * with `await data()` only: synchronous reads can crash a webgpu page.
+ */
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-webgpu';
+import {setWasmPaths} from '@tensorflow/tfjs-backend-wasm';
+import {
+  AttentionError, FlashAttention, LinearAttention, LocalGlobalAttention, MultiHeadAttention, flashAttention,
+  linearAttention, loadCheckpoint, loadModel, localGlobalAttention, readTrainingRecord, saveCheckpoint,
+  scaledDotProductAttention, selectBackend, fileSystem, train, wasmKernelStatus, BackendName, AttentionLayerBase,
+} from 'tfjs-attention';
+
+setWasmPaths('/wasm/');
+
+type Values = Record<string, Float32Array>;
+type Case = () => Record<string, tf.Tensor>;
+
+/** Seeded inputs: tfjs draws seeded values in JavaScript, so every backend gets the same numbers. */
+const rand = (shape: number[], seed: number, scale = 1) => tf.randomUniform(shape, -scale, scale, 'float32', seed);
+
+/** The op's output and its gradients with respect to q, k, v (of sum(out * w), w seeded). */
+function opCase(op: (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.Tensor, H = 2, G = 1): Case {
+  return () => {
+    const [B, T, D] = [2, 7, 4];
+    const q = rand([B, H, T, D], 1);
+    const k = rand([B, G, T, D], 2);
+    const v = rand([B, G, T, D], 3);
+    const w = rand([B, H, T, D], 4);
+    const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(op(a, b, c), w));
+    const [dq, dk, dv] = tf.grads(f)([q, k, v]);
+    return {out: op(q, k, v), dq, dk, dv};
+  };
+}
+
+/** A layer's output and the gradients of sum(y * w) with respect to its input and every weight. */
+function layerCase(make: () => AttentionLayerBase): Case {
+  return () => {
+    const x = rand([2, 7, 8], 11);
+    const layer = make();
+    layer.apply(x); // builds the weights
+    layer.setWeights(layer.getWeights().map((t, i) => rand(t.shape, 100 + i, 0.5)));
+    const w = rand([2, 7, 8], 12);
+    const f = (input: tf.Tensor) => tf.sum(tf.mul(layer.apply(input) as tf.Tensor, w)) as tf.Scalar;
+    const dx = tf.grad(f)(x);
+    const vars = layer.trainableWeights.map((v) => (v as unknown as {val: tf.Variable}).val);
+    const {grads} = tf.variableGrads(() => f(x), vars);
+    const out: Record<string, tf.Tensor> = {y: layer.apply(x) as tf.Tensor, dx};
+    // Keyed without the layer's own name, which differs from one instance to the next.
+    layer.trainableWeights.forEach((v, i) => { out[`d ${v.originalName.split('/').slice(1).join('/')}`] = grads[vars[i].name]; });
+    layer.dispose();
+    return out;
+  };
+}
+
+const CASES: Record<string, Case> = {
+  'sdpa (mask, GQA)': opCase((q, k, v) => scaledDotProductAttention(q, k, v,
+    {mask: tf.tensor2d([1, 1, 0, 1, 1, 1, 1], [1, 7], 'bool')})),
+  'sdpa causal': opCase((q, k, v) => scaledDotProductAttention(q, k, v, {causal: true}), 2, 2),
+  'flash causal (blockSize 4)': opCase((q, k, v) => flashAttention(q, k, v, {causal: true, blockSize: 4})),
+  'linear causal (M=8)': opCase((q, k, v) => linearAttention(q, k, v,
+    {projection: tf.randomNormal([8, 4], 0, 1, 'float32', 5), causal: true, chunkSize: 3})),
+  'local-global (W=2, global 0)': opCase((q, k, v) => localGlobalAttention(q, k, v,
+    {windowSize: 2, globalIndices: [0], gate: rand([2, 4], 6)})),
+  'MultiHeadAttention (GQA, causal)': layerCase(() => new MultiHeadAttention({numHeads: 2, numKvHeads: 1, headDim: 4, causal: true})),
+  'FlashAttention': layerCase(() => new FlashAttention({numHeads: 2, headDim: 4, blockSize: 4})),
+  'LinearAttention (causal)': layerCase(() => new LinearAttention({numHeads: 2, headDim: 4, numFeatures: 8, seed: 3, causal: true})),
+  'LocalGlobalAttention': layerCase(() => new LocalGlobalAttention({numHeads: 2, headDim: 4, windowSize: 2, globalIndices: [0]})),
+};
+
+async function values(c: Case): Promise<Values> {
+  const tensors = tf.tidy(c);
+  const out: Values = {};
+  for (const [name, t] of Object.entries(tensors)) out[name] = (await t.data()) as Float32Array;
+  tf.dispose(Object.values(tensors));
+  return out;
+}
+
+function maxDiff(a: Values, b: Values): number {
+  let worst = 0;
+  for (const name of Object.keys(a)) {
+    if (b[name] == null || b[name].length !== a[name].length) return Infinity;
+    for (let i = 0; i < a[name].length; i++) {
+      const d = Math.abs(a[name][i] - b[name][i]);
+      if (!(d <= worst)) worst = Number.isNaN(d) ? Infinity : d;
+    }
+  }
+  return worst;
+}
+
+/** Synchronous reads throw while `f` runs, so a call that would make one fails loudly. */
+async function withoutSyncReads<T>(f: () => Promise<T>): Promise<T> {
+  const proto = tf.Tensor.prototype as unknown as Record<string, unknown>;
+  const saved = {dataSync: proto.dataSync, arraySync: proto.arraySync};
+  const refuse = () => { throw new Error('synchronous read'); };
+  proto.dataSync = refuse;
+  proto.arraySync = refuse;
+  try {
+    return await f();
+  } finally {
+    Object.assign(proto, saved);
+  }
+}
+
+/** A small embedding + attention classifier: fit, save to indexeddb://, load back. */
+async function fitSaveLoad(backend: string): Promise<Record<string, number | boolean>> {
+  const model = tf.sequential({layers: [
+    tf.layers.embedding({inputDim: 6, outputDim: 8, inputLength: 5}),
+    new MultiHeadAttention({numHeads: 2, headDim: 4}),
+    tf.layers.globalAveragePooling1d(),
+    tf.layers.dense({units: 2, activation: 'softmax'}),
+  ]});
+  model.compile({optimizer: tf.train.adam(0.05), loss: 'sparseCategoricalCrossentropy'});
+  // Label: does token 1 occur in the sequence?
+  const xs: number[][] = [];
+  const ys: number[] = [];
+  for (let i = 0; i < 64; i++) {
+    const row = Array.from({length: 5}, (_, j) => 2 + ((i * 7 + j * 3) % 4));
+    if (i % 2 === 0) row[i % 5] = 1;
+    xs.push(row);
+    ys.push(i % 2 === 0 ? 1 : 0);
+  }
+  const x = tf.tensor2d(xs, [64, 5], 'int32');
+  const y = tf.tensor1d(ys, 'float32');
+  const history = await model.fit(x, y, {epochs: 8, batchSize: 16, verbose: 0});
+  const losses = history.history.loss as number[];
+  const url = `indexeddb://checks-${backend}`;
+  await model.save(url);
+  const back = await tf.loadLayersModel(url);
+  const [p1, p2] = [model.predict(x) as tf.Tensor, back.predict(x) as tf.Tensor];
+  const d = tf.max(tf.abs(tf.sub(p1, p2)));
+  const diff = (await d.data())[0];
+  tf.dispose([x, y, p1, p2, d]);
+  model.dispose();
+  back.dispose();
+  await tf.io.removeModel(url);
+  return {firstLoss: losses[0], lastLoss: losses[losses.length - 1], reloadDiff: diff};
+}
+
+/** Each Node-only function, called here: the AttentionError code and message it throws. */
+async function nodeOnly(): Promise<Record<string, string>> {
+  const calls: Record<string, () => unknown> = {
+    'loadModel(dir)': () => loadModel('models/mha'),
+    'readTrainingRecord(dir)': () => readTrainingRecord('models/mha'),
+    'loadCheckpoint(dir)': () => loadCheckpoint('runs/x'),
+    'saveCheckpoint(dir)': () => saveCheckpoint('runs/x', tf.sequential(), null, {} as never),
+    'fileSystem(path)': () => fileSystem('models/mha'),
+    'train({outDir})': () => train({task: 'copy', steps: 1, outDir: 'runs/x', model: {attention: 'mha'}}),
+  };
+  const out: Record<string, string> = {};
+  for (const [name, call] of Object.entries(calls)) {
+    try {
+      await call();
+      out[name] = 'no error';
+    } catch (e) {
+      out[name] = e instanceof AttentionError ? `${e.code}: ${e.message}` : `not an AttentionError: ${String(e)}`;
+    }
+  }
+  return out;
+}
+
+/** On wasm: our Slice kernel is registered and 64 slices of a 16 MiB tensor never read it whole. */
+async function sliceCheck(): Promise<Record<string, unknown>> {
+  const status = wasmKernelStatus();
+  const backend = tf.backend() as unknown as {readSync: (...a: unknown[]) => unknown};
+  const readSync = backend.readSync;
+  let reads = 0;
+  backend.readSync = (...a: unknown[]) => { reads++; return readSync.apply(backend, a); };
+  const x = tf.zeros([1024, 4096]); // 16 MiB
+  const t0 = performance.now();
+  const parts = Array.from({length: 64}, (_, i) => tf.slice(x, [i * 16, 0], [16, 4096]));
+  const ms = performance.now() - t0;
+  backend.readSync = readSync;
+  const sum = tf.addN(parts.map((p) => tf.sum(p)));
+  const total = (await sum.data())[0];
+  tf.dispose([x, sum, ...parts]);
+  return {...status, wholeInputReads: reads, sliceMs: Math.round(ms), total};
+}
+
+async function run(backend: BackendName): Promise<Record<string, unknown>> {
+  await selectBackend('cpu');
+  const reference: Record<string, Values> = {};
+  for (const [name, c] of Object.entries(CASES)) reference[name] = await values(c);
+  const chosen = await selectBackend(backend);
+  const diffs: Record<string, number> = {};
+  const before = tf.memory().numTensors;
+  for (const [name, c] of Object.entries(CASES)) diffs[name] = maxDiff(reference[name], await values(c));
+  const leaked = tf.memory().numTensors - before;
+  const fit = await fitSaveLoad(backend);
+  // train() without outDir, with every synchronous read refused.
+  const trained = await withoutSyncReads(() => train({task: 'copy', steps: 3, batchSize: 4, evalEvery: 3,
+    evalBatches: 1, model: {modelDim: 16, numHeads: 2, numLayers: 1, attention: 'mha'}}));
+  const trainResult = {steps: trained.record.step, loss: trained.record.history[0]?.loss ?? NaN};
+  trained.model.dispose();
+  const slice = tf.getBackend() === 'wasm' ? await sliceCheck() : null;
+  return {backend: chosen, active: tf.getBackend(), diffs, leaked, fit, train: trainResult, slice,
+    nodeOnly: await nodeOnly(), kernels: wasmKernelStatus()};
+}
+
+(window as unknown as {checks: unknown}).checks = {run, autoPick: () => selectBackend('auto')};
