@@ -92,7 +92,10 @@ export function serve(routes: Record<string, string>, port = 0): Promise<Server>
       const address = server.address() as {port: number};
       resolve({
         url: `http://127.0.0.1:${address.port}/`,
-        close: () => new Promise<void>((done) => server.close(() => done())),
+        close: () => new Promise<void>((done) => {
+          server.close(() => done());
+          server.closeAllConnections(); // keep-alive sockets of the browser would hold it open
+        }),
       });
     });
   });

@@ -107,9 +107,11 @@ function drawLoss(losses: number[]): void {
     g.stroke();
     g.fillText(v.toFixed(2), 8, y(v) + 4);
   }
-  g.fillText('step', W - pad.right - 28, H - 8);
-  g.fillText(String(losses.length), x(n - 1) - 14, H - 8);
-  g.fillText('1', pad.left - 3, H - 8);
+  g.textAlign = 'center';
+  g.fillText('step', (pad.left + W - pad.right) / 2, H - 8);
+  g.fillText('1', pad.left, H - 8);
+  if (losses.length > 1) g.fillText(String(losses.length), x(n - 1) - 8, H - 8);
+  g.textAlign = 'start';
   if (losses.length === 0) return;
   g.strokeStyle = '#3b5bdb';
   g.lineWidth = 2;
@@ -284,7 +286,14 @@ function ink(canvas: HTMLCanvasElement): number {
 }
 
 async function init(): Promise<void> {
-  backend = await selectBackend('auto');
+  // ?backend=wasm (or webgl, webgpu, cpu) overrides the choice of the best one available.
+  const wanted = (new URLSearchParams(location.search).get('backend') ?? 'auto') as Parameters<typeof selectBackend>[0];
+  try {
+    backend = await selectBackend(wanted);
+  } catch (e) {
+    $('backend').textContent = `backend: ${(e as Error).message}`;
+    throw e;
+  }
   $('backend').textContent = `backend: ${backend}`;
   describeTask();
   drawLoss([]);
@@ -292,9 +301,15 @@ async function init(): Promise<void> {
   $('train').addEventListener('click', () => void start(Number($<HTMLInputElement>('steps').value) || 300));
   $('stop').addEventListener('click', () => { if (state != null) state.stop = true; });
   $('input').addEventListener('input', () => void refresh());
-  // For the browser test: train `steps` steps with the current choices and report what was drawn.
+  // For the browser test: train `steps` steps (of `kind` on `task`, else the current choices) and report what was drawn.
   (window as unknown as {demo: unknown}).demo = {
-    async test({steps}: {steps: number}) {
+    async test({steps, kind, task}: {steps: number; kind?: AttentionKind; task?: TaskName}) {
+      $<HTMLInputElement>('steps').value = String(steps);
+      if (kind != null) $<HTMLSelectElement>('kind').value = kind;
+      if (task != null) {
+        $<HTMLSelectElement>('task').value = task;
+        describeTask();
+      }
       await start(steps);
       const prediction = await refresh();
       const heatmaps = Array.from(document.querySelectorAll<HTMLCanvasElement>('#heatmaps canvas'));
