@@ -1,14 +1,15 @@
 // The whole suite runs twice: once on the wasm backend and once on cpu.
 // Each project's setup file selects its backend before any test runs, and the
 // project's displayName labels every test file with the backend it ran on.
-// The browser suite (test/browser.test.ts) runs once, in its own project: it drives
-// headless Chromium on every backend itself.
-const BROWSER = '<rootDir>/test/browser.test.ts';
+// The browser suite (test/browser.test.ts) and the package suite (test/package.test.ts)
+// run once, in their own project: the first drives headless Chromium on every backend
+// itself, the second runs the built package in plain node processes.
+const ONCE = ['<rootDir>/test/browser.test.ts', '<rootDir>/test/package.test.ts'];
 const common = {
   preset: 'ts-jest',
   testEnvironment: 'node',
   testMatch: ['<rootDir>/test/**/*.test.ts'],
-  testPathIgnorePatterns: ['/node_modules/', BROWSER],
+  testPathIgnorePatterns: ['/node_modules/', ...ONCE],
   setupFilesAfterEnv: ['<rootDir>/test/setup/backend.ts'],
   transform: {'^.+\\.ts$': ['ts-jest', {tsconfig: '<rootDir>/tsconfig.json', diagnostics: false}]},
 };
@@ -19,7 +20,7 @@ module.exports = {
   projects: [
     {...common, displayName: 'wasm', setupFiles: ['<rootDir>/test/setup/use-wasm.js']},
     {...common, displayName: 'cpu', setupFiles: ['<rootDir>/test/setup/use-cpu.js']},
-    {...common, displayName: 'browser', testMatch: [BROWSER], testPathIgnorePatterns: ['/node_modules/'],
+    {...common, displayName: 'once', testMatch: ONCE, testPathIgnorePatterns: ['/node_modules/'],
       setupFilesAfterEnv: []},
   ],
 };

@@ -14,6 +14,10 @@ const path = require('path');
 
 const root = path.join(__dirname, '..');
 const outAt = process.argv.indexOf('--out');
+if (outAt > 0 && (process.argv[outAt + 1] == null || process.argv[outAt + 1].startsWith('--'))) {
+  console.error('build: --out needs a folder: node scripts/build.js --out DIR');
+  process.exit(2);
+}
 const dist = outAt > 0 ? path.resolve(process.argv[outAt + 1]) : path.join(root, 'dist');
 const esm = path.join(dist, 'esm');
 const tsc = require.resolve('typescript/bin/tsc');

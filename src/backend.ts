@@ -43,7 +43,7 @@ export async function loadTfjsNode(): Promise<boolean> {
   try {
     // A name held in a variable keeps bundlers from following this import.
     const name = '@tensorflow/tfjs-node';
-    await import(name);
+    await import(/* webpackIgnore: true */ /* @vite-ignore */ name);
   } catch (e) {
     nodeLoadError = errorMessage(e).split('\n')[0];
     return false;

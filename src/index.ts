@@ -40,6 +40,7 @@ export {FlashAttention, FlashAttentionArgs} from './layers/flash_attention';
 export {LinearAttention, LinearAttentionArgs} from './layers/linear_attention';
 export {LocalGlobalAttention, LocalGlobalAttentionArgs} from './layers/local_global_attention';
 export {attentionLayer, ATTENTION_KINDS, AttentionKind, AnyAttentionArgs} from './layers/factory';
+export {registerAttentionLayers, LAYER_CLASSES} from './register';
 export {
   makeToyTask, TASK_NAMES, TaskName, TaskOptions, Task, TaskBatch, BLANK, SEP, FIRST_SYMBOL,
 } from './train/tasks';

@@ -46,7 +46,12 @@ function builtin(name: string): unknown {
   const p = process as unknown as {getBuiltinModule?: (n: string) => unknown};
   if (typeof p.getBuiltinModule === 'function') return p.getBuiltinModule(name);
   // CommonJS: the module-scope require (never `eval`, so bundlers have nothing to warn of).
-  return typeof require === 'function' ? require(name) : null;
+  // In an ES module bundle `require` may be a bundler's stand-in that throws: none, then.
+  try {
+    return typeof require === 'function' ? require(name) : null;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -54,7 +59,7 @@ function builtin(name: string): unknown {
  * @throws AttentionError('UNSUPPORTED') outside Node, or in an ES module on a Node without
  *   `process.getBuiltinModule` that did not import 'tfjs-attention/node'.
  */
-export function node(what = 'this function'): NodeModules {
+export function node(what = 'saving or loading files'): NodeModules {
   if (provided != null) return provided;
   assertNode(what);
   const [fsName, pathName] = ['fs', 'path'];
@@ -62,7 +67,7 @@ export function node(what = 'this function'): NodeModules {
   const path = builtin(pathName) as Path | null;
   if (fs == null || path == null) {
     throw new AttentionError('UNSUPPORTED',
-      `${what} cannot reach Node's fs from this ES module: import 'tfjs-attention/node' once, ` +
+      `${what} needs Node's fs, which this ES module cannot reach: import 'tfjs-attention/node' once, ` +
       'or run on Node >= 20.16');
   }
   provided = {fs, path};

@@ -27,7 +27,7 @@ interface CheckResult {
   leaked: number;
   fit: {firstLoss: number; lastLoss: number; reloadDiff: number};
   train: {steps: number; loss: number};
-  slice: null | {Slice: string; UnsortedSegmentSum: string; wholeInputReads: number; sliceMs: number; total: number;
+  slice: null | {Slice: string; UnsortedSegmentSum: string; wholeInputReads: number; sliceMs: number; valuesRight: boolean;
     unknownLeftAlone: boolean};
   nodeOnly: Record<string, string>;
   kernels: {Slice: string; UnsortedSegmentSum: string};
@@ -63,6 +63,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
     const page = path.join(__dirname, 'browser', 'page');
     bundles.checks = await bundle(path.join(page, 'checks.ts'), path.join(tmp, 'checks.js'), tmp);
     bundles.mhaOnly = await bundle(path.join(page, 'mha_only.ts'), path.join(tmp, 'mha_only.js'), tmp);
+    bundles.registerOnly = await bundle(path.join(page, 'register_only.ts'), path.join(tmp, 'register_only.js'), tmp);
     bundles.everything = await bundle(path.join(page, 'everything.ts'), path.join(tmp, 'everything.js'), tmp);
     const demo = await buildDemo(tmp, tmp);
     bundles.demo = demo.bundle;
@@ -103,6 +104,15 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
     expect(b.libraryBytes).toBeLessThan(60 * 1024);
   });
 
+  test('registerAttentionLayers keeps every layer class (and its registration) in a tree-shaken bundle', () => {
+    const files = bundles.registerOnly.libraryFiles;
+    for (const f of ['multi_head_attention', 'flash_attention', 'linear_attention', 'local_global_attention']) {
+      expect(files).toContain(`esm/layers/${f}.js`);
+    }
+    expect(files).toContain('esm/train/model.js'); // PositionEmbedding
+    expect(bundles.registerOnly.warnings).toEqual([]);
+  });
+
   for (const backend of BACKENDS) {
     test(`on ${backend}: ops and layers equal cpu forward and backward, loadKerasModel too; fit, indexeddb:// round trip, train()`, async () => {
       const page = await browser.newPage();
@@ -129,8 +139,8 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
         expect(Number.isFinite(r.train.loss)).toBe(true);
         expect(r.kernels).toEqual({Slice: 'replaced', UnsortedSegmentSum: 'added'});
         if (backend === 'wasm') {
-          expect(r.slice).toMatchObject({Slice: 'replaced', UnsortedSegmentSum: 'added', wholeInputReads: 0, total: 0,
-            unknownLeftAlone: true});
+          expect(r.slice).toMatchObject({Slice: 'replaced', UnsortedSegmentSum: 'added', wholeInputReads: 0,
+            valuesRight: true, unknownLeftAlone: true});
         }
         for (const [call, outcome] of Object.entries(r.nodeOnly)) {
           expect([call, outcome]).toEqual([call, expect.stringMatching(/^UNSUPPORTED: .*needs Node; in a browser, /)]);

@@ -13,6 +13,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
 import {fromModelJSON, modelJSONFor, readModelJSONFile, weightBytes} from '../io/file_system';
+import {registerAttentionLayers} from '../register';
 import {assertNode, node} from '../runtime';
 import {
   checkFolderTarget, CheckpointField, checkpointField, checkpointFiles, isPlainName, LEGACY_CHECKPOINT_FILES,
@@ -196,6 +197,7 @@ async function modelOf(folder: Folder): Promise<tf.LayersModel> {
     }
     const outside = manifest.flatMap((g) => g.paths).find((p: unknown) => !isPlainName(p));
     if (outside !== undefined) throw new Error(`weights file ${JSON.stringify(outside)} is not a file in the folder`);
+    registerAttentionLayers(); // kept in a bundle that uses only some of the classes
     return await tf.loadLayersModel(fromModelJSON(json!, jsonPath));
   } catch (e) {
     if (e instanceof AttentionError && e.code === 'IO') throw e; // already names the file and the fault

@@ -240,15 +240,18 @@ function drawHeatmaps(maps: Float32Array[], T: number, tokens: number[]): void {
 }
 
 async function refresh(): Promise<string> {
-  if (state == null) return '';
+  const s = state;
+  if (s == null) return '';
   const digits = digitsOf($<HTMLInputElement>('input').value);
-  const {tokens, answers} = encode(state.task, digits);
+  const {tokens, answers} = encode(s.task, digits);
   const got = await predict(tokens, answers);
-  const want = expected(state.task, digits);
+  if (state !== s) return ''; // a new model replaced (and disposed) this one meanwhile
+  const want = expected(s.task, digits);
   const text = got.map((d) => (d >= 0 && d <= 9 ? String(d) : '?')).join('');
   $('prediction').textContent = text;
   $('expected').textContent = text === want.join('') ? '✓ correct' : `(expected ${want.join('')})`;
   const {maps, T, note} = await headWeights(tokens);
+  if (state !== s) return '';
   drawHeatmaps(maps, T, tokens);
   $('heads-note').textContent = note;
   return text;

@@ -1,0 +1,22 @@
+/**
+ * Every layer class of the library, and one call that registers them all for
+ * `tf.loadLayersModel` / `tf.models.modelFromJSON`.
+ *
+ * Each class registers itself when its module runs. A bundler keeps only the modules an app
+ * uses, so an app that loads saved models by class name (not through `loadModel`, which
+ * calls this) and does not use every class calls `registerAttentionLayers()` once.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {FlashAttention} from './layers/flash_attention';
+import {LinearAttention} from './layers/linear_attention';
+import {LocalGlobalAttention} from './layers/local_global_attention';
+import {MultiHeadAttention} from './layers/multi_head_attention';
+import {PositionEmbedding} from './train/model';
+
+/** The serializable classes: the four attention layers and buildTransformer's PositionEmbedding. */
+export const LAYER_CLASSES = [MultiHeadAttention, FlashAttention, LinearAttention, LocalGlobalAttention, PositionEmbedding];
+
+/** Registers every class in LAYER_CLASSES (idempotent). */
+export function registerAttentionLayers(): void {
+  for (const cls of LAYER_CLASSES) tf.serialization.registerClass(cls);
+}
