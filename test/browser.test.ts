@@ -7,7 +7,9 @@ import * as os from 'os';
 import * as path from 'path';
 import {execFileSync} from 'child_process';
 import type {Browser, Page} from 'puppeteer-core';
-import {bundle, BundleResult, buildDemo, CHROMIUM_ARGS, findChromium, pageHtml, serve, Server} from '../examples/browser/serve';
+import {
+  bundle, BundleResult, buildDemo, CHROMIUM_ARGS, findChromium, pageHtml, serve, Server, stopBundler,
+} from '../examples/browser/serve';
 
 const ROOT = path.join(__dirname, '..');
 const chromium = findChromium();
@@ -84,6 +86,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
   afterAll(async () => {
     await browser?.close();
     await server?.close();
+    stopBundler();
     if (tmp !== '') fs.rmSync(tmp, {recursive: true, force: true}); // the folder this suite made
   });
 

@@ -59,6 +59,11 @@ export async function bundle(entry: string, outfile: string, packageDir: string 
   };
 }
 
+/** Stops esbuild's service process (started by the first bundle), so the caller's process can exit. */
+export function stopBundler(): void {
+  void esbuild.stop();
+}
+
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.wasm': 'application/wasm',
   '.css': 'text/css', '.png': 'image/png', '.json': 'application/json',
