@@ -150,10 +150,12 @@ export async function main(): Promise<void> {
   const server = await serve(routes, port);
   console.log(`demo bundle: ${(b.bytes / 1024).toFixed(0)} KB (${(b.libraryBytes / 1024).toFixed(1)} KB of it this library)`);
   console.log(`serving the demo at ${server.url} (Ctrl-C stops)`);
-  process.once('SIGINT', () => {
+  const stop = () => {
     fs.rmSync(dir, {recursive: true, force: true}); // the bundle this run wrote, nothing else
     void server.close().then(() => process.exit(0));
-  });
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
 }
 
 if (require.main === module) {
