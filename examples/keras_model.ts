@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {loadKerasModel, MultiHeadAttention, selectBackend} from '../src';
+import {loadKerasModel, MultiHeadAttention, registerAttentionLayers, selectBackend} from '../src';
 
 export interface KerasModelResult {
   /** The attention layer's numHeads and headDim, read from Keras's num_heads / key_dim. */
@@ -41,6 +41,9 @@ export async function main(log: (line: string) => void = console.log): Promise<K
   // What `tfjs-attention convert` does: an ordinary tfjs model folder.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-attention-keras-model-'));
   await model.save(`file://${dir}`);
+  // Loading by class name: every layer class of the library must be registered. Importing the
+  // library does that in Node; a web bundle keeps only the classes it uses, so call this there.
+  registerAttentionLayers();
   const reloaded = await tf.loadLayersModel(`file://${dir}/model.json`);
   const again = reloaded.predict(x) as tf.Tensor[];
   const reloadDiff = Math.max(...[calories, category].map((t, i) =>

@@ -4,12 +4,16 @@
  * left to tf.matMul as batched products. Both give the same output and gradients to
  * float rounding; this program shows which path 'auto' takes on your backend, runs a
  * GQA MultiHeadAttention layer forward and backward both ways, and prints the largest
- * difference and each path's time.
+ * difference and each path's time. It also prints the order `auto` tries backends in and
+ * what wasmKernelStatus() says of the wasm kernels the library installs.
  *
  *   npx ts-node examples/product_paths.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {MatMulPath, MultiHeadAttention, getMatMulPath, matMul, selectBackend, setMatMulPath, splitsProducts} from '../src';
+import {
+  MatMulPath, MultiHeadAttention, autoBackends, getMatMulPath, matMul, selectBackend, setMatMulPath, splitsProducts,
+  wasmKernelStatus, WasmKernelStatus,
+} from '../src';
 
 export interface PathsResult {
   /** What 'auto' does on this backend. */
@@ -20,12 +24,17 @@ export interface PathsResult {
   ms: Record<'split' | 'batched', number>;
   /** The library's product of a [2, 3, 4] x [2, 5, 4] pair (b transposed), as tf.matMul computes it. */
   productShape: number[];
+  /** What wasmKernelStatus() reports. */
+  kernels: WasmKernelStatus;
 }
 
 export async function main(log: (line: string) => void = console.log, B = 2, T = 64): Promise<PathsResult> {
   const autoSplits = getMatMulPath() === 'auto' && splitsProducts();
-  log(`backend ${tf.getBackend()}: matMul path '${getMatMulPath()}' ${splitsProducts() ? 'splits products into 2-D ones' :
-    'uses tf.matMul as is'}`);
+  // The kernels the library installs for wasm (recognised by behaviour, so also in a minified bundle).
+  const kernels = wasmKernelStatus();
+  log(`backend ${tf.getBackend()} (auto tries ${autoBackends().join(', ')}): matMul path '${getMatMulPath()}' ` +
+    `${splitsProducts() ? 'splits products into 2-D ones' : 'uses tf.matMul as is'}; wasm Slice ${kernels.Slice}, ` +
+    `UnsortedSegmentSum ${kernels.UnsortedSegmentSum}`);
 
   // matMul has tf.matMul's semantics on every path.
   const product = tf.tidy(() => matMul(tf.ones([2, 3, 4]), tf.ones([2, 5, 4]), false, true));
@@ -62,7 +71,7 @@ export async function main(log: (line: string) => void = console.log, B = 2, T =
     `batched ${batched.ms} ms, largest difference ${maxDiff.toExponential(2)}`);
   tf.dispose([x, ...split.values, ...batched.values]);
   layer.dispose();
-  return {autoSplits, maxDiff, ms: {split: split.ms, batched: batched.ms}, productShape};
+  return {autoSplits, maxDiff, ms: {split: split.ms, batched: batched.ms}, productShape, kernels};
 }
 
 if (require.main === module) {

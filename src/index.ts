@@ -45,7 +45,9 @@ export {
   makeToyTask, TASK_NAMES, TaskName, TaskOptions, Task, TaskBatch, BLANK, SEP, FIRST_SYMBOL,
 } from './train/tasks';
 export {buildTransformer, TransformerOptions, PositionEmbedding, PositionEmbeddingArgs} from './train/model';
-export {train, evaluate, TrainOptions, TrainResult, Metrics, StepInfo, learningRateAt} from './train/trainer';
+export {
+  train, evaluate, maskedLoss, TrainOptions, TrainResult, Metrics, StepInfo, learningRateAt,
+} from './train/trainer';
 export {saveCheckpoint, loadCheckpoint, loadModel, readTrainingRecord, TrainingRecord} from './train/checkpoint';
 export {loadKerasModel, KerasLoadOptions, KERAS_LOAD_OPTIONS} from './keras/load';
 export {VERSION} from './version';

@@ -5,13 +5,12 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {execFileSync} from 'child_process';
 import type {Browser, Page} from 'puppeteer-core';
 import {
   bundle, BundleResult, buildDemo, CHROMIUM_ARGS, findChromium, pageHtml, serve, Server, stopBundler,
 } from '../examples/browser/serve';
+import {installBuiltPackage} from './fixtures/package';
 
-const ROOT = path.join(__dirname, '..');
 const chromium = findChromium();
 if (chromium.path == null) {
   console.warn(`\n!!!!! BROWSER SUITE SKIPPED: ${chromium.why} (.ci/run installs it) !!!!!\n`);
@@ -57,11 +56,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-attention-browser-'));
-    // The package as npm would install it: package.json and a fresh build, in node_modules.
-    const pkg = path.join(tmp, 'node_modules', 'tfjs-attention');
-    fs.mkdirSync(pkg, {recursive: true});
-    fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(pkg, 'package.json'));
-    execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'build.js'), '--out', path.join(pkg, 'dist')]);
+    installBuiltPackage(tmp);
     const page = path.join(__dirname, 'browser', 'page');
     bundles.checks = await bundle(path.join(page, 'checks.ts'), path.join(tmp, 'checks.js'), tmp);
     bundles.mhaOnly = await bundle(path.join(page, 'mha_only.ts'), path.join(tmp, 'mha_only.js'), tmp);

@@ -93,6 +93,8 @@ describe(title('examples'), () => {
     expect(r.autoSplits).toBe(tf.getBackend() === 'wasm');
     expect(r.maxDiff).toBeLessThan(1e-4);
     expect(r.productShape).toEqual([2, 3, 5]);
+    expect(r.kernels).toEqual({Slice: 'replaced', UnsortedSegmentSum: 'added'});
+    expect(lines[0]).toMatch(/\(auto tries tensorflow, wasm, cpu\).*; wasm Slice replaced, UnsortedSegmentSum added$/);
     expect(lines).toHaveLength(2);
     expect(lines[1]).toMatch(/^MultiHeadAttention forward\+backward .*split \d+ ms, batched \d+ ms/);
   });

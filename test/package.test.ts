@@ -5,7 +5,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {execFileSync, spawnSync} from 'child_process';
+import {spawnSync} from 'child_process';
+import {installBuiltPackage} from './fixtures/package';
 
 const ROOT = path.join(__dirname, '..');
 
@@ -25,12 +26,8 @@ describe('package (built with scripts/build.js, run by node)', () => {
 
   beforeAll(() => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-attention-package-'));
-    pkg = path.join(tmp, 'node_modules', 'tfjs-attention');
-    fs.mkdirSync(pkg, {recursive: true});
-    fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(pkg, 'package.json'));
-    fs.symlinkSync(path.join(ROOT, 'models'), path.join(pkg, 'models'));
+    pkg = installBuiltPackage(tmp);
     fs.symlinkSync(path.join(ROOT, 'node_modules', '@tensorflow'), path.join(tmp, 'node_modules', '@tensorflow'));
-    execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'build.js'), '--out', path.join(pkg, 'dist')]);
   }, 120000);
 
   afterAll(() => {

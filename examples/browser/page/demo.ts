@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-webgpu';
 import {setWasmPaths} from '@tensorflow/tfjs-backend-wasm';
 import {
-  AttentionKind, BLANK, buildTransformer, FIRST_SYMBOL, makeToyTask, scaledDotProductAttention, selectBackend, SEP,
+  AttentionKind, BLANK, buildTransformer, FIRST_SYMBOL, makeToyTask, maskedLoss, scaledDotProductAttention, selectBackend, SEP,
   Task, TaskName,
 } from 'tfjs-attention';
 
@@ -51,13 +51,6 @@ function newState(kind: AttentionKind, taskName: TaskName): State {
   return {kind, task, model, toAttention, optimizer: tf.train.adam(0.004), losses: [], stop: false};
 }
 
-/** Mean cross-entropy over the scored positions of a batch. */
-function loss(model: tf.LayersModel, inputs: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor): tf.Scalar {
-  const probs = model.apply(inputs, {training: true}) as tf.Tensor; // [n, L, V]
-  const picked = tf.sum(tf.mul(probs, tf.oneHot(targets, VOCAB)), -1); // [n, L]
-  return tf.div(tf.neg(tf.sum(tf.mul(tf.log(tf.add(picked, 1e-9)), weights))), tf.sum(weights)) as tf.Scalar;
-}
-
 async function trainSteps(steps: number): Promise<void> {
   const s = state!;
   const vars = s.model.trainableWeights.map((w) => (w as unknown as {val: tf.Variable}).val);
@@ -65,9 +58,8 @@ async function trainSteps(steps: number): Promise<void> {
     const batch = s.task.batch(BATCH, SEED, s.losses.length);
     const {value, grads} = tf.tidy(() => {
       const x = tf.tensor2d(batch.inputs, [batch.n, batch.L], 'int32');
-      const y = tf.tensor2d(batch.targets, [batch.n, batch.L], 'int32');
-      const w = tf.tensor2d(batch.weights, [batch.n, batch.L]);
-      return tf.variableGrads(() => loss(s.model, x, y, w), vars);
+      // The trainer's loss: mean cross-entropy over the scored positions.
+      return tf.variableGrads(() => maskedLoss(s.model.apply(x, {training: true}) as tf.Tensor, batch, VOCAB), vars);
     });
     s.optimizer.applyGradients(grads);
     tf.dispose(grads);
