@@ -31,7 +31,7 @@ export {
 } from './ops/masks';
 export {
   AttentionLayerArgs, AttentionCallArgs, AttentionLayerBase, AttendOptions, MaskParts, paddingOnly, zeroPaddedQueries,
-  ATTENTION_LAYER_ARGS, ATTENTION_CALL_ARGS,
+  ATTENTION_LAYER_ARGS, ATTENTION_CALL_ARGS, AttentionCapabilities, FULL_CAPABILITIES,
 } from './layers/base_attention';
 export {
   MultiHeadAttention, MultiHeadAttentionArgs, MhaImplementation, MHA_IMPLEMENTATIONS, FLASH_AUTO_MIN_SCORES,
@@ -39,7 +39,10 @@ export {
 export {FlashAttention, FlashAttentionArgs} from './layers/flash_attention';
 export {LinearAttention, LinearAttentionArgs} from './layers/linear_attention';
 export {LocalGlobalAttention, LocalGlobalAttentionArgs} from './layers/local_global_attention';
-export {attentionLayer, ATTENTION_KINDS, AttentionKind, AnyAttentionArgs} from './layers/factory';
+export {attentionLayer} from './layers/factory';
+export {
+  ATTENTION_KINDS, AttentionKind, AnyAttentionArgs, ATTENTION_KIND_TABLE, AttentionKindEntry, KindFlag, attentionKinds,
+} from './layers/kinds';
 export {registerAttentionLayers, LAYER_CLASSES} from './register';
 export {
   makeToyTask, TASK_NAMES, TaskName, TaskOptions, Task, TaskBatch, BLANK, SEP, FIRST_SYMBOL,

@@ -88,7 +88,7 @@ describe(title('cli train, eval, predict, inspect'), () => {
     [['train', '--attention', 'sparse'], /argument 'sparse' is invalid. Allowed choices are mha, gqa/],
     [['train', '--task', 'nope'], /Allowed choices are copy, reverse/],
     [['predict', '--model', '/no/such/folder', '--input', '1 2'], /no training.json/],
-    [['train', '--window', '3', '--attention', 'mha'], /--window and --globals are for --attention local-global/],
+    [['train', '--window', '3', '--attention', 'mha'], /--window is for --attention local-global, not 'mha'/],
     [['predict', '--model', 'models/gqa', '--input', ' '], /--input must be at most 8 integers/],
   ])('%j exits 2 with one line', async (argv, message) => {
     const r = await cli(...argv as string[], ...(argv[0] === 'train' && argv.length > 2 ? ['--backend', backend] : []));

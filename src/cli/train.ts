@@ -7,7 +7,7 @@ import {Command, InvalidArgumentError, Option} from 'commander';
 import {SingleBar} from 'cli-progress';
 import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../backend';
 import {AttentionError} from '../errors';
-import {ATTENTION_KINDS, AnyAttentionArgs, AttentionKind} from '../layers/factory';
+import {AnyAttentionArgs, ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind, kindFlags} from '../layers/kinds';
 import {loadModel, readTrainingRecord} from '../train/checkpoint';
 import {makeToyTask, TASK_NAMES} from '../train/tasks';
 import {evaluate, Metrics, StepInfo, train, trainDefaults} from '../train/trainer';
@@ -23,11 +23,38 @@ export const TRAIN_DEFAULTS = {
 
 interface TrainFlags {
   task: string; attention: AttentionKind; length: number; vocabSize: number; noiseLength: number; modelDim: number;
-  heads: number; kvHeads: number; layers: number; ffDim?: number; dropout: number; causal: boolean; window?: number;
-  globals?: number[]; features?: number; blockSize?: number; steps: number; batchSize: number; lr: number;
+  heads: number; kvHeads: number; layers: number; ffDim?: number; dropout: number; causal: boolean; steps: number; batchSize: number; lr: number;
   warmup: number; clipNorm: number; evalEvery: number; evalBatches: number; targetAccuracy: number; seed: number;
   out?: string; checkpointEvery: number; resume?: string; backend?: BackendChoice; quiet: boolean;
   optimizerState: boolean;
+  /** The kinds' own flags (see kindFlags), by commander's camel-case name. */
+  [kindFlag: string]: unknown;
+}
+
+/** commander's attribute name of a flag: '--block-size <n>' -> 'blockSize'. */
+function flagKey(flag: string): string {
+  return flag.replace(/^--/, '').replace(/ .*$/, '').replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+/**
+ * The layer arguments the kinds' own flags set for `kind`: given flags, else the kind's CLI
+ * defaults. A flag of another kind is refused, except when resuming (the checkpoint rules).
+ */
+function kindArgs(f: TrainFlags, kind: AttentionKind, resuming: boolean): Partial<AnyAttentionArgs> {
+  const args: Record<string, unknown> = {};
+  const own = ATTENTION_KIND_TABLE[kind].flags;
+  for (const {flag, kinds} of kindFlags()) {
+    const value = f[flagKey(flag.flag)];
+    if (own.some((o) => o.flag === flag.flag)) {
+      const given = value ?? own.find((o) => o.flag === flag.flag)!.cliDefault;
+      if (given !== undefined) args[flag.arg] = given;
+    } else if (value != null && !resuming) {
+      const name = flag.flag.replace(/ .*$/, '');
+      throw new AttentionError('INVALID_CONFIG',
+        `${name} is for --attention ${kinds.join(' or ')}, not '${kind}'`);
+    }
+  }
+  return args as Partial<AnyAttentionArgs>;
 }
 
 function floatArg(min: number, max = Infinity): (value: string) => number {
@@ -69,7 +96,8 @@ export function registerTrain(program: Command, io: CliIO): void {
   const d = TRAIN_DEFAULTS;
   const backendOption = () => new Option('--backend <name>', 'tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)')
     .choices(NODE_BACKEND_CHOICES);
-  program.command('train')
+  const command = program.command('train');
+  command
     .description('train a small transformer on a toy task and save it (model.json, weights.bin, training.json)')
     .addOption(new Option('--task <name>', 'toy task').choices(TASK_NAMES).default(d.task))
     .addOption(new Option('--attention <kind>', 'attention of every block').choices(ATTENTION_KINDS).default(d.attention))
@@ -83,10 +111,11 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--ff-dim <n>', 'feed-forward width (default: 4 * model dim)', intArg(1))
     .option('--dropout <rate>', 'dropout after attention and feed-forward', floatArg(0, 0.99), 0)
     .option('--causal', 'causal attention', false)
-    .option('--window <n>', "local-global: window size W (default 4)", intArg(1))
-    .option('--globals <list>', 'local-global: global positions, e.g. 0,8 (default: 0)', intListArg(0))
-    .option('--features <n>', 'linear: random features M (default round(D ln D))', intArg(1))
-    .option('--block-size <n>', 'flash: tile rows; local-global: block rows', intArg(1))
+  for (const {flag} of kindFlags()) {
+    const parse = (flag.parse === 'int' ? intArg(flag.min) : intListArg(flag.min)) as (value: string) => number;
+    command.option(flag.flag, flag.description, parse);
+  }
+  command
     .option('--steps <n>', 'optimizer steps at most', intArg(1), d.steps)
     .option('--batch-size <n>', 'examples per step', intArg(1), d.batchSize)
     .option('--lr <rate>', 'peak learning rate (Adam)', floatArg(1e-8, 10), d.learningRate)
@@ -105,15 +134,7 @@ export function registerTrain(program: Command, io: CliIO): void {
     .addHelpText('after', '\nExample: train --task reverse --attention gqa --steps 600\n')
     .action(async (f: TrainFlags, cmd: Command) => {
       const backend = await selectBackend(f.backend);
-      const attentionArgs: Partial<AnyAttentionArgs> = {};
-      if (f.attention === 'local-global') {
-        attentionArgs.windowSize = f.window ?? 4;
-        attentionArgs.globalIndices = f.globals ?? [0];
-      } else if (f.resume == null && (f.window != null || f.globals != null)) {
-        throw new AttentionError('INVALID_CONFIG', `--window and --globals are for --attention local-global, not '${f.attention}'`);
-      }
-      if (f.features != null) attentionArgs.numFeatures = f.features;
-      if (f.blockSize != null) attentionArgs.blockSize = f.blockSize;
+      const attentionArgs = kindArgs(f, f.attention, f.resume != null);
       const out = f.out ?? f.resume ?? `checkpoints/${f.task}-${f.attention}`;
       const options = trainDefaults({
         task: f.task, taskOptions: {length: f.length, vocabSize: f.vocabSize, noiseLength: f.noiseLength},

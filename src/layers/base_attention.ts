@@ -10,7 +10,7 @@ import {assertFits} from '../ops/heads';
 import {CausalAlignment, CausalArg, causalAlignment, strictestCausal} from '../ops/masks';
 import {AttentionWithWeights} from '../ops/sdpa';
 import {assertBoolean, assertDivisible, assertPositiveInt, assertRate, checkArgNames} from '../validate';
-import {callMaskParts, MaskParts} from './call_masks';
+import {callMaskParts, MaskParts, paddingOnly, zeroPaddedQueries} from './call_masks';
 import {assertInputs, checkInputShapes, graphInputs, Shape, unpackInputs} from './inputs';
 import {
   ConstraintArg, getConstraint, getInitializer, getRegularizer, InitializerArg, RegularizerArg,
@@ -100,7 +100,10 @@ export interface AttentionCallArgs {
 
 /** What a concrete layer's attend() receives besides q, k and v. */
 export interface AttendOptions {
-  /** Combined padding and attention mask, bool, broadcastable to [B, H, T, S]; causal is not in it. */
+  /**
+   * Combined padding and attention mask, bool, broadcastable to [B, H, T, S]; causal is not
+   * in it. For a kind without fullMasks: the key padding alone, [B, 1, 1, S].
+   */
   mask: tf.Tensor4D | null;
   /** The same masks, not yet combined. */
   parts: MaskParts;
@@ -108,6 +111,55 @@ export interface AttendOptions {
   causal: CausalAlignment | null;
   training: boolean;
   returnScores: boolean;
+}
+
+/**
+ * What a kind of attention can do, declared once per layer class (`capabilitiesFor`) and
+ * enforced by the base class: a layer never has to refuse these itself.
+ */
+export interface AttentionCapabilities {
+  /** Can return the [B, H, T, S] attention scores (returnAttentionScores). */
+  scores: boolean;
+  /** Can drop attention probabilities while training (dropout > 0). */
+  dropout: boolean;
+  /**
+   * Takes any attention mask broadcastable to [B, H, T, S]. When false, only key padding
+   * ([B, 1, S]) and query padding ([B, T, 1]) masks: attend() then receives the key padding
+   * alone as its mask, and the base zeroes the rows of padded queries.
+   */
+  fullMasks: boolean;
+  /** Queries and keys may have different lengths. */
+  crossLengths: boolean;
+  /** The causal alignments `causal` may ask for. */
+  causalAlignments: readonly CausalAlignment[];
+  /**
+   * Why scores and dropout are missing and what to use instead, for the messages that
+   * refuse them: "<subject> cannot return attention scores: <why>; <scores>" and
+   * "<subject> does not support dropout (received r): <why>; use dropout 0, or <dropout>".
+   * subject defaults to the class name.
+   */
+  limits?: {why: string; scores: string; dropout: string; subject?: string};
+}
+
+/** Everything: what MultiHeadAttention with the standard implementation does. */
+export const FULL_CAPABILITIES: Readonly<AttentionCapabilities> = {
+  scores: true, dropout: true, fullMasks: true, crossLengths: true, causalAlignments: ['top-left', 'bottom-right'],
+};
+
+const NO_LIMITS = {why: 'it does not form the attention probabilities', scores: 'use MultiHeadAttention for them',
+  dropout: 'MultiHeadAttention for attention dropout'};
+
+/** The UNSUPPORTED error for dropout > 0 on a kind that cannot drop probabilities; `who` names the layer. */
+export function dropoutError(who: string, rate: number, caps: AttentionCapabilities): AttentionError {
+  const limits = caps.limits ?? NO_LIMITS;
+  return new AttentionError('UNSUPPORTED',
+    `${who} does not support dropout (received ${rate}): ${limits.why}; use dropout 0, or ${limits.dropout}`);
+}
+
+/** The UNSUPPORTED error for returnAttentionScores on a kind that never forms the scores. */
+export function scoresError(who: string, caps: AttentionCapabilities): AttentionError {
+  const limits = caps.limits ?? NO_LIMITS;
+  return new AttentionError('UNSUPPORTED', `${who} cannot return attention scores: ${limits.why}; ${limits.scores}`);
 }
 
 /** The call arguments a layer applied to symbolic inputs keeps for the calls tfjs makes without them. */
@@ -134,6 +186,15 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
    * is refused. A subclass lists its own.
    */
   static readonly ownArgs: readonly string[] = [];
+  /**
+   * What this kind can do for the given constructor arguments (the base enforces it).
+   * A subclass declares its own; the default is everything.
+   */
+  static capabilitiesFor(_args: AttentionLayerArgs): AttentionCapabilities {
+    return FULL_CAPABILITIES;
+  }
+  /** What this layer can do (its class's capabilitiesFor, for its arguments). */
+  readonly capabilities: AttentionCapabilities;
   /** The arguments as given (null = derive from the input at build time). */
   protected readonly headDimArg: number | null;
   protected readonly valueDimArg: number | null;
@@ -178,6 +239,16 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     assertRate('dropout', this.dropout);
     this.causal = args.causal ?? false;
     this.causalAlign = causalAlignment(this.causal);
+    const who = AttentionLayerBase.nameOf(new.target);
+    this.capabilities = (new.target as unknown as typeof AttentionLayerBase).capabilitiesFor(args);
+    if (this.dropout > 0 && !this.capabilities.dropout) {
+      throw dropoutError(this.capabilities.limits?.subject ?? who, this.dropout, this.capabilities);
+    }
+    if (this.causalAlign != null && !this.capabilities.causalAlignments.includes(this.causalAlign)) {
+      throw new AttentionError('UNSUPPORTED',
+        `${who} does not support causal ${show(this.causal)}; it supports ` +
+        this.capabilities.causalAlignments.map((a) => `'${a}'`).join(', '));
+    }
     this.kernelInitializer = getInitializer(args.kernelInitializer ?? DEFAULT_KERNEL_INITIALIZER);
     this.biasInitializer = getInitializer(args.biasInitializer ?? DEFAULT_BIAS_INITIALIZER);
     this.kernelRegularizer = getRegularizer(args.kernelRegularizer);
@@ -255,8 +326,14 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
   protected abstract attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D,
                             options: AttendOptions): tf.Tensor | AttentionWithWeights;
 
-  /** A kind's own rule on the query and key lengths (null when unknown); called in shape inference and call. */
-  protected checkLengths(_T: number | null, _S: number | null): void {}
+  /** The kind's rule on the query and key lengths (null when unknown); called in shape inference and call. */
+  private checkLengths(T: number | null, S: number | null): void {
+    if (!this.capabilities.crossLengths && T != null && S != null && T !== S) {
+      throw new AttentionError('UNSUPPORTED',
+        `${this.getClassName()} needs queries and keys of the same length (positions are shared), ` +
+        `received T=${T} and S=${S}`);
+    }
+  }
 
   /**
    * [query, value, key] shapes of a layer input, checked as an eager call checks tensors
@@ -287,6 +364,9 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     checkArgNames(`${who}.apply`, kwargs, ATTENTION_CALL_ARGS, KERAS_CALL_NAMES);
     for (const flag of ['returnAttentionScores', 'useCausalMask', 'training'] as const) {
       if (kwargs?.[flag] != null) assertBoolean(flag, kwargs[flag]);
+    }
+    if (kwargs?.returnAttentionScores === true && !this.capabilities.scores) {
+      throw scoresError(this.capabilities.limits?.subject ?? who, this.capabilities);
     }
     const first = Array.isArray(inputs) ? inputs[0] : inputs;
     if (first instanceof tf.SymbolicTensor) {
@@ -327,8 +407,11 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
       const [B, T] = query.shape as number[];
       const S = value.shape[1] as number;
       const parts = callMaskParts(inputs, args, [B, this.numHeads, T, S]);
+      // Kinds that never form [B, H, T, S] get the key padding as their mask; padded query rows are zeroed below.
+      const padding = this.capabilities.fullMasks ? null : paddingOnly(parts, this.getClassName());
       const present = [parts.query, parts.key, parts.attention].filter((m): m is tf.Tensor4D => m != null);
-      const mask = present.length === 0 ? null : present.reduce((a, b) => tf.logicalAnd(a, b) as tf.Tensor4D);
+      const mask = padding != null ? padding.key
+        : present.length === 0 ? null : present.reduce((a, b) => tf.logicalAnd(a, b) as tf.Tensor4D);
       const causal = strictestCausal(this.causalAlign, args.useCausalMask === true ? 'top-left' : null, T, S);
 
       const q = projectToHeads(query, this.queryKernel.read(), this.queryBias?.read() ?? null); // [B, H, T, D]
@@ -336,11 +419,12 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
       const v = projectToHeads(value, this.valueKernel.read(), this.valueBias?.read() ?? null); // [B, G, S, Dv]
       const returnScores = args.returnAttentionScores === true;
       const attended = this.attend(q, k, v, {mask, parts, causal, training: args.training === true, returnScores});
-      const o = attended instanceof tf.Tensor ? attended : attended.output;                  // [B, H, T, Dv]
+      let o = attended instanceof tf.Tensor ? attended as tf.Tensor4D : attended.output;    // [B, H, T, Dv]
+      if (padding != null) o = zeroPaddedQueries(o, padding.query);
       const out = projectFromHeads(o, this.outputKernel.read(), this.outputBias?.read() ?? null); // [B, T, Eout]
       if (!returnScores) return out;
       if (attended instanceof tf.Tensor) {
-        throw new AttentionError('UNSUPPORTED', `${this.getClassName()} cannot return attention scores`);
+        throw scoresError(this.capabilities.limits?.subject ?? this.getClassName(), this.capabilities);
       }
       return [out, attended.weights];
     });

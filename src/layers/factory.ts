@@ -6,30 +6,16 @@
 import {KERAS_LAYER_NAMES, LAYER_ARGS} from '../arguments';
 import {AttentionError, show} from '../errors';
 import {assertOneOf, nearestName} from '../validate';
-import {ATTENTION_LAYER_ARGS, AttentionLayerArgs, AttentionLayerBase} from './base_attention';
-import {FlashAttention, FlashAttentionArgs} from './flash_attention';
-import {LinearAttention, LinearAttentionArgs} from './linear_attention';
-import {LocalGlobalAttention, LocalGlobalAttentionArgs} from './local_global_attention';
-import {MultiHeadAttention, MultiHeadAttentionArgs} from './multi_head_attention';
+import {ATTENTION_LAYER_ARGS, AttentionLayerBase} from './base_attention';
+import {AnyAttentionArgs, ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind} from './kinds';
 
-export const ATTENTION_KINDS = ['mha', 'gqa', 'flash', 'linear', 'local-global'] as const;
-export type AttentionKind = typeof ATTENTION_KINDS[number];
-
-/** Every argument any kind takes, so one options object can be passed around. */
-export type AnyAttentionArgs = MultiHeadAttentionArgs & Partial<FlashAttentionArgs> & Partial<LinearAttentionArgs> &
-  Partial<LocalGlobalAttentionArgs>;
+export {ATTENTION_KINDS, AttentionKind, AnyAttentionArgs} from './kinds';
 
 /** The arguments shared by all kinds (AttentionLayerArgs and tfjs' LayerArgs). */
 const SHARED: readonly string[] = [...ATTENTION_LAYER_ARGS, ...LAYER_ARGS];
 
 /** The arguments only some kinds take: each layer class lists its own. */
-const OWN: Record<AttentionKind, readonly string[]> = {
-  'mha': MultiHeadAttention.ownArgs,
-  'gqa': MultiHeadAttention.ownArgs,
-  'flash': FlashAttention.ownArgs,
-  'linear': LinearAttention.ownArgs,
-  'local-global': LocalGlobalAttention.ownArgs,
-};
+const ownArgs = (kind: AttentionKind) => ATTENTION_KIND_TABLE[kind].layer.ownArgs;
 
 /**
  * A new attention layer of `kind`:
@@ -47,39 +33,17 @@ export function attentionLayer(kind: AttentionKind, args: AnyAttentionArgs): Att
   if (args == null || typeof args !== 'object') {
     throw new AttentionError('INVALID_CONFIG', `attentionLayer('${kind}', args): args must be an object, received ${show(args)}`);
   }
-  const allowed = [...SHARED, ...OWN[kind]];
+  const allowed = [...SHARED, ...ownArgs(kind)];
   for (const key of Object.keys(args)) {
     if ((args as unknown as Record<string, unknown>)[key] === undefined || allowed.includes(key)) continue;
     // Keras and PyTorch names: the layer's constructor accepts their "off" values and says what to use.
     if (Object.prototype.hasOwnProperty.call(KERAS_LAYER_NAMES, key)) continue;
-    const takers = ATTENTION_KINDS.filter((k) => OWN[k].includes(key));
+    const takers = ATTENTION_KINDS.filter((k) => ownArgs(k).includes(key));
     const near = takers.length === 0 ? nearestName(key, allowed) : null;
     throw new AttentionError('INVALID_CONFIG',
       `attention kind '${kind}' does not take '${key}'` +
       (takers.length > 0 ? ` (${takers.map((k) => `'${k}'`).join(', ')} does)` : ' (no attention kind does)') +
       (near != null ? `; did you mean '${near}'?` : ''));
   }
-  switch (kind) {
-    case 'mha': {
-      if (args.numKvHeads != null && args.numKvHeads !== args.numHeads) {
-        throw new AttentionError('INVALID_CONFIG',
-          `'mha' has as many key/value heads as query heads: numKvHeads (${args.numKvHeads}) must equal numHeads ` +
-          `(${args.numHeads}); use 'gqa' for fewer`);
-      }
-      return new MultiHeadAttention({...args, numKvHeads: args.numHeads});
-    }
-    case 'gqa': {
-      if (args.numKvHeads == null || !(args.numKvHeads < args.numHeads)) {
-        throw new AttentionError('INVALID_CONFIG',
-          `'gqa' needs numKvHeads smaller than numHeads (${args.numHeads}), received ${show(args.numKvHeads)}`);
-      }
-      return new MultiHeadAttention(args);
-    }
-    case 'flash':
-      return new FlashAttention(args);
-    case 'linear':
-      return new LinearAttention(args);
-    case 'local-global':
-      return new LocalGlobalAttention(args as LocalGlobalAttentionArgs & AttentionLayerArgs);
-  }
+  return ATTENTION_KIND_TABLE[kind].create(args);
 }

@@ -28,34 +28,29 @@
  * Returns: [batch, targetLength, outputDim].
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError} from '../errors';
 import {DEFAULT_BLOCK_SIZE, flashAttention} from '../ops/flash';
 import {assertPositiveInt} from '../validate';
-import {AttendOptions, AttentionLayerArgs, AttentionLayerBase} from './base_attention';
-
-// tfjs' own Kwargs type is `{[key: string]: any}`.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Kwargs = {[key: string]: any};
+import {
+  AttendOptions, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
+} from './base_attention';
 
 export interface FlashAttentionArgs extends AttentionLayerArgs {
   /** Rows per query tile and per key tile; a positive integer. Default DEFAULT_BLOCK_SIZE. */
   blockSize?: number;
 }
 
-/** The UNSUPPORTED error for dropout > 0 with flash attention; `who` names the layer or setting. */
-export function flashDropoutError(who: string, rate: number): AttentionError {
-  return new AttentionError('UNSUPPORTED',
-    `${who} does not support dropout (received ${rate}): flash attention never materialises the ` +
-    'attention probabilities, so it cannot drop them; use dropout 0, or MultiHeadAttention with ' +
-    "implementation 'standard' for attention dropout");
-}
-
-/** The UNSUPPORTED error for returnAttentionScores with flash attention. */
-export function flashScoresError(who: string): AttentionError {
-  return new AttentionError('UNSUPPORTED',
-    `${who} cannot return attention scores: flash attention never materialises the ` +
-    '[batch, heads, targetLength, sourceLength] scores (that is how it saves memory); use ' +
-    "MultiHeadAttention with implementation 'standard' (or 'auto') to get them");
+/** What flash attention cannot do, and why: it never forms the probabilities. */
+export function flashCapabilities(subject?: string): AttentionCapabilities {
+  return {
+    ...FULL_CAPABILITIES, scores: false, dropout: false,
+    limits: {
+      why: 'flash attention never materialises the attention probabilities (nor the [batch, heads, targetLength, ' +
+        'sourceLength] scores: that is how it saves memory)',
+      scores: "use MultiHeadAttention with implementation 'standard' (or 'auto') to get them",
+      dropout: "MultiHeadAttention with implementation 'standard' for attention dropout",
+      subject,
+    },
+  };
 }
 
 export class FlashAttention extends AttentionLayerBase {
@@ -63,22 +58,17 @@ export class FlashAttention extends AttentionLayerBase {
   static override readonly ownArgs: readonly string[] = ['blockSize'];
   readonly blockSize: number;
 
+  static override capabilitiesFor(): AttentionCapabilities {
+    return flashCapabilities();
+  }
+
   constructor(args: FlashAttentionArgs) {
     super(args);
-    if (this.dropout > 0) throw flashDropoutError('FlashAttention', this.dropout);
     this.blockSize = args.blockSize ?? DEFAULT_BLOCK_SIZE;
     assertPositiveInt('blockSize', this.blockSize);
   }
 
-  /** Refuses returnAttentionScores up front, also when building a model graph. */
-  override apply(inputs: tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[],
-                 kwargs?: Kwargs): tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[] {
-    if (kwargs?.returnAttentionScores === true) throw flashScoresError('FlashAttention');
-    return super.apply(inputs, kwargs);
-  }
-
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions): tf.Tensor4D {
-    if (options.returnScores) throw flashScoresError('FlashAttention');
     return flashAttention(q, k, v, {mask: options.mask, causal: options.causal ?? false, blockSize: this.blockSize});
   }
 

@@ -39,7 +39,9 @@ import {DEFAULT_CHUNK_SIZE, FEATURE_KERNELS, FeatureKernel, linearAttention} fro
 import {assertFits} from '../ops/heads';
 import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
 import {assertNonNegativeInt, assertOneOf, assertPositiveInt} from '../validate';
-import {AttendOptions, AttentionLayerArgs, AttentionLayerBase, paddingOnly, zeroPaddedQueries} from './base_attention';
+import {
+  AttendOptions, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
+} from './base_attention';
 
 // tfjs' own Kwargs type is `{[key: string]: any}`.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -58,12 +60,6 @@ export interface LinearAttentionArgs extends AttentionLayerArgs {
   chunkSize?: number;
 }
 
-function unsupported(what: string): AttentionError {
-  return new AttentionError('UNSUPPORTED',
-    `LinearAttention ${what}: linear attention never forms the [batch, heads, targetLength, ` +
-    "sourceLength] attention matrix; use MultiHeadAttention for that");
-}
-
 export class LinearAttention extends AttentionLayerBase {
   static className = 'LinearAttention';
   static override readonly ownArgs: readonly string[] = ['numFeatures', 'kernel', 'seed', 'featureRedrawInterval', 'chunkSize'];
@@ -78,9 +74,19 @@ export class LinearAttention extends AttentionLayerBase {
   /** Training calls since the last draw. */
   private trainingCalls = 0;
 
+  /** Padding masks only, no scores, no dropout: the [T, S] matrix is never formed. */
+  static override capabilitiesFor(): AttentionCapabilities {
+    return {
+      ...FULL_CAPABILITIES, scores: false, dropout: false, fullMasks: false,
+      limits: {
+        why: 'linear attention never forms the [batch, heads, targetLength, sourceLength] attention matrix',
+        scores: 'use MultiHeadAttention for that', dropout: 'MultiHeadAttention for attention dropout',
+      },
+    };
+  }
+
   constructor(args: LinearAttentionArgs) {
     super(args);
-    if (this.dropout > 0) throw unsupported(`does not support dropout (received ${this.dropout})`);
     this.numFeaturesArg = args.numFeatures ?? null;
     if (this.numFeaturesArg != null) assertPositiveInt('numFeatures', this.numFeaturesArg);
     this.kernel = args.kernel ?? 'softmax';
@@ -131,13 +137,6 @@ export class LinearAttention extends AttentionLayerBase {
     p.dispose();
   }
 
-  /** Refuses returnAttentionScores up front, also when building a model graph. */
-  override apply(inputs: tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[],
-                 kwargs?: Kwargs): tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[] {
-    if (kwargs?.returnAttentionScores === true) throw unsupported('cannot return attention scores');
-    return super.apply(inputs, kwargs);
-  }
-
   /** Counts training calls and redraws the features every featureRedrawInterval of them. */
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor | tf.Tensor[] {
     if (kwargs?.training === true && this.featureRedrawInterval > 0) {
@@ -148,13 +147,10 @@ export class LinearAttention extends AttentionLayerBase {
   }
 
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions): tf.Tensor4D {
-    if (options.returnScores) throw unsupported('cannot return attention scores');
-    const {query, key} = paddingOnly(options.parts, 'LinearAttention');
-    const o = linearAttention(q, k, v, {
-      projection: this.projectionWeight!.read(), causal: options.causal ?? false, kernel: this.kernel, mask: key,
-      chunkSize: this.chunkSize,
+    return linearAttention(q, k, v, {
+      projection: this.projectionWeight!.read(), causal: options.causal ?? false, kernel: this.kernel,
+      mask: options.mask, chunkSize: this.chunkSize,
     }); // [B, H, T, Dv]
-    return zeroPaddedQueries(o, query);
   }
 
   override getConfig(): tf.serialization.ConfigDict {

@@ -31,11 +31,9 @@ import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
 import {checkGlobalIndices, localBlockSize, localGlobalAttention} from '../ops/local_global';
 import {assertPositiveInt} from '../validate';
-import {AttendOptions, AttentionLayerArgs, AttentionLayerBase, paddingOnly, zeroPaddedQueries} from './base_attention';
-
-// tfjs' own Kwargs type is `{[key: string]: any}`.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Kwargs = {[key: string]: any};
+import {
+  AttendOptions, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
+} from './base_attention';
 
 export interface LocalGlobalAttentionArgs extends AttentionLayerArgs {
   /** W >= 1: each query sees the keys within W positions of it. */
@@ -46,10 +44,6 @@ export interface LocalGlobalAttentionArgs extends AttentionLayerArgs {
   blockSize?: number | null;
 }
 
-function unsupported(what: string): AttentionError {
-  return new AttentionError('UNSUPPORTED', `LocalGlobalAttention ${what}`);
-}
-
 export class LocalGlobalAttention extends AttentionLayerBase {
   static className = 'LocalGlobalAttention';
   static override readonly ownArgs: readonly string[] = ['windowSize', 'globalIndices', 'blockSize'];
@@ -58,11 +52,20 @@ export class LocalGlobalAttention extends AttentionLayerBase {
   private indices: number[];
   private gateWeight: tf.LayerVariable | null = null;
 
+  /** Padding masks only, shared positions (T == S), no scores, no dropout. */
+  static override capabilitiesFor(): AttentionCapabilities {
+    return {
+      ...FULL_CAPABILITIES, scores: false, dropout: false, fullMasks: false, crossLengths: false,
+      limits: {
+        why: 'it never forms the [batch, heads, targetLength, sourceLength] attention probabilities',
+        scores: 'use MultiHeadAttention with a SparseMask for that',
+        dropout: 'MultiHeadAttention with a SparseMask for attention dropout',
+      },
+    };
+  }
+
   constructor(args: LocalGlobalAttentionArgs) {
     super(args);
-    if (this.dropout > 0) {
-      throw unsupported(`does not support dropout (received ${this.dropout}); use dropout 0`);
-    }
     assertPositiveInt('windowSize', args.windowSize);
     this.windowSize = args.windowSize;
     this.blockSizeArg = args.blockSize ?? null;
@@ -98,33 +101,11 @@ export class LocalGlobalAttention extends AttentionLayerBase {
     this.gateWeight = this.addWeight('gate', [this.numHeads, Dv], 'float32', tf.initializers.zeros(), undefined, true);
   }
 
-  /** Refuses returnAttentionScores up front, also when building a model graph. */
-  override apply(inputs: tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[],
-                 kwargs?: Kwargs): tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[] {
-    if (kwargs?.returnAttentionScores === true) {
-      throw unsupported('cannot return attention scores: it never forms the [batch, heads, targetLength, ' +
-        'sourceLength] matrix; use MultiHeadAttention with a SparseMask for that');
-    }
-    return super.apply(inputs, kwargs);
-  }
-
-  /** Local windows need shared positions: the query and key lengths must be equal. */
-  protected override checkLengths(T: number | null, S: number | null): void {
-    if (T != null && S != null && T !== S) {
-      throw new AttentionError('UNSUPPORTED',
-        `LocalGlobalAttention needs queries and keys of the same length (positions are shared), ` +
-        `received T=${T} and S=${S}`);
-    }
-  }
-
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions): tf.Tensor4D {
-    const {query, key} = paddingOnly(options.parts, 'LocalGlobalAttention');
-    const o = localGlobalAttention(q, k, v, {
+    return localGlobalAttention(q, k, v, {
       windowSize: this.windowSize, globalIndices: this.indices, gate: this.gateWeight!.read(),
-      causal: options.causal ?? false,
-      mask: key, blockSize: this.blockSize,
+      causal: options.causal ?? false, mask: options.mask, blockSize: this.blockSize,
     }); // [B, H, T, Dv]
-    return zeroPaddedQueries(o, query);
   }
 
   override getConfig(): tf.serialization.ConfigDict {

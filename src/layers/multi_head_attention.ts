@@ -31,12 +31,10 @@ import * as tf from '@tensorflow/tfjs';
 import {flashAttention} from '../ops/flash';
 import {AttentionWithWeights, scaledDotProductAttention} from '../ops/sdpa';
 import {assertOneOf} from '../validate';
-import {AttendOptions, AttentionLayerArgs, AttentionLayerBase} from './base_attention';
-import {flashDropoutError, flashScoresError} from './flash_attention';
-
-// tfjs' own Kwargs type is `{[key: string]: any}`.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Kwargs = {[key: string]: any};
+import {
+  AttendOptions, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
+} from './base_attention';
+import {flashCapabilities} from './flash_attention';
 
 export const MHA_IMPLEMENTATIONS = ['standard', 'flash', 'auto'] as const;
 export type MhaImplementation = typeof MHA_IMPLEMENTATIONS[number];
@@ -61,22 +59,17 @@ export class MultiHeadAttention extends AttentionLayerBase {
   static override readonly ownArgs: readonly string[] = ['implementation'];
   readonly implementation: MhaImplementation;
 
-  constructor(args: MultiHeadAttentionArgs) {
-    super(args);
-    this.implementation = args.implementation ?? 'standard';
-    assertOneOf('implementation', this.implementation, MHA_IMPLEMENTATIONS);
-    if (this.implementation === 'flash' && this.dropout > 0) {
-      throw flashDropoutError("MultiHeadAttention with implementation 'flash'", this.dropout);
-    }
+  /** With implementation 'flash', no scores and no dropout (the probabilities are never formed). */
+  static override capabilitiesFor(args: MultiHeadAttentionArgs): AttentionCapabilities {
+    return args.implementation === 'flash' ? flashCapabilities("MultiHeadAttention with implementation 'flash'")
+      : FULL_CAPABILITIES;
   }
 
-  /** With 'flash', refuses returnAttentionScores up front, also when building a model graph. */
-  override apply(inputs: tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[],
-                 kwargs?: Kwargs): tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[] {
-    if (this.implementation === 'flash' && kwargs?.returnAttentionScores === true) {
-      throw flashScoresError("MultiHeadAttention with implementation 'flash'");
-    }
-    return super.apply(inputs, kwargs);
+  constructor(args: MultiHeadAttentionArgs) {
+    // Checked before the base reads it in capabilitiesFor.
+    assertOneOf('implementation', args?.implementation ?? 'standard', MHA_IMPLEMENTATIONS);
+    super(args);
+    this.implementation = args.implementation ?? 'standard';
   }
 
   /** Whether this call runs flashAttention: always for 'flash', by size and need for 'auto'. */
@@ -89,7 +82,6 @@ export class MultiHeadAttention extends AttentionLayerBase {
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D,
                    options: AttendOptions): tf.Tensor | AttentionWithWeights {
     if (this.usesFlash(q.shape[2], k.shape[2], options)) {
-      if (options.returnScores) throw flashScoresError("MultiHeadAttention with implementation 'flash'");
       return flashAttention(q, k, v, {mask: options.mask, causal: options.causal ?? false});
     }
     return scaledDotProductAttention(q, k, v, {

@@ -8,7 +8,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
-import {AnyAttentionArgs, ATTENTION_KINDS, AttentionKind, attentionLayer} from '../layers/factory';
+import {attentionLayer} from '../layers/factory';
+import {AnyAttentionArgs, ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind} from '../layers/kinds';
 import {LAYER_ARGS} from '../arguments';
 import {assertOneOf, assertPositiveInt, assertRate, checkArgNames} from '../validate';
 
@@ -113,7 +114,8 @@ export function transformerDefaults(o: TransformerOptions): Required<Transformer
   const numHeads = o.numHeads ?? 4;
   return {
     attention: o.attention, vocabSize: o.vocabSize, seqLength: o.seqLength, modelDim, numHeads,
-    numKvHeads: o.numKvHeads ?? (o.attention === 'gqa' ? Math.max(1, Math.floor(numHeads / 2)) : numHeads),
+    // Each kind's own rule ('gqa': numHeads / 2 unless given; the others: numHeads); an unknown kind is refused later.
+    numKvHeads: ATTENTION_KIND_TABLE[o.attention]?.kvHeads(numHeads, o.numKvHeads) ?? numHeads,
     numLayers: o.numLayers ?? 2, ffDim: o.ffDim ?? 4 * modelDim, dropout: o.dropout ?? 0, causal: o.causal ?? false,
     attentionArgs: o.attentionArgs ?? {}, seed: o.seed ?? 0,
   };
@@ -147,12 +149,12 @@ export function buildTransformer(options: TransformerOptions): tf.LayersModel {
   let x = new PositionEmbedding({maxLength: o.seqLength, name: 'position_embedding'}).apply(embedded) as tf.SymbolicTensor;
   for (let l = 0; l < o.numLayers; l++) {
     const norm1 = tf.layers.layerNormalization({name: `block${l}_norm1`}).apply(x) as tf.SymbolicTensor;
+    const kind = ATTENTION_KIND_TABLE[o.attention];
     const args: AnyAttentionArgs = {
       numHeads: o.numHeads, causal: o.causal, name: `block${l}_attention`,
-      ...(o.attention === 'gqa' ? {numKvHeads: o.numKvHeads} : {}),
+      ...(o.numKvHeads !== o.numHeads ? {numKvHeads: o.numKvHeads} : {}),
       ...o.attentionArgs,
-      // The random features, reproducible too, and different in every block.
-      ...(o.attention === 'linear' ? {seed: (o.attentionArgs.seed ?? o.seed) + l} : {}),
+      ...kind.blockArgs?.(o.attentionArgs, o.seed, l),
     };
     let a = attentionLayer(o.attention, args).apply(norm1) as tf.SymbolicTensor;
     // No seed: a seeded tfjs dropout layer draws the same mask on every call.
