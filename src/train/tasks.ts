@@ -6,11 +6,20 @@
  * `weights` [n, L] is 1 at the positions that are scored (loss and accuracy), 0 elsewhere.
  * Token ids: 0 = BLANK (an empty slot to be filled), 1 = SEP (a separator or marker),
  * and 2 ... vocabSize - 1 are the symbols. A batch depends only on (task options, seed,
- * batch index), so training can be resumed with the very same data.
+ * batch index), so training can be resumed with the very same data. A toy task has one
+ * stream of examples: it ignores the split argument of `batch`.
+ *
+ * makeTask(name, options) makes any task: a toy one by its name, or the character-level
+ * text task (text.ts) as 'text'.
  */
 import {AttentionError, show} from '../errors';
 import {uniform} from '../ops/random_features';
 import {assertOneOf, assertPositiveInt, checkArgNames} from '../validate';
+import {batchSeed, Task, TaskBatch} from './task_base';
+import {TEXT_TASK, TextSourceOptions, textTaskFrom} from './text';
+
+export {batchSeed, Split, SPLITS, Task, TaskBatch} from './task_base';
+export {TEXT_TASK} from './text';
 
 export const BLANK = 0;
 export const SEP = 1;
@@ -19,6 +28,9 @@ export const FIRST_SYMBOL = 2;
 
 export const TASK_NAMES = ['copy', 'reverse', 'sort', 'associative-recall', 'selective-copy'] as const;
 export type TaskName = typeof TASK_NAMES[number];
+/** Every task makeTask makes: the toy tasks and the text task. */
+export const ALL_TASK_NAMES = [...TASK_NAMES, TEXT_TASK] as const;
+export type AnyTaskName = typeof ALL_TASK_NAMES[number];
 
 export interface TaskOptions {
   /** Symbols in the content, n. Default 8 (selective-copy: the number of marked tokens). */
@@ -29,42 +41,20 @@ export interface TaskOptions {
   noiseLength?: number;
 }
 
-export interface TaskBatch {
-  /** [n, L] token ids. */
-  inputs: Int32Array;
-  /** [n, L] expected token ids (BLANK where unscored). */
-  targets: Int32Array;
-  /** [n, L] 1 where scored. */
-  weights: Float32Array;
-  n: number;
-  L: number;
-}
+/** A toy task: its name and its options with every default filled in. */
+export type ToyTask = Task<TaskName, Required<TaskOptions>>;
 
-export interface Task {
-  name: TaskName;
-  /** The options with every default filled in. */
-  options: Required<TaskOptions>;
-  vocabSize: number;
-  /** L, the sequence length of every example. */
-  seqLength: number;
-  /** One line: what the model must do. */
-  description: string;
-  /** Batch number `index` of `n` examples for a seed; the same arguments give the same batch. */
-  batch(n: number, seed: number, index: number): TaskBatch;
-}
-
-/** A seed for batch `index` of `seed`: distinct streams that do not overlap in practice. */
-function batchSeed(seed: number, index: number): number {
-  return (Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) + Math.imul(index + 1, 0x85ebca6b)) >>> 0;
-}
+/** Options of makeTask: a toy task's (TaskOptions) or the text task's (TextSourceOptions). */
+export type AnyTaskOptions = TaskOptions & TextSourceOptions;
 
 /** A builder of one example: fills row r of the batch from the generator `next` ([0, 1) numbers). */
 type Example = (row: {inputs: Int32Array; targets: Int32Array; weights: Float32Array}, next: () => number) => void;
 
-function makeTask(name: TaskName, options: Required<TaskOptions>, L: number, description: string, example: Example): Task {
+function toyTask(name: TaskName, options: Required<TaskOptions>, L: number, description: string,
+                 example: Example): ToyTask {
   return {
     name, options, vocabSize: options.vocabSize, seqLength: L, description,
-    batch(n: number, seed: number, index: number): TaskBatch {
+    batch(n: number, seed: number, index: number): TaskBatch { // one stream: the split makes no difference
       assertPositiveInt('batch size', n);
       const next = uniform(batchSeed(seed, index));
       const inputs = new Int32Array(n * L);
@@ -86,7 +76,7 @@ function makeTask(name: TaskName, options: Required<TaskOptions>, L: number, des
  * The task `name` with its options. Throws INVALID_CONFIG for an unknown name, a bad
  * option, or a vocabulary too small for the task.
  */
-export function makeToyTask(name: string, options: TaskOptions = {}): Task {
+export function makeToyTask(name: string, options: TaskOptions = {}): ToyTask {
   assertOneOf('task', name, TASK_NAMES);
   checkArgNames('makeToyTask', options, ['length', 'vocabSize', 'noiseLength']);
   const o: Required<TaskOptions> = {length: 8, vocabSize: 12, noiseLength: 64, ...options};
@@ -110,7 +100,7 @@ export function makeToyTask(name: string, options: TaskOptions = {}): Task {
   switch (name as TaskName) {
     case 'copy':
       // [s1 .. sn, SEP, BLANK x n] -> the blanks after SEP must become s1 .. sn.
-      return makeTask('copy', o, 2 * n + 1, 'copy the n symbols before SEP into the n blanks after it',
+      return toyTask('copy', o, 2 * n + 1, 'copy the n symbols before SEP into the n blanks after it',
         ({inputs, targets, weights}, next) => {
           inputs[n] = SEP;
           for (let i = 0; i < n; i++) {
@@ -122,7 +112,7 @@ export function makeToyTask(name: string, options: TaskOptions = {}): Task {
         });
     case 'reverse':
       // [s1 .. sn] -> [sn .. s1], position by position.
-      return makeTask('reverse', o, n, 'output the sequence reversed, position by position',
+      return toyTask('reverse', o, n, 'output the sequence reversed, position by position',
         ({inputs, targets, weights}, next) => {
           for (let i = 0; i < n; i++) inputs[i] = symbol(next);
           for (let i = 0; i < n; i++) {
@@ -132,7 +122,7 @@ export function makeToyTask(name: string, options: TaskOptions = {}): Task {
         });
     case 'sort':
       // [s1 .. sn] -> the same symbols in ascending order.
-      return makeTask('sort', o, n, 'output the symbols sorted ascending, position by position',
+      return toyTask('sort', o, n, 'output the symbols sorted ascending, position by position',
         ({inputs, targets, weights}, next) => {
           for (let i = 0; i < n; i++) inputs[i] = symbol(next);
           const sorted = Array.from(inputs).sort((a, b) => a - b);
@@ -144,7 +134,7 @@ export function makeToyTask(name: string, options: TaskOptions = {}): Task {
     case 'associative-recall':
       // [k1 v1 k2 v2 .. kn vn SEP q] with distinct keys and q one of them -> at the last
       // position, the value that followed q.
-      return makeTask('associative-recall', o, 2 * n + 2, 'after SEP comes a key: answer the value that followed it',
+      return toyTask('associative-recall', o, 2 * n + 2, 'after SEP comes a key: answer the value that followed it',
         ({inputs, targets, weights}, next) => {
           const keys = Array.from({length: symbols}, (_, i) => FIRST_SYMBOL + i);
           for (let i = 0; i < n; i++) { // a partial Fisher-Yates shuffle: n distinct keys
@@ -167,7 +157,7 @@ export function makeToyTask(name: string, options: TaskOptions = {}): Task {
       // SEP and n blanks -> the blanks after SEP must become the n symbols in the order
       // they appeared. Far apart in a long sequence: a local window cannot see them.
       const N = o.noiseLength;
-      return makeTask('selective-copy', o, N + 1 + n,
+      return toyTask('selective-copy', o, N + 1 + n,
         `copy the ${n} symbols scattered among ${N} blanks, in order, into the blanks after SEP`,
         ({inputs, targets, weights}, next) => {
           const slots = Array.from({length: N}, (_, i) => i);
@@ -186,4 +176,16 @@ export function makeToyTask(name: string, options: TaskOptions = {}): Task {
         });
     }
   }
+}
+
+/**
+ * Any task by name: a toy task (TASK_NAMES, options TaskOptions) or TEXT_TASK, the
+ * character-level text task (options TextSourceOptions: the text from `text`, from the
+ * file `data` in Node, or by default the shipped sample; see text.ts).
+ * Throws INVALID_CONFIG for an unknown name or bad options; the text task also IO for a
+ * file it cannot use and UNSUPPORTED for a file in a browser.
+ */
+export function makeTask(name: string, options: AnyTaskOptions = {}): Task {
+  assertOneOf('task', name, ALL_TASK_NAMES);
+  return name === TEXT_TASK ? textTaskFrom(options) : makeToyTask(name, options);
 }

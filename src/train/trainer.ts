@@ -1,11 +1,13 @@
 /**
- * The training loop: batches from a toy task, Adam with linear warm-up and cosine decay,
+ * The training loop: batches from a task (a toy task or the text task, see makeTask), Adam
+ * with linear warm-up and cosine decay,
  * gradient clipping by global norm, periodic evaluation (token and sequence accuracy),
  * early stop at a target accuracy, and checkpoints that a later run can resume from with
  * the same result as an uninterrupted run of the same seed.
  *
- * Determinism: batch s of training is task.batch(batchSize, seed, s) and evaluation
- * uses its own stream (seed + EVAL_SEED_OFFSET), so a resumed run sees the same data;
+ * Determinism: batch s of training is task.batch(batchSize, seed, s, 'train') and evaluation
+ * uses its own stream (seed + EVAL_SEED_OFFSET) of the 'validation' split (the held-out end
+ * of a text; a toy task's one stream), so a resumed run sees the same data;
  * the checkpoint holds the weights and Adam's state. Dropout, when enabled, draws fresh
  * random numbers (an unseeded mask per step), so only runs without dropout resume exactly.
  */
@@ -16,15 +18,19 @@ import {VERSION} from '../version';
 import {assertNonNegativeInt, assertPositiveInt, assertPositiveNumber, checkArgNames} from '../validate';
 import {Checkpoint, checkCheckpointFolder, loadCheckpoint, saveCheckpoint, TrainingRecord} from './checkpoint';
 import {buildTransformer, TRANSFORMER_OPTIONS, transformerDefaults, TransformerOptions} from './model';
-import {makeToyTask, Task, TaskBatch, TaskOptions} from './tasks';
+import {AnyTaskOptions, makeTask, Split, Task, TaskBatch, TEXT_TASK} from './tasks';
 
 /** Evaluation batches come from this offset of the seed, apart from the training stream. */
 export const EVAL_SEED_OFFSET = 1_000_003;
 
 export interface TrainOptions {
-  /** Toy task name (see tasks.ts) and its options. */
+  /**
+   * Task name (ALL_TASK_NAMES: a toy task or 'text') and its options (see makeTask). The
+   * training record stores a text task's options with its vocabulary, never the text: a
+   * run on an inline text is resumed by passing the same taskOptions.text again.
+   */
   task: string;
-  taskOptions?: TaskOptions;
+  taskOptions?: AnyTaskOptions;
   /** The model, less what the task fixes (vocabSize, seqLength). */
   model: Omit<TransformerOptions, 'vocabSize' | 'seqLength' | 'seed'>;
   /** Seed of the weights and the data. Default 0. */
@@ -133,15 +139,19 @@ export function maskedLoss(probs: tf.Tensor, batch: TaskBatch, V: number): tf.Sc
   });
 }
 
-/** Token and sequence accuracy of `model` on `batches` batches of the evaluation stream. */
-export async function evaluate(model: tf.LayersModel, task: Task, seed: number, batchSize: number, batches: number)
+/**
+ * Token and sequence accuracy and loss of `model` on `batches` batches of the evaluation
+ * stream (seed + EVAL_SEED_OFFSET) of `split`, by default 'validation'.
+ */
+export async function evaluate(model: tf.LayersModel, task: Task, seed: number, batchSize: number, batches: number,
+                               split: Split = 'validation')
     : Promise<{tokenAccuracy: number; sequenceAccuracy: number; loss: number}> {
   let right = 0;
   let scored = 0;
   let sequencesRight = 0;
   let lossSum = 0;
   for (let b = 0; b < batches; b++) {
-    const batch = task.batch(batchSize, seed + EVAL_SEED_OFFSET, b);
+    const batch = task.batch(batchSize, seed + EVAL_SEED_OFFSET, b, split);
     const [argMax, lossTensor] = tf.tidy(() => {
       const probs = model.predict(tf.tensor2d(batch.inputs, [batch.n, batch.L], 'int32')) as tf.Tensor;
       return [tf.argMax(probs, -1), maskedLoss(probs, batch, task.vocabSize)];
@@ -200,8 +210,27 @@ async function clipByGlobalNorm(grads: tf.NamedTensorMap, clipNorm: number): Pro
   return out;
 }
 
+/** What a record stores of the options: a text task's filled-in options (never the text), not the caller's. */
+function recordedOptions(o: Required<TrainOptions>, task: Task): TrainOptions {
+  const taskOptions = task.name === TEXT_TASK ? task.options : o.taskOptions;
+  return {...o, taskOptions, stopAfter: undefined} as unknown as TrainOptions;
+}
+
 /**
- * Trains a transformer on a toy task (or goes on from the checkpoint in `resumeFrom`) and
+ * The stored options of a run to resume. A run on an inline text stored `text: null`: the
+ * caller's taskOptions.text stands in for it (makeTask refuses the null when none is given).
+ */
+function resumedOptions(stored: TrainOptions, options: TrainOptions): Required<TrainOptions> {
+  let taskOptions = stored.taskOptions;
+  if (stored.task === TEXT_TASK && taskOptions?.text === null) {
+    taskOptions = {...taskOptions, text: options.taskOptions?.text ?? null};
+  }
+  return trainDefaults({...stored, taskOptions, steps: options.steps ?? stored.steps,
+    outDir: options.outDir ?? stored.outDir, stopAfter: options.stopAfter});
+}
+
+/**
+ * Trains a transformer on a task (or goes on from the checkpoint in `resumeFrom`) and
  * returns the model and the training record. With outDir, checkpoints go there (a folder,
  * created if missing, whose other files are kept; an existing file there is refused with
  * AttentionError('IO') before the first step).
@@ -213,13 +242,12 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
   let o: Required<TrainOptions>;
   if (resumeFrom != null) {
     checkpoint = await loadCheckpoint(resumeFrom);
-    // The stored options rule; the caller may only change how long and where.
-    const stored = checkpoint.record.options as TrainOptions;
-    o = trainDefaults({...stored, steps: options.steps ?? stored.steps, outDir: options.outDir ?? stored.outDir,
-      stopAfter: options.stopAfter});
+    // The stored options rule; the caller may only change how long and where (and give an inline text again).
+    o = resumedOptions(checkpoint.record.options as TrainOptions, options);
   } else {
     o = trainDefaults(options);
   }
+  let task: Task;
   try {
     checkOptions(o);
     if (o.outDir !== '') {
@@ -227,6 +255,7 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
         "model.save('indexeddb://NAME')");
       checkCheckpointFolder(o.outDir);
     } // an existing file: refused before any step, never replaced
+    task = makeTask(o.task, o.taskOptions);
   } catch (e) {
     if (checkpoint != null) {
       checkpoint.model.dispose();
@@ -234,7 +263,6 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
     }
     throw e;
   }
-  const task = makeToyTask(o.task, o.taskOptions);
   const modelOptions = transformerDefaults({...o.model, vocabSize: task.vocabSize, seqLength: task.seqLength, seed: o.seed});
   const model = checkpoint?.model ?? buildTransformer(modelOptions);
   const optimizer = tf.train.adam(o.learningRate);
@@ -244,10 +272,10 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
   }
   const record: TrainingRecord = checkpoint?.record ?? {
     format: 1, packageVersion: VERSION, task: {name: task.name, ...task.options}, model: modelOptions,
-    options: {...o, stopAfter: undefined} as unknown as TrainOptions, step: 0, history: [], trainingSeconds: 0,
+    options: recordedOptions(o, task), step: 0, history: [], trainingSeconds: 0,
     parameters: model.countParams(), finished: false,
   };
-  record.options = {...o, stopAfter: undefined} as unknown as TrainOptions;
+  record.options = recordedOptions(o, task);
   record.finished = false; // a finished run resumed for more steps is under way again
   if (checkpoint != null) tf.dispose(checkpoint.optimizerWeights.map((w) => w.tensor));
 
@@ -262,7 +290,7 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
     let stopped = false;
     for (let s = record.step; s < o.steps; s++) {
       const t0 = Date.now();
-      const batch = task.batch(o.batchSize, o.seed, s);
+      const batch = task.batch(o.batchSize, o.seed, s, 'train');
       const learningRate = learningRateAt(s, o);
       // Adam reads its learningRate field on every update; tfjs types it protected.
       (optimizer as unknown as {learningRate: number}).learningRate = learningRate;

@@ -1,0 +1,41 @@
+/**
+ * What every training task is (the toy tasks of tasks.ts, the text task of text.ts) and the
+ * seeding rule their batches share. Its own module so that tasks.ts, which dispatches to
+ * text.ts, and text.ts need not import each other.
+ */
+
+/** The part of a task's data a batch is drawn from; toy tasks have one stream and ignore it. */
+export type Split = 'train' | 'validation';
+export const SPLITS: readonly Split[] = ['train', 'validation'];
+
+export interface TaskBatch {
+  /** [n, L] token ids. */
+  inputs: Int32Array;
+  /** [n, L] expected token ids (BLANK where unscored). */
+  targets: Int32Array;
+  /** [n, L] 1 where scored. */
+  weights: Float32Array;
+  n: number;
+  L: number;
+}
+
+export interface Task<Name extends string = string, Options extends object = object> {
+  name: Name;
+  /** The options with every default filled in (what a training record stores). */
+  options: Options;
+  vocabSize: number;
+  /** L, the sequence length of every example. */
+  seqLength: number;
+  /** One line: what the model must do. */
+  description: string;
+  /**
+   * Batch number `index` of `n` examples for a seed, from `split` (default 'train'); the
+   * same arguments give the same batch.
+   */
+  batch(n: number, seed: number, index: number, split?: Split): TaskBatch;
+}
+
+/** A seed for batch `index` of `seed`: distinct streams that do not overlap in practice. */
+export function batchSeed(seed: number, index: number): number {
+  return (Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) + Math.imul(index + 1, 0x85ebca6b)) >>> 0;
+}
