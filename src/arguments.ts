@@ -61,19 +61,14 @@ export const KERAS_LAYER_NAMES: Readonly<Record<string, ForeignName>> = {
   keyMask: callArgument('keyMask'),
 };
 
-const decoding: ForeignName = {code: 'UNSUPPORTED', inert: nullish,
-  advice: 'incremental decoding with key/value caches is not supported yet; call the layer on the whole sequence'};
-
 /** Names users pass to an attention layer's apply() that it does not take. */
 export const KERAS_CALL_NAMES: Readonly<Record<string, ForeignName>> = {
   causal: {code: 'INVALID_CONFIG', advice: "'causal' is a constructor argument; at call time pass useCausalMask: true (top-left)"},
   isCausal: {code: 'INVALID_CONFIG', advice: "use useCausalMask: true (top-left, as PyTorch's is_causal)"},
   attnMask: {code: 'INVALID_CONFIG', advice: "use attentionMask (bool or 0/1, 1 = may attend)"},
   returnWeights: {code: 'INVALID_CONFIG', advice: "layers call it returnAttentionScores"},
-  cache: decoding,
-  cacheUpdateIndex: decoding,
-  cacheIndex: decoding,
-  pastKeyValues: decoding,
+  cacheUpdateIndex: {code: 'INVALID_CONFIG', advice: 'use cacheIndex (the position of the first new row)'},
+  pastKeyValues: {code: 'INVALID_CONFIG', advice: 'use cache: layer.createCache(batchSize, maxLength)'},
 };
 
 /** Names users pass to the ops (PyTorch's scaled_dot_product_attention and the layers' names). */

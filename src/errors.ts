@@ -10,6 +10,8 @@ export type AttentionErrorCode =
   | 'INVALID_MASK'        // a mask has the wrong dtype or cannot broadcast to [B, H, T, S]
   | 'UNSUPPORTED'         // a valid request that this implementation or backend does not do
   | 'BACKEND'             // a backend could not be loaded or initialised
+  | 'INVALID_CACHE'       // a decoding cache that does not fit the layer or the call (batch, layer, cacheIndex)
+  | 'CACHE_FULL'          // a decoding step past the cache's maxLength
   | 'IO';                 // reading or writing a model failed
 
 export class AttentionError extends Error {

@@ -31,8 +31,13 @@ export {
 } from './ops/masks';
 export {
   AttentionLayerArgs, AttentionCallArgs, AttentionLayerBase, AttendOptions, MaskParts, paddingOnly, zeroPaddedQueries,
-  ATTENTION_LAYER_ARGS, ATTENTION_CALL_ARGS, AttentionCapabilities, FULL_CAPABILITIES,
+  ATTENTION_LAYER_ARGS, ATTENTION_CALL_ARGS, AttentionCapabilities, FULL_CAPABILITIES, AttentionCache, cacheBytes,
+  POSITION_ENCODINGS, PositionEncoding,
 } from './layers/base_attention';
+export {rotaryEmbedding, RopeOptions, DEFAULT_ROPE_BASE} from './ops/rope';
+export {
+  linearStateStep, localGlobalStep, LinearState, LocalGlobalState, writeRows,
+} from './ops/decode';
 export {
   MultiHeadAttention, MultiHeadAttentionArgs, MhaImplementation, MHA_IMPLEMENTATIONS, FLASH_AUTO_MIN_SCORES,
 } from './layers/multi_head_attention';
@@ -45,9 +50,21 @@ export {
 } from './layers/kinds';
 export {registerAttentionLayers, LAYER_CLASSES} from './register';
 export {
-  makeToyTask, TASK_NAMES, TaskName, TaskOptions, Task, TaskBatch, BLANK, SEP, FIRST_SYMBOL,
+  makeToyTask, makeTask, TASK_NAMES, ALL_TASK_NAMES, TaskName, AnyTaskName, TaskOptions, AnyTaskOptions, Task, ToyTask,
+  TaskBatch, Split, SPLITS, BLANK, SEP, FIRST_SYMBOL, TEXT_TASK,
 } from './train/tasks';
-export {buildTransformer, TransformerOptions, PositionEmbedding, PositionEmbeddingArgs} from './train/model';
+export {
+  makeTextTask, encodeText, decodeText, unigramEntropy, readTextFile, sampleTextPath, SAMPLE_TEXT, TextTask,
+  TextTaskOptions, TextSourceOptions,
+} from './train/text';
+export {
+  buildTransformer, TransformerOptions, PositionEmbedding, PositionEmbeddingArgs, TRANSFORMER_POSITIONS,
+  TransformerPositions,
+} from './train/model';
+export {
+  generate, GenerateOptions, GENERATE_OPTIONS, sampleToken, transformerDecoder, TransformerDecoder, DecoderCache,
+  disposeDecoderCache,
+} from './train/generate';
 export {
   train, evaluate, maskedLoss, TrainOptions, TrainResult, Metrics, StepInfo, learningRateAt,
 } from './train/trainer';

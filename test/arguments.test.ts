@@ -131,7 +131,8 @@ describe(title('no silent arguments'), () => {
         /unknown argument 'useCausalMsk' .*did you mean 'useCausalMask'\?/);
       expectError(() => layer.apply(x(), {causal: true}), 'INVALID_CONFIG',
         /'causal' is a constructor argument; at call time pass useCausalMask: true/);
-      expectError(() => layer.apply(x(), {cache: m}), 'UNSUPPORTED', /key\/value caches is not supported yet/);
+      expectError(() => layer.apply(x(), {cache: m}), 'UNSUPPORTED', /not causal: only a causal layer decodes from a cache/);
+      expectError(() => layer.apply(x(), {pastKeyValues: m}), 'INVALID_CONFIG', /use cache: layer.createCache/);
       expectError(() => layer.apply(x(), {returnWeights: true}), 'INVALID_CONFIG', /returnAttentionScores/);
       expectError(() => layer.apply(x(), {training: 'yes'}), 'INVALID_CONFIG', /training must be a boolean/);
       expectError(() => layer.apply(x(), {useCausalMask: 1}), 'INVALID_CONFIG', /useCausalMask must be a boolean/);

@@ -9,7 +9,11 @@ import {AttentionError, show} from '../errors';
 import {assertFits} from '../ops/heads';
 import {CausalAlignment, CausalArg, causalAlignment, strictestCausal} from '../ops/masks';
 import {AttentionWithWeights} from '../ops/sdpa';
-import {assertBoolean, assertDivisible, assertPositiveInt, assertRate, checkArgNames} from '../validate';
+import {checkRopeBase, checkRopeDim, DEFAULT_ROPE_BASE, rotaryEmbedding} from '../ops/rope';
+import {writeRows} from '../ops/decode';
+import {
+  assertBoolean, assertDivisible, assertNonNegativeInt, assertOneOf, assertPositiveInt, assertRate, checkArgNames,
+} from '../validate';
 import {callMaskParts, MaskParts, paddingOnly, zeroPaddedQueries} from './call_masks';
 import {assertInputs, checkInputShapes, graphInputs, Shape, unpackInputs} from './inputs';
 import {
@@ -32,11 +36,17 @@ export const DEFAULT_BIAS_INITIALIZER = 'zeros';
 export const ATTENTION_LAYER_ARGS = [
   'numHeads', 'numKvHeads', 'headDim', 'valueDim', 'outputDim', 'useBias', 'dropout', 'causal',
   'kernelInitializer', 'biasInitializer', 'kernelRegularizer', 'biasRegularizer', 'kernelConstraint', 'biasConstraint',
+  'positionEncoding', 'ropeBase', 'ropeDim',
 ] as const;
+
+export const POSITION_ENCODINGS = ['none', 'rope'] as const;
+/** 'rope': rotary position embedding of q and k inside the layer; 'none': the layer sees no positions. */
+export type PositionEncoding = typeof POSITION_ENCODINGS[number];
 
 /** The keyword arguments of an attention layer's apply / call (tfjs' own `mask` and `training` among them). */
 export const ATTENTION_CALL_ARGS = [
-  'attentionMask', 'returnAttentionScores', 'useCausalMask', 'queryMask', 'valueMask', 'keyMask', ...TFJS_KWARGS,
+  'attentionMask', 'returnAttentionScores', 'useCausalMask', 'queryMask', 'valueMask', 'keyMask', 'cache', 'cacheIndex',
+  ...TFJS_KWARGS,
 ] as const;
 
 /** Arguments shared by every attention layer. */
@@ -73,6 +83,16 @@ export interface AttentionLayerArgs extends LayerArgs {
   kernelConstraint?: ConstraintArg | null;
   /** Constraint on the projection biases. */
   biasConstraint?: ConstraintArg | null;
+  /**
+   * 'rope': rotary position embedding (RoPE) of q and k at their absolute positions, inside
+   * the layer, so a cached decoding rotates each new key at its own position; 'none': no
+   * positions (give them outside, as a learned table). Default 'none'.
+   */
+  positionEncoding?: PositionEncoding;
+  /** RoPE's frequency base. Default 10000. */
+  ropeBase?: number;
+  /** Channels of each head that RoPE rotates, even and at most headDim. Default: the whole head. */
+  ropeDim?: number | null;
 }
 
 /** Keyword arguments of `apply`/`call`. */
@@ -96,6 +116,34 @@ export interface AttentionCallArgs {
   keyMask?: tf.Tensor | null;
   /** Masks propagated by tfjs (for example from `embedding({maskZero: true})`). */
   mask?: tf.Tensor | (tf.Tensor | null)[] | null;
+  /**
+   * A cache from createCache (or the one a previous cached call returned): the call then
+   * decodes incrementally and returns `[output, newCache]`. Eager, self-attention, causal only.
+   */
+  cache?: AttentionCache;
+  /** The position of the input's first row, 0 .. cache.length; default cache.length (append). */
+  cacheIndex?: number;
+}
+
+/**
+ * The state a causal layer decodes from: plain tensors the caller owns. A cached call
+ * leaves the cache it was given as it was and returns a new one (fresh tensors); dispose
+ * each with tf.dispose(cache) when done with it.
+ */
+export interface AttentionCache {
+  /** The name of the layer that made it (a cache works only with its own layer). */
+  readonly layer: string;
+  readonly batchSize: number;
+  /** The most positions it can hold. */
+  readonly maxLength: number;
+  /** Positions it holds: the next call's default cacheIndex. */
+  readonly length: number;
+  readonly tensors: Readonly<Record<string, tf.Tensor>>;
+}
+
+/** Bytes of a cache's tensors (float32). */
+export function cacheBytes(cache: AttentionCache): number {
+  return Object.values(cache.tensors).reduce((n, t) => n + 4 * t.size, 0);
 }
 
 /** What a concrete layer's attend() receives besides q, k and v. */
@@ -130,6 +178,12 @@ export interface AttentionCapabilities {
   fullMasks: boolean;
   /** Queries and keys may have different lengths. */
   crossLengths: boolean;
+  /**
+   * Whether a cache must be fed in order: true for running states (linear, local-global),
+   * whose cacheIndex must equal cache.length; false for key/value buffers, which may also
+   * go back (cacheIndex below cache.length overwrites from there).
+   */
+  appendOnlyCache: boolean;
   /** The causal alignments `causal` may ask for. */
   causalAlignments: readonly CausalAlignment[];
   /**
@@ -144,6 +198,7 @@ export interface AttentionCapabilities {
 /** Everything: what MultiHeadAttention with the standard implementation does. */
 export const FULL_CAPABILITIES: Readonly<AttentionCapabilities> = {
   scores: true, dropout: true, fullMasks: true, crossLengths: true, causalAlignments: ['top-left', 'bottom-right'],
+  appendOnlyCache: false,
 };
 
 const NO_LIMITS = {why: 'it does not form the attention probabilities', scores: 'use MultiHeadAttention for them',
@@ -165,6 +220,11 @@ export function scoresError(who: string, caps: AttentionCapabilities): Attention
 /** The call arguments a layer applied to symbolic inputs keeps for the calls tfjs makes without them. */
 type GraphCallArgs = {returnAttentionScores: boolean; useCausalMask: boolean};
 
+/** Fresh tensors with the same values (a returned cache never shares a tensor with the one given). */
+function cloneAll(tensors: Readonly<Record<string, tf.Tensor>>): Record<string, tf.Tensor> {
+  return Object.fromEntries(Object.entries(tensors).map(([name, t]) => [name, tf.clone(t)]));
+}
+
 function optionalPositiveInt(name: string, value: number | null | undefined): number | null {
   if (value == null) return null;
   assertPositiveInt(name, value);
@@ -180,6 +240,10 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
   readonly causal: CausalArg;
   /** The alignment `causal` asks for; null when not causal. */
   protected readonly causalAlign: CausalAlignment | null;
+  readonly positionEncoding: PositionEncoding;
+  readonly ropeBase: number;
+  /** As given (null: the whole head). */
+  protected readonly ropeDimArg: number | null;
 
   /**
    * The constructor arguments of this kind beyond ATTENTION_LAYER_ARGS; every other name
@@ -239,6 +303,17 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     assertRate('dropout', this.dropout);
     this.causal = args.causal ?? false;
     this.causalAlign = causalAlignment(this.causal);
+    this.positionEncoding = args.positionEncoding ?? 'none';
+    assertOneOf('positionEncoding', this.positionEncoding, POSITION_ENCODINGS);
+    this.ropeBase = args.ropeBase ?? DEFAULT_ROPE_BASE;
+    checkRopeBase(this.ropeBase);
+    this.ropeDimArg = optionalPositiveInt('ropeDim', args.ropeDim);
+    if (this.ropeDimArg != null && this.ropeDimArg % 2 !== 0) {
+      throw new AttentionError('INVALID_CONFIG', `ropeDim must be even, received ${this.ropeDimArg}`);
+    }
+    if (this.ropeDimArg != null && this.positionEncoding !== 'rope') {
+      throw new AttentionError('INVALID_CONFIG', "ropeDim is for positionEncoding 'rope'; pass positionEncoding: 'rope'");
+    }
     const who = AttentionLayerBase.nameOf(new.target);
     this.capabilities = (new.target as unknown as typeof AttentionLayerBase).capabilitiesFor(args);
     if (this.dropout > 0 && !this.capabilities.dropout) {
@@ -292,6 +367,7 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     }
     const Dv = this.valueDimArg ?? D;
     const Eout = this.outputDimArg ?? Eq;
+    if (this.positionEncoding === 'rope') checkRopeDim(this.ropeDimArg ?? D, D);
     const who = AttentionLayerBase.nameOf(this.constructor as {className?: string; name: string});
     for (const [name, shape] of [['query/kernel', [Eq, H, D]], ['key/kernel', [Ek, G, D]], ['value/kernel', [Ev, G, Dv]],
       ['attention_output/kernel', [H, Dv, Eout]]] as const) {
@@ -369,6 +445,9 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
       throw scoresError(this.capabilities.limits?.subject ?? who, this.capabilities);
     }
     const first = Array.isArray(inputs) ? inputs[0] : inputs;
+    if (kwargs?.cache !== undefined || kwargs?.cacheIndex !== undefined) {
+      return this.applyCached(inputs, kwargs as Kwargs) as unknown as tf.Tensor[];
+    }
     if (first instanceof tf.SymbolicTensor) {
       for (const name of ['attentionMask', 'queryMask', 'valueMask', 'keyMask'] as const) {
         if (kwargs?.[name] != null) {
@@ -398,6 +477,34 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     return super.apply(inputs, {...kwargs, returnAttentionScores: this.returnScores, useCausalMask});
   }
 
+  /** apply() with a cache: checks what a cached call may not take, then decode(). */
+  private applyCached(inputs: tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[], kwargs: Kwargs)
+      : [tf.Tensor3D, AttentionCache] {
+    const who = `${this.getClassName()}.apply`;
+    if (kwargs.cache == null) {
+      throw new AttentionError('INVALID_CACHE', `${who}: cacheIndex needs a cache (from createCache)`);
+    }
+    const x = Array.isArray(inputs) ? (inputs.length === 1 ? inputs[0] : null) : inputs;
+    if (x instanceof tf.SymbolicTensor) {
+      throw new AttentionError('UNSUPPORTED',
+        `${who}: a cache works on tensors (eager decoding), not when building a model graph`);
+    }
+    if (x == null) {
+      throw new AttentionError('UNSUPPORTED', `${who}: a cached call is self-attention on one input x [batch, newLength, features]`);
+    }
+    for (const name of ['attentionMask', 'queryMask', 'valueMask', 'keyMask', 'mask', 'useCausalMask'] as const) {
+      if (kwargs[name] != null && kwargs[name] !== false) {
+        throw new AttentionError('UNSUPPORTED', `${who}: ${name} cannot be given with a cache (decoding is causal and unpadded)`);
+      }
+    }
+    if (kwargs.returnAttentionScores === true || kwargs.training === true) {
+      throw new AttentionError('UNSUPPORTED',
+        `${who}: a cached call is inference: returnAttentionScores and training cannot be true`);
+    }
+    if (kwargs.cacheIndex != null) assertNonNegativeInt('cacheIndex', kwargs.cacheIndex);
+    return this.decode(x, kwargs.cache, kwargs.cacheIndex ?? undefined);
+  }
+
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor | tf.Tensor[] {
     const args = (kwargs ?? {}) as AttentionCallArgs;
     return tf.tidy(() => {
@@ -414,9 +521,8 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
         : present.length === 0 ? null : present.reduce((a, b) => tf.logicalAnd(a, b) as tf.Tensor4D);
       const causal = strictestCausal(this.causalAlign, args.useCausalMask === true ? 'top-left' : null, T, S);
 
-      const q = projectToHeads(query, this.queryKernel.read(), this.queryBias?.read() ?? null); // [B, H, T, D]
-      const k = projectToHeads(key, this.keyKernel.read(), this.keyBias?.read() ?? null);       // [B, G, S, D]
-      const v = projectToHeads(value, this.valueKernel.read(), this.valueBias?.read() ?? null); // [B, G, S, Dv]
+      // Without a cache, queries are at positions 0 .. T - 1 and keys at 0 .. S - 1.
+      const [q, k, v] = this.project(query, value, key, 0); // [B, H, T, D], [B, G, S, D], [B, G, S, Dv]
       const returnScores = args.returnAttentionScores === true;
       const attended = this.attend(q, k, v, {mask, parts, causal, training: args.training === true, returnScores});
       let o = attended instanceof tf.Tensor ? attended as tf.Tensor4D : attended.output;    // [B, H, T, Dv]
@@ -428,6 +534,130 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
       }
       return [out, attended.weights];
     });
+  }
+
+  /**
+   * q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv] from the inputs, with RoPE (when on)
+   * rotating q and k from position `start`.
+   */
+  private project(query: tf.Tensor, value: tf.Tensor, key: tf.Tensor, start: number): [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D] {
+    let q = projectToHeads(query, this.queryKernel.read(), this.queryBias?.read() ?? null); // [B, H, T, D]
+    let k = projectToHeads(key, this.keyKernel.read(), this.keyBias?.read() ?? null);       // [B, G, S, D]
+    const v = projectToHeads(value, this.valueKernel.read(), this.valueBias?.read() ?? null); // [B, G, S, Dv]
+    if (this.positionEncoding === 'rope') {
+      const rope = {start, base: this.ropeBase, dim: this.ropeDim ?? undefined};
+      q = rotaryEmbedding(q, rope);
+      k = rotaryEmbedding(k, rope);
+    }
+    return [q, k, v];
+  }
+
+  /** Channels RoPE rotates (null until built when not given, or when RoPE is off). */
+  get ropeDim(): number | null {
+    if (this.positionEncoding !== 'rope') return null;
+    return this.ropeDimArg ?? this.dims?.D ?? null;
+  }
+
+  /**
+   * An empty cache for decoding `batchSize` sequences of up to `maxLength` positions (see
+   * AttentionCache). The layer must be causal and built (applied once, or in a built model).
+   */
+  createCache(batchSize: number, maxLength: number): AttentionCache {
+    assertPositiveInt('batchSize', batchSize);
+    assertPositiveInt('maxLength', maxLength);
+    this.checkCacheable();
+    return {layer: this.name, batchSize, maxLength, length: 0, tensors: this.emptyCacheTensors(batchSize, maxLength)};
+  }
+
+  private checkCacheable(): void {
+    if (this.causalAlign == null) {
+      throw new AttentionError('UNSUPPORTED',
+        `${this.getClassName()} '${this.name}' is not causal: only a causal layer decodes from a cache ` +
+        '(each new position must not see later ones); make it with causal: true');
+    }
+    if (this.dims == null) {
+      throw new AttentionError('INVALID_CONFIG',
+        `${this.getClassName()} '${this.name}' is not built yet: apply it to an input (or build it) before createCache`);
+    }
+  }
+
+  /**
+   * The tensors of an empty cache. The default, for exact attention: keys [B, G, L, D] and
+   * values [B, G, L, Dv] (L = maxLength), so a grouped-query cache is H / G times smaller
+   * than a multi-head one.
+   */
+  protected emptyCacheTensors(B: number, L: number): Record<string, tf.Tensor> {
+    const {D, Dv} = this.dims!;
+    return {key: tf.zeros([B, this.numKvHeads, L, D]), value: tf.zeros([B, this.numKvHeads, L, Dv])};
+  }
+
+  /**
+   * Attention of the new positions index .. index + t - 1 (q [B, H, t, D], k [B, G, t, D],
+   * v [B, G, t, Dv], q and k already rotated) over the cache; returns [B, H, t, Dv] and the
+   * cache's new tensors. The default, for exact attention: the new keys are written into the
+   * buffers, and the queries attend to every key up to their own position (causal,
+   * bottom-right over the index + t keys).
+   */
+  protected attendCached(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cache: AttentionCache,
+                         index: number): {output: tf.Tensor4D; tensors: Record<string, tf.Tensor>} {
+    const keys = writeRows(cache.tensors.key, k, index);     // prefix [B, G, index + t, D]
+    const values = writeRows(cache.tensors.value, v, index); // prefix [B, G, index + t, Dv]
+    const attended = this.attend(q, keys.prefix, values.prefix, {
+      mask: null, parts: {query: null, key: null, attention: null}, causal: 'bottom-right', training: false,
+      returnScores: false,
+    });
+    return {output: attended instanceof tf.Tensor ? attended as tf.Tensor4D : attended.output,
+      tensors: {key: keys.buffer, value: values.buffer}};
+  }
+
+  /**
+   * One cached call: x [B, t, Eq] holds positions index .. index + t - 1 (index: kwargs'
+   * cacheIndex, default cache.length). Returns [y [B, t, Eout], the new cache].
+   */
+  decode(x: tf.Tensor, cache: AttentionCache, cacheIndex?: number): [tf.Tensor3D, AttentionCache] {
+    const who = `${this.getClassName()} '${this.name}'`;
+    this.checkCacheable();
+    const c = cache as Partial<AttentionCache> | null;
+    if (c == null || typeof c !== 'object' || typeof c.layer !== 'string' || c.tensors == null) {
+      throw new AttentionError('INVALID_CACHE', `${who}: cache must come from createCache, received ${show(cache)}`);
+    }
+    if (c.layer !== this.name) {
+      throw new AttentionError('INVALID_CACHE', `${who}: the cache belongs to layer '${c.layer}', not to this one`);
+    }
+    if (Object.values(cache.tensors).some((t) => t.isDisposed)) {
+      throw new AttentionError('INVALID_CACHE', `${who}: the cache's tensors are disposed (was it replaced by a newer one?)`);
+    }
+    if (!(x instanceof tf.Tensor) || x.rank !== 3 || x.dtype !== 'float32' || x.shape[2] !== this.dims!.Eq) {
+      throw new AttentionError('DIMENSION_MISMATCH',
+        `${who}: a cached call takes x [batch, newLength, ${this.dims!.Eq}] float32 (self-attention), received ` +
+        (x instanceof tf.Tensor ? `a ${x.dtype} tensor of shape ${show(x.shape)}` : show(x)));
+    }
+    const [B, t] = x.shape as number[];
+    if (B !== cache.batchSize) {
+      throw new AttentionError('INVALID_CACHE', `${who}: the cache holds a batch of ${cache.batchSize}, received ${B} rows`);
+    }
+    const index = cacheIndex ?? cache.length;
+    if (!Number.isInteger(index) || index < 0 || index > cache.length) {
+      throw new AttentionError('INVALID_CACHE',
+        `${who}: cacheIndex must be an integer in [0, ${cache.length}] (the positions the cache holds), received ${show(cacheIndex)}`);
+    }
+    if (this.capabilities.appendOnlyCache && index !== cache.length) {
+      throw new AttentionError('INVALID_CACHE',
+        `${who} keeps a running state: cacheIndex must be the positions already in the cache (${cache.length}), ` +
+        `received ${index}`);
+    }
+    if (index + t > cache.maxLength) {
+      throw new AttentionError('CACHE_FULL',
+        `${who}: positions ${index} .. ${index + t - 1} do not fit a cache of maxLength ${cache.maxLength}; ` +
+        'make a longer one with createCache(batchSize, maxLength)');
+    }
+    if (t === 0) return [tf.zeros([B, 0, this.dims!.Eout]) as tf.Tensor3D, {...cache, tensors: cloneAll(cache.tensors)}];
+    const {y, tensors} = tf.tidy(() => {
+      const [q, k, v] = this.project(x, x, x, index);
+      const {output, tensors} = this.attendCached(q, k, v, cache, index);
+      return {y: projectFromHeads(output, this.outputKernel.read(), this.outputBias?.read() ?? null), tensors};
+    });
+    return [y, {layer: this.name, batchSize: B, maxLength: cache.maxLength, length: index + t, tensors}];
   }
 
   private checkInputs(query: tf.Tensor, value: tf.Tensor, key: tf.Tensor): void {
@@ -505,6 +735,9 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
       useBias: this.useBias,
       dropout: this.dropout,
       causal: this.causal,
+      positionEncoding: this.positionEncoding,
+      ropeBase: this.ropeBase,
+      ropeDim: this.ropeDimArg,
       kernelInitializer: serializeObject(this.kernelInitializer) as unknown as tf.serialization.ConfigDict,
       biasInitializer: serializeObject(this.biasInitializer) as unknown as tf.serialization.ConfigDict,
       kernelRegularizer: serializeObject(this.kernelRegularizer) as unknown as tf.serialization.ConfigDict,

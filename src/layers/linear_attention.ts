@@ -39,8 +39,9 @@ import {DEFAULT_CHUNK_SIZE, FEATURE_KERNELS, FeatureKernel, linearAttention} fro
 import {assertFits} from '../ops/heads';
 import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
 import {assertNonNegativeInt, assertOneOf, assertPositiveInt} from '../validate';
+import {EMPTY_SHIFT, LinearState, linearStateStep} from '../ops/decode';
 import {
-  AttendOptions, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
+  AttendOptions, AttentionCache, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
 } from './base_attention';
 
 // tfjs' own Kwargs type is `{[key: string]: any}`.
@@ -77,7 +78,7 @@ export class LinearAttention extends AttentionLayerBase {
   /** Padding masks only, no scores, no dropout: the [T, S] matrix is never formed. */
   static override capabilitiesFor(): AttentionCapabilities {
     return {
-      ...FULL_CAPABILITIES, scores: false, dropout: false, fullMasks: false,
+      ...FULL_CAPABILITIES, scores: false, dropout: false, fullMasks: false, appendOnlyCache: true,
       limits: {
         why: 'linear attention never forms the [batch, heads, targetLength, sourceLength] attention matrix',
         scores: 'use MultiHeadAttention for that', dropout: 'MultiHeadAttention for attention dropout',
@@ -151,6 +152,23 @@ export class LinearAttention extends AttentionLayerBase {
       projection: this.projectionWeight!.read(), causal: options.causal ?? false, kernel: this.kernel,
       mask: options.mask, chunkSize: this.chunkSize,
     }); // [B, H, T, Dv]
+  }
+
+  /** The running sums of causal linear attention: kv [B, G, M, Dv + 1], v1 [B, G, 1, Dv + 1], shift [B, G, 1, 1]. */
+  protected override emptyCacheTensors(B: number): Record<string, tf.Tensor> {
+    const {Dv} = this.dims!;
+    const G = this.numKvHeads;
+    const M = this.numFeatures as number;
+    return {kv: tf.zeros([B, G, M, Dv + 1]), v1: tf.zeros([B, G, 1, Dv + 1]), shift: tf.fill([B, G, 1, 1], EMPTY_SHIFT)};
+  }
+
+  /** One step of the recurrence: constant time and memory per position, whatever the length. */
+  protected override attendCached(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cache: AttentionCache)
+      : {output: tf.Tensor4D; tensors: Record<string, tf.Tensor>} {
+    const {kv, v1, shift} = cache.tensors as unknown as LinearState;
+    const {output, state} = linearStateStep(q, k, v, {kv, v1, shift},
+      {projection: this.projectionWeight!.read(), kernel: this.kernel, chunkSize: this.chunkSize});
+    return {output, tensors: {...state}};
   }
 
   override getConfig(): tf.serialization.ConfigDict {

@@ -29,10 +29,11 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
-import {checkGlobalIndices, localBlockSize, localGlobalAttention} from '../ops/local_global';
+import {LocalGlobalState, localGlobalStep} from '../ops/decode';
+import {checkGlobalIndices, localBlockSize, localGlobalAttention, validGlobalIndices} from '../ops/local_global';
 import {assertPositiveInt} from '../validate';
 import {
-  AttendOptions, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
+  AttendOptions, AttentionCache, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
 } from './base_attention';
 
 export interface LocalGlobalAttentionArgs extends AttentionLayerArgs {
@@ -55,7 +56,7 @@ export class LocalGlobalAttention extends AttentionLayerBase {
   /** Padding masks only, shared positions (T == S), no scores, no dropout. */
   static override capabilitiesFor(): AttentionCapabilities {
     return {
-      ...FULL_CAPABILITIES, scores: false, dropout: false, fullMasks: false, crossLengths: false,
+      ...FULL_CAPABILITIES, scores: false, dropout: false, fullMasks: false, crossLengths: false, appendOnlyCache: true,
       limits: {
         why: 'it never forms the [batch, heads, targetLength, sourceLength] attention probabilities',
         scores: 'use MultiHeadAttention with a SparseMask for that',
@@ -106,6 +107,46 @@ export class LocalGlobalAttention extends AttentionLayerBase {
       windowSize: this.windowSize, globalIndices: this.indices, gate: this.gateWeight!.read(),
       causal: options.causal ?? false, mask: options.mask, blockSize: this.blockSize,
     }); // [B, H, T, Dv]
+  }
+
+  /**
+   * The last min(W, maxLength) keys and values, and those of the global positions below
+   * maxLength: O(W + Ng) per layer, whatever the length.
+   */
+  protected override emptyCacheTensors(B: number, L: number): Record<string, tf.Tensor> {
+    const {D, Dv} = this.dims!;
+    const G = this.numKvHeads;
+    const W = Math.min(this.windowSize, L);
+    const Ng = validGlobalIndices(this.indices, L).length;
+    return {
+      windowKey: tf.zeros([B, G, W, D]), windowValue: tf.zeros([B, G, W, Dv]),
+      globalKey: tf.zeros([B, G, Ng, D]), globalValue: tf.zeros([B, G, Ng, Dv]),
+    };
+  }
+
+  /** The new positions in pieces of at most max(W, 64) rows, each over the window and the globals seen. */
+  protected override attendCached(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cache: AttentionCache, index: number)
+      : {output: tf.Tensor4D; tensors: Record<string, tf.Tensor>} {
+    const globals = validGlobalIndices(this.indices, cache.maxLength);
+    if (globals.length !== cache.tensors.globalKey.shape[2]) {
+      throw new AttentionError('INVALID_CACHE',
+        `LocalGlobalAttention '${this.name}': the cache holds ${cache.tensors.globalKey.shape[2]} global positions, ` +
+        `the layer now has ${globals.length} (setGlobalIndices was called after createCache); make a new cache`);
+    }
+    let state = cache.tensors as unknown as LocalGlobalState;
+    const [B, H, t, D] = q.shape;
+    const [, G, , Dv] = v.shape;
+    const piece = Math.max(this.windowSize, 64);
+    const outputs: tf.Tensor4D[] = [];
+    for (let s = 0; s < t; s += piece) {
+      const n = Math.min(piece, t - s);
+      const cut = (x: tf.Tensor4D, N: number, X: number) => (n === t ? x : tf.slice(x, [0, 0, s, 0], [B, N, n, X]));
+      const step = localGlobalStep(cut(q, H, D), cut(k, G, D), cut(v, G, Dv), state,
+        {windowSize: this.windowSize, globals, gate: this.gateWeight!.read(), index: index + s});
+      outputs.push(step.output);
+      state = step.state;
+    }
+    return {output: outputs.length === 1 ? outputs[0] : tf.concat(outputs, 2), tensors: {...state}};
   }
 
   override getConfig(): tf.serialization.ConfigDict {

@@ -284,10 +284,11 @@ function lowerTriangle(n: number): tf.Tensor2D {
  *   2. the state before chunk c, the exclusive cumulative sum of u over chunks;
  *   3. out_c = qf_c state_c + (qf_c kf_c^T masked to j <= i) [v, 1]_c.
  * Memory: the features, O(T*M), plus one [M, X] state per chunk, O(T*M*X/n), which is
- * O(T*M) for chunks of at least X rows; never a T x S matrix.
+ * O(T*M) for chunks of at least X rows; never a T x S matrix. `initial` [B, G, M, X], when
+ * given, is a sum over earlier keys that every query also sees (a decoding cache's state).
  */
 function causalProducts(qf: tf.Tensor, kf: tf.Tensor, vAug: tf.Tensor, dims: AttentionDims, chunk: number,
-                        offset: number): tf.Tensor {
+                        offset: number, initial: tf.Tensor | null = null): tf.Tensor {
   const {B, H, G, R, T, S} = dims;
   const M = qf.shape[3] as number;
   const X = vAug.shape[3] as number; // Dv + 1
@@ -295,10 +296,12 @@ function causalProducts(qf: tf.Tensor, kf: tf.Tensor, vAug: tf.Tensor, dims: Att
   const first = Math.min(Math.max(offset, 0), S);   // keys that every other query sees
   const L = Math.min(T - before, S - first);         // >= 1 for T, S >= 1
   const after = T - before - L;                      // queries that see every key
-  let start: tf.Tensor | null = null; // [B, G, M, X]: the sum over the keys every query sees
+  // [B, G, M, X]: the sum over the keys every query sees (and a state carried in from earlier keys).
+  let start: tf.Tensor | null = initial;
   if (first > 0) {
-    start = matMul(tf.slice(kf, [0, 0, 0, 0], [B, G, first, M]), tf.slice(vAug, [0, 0, 0, 0], [B, G, first, X]),
+    const sum = matMul(tf.slice(kf, [0, 0, 0, 0], [B, G, first, M]), tf.slice(vAug, [0, 0, 0, 0], [B, G, first, X]),
       true, false);                                                             // [B, G, M, X]
+    start = start == null ? sum : tf.add(start, sum);
   }
   const qa = before > 0 || L < T ? tf.slice(qf, [0, 0, before, 0], [B, H, L, M]) : qf;   // [B, H, L, M]
   const ka = first > 0 || L < S ? tf.slice(kf, [0, 0, first, 0], [B, G, L, M]) : kf;     // [B, G, L, M]
@@ -333,4 +336,35 @@ function causalProducts(qf: tf.Tensor, kf: tf.Tensor, vAug: tf.Tensor, dims: Att
     parts.push(ungroupHeads(matMul(grouped, total), dims, after));               // [B, H, after, X]
   }
   return parts.length === 1 ? out : tf.concat(parts, 2);                        // [B, H, T, X]
+}
+
+/**
+ * Causal numerator and denominator [B, H, t, Dv + 1] of t new queries over an earlier
+ * state `initial` [B, G, M, Dv + 1] (the sum of kf^T [v, 1] over the keys before them)
+ * and the t new keys, query i seeing new keys j <= i: one step of causal linear
+ * attention as a recurrence (what a decoding cache runs).
+ */
+export function causalProductsFrom(qf: tf.Tensor, kf: tf.Tensor, vAug: tf.Tensor, initial: tf.Tensor,
+                                   chunkSize = DEFAULT_CHUNK_SIZE): tf.Tensor {
+  const dims = attentionDims(qf, kf, vAug, 'feature count M');
+  return causalProducts(qf, kf, vAug, dims, chunkSize, 0, initial);
+}
+
+/**
+ * The key logits a = w.k' - |k'|^2 / 2 [B, G, S, M] (k' = k sqrt(scale)), before the shift
+ * and the exp of the softmax features: phi(k) = exp(a - c) + SOFTMAX_STABILIZER / sqrt(M)
+ * for a shift c shared by the keys of a batch and head (favorFeatures takes c = max a +
+ * log(M) / 2). A decoding cache keeps its own c as keys arrive.
+ */
+export function softmaxKeyLogits(k: tf.Tensor, projection: tf.Tensor, scale?: number): tf.Tensor4D {
+  const [B, G, S, D] = k.shape as number[];
+  checkProjection(projection, D);
+  const M = projection.shape[0] as number;
+  const sc = scale ?? 1 / Math.sqrt(D);
+  return tf.tidy(() => {
+    const x2 = tf.reshape(tf.mul(k, Math.sqrt(sc)), [B * G * S, D]);           // [B*G*S, D]
+    const wx = matMul(x2, projection, false, true);                            // [B*G*S, M]
+    const diag = tf.div(tf.sum(tf.square(x2), -1, true), 2);                    // [B*G*S, 1]
+    return tf.reshape(tf.sub(wx, diag), [B, G, S, M]) as tf.Tensor4D;
+  });
 }

@@ -1,9 +1,11 @@
 /**
  * buildTransformer: a small pre-norm transformer over token sequences, as a functional
  * tf.LayersModel of standard tfjs layers plus one attention layer per block:
- *   tokens [batch, L] -> embedding + learned positions -> numLayers x (layerNormalization ->
+ *   tokens [batch, L] -> embedding (+ learned positions) -> numLayers x (layerNormalization ->
  *   attention -> add -> layerNormalization -> dense(ffDim, relu) -> dense(modelDim) -> add)
  *   -> layerNormalization -> dense(vocabSize, softmax) [batch, L, vocabSize].
+ * With positions 'rope' there is no position table: every attention layer rotates its q
+ * and k (positionEncoding 'rope'), and the model takes tokens of any length.
  * It saves and loads with model.save / tf.loadLayersModel like any tfjs model.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -61,14 +63,19 @@ export class PositionEmbedding extends tf.layers.Layer {
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    return this.addAt(Array.isArray(inputs) ? inputs[0] : inputs, 0);
+  }
+
+  /** x [batch, length, features] plus the rows start .. start + length - 1 of the table (decoding). */
+  addAt(x: tf.Tensor, start: number): tf.Tensor {
     return tf.tidy(() => {
-      const x = Array.isArray(inputs) ? inputs[0] : inputs;
       const [, L, E] = x.shape as number[];
-      if (L > this.maxLength) {
+      if (start + L > this.maxLength) {
         throw new AttentionError('DIMENSION_MISMATCH',
-          `sequence length ${L} is longer than the PositionEmbedding's maxLength (${this.maxLength})`);
+          `positions ${start} .. ${start + L - 1} go past the PositionEmbedding's maxLength (${this.maxLength})` +
+          (start === 0 ? `: sequence length ${L} is longer than maxLength` : ''));
       }
-      return tf.add(x, tf.slice(this.table!.read(), [0, 0], [L, E]));
+      return tf.add(x, tf.slice(this.table!.read(), [start, 0], [L, E]));
     });
   }
 
@@ -106,7 +113,15 @@ export interface TransformerOptions {
   attentionArgs?: Partial<AnyAttentionArgs>;
   /** Seed of the weight initializers: the same seed builds the same initial weights. */
   seed?: number;
+  /**
+   * 'learned' (default): a trained table of seqLength positions added to the embeddings;
+   * 'rope': rotary positions inside every attention layer, no table, any length.
+   */
+  positions?: TransformerPositions;
 }
+
+export const TRANSFORMER_POSITIONS = ['learned', 'rope'] as const;
+export type TransformerPositions = typeof TRANSFORMER_POSITIONS[number];
 
 /** The options with every default filled in, as buildTransformer uses (and training.json stores) them. */
 export function transformerDefaults(o: TransformerOptions): Required<TransformerOptions> {
@@ -117,14 +132,14 @@ export function transformerDefaults(o: TransformerOptions): Required<Transformer
     // Each kind's own rule ('gqa': numHeads / 2 unless given; the others: numHeads); an unknown kind is refused later.
     numKvHeads: ATTENTION_KIND_TABLE[o.attention]?.kvHeads(numHeads, o.numKvHeads) ?? numHeads,
     numLayers: o.numLayers ?? 2, ffDim: o.ffDim ?? 4 * modelDim, dropout: o.dropout ?? 0, causal: o.causal ?? false,
-    attentionArgs: o.attentionArgs ?? {}, seed: o.seed ?? 0,
+    attentionArgs: o.attentionArgs ?? {}, seed: o.seed ?? 0, positions: o.positions ?? 'learned',
   };
 }
 
 /** The option names of buildTransformer. */
 export const TRANSFORMER_OPTIONS = [
   'attention', 'vocabSize', 'seqLength', 'modelDim', 'numHeads', 'numKvHeads', 'numLayers', 'ffDim', 'dropout', 'causal',
-  'attentionArgs', 'seed',
+  'attentionArgs', 'seed', 'positions',
 ] as const;
 
 /** The transformer described in the file comment. Throws AttentionError for bad options (and unknown names). */
@@ -139,14 +154,21 @@ export function buildTransformer(options: TransformerOptions): tf.LayersModel {
     assertPositiveInt(key, o[key]);
   }
   assertRate('dropout', o.dropout);
+  assertOneOf('positions', o.positions, TRANSFORMER_POSITIONS);
+  if (o.attentionArgs.positionEncoding != null) {
+    throw new AttentionError('INVALID_CONFIG',
+      "buildTransformer sets the attention layers' positionEncoding itself: pass positions: 'rope' (or 'learned')");
+  }
   if (o.modelDim % o.numHeads !== 0) {
     throw new AttentionError('INVALID_CONFIG', `modelDim (${o.modelDim}) must be divisible by numHeads (${o.numHeads})`);
   }
 
-  const tokens = tf.input({shape: [o.seqLength], dtype: 'int32', name: 'tokens'});
+  const rope = o.positions === 'rope';
+  const tokens = tf.input({shape: [rope ? null : o.seqLength], dtype: 'int32', name: 'tokens'});
   const embedded = tf.layers.embedding({inputDim: o.vocabSize, outputDim: o.modelDim, name: 'token_embedding'})
     .apply(tokens) as tf.SymbolicTensor;
-  let x = new PositionEmbedding({maxLength: o.seqLength, name: 'position_embedding'}).apply(embedded) as tf.SymbolicTensor;
+  let x = rope ? embedded
+    : new PositionEmbedding({maxLength: o.seqLength, name: 'position_embedding'}).apply(embedded) as tf.SymbolicTensor;
   for (let l = 0; l < o.numLayers; l++) {
     const norm1 = tf.layers.layerNormalization({name: `block${l}_norm1`}).apply(x) as tf.SymbolicTensor;
     const kind = ATTENTION_KIND_TABLE[o.attention];
@@ -154,6 +176,7 @@ export function buildTransformer(options: TransformerOptions): tf.LayersModel {
       numHeads: o.numHeads, causal: o.causal, name: `block${l}_attention`,
       ...(o.numKvHeads !== o.numHeads ? {numKvHeads: o.numKvHeads} : {}),
       ...o.attentionArgs,
+      ...(rope ? {positionEncoding: 'rope' as const} : {}),
       ...kind.blockArgs?.(o.attentionArgs, o.seed, l),
     };
     let a = attentionLayer(o.attention, args).apply(norm1) as tf.SymbolicTensor;
