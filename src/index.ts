@@ -35,9 +35,9 @@ export {
   POSITION_ENCODINGS, PositionEncoding,
 } from './layers/base_attention';
 export {rotaryEmbedding, RopeOptions, DEFAULT_ROPE_BASE} from './ops/rope';
-export {
-  linearStateStep, localGlobalStep, LinearState, LocalGlobalState, writeRows,
-} from './ops/decode';
+export {writeRows} from './ops/kv_cache';
+export {linearStateStep, LinearState} from './ops/linear_decode';
+export {localGlobalStep, LocalGlobalState} from './ops/local_global_decode';
 export {
   MultiHeadAttention, MultiHeadAttentionArgs, MhaImplementation, MHA_IMPLEMENTATIONS, FLASH_AUTO_MIN_SCORES,
 } from './layers/multi_head_attention';

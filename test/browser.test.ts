@@ -28,6 +28,7 @@ interface CheckResult {
   leaked: number;
   fit: {firstLoss: number; lastLoss: number; reloadDiff: number};
   train: {steps: number; loss: number};
+  generate: {reference: number[][]; tokens: number[][]};
   slice: null | {Slice: string; UnsortedSegmentSum: string; wholeInputReads: number; sliceMs: number; valuesRight: boolean;
     unknownLeftAlone: boolean};
   nodeOnly: Record<string, string>;
@@ -123,7 +124,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
         const worst = Math.max(...Object.values(r.diffs));
         console.log(`${backend}: ${Object.keys(r.diffs).length} cases (ops, layers, a Keras model), max |diff| vs cpu ${worst.toExponential(2)}; ` +
           `fit loss ${r.fit.firstLoss.toFixed(3)} -> ${r.fit.lastLoss.toFixed(3)}, reload diff ${r.fit.reloadDiff}; ` +
-          `train() ${r.train.steps} steps, loss ${r.train.loss.toFixed(3)}` +
+          `train() ${r.train.steps} steps, loss ${r.train.loss.toFixed(3)}; generate ${JSON.stringify(r.generate.tokens)}` +
           (r.slice != null ? `; Slice ${r.slice.Slice}, 64 slices of 16 MiB in ${r.slice.sliceMs} ms, ` +
             `${r.slice.wholeInputReads} whole-input reads, an unknown Slice kernel left alone: ${r.slice.unknownLeftAlone}` : '') +
           `\n  ${Object.entries(r.diffs).map(([k, v]) => `${k}: ${v.toExponential(1)}`).join(', ')}`);
@@ -134,6 +135,8 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
         expect(r.fit.lastLoss).toBeLessThan(r.fit.firstLoss);
         expect(r.fit.reloadDiff).toBe(0);
         expect(r.train.steps).toBe(3);
+        expect(r.generate.tokens).toEqual(r.generate.reference); // greedy and seeded samples, as on cpu
+        expect(r.generate.tokens.map((t) => t.length)).toEqual([6, 6, 6]);
         expect(Number.isFinite(r.train.loss)).toBe(true);
         expect(r.kernels).toEqual({Slice: 'replaced', UnsortedSegmentSum: 'added'});
         if (backend === 'wasm') {

@@ -1,5 +1,6 @@
 // Runs every program in examples/ on this project's backend.
 import {main as encoderDecoder} from '../examples/encoder_decoder';
+import {main as generateExample} from '../examples/generate';
 import {main as kerasModel} from '../examples/keras_model';
 import {main as kerasSemantics} from '../examples/keras_semantics';
 import {main as linearLong} from '../examples/linear_long';
@@ -20,6 +21,19 @@ describe(title('examples'), () => {
     expect(lines.length).toBe(2);
     // No tensor-count check here: tfjs' own model.compile/fit keep 3 tensors past
     // model.dispose() with or without our layers; test/mha*.test.ts check our leaks.
+  });
+
+  test('generate trains a rotary char model below the unigram entropy, streams a continuation, keeps a constant linear cache', async () => {
+    const lines: string[] = [];
+    const tensors = tf.memory().numTensors;
+    const r = await generateExample((l) => lines.push(l));
+    expect(r.entropy).toBeGreaterThan(2.9); // the shipped text: about 3.0 nats per character
+    expect(r.loss).toBeLessThan(r.entropy - 0.3);
+    expect([...r.text]).toHaveLength(60);
+    expect(lines[1]).not.toMatch(/stream differs/);
+    expect(r.cacheBytes[0]).toBe(r.cacheBytes[1]);
+    expect(lines).toHaveLength(3);
+    expect(tf.memory().numTensors).toBe(tensors);
   });
 
   test('encoder_decoder trains an encoder-decoder with cross-attention (loss falls)', async () => {

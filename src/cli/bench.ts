@@ -3,10 +3,13 @@ import * as fs from 'fs';
 import * as path from 'path';
 import {Command, Option} from 'commander';
 import {BackendChoice, NODE_BACKEND_CHOICES} from '../backend';
+import {AttentionError} from '../errors';
 import {IMPLS, IMPL_NAMES} from '../bench/impls';
 import {DENSE_IMPLS, DENSE_MAX_T, FULL_PRESET, QUICK_PRESET, SUITES, SUITE_NAMES, SuiteName, overrideShapes, runBench}
   from '../bench/run';
 import {formatMeta, formatTable, summarize} from '../bench/report';
+import {DECODE_CONTEXTS, DECODE_ROWS, DecodeRowName, formatDecodeTable, runDecodeBench, summarizeDecode}
+  from '../bench/decode';
 import {WORKLOADS} from '../bench/workloads';
 import {MATMUL_PATHS, MatMulPath} from '../ops/matmul';
 import {CliIO, intArg, intListArg, namesArg} from './shared';
@@ -14,10 +17,13 @@ import {CliIO, intArg, intListArg, namesArg} from './shared';
 const ROW_NAMES = [...IMPL_NAMES, ...Object.keys(WORKLOADS)];
 const describe = (n: string) => (IMPLS[n] ?? WORKLOADS[n]).description;
 
+/** The suites: the attention and layer rows (quick, full), or the decode rows. */
+const ALL_SUITES = [...SUITE_NAMES, 'decode'] as const;
+
 interface BenchFlags {
-  only: string[];
+  only?: string[];
   backend?: BackendChoice;
-  suite: SuiteName;
+  suite: SuiteName | 'decode';
   quick: boolean;
   budget?: number;
   matmulPath?: MatMulPath;
@@ -47,11 +53,12 @@ export function registerBench(program: Command, io: CliIO): void {
     .description('time the attention implementations, the MultiHeadAttention layer and the backend\'s matMul, ' +
       'forward and forward+backward, and write DIR/results.json, DIR/results.md and the plots DIR/time.svg, ' +
       'DIR/memory.svg')
-    .addOption(new Option('--only <names>', `comma-separated rows to run: ${ROW_NAMES.join(', ')}`)
-      .argParser(namesArg(ROW_NAMES, 'implementation')).default([...ROW_NAMES], 'all'))
+    .addOption(new Option('--only <names>', `comma-separated rows to run: ${ROW_NAMES.join(', ')}; ` +
+      `with --suite decode: ${DECODE_ROWS.join(', ')}`)
+      .argParser(namesArg([...ROW_NAMES, ...DECODE_ROWS.filter((r) => !ROW_NAMES.includes(r))], 'row')))
     .addOption(new Option('--backend <name>', `tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)`)
       .choices(NODE_BACKEND_CHOICES))
-    .addOption(new Option('--suite <name>', 'which shapes and how many runs (see below)').choices(SUITE_NAMES)
+    .addOption(new Option('--suite <name>', 'which shapes and how many runs (see below)').choices(ALL_SUITES)
       .default('full'))
     .option('--quick', 'the same as --suite quick', false)
     .option('--warmup <n>', `untimed runs before timing, the first also measures peak memory; 0 counts as 1, as the peak run always happens (default: the suite's)`,
@@ -63,23 +70,46 @@ export function registerBench(program: Command, io: CliIO): void {
       'products on wasm), split (always), batched (plain tf.matMul); default auto').choices(MATMUL_PATHS))
     .option('--out <dir>', 'folder for results.json, results.md, time.svg and memory.svg', 'bench-results')
     .option('--seq <list>', 'comma-separated lengths T (= S), e.g. 512,2048,4096: one multi-head shape ' +
-      'per length (B=1, H=8, D=64 unless set below) instead of the suite\'s attention shapes', intListArg(1))
+      'per length (B=1, H=8, D=64 unless set below) instead of the suite\'s attention shapes; with --suite ' +
+      `decode, the contexts (default ${DECODE_CONTEXTS.join(',')})`, intListArg(1))
     .option('--batch <n>', 'batch size B for every shape', intArg(1))
     .option('--heads <n>', 'query heads H for every shape', intArg(1))
     .option('--kv-heads <n>', 'key/value heads G for every shape (default: H for multi-head shapes); ' +
       'must divide H', intArg(1))
     .option('--dim <n>', 'head dim D for every shape', intArg(1))
     .addHelpText('after', `\nRows:\n${implList}\n\nSuites:\n${SUITE_NAMES.map(suiteText).join('\n')}\n` +
+      '  decode: per-token time of one causal layer of each kind (B=1, H=8, D=64) from a cache holding c ' +
+      `positions and by recomputing all c + 1, c in ${DECODE_CONTEXTS.join(', ')}; writes decode.json, decode.md\n` +
       `  ${DENSE_IMPLS.join(', ')} (which hold T x S matrices) skip lengths above ${DENSE_MAX_T}.\n` +
       'Example: bench --only sdpa,flash --seq 512,2048,4096 --heads 4 --dim 64\n')
     .action(async (flags: BenchFlags) => {
+      if (flags.suite === 'decode') {
+        const bad = (flags.only ?? []).filter((n) => !(DECODE_ROWS as readonly string[]).includes(n));
+        if (bad.length > 0) {
+          throw new AttentionError('INVALID_CONFIG', `--suite decode rows are ${DECODE_ROWS.join(', ')}; received ${bad.join(', ')}`);
+        }
+        const report = await runDecodeBench({
+          rows: flags.only as DecodeRowName[] | undefined, contexts: flags.seq, backend: flags.backend,
+          reps: flags.reps, warmup: flags.warmup, budgetMs: flags.budget != null ? flags.budget * 1000 : undefined,
+          outDir: flags.out, log: (line) => io.stderr.write(`${line}\n`),
+        });
+        const summary = summarizeDecode(report.rows).map((l) => `- ${l}\n`).join('');
+        io.stdout.write(`\n${formatDecodeTable(report.rows)}\n${summary}wrote ${path.join(flags.out, 'decode.json')}, ` +
+          `${path.join(flags.out, 'decode.md')}\n`);
+        return;
+      }
+      const only = flags.only ?? [...ROW_NAMES];
+      const bad = only.filter((n) => !ROW_NAMES.includes(n));
+      if (bad.length > 0) {
+        throw new AttentionError('INVALID_CONFIG', `${bad.join(', ')}: rows of --suite decode only`);
+      }
       const suite: SuiteName = flags.quick ? 'quick' : flags.suite;
       const preset = suite === 'quick' ? QUICK_PRESET : FULL_PRESET;
       // Checked before the backend is switched, so a bad shape is a usage error (exit 2).
       const shapes = overrideShapes(preset.shapes, {seq: flags.seq, batch: flags.batch, heads: flags.heads,
         kvHeads: flags.kvHeads, dim: flags.dim});
       const report = await runBench({
-        impls: flags.only,
+        impls: only,
         backend: flags.backend,
         suite,
         shapes,

@@ -13,6 +13,7 @@ import {registerFileRouter} from '../io/file_system';
 import {readPackageJson} from '../bench/meta';
 import {registerBench} from './bench';
 import {registerConvert} from './convert';
+import {registerGenerate} from './generate';
 import {registerTrain} from './train';
 import {CliIO, EXIT} from './shared';
 
@@ -22,7 +23,7 @@ export {CliIO, EXIT} from './shared';
 export async function main(argv: string[], io: CliIO = process): Promise<number> {
   registerFileRouter(); // convert and inspect --keras read and write file:// URLs
   const program = new Command('tfjs-attention')
-    .description('Attention layers for TensorFlow.js: train toy models, evaluate and inspect them, convert Keras models, benchmark.')
+    .description('Attention layers for TensorFlow.js: train toy and text models, evaluate, inspect and decode them, convert Keras models, benchmark.')
     .version(readPackageJson().version, '-V, --version', 'print the version')
     .helpOption('-h, --help', 'print help')
     // Set before adding commands: subcommands inherit output and exit handling.
@@ -33,6 +34,7 @@ export async function main(argv: string[], io: CliIO = process): Promise<number>
       outputError: (s, write) => write(`${s.trim().split('\n').join(' ')}\n`),
     });
   registerTrain(program, io);
+  registerGenerate(program, io);
   registerBench(program, io);
   registerConvert(program, io);
 

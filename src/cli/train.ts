@@ -9,7 +9,9 @@ import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../backend';
 import {AttentionError} from '../errors';
 import {AnyAttentionArgs, ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind, kindFlags} from '../layers/kinds';
 import {loadModel, readTrainingRecord} from '../train/checkpoint';
-import {makeToyTask, TASK_NAMES} from '../train/tasks';
+import {ALL_TASK_NAMES, makeTask, TEXT_TASK} from '../train/tasks';
+import {TRANSFORMER_POSITIONS, TransformerPositions} from '../train/model';
+import {decodeText, DEFAULT_SEQ_LENGTH, encodeText} from '../train/text';
 import {evaluate, Metrics, StepInfo, train, trainDefaults} from '../train/trainer';
 import {loadKerasModel} from '../keras/load';
 import {CliIO, describeLayers, intArg, intListArg, kerasUrl} from './shared';
@@ -22,7 +24,7 @@ export const TRAIN_DEFAULTS = {
 };
 
 interface TrainFlags {
-  task: string; attention: AttentionKind; length: number; vocabSize: number; noiseLength: number; modelDim: number;
+  task: string; data?: string; seqLength?: number; positions: TransformerPositions; attention: AttentionKind; length: number; vocabSize: number; noiseLength: number; modelDim: number;
   heads: number; kvHeads: number; layers: number; ffDim?: number; dropout: number; causal: boolean; steps: number; batchSize: number; lr: number;
   warmup: number; clipNorm: number; evalEvery: number; evalBatches: number; targetAccuracy: number; seed: number;
   out?: string; checkpointEvery: number; resume?: string; backend?: BackendChoice; quiet: boolean;
@@ -99,7 +101,12 @@ export function registerTrain(program: Command, io: CliIO): void {
   const command = program.command('train');
   command
     .description('train a small transformer on a toy task and save it (model.json, weights.bin, training.json)')
-    .addOption(new Option('--task <name>', 'toy task').choices(TASK_NAMES).default(d.task))
+    .addOption(new Option('--task <name>', "toy task, or 'text': next-character prediction on --data")
+      .choices(ALL_TASK_NAMES).default(d.task))
+    .option('--data <file>', 'text: a UTF-8 file to learn (default: the shipped data/text/attention.txt)')
+    .option('--seq-length <n>', `text: characters per training window (default ${DEFAULT_SEQ_LENGTH})`, intArg(2))
+    .addOption(new Option('--positions <kind>', "positions: a learned table of the task's length, or rotary ('rope') " +
+      'inside every attention layer').choices(TRANSFORMER_POSITIONS).default('learned'))
     .addOption(new Option('--attention <kind>', 'attention of every block').choices(ATTENTION_KINDS).default(d.attention))
     .option('--length <n>', 'task length: symbols (selective-copy: marked tokens)', intArg(1), d.length)
     .option('--vocab-size <n>', 'vocabulary, BLANK and SEP included', intArg(3), d.vocabSize)
@@ -110,7 +117,7 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--layers <n>', 'transformer blocks', intArg(1), d.layers)
     .option('--ff-dim <n>', 'feed-forward width (default: 4 * model dim)', intArg(1))
     .option('--dropout <rate>', 'dropout after attention and feed-forward', floatArg(0, 0.99), 0)
-    .option('--causal', 'causal attention', false)
+    .option('--causal', 'causal attention (always on for --task text)', false)
   for (const {flag} of kindFlags()) {
     const parse = (flag.parse === 'int' ? intArg(flag.min) : intListArg(flag.min)) as (value: string) => number;
     command.option(flag.flag, flag.description, parse);
@@ -136,11 +143,18 @@ export function registerTrain(program: Command, io: CliIO): void {
       const backend = await selectBackend(f.backend);
       const attentionArgs = kindArgs(f, f.attention, f.resume != null);
       const out = f.out ?? f.resume ?? `checkpoints/${f.task}-${f.attention}`;
+      const text = f.task === TEXT_TASK;
+      if (!text && f.resume == null && (f.data != null || f.seqLength != null)) {
+        throw new AttentionError('INVALID_CONFIG', `--data and --seq-length are for --task text, not '${f.task}'`);
+      }
       const options = trainDefaults({
-        task: f.task, taskOptions: {length: f.length, vocabSize: f.vocabSize, noiseLength: f.noiseLength},
+        task: f.task,
+        taskOptions: text ? {...(f.data != null ? {data: f.data} : {}), ...(f.seqLength != null ? {seqLength: f.seqLength} : {})}
+          : {length: f.length, vocabSize: f.vocabSize, noiseLength: f.noiseLength},
         model: {attention: f.attention, modelDim: f.modelDim, numHeads: f.heads,
           numKvHeads: f.attention === 'gqa' ? f.kvHeads : undefined, numLayers: f.layers, ffDim: f.ffDim,
-          dropout: f.dropout, causal: f.causal, attentionArgs},
+          // A model that saw the next character would learn nothing: the text task is always causal.
+          dropout: f.dropout, causal: f.causal || text, attentionArgs, positions: f.positions},
         seed: f.seed, steps: f.steps, batchSize: f.batchSize, learningRate: f.lr, warmupSteps: f.warmup,
         clipNorm: f.clipNorm, evalEvery: f.evalEvery, evalBatches: f.evalBatches, targetAccuracy: f.targetAccuracy,
         outDir: out, checkpointEvery: f.checkpointEvery, saveOptimizerState: f.optimizerState,
@@ -174,7 +188,7 @@ export function registerTrain(program: Command, io: CliIO): void {
       await selectBackend(f.backend);
       const record = readTrainingRecord(f.model);
       const model = await loadModel(f.model);
-      const task = makeToyTask(record.task.name, record.options.taskOptions);
+      const task = makeTask(record.task.name, record.options.taskOptions);
       const m = await evaluate(model, task, f.seed ?? (record.options.seed ?? 0) + 1, 32, f.batches);
       io.stdout.write(JSON.stringify({model: f.model, task: task.name, examples: 32 * f.batches, ...m}) + '\n');
       model.dispose();
@@ -191,6 +205,22 @@ export function registerTrain(program: Command, io: CliIO): void {
       const record = readTrainingRecord(f.model);
       const L = record.model.seqLength;
       const V = record.model.vocabSize;
+      const vocabulary = record.task.name === TEXT_TASK ? String(record.task.vocabulary) : null;
+      if (vocabulary != null) {
+        // A text model: the next character at every position of the input text.
+        const ids = encodeText(vocabulary, f.input);
+        if (ids.length === 0 || ids.length > L) {
+          throw new AttentionError('INVALID_CONFIG', `--input must be 1 to ${L} characters for this text model, received ${ids.length}`);
+        }
+        const model = await loadModel(f.model);
+        const input = tf.tensor2d([[...ids, ...Array(L - ids.length).fill(0)]], [1, L], 'int32');
+        const argMax = tf.tidy(() => tf.argMax(model.predict(input) as tf.Tensor, -1));
+        const out = Array.from(await argMax.data()).slice(0, ids.length);
+        tf.dispose([input, argMax]);
+        io.stdout.write(`${decodeText(vocabulary, out)}\n`);
+        model.dispose();
+        return;
+      }
       const tokens = f.input.trim() === '' ? [] : f.input.trim().split(/\s+/).map(Number);
       if (tokens.length === 0 || tokens.some((t) => !Number.isInteger(t) || t < 0 || t >= V) || tokens.length > L) {
         throw new AttentionError('INVALID_CONFIG',

@@ -10,7 +10,7 @@ import {assertFits} from '../ops/heads';
 import {CausalAlignment, CausalArg, causalAlignment, strictestCausal} from '../ops/masks';
 import {AttentionWithWeights} from '../ops/sdpa';
 import {checkRopeBase, checkRopeDim, DEFAULT_ROPE_BASE, rotaryEmbedding} from '../ops/rope';
-import {writeRows} from '../ops/decode';
+import {writeRows} from '../ops/kv_cache';
 import {
   assertBoolean, assertDivisible, assertNonNegativeInt, assertOneOf, assertPositiveInt, assertRate, checkArgNames,
 } from '../validate';
@@ -130,7 +130,8 @@ export interface AttentionCallArgs {
  * leaves the cache it was given as it was and returns a new one (fresh tensors); dispose
  * each with tf.dispose(cache) when done with it.
  */
-export interface AttentionCache {
+// A type, not an interface, so that tf.dispose(cache) and tf.tidy(() => cache) take it.
+export type AttentionCache = {
   /** The name of the layer that made it (a cache works only with its own layer). */
   readonly layer: string;
   readonly batchSize: number;
@@ -139,7 +140,7 @@ export interface AttentionCache {
   /** Positions it holds: the next call's default cacheIndex. */
   readonly length: number;
   readonly tensors: Readonly<Record<string, tf.Tensor>>;
-}
+};
 
 /** Bytes of a cache's tensors (float32). */
 export function cacheBytes(cache: AttentionCache): number {

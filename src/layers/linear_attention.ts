@@ -39,7 +39,7 @@ import {DEFAULT_CHUNK_SIZE, FEATURE_KERNELS, FeatureKernel, linearAttention} fro
 import {assertFits} from '../ops/heads';
 import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
 import {assertNonNegativeInt, assertOneOf, assertPositiveInt} from '../validate';
-import {EMPTY_SHIFT, LinearState, linearStateStep} from '../ops/decode';
+import {EMPTY_SHIFT, LinearState, linearStateStep} from '../ops/linear_decode';
 import {
   AttendOptions, AttentionCache, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
 } from './base_attention';

@@ -29,7 +29,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
-import {LocalGlobalState, localGlobalStep} from '../ops/decode';
+import {LocalGlobalState, localGlobalStep} from '../ops/local_global_decode';
 import {checkGlobalIndices, localBlockSize, localGlobalAttention, validGlobalIndices} from '../ops/local_global';
 import {assertPositiveInt} from '../validate';
 import {

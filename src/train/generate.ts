@@ -139,6 +139,13 @@ export function transformerDecoder(model: tf.LayersModel): TransformerDecoder {
     if (cache.layers == null || cache.layers.length !== blocks.length) {
       throw new AttentionError('INVALID_CACHE', `the cache is not one of this decoder's (createCache makes one)`);
     }
+    // Before the position table is read: past the cache's end is CACHE_FULL, whatever the positions.
+    const t = tokens.shape[1] as number;
+    if (cache.length + t > cache.maxLength) {
+      throw new AttentionError('CACHE_FULL',
+        `positions ${cache.length} .. ${cache.length + t - 1} do not fit a cache of maxLength ${cache.maxLength}; ` +
+        'make a longer one with createCache(batchSize, maxLength)');
+    }
     const {logits: y, caches} = run(tokens, cache);
     return [y, {layers: caches, batchSize: cache.batchSize, maxLength: cache.maxLength,
       length: cache.length + (tokens.shape[1] as number)}];
@@ -186,9 +193,19 @@ export interface GenerateOptions {
   stopToken?: number | null;
   /** Called with each new token as it is chosen: its prompt's index and its step (0 = the first new token). */
   onToken?: (token: number, prompt: number, step: number) => void;
+  /**
+   * The most positions the model sees at once (at least 2). When a sequence would grow past
+   * it, decoding starts again from its last contextLength / 2 tokens (a fresh prefill), as
+   * nanoGPT crops its context to the block it was trained on; a longer prompt is cut to its
+   * last contextLength tokens. Default none: every token stays in view (and a model with
+   * learned positions must then hold prompt + maxNewTokens - 1 of them, or CACHE_FULL).
+   */
+  contextLength?: number | null;
 }
 
-export const GENERATE_OPTIONS = ['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stopToken', 'onToken'] as const;
+export const GENERATE_OPTIONS = [
+  'maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stopToken', 'onToken', 'contextLength',
+] as const;
 
 /**
  * One token from logits by the options' rule: argmax when temperature is 0 (the lowest id
@@ -224,13 +241,15 @@ export function sampleToken(logits: ArrayLike<number>, options: {temperature: nu
   return top[p.length - 1];
 }
 
-function checkGenerateOptions(options: GenerateOptions): Required<Omit<GenerateOptions, 'onToken' | 'stopToken'>> &
-    Pick<GenerateOptions, 'onToken' | 'stopToken'> {
+function checkGenerateOptions(options: GenerateOptions):
+    Required<Omit<GenerateOptions, 'onToken' | 'stopToken' | 'contextLength'>> &
+    Pick<GenerateOptions, 'onToken' | 'stopToken' | 'contextLength'> {
   if (options == null || typeof options !== 'object') {
     throw new AttentionError('INVALID_CONFIG', `generate options must be an object, received ${show(options)}`);
   }
   checkArgNames('generate', options, GENERATE_OPTIONS);
-  const o = {maxNewTokens: 32, temperature: 1, topK: 0, topP: 1, seed: Math.floor(Math.random() * 2 ** 31), ...options};
+  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as GenerateOptions;
+  const o = {maxNewTokens: 32, temperature: 1, topK: 0, topP: 1, seed: Math.floor(Math.random() * 2 ** 31), ...given};
   assertPositiveInt('maxNewTokens', o.maxNewTokens);
   if (typeof o.temperature !== 'number' || !Number.isFinite(o.temperature) || o.temperature < 0) {
     throw new AttentionError('INVALID_CONFIG', `temperature must be a number >= 0 (0: greedy), received ${show(o.temperature)}`);
@@ -240,6 +259,8 @@ function checkGenerateOptions(options: GenerateOptions): Required<Omit<GenerateO
     throw new AttentionError('INVALID_CONFIG', `topP must be a number in (0, 1], received ${show(o.topP)}`);
   }
   assertNonNegativeInt('seed', o.seed);
+  if (o.contextLength != null) assertPositiveInt('contextLength', o.contextLength);
+  if (o.contextLength === 1) throw new AttentionError('INVALID_CONFIG', 'contextLength must be at least 2, received 1');
   if (o.onToken != null && typeof o.onToken !== 'function') {
     throw new AttentionError('INVALID_CONFIG', `onToken must be a function, received ${show(o.onToken)}`);
   }
@@ -270,26 +291,31 @@ export async function generate(model: tf.LayersModel, prompts: number[][], optio
   if (o.stopToken != null && (!Number.isInteger(o.stopToken) || o.stopToken < 0 || o.stopToken >= V)) {
     throw new AttentionError('INVALID_CONFIG', `stopToken must be a token id in [0, ${V - 1}], received ${show(o.stopToken)}`);
   }
-  const longest = Math.max(...prompts.map((p) => p.length));
-  if (decoder.maxPositions != null && longest + o.maxNewTokens - 1 > decoder.maxPositions) {
+  const window = o.contextLength ?? Infinity;
+  const seen = prompts.map((p) => p.slice(-window)); // what each row has in view: its (cut) prompt, then new tokens
+  const longest = Math.max(...seen.map((p) => p.length));
+  const positions = Math.min(longest + o.maxNewTokens - 1, window); // the most a cache must hold
+  if (decoder.maxPositions != null && positions > decoder.maxPositions) {
     throw new AttentionError('CACHE_FULL',
-      `a prompt of ${longest} tokens and ${o.maxNewTokens} new ones need ${longest + o.maxNewTokens - 1} positions; ` +
-      `model '${model.name}' has learned positions for ${decoder.maxPositions}: use fewer new tokens, or a model ` +
-      "with positions 'rope'");
+      `a prompt of ${longest} tokens and ${o.maxNewTokens} new ones need ${positions} positions; ` +
+      `model '${model.name}' has learned positions for ${decoder.maxPositions}: use fewer new tokens, ` +
+      `contextLength ${decoder.maxPositions} (a sliding context), or a model with positions 'rope'`);
   }
   const out: number[][] = prompts.map(() => []);
-  const groups = new Map<number, number[]>(); // prompt length -> prompt indices
-  prompts.forEach((p, i) => groups.set(p.length, [...(groups.get(p.length) ?? []), i]));
+  const groups = new Map<number, number[]>(); // prompt length in view -> prompt indices
+  seen.forEach((p, i) => groups.set(p.length, [...(groups.get(p.length) ?? []), i]));
   for (const [P, rows] of groups) {
     const B = rows.length;
     const streams = rows.map((i) => uniform(((o.seed + i) * 0x9e3779b1) >>> 0));
-    let cache = decoder.createCache(B, P + o.maxNewTokens - 1);
+    const capacity = Math.min(P + o.maxNewTokens - 1, window);
+    let cache = decoder.createCache(B, capacity);
     const done = rows.map(() => false);
+    let tokens: tf.Tensor2D | null = tf.tensor2d(rows.map((i) => seen[i]), [B, P], 'int32');
     try {
-      let tokens = tf.tensor2d(rows.map((i) => prompts[i]), [B, P], 'int32');
       for (let step = 0; step < o.maxNewTokens; step++) {
         const [logits, next] = decoder.logits(tokens, cache);
         tokens.dispose();
+        tokens = null;
         disposeDecoderCache(cache);
         cache = next;
         const t = logits.shape[1];
@@ -306,9 +332,20 @@ export async function generate(model: tf.LayersModel, prompts: number[][], optio
           return token;
         });
         if (done.every((d) => d) || step === o.maxNewTokens - 1) break;
-        tokens = tf.tensor2d(chosen, [B, 1], 'int32');
+        rows.forEach((i, r) => seen[i].push(chosen[r]));
+        if (cache.length + 1 <= capacity) {
+          tokens = tf.tensor2d(chosen, [B, 1], 'int32');
+        } else {
+          // The context is full: start again from the last half of what is in view.
+          const keep = Math.floor(window / 2);
+          rows.forEach((i) => seen[i].splice(0, seen[i].length - keep));
+          disposeDecoderCache(cache);
+          cache = decoder.createCache(B, capacity);
+          tokens = tf.tensor2d(rows.map((i) => seen[i]), [B, keep], 'int32');
+        }
       }
     } finally {
+      tokens?.dispose();
       disposeDecoderCache(cache);
     }
   }

@@ -174,7 +174,7 @@ export function buildTransformer(options: TransformerOptions): tf.LayersModel {
     const kind = ATTENTION_KIND_TABLE[o.attention];
     const args: AnyAttentionArgs = {
       numHeads: o.numHeads, causal: o.causal, name: `block${l}_attention`,
-      ...(o.numKvHeads !== o.numHeads ? {numKvHeads: o.numKvHeads} : {}),
+      numKvHeads: o.numKvHeads,
       ...o.attentionArgs,
       ...(rope ? {positionEncoding: 'rope' as const} : {}),
       ...kind.blockArgs?.(o.attentionArgs, o.seed, l),

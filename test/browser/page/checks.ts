@@ -12,7 +12,7 @@ import {
   AttentionError, FlashAttention, LinearAttention, LocalGlobalAttention, MultiHeadAttention, flashAttention,
   linearAttention, loadCheckpoint, loadModel, localGlobalAttention, readTrainingRecord, saveCheckpoint,
   scaledDotProductAttention, selectBackend, fileSystem, train, wasmKernelStatus, BackendName, AttentionLayerBase,
-  installSliceFromHeap, loadKerasModel,
+  installSliceFromHeap, loadKerasModel, buildTransformer, generate,
 } from 'tfjs-attention';
 
 setWasmPaths('/wasm/');
@@ -206,11 +206,22 @@ async function kerasPrediction(): Promise<Values> {
   return out;
 }
 
+/** Greedy continuations of a ragged batch and a seeded sample, from a small causal rotary model. */
+async function generated(): Promise<number[][]> {
+  const model = buildTransformer({attention: 'gqa', vocabSize: 9, seqLength: 16, modelDim: 16, numHeads: 2,
+    numKvHeads: 1, numLayers: 1, causal: true, positions: 'rope', seed: 4});
+  const greedy = await generate(model, [[1, 2, 3], [4, 5]], {maxNewTokens: 6, temperature: 0});
+  const sampled = await generate(model, [[1, 2, 3]], {maxNewTokens: 6, temperature: 1, seed: 7});
+  model.dispose();
+  return [...greedy, ...sampled];
+}
+
 async function run(backend: BackendName): Promise<Record<string, unknown>> {
   await selectBackend('cpu');
   const reference: Record<string, Values> = {};
   for (const [name, c] of Object.entries(CASES)) reference[name] = await values(c);
   const kerasReference = await kerasPrediction();
+  const generateReference = await generated();
   const chosen = await selectBackend(backend);
   const diffs: Record<string, number> = {};
   const before = tf.memory().numTensors;
@@ -223,8 +234,10 @@ async function run(backend: BackendName): Promise<Record<string, unknown>> {
     evalBatches: 1, model: {modelDim: 16, numHeads: 2, numLayers: 1, attention: 'mha'}}));
   const trainResult = {steps: trained.record.step, loss: trained.record.history[0]?.loss ?? NaN};
   trained.model.dispose();
+  // generate() with every synchronous read refused: the same tokens as on cpu, sampled ones too.
+  const generate = {reference: generateReference, tokens: await withoutSyncReads(generated)};
   const slice = tf.getBackend() === 'wasm' ? await sliceCheck() : null;
-  return {backend: chosen, active: tf.getBackend(), diffs, leaked, fit, train: trainResult, slice,
+  return {backend: chosen, active: tf.getBackend(), diffs, leaked, fit, train: trainResult, slice, generate,
     nodeOnly: await nodeOnly(), kernels: wasmKernelStatus()};
 }
 

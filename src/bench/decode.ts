@@ -1,0 +1,210 @@
+/**
+ * The decode rows of `tfjs-attention bench --suite decode`: the cost of one new token for
+ * one causal attention layer of every kind in the kind table, at several contexts c (the
+ * positions already decoded), two ways:
+ *
+ * - `cached`: one step from a cache that holds c positions (layer.apply(x [B, 1, E],
+ *   {cache})), the cost decoding pays per token;
+ * - `recompute`: the layer on all c + 1 positions (layer.apply(x [B, c + 1, E])), what a
+ *   token costs without a cache.
+ *
+ * Plus, per cached row, the bytes its cache holds at that context (and per position), and
+ * an `mqa` row (grouped-query with one key/value head) beside 'mha' and 'gqa'. Layers:
+ * B=1, H=8, D=64 (E=512), 'gqa' G=2, each kind's own bench arguments from the table
+ * (local-global: window 64 and 4 global positions). The first row is run once untimed
+ * before the others, so the backend's warm-up is charged to no row.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import {BackendChoice, selectBackend} from '../backend';
+import {AttentionError, show} from '../errors';
+import {AttentionCache, AttentionLayerBase, cacheBytes} from '../layers/base_attention';
+import {attentionLayer} from '../layers/factory';
+import {ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind} from '../layers/kinds';
+import {assertPositiveInt} from '../validate';
+import {median} from './measure';
+import {collectMeta, BenchMeta} from './meta';
+
+/** The contexts of the decode rows by default. */
+export const DECODE_CONTEXTS: readonly number[] = [128, 512, 1024, 4096];
+/** The decode rows' layer: B=1, H=8, D=64; 'gqa' with G=2 (and 'mqa' G=1). */
+export const DECODE_SHAPE = {B: 1, H: 8, D: 64, gqaKvHeads: 2};
+/** What a decode row is: a kind of the table, or 'mqa' (grouped-query with one key/value head). */
+export const DECODE_ROWS = [...ATTENTION_KINDS, 'mqa'] as const;
+export type DecodeRowName = typeof DECODE_ROWS[number];
+
+export interface DecodeRow {
+  row: DecodeRowName;
+  mode: 'cached' | 'recompute';
+  backend: string;
+  B: number; H: number; G: number; D: number;
+  /** Positions before the new token. */
+  context: number;
+  /** Median milliseconds per new token. */
+  msPerToken: number | null;
+  runs: number;
+  /** Bytes of the cache holding `context` positions (cached rows). */
+  cacheBytes: number | null;
+  error?: string;
+}
+
+export interface DecodeReport {
+  meta: BenchMeta;
+  rows: DecodeRow[];
+}
+
+export interface DecodeBenchOptions {
+  rows?: readonly DecodeRowName[];
+  contexts?: readonly number[];
+  backend?: BackendChoice;
+  /** Timed steps per row (the median is reported). Default 20. */
+  reps?: number;
+  /** Untimed steps first. Default 3. */
+  warmup?: number;
+  /** A row stops timing after this many ms (one run at least). Default 20000. */
+  budgetMs?: number;
+  outDir?: string;
+  log?: (line: string) => void;
+}
+
+/** One causal layer of the row's kind, built on [B, c, E], seeded. */
+function decodeLayer(row: DecodeRowName, seed: number): AttentionLayerBase {
+  const {H, D} = DECODE_SHAPE;
+  const kind: AttentionKind = row === 'mqa' ? 'gqa' : row;
+  const G = row === 'mqa' ? 1 : ATTENTION_KIND_TABLE[kind].kvHeads(H, kind === 'gqa' ? DECODE_SHAPE.gqaKvHeads : undefined);
+  const layer = attentionLayer(kind, {
+    numHeads: H, headDim: D, causal: true, ...(G !== H ? {numKvHeads: G} : {}),
+    ...ATTENTION_KIND_TABLE[kind].benchArgs,
+    kernelInitializer: tf.initializers.glorotUniform({seed}),
+  });
+  layer.build([DECODE_SHAPE.B, null, H * D]);
+  return layer;
+}
+
+async function timed(fn: () => tf.Tensor[], warmup: number, reps: number, budgetMs: number): Promise<{ms: number; runs: number}> {
+  const once = async () => {
+    const t0 = performance.now();
+    const outs = fn();
+    await Promise.all(outs.map((t) => t.data()));
+    const ms = performance.now() - t0;
+    tf.dispose(outs);
+    return ms;
+  };
+  const start = performance.now();
+  for (let i = 0; i < warmup && performance.now() - start < budgetMs / 2; i++) await once();
+  const times: number[] = [];
+  while (times.length < reps && (times.length === 0 || performance.now() - start < budgetMs)) times.push(await once());
+  return {ms: median(times), runs: times.length};
+}
+
+async function measureRow(row: DecodeRowName, mode: DecodeRow['mode'], context: number, backend: string,
+                          o: Required<Omit<DecodeBenchOptions, 'outDir' | 'log' | 'backend'>>): Promise<DecodeRow> {
+  const {B, H, D} = DECODE_SHAPE;
+  const layer = decodeLayer(row, 1);
+  const out: DecodeRow = {row, mode, backend, B, H, G: layer.numKvHeads, D, context, msPerToken: null, runs: 0,
+    cacheBytes: null};
+  const x = tf.randomNormal([B, context + 1, H * D], 0, 1, 'float32', 2);
+  let cache: AttentionCache | null = null;
+  try {
+    if (mode === 'cached') {
+      const empty = layer.createCache(B, context + 1);
+      const [y, full] = layer.apply(tf.slice(x, [0, 0, 0], [B, context, H * D]), {cache: empty}) as unknown as
+        [tf.Tensor, AttentionCache];
+      tf.dispose([y, Object.values(empty.tensors)]);
+      cache = full;
+      out.cacheBytes = cacheBytes(full);
+      const last = tf.slice(x, [0, context, 0], [B, 1, H * D]);
+      const m = await timed(() => {
+        const [step, next] = layer.apply(last, {cache: full}) as unknown as [tf.Tensor, AttentionCache];
+        return [step, ...Object.values(next.tensors)];
+      }, o.warmup, o.reps, o.budgetMs);
+      last.dispose();
+      [out.msPerToken, out.runs] = [m.ms, m.runs];
+    } else {
+      const m = await timed(() => [layer.apply(x) as tf.Tensor], Math.min(o.warmup, 1), Math.min(o.reps, 5), o.budgetMs);
+      [out.msPerToken, out.runs] = [m.ms, m.runs];
+    }
+  } catch (e) {
+    out.error = String((e as Error)?.message ?? e).split('\n')[0];
+  } finally {
+    if (cache != null) tf.dispose(Object.values(cache.tensors));
+    x.dispose();
+    for (const w of layer.weights) w.dispose();
+  }
+  return out;
+}
+
+/** Runs the decode rows; writes DIR/decode.json and DIR/decode.md when outDir is given. */
+export async function runDecodeBench(options: DecodeBenchOptions = {}): Promise<DecodeReport> {
+  const rows = options.rows ?? DECODE_ROWS;
+  const bad = rows.filter((r) => !(DECODE_ROWS as readonly string[]).includes(r));
+  if (rows.length === 0 || bad.length > 0) {
+    throw new AttentionError('INVALID_CONFIG', `decode rows must be among ${DECODE_ROWS.join(', ')}, received ${show([...rows])}`);
+  }
+  const contexts = options.contexts ?? DECODE_CONTEXTS;
+  contexts.forEach((c) => assertPositiveInt('context', c));
+  const o = {rows, contexts, reps: options.reps ?? 20, warmup: options.warmup ?? 3, budgetMs: options.budgetMs ?? 20_000};
+  assertPositiveInt('reps', o.reps);
+  const backend = await selectBackend(options.backend);
+  const meta = collectMeta(backend, o.warmup, o.reps, {suite: 'decode', budgetMs: o.budgetMs, maxT: {}});
+  const report: DecodeReport = {meta, rows: []};
+  // Untimed: the backend's first kernels (compilation, the heap growing) would be charged to the first row.
+  for (const mode of ['cached', 'recompute'] as const) await measureRow(rows[0], mode, Math.min(...contexts), backend, o);
+  for (const row of rows) {
+    for (const mode of ['cached', 'recompute'] as const) {
+      for (const context of contexts) {
+        const r = await measureRow(row, mode, context, backend, o);
+        options.log?.(`${r.row} ${r.mode} context ${r.context}: ` +
+          (r.error != null ? `error: ${r.error}` : `${r.msPerToken!.toFixed(2)} ms/token` +
+            (r.cacheBytes != null ? `, cache ${(r.cacheBytes / 1024).toFixed(1)} KiB` : '')));
+        report.rows.push(r);
+        if (options.outDir != null) writeDecodeReport(options.outDir, report);
+      }
+    }
+  }
+  return report;
+}
+
+const fixed = (x: number | null, digits: number) => (x == null ? '-' : x.toFixed(digits));
+
+/** The rows as a padded markdown table. */
+export function formatDecodeTable(rows: readonly DecodeRow[]): string {
+  const header = ['row', 'mode', 'B', 'H', 'G', 'D', 'context', 'ms/token', 'runs', 'cache KiB', 'cache B/position', 'error'];
+  const body = rows.map((r) => [r.row, r.mode, r.B, r.H, r.G, r.D, r.context, fixed(r.msPerToken, 2), r.runs,
+    fixed(r.cacheBytes == null ? null : r.cacheBytes / 1024, 1),
+    fixed(r.cacheBytes == null ? null : r.cacheBytes / (r.context + 1), 0), r.error ?? ''].map(String));
+  const cells = [header, ...body];
+  const widths = header.map((_, c) => Math.max(...cells.map((row) => row[c].length)));
+  const line = (row: string[]) => `| ${row.map((x, c) => x.padEnd(widths[c])).join(' | ')} |`;
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n') + '\n';
+}
+
+/** What the rows say: cached vs recompute per kind, and how the cached cost grows with the context. */
+export function summarizeDecode(rows: readonly DecodeRow[]): string[] {
+  const ok = rows.filter((r) => r.error == null && r.msPerToken != null);
+  const find = (row: string, mode: string, c: number) => ok.find((r) => r.row === row && r.mode === mode && r.context === c);
+  const out: string[] = [];
+  for (const row of DECODE_ROWS) {
+    const cached = ok.filter((r) => r.row === row && r.mode === 'cached').sort((a, b) => a.context - b.context);
+    if (cached.length === 0) continue;
+    const parts = cached.map((r) => {
+      const full = find(row, 'recompute', r.context);
+      return `c=${r.context} ${r.msPerToken!.toFixed(2)} ms` + (full != null ? ` (${(full.msPerToken! / r.msPerToken!).toFixed(1)}x ` +
+        'faster than recompute)' : '');
+    });
+    const [first, last] = [cached[0], cached[cached.length - 1]];
+    out.push(`${row} cached per token: ${parts.join(', ')}; c=${last.context} / c=${first.context}: ` +
+      `${(last.msPerToken! / first.msPerToken!).toFixed(2)}x`);
+  }
+  return out;
+}
+
+export function writeDecodeReport(dir: string, report: DecodeReport): void {
+  fs.mkdirSync(dir, {recursive: true});
+  fs.writeFileSync(path.join(dir, 'decode.json'), JSON.stringify(report, null, 2) + '\n');
+  const summary = summarizeDecode(report.rows).map((l) => `- ${l}`).join('\n');
+  fs.writeFileSync(path.join(dir, 'decode.md'), `# tfjs-attention bench --suite decode\n\nbackend ${report.meta.backend}, ` +
+    `tfjs ${report.meta.tfjsVersion}, ${report.meta.cpuCount} cpus, ${report.meta.date}\n\n` +
+    `${formatDecodeTable(report.rows)}\n${summary}\n`);
+}
