@@ -35,7 +35,7 @@ export {
   POSITION_ENCODINGS, PositionEncoding,
 } from './layers/base_attention';
 export {rotaryEmbedding, RopeOptions, DEFAULT_ROPE_BASE} from './ops/rope';
-export {writeRows} from './ops/kv_cache';
+export {appendRows} from './ops/kv_cache';
 export {linearStateStep, LinearState} from './ops/linear_decode';
 export {localGlobalStep, LocalGlobalState} from './ops/local_global_decode';
 export {

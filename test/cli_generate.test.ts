@@ -105,8 +105,8 @@ describe(title('cli: text task, generate, bench --suite decode'), () => {
     expect(rows.map((r) => `${r.row}/${r.mode}`)).toEqual(['mha', 'gqa', 'flash', 'linear', 'local-global', 'mqa']
       .flatMap((k) => [`${k}/cached`, `${k}/recompute`]));
     const bytes = (row: string) => rows.find((r) => r.row === row && r.mode === 'cached')!.cacheBytes!;
-    // [B, G, L, D] keys and values: 2 * G * D * 4 bytes per position, L = context + 1.
-    expect(bytes('mha')).toBe(2 * 8 * 64 * 4 * 9);
+    // [B, G, L, D] keys and values: 2 * G * D * 4 bytes per position, L = the context held.
+    expect(bytes('mha')).toBe(2 * 8 * 64 * 4 * 8);
     expect(bytes('gqa') / bytes('mha')).toBe(2 / 8);
     expect(bytes('mqa') / bytes('mha')).toBe(1 / 8);
     expect(summarizeDecode(rows).length).toBe(6);

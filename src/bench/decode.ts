@@ -173,7 +173,7 @@ export function formatDecodeTable(rows: readonly DecodeRow[]): string {
   const header = ['row', 'mode', 'B', 'H', 'G', 'D', 'context', 'ms/token', 'runs', 'cache KiB', 'cache B/position', 'error'];
   const body = rows.map((r) => [r.row, r.mode, r.B, r.H, r.G, r.D, r.context, fixed(r.msPerToken, 2), r.runs,
     fixed(r.cacheBytes == null ? null : r.cacheBytes / 1024, 1),
-    fixed(r.cacheBytes == null ? null : r.cacheBytes / (r.context + 1), 0), r.error ?? ''].map(String));
+    fixed(r.cacheBytes == null ? null : r.cacheBytes / r.context, 0), r.error ?? ''].map(String));
   const cells = [header, ...body];
   const widths = header.map((_, c) => Math.max(...cells.map((row) => row[c].length)));
   const line = (row: string[]) => `| ${row.map((x, c) => x.padEnd(widths[c])).join(' | ')} |`;

@@ -10,7 +10,7 @@ import {assertFits} from '../ops/heads';
 import {CausalAlignment, CausalArg, causalAlignment, strictestCausal} from '../ops/masks';
 import {AttentionWithWeights} from '../ops/sdpa';
 import {checkRopeBase, checkRopeDim, DEFAULT_ROPE_BASE, rotaryEmbedding} from '../ops/rope';
-import {writeRows} from '../ops/kv_cache';
+import {appendRows} from '../ops/kv_cache';
 import {
   assertBoolean, assertDivisible, assertNonNegativeInt, assertOneOf, assertPositiveInt, assertRate, checkArgNames,
 } from '../validate';
@@ -118,7 +118,8 @@ export interface AttentionCallArgs {
   mask?: tf.Tensor | (tf.Tensor | null)[] | null;
   /**
    * A cache from createCache (or the one a previous cached call returned): the call then
-   * decodes incrementally and returns `[output, newCache]`. Eager, self-attention, causal only.
+   * decodes incrementally and returns `[output, newCache]`. Eager, self-attention, causal
+   * only; null (or absent) is a plain call.
    */
   cache?: AttentionCache;
   /** The position of the input's first row, 0 .. cache.length; default cache.length (append). */
@@ -446,7 +447,7 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
       throw scoresError(this.capabilities.limits?.subject ?? who, this.capabilities);
     }
     const first = Array.isArray(inputs) ? inputs[0] : inputs;
-    if (kwargs?.cache !== undefined || kwargs?.cacheIndex !== undefined) {
+    if (kwargs?.cache != null || kwargs?.cacheIndex != null) {
       return this.applyCached(inputs, kwargs as Kwargs) as unknown as tf.Tensor[];
     }
     if (first instanceof tf.SymbolicTensor) {
@@ -583,32 +584,31 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
   }
 
   /**
-   * The tensors of an empty cache. The default, for exact attention: keys [B, G, L, D] and
-   * values [B, G, L, Dv] (L = maxLength), so a grouped-query cache is H / G times smaller
-   * than a multi-head one.
+   * The tensors of an empty cache. The default, for exact attention: keys [B, G, 0, D] and
+   * values [B, G, 0, Dv], grown by each call to the positions held (at most L = maxLength),
+   * so a grouped-query cache is H / G times smaller than a multi-head one.
    */
-  protected emptyCacheTensors(B: number, L: number): Record<string, tf.Tensor> {
+  protected emptyCacheTensors(B: number, _L: number): Record<string, tf.Tensor> {
     const {D, Dv} = this.dims!;
-    return {key: tf.zeros([B, this.numKvHeads, L, D]), value: tf.zeros([B, this.numKvHeads, L, Dv])};
+    return {key: tf.zeros([B, this.numKvHeads, 0, D]), value: tf.zeros([B, this.numKvHeads, 0, Dv])};
   }
 
   /**
    * Attention of the new positions index .. index + t - 1 (q [B, H, t, D], k [B, G, t, D],
    * v [B, G, t, Dv], q and k already rotated) over the cache; returns [B, H, t, Dv] and the
-   * cache's new tensors. The default, for exact attention: the new keys are written into the
-   * buffers, and the queries attend to every key up to their own position (causal,
-   * bottom-right over the index + t keys).
+   * cache's new tensors. The default, for exact attention: the new keys and values follow
+   * the first `index` cached rows, and the queries attend to every key up to their own
+   * position (causal, bottom-right over the index + t keys).
    */
   protected attendCached(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cache: AttentionCache,
                          index: number): {output: tf.Tensor4D; tensors: Record<string, tf.Tensor>} {
-    const keys = writeRows(cache.tensors.key, k, index);     // prefix [B, G, index + t, D]
-    const values = writeRows(cache.tensors.value, v, index); // prefix [B, G, index + t, Dv]
-    const attended = this.attend(q, keys.prefix, values.prefix, {
+    const key = appendRows(cache.tensors.key, k, index);       // [B, G, index + t, D]
+    const value = appendRows(cache.tensors.value, v, index);   // [B, G, index + t, Dv]
+    const attended = this.attend(q, key, value, {
       mask: null, parts: {query: null, key: null, attention: null}, causal: 'bottom-right', training: false,
       returnScores: false,
     });
-    return {output: attended instanceof tf.Tensor ? attended as tf.Tensor4D : attended.output,
-      tensors: {key: keys.buffer, value: values.buffer}};
+    return {output: attended instanceof tf.Tensor ? attended as tf.Tensor4D : attended.output, tensors: {key, value}};
   }
 
   /**

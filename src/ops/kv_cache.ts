@@ -1,25 +1,21 @@
 /**
- * The key/value buffers of exact attention's decoding cache: [B, G, maxLength, D] keys and
- * [B, G, maxLength, Dv] values that new rows are written into (fresh tensors each time: the
- * old buffers stay valid until their owner disposes them).
+ * The key/value rows of exact attention's decoding cache: keys [B, G, length, D] and values
+ * [B, G, length, Dv], grown as positions arrive (a new tensor each time: the old rows stay
+ * valid until their owner disposes them). Growing costs one copy of the rows per step, the
+ * same as reading them; a buffer of maxLength rows written in place would cost more in tfjs,
+ * which has no in-place update (each write is a concat of the whole buffer).
  */
 import * as tf from '@tensorflow/tfjs';
 
-/** The tensors of a key/value cache: keys [B, G, L, D] and values [B, G, L, Dv] for L = maxLength. */
-export type KvCacheTensors = {key: tf.Tensor4D; value: tf.Tensor4D};
-
 /**
- * buf [B, G, L, X] with rows index .. index + t - 1 replaced by x [B, G, t, X]; also the
- * rows 0 .. index + t - 1 of the result (what the new queries attend to).
+ * rows [B, G, L, X] cut to its first `index` rows, then x [B, G, t, X]: rows
+ * 0 .. index + t - 1, what the new queries attend to and the cache keeps.
  */
-export function writeRows(buf: tf.Tensor, x: tf.Tensor, index: number): {buffer: tf.Tensor4D; prefix: tf.Tensor4D} {
+export function appendRows(rows: tf.Tensor, x: tf.Tensor, index: number): tf.Tensor4D {
   return tf.tidy(() => {
-    const [B, G, L, X] = buf.shape as number[];
-    const t = x.shape[2] as number;
-    const prefix = index === 0 ? x : tf.concat([tf.slice(buf, [0, 0, 0, 0], [B, G, index, X]), x], 2); // [B, G, index+t, X]
-    const rest = L - index - t;
-    const buffer = rest === 0 ? tf.clone(prefix)
-      : tf.concat([prefix, tf.slice(buf, [0, 0, index + t, 0], [B, G, rest, X])], 2);                 // [B, G, L, X]
-    return {buffer: buffer as tf.Tensor4D, prefix: (prefix === x ? tf.clone(x) : prefix) as tf.Tensor4D};
+    const [B, G, L, X] = rows.shape as number[];
+    if (index === 0) return tf.clone(x) as tf.Tensor4D;
+    const kept = index === L ? rows : tf.slice(rows, [0, 0, 0, 0], [B, G, index, X]); // [B, G, index, X]
+    return tf.concat([kept, x], 2) as tf.Tensor4D;                                   // [B, G, index + t, X]
   });
 }
