@@ -32,10 +32,11 @@ export {
 export {
   AttentionLayerArgs, AttentionCallArgs, AttentionLayerBase, AttendOptions, MaskParts, paddingOnly, zeroPaddedQueries,
   ATTENTION_LAYER_ARGS, ATTENTION_CALL_ARGS, AttentionCapabilities, FULL_CAPABILITIES, AttentionCache, cacheBytes,
+  DECODE_DENSE_SCORES,
   POSITION_ENCODINGS, PositionEncoding,
 } from './layers/base_attention';
 export {rotaryEmbedding, RopeOptions, DEFAULT_ROPE_BASE} from './ops/rope';
-export {appendRows} from './ops/kv_cache';
+export {appendRows, decodeAttention, DECODE_BROADCAST_MAX_ROWS} from './ops/kv_cache';
 export {linearStateStep, LinearState} from './ops/linear_decode';
 export {localGlobalStep, LocalGlobalState} from './ops/local_global_decode';
 export {

@@ -11,7 +11,10 @@ import {ATTENTION_KINDS, AttentionKind, attentionLayer} from '../src/layers/fact
 import {LocalGlobalAttention} from '../src/layers/local_global_attention';
 import {buildTransformer, TransformerPositions} from '../src/train/model';
 import {DecoderCache, disposeDecoderCache, transformerDecoder} from '../src/train/generate';
+import {decodeAttention} from '../src/ops/kv_cache';
+import {scaledDotProductAttention} from '../src/ops/sdpa';
 import {expectError, maxDiff, randn, title} from './helpers';
+import {referenceAttention} from './reference';
 
 const V = 11;
 const E = 16;
@@ -201,6 +204,27 @@ describe(title('layer.apply with a cache == the whole sequence'), () => {
           expect(maxDiff(y, tf.slice(full8, [0, 7, 0], [1, 1, E]))).toBeLessThan(1e-4);
         });
         layer.dispose();
+      });
+    }
+  }
+});
+
+describe(title('decodeAttention (the broadcast form of a short cached step)'), () => {
+  for (const [H, G] of [[4, 4], [4, 2], [4, 1]]) {
+    for (const t of [1, 2, 3, 4]) {
+      test(`== sdpa causal bottom-right and the reference (H=${H}, G=${G}, t=${t}, S=13, D=5, Dv=3)`, () => {
+        const q = randn([2, H, t, 5], 1) as tf.Tensor4D;
+        const k = randn([2, G, 13, 5], 2) as tf.Tensor4D;
+        const v = randn([2, G, 13, 3], 3) as tf.Tensor4D;
+        const before = tf.memory().numTensors;
+        const got = decodeAttention(q, k, v);
+        expect(tf.memory().numTensors).toBe(before + 1);
+        const sdpa = scaledDotProductAttention(q, k, v, {causal: 'bottom-right'});
+        const ref = referenceAttention(q, k, v, {causal: true});
+        expect(got.shape).toEqual([2, H, t, 3]);
+        expect(maxDiff(got, sdpa)).toBeLessThan(1e-5);
+        expect(maxDiff(got, ref)).toBeLessThan(1e-5);
+        tf.dispose([q, k, v, got, sdpa, ref]);
       });
     }
   }

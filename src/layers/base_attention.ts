@@ -8,9 +8,9 @@ import {KERAS_CALL_NAMES, KERAS_LAYER_NAMES, LAYER_ARGS, TFJS_KWARGS} from '../a
 import {AttentionError, show} from '../errors';
 import {assertFits} from '../ops/heads';
 import {CausalAlignment, CausalArg, causalAlignment, strictestCausal} from '../ops/masks';
-import {AttentionWithWeights} from '../ops/sdpa';
+import {AttentionWithWeights, scaledDotProductAttention} from '../ops/sdpa';
 import {checkRopeBase, checkRopeDim, DEFAULT_ROPE_BASE, rotaryEmbedding} from '../ops/rope';
-import {appendRows} from '../ops/kv_cache';
+import {appendRows, DECODE_BROADCAST_MAX_ROWS, decodeAttention} from '../ops/kv_cache';
 import {
   assertBoolean, assertDivisible, assertNonNegativeInt, assertOneOf, assertPositiveInt, assertRate, checkArgNames,
 } from '../validate';
@@ -30,6 +30,13 @@ type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
 type Kwargs = {[key: string]: any};
 
 export const DEFAULT_KERNEL_INITIALIZER = 'glorotUniform';
+
+/**
+ * A cached step of exact attention with fewer query-key pairs than this per batch and head
+ * (t * (index + t)) forms its scores directly (see attendCached); the same bound as
+ * MultiHeadAttention's 'auto' (T = S = 1024).
+ */
+export const DECODE_DENSE_SCORES = 1024 * 1024;
 export const DEFAULT_BIAS_INITIALIZER = 'zeros';
 
 /** The constructor arguments every attention layer takes, besides tfjs' own LAYER_ARGS. */
@@ -598,16 +605,26 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
    * v [B, G, t, Dv], q and k already rotated) over the cache; returns [B, H, t, Dv] and the
    * cache's new tensors. The default, for exact attention: the new keys and values follow
    * the first `index` cached rows, and the queries attend to every key up to their own
-   * position (causal, bottom-right over the index + t keys).
+   * position (causal, bottom-right over the index + t keys), computed by the size of the
+   * step, whatever the layer's own implementation (it is the same exact attention): with at
+   * most DECODE_BROADCAST_MAX_ROWS query rows per key/value head by decodeAttention
+   * (broadcast products: matrix-vector products are slow on wasm); a [t, index + t] score matrix smaller
+   * than DECODE_DENSE_SCORES by scaledDotProductAttention (flash tiles would only add loop
+   * overhead there); a longer prefill by the layer's own attend().
    */
   protected attendCached(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cache: AttentionCache,
                          index: number): {output: tf.Tensor4D; tensors: Record<string, tf.Tensor>} {
     const key = appendRows(cache.tensors.key, k, index);       // [B, G, index + t, D]
     const value = appendRows(cache.tensors.value, v, index);   // [B, G, index + t, Dv]
-    const attended = this.attend(q, key, value, {
-      mask: null, parts: {query: null, key: null, attention: null}, causal: 'bottom-right', training: false,
-      returnScores: false,
-    });
+    const S = key.shape[2];
+    const t = q.shape[2];
+    const rows = (this.numHeads / this.numKvHeads) * t; // query rows per key/value head
+    const attended = rows <= DECODE_BROADCAST_MAX_ROWS ? decodeAttention(q, key, value)
+      : t * S < DECODE_DENSE_SCORES ? scaledDotProductAttention(q, key, value, {causal: 'bottom-right'})
+      : this.attend(q, key, value, {
+        mask: null, parts: {query: null, key: null, attention: null}, causal: 'bottom-right', training: false,
+        returnScores: false,
+      });
     return {output: attended instanceof tf.Tensor ? attended as tf.Tensor4D : attended.output, tensors: {key, value}};
   }
 

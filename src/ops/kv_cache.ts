@@ -19,3 +19,45 @@ export function appendRows(rows: tf.Tensor, x: tf.Tensor, index: number): tf.Ten
     return tf.concat([kept, x], 2) as tf.Tensor4D;                                   // [B, G, index + t, X]
   });
 }
+
+/**
+ * A cached step computes by broadcasting (decodeAttention) when each key/value head serves
+ * at most this many query rows (query heads per group x new positions): with more rows, a
+ * matrix product amortises its packing and scaledDotProductAttention is faster (measured
+ * at S=4097: MHA one step 12.8 ms broadcast vs 34 ms; GQA with 4 heads per group 18 vs 14.6).
+ */
+export const DECODE_BROADCAST_MAX_ROWS = 2;
+
+/**
+ * Exact causal attention of t new queries q [B, H, t, D] over every cached key k [B, G, S, D]
+ * and value v [B, G, S, Dv] up to their own position (query i sees j <= i + S - t), for a
+ * small t: the scores and the weighted sum are broadcast products summed over an axis, not
+ * matrix products. A step's products are matrix-vector shaped, which tfjs-wasm's matMul
+ * runs slowly (its fast path packs the whole key matrix on every call): at B=1, H=8, D=64
+ * and S=4097 the broadcast form measured 12.8 ms against scaledDotProductAttention's 34 ms.
+ * Holds one [B, H, t, S, max(D, Dv)] product at a time.
+ */
+export function decodeAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [B, H, t, D] = q.shape;
+    const [, G, S] = k.shape;
+    const Dv = v.shape[3];
+    const R = H / G;
+    // Query head h = g * R + r reads key/value head g: rows r * t + i of group g.
+    const qg = tf.reshape(tf.mul(q, 1 / Math.sqrt(D)), [B, G, R * t, 1, D]);             // [B, G, R*t, 1, D]
+    let logits = tf.sum(tf.mul(qg, tf.reshape(k, [B, G, 1, S, D])), -1);                 // [B, G, R*t, S]
+    if (t > 1) {
+      const penalty = new Float32Array(R * t * S);
+      for (let r = 0; r < R; r++) {
+        for (let i = 0; i < t; i++) penalty.fill(MASKED, (r * t + i) * S + (S - t + i + 1), (r * t + i + 1) * S);
+      }
+      logits = tf.add(logits, tf.tensor2d(penalty, [R * t, S]));
+    }
+    const p = tf.softmax(logits);                                                          // [B, G, R*t, S]
+    const out = tf.sum(tf.mul(tf.reshape(p, [B, G, R * t, S, 1]), tf.reshape(v, [B, G, 1, S, Dv])), 3); // [B, G, R*t, Dv]
+    return tf.reshape(out, [B, H, t, Dv]) as tf.Tensor4D;                                 // [B, H, t, Dv]
+  });
+}
+
+/** Added to the logits of keys a query may not see (as MASKED_LOGIT in sdpa.ts). */
+const MASKED = -1e9;
