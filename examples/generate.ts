@@ -12,7 +12,7 @@ import {
   selectBackend, train, unigramEntropy,
 } from '../src';
 
-export async function main(log: (line: string) => void = console.log, steps = 80)
+export async function main(log: (line: string) => void = console.log, steps = 60)
     : Promise<{loss: number; entropy: number; text: string; cacheBytes: number[]}> {
   // 1. A character model of the shipped text: causal attention, rotary positions, no position table.
   const {model, record} = await train({
