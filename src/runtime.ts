@@ -84,3 +84,35 @@ export function errorMessage(e: unknown): string {
   const m = (e as Error)?.message;
   return typeof m === 'string' ? m : String(e);
 }
+
+/** This package's name, as its package.json says. */
+export const PACKAGE_NAME = 'tfjs-attention';
+
+/** True when `dir` holds this package: a package.json named PACKAGE_NAME. */
+function isPackageRoot(dir: string): boolean {
+  const {fs, path} = node('finding the package folder');
+  try {
+    return JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).name === PACKAGE_NAME;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The folder of this package (its package.json, models/, data/): the first folder, walking
+ * up from this module (src, dist or dist/esm: no fixed depth), whose package.json is this
+ * package's, or that holds it as node_modules/tfjs-attention; an ES module, which has no
+ * __dirname, walks up from the working directory instead. Node only; throws
+ * AttentionError('IO') when no folder holds the package.
+ */
+export function packageRoot(): string {
+  const {path} = node('finding the package folder');
+  const from = path.resolve(typeof __dirname === 'string' ? __dirname : process.cwd());
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    for (const root of [dir, path.join(dir, 'node_modules', PACKAGE_NAME)]) {
+      if (isPackageRoot(root)) return root;
+    }
+    if (path.dirname(dir) === dir) break;
+  }
+  throw new AttentionError('IO', `no folder above '${from}' holds the ${PACKAGE_NAME} package`);
+}

@@ -23,7 +23,8 @@ import {AttentionCache, AttentionLayerBase, cacheBytes} from '../layers/base_att
 import {attentionLayer} from '../layers/factory';
 import {ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind} from '../layers/kinds';
 import {assertPositiveInt} from '../validate';
-import {median} from './measure';
+import {median, timeOnce} from './measure';
+import {fixed, markdownTable} from './report';
 import {collectMeta, BenchMeta} from './meta';
 
 /** The contexts of the decode rows by default. */
@@ -82,19 +83,12 @@ function decodeLayer(row: DecodeRowName, seed: number): AttentionLayerBase {
   return layer;
 }
 
+/** Median ms of up to `reps` runs of fn (tensors it returns are waited for and freed) after up to `warmup`. */
 async function timed(fn: () => tf.Tensor[], warmup: number, reps: number, budgetMs: number): Promise<{ms: number; runs: number}> {
-  const once = async () => {
-    const t0 = performance.now();
-    const outs = fn();
-    await Promise.all(outs.map((t) => t.data()));
-    const ms = performance.now() - t0;
-    tf.dispose(outs);
-    return ms;
-  };
   const start = performance.now();
-  for (let i = 0; i < warmup && performance.now() - start < budgetMs / 2; i++) await once();
+  for (let i = 0; i < warmup && performance.now() - start < budgetMs / 2; i++) await timeOnce(fn);
   const times: number[] = [];
-  while (times.length < reps && (times.length === 0 || performance.now() - start < budgetMs)) times.push(await once());
+  while (times.length < reps && (times.length === 0 || performance.now() - start < budgetMs)) times.push(await timeOnce(fn));
   return {ms: median(times), runs: times.length};
 }
 
@@ -166,18 +160,12 @@ export async function runDecodeBench(options: DecodeBenchOptions = {}): Promise<
   return report;
 }
 
-const fixed = (x: number | null, digits: number) => (x == null ? '-' : x.toFixed(digits));
-
 /** The rows as a padded markdown table. */
 export function formatDecodeTable(rows: readonly DecodeRow[]): string {
   const header = ['row', 'mode', 'B', 'H', 'G', 'D', 'context', 'ms/token', 'runs', 'cache KiB', 'cache B/position', 'error'];
-  const body = rows.map((r) => [r.row, r.mode, r.B, r.H, r.G, r.D, r.context, fixed(r.msPerToken, 2), r.runs,
-    fixed(r.cacheBytes == null ? null : r.cacheBytes / 1024, 1),
-    fixed(r.cacheBytes == null ? null : r.cacheBytes / r.context, 0), r.error ?? ''].map(String));
-  const cells = [header, ...body];
-  const widths = header.map((_, c) => Math.max(...cells.map((row) => row[c].length)));
-  const line = (row: string[]) => `| ${row.map((x, c) => x.padEnd(widths[c])).join(' | ')} |`;
-  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n') + '\n';
+  return markdownTable(header, rows.map((r) => [r.row, r.mode, r.B, r.H, r.G, r.D, r.context, fixed(r.msPerToken, 2),
+    r.runs, fixed(r.cacheBytes == null ? null : r.cacheBytes / 1024, 1),
+    fixed(r.cacheBytes == null ? null : r.cacheBytes / r.context, 0), r.error ?? ''].map(String)));
 }
 
 /** What the rows say: cached vs recompute per kind, and how the cached cost grows with the context. */

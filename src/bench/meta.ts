@@ -4,6 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {getMatMulPath, splitsProducts} from '../ops/matmul';
+import {packageRoot} from '../runtime';
 
 export interface BenchMeta {
   /** Bumped when the shape of results.json changes (2: rows have `runs`; suite, budgetMs, maxT, matmulPath). */
@@ -31,9 +32,9 @@ export interface BenchMeta {
   peakBytes: string;
 }
 
-/** This package's package.json; `../../package.json` from both src/<dir> and dist/<dir>. */
+/** This package's package.json (see packageRoot). */
 export function readPackageJson(): {name: string; version: string} {
-  return JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8'));
+  return JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8'));
 }
 
 export interface RunSettings {

@@ -41,24 +41,29 @@ export interface BenchReport {
   rows: BenchRow[];
 }
 
-const fixed = (x: number | null, digits: number) => (x == null ? '-' : x.toFixed(digits));
+/** x with `digits` decimals; null (a failed row) as '-'. */
+export const fixed = (x: number | null, digits: number): string => (x == null ? '-' : x.toFixed(digits));
 
 /** A markdown table with padded columns, readable in a terminal too. */
+export function markdownTable(header: readonly string[], body: readonly string[][]): string {
+  const cells = [header, ...body];
+  const widths = header.map((_, c) => Math.max(...cells.map((row) => row[c].length)));
+  const line = (row: readonly string[]) => `| ${row.map((x, c) => x.padEnd(widths[c])).join(' | ')} |`;
+  const rule = `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`;
+  return [line(header), rule, ...body.map(line)].join('\n') + '\n';
+}
+
+/** The rows as a markdown table. */
 export function formatTable(rows: readonly BenchRow[]): string {
   const header = ['impl', 'pass', 'B', 'H', 'G', 'T', 'S', 'D', 'ms', 'runs', 'peak MiB', 'GFLOP/s', 'error'];
-  const body = rows.map((r) => [
+  return markdownTable(header, rows.map((r) => [
     r.impl, r.pass, r.B, r.H, r.G, r.T, r.S, r.D,
     fixed(r.msMedian, 2),
     r.runs,
     fixed(toMiB(r.peakBytes), 1),
     fixed(r.gflops, 2),
     r.error ?? '',
-  ].map(String));
-  const cells = [header, ...body];
-  const widths = header.map((_, c) => Math.max(...cells.map((row) => row[c].length)));
-  const line = (row: string[]) => `| ${row.map((x, c) => x.padEnd(widths[c])).join(' | ')} |`;
-  const rule = `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`;
-  return [line(header), rule, ...body.map(line)].join('\n') + '\n';
+  ].map(String)));
 }
 
 export function formatMeta(meta: BenchMeta): string {

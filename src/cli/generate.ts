@@ -5,28 +5,18 @@
  * decoded; otherwise in one piece. The model sees at most the length it was trained on: past
  * it, decoding goes on from the last half of the text (generate's contextLength).
  */
-import {Command, InvalidArgumentError, Option} from 'commander';
+import {Command, Option} from 'commander';
 import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../backend';
 import {AttentionError} from '../errors';
 import {loadModel, readTrainingRecord} from '../train/checkpoint';
 import {generate} from '../train/generate';
 import {BLANK, SEP, TEXT_TASK} from '../train/tasks';
 import {decodeText, encodeText} from '../train/text';
-import {CliIO, intArg} from './shared';
+import {CliIO, floatArg, intArg} from './shared';
 
 interface GenerateFlags {
   model: string; prompt: string; maxNewTokens: number; temperature: number; topK: number; topP: number;
   seed?: number; stop?: string; backend?: BackendChoice;
-}
-
-function numberArg(min: number, max: number, open = false): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max || (open && n === min)) {
-      throw new InvalidArgumentError(`Expected a number in ${open ? '(' : '['}${min}, ${max}].`);
-    }
-    return n;
-  };
 }
 
 /** Toy-task tokens: ids, or the names BLANK and SEP, separated by spaces. */
@@ -48,9 +38,9 @@ export function registerGenerate(program: Command, io: CliIO): void {
     .requiredOption('--model <dir>', 'model folder written by train (trained with --causal, or on --task text)')
     .requiredOption('--prompt <text>', 'text for a text model; token ids or SEP / BLANK for a toy-task model')
     .option('--max-new-tokens <n>', 'tokens to add at most', intArg(1), 200)
-    .option('--temperature <t>', 'softmax temperature; 0 is greedy', numberArg(0, 100), 0.8)
+    .option('--temperature <t>', 'softmax temperature; 0 is greedy', floatArg(0, 100), 0.8)
     .option('--top-k <k>', 'sample among the k likeliest tokens only (0: all)', intArg(0), 0)
-    .option('--top-p <p>', 'sample among the likeliest tokens of total probability p (1: all)', numberArg(0, 1, true), 1)
+    .option('--top-p <p>', 'sample among the likeliest tokens of total probability p (1: all)', floatArg(0, 1, true), 1)
     .option('--seed <n>', 'seed of the sampling (default: random)', intArg(0))
     .option('--stop <token>', 'end after this token (a character, or a toy-task id)')
     .addOption(new Option('--backend <name>', 'tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)')

@@ -21,6 +21,17 @@ export function intArg(min: number): (value: string) => number {
   };
 }
 
+/** A flag parser for numbers in [min, max] (with `open`, in (min, max]). */
+export function floatArg(min: number, max = Infinity, open = false): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max || (open && n === min)) {
+      throw new InvalidArgumentError(`Expected a number in ${open ? '(' : '['}${min}, ${max === Infinity ? 'inf' : max}].`);
+    }
+    return n;
+  };
+}
+
 /** A flag parser for a comma-separated list of names drawn from `known`. */
 export function namesArg(known: readonly string[], what: string): (value: string) => string[] {
   return (value) => {

@@ -3,7 +3,7 @@
  * save it, then evaluate it, run it on one input, or describe a saved model folder.
  */
 import * as tf from '@tensorflow/tfjs';
-import {Command, InvalidArgumentError, Option} from 'commander';
+import {Command, Option} from 'commander';
 import {SingleBar} from 'cli-progress';
 import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../backend';
 import {AttentionError} from '../errors';
@@ -14,7 +14,7 @@ import {TRANSFORMER_POSITIONS, TransformerPositions} from '../train/model';
 import {decodeText, DEFAULT_SEQ_LENGTH, encodeText} from '../train/text';
 import {evaluate, Metrics, StepInfo, train, trainDefaults} from '../train/trainer';
 import {loadKerasModel} from '../keras/load';
-import {CliIO, describeLayers, intArg, intListArg, kerasUrl} from './shared';
+import {CliIO, describeLayers, floatArg, intArg, intListArg, kerasUrl} from './shared';
 
 /** What `npm run train` trains with no flags: a small GQA model on `reverse`. */
 export const TRAIN_DEFAULTS = {
@@ -57,16 +57,6 @@ function kindArgs(f: TrainFlags, kind: AttentionKind, resuming: boolean): Partia
     }
   }
   return args as Partial<AnyAttentionArgs>;
-}
-
-function floatArg(min: number, max = Infinity): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
-      throw new InvalidArgumentError(`Expected a number in [${min}, ${max === Infinity ? 'inf' : max}].`);
-    }
-    return n;
-  };
 }
 
 /** Progress on stderr: a bar on a terminal, plain lines otherwise (or with --quiet). */

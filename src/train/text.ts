@@ -13,7 +13,7 @@
  */
 import {AttentionError, show} from '../errors';
 import {uniform} from '../ops/random_features';
-import {assertNode, errno, errorMessage, node} from '../runtime';
+import {assertNode, errno, errorMessage, node, packageRoot} from '../runtime';
 import {assertOneOf, assertPositiveInt, checkArgNames} from '../validate';
 import {batchSeed, Split, SPLITS, Task, TaskBatch} from './task_base';
 
@@ -22,7 +22,6 @@ export const DEFAULT_SEQ_LENGTH = 64;
 export const DEFAULT_VALIDATION_FRACTION = 0.1;
 /** The sample text that ships with the package, relative to the package's root folder. */
 export const SAMPLE_TEXT = 'data/text/attention.txt';
-const PACKAGE_NAME = 'tfjs-attention';
 
 export interface TextTaskOptions {
   /** L, the characters of one example; the model predicts the next one at each. Default 64. */
@@ -186,36 +185,20 @@ export function makeTextTask(text: string, options: TextTaskOptions = {}): TextT
   };
 }
 
-/** True when `dir` holds this package: a package.json named tfjs-attention. */
-function isPackageRoot(dir: string): boolean {
-  const {fs, path} = node();
-  try {
-    return JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).name === PACKAGE_NAME;
-  } catch {
-    return false;
-  }
-}
-
 /**
- * The absolute path of the shipped sample text (SAMPLE_TEXT in the package's root). The
- * root is the first folder, walking up from this module (src/train, dist/train or
- * dist/esm/train: no fixed depth), whose package.json is this package's, or that holds it
- * as node_modules/tfjs-attention; an ES module, which has no __dirname, walks up from the
- * working directory instead. Throws AttentionError('UNSUPPORTED') outside Node, ('IO') when
- * no folder holds the package.
+ * The absolute path of the shipped sample text (SAMPLE_TEXT in the package's folder, see
+ * packageRoot). Throws AttentionError('UNSUPPORTED') outside Node, ('IO') when no folder
+ * holds the package.
  */
 export function sampleTextPath(): string {
   assertNode(`the shipped sample text (${SAMPLE_TEXT})`, "in a browser, pass the text itself: makeTask('text', {text})");
-  const {path} = node();
-  const from = path.resolve(typeof __dirname === 'string' ? __dirname : process.cwd());
-  for (let dir = from; ; dir = path.dirname(dir)) {
-    for (const root of [dir, path.join(dir, 'node_modules', PACKAGE_NAME)]) {
-      if (isPackageRoot(root)) return path.join(root, SAMPLE_TEXT);
-    }
-    if (path.dirname(dir) === dir) break;
+  let root: string;
+  try {
+    root = packageRoot();
+  } catch (e) {
+    throw new AttentionError('IO', `cannot find the shipped sample text: ${errorMessage(e)}; pass {data: PATH} or {text}`);
   }
-  throw new AttentionError('IO', `cannot find the shipped sample text: no folder above '${from}' holds the ` +
-    `${PACKAGE_NAME} package; pass {data: PATH} or {text}`);
+  return node().path.join(root, SAMPLE_TEXT);
 }
 
 /** Control characters other than tab, line feed, vertical tab, form feed and carriage return. */
