@@ -34,13 +34,13 @@ describe(title('bench'), () => {
     const before = tf.memory().numTensors;
     // (T = S: local-global attention needs shared positions.)
     const report = await runBench({shapes: [tiny, {D: 4, S: 7, T: 7, G: 2, H: 4, B: 1}], layerShapes: [tinyLayer],
-      matmulSizes: [16], backend: backend(), warmup: 0, reps: 1, outDir: dir});
+      matmulSizes: [16], backend: backend(), heap: false, warmup: 0, reps: 1, outDir: dir});
     expect(tf.memory().numTensors).toBe(before);
     expect(tf.getBackend()).toBe(backend());
 
     const json = JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8'));
     expect(json).toEqual(JSON.parse(JSON.stringify(report)));
-    expect(json.meta).toMatchObject({format: 2, backend: backend(), packageVersion: version, warmup: 0, reps: 1,
+    expect(json.meta).toMatchObject({format: 3, heapMeasured: false, backend: backend(), packageVersion: version, warmup: 0, reps: 1,
       suite: 'full', matmulPath: getMatMulPath(), splitProducts: backend() === 'wasm'});
     const impls = ['naive', 'sdpa', 'sdpa-causal', 'flash', 'flash-causal', 'linear', 'linear-causal', 'local-global',
       'local-global-dense'];
@@ -55,7 +55,10 @@ describe(title('bench'), () => {
       expect(row.backend).toBe(backend());
       expect(row.runs).toBe(1);
       expect(Object.keys(row)).toEqual(
-        ['impl', 'pass', 'backend', 'B', 'H', 'G', 'T', 'S', 'D', 'msMedian', 'peakBytes', 'gflops', 'runs']);
+        ['impl', 'pass', 'backend', 'B', 'H', 'G', 'T', 'S', 'D', 'msMedian', 'peakBytes', 'heapBytes', 'floorBytes',
+          'gflops', 'runs']);
+      expect(row.heapBytes).toBeNull();
+      expect(row.floorBytes).toBeGreaterThan(0);
       for (const value of [row.msMedian, row.peakBytes, row.gflops]) {
         expect(Number.isFinite(value)).toBe(true);
         expect(value).toBeGreaterThan(0);
@@ -84,7 +87,7 @@ describe(title('bench'), () => {
         return IMPLS.sdpa.run(q, k, v, {});
       }},
     };
-    await runBench({registry, workloads: {}, shapes: [tiny], backend: backend(), warmup: 0, reps: 1, outDir: dir});
+    await runBench({registry, workloads: {}, shapes: [tiny], backend: backend(), heap: false, warmup: 0, reps: 1, outDir: dir});
     expect(seen.length).toBeGreaterThan(0);
     expect(seen[0]).toBe(2);
     expect(Math.max(...seen)).toBe(3); // during peek's fwd+bwd row, its fwd row is written too
@@ -96,7 +99,7 @@ describe(title('bench'), () => {
       sdpa: IMPLS.sdpa,
     };
     const before = tf.memory().numTensors;
-    const {rows} = await runBench({registry, workloads: {}, shapes: [tiny], backend: backend(), warmup: 0, reps: 1});
+    const {rows} = await runBench({registry, workloads: {}, shapes: [tiny], backend: backend(), heap: false, warmup: 0, reps: 1});
     expect(tf.memory().numTensors).toBe(before);
     expect(rows.map((r) => [r.impl, r.error ?? null, r.msMedian == null])).toEqual([
       ['boom', 'out of memory', true], ['boom', 'out of memory', true], ['sdpa', null, false], ['sdpa', null, false],
@@ -277,7 +280,7 @@ describe(title('bench'), () => {
     const plotDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-attention-stale-'));
     for (const name of PLOT_FILES) fs.writeFileSync(path.join(plotDir, name), '<svg/>');
     let seen: boolean[] = [];
-    await runBench({impls: ['sdpa'], shapes: [tiny], backend: backend(), warmup: 0, reps: 1, outDir: plotDir,
+    await runBench({impls: ['sdpa'], shapes: [tiny], backend: backend(), heap: false, warmup: 0, reps: 1, outDir: plotDir,
       log: () => { seen = PLOT_FILES.map((n) => fs.existsSync(path.join(plotDir, n))); }});
     expect(seen).toEqual([false, false]); // gone while the run was going
     fs.rmSync(plotDir, {recursive: true, force: true});
@@ -285,7 +288,7 @@ describe(title('bench'), () => {
 
   it('skips shapes above an implementation\'s maxT; the suite and the matMul path are checked and restored', async () => {
     const {rows, meta} = await runBench({impls: ['sdpa', 'flash'], shapes: [{...tiny, T: 6, S: 6}, {...tiny, T: 9, S: 9}],
-      maxT: {sdpa: 6}, matmulPath: 'split', backend: backend(), warmup: 0, reps: 1});
+      maxT: {sdpa: 6}, matmulPath: 'split', backend: backend(), heap: false, warmup: 0, reps: 1});
     expect(rows.map((r) => `${r.impl} ${r.T}`)).toEqual(['sdpa 6', 'sdpa 6', 'flash 6', 'flash 6', 'flash 9', 'flash 9']);
     expect(meta).toMatchObject({matmulPath: 'split', splitProducts: true, maxT: {sdpa: 6}});
     expect(getMatMulPath()).toBe('auto');
@@ -296,7 +299,7 @@ describe(title('bench'), () => {
   it('summarize states the layer speed-up, sdpa against matmul and every row against naive', () => {
     const row = (impl: string, pass: 'fwd' | 'fwd+bwd', shape: object, ms: number, gflops: number, peakMiB: number): BenchRow => ({
       impl, pass, backend: 'wasm', B: 1, H: 8, G: 8, T: 1024, S: 1024, D: 64, ...shape, msMedian: ms,
-      peakBytes: peakMiB * 2 ** 20, gflops, runs: 1});
+      peakBytes: peakMiB * 2 ** 20, heapBytes: null, floorBytes: 1, gflops, runs: 1});
     const layer = {B: 4, H: 8, G: 2, T: 512, S: 512, D: 32};
     const lines = summarize([
       row('matmul', 'fwd', {H: 1, G: 1, D: 1024}, 100, 20, 4),
@@ -317,7 +320,7 @@ describe(title('bench'), () => {
 
   it('plots the group with the most lengths; with nothing to plot it removes old plots', async () => {
     const base = {impl: 'sdpa', pass: 'fwd' as const, backend: 'cpu', B: 1, H: 2, G: 2, D: 4, msMedian: 1, peakBytes: 1,
-      gflops: 1, runs: 1};
+      heapBytes: null, floorBytes: 1, gflops: 1, runs: 1};
     const rows: BenchRow[] = [
       {...base, T: 8, S: 8}, {...base, T: 16, S: 16}, {...base, T: 32, S: 32},
       {...base, H: 4, G: 4, T: 8, S: 8}, // another group, one length

@@ -141,7 +141,7 @@ export async function runDecodeBench(options: DecodeBenchOptions = {}): Promise<
   const o = {rows, contexts, reps: options.reps ?? 20, warmup: options.warmup ?? 3, budgetMs: options.budgetMs ?? 20_000};
   assertPositiveInt('reps', o.reps);
   const backend = await selectBackend(options.backend);
-  const meta = collectMeta(backend, o.warmup, o.reps, {suite: 'decode', budgetMs: o.budgetMs, maxT: {}});
+  const meta = collectMeta(backend, o.warmup, o.reps, {suite: 'decode', budgetMs: o.budgetMs, maxT: {}, heap: false});
   const report: DecodeReport = {meta, rows: []};
   // Untimed: the backend's first kernels (compilation, the heap growing) would be charged to the first row.
   for (const mode of ['cached', 'recompute'] as const) await measureRow(rows[0], mode, Math.min(...contexts), backend, o);

@@ -38,6 +38,15 @@ export function attentionFlops(shape: AttentionShape, pass: Pass): number {
   return pass === 'fwd' ? fwd : 3 * fwd;
 }
 
+/**
+ * q, k, v and the output (Dv = D); fwd+bwd also dOut, dq, dk and dv: twice that. What any
+ * exact implementation must hold (float32), the floor of heap.ts.
+ */
+export function attentionFloorBytes({B, H, G, T, S, D}: AttentionShape, pass: Pass): number {
+  const fwd = 4 * (2 * B * H * T * D + 2 * B * G * S * D);
+  return pass === 'fwd' ? fwd : 2 * fwd;
+}
+
 export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);

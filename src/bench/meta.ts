@@ -7,8 +7,11 @@ import {getMatMulPath, splitsProducts} from '../ops/matmul';
 import {packageRoot} from '../runtime';
 
 export interface BenchMeta {
-  /** Bumped when the shape of results.json changes (2: rows have `runs`; suite, budgetMs, maxT, matmulPath). */
-  format: 2;
+  /**
+   * Bumped when the shape of results.json changes (2: rows have `runs`; suite, budgetMs, maxT, matmulPath;
+   * 3: rows have heapBytes and floorBytes, meta has heapMeasured and heap).
+   */
+  format: 3;
   /** ISO 8601 time the run started. */
   date: string;
   backend: string;
@@ -30,6 +33,9 @@ export interface BenchMeta {
   /** How gflops and peakBytes are counted, in words. */
   flops: string;
   peakBytes: string;
+  /** Whether rows carry the wasm heap's growth (heap.ts). */
+  heapMeasured: boolean;
+  heap: string;
 }
 
 /** This package's package.json (see packageRoot). */
@@ -41,12 +47,14 @@ export interface RunSettings {
   suite: string;
   budgetMs: number;
   maxT: Readonly<Record<string, number>>;
+  /** Whether each row's wasm heap growth is measured. */
+  heap: boolean;
 }
 
 export function collectMeta(backend: string, warmup: number, reps: number, settings: RunSettings): BenchMeta {
   const versions = tf.version as Record<string, string>;
   return {
-    format: 2,
+    format: 3,
     date: new Date().toISOString(),
     backend,
     tfjsVersion: versions['tfjs'] ?? tf.version_core,
@@ -65,5 +73,11 @@ export function collectMeta(backend: string, warmup: number, reps: number, setti
       'matmul: 2*T*S*D for [T, D] x [D, S]; gflops = flops / msMedian / 1e6',
     peakBytes: 'tf.profile().peakBytes minus tf.memory().numBytes before the pass (inputs not counted); ' +
       'tfjs counts every live tensor in full, reshape views included',
+    heapMeasured: settings.heap,
+    heap: settings.heap ? 'heapBytes is the wasm heap\'s growth over one pass in a fresh child process per row, ' +
+      'inputs included (the heap never shrinks and grows 20% at a time); floorBytes is what any implementation must ' +
+      'hold: q, k, v and the output, plus dOut, dq, dk and dv for fwd+bwd (layer rows: x, the weights and the output, ' +
+      'doubled for fwd+bwd; matmul: a, b and the product); x floor = heapBytes / floorBytes'
+      : 'not measured (wasm in Node only)',
   };
 }

@@ -2,7 +2,8 @@
  * SVG plots of a benchmark report, drawn with Vega-Lite (compiled to Vega and rendered
  * headless: no browser, no canvas): time vs T and peak memory vs T, log-log, one line
  * per implementation, a panel per pass. Written beside results.json as time.svg and
- * memory.svg.
+ * memory.svg; memory.svg has a row of panels for tf.profile's peak and one for the wasm
+ * heap's growth (heap.ts), which is empty when the heap was not measured.
  *
  * The plotted rows are the attention rows of the sweep: of the groups of rows sharing
  * B, H, G and D (with T = S), the one with the most lengths. Failed rows are left out.
@@ -10,16 +11,14 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import type * as vl from 'vega-lite';
-import {BenchReport, BenchRow, toMiB} from './report';
+import {BenchReport, BenchRow, NOT_ATTENTION_ROWS, toMiB} from './report';
 
-/** Rows that are not attention implementations on (q, k, v). */
-const NOT_ATTENTION = new Set(['matmul', 'mha-layer', 'mha-layer-naive']);
 
 /** The attention rows of the group (B, H, G, D, T = S) with the most distinct lengths; [] when none. */
 export function sweepRows(rows: readonly BenchRow[]): BenchRow[] {
   const groups = new Map<string, BenchRow[]>();
   for (const r of rows) {
-    if (NOT_ATTENTION.has(r.impl) || r.error != null || r.T !== r.S || r.msMedian == null) continue;
+    if (NOT_ATTENTION_ROWS.includes(r.impl) || r.error != null || r.T !== r.S || r.msMedian == null) continue;
     const key = `${r.B},${r.H},${r.G},${r.D}`;
     groups.set(key, [...(groups.get(key) ?? []), r]);
   }
@@ -35,16 +34,46 @@ export function sweepRows(rows: readonly BenchRow[]): BenchRow[] {
   return best;
 }
 
-/** A Vega-Lite spec: `field` vs T, log-log, a line per impl, a panel per pass. */
-function spec(rows: BenchRow[], field: 'ms' | 'peakMiB', yTitle: string, title: string): vl.TopLevelSpec {
-  const values = rows.map((r) => ({
-    impl: r.impl, pass: r.pass, T: r.T, ms: r.msMedian, peakMiB: toMiB(r.peakBytes),
-  })).filter((v) => v[field] != null && (v[field] as number) > 0);
+/** The two memory measures, as memory.svg's rows of panels name them. */
+export const MEMORY_MEASURES = ['tf.profile peak', 'wasm heap growth'] as const;
+
+interface PlotValue {
+  impl: string;
+  pass: string;
+  T: number;
+  /** For memory.svg: which of MEMORY_MEASURES. */
+  measure?: string;
+  y: number | null;
+}
+
+/** time.svg's values: the median ms of each row. */
+function timeValues(rows: BenchRow[]): PlotValue[] {
+  return rows.map((r) => ({impl: r.impl, pass: r.pass, T: r.T, y: r.msMedian}));
+}
+
+/** memory.svg's values: tf.profile's peak of each row and, where measured, its heap growth (MiB). */
+function memoryValues(rows: BenchRow[]): PlotValue[] {
+  return rows.flatMap((r) => [
+    {impl: r.impl, pass: r.pass, T: r.T, measure: MEMORY_MEASURES[0], y: toMiB(r.peakBytes)},
+    {impl: r.impl, pass: r.pass, T: r.T, measure: MEMORY_MEASURES[1], y: toMiB(r.heapBytes)},
+  ]);
+}
+
+/**
+ * A Vega-Lite spec: y vs T, log-log, a line per impl, a column of panels per pass and,
+ * when the values have a measure, a row of panels per measure.
+ */
+function spec(all: PlotValue[], yTitle: string, title: string): vl.TopLevelSpec {
+  const values = all.filter((v) => v.y != null && v.y > 0);
+  const byMeasure = values.some((v) => v.measure != null);
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     title,
     data: {values},
-    facet: {column: {field: 'pass', type: 'nominal', title: null, sort: ['fwd', 'fwd+bwd']}},
+    facet: {
+      column: {field: 'pass', type: 'nominal', title: null, sort: ['fwd', 'fwd+bwd']},
+      ...(byMeasure ? {row: {field: 'measure', type: 'nominal' as const, title: null, sort: [...MEMORY_MEASURES]}} : {}),
+    },
     spec: {
       width: 360,
       height: 300,
@@ -52,9 +81,9 @@ function spec(rows: BenchRow[], field: 'ms' | 'peakMiB', yTitle: string, title: 
       encoding: {
         x: {field: 'T', type: 'quantitative', title: 'T = S (tokens)', scale: {type: 'log', base: 2},
           axis: {values: [...new Set(values.map((v) => v.T))]}},
-        y: {field, type: 'quantitative', title: yTitle, scale: {type: 'log'}},
+        y: {field: 'y', type: 'quantitative', title: yTitle, scale: {type: 'log'}},
         color: {field: 'impl', type: 'nominal', title: 'implementation'},
-        tooltip: [{field: 'impl'}, {field: 'T'}, {field, format: '.1f'}],
+        tooltip: [{field: 'impl'}, {field: 'T'}, {field: 'y', format: '.1f'}],
       },
     },
     resolve: {scale: {y: 'shared'}},
@@ -94,8 +123,8 @@ export async function writePlots(dir: string, report: BenchReport): Promise<stri
   const {B, H, G, D} = rows[0];
   const where = `${report.meta.backend}, B=${B} H=${H} G=${G} D=${D}`;
   const files: [string, vl.TopLevelSpec][] = [
-    ['time.svg', spec(rows, 'ms', 'median time (ms)', `Time vs length (${where})`)],
-    ['memory.svg', spec(rows, 'peakMiB', 'peak tensor memory (MiB)', `Peak memory vs length (${where})`)],
+    ['time.svg', spec(timeValues(rows), 'median time (ms)', `Time vs length (${where})`)],
+    ['memory.svg', spec(memoryValues(rows), 'MiB', `Memory vs length: tf.profile's peak and the wasm heap's growth (${where})`)],
   ];
   fs.mkdirSync(dir, {recursive: true});
   const written: string[] = [];

@@ -26,15 +26,24 @@ export interface BenchRow extends AttentionShape {
   backend: string;
   /** Median wall time of one pass, milliseconds. */
   msMedian: number | null;
-  /** Peak tensor bytes above the bytes in use before the pass. */
+  /** Peak tensor bytes above the bytes in use before the pass (tf.profile's accounting). */
   peakBytes: number | null;
+  /** Real memory: the wasm heap's growth over one pass in a fresh process, inputs included (heap.ts); null when not measured. */
+  heapBytes: number | null;
+  /** What any implementation must hold: inputs, outputs and, for fwd+bwd, dOut and the forward output (heap.ts). */
+  floorBytes: number;
   /** FLOPs (see meta.flops) / time, in 1e9 per second. */
   gflops: number | null;
   /** Timed runs behind msMedian (the time budget can stop a row before `reps`). */
   runs: number;
   /** First line of the error when the pass threw. */
   error?: string;
+  /** First line of the error when the heap measurement failed (the row's timing stands). */
+  heapError?: string;
 }
+
+/** heapBytes / floorBytes, or null. */
+export const floorRatio = (r: BenchRow): number | null => (r.heapBytes == null ? null : r.heapBytes / r.floorBytes);
 
 export interface BenchReport {
   meta: BenchMeta;
@@ -55,14 +64,17 @@ export function markdownTable(header: readonly string[], body: readonly string[]
 
 /** The rows as a markdown table. */
 export function formatTable(rows: readonly BenchRow[]): string {
-  const header = ['impl', 'pass', 'B', 'H', 'G', 'T', 'S', 'D', 'ms', 'runs', 'peak MiB', 'GFLOP/s', 'error'];
+  const header = ['impl', 'pass', 'B', 'H', 'G', 'T', 'S', 'D', 'ms', 'runs', 'peak MiB', 'heap MiB', 'x floor',
+    'GFLOP/s', 'error'];
   return markdownTable(header, rows.map((r) => [
     r.impl, r.pass, r.B, r.H, r.G, r.T, r.S, r.D,
     fixed(r.msMedian, 2),
     r.runs,
     fixed(toMiB(r.peakBytes), 1),
+    fixed(toMiB(r.heapBytes), 1),
+    fixed(floorRatio(r), 1),
     fixed(r.gflops, 2),
-    r.error ?? '',
+    r.error ?? (r.heapError != null ? `heap: ${r.heapError}` : ''),
   ].map(String)));
 }
 
@@ -79,12 +91,15 @@ export function writeReport(dir: string, report: BenchReport): string[] {
   const json = path.join(dir, 'results.json');
   const md = path.join(dir, 'results.md');
   fs.writeFileSync(json, JSON.stringify(report, null, 2) + '\n');
-  const notes = `FLOPs: ${report.meta.flops}.\n\nPeak bytes: ${report.meta.peakBytes}.\n`;
+  const notes = `FLOPs: ${report.meta.flops}.\n\nPeak bytes: ${report.meta.peakBytes}.\n\nHeap: ${report.meta.heap}.\n`;
   const summary = summarize(report.rows);
   fs.writeFileSync(md, `# tfjs-attention bench\n\n${formatMeta(report.meta)}\n\n` +
     `${formatTable(report.rows)}\n${summary.length > 0 ? `${summary.map((l) => `- ${l}`).join('\n')}\n\n` : ''}${notes}`);
   return [json, md];
 }
+
+/** Rows that are not attention implementations on (q, k, v). */
+export const NOT_ATTENTION_ROWS: readonly string[] = ['matmul', 'mha-layer', 'mha-layer-naive'];
 
 const find = (rows: readonly BenchRow[], impl: string, pass: string, shape: Partial<AttentionShape> = {}) =>
   rows.find((r) => r.impl === impl && r.pass === pass && r.error == null &&
@@ -92,7 +107,8 @@ const find = (rows: readonly BenchRow[], impl: string, pass: string, shape: Part
 
 /**
  * The comparisons the suite exists for, in words, from whatever rows are there:
- * mha-layer vs mha-layer-naive, sdpa's GFLOP/s as a share of matmul's, and at each
+ * mha-layer vs mha-layer-naive, sdpa's GFLOP/s as a share of matmul's, each attention
+ * shape's real memory (heap growth against the floor) where measured, and at each
  * length where naive ran, every other implementation's time and peak against it.
  */
 export function summarize(rows: readonly BenchRow[]): string[] {
@@ -110,6 +126,17 @@ export function summarize(rows: readonly BenchRow[]): string[] {
       out.push(`sdpa fwd+bwd (B=${r.B}, H=${r.H}, G=${r.G}, T=${r.T}, D=${r.D}): ${r.gflops!.toFixed(2)} GFLOP/s = ` +
         `${(100 * r.gflops! / ceiling.gflops!).toFixed(0)}% of matmul (n=${ceiling.T}) ${ceiling.gflops!.toFixed(2)} GFLOP/s`);
     }
+  }
+  const seen = new Set<string>();
+  for (const r of rows.filter((x) => x.pass === 'fwd+bwd' && x.heapBytes != null && !NOT_ATTENTION_ROWS.includes(x.impl))) {
+    const {B, H, G, T, S, D} = r;
+    const key = `${B},${H},${G},${T},${S},${D}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const group = rows.filter((x) => x.pass === 'fwd+bwd' && x.heapBytes != null && !NOT_ATTENTION_ROWS.includes(x.impl) &&
+      x.B === B && x.H === H && x.G === G && x.T === T && x.S === S && x.D === D);
+    out.push(`real memory, fwd+bwd at B=${B}, H=${H}, G=${G}, T=${T}, D=${D} (floor ${formatMiB(r.floorBytes)}): ` +
+      group.map((x) => `${x.impl} ${formatMiB(x.heapBytes!)} (${floorRatio(x)!.toFixed(1)}x)`).join('; '));
   }
   for (const naive of rows.filter((r) => r.impl === 'naive' && r.pass === 'fwd+bwd' && r.error == null)) {
     const {B, H, G, T, S, D} = naive;

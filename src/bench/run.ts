@@ -9,8 +9,10 @@ import {BackendChoice, selectBackend} from '../backend';
 import {AttentionError, show} from '../errors';
 import {assertNonNegativeInt, assertPositiveInt} from '../validate';
 import {BenchImpl, IMPLS} from './impls';
-import {MatMulPath, setMatMulPath} from '../ops/matmul';
-import {AttentionShape, Pass, PASSES, PassFn, attentionFlops, measurePass} from './measure';
+import {MatMulPath, getMatMulPath, setMatMulPath} from '../ops/matmul';
+import {isNode} from '../runtime';
+import {measureHeap} from './heap';
+import {AttentionShape, Pass, PASSES, PassFn, attentionFloorBytes, attentionFlops, measurePass} from './measure';
 import {collectMeta} from './meta';
 import {removePlots, writePlots} from './plots';
 import {BenchReport, BenchRow, formatMiB, writeReport} from './report';
@@ -153,6 +155,12 @@ export interface BenchOptions {
   log?: (line: string) => void;
   /** Seed of the random inputs. Default 0. */
   seed?: number;
+  /**
+   * Also measure each row's real memory, the wasm heap's growth in a fresh child process
+   * (heap.ts). Default: true on the wasm backend in Node. Rows from other registries or
+   * workloads than the built-in ones, and other backends, get heapBytes null.
+   */
+  heap?: boolean;
 }
 
 /** One row to measure: a name and the shape it runs at. */
@@ -163,13 +171,14 @@ interface Job {
 }
 
 /** An attention implementation as a workload on q, k, v with cotangent dy. */
-function attentionWorkload(impl: BenchImpl): Workload {
+export function attentionWorkload(impl: BenchImpl): Workload {
   return {
     description: impl.description,
     passes: PASSES,
     flops: attentionFlops,
-    prepare(shape, seed) {
-      const inputs = makeInputs(shape, seed);
+    floorBytes: attentionFloorBytes,
+    prepare(shape, seed, passes = PASSES) {
+      const inputs = makeInputs(shape, seed, passes.includes('fwd+bwd'));
       return {pass: (p) => passFn(impl, p, inputs), dispose: () => tf.dispose(inputs)};
     },
   };
@@ -204,7 +213,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
   const backend = await selectBackend(options.backend);
   const previousPath = options.matmulPath != null ? setMatMulPath(options.matmulPath) : null;
   try {
-    const meta = collectMeta(backend, warmup, reps, {suite: options.suite ?? 'full', budgetMs, maxT});
+    const heap = (options.heap ?? true) && backend === 'wasm' && isNode();
+    const meta = collectMeta(backend, warmup, reps, {suite: options.suite ?? 'full', budgetMs, maxT, heap});
     const log = options.log ?? (() => undefined);
     const rows: BenchRow[] = [];
     const write = () => {
@@ -217,6 +227,9 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
         prepared = job.workload.prepare(job.shape, options.seed ?? 0);
         for (const pass of job.workload.passes) {
           const row = await benchPass(job, prepared, pass, backend, warmup, reps, budgetMs);
+          if (heap && row.error == null && isBuiltIn(job, registry, workloads)) {
+            await measureRowHeap(row, job, pass, options.seed ?? 0);
+          }
           log(progressLine(row));
           rows.push(row);
           // Rewritten after every row: a run that dies (the wasm heap aborts the process when
@@ -263,6 +276,22 @@ function planJobs(names: readonly string[], registry: Readonly<Record<string, Be
   return jobs;
 }
 
+/** True when the row is the built-in one of that name (the heap's child process finds it by name). */
+function isBuiltIn(job: Job, registry: Readonly<Record<string, BenchImpl>>, workloads: Readonly<Record<string, Workload>>):
+    boolean {
+  return job.name in registry ? registry[job.name] === IMPLS[job.name] : workloads[job.name] === WORKLOADS[job.name];
+}
+
+/** Fills row.heapBytes from a child process, or row.heapError when that fails. */
+async function measureRowHeap(row: BenchRow, job: Job, pass: Pass, seed: number): Promise<void> {
+  try {
+    const m = await measureHeap({impl: job.name, shape: job.shape, pass, seed, matmulPath: getMatMulPath()});
+    row.heapBytes = m.heapBytes;
+  } catch (e) {
+    row.heapError = firstLine(e);
+  }
+}
+
 const sameJob = (r: BenchRow, job: Job) => r.impl === job.name &&
   (['B', 'H', 'G', 'T', 'S', 'D'] as const).every((key) => r[key] === job.shape[key]);
 
@@ -270,12 +299,13 @@ const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')
 
 function rowStart(job: Job, pass: Pass, backend: string): BenchRow {
   const {B, H, G, T, S, D} = job.shape; // in this order in results.json
-  return {impl: job.name, pass, backend, B, H, G, T, S, D, msMedian: null, peakBytes: null, gflops: null, runs: 0};
+  return {impl: job.name, pass, backend, B, H, G, T, S, D, msMedian: null, peakBytes: null, heapBytes: null,
+    floorBytes: job.workload.floorBytes(job.shape, pass), gflops: null, runs: 0};
 }
 
-/** q [B, H, T, D], k and v [B, G, S, D], and the cotangent dy [B, H, T, D]. */
-function makeInputs({B, H, G, T, S, D}: AttentionShape, seed: number): tf.Tensor[] {
-  const shapes = [[B, H, T, D], [B, G, S, D], [B, G, S, D], [B, H, T, D]];
+/** q [B, H, T, D], k and v [B, G, S, D], and (withCotangent) the cotangent dy [B, H, T, D]. */
+function makeInputs({B, H, G, T, S, D}: AttentionShape, seed: number, withCotangent: boolean): tf.Tensor[] {
+  const shapes = [[B, H, T, D], [B, G, S, D], [B, G, S, D], ...(withCotangent ? [[B, H, T, D]] : [])];
   return shapes.map((s, i) => tf.randomNormal(s, 0, 1, 'float32', seed + i));
 }
 
@@ -306,6 +336,8 @@ async function benchPass(job: Job, prepared: Prepared, pass: Pass, backend: stri
 function progressLine(r: BenchRow): string {
   const shape = `B=${r.B} H=${r.H} G=${r.G} T=${r.T} S=${r.S} D=${r.D}`;
   const result = r.error != null ? `error: ${r.error}`
-    : `${r.msMedian!.toFixed(2)} ms, ${r.gflops!.toFixed(2)} GFLOP/s, peak ${formatMiB(r.peakBytes!)}`;
+    : `${r.msMedian!.toFixed(2)} ms, ${r.gflops!.toFixed(2)} GFLOP/s, peak ${formatMiB(r.peakBytes!)}` +
+      (r.heapBytes != null ? `, heap ${formatMiB(r.heapBytes)} (${(r.heapBytes / r.floorBytes).toFixed(1)}x floor)` : '') +
+      (r.heapError != null ? `, heap: ${r.heapError}` : '');
   return `${r.impl} ${r.pass} ${shape}: ${result}`;
 }

@@ -10,7 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {MultiHeadAttention} from '../layers/multi_head_attention';
-import {AttentionShape, Pass, PassFn} from './measure';
+import {AttentionShape, PASSES, Pass, PassFn} from './measure';
 import {naiveAttention} from './naive';
 
 /** A prepared row: its pass functions and the tensors to free afterwards. */
@@ -25,7 +25,13 @@ export interface Workload {
   passes: readonly Pass[];
   /** Multiply-adds * 2 of one pass (what gflops divides by). */
   flops(shape: AttentionShape, pass: Pass): number;
-  prepare(shape: AttentionShape, seed: number): Prepared;
+  /**
+   * The bytes any implementation of the pass must hold: its inputs, its outputs and, for
+   * fwd+bwd, the forward output and the cotangent (see heap.ts). Float32 throughout.
+   */
+  floorBytes(shape: AttentionShape, pass: Pass): number;
+  /** Makes the row's inputs; `passes` are those that will be asked for (default all), so a fwd run makes no cotangent. */
+  prepare(shape: AttentionShape, seed: number, passes?: readonly Pass[]): Prepared;
 }
 
 /**
@@ -37,6 +43,7 @@ const matmul: Workload = {
   description: 'the backend\'s 2-D non-transposed [n, n] x [n, n] tf.matMul (n = T = S = D): the GFLOP/s ceiling',
   passes: ['fwd'],
   flops: ({T, S, D}) => 2 * T * S * D,
+  floorBytes: ({T, S, D}) => 4 * (T * D + D * S + T * S),
   prepare({T, S, D}, seed) {
     const a = tf.randomNormal([T, D], 0, 1, 'float32', seed);
     const b = tf.randomNormal([D, S], 0, 1, 'float32', seed + 1);
@@ -55,6 +62,14 @@ function layerFlops({B, H, G, T, S, D}: AttentionShape, pass: Pass): number {
   const E = H * D;
   const fwd = 2 * B * T * E * (H + 2 * G) * D + 2 * B * T * H * D * E + 4 * B * H * T * S * D;
   return pass === 'fwd' ? fwd : 3 * fwd;
+}
+
+/** x, the eight weights and the output; fwd+bwd also dOut and a gradient for each of x and the weights. */
+function layerFloor({B, H, G, T, D}: AttentionShape, pass: Pass): number {
+  const E = H * D;
+  const weights = E * (H + 2 * G) * D + (H + 2 * G) * D + H * D * E + E;
+  const fwd = 4 * (2 * B * T * E + weights);
+  return pass === 'fwd' ? fwd : 2 * fwd;
 }
 
 /** A layer with heads H, kv heads G, head dim D on E = H * D features, built on [B, T, E], seeded weights. */
@@ -79,24 +94,25 @@ const mhaLayer: Workload = {
     'fwd+bwd: gradients for x and all 8 weights',
   passes: ['fwd', 'fwd+bwd'],
   flops: layerFlops,
-  prepare(shape, seed) {
+  floorBytes: layerFloor,
+  prepare(shape, seed, passes = PASSES) {
     const layer = buildLayer(shape, seed);
     const init = tf.randomNormal([shape.B, shape.T, shape.H * shape.D], 0, 1, 'float32', seed + 2);
     const x = tf.variable(init); // a copy
     init.dispose();
-    const dy = tf.randomNormal(x.shape, 0, 1, 'float32', seed + 3);
+    const dy = passes.includes('fwd+bwd') ? tf.randomNormal(x.shape, 0, 1, 'float32', seed + 3) : null;
     // LayerVariable.read() is the tf.Variable itself: the gradients are those training takes.
     const variables = [x, ...layer.trainableWeights.map((w) => w.read() as tf.Variable)];
     return {
       pass: (p) => {
         if (p === 'fwd') return () => [layer.apply(x) as tf.Tensor];
         return () => {
-          const {value, grads} = tf.variableGrads(() => tf.sum(tf.mul(layer.apply(x) as tf.Tensor, dy)), variables);
+          const {value, grads} = tf.variableGrads(() => tf.sum(tf.mul(layer.apply(x) as tf.Tensor, dy!)), variables);
           return [value, ...variables.map((v) => grads[v.name])];
         };
       },
       dispose: () => {
-        tf.dispose([x, dy]);
+        tf.dispose([x, ...(dy != null ? [dy] : [])]);
         freeLayer(layer);
       },
     };
@@ -119,17 +135,18 @@ const mhaLayerNaive: Workload = {
   description: 'the same layer and weights by hand: tf.matMul projections + naive attention, autograd',
   passes: ['fwd', 'fwd+bwd'],
   flops: layerFlops,
-  prepare(shape, seed) {
+  floorBytes: layerFloor,
+  prepare(shape, seed, passes = PASSES) {
     const layer = buildLayer(shape, seed);
     const weights = layer.getWeights().map((w) => w.clone());
     freeLayer(layer);
     const x = tf.randomNormal([shape.B, shape.T, shape.H * shape.D], 0, 1, 'float32', seed + 2);
-    const dy = tf.randomNormal(x.shape, 0, 1, 'float32', seed + 3);
+    const dy = passes.includes('fwd+bwd') ? tf.randomNormal(x.shape, 0, 1, 'float32', seed + 3) : null;
     const f = (input: tf.Tensor, ...ws: tf.Tensor[]) => naiveLayer(input, ws, shape.H, shape.G);
     return {
       pass: (p) => (p === 'fwd' ? () => [f(x, ...weights)]
-        : () => tf.grads((...args: tf.Tensor[]) => tf.sum(tf.mul(f(args[0], ...args.slice(1)), dy)))([x, ...weights])),
-      dispose: () => tf.dispose([x, dy, ...weights]),
+        : () => tf.grads((...args: tf.Tensor[]) => tf.sum(tf.mul(f(args[0], ...args.slice(1)), dy!)))([x, ...weights])),
+      dispose: () => tf.dispose([x, ...(dy != null ? [dy] : []), ...weights]),
     };
   },
 };

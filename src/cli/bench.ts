@@ -35,6 +35,7 @@ interface BenchFlags {
   heads?: number;
   kvHeads?: number;
   dim?: number;
+  heap: boolean;
 }
 
 const shapesText = (shapes: typeof FULL_PRESET.shapes) =>
@@ -77,6 +78,8 @@ export function registerBench(program: Command, io: CliIO): void {
     .option('--kv-heads <n>', 'key/value heads G for every shape (default: H for multi-head shapes); ' +
       'must divide H', intArg(1))
     .option('--dim <n>', 'head dim D for every shape', intArg(1))
+    .option('--no-heap', 'skip the real-memory measurement (on wasm, each row\'s heap growth over one pass, ' +
+      'measured in a fresh child process: about 2 s more per row)')
     .addHelpText('after', `\nRows:\n${implList}\n\nSuites:\n${SUITE_NAMES.map(suiteText).join('\n')}\n` +
       '  decode: per-token time of one causal layer of each kind (B=1, H=8, D=64) from a cache holding c ' +
       `positions and by recomputing all c + 1, c in ${DECODE_CONTEXTS.join(', ')}; writes decode.json, decode.md\n` +
@@ -117,6 +120,7 @@ export function registerBench(program: Command, io: CliIO): void {
         reps: flags.reps,
         budgetMs: flags.budget != null ? flags.budget * 1000 : undefined,
         matmulPath: flags.matmulPath,
+        heap: flags.heap,
         outDir: flags.out,
         log: (line) => io.stderr.write(`${line}\n`),
       });
