@@ -13,8 +13,8 @@ export {
 export {wasmKernelStatus, WasmKernelStatus, installSliceFromHeap, isCopyingSlice} from './wasm_kernels';
 export {isNode} from './runtime';
 export {registerFileRouter, fileSystem} from './io/file_system';
-export {scaledDotProductAttention, SdpaOptions, AttentionWithWeights} from './ops/sdpa';
-export {flashAttention, FlashOptions, DEFAULT_BLOCK_SIZE} from './ops/flash';
+export {scaledDotProductAttention, SdpaOptions, AttentionWithWeights, SDPA_TILE_SCORES} from './ops/sdpa';
+export {flashAttention, FlashOptions, DEFAULT_BLOCK_SIZE, FLASH_TILE_SCORES} from './ops/flash';
 export {
   linearAttention, linearAttentionFromFeatures, favorFeatures, LinearOptions, FeatureOptions, FeatureKernel,
   FEATURE_KERNELS, DEFAULT_CHUNK_SIZE, SOFTMAX_STABILIZER, RELU_STABILIZER,

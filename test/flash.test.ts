@@ -7,7 +7,7 @@ import {allFinite, Case, caseName, gradsOf, inputs, largeLogitCase, makeMask} fr
 import {expectClose, expectError, expectNoLeaks, randn, title} from './helpers';
 import {referenceAttention} from './reference';
 
-type FlashCase = Case & {blockSize: number};
+type FlashCase = Case & {blockSize?: number; keyBlockSize?: number};
 
 // T and S are not multiples of the block size; MHA, MQA and GQA; causal with T != S.
 const GRID: FlashCase[] = [
@@ -22,16 +22,24 @@ const GRID: FlashCase[] = [
   {B: 1, H: 2, G: 1, T: 130, S: 130, D: 12, Dv: 12, causal: true, mask: 'none', blockSize: 64},
   {B: 1, H: 4, G: 2, T: 130, S: 97, D: 8, Dv: 8, causal: false, mask: 'perHead', blockSize: 64, scale: 0.5},
   {B: 1, H: 2, G: 2, T: 97, S: 130, D: 8, Dv: 8, causal: true, mask: 'btS', blockSize: 16},
+  // Query and key tiles of different sizes, and the default tiles (one key tile per query block).
+  {B: 2, H: 4, G: 2, T: 97, S: 97, D: 8, Dv: 8, causal: true, mask: 'none', blockSize: 16, keyBlockSize: 40},
+  {B: 1, H: 4, G: 1, T: 33, S: 70, D: 8, Dv: 6, causal: true, mask: 'btS', blockSize: 8, keyBlockSize: 5},
+  {B: 2, H: 4, G: 2, T: 130, S: 130, D: 8, Dv: 8, causal: true, mask: 'padding', keyBlockSize: 48},
+  {B: 2, H: 4, G: 2, T: 300, S: 300, D: 8, Dv: 8, causal: false, mask: 'none'},
+  {B: 1, H: 2, G: 1, T: 300, S: 260, D: 8, Dv: 8, causal: true, mask: 'perHead'},
 ];
 
 describe(title('flashAttention'), () => {
   GRID.forEach((c, n) => {
-    test(`flash == reference and sdpa, forward and gradients (${caseName(c)}, blockSize=${c.blockSize})`, () => {
+    test(`flash == reference and sdpa, forward and gradients (${caseName(c)}, blockSize=${c.blockSize ?? 'default'}, ` +
+        `keyBlockSize=${c.keyBlockSize ?? 'default'})`, () => {
       tf.tidy(() => {
         const {q, k, v, cot} = inputs(c, 100 + 10 * n);
         const mask = makeMask(c.mask, c.B, c.H, c.T, c.S, 7 + n);
         const opts = {causal: c.causal, mask, scale: c.scale};
-        const flash = (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) => flashAttention(a, b, d, {...opts, blockSize: c.blockSize});
+        const flash = (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) => flashAttention(a, b, d, {...opts, blockSize: c.blockSize,
+          keyBlockSize: c.keyBlockSize});
         const out = flash(q, k, v);
         expectClose(out, referenceAttention(q, k, v, opts));
         expectClose(out, scaledDotProductAttention(q, k, v, opts));

@@ -6,7 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {
-  DEFAULT_BLOCK_SIZE, FLASH_AUTO_MIN_SCORES, FlashAttention, MhaImplementation, MultiHeadAttention,
+  FLASH_AUTO_MIN_SCORES, FlashAttention, MhaImplementation, MultiHeadAttention,
 } from '../src';
 import * as flashOps from '../src/ops/flash';
 import * as sdpaOps from '../src/ops/sdpa';
@@ -101,9 +101,10 @@ describe(title('FlashAttention layer'), () => {
     });
   }
 
-  test('weights follow the Keras layout; blockSize defaults to DEFAULT_BLOCK_SIZE and is in getConfig', () => {
+  test('weights follow the Keras layout; blockSize and keyBlockSize default to null (the op\'s tiles) and are in getConfig', () => {
     const layer = new FlashAttention({numHeads: 4, numKvHeads: 2, headDim: 3, valueDim: 5, outputDim: 7, name: 'fa'});
-    expect(layer.blockSize).toBe(DEFAULT_BLOCK_SIZE);
+    expect(layer.blockSize).toBeNull();
+    expect(layer.keyBlockSize).toBeNull();
     const q = tf.zeros([1, 2, 8]);
     const v = tf.zeros([1, 3, 6]);
     const out = layer.apply([q, v]) as tf.Tensor;
@@ -115,7 +116,10 @@ describe(title('FlashAttention layer'), () => {
       ['fa/attention_output/kernel', [4, 5, 7]], ['fa/attention_output/bias', [7]],
     ]);
     expect(layer.getClassName()).toBe('FlashAttention');
-    expect(new FlashAttention({numHeads: 2, blockSize: 16}).getConfig()).toMatchObject({numHeads: 2, blockSize: 16});
+    expect(new FlashAttention({numHeads: 2, blockSize: 16}).getConfig()).toMatchObject({numHeads: 2, blockSize: 16,
+      keyBlockSize: null});
+    expect(new FlashAttention({numHeads: 2, keyBlockSize: 8}).getConfig()).toMatchObject({blockSize: null, keyBlockSize: 8});
+    expect(() => new FlashAttention({numHeads: 2, keyBlockSize: 0})).toThrow(/keyBlockSize/);
     tf.dispose([q, v, out]);
     layer.dispose();
   });

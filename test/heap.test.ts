@@ -27,6 +27,26 @@ describe('heap (wasm, fresh processes)', () => {
     expect((await measureHeap(job('flash', 1024))).heapBytes).toBe(flash.heapBytes);
   });
 
+  // Each kind's real memory at a small shape (B=1, H=4, T=2048, D=64, forward+backward; floor
+  // 16 MiB), bounded a little above what it measured when the bound was set (in brackets),
+  // so a change that makes one hold more is caught. Growth steps are 20% of the heap.
+  const BOUNDS: [string, number, number][] = [
+    ['sdpa', 7, 5.84],
+    ['sdpa-causal', 10.5, 9.39],
+    ['flash', 2.5, 2.0],
+    ['flash-causal', 2.5, 2.0],
+    ['linear', 16, 13.95],
+    ['linear-causal', 33, 30.0],
+    ['local-global', 20, 17.62],
+  ];
+  for (const [impl, bound, measured] of BOUNDS) {
+    it(`${impl}: heap growth <= ${bound}x the floor at T=2048 (measured ${measured}x)`, async () => {
+      const j = job(impl, 2048);
+      const {heapBytes} = await measureHeap(j);
+      expect(heapBytes / attentionFloorBytes(j.shape, j.pass)).toBeLessThanOrEqual(bound);
+    });
+  }
+
   it('the floor: q, k, v and the output, doubled for fwd+bwd', () => {
     const shape = {B: 1, H: 4, G: 4, T: 4096, S: 4096, D: 64};
     expect(attentionFloorBytes(shape, 'fwd')).toBe(16 * MiB);

@@ -309,11 +309,15 @@ function makeInputs({B, H, G, T, S, D}: AttentionShape, seed: number, withCotang
   return shapes.map((s, i) => tf.randomNormal(s, 0, 1, 'float32', seed + i));
 }
 
-/** fwd: the output. fwd+bwd: d/d(q, k, v) of sum(output * dy), i.e. the gradients for cotangent dy. */
+/**
+ * fwd: the output. fwd+bwd: the gradients for q, k, v of the output with cotangent dy
+ * (d/d(q, k, v) of sum(output * dy)), dy handed to tf.grads as the output's gradient, so the
+ * pass holds no loss tensors of its own.
+ */
 function passFn(impl: BenchImpl, pass: Pass, [q, k, v, dy]: tf.Tensor[]): PassFn {
   if (pass === 'fwd') return () => [impl.run(q, k, v, {})];
-  const loss = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(impl.run(a, b, c, {}), dy));
-  return () => tf.grads(loss)([q, k, v]);
+  const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => impl.run(a, b, c, {});
+  return () => tf.grads(f)([q, k, v], dy);
 }
 
 async function benchPass(job: Job, prepared: Prepared, pass: Pass, backend: string, warmup: number, reps: number,

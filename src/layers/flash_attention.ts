@@ -4,13 +4,15 @@
  * with IO-Awareness", Dao et al. 2022; FlashAttention-2, Dao 2023). The result is the
  * exact attention of MultiHeadAttention, with the same weights in the same (Keras) layout,
  * but the [B, H, T, S] score matrix is never held: queries and keys are processed in
- * tiles of `blockSize` rows with an online softmax, forward and backward, so memory
- * grows linearly in the sequence length.
+ * tiles with an online softmax, forward and backward, so memory grows linearly in the
+ * sequence length.
  *
  * Args (besides the tfjs LayerArgs): those of MultiHeadAttention (see AttentionLayerArgs):
  *   numHeads H, numKvHeads G (default H; 1 = multi-query), headDim D, valueDim Dv,
  *   outputDim, useBias, causal, initializers, regularizers and constraints; plus
- *   blockSize: rows per query tile and per key tile (default DEFAULT_BLOCK_SIZE).
+ *   blockSize: query positions per tile, and keys per tile unless keyBlockSize is given
+ *     (default null: flashAttention's, DEFAULT_BLOCK_SIZE positions and keys filling
+ *     FLASH_TILE_SCORES scores); keyBlockSize: keys per tile (default null, as said).
  *   dropout must be 0: flash attention never materialises the attention probabilities,
  *   so there is nothing to drop (use MultiHeadAttention for attention dropout).
  *
@@ -28,15 +30,17 @@
  * Returns: [batch, targetLength, outputDim].
  */
 import * as tf from '@tensorflow/tfjs';
-import {DEFAULT_BLOCK_SIZE, flashAttention} from '../ops/flash';
+import {flashAttention} from '../ops/flash';
 import {assertPositiveInt} from '../validate';
 import {
   AttendOptions, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
 } from './base_attention';
 
 export interface FlashAttentionArgs extends AttentionLayerArgs {
-  /** Rows per query tile and per key tile; a positive integer. Default DEFAULT_BLOCK_SIZE. */
-  blockSize?: number;
+  /** Query positions per tile, and keys per tile unless keyBlockSize is given; a positive integer or null (flashAttention's default). */
+  blockSize?: number | null;
+  /** Keys per tile; a positive integer or null (blockSize when given, else flashAttention's default). */
+  keyBlockSize?: number | null;
 }
 
 /** What flash attention cannot do, and why: it never forms the probabilities. */
@@ -55,8 +59,9 @@ export function flashCapabilities(subject?: string): AttentionCapabilities {
 
 export class FlashAttention extends AttentionLayerBase {
   static className = 'FlashAttention';
-  static override readonly ownArgs: readonly string[] = ['blockSize'];
-  readonly blockSize: number;
+  static override readonly ownArgs: readonly string[] = ['blockSize', 'keyBlockSize'];
+  readonly blockSize: number | null;
+  readonly keyBlockSize: number | null;
 
   static override capabilitiesFor(): AttentionCapabilities {
     return flashCapabilities();
@@ -64,16 +69,19 @@ export class FlashAttention extends AttentionLayerBase {
 
   constructor(args: FlashAttentionArgs) {
     super(args);
-    this.blockSize = args.blockSize ?? DEFAULT_BLOCK_SIZE;
-    assertPositiveInt('blockSize', this.blockSize);
+    this.blockSize = args.blockSize ?? null;
+    this.keyBlockSize = args.keyBlockSize ?? null;
+    if (this.blockSize != null) assertPositiveInt('blockSize', this.blockSize);
+    if (this.keyBlockSize != null) assertPositiveInt('keyBlockSize', this.keyBlockSize);
   }
 
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions): tf.Tensor4D {
-    return flashAttention(q, k, v, {mask: options.mask, causal: options.causal ?? false, blockSize: this.blockSize});
+    return flashAttention(q, k, v, {mask: options.mask, causal: options.causal ?? false, blockSize: this.blockSize,
+      keyBlockSize: this.keyBlockSize});
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return {...super.getConfig(), blockSize: this.blockSize};
+    return {...super.getConfig(), blockSize: this.blockSize, keyBlockSize: this.keyBlockSize};
   }
 }
 tf.serialization.registerClass(FlashAttention);

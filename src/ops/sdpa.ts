@@ -7,8 +7,9 @@ import {OP_NAMES} from '../arguments';
 import {AttentionError, show} from '../errors';
 import {assertBoolean, assertInteger, assertRate, checkArgNames} from '../validate';
 import {AttentionDims, assertFits, attentionDims, groupHeads, isEmptyAttention, ungroupHeads, zeroAttention} from './heads';
-import {CausalArg, causalAlignment, combineMasks, normalizeMask} from './masks';
-import {entry, matMul, splitsProducts, swapLast} from './matmul';
+import {CausalAlignment, CausalArg, causalAlignment, causalOffset, combineMasks, normalizeMask} from './masks';
+import {matMul, splitsProducts} from './matmul';
+import {TilePlan, tiledBackward, tiledForward} from './tiled';
 
 /**
  * Added to the logits of masked keys. Finite, so a row with no key left stays finite
@@ -85,9 +86,9 @@ export function scaledDotProductAttention(
   const dropping = training && rate > 0;
   const fast = splitsProducts() && !returnWeights && !dropping;
 
+  if (fast) return splitAttention(q, k, v, options.mask, causal, scale, dims);
   return tf.tidy(() => {
     const allowed = combineMasks(options.mask, causal, [B, H, T, S]);
-    if (fast) return splitAttention(q, k, v, allowed, scale, dims);
 
     // 1. Logits, with the query heads of each kv group folded into rows.
     const qg = groupHeads(tf.mul(q, scale), dims);                 // [B, G, R*T, D]
@@ -112,87 +113,41 @@ export function scaledDotProductAttention(
 }
 
 /**
- * The mask of kv group g of batch entry b, broadcastable to that group's logits viewed
- * as [R, T, S], from a rank-4 mask broadcastable to [B, H, T, S].
+ * Scores one tile of the wasm path holds (2^22: 16 MiB of float32): each query block spans
+ * all S keys, with as many query positions as fit.
  */
-function groupMask(m: tf.Tensor, b: number, g: number, dims: AttentionDims): tf.Tensor {
-  const [Bm, Hm, Tm, Sm] = m.shape as number[];
-  const heads = Hm === 1 ? [0, 1] : [g * dims.R, dims.R];
-  return tf.reshape(tf.slice(m, [Bm === 1 ? 0 : b, heads[0], 0, 0], [1, heads[1], Tm, Sm]), [heads[1], Tm, Sm]);
-}
+export const SDPA_TILE_SCORES = 2 ** 22;
 
 /**
- * Exact attention for backends that want 2-D, non-transposed products: one tf.customGrad
- * whose forward and backward work one key/value group at a time ([R*T, D] x [D, S]
- * products), with the transposes done once on the small operands (k, v, q, dO) and the
- * backward's dK and dV computed transposed ([D, R*T] x [R*T, S]) so no T x S matrix is
- * ever transposed. Saves the probabilities of each group (one T x S matrix per query
- * head, as autograd of the general path does) and nothing else of size T x S.
- * No dropout (the caller takes the general path for it).
+ * Exact attention for backends that want 2-D, non-transposed products: the tiled engine of
+ * ops/tiled.ts with one key tile of all S keys (so no online rescaling) and query blocks of
+ * SDPA_TILE_SCORES / (R * S) positions. The forward keeps only the output and each row's
+ * logsumexp, and the backward recomputes the probabilities a block at a time, so no T x S
+ * matrix outlives its block and none is ever transposed. No dropout or returned weights (the
+ * caller takes the general path for them).
  */
-function splitAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, allowed: tf.Tensor | null, scale: number,
-                        dims: AttentionDims): tf.Tensor4D {
-  const {B, H, G, R, T, S, D, Dv} = dims;
-  const N = B * G;
-  const keep = allowed != null ? tf.cast(allowed, 'float32') : null;                      // [Bm, Hm, Tm, Sm]
-  const penalty = keep != null ? tf.mul(tf.sub(1, keep), MASKED_LOGIT) : null;
-
-  const f = tf.customGrad(((qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor, save: tf.GradSaveFunc) => {
-    const qs = tf.reshape(tf.mul(qq, scale), [N, R * T, D]);                              // [N, R*T, D]
-    const kT = swapLast(tf.reshape(kk, [N, S, D]));                                       // [N, D, S]
-    const v3 = tf.reshape(vv, [N, S, Dv]);                                                // [N, S, Dv]
-    const probs: tf.Tensor[] = [];
-    const outs: tf.Tensor[] = [];
-    for (let n = 0; n < N; n++) {
-      const [p, o] = tf.tidy(() => {
-        let logits = tf.matMul(entry(qs, n), entry(kT, n));                              // [R*T, S]
-        const b = Math.floor(n / G);
-        const g = n % G;
-        if (penalty != null) logits = tf.add(tf.reshape(logits, [R, T, S]), groupMask(penalty, b, g, dims));
-        let p = tf.softmax(logits);                                                       // [R, T, S] or [R*T, S]
-        if (keep != null) p = tf.mul(p, groupMask(keep, b, g, dims));
-        p = tf.reshape(p, [R * T, S]);
-        return [p, tf.matMul(p, entry(v3, n))];                                           // [R*T, S], [R*T, Dv]
-      });
-      probs.push(p);
-      outs.push(o);
-    }
-    save([qq, kk, vv, ...probs]);
-    const out = tf.reshape(tf.concat(outs, 0), [B, H, T, Dv]);
-    tf.dispose([qs, kT, v3, ...probs, ...outs]);
+function splitAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | null | undefined,
+                        causal: CausalAlignment | null, scale: number, dims: AttentionDims): tf.Tensor4D {
+  const {B, H, T, S, R} = dims;
+  const bq = Math.max(1, Math.min(T, Math.floor(SDPA_TILE_SCORES / (R * S))));
+  const plan: TilePlan = {...dims, scale, bq, bk: S, causal: causal != null,
+    offset: causal != null ? causalOffset(causal, T, S) : 0};
+  const keep = mask != null ? tf.tidy(() => tf.cast(normalizeMask(mask, [B, H, T, S]), 'float32')) : null;
+  const run = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const save = args.pop() as tf.GradSaveFunc;
+    const [qq, kk, vv, kp] = args as tf.Tensor[];
+    const [O, M, LL] = tiledForward(plan, qq, kk, vv, kp ?? null);
+    save(kp != null ? [qq, kk, vv, O, M, LL, kp] : [qq, kk, vv, O, M, LL]);
     return {
-      value: out,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.tidy(() => {
-        const [sq, sk, sv, ...sp] = saved;
-        const dO = tf.reshape(dy, [N, R * T, Dv]);                                        // [N, R*T, Dv]
-        const dOT = swapLast(dO);                                                         // [N, Dv, R*T]
-        const vT = swapLast(tf.reshape(sv, [N, S, Dv]));                                  // [N, Dv, S]
-        const k3 = tf.reshape(sk, [N, S, D]);                                             // [N, S, D]
-        const qsT = swapLast(tf.reshape(tf.mul(sq, scale), [N, R * T, D]));               // [N, D, R*T]
-        const dQ: tf.Tensor[] = [];
-        const dKT: tf.Tensor[] = [];
-        const dVT: tf.Tensor[] = [];
-        for (let n = 0; n < N; n++) {
-          const [dq, dkT, dvT] = tf.tidy(() => {
-            const p = sp[n];                                                              // [R*T, S]
-            const dvT = tf.matMul(entry(dOT, n), p);                                      // [Dv, S] = (P^T dO)^T
-            const dP = tf.matMul(entry(dO, n), entry(vT, n));                             // [R*T, S]
-            const dS = tf.mul(p, tf.sub(dP, tf.sum(tf.mul(dP, p), -1, true)));            // softmax backward
-            const dq = tf.mul(tf.matMul(dS, entry(k3, n)), scale);                        // [R*T, D]
-            const dkT = tf.matMul(entry(qsT, n), dS);                                     // [D, S] = (dS^T Q)^T
-            return [dq, dkT, dvT];
-          });
-          dQ.push(dq);
-          dKT.push(dkT);
-          dVT.push(dvT);
-        }
-        return [
-          tf.reshape(tf.concat(dQ, 0), [B, H, T, D]),
-          tf.reshape(swapLast(tf.stack(dKT)), [B, G, S, D]),
-          tf.reshape(swapLast(tf.stack(dVT)), [B, G, S, Dv]),
-        ];
-      }),
+      value: O,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sq, sk, sv, sO, sM, sLL, skp] = saved;
+        const grads = tiledBackward(plan, dy, sq, sk, sv, sO, sM, sLL, skp ?? null);
+        return skp != null ? [...grads, tf.zerosLike(skp)] : grads;
+      },
     };
-  }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.Tensor;
-  return f(q, k, v) as tf.Tensor4D;
+  }) as Parameters<typeof tf.customGrad>[0]);
+  const out = keep != null ? run(q, k, v, keep) : run(q, k, v);
+  if (keep != null) keep.dispose();
+  return out as tf.Tensor4D;
 }

@@ -1,0 +1,348 @@
+/**
+ * Exact attention in tiles, the engine of flashAttention and of scaledDotProductAttention's
+ * wasm path (FlashAttention-2's schedule, arranged for tfjs's backends).
+ *
+ * The forward keeps, per query row, only the output and the logsumexp (as its two parts, the
+ * row max M and log l: at logits of 1e4 a float32 M + log l would lose ~1e-3 of the exponent);
+ * the backward recomputes each tile's probabilities from them. So no T x S matrix is held
+ * between the passes, and within a pass only a few tiles of `rows x keys` scores at a time.
+ *
+ * Work goes by units: on backends whose fast product is 2-D (`splitsProducts()`), one unit is
+ * one (batch entry, key/value group), so every product is a plain 2-D one; elsewhere one unit
+ * holds every group and the products are batched. Within a unit the R = H/G query heads of
+ * the group are stacked along the rows, so one product per tile serves them all and the
+ * products sum dK and dV over those heads. The small operands are transposed once per unit
+ * (k, v) or per query block (q, dO), never a tile: every product is non-transposed, and a
+ * query block's dQ and each key tile's dK, dV come from one pass over the tiles.
+ *
+ * Causal masking skips the keys a query block cannot see and masks the rest with an additive
+ * band sliced from one band built per call; rows that see no key at all (and user masks) take
+ * a multiplicative 0/1 keep as well, so their probabilities are exact zeros.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {AttentionDims} from './heads';
+import {matMul, splitsProducts, swapLast} from './matmul';
+
+/** Added to the logits of masked keys (the same constant as sdpa.ts). */
+const MASKED = -1e9;
+/** The row max given to rows with no visible key: exp(s - M) is then 0 for every s. */
+export const NO_KEYS_MAX = 1e30;
+
+export interface TilePlan extends AttentionDims {
+  scale: number;
+  causal: boolean;
+  /** Query i sees key j iff j <= i + offset (when causal). */
+  offset: number;
+  /** Query positions per tile (each tile has R * bq rows). */
+  bq: number;
+  /** Keys per tile. */
+  bk: number;
+}
+
+/** A (batch, group) range worked at once: single (b, g) pairs, or everything. */
+interface Unit {b: number; nb: number; g: number; ng: number}
+
+function units(p: TilePlan): Unit[] {
+  if (!splitsProducts()) return [{b: 0, nb: p.B, g: 0, ng: p.G}];
+  const out: Unit[] = [];
+  for (let b = 0; b < p.B; b++) for (let g = 0; g < p.G; g++) out.push({b, nb: 1, g, ng: 1});
+  return out;
+}
+
+/** [start, size] of each block of `bs` along a length n; the last one may be shorter. */
+function blocks(n: number, bs: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (let start = 0; start < n; start += bs) out.push([start, Math.min(bs, n - start)]);
+  return out;
+}
+
+/** a [n1, n2, m, k] x b [n1, n2, k, p]: one 2-D product for a single unit, batched otherwise. */
+function mm(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  const [n1, n2, m, k] = a.shape as number[];
+  const p = b.shape[3] as number;
+  if (n1 * n2 !== 1) return matMul(a, b);
+  // Every view disposed here: a view keeps its buffer alive until the enclosing tidy ends.
+  const a2 = tf.reshape(a, [m, k]);
+  const b2 = tf.reshape(b, [k, p]);
+  const c = tf.matMul(a2, b2);
+  tf.dispose([a2, b2]);
+  return then(c, (x) => tf.reshape(x, [1, 1, m, p]));
+}
+
+/** y = f(x), then x disposed: keeps one tile alive where a tidy would keep every step's. */
+function then(x: tf.Tensor, f: (x: tf.Tensor) => tf.Tensor): tf.Tensor {
+  const y = f(x);
+  x.dispose();
+  return y;
+}
+
+/** Rows [t0, t0 + bq) of the unit's query heads of x3 [B*H, T, X], as [nb, ng, R*bq, X]. */
+function queryRows(p: TilePlan, u: Unit, x3: tf.Tensor, t0: number, bq: number): tf.Tensor {
+  const X = x3.shape[2] as number;
+  const h0 = u.b * p.H + u.g * p.R;
+  const heads = u.nb * u.ng * p.R; // a single unit's R heads, or all B*H
+  return tf.reshape(tf.slice(x3, [h0, t0, 0], [heads, bq, X]), [u.nb, u.ng, p.R * bq, X]);
+}
+
+/** The unit's part of x [B, G, S, X]. */
+function unitPart(u: Unit, x: tf.Tensor): tf.Tensor {
+  const [, , S, X] = x.shape as number[];
+  return tf.slice(x, [u.b, u.g, 0, 0], [u.nb, u.ng, S, X]);
+}
+
+/** Columns [s0, s0 + n) of x [., ., X, S] (the whole tensor when that is all of it). */
+function cols(x: tf.Tensor, s0: number, n: number): tf.Tensor {
+  const [a, b, X, S] = x.shape as number[];
+  return s0 === 0 && n === S ? tf.clone(x) : tf.slice(x, [0, 0, 0, s0], [a, b, X, n]);
+}
+
+/** Rows [s0, s0 + n) of x [., ., S, X]. */
+function rowsOf(x: tf.Tensor, s0: number, n: number): tf.Tensor {
+  const [a, b, S, X] = x.shape as number[];
+  return s0 === 0 && n === S ? tf.clone(x) : tf.slice(x, [0, 0, s0, 0], [a, b, n, X]);
+}
+
+/**
+ * The causal band of a call: band[t, x] = MASKED where x - bk > t, else 0 ([bq, bq + bk]).
+ * A masked tile of block t0 over keys [s0, s0 + n) has s0 + n - 1 - t0 - offset in [1, bq),
+ * so its additive mask is band[:bq, s0 + bk - t0 - offset :][:, :n]. Null when not causal.
+ */
+function causalBand(p: TilePlan): tf.Tensor | null {
+  if (!p.causal) return null;
+  const width = p.bq + p.bk;
+  return tf.tidy(() => {
+    const x = tf.reshape(tf.range(-p.bk, p.bq, 1, 'int32'), [1, width]);
+    const t = tf.reshape(tf.range(0, p.bq, 1, 'int32'), [p.bq, 1]);
+    return tf.mul(tf.cast(tf.greater(x, t), 'float32'), MASKED);
+  });
+}
+
+/** What a tile needs besides q k^T: an additive mask and a 0/1 keep, each broadcastable to [nb, ng, R, bq, n] viewed as rank 4. */
+interface TileMask {
+  /** Added to the scores [nb*ng, R, bq, n]; null when nothing in the tile is masked. */
+  add: tf.Tensor | null;
+  /** Multiplies the probabilities [nb*ng, R, bq, n]; null when no row of the tile is wholly masked. */
+  keep: tf.Tensor | null;
+}
+
+/** The keys a query block [t0, t0 + bq) can see at all: [0, end). */
+function visibleEnd(p: TilePlan, t0: number, bq: number): number {
+  return p.causal ? Math.max(0, Math.min(p.S, t0 + bq + p.offset)) : p.S;
+}
+
+/**
+ * The tile's masks, as [nb*ng or 1, R or 1, bq, n] tensors (scores are viewed so):
+ * the causal band's slice, and the user keep mask's slice. `keep` is set for user masks (with
+ * the causal band in it) and for causal blocks with rows that see no key (offset < 0).
+ */
+function tileMask(p: TilePlan, u: Unit, band: tf.Tensor | null, keep: tf.Tensor | null,
+                  t0: number, bq: number, s0: number, n: number): TileMask {
+  let add: tf.Tensor | null = null;
+  let mul: tf.Tensor | null = null;
+  if (band != null && s0 + n - 1 > t0 + p.offset) {
+    const x0 = s0 + p.bk - t0 - p.offset;
+    add = tf.reshape(tf.slice(band, [0, x0], [bq, n]), [1, 1, bq, n]);
+    // A row may see no key: every one hidden by causality (offset < 0), or the ones causality
+    // leaves hidden by the user's mask. Then only exact zeros keep its probabilities at zero.
+    if (t0 + p.offset < 0 || keep != null) mul = tf.cast(tf.equal(add, 0), 'float32');
+  }
+  if (keep != null) {
+    const [Bm, Hm, Tm, Sm] = keep.shape as number[];
+    const bRange: [number, number] = Bm === 1 ? [0, 1] : [u.b, u.nb];
+    const hRange: [number, number] = Hm === 1 ? [0, 1] : [u.g * p.R, u.ng * p.R];
+    const tRange: [number, number] = Tm === 1 ? [0, 1] : [t0, bq];
+    const sRange: [number, number] = Sm === 1 ? [0, 1] : [s0, n];
+    let m = tf.slice(keep, [bRange[0], hRange[0], tRange[0], sRange[0]], [bRange[1], hRange[1], tRange[1], sRange[1]]);
+    // [nb, heads, tq, tk] -> [nb*ng or 1, R or 1, tq, tk]: heads h = g*R + r of the unit.
+    const [mb, mh, mt, ms] = m.shape as number[];
+    if (mh === 1 && mb > 1 && u.ng > 1) m = tf.broadcastTo(m, [mb, u.ng, mt, ms]); // one mask per batch entry, every group
+    m = tf.reshape(m, mh === 1 ? [(m.shape as number[])[0] * (m.shape as number[])[1], 1, mt, ms] : [mb * u.ng, p.R, mt, ms]);
+    const userAdd = tf.mul(tf.sub(1, m), MASKED);
+    add = add == null ? userAdd : tf.add(add, userAdd);
+    mul = mul == null ? m : tf.mul(mul, m);
+  }
+  return {add, keep: mul};
+}
+
+/** s [nb, ng, R*bq, n] with the mask added, same shape. */
+function masked(p: TilePlan, s: tf.Tensor, add: tf.Tensor | null): tf.Tensor {
+  if (add == null) return s;
+  const [nb, ng, rows, n] = s.shape as number[];
+  const bq = rows / p.R;
+  const sum = then(then(s, (x) => tf.reshape(x, [nb * ng, p.R, bq, n])), (x) => tf.add(x, add));
+  return then(sum, (x) => tf.reshape(x, [nb, ng, rows, n]));
+}
+
+/** p * keep (keep as in TileMask), same shape as p. */
+function kept(p: TilePlan, pr: tf.Tensor, keep: tf.Tensor | null): tf.Tensor {
+  if (keep == null) return pr;
+  const [nb, ng, rows, n] = pr.shape as number[];
+  const bq = rows / p.R;
+  const prod = then(then(pr, (x) => tf.reshape(x, [nb * ng, p.R, bq, n])), (x) => tf.mul(x, keep));
+  return then(prod, (x) => tf.reshape(x, [nb, ng, rows, n]));
+}
+
+/**
+ * Forward over q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv] and an optional float keep
+ * [Bm, Hm, Tm, Sm]: the output O [B, H, T, Dv] and the logsumexp parts M, LL [B*H, T, 1].
+ */
+export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, keep: tf.Tensor | null): tf.Tensor[] {
+  const {B, H, T, D, Dv} = p;
+  const band = causalBand(p);
+  const q3 = tf.reshape(q, [B * H, T, D]);
+  const us = units(p);
+  const qBlocks = blocks(T, p.bq);
+  // Pieces in the order of the output: query blocks outer, units inner (so each concat joins
+  // the heads of a block, then the blocks).
+  const pieces = qBlocks.map(() => us.map(() => [] as tf.Tensor[]));
+  us.forEach((u, ui) => {
+    const kT = tf.tidy(() => swapLast(unitPart(u, k)));  // [nb, ng, D, S]
+    const vU = unitPart(u, v);                            // [nb, ng, S, Dv]
+    qBlocks.forEach(([t0, bq], bi) => {
+      pieces[bi][ui] = tf.tidy(() => {
+        const heads = u.nb * u.ng * p.R;
+        const end = visibleEnd(p, t0, bq);
+        if (end === 0) return [tf.zeros([heads, bq, Dv]), tf.fill([heads, bq, 1], NO_KEYS_MAX), tf.zeros([heads, bq, 1])];
+        const qi = tf.mul(queryRows(p, u, q3, t0, bq), p.scale); // [nb, ng, R*bq, D], scaled
+        let m: tf.Tensor | null = null;
+        let l: tf.Tensor | null = null;
+        let acc: tf.Tensor | null = null;
+        for (const [s0, n] of blocks(end, p.bk)) {
+          const next = tf.tidy(() => {
+            const mask = tileMask(p, u, band, keep, t0, bq, s0, n);
+            const s = masked(p, mm(qi, cols(kT, s0, n)), mask.add);   // [nb, ng, R*bq, n]
+            const rowMax = tf.max(s, -1, true);
+            const mNew = m == null ? rowMax : tf.maximum(m, rowMax);
+            const pr = kept(p, then(then(s, (x) => tf.sub(x, mNew)), tf.exp), mask.keep);
+            const pv = mm(pr, rowsOf(vU, s0, n));                       // [nb, ng, R*bq, Dv]
+            const rowSum = tf.sum(pr, -1, true);
+            if (m == null) return {m: mNew, l: rowSum, acc: pv};
+            const alpha = tf.exp(tf.sub(m, mNew));
+            return {m: mNew, l: tf.add(tf.mul(l!, alpha), rowSum), acc: tf.add(tf.mul(acc!, alpha), pv)};
+          });
+          tf.dispose([m, l, acc] as tf.Tensor[]);
+          ({m, l, acc} = next);
+        }
+        // Divide once at the end; rows with no visible key (l = 0) stay zero.
+        const seen = tf.greater(l!, 0);
+        const lSafe = tf.where(seen, l!, tf.onesLike(l!));
+        const o = tf.div(acc!, lSafe);
+        const mOut = tf.where(seen, m!, tf.fill(m!.shape, NO_KEYS_MAX));
+        return [tf.reshape(o, [heads, bq, Dv]), tf.reshape(mOut, [heads, bq, 1]), tf.reshape(tf.log(lSafe), [heads, bq, 1])];
+      });
+    });
+    tf.dispose([kT, vU]);
+  });
+  // Each block's heads (units in order are heads in order), then the blocks along T.
+  const join = (which: number) => {
+    const perBlock = pieces.map((row) => {
+      const parts = row.map((x) => x[which]);
+      const joined = parts.length === 1 ? parts[0] : tf.concat(parts, 0);
+      if (parts.length > 1) tf.dispose(parts);
+      return joined;
+    });
+    const all = perBlock.length === 1 ? perBlock[0] : tf.concat(perBlock, 1);
+    if (perBlock.length > 1) tf.dispose(perBlock);
+    return all;
+  };
+  const O = then(join(0), (x) => tf.reshape(x, [B, H, T, Dv]));
+  const M = join(1);
+  const LL = join(2);
+  tf.dispose([q3, ...(band != null ? [band] : [])]);
+  return [O, M, LL];
+}
+
+/** Backward: dq, dk, dv from dO and the saved q, k, v, O and logsumexp parts M, LL. */
+export function tiledBackward(p: TilePlan, dO: tf.Tensor, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, O: tf.Tensor,
+                              M: tf.Tensor, LL: tf.Tensor, keep: tf.Tensor | null): tf.Tensor[] {
+  const {B, H, G, T, S, D, Dv} = p;
+  const band = causalBand(p);
+  const q3 = tf.reshape(q, [B * H, T, D]);
+  const dO3 = tf.reshape(dO, [B * H, T, Dv]);
+  const Dsum = tf.tidy(() => tf.sum(tf.mul(dO3, tf.reshape(O, [B * H, T, Dv])), -1, true)); // [B*H, T, 1]
+  const us = units(p);
+  const qBlocks = blocks(T, p.bq);
+  const dqPieces = qBlocks.map(() => us.map(() => null as tf.Tensor | null));
+  const dkUnits: tf.Tensor[] = [];
+  const dvUnits: tf.Tensor[] = [];
+  us.forEach((u, ui) => {
+    const kU = unitPart(u, k);                               // [nb, ng, S, D]
+    const kT = tf.tidy(() => swapLast(kU));                  // [nb, ng, D, S]
+    const vT = tf.tidy(() => swapLast(unitPart(u, v)));      // [nb, ng, Dv, S]
+    const kTiles = blocks(S, p.bk);
+    const dKT: (tf.Tensor | null)[] = kTiles.map(() => null); // [nb, ng, D, n] each
+    const dVT: (tf.Tensor | null)[] = kTiles.map(() => null); // [nb, ng, Dv, n] each
+    qBlocks.forEach(([t0, bq], bi) => {
+      const heads = u.nb * u.ng * p.R;
+      const end = visibleEnd(p, t0, bq);
+      if (end === 0) {
+        dqPieces[bi][ui] = tf.zeros([heads, bq, D]);
+        return;
+      }
+      const qi = tf.tidy(() => tf.mul(queryRows(p, u, q3, t0, bq), p.scale)); // [nb, ng, R*bq, D], scaled
+      const qiT = swapLast(qi);                              // [nb, ng, D, R*bq]
+      const dOi = queryRows(p, u, dO3, t0, bq);              // [nb, ng, R*bq, Dv]
+      const dOiT = swapLast(dOi);                            // [nb, ng, Dv, R*bq]
+      const Mi = queryRows(p, u, M, t0, bq);
+      const LLi = queryRows(p, u, LL, t0, bq);
+      const Di = queryRows(p, u, Dsum, t0, bq);
+      let dQ: tf.Tensor | null = null;
+      blocks(end, p.bk).forEach(([s0, n], j) => {
+        const next = tf.tidy(() => {
+          const mask = tileMask(p, u, band, keep, t0, bq, s0, n);
+          const s = masked(p, mm(qi, cols(kT, s0, n)), mask.add);
+          const pr = kept(p, then(then(then(s, (x) => tf.sub(x, Mi)), (x) => tf.sub(x, LLi)), tf.exp), mask.keep);
+          // A tile cut short by the causal end: its dK, dV columns padded to the key tile's width
+          // (a D x bk copy, small beside the tile's products).
+          const width = kTiles[j][1];
+          const full = (x: tf.Tensor) => (n === width ? x : then(x, (y) => tf.pad(y, [[0, 0], [0, 0], [0, 0], [0, width - n]])));
+          const dVpart = full(mm(dOiT, pr));                                  // [nb, ng, Dv, bk_j]
+          const dS = then(then(mm(dOi, cols(vT, s0, n)), (x) => tf.sub(x, Di)), (x) => tf.mul(pr, x));
+          pr.dispose();
+          const dQpart = mm(dS, rowsOf(kU, s0, n));                           // [nb, ng, R*bq, D]
+          const dKpart = full(mm(qiT, dS));                                   // [nb, ng, D, bk_j]
+          return {
+            dV: dVT[j] == null ? dVpart : tf.add(dVT[j]!, dVpart),
+            dK: dKT[j] == null ? dKpart : tf.add(dKT[j]!, dKpart),
+            dQ: dQ == null ? dQpart : tf.add(dQ, dQpart),
+          };
+        });
+        tf.dispose([dVT[j], dKT[j], dQ] as tf.Tensor[]);
+        dVT[j] = next.dV;
+        dKT[j] = next.dK;
+        dQ = next.dQ;
+      });
+      dqPieces[bi][ui] = tf.tidy(() => tf.reshape(tf.mul(dQ!, p.scale), [heads, bq, D]));
+      tf.dispose([qi, qiT, dOi, dOiT, Mi, LLi, Di, dQ!]);
+    });
+    // The unit's dK, dV [nb, ng, S, X] from the transposed tiles (zeros for tiles no query saw).
+    const gather = (parts: (tf.Tensor | null)[], X: number) => tf.tidy(() => {
+      const full = parts.map((t, j) => t ?? tf.zeros([u.nb, u.ng, X, kTiles[j][1]]));
+      return swapLast(full.length === 1 ? full[0] : tf.concat(full, 3));
+    });
+    dkUnits.push(gather(dKT, D));
+    dvUnits.push(gather(dVT, Dv));
+    tf.dispose([kU, kT, vT, ...(dKT.filter((t) => t != null) as tf.Tensor[]),
+      ...(dVT.filter((t) => t != null) as tf.Tensor[])]);
+  });
+  const joinUnits = (parts: tf.Tensor[]) => {
+    // Units are (b, g) in order, or one unit of everything: [B, G, S, X].
+    if (parts.length === 1) return parts[0];
+    const out = tf.reshape(tf.concat(parts, 1), [B, G, S, parts[0].shape[3] as number]);
+    tf.dispose(parts);
+    return out;
+  };
+  const dk = joinUnits(dkUnits);
+  const dv = joinUnits(dvUnits);
+  const perBlock = dqPieces.map((row) => {
+    const parts = row as tf.Tensor[];
+    const joined = parts.length === 1 ? parts[0] : tf.concat(parts, 0);
+    if (parts.length > 1) tf.dispose(parts);
+    return joined;
+  });
+  const dq3 = perBlock.length === 1 ? perBlock[0] : tf.concat(perBlock, 1);
+  if (perBlock.length > 1) tf.dispose(perBlock);
+  const dq = then(dq3, (x) => tf.reshape(x, [B, H, T, D]));
+  tf.dispose([q3, dO3, Dsum, ...(band != null ? [band] : [])]);
+  return [dq, dk, dv];
+}
