@@ -17,7 +17,7 @@ const name = (c: LgCase) => [`T=${c.T}`, `W=${c.W}`, `H=${c.H}`, `G=${c.G}`, c.c
   `globals [${c.globals.join(', ')}]`, c.padding ? 'key padding' : '', c.blockSize != null ? `block ${c.blockSize}` : '']
   .filter((x) => x !== '').join(', ');
 
-// T = 1, 7, 97, 130 against W = 1, 4, 16 (T never a multiple of W); out-of-range globals and none.
+// T = 1, 7, 97, 130 against W = 1, 4, 5, 16 (T never a multiple of W); out-of-range globals and none.
 const GRID: LgCase[] = [
   {B: 2, H: 2, G: 2, T: 1, D: 8, Dv: 8, W: 1, causal: true, globals: [0, 5]},
   {B: 2, H: 2, G: 1, T: 1, D: 8, Dv: 8, W: 4, causal: false, globals: []},
@@ -30,6 +30,10 @@ const GRID: LgCase[] = [
   {B: 1, H: 4, G: 4, T: 130, D: 8, Dv: 8, W: 16, causal: true, globals: [0, 64, 129, 130]},
   {B: 2, H: 2, G: 2, T: 130, D: 8, Dv: 8, W: 1, causal: false, globals: [], padding: true},
   {B: 1, H: 4, G: 2, T: 130, D: 8, Dv: 4, W: 4, causal: true, globals: [1, 1, 77], blockSize: 4, padding: true},
+  // Blocks wider than the window but narrower than T (the default block of 256 holds these T
+  // whole): a block sees parts of its neighbours' key tiles.
+  {B: 2, H: 4, G: 2, T: 97, D: 8, Dv: 8, W: 5, causal: false, globals: [3, 50], blockSize: 16, padding: true},
+  {B: 1, H: 2, G: 1, T: 130, D: 8, Dv: 8, W: 16, causal: true, globals: [7], blockSize: 32},
 ];
 
 /** [B, T] 0/1: batch b keeps its first T - 3b positions (at least 1). */

@@ -15,9 +15,12 @@
  * (k, v) or per query block (q, dO), never a tile: every product is non-transposed, and a
  * query block's dQ and each key tile's dK, dV come from one pass over the tiles.
  *
- * Causal masking skips the keys a query block cannot see and masks the rest with an additive
- * band sliced from one band built per call; rows that see no key at all (and user masks) take
- * a multiplicative 0/1 keep as well, so their probabilities are exact zeros.
+ * Causal masking and sliding windows (query i sees keys j with |i - j| <= window, the local
+ * branch of localGlobalAttention) skip the key tiles a query block cannot see, clip the tiles
+ * at the edge of what it sees, and mask the rest with an additive band sliced from one band
+ * built per call; rows that see no key at all (and user masks) take a multiplicative 0/1 keep
+ * as well, so their probabilities are exact zeros. Key tiles are fixed (blocks of bk from key
+ * 0), so a clipped tile's dK and dV are padded back to its width before they are summed.
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionDims} from './heads';
@@ -37,6 +40,17 @@ export interface TilePlan extends AttentionDims {
   bq: number;
   /** Keys per tile. */
   bk: number;
+  /** Query i sees key j only if |i - j| <= window; null or absent: no such bound. */
+  window?: number | null;
+}
+
+/**
+ * What query i may see: keys j with -lower <= j - i <= upper (each bound Infinity when there
+ * is none): upper from causality (the offset) and the window, lower from the window.
+ */
+function reach(p: TilePlan): {lower: number; upper: number} {
+  const w = p.window ?? Infinity;
+  return {lower: w, upper: Math.min(p.causal ? p.offset : Infinity, w)};
 }
 
 /** A (batch, group) range worked at once: single (b, g) pairs, or everything. */
@@ -102,19 +116,30 @@ function rowsOf(x: tf.Tensor, s0: number, n: number): tf.Tensor {
   return s0 === 0 && n === S ? tf.clone(x) : tf.slice(x, [0, 0, s0, 0], [a, b, n, X]);
 }
 
+/** The additive band of a call, [bq, width]: entry (t, x) stands for j - i = x - c - t. */
+interface Band {band: tf.Tensor; c: number}
+
 /**
- * The causal band of a call: band[t, x] = MASKED where x - bk > t, else 0 ([bq, bq + bk]).
- * A masked tile of block t0 over keys [s0, s0 + n) has s0 + n - 1 - t0 - offset in [1, bq),
- * so its additive mask is band[:bq, s0 + bk - t0 - offset :][:, :n]. Null when not causal.
+ * The band of a call: band[t, x] = MASKED where d = x - c - t is out of reach (d > upper or
+ * d < -lower), else 0. A tile of block t0 over keys [a, a + n) takes band[:bq, x0 :][:, :n]
+ * with x0 = a - t0 + c. Causal only (lower infinite): c = bk - offset and width bq + bk,
+ * since a masked tile has a + n - 1 - t0 - offset in [1, bq). With a window: c = lower, since
+ * a >= t0 - lower, and width lower + bq + max(upper, 0), since a + n <= t0 + bq + upper.
+ * Null when nothing bounds what a query sees.
  */
-function causalBand(p: TilePlan): tf.Tensor | null {
-  if (!p.causal) return null;
-  const width = p.bq + p.bk;
-  return tf.tidy(() => {
-    const x = tf.reshape(tf.range(-p.bk, p.bq, 1, 'int32'), [1, width]);
-    const t = tf.reshape(tf.range(0, p.bq, 1, 'int32'), [p.bq, 1]);
-    return tf.mul(tf.cast(tf.greater(x, t), 'float32'), MASKED);
+function makeBand(p: TilePlan): Band | null {
+  const {lower, upper} = reach(p);
+  if (!Number.isFinite(lower) && !Number.isFinite(upper)) return null;
+  const c = Number.isFinite(lower) ? lower : p.bk - p.offset;
+  const width = Number.isFinite(lower) ? lower + p.bq + Math.max(upper, 0) : p.bq + p.bk;
+  const band = tf.tidy(() => {
+    const d = tf.sub(tf.reshape(tf.range(-c, width - c, 1, 'int32'), [1, width]),
+      tf.reshape(tf.range(0, p.bq, 1, 'int32'), [p.bq, 1]));                 // [bq, width]: j - i
+    let out = tf.greater(d, upper);
+    if (Number.isFinite(lower)) out = tf.logicalOr(out, tf.less(d, -lower));
+    return tf.mul(tf.cast(out, 'float32'), MASKED);
   });
+  return {band, c};
 }
 
 /** What a tile needs besides q k^T: an additive mask and a 0/1 keep, each broadcastable to [nb, ng, R, bq, n] viewed as rank 4. */
@@ -125,9 +150,26 @@ interface TileMask {
   keep: tf.Tensor | null;
 }
 
-/** The keys a query block [t0, t0 + bq) can see at all: [0, end). */
-function visibleEnd(p: TilePlan, t0: number, bq: number): number {
-  return p.causal ? Math.max(0, Math.min(p.S, t0 + bq + p.offset)) : p.S;
+/** The keys a query block [t0, t0 + bq) can see at all: [start, end), empty when start >= end. */
+function visibleRange(p: TilePlan, t0: number, bq: number): [number, number] {
+  const {lower, upper} = reach(p);
+  const start = Number.isFinite(lower) ? Math.max(0, t0 - lower) : 0;
+  const end = Number.isFinite(upper) ? Math.max(0, Math.min(p.S, t0 + bq + upper)) : p.S;
+  return [start, end];
+}
+
+/** A key tile a query block sees: fixed tile j = [s0, s0 + w), clipped to the visible [a, a + n). */
+interface KeyTile {j: number; s0: number; w: number; a: number; n: number}
+
+/** The fixed key tiles (blocks of bk from key 0) that meet [start, end), each clipped to it. */
+function keyTiles(p: TilePlan, start: number, end: number): KeyTile[] {
+  const out: KeyTile[] = [];
+  blocks(p.S, p.bk).forEach(([s0, w], j) => {
+    const a = Math.max(s0, start);
+    const e = Math.min(s0 + w, end);
+    if (a < e) out.push({j, s0, w, a, n: e - a});
+  });
+  return out;
 }
 
 /**
@@ -135,16 +177,17 @@ function visibleEnd(p: TilePlan, t0: number, bq: number): number {
  * the causal band's slice, and the user keep mask's slice. `keep` is set for user masks (with
  * the causal band in it) and for causal blocks with rows that see no key (offset < 0).
  */
-function tileMask(p: TilePlan, u: Unit, band: tf.Tensor | null, keep: tf.Tensor | null,
+function tileMask(p: TilePlan, u: Unit, band: Band | null, keep: tf.Tensor | null,
                   t0: number, bq: number, s0: number, n: number): TileMask {
   let add: tf.Tensor | null = null;
   let mul: tf.Tensor | null = null;
-  if (band != null && s0 + n - 1 > t0 + p.offset) {
-    const x0 = s0 + p.bk - t0 - p.offset;
-    add = tf.reshape(tf.slice(band, [0, x0], [bq, n]), [1, 1, bq, n]);
-    // A row may see no key: every one hidden by causality (offset < 0), or the ones causality
-    // leaves hidden by the user's mask. Then only exact zeros keep its probabilities at zero.
-    if (t0 + p.offset < 0 || keep != null) mul = tf.cast(tf.equal(add, 0), 'float32');
+  const {lower, upper} = reach(p);
+  if (band != null && (s0 + n - 1 - t0 > upper || s0 - (t0 + bq - 1) < -lower)) {
+    const x0 = s0 - t0 + band.c;
+    add = tf.reshape(tf.slice(band.band, [0, x0], [bq, n]), [1, 1, bq, n]);
+    // A row may see no key: every one out of reach (offset < 0, or past the keys' end), or the
+    // ones in reach hidden by the user's mask. Then only exact zeros keep its probabilities at zero.
+    if (t0 + upper < 0 || t0 + bq - 1 - lower > p.S - 1 || keep != null) mul = tf.cast(tf.equal(add, 0), 'float32');
   }
   if (keep != null) {
     const [Bm, Hm, Tm, Sm] = keep.shape as number[];
@@ -188,7 +231,7 @@ function kept(p: TilePlan, pr: tf.Tensor, keep: tf.Tensor | null): tf.Tensor {
  */
 export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, keep: tf.Tensor | null): tf.Tensor[] {
   const {B, H, T, D, Dv} = p;
-  const band = causalBand(p);
+  const band = makeBand(p);
   const q3 = tf.reshape(q, [B * H, T, D]);
   const us = units(p);
   const qBlocks = blocks(T, p.bq);
@@ -201,13 +244,13 @@ export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tens
     qBlocks.forEach(([t0, bq], bi) => {
       pieces[bi][ui] = tf.tidy(() => {
         const heads = u.nb * u.ng * p.R;
-        const end = visibleEnd(p, t0, bq);
-        if (end === 0) return [tf.zeros([heads, bq, Dv]), tf.fill([heads, bq, 1], NO_KEYS_MAX), tf.zeros([heads, bq, 1])];
+        const tiles = keyTiles(p, ...visibleRange(p, t0, bq));
+        if (tiles.length === 0) return [tf.zeros([heads, bq, Dv]), tf.fill([heads, bq, 1], NO_KEYS_MAX), tf.zeros([heads, bq, 1])];
         const qi = tf.mul(queryRows(p, u, q3, t0, bq), p.scale); // [nb, ng, R*bq, D], scaled
         let m: tf.Tensor | null = null;
         let l: tf.Tensor | null = null;
         let acc: tf.Tensor | null = null;
-        for (const [s0, n] of blocks(end, p.bk)) {
+        for (const {a: s0, n} of tiles) {
           const next = tf.tidy(() => {
             const mask = tileMask(p, u, band, keep, t0, bq, s0, n);
             const s = masked(p, mm(qi, cols(kT, s0, n)), mask.add);   // [nb, ng, R*bq, n]
@@ -248,7 +291,7 @@ export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tens
   const O = then(join(0), (x) => tf.reshape(x, [B, H, T, Dv]));
   const M = join(1);
   const LL = join(2);
-  tf.dispose([q3, ...(band != null ? [band] : [])]);
+  tf.dispose([q3, ...(band != null ? [band.band] : [])]);
   return [O, M, LL];
 }
 
@@ -256,10 +299,13 @@ export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tens
 export function tiledBackward(p: TilePlan, dO: tf.Tensor, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, O: tf.Tensor,
                               M: tf.Tensor, LL: tf.Tensor, keep: tf.Tensor | null): tf.Tensor[] {
   const {B, H, G, T, S, D, Dv} = p;
-  const band = causalBand(p);
+  const band = makeBand(p);
   const q3 = tf.reshape(q, [B * H, T, D]);
   const dO3 = tf.reshape(dO, [B * H, T, Dv]);
-  const Dsum = tf.tidy(() => tf.sum(tf.mul(dO3, tf.reshape(O, [B * H, T, Dv])), -1, true)); // [B*H, T, 1]
+  // D = rowsum(dO * O), as row-by-row products: the kernel that computes dO v^T, so where a row
+  // sees one key (O = v, P = 1) dP - D is exactly 0, as the softmax's own gradient gives.
+  const Dsum = tf.tidy(() => tf.reshape(tf.matMul(tf.reshape(dO3, [B * H * T, 1, Dv]), tf.reshape(O, [B * H * T, Dv, 1])),
+    [B * H, T, 1]));                                                                        // [B*H, T, 1]
   const us = units(p);
   const qBlocks = blocks(T, p.bq);
   const dqPieces = qBlocks.map(() => us.map(() => null as tf.Tensor | null));
@@ -274,8 +320,8 @@ export function tiledBackward(p: TilePlan, dO: tf.Tensor, q: tf.Tensor, k: tf.Te
     const dVT: (tf.Tensor | null)[] = kTiles.map(() => null); // [nb, ng, Dv, n] each
     qBlocks.forEach(([t0, bq], bi) => {
       const heads = u.nb * u.ng * p.R;
-      const end = visibleEnd(p, t0, bq);
-      if (end === 0) {
+      const tiles = keyTiles(p, ...visibleRange(p, t0, bq));
+      if (tiles.length === 0) {
         dqPieces[bi][ui] = tf.zeros([heads, bq, D]);
         return;
       }
@@ -287,15 +333,15 @@ export function tiledBackward(p: TilePlan, dO: tf.Tensor, q: tf.Tensor, k: tf.Te
       const LLi = queryRows(p, u, LL, t0, bq);
       const Di = queryRows(p, u, Dsum, t0, bq);
       let dQ: tf.Tensor | null = null;
-      blocks(end, p.bk).forEach(([s0, n], j) => {
+      tiles.forEach(({j, s0: w0, w: width, a: s0, n}) => {
         const next = tf.tidy(() => {
           const mask = tileMask(p, u, band, keep, t0, bq, s0, n);
           const s = masked(p, mm(qi, cols(kT, s0, n)), mask.add);
           const pr = kept(p, then(then(then(s, (x) => tf.sub(x, Mi)), (x) => tf.sub(x, LLi)), tf.exp), mask.keep);
-          // A tile cut short by the causal end: its dK, dV columns padded to the key tile's width
-          // (a D x bk copy, small beside the tile's products).
-          const width = kTiles[j][1];
-          const full = (x: tf.Tensor) => (n === width ? x : then(x, (y) => tf.pad(y, [[0, 0], [0, 0], [0, 0], [0, width - n]])));
+          // A tile clipped to what the block sees: its dK, dV columns padded to the key tile's
+          // width (a D x bk copy, small beside the tile's products).
+          const full = (x: tf.Tensor) => (n === width ? x
+            : then(x, (y) => tf.pad(y, [[0, 0], [0, 0], [0, 0], [s0 - w0, w0 + width - s0 - n]])));
           const dVpart = full(mm(dOiT, pr));                                  // [nb, ng, Dv, bk_j]
           const dS = then(then(mm(dOi, cols(vT, s0, n)), (x) => tf.sub(x, Di)), (x) => tf.mul(pr, x));
           pr.dispose();
@@ -343,6 +389,6 @@ export function tiledBackward(p: TilePlan, dO: tf.Tensor, q: tf.Tensor, k: tf.Te
   const dq3 = perBlock.length === 1 ? perBlock[0] : tf.concat(perBlock, 1);
   if (perBlock.length > 1) tf.dispose(perBlock);
   const dq = then(dq3, (x) => tf.reshape(x, [B, H, T, D]));
-  tf.dispose([q3, dO3, Dsum, ...(band != null ? [band] : [])]);
+  tf.dispose([q3, dO3, Dsum, ...(band != null ? [band.band] : [])]);
   return [dq, dk, dv];
 }
