@@ -4,7 +4,8 @@
 // The browser suite (test/browser.test.ts) and the package suite (test/package.test.ts)
 // run once, in their own project: the first drives headless Chromium on every backend
 // itself, the second runs the built package in plain node processes.
-const ONCE = ['<rootDir>/test/browser.test.ts', '<rootDir>/test/package.test.ts', '<rootDir>/test/heap.test.ts'];
+const ONCE = ['<rootDir>/test/browser.test.ts', '<rootDir>/test/package.test.ts', '<rootDir>/test/heap.test.ts',
+  '<rootDir>/test/threads.test.ts'];
 const common = {
   preset: 'ts-jest',
   testEnvironment: 'node',

@@ -14,6 +14,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import {AttentionError, show} from './errors';
 import {errorMessage, isNode} from './runtime';
 import {registerMissingWasmKernels} from './wasm_kernels';
+import {arrangeThreadedInit, checkThreads, releaseWorkers, resolveThreads, threadsFellBack, ThreadsArg, wasmThreads} from './wasm_threads';
 
 export type BackendName = 'tensorflow' | 'webgpu' | 'webgl' | 'wasm' | 'cpu';
 export type BackendChoice = 'auto' | BackendName;
@@ -55,15 +56,47 @@ function isChoice(name: string): name is BackendChoice {
   return (BACKEND_CHOICES as readonly string[]).includes(name);
 }
 
-async function trySet(name: BackendName): Promise<boolean> {
+export interface BackendOptions {
+  /**
+   * Threads of the wasm backend in Node: a count from 1 to 8, or 'auto' (every core, at most
+   * 8). Default: tfjs's own choice (one thread in Node). Takes effect when the wasm backend
+   * first starts in the process; asking a started one for another count throws BACKEND
+   * ('auto' takes the threads it runs). In
+   * a browser tfjs decides (threads on cross-origin-isolated pages) and this is ignored.
+   */
+  threads?: ThreadsArg;
+}
+
+async function trySet(name: BackendName, threads: number | null): Promise<boolean> {
   if (name === 'tensorflow' && !(await loadTfjsNode())) return false;
   if (tf.findBackendFactory(name) == null) return false;
+  const arranged = name === 'wasm' && threads != null && isNode() && tf.engine().registry['wasm'] == null
+    ? arrangeThreadedInit(threads) : null;
   try {
     const ok = await tf.setBackend(name);
     if (ok) await tf.ready();
     return ok && tf.getBackend() === name;
   } catch {
     return false;
+  } finally {
+    if (arranged != null) {
+      arranged.restore();
+      releaseWorkers();
+    }
+  }
+}
+
+/**
+ * Throws BACKEND when the running wasm backend has other threads than a count asked for (Node
+ * only); 'auto' takes what runs.
+ */
+function checkStartedThreads(threads: number | null, asked: ThreadsArg | undefined): void {
+  if (threads == null || asked === 'auto' || !isNode() || tf.getBackend() !== 'wasm') return;
+  const running = wasmThreads();
+  if (running !== threads && !(threads > 1 && running === 1 && threadsFellBack())) {
+    throw new AttentionError('BACKEND',
+      `the wasm backend already runs ${running} thread${running === 1 ? '' : 's'} in this process, and its ` +
+      `threads are chosen when it first starts: select it with {threads: ${threads}} before anything else uses it`);
   }
 }
 
@@ -83,8 +116,12 @@ function whyNot(name: BackendName): string {
  * `auto` (the default, or in Node the value of TFJS_ATTENTION_BACKEND when set) tries
  * webgpu, webgl, wasm, cpu in a browser and tensorflow, wasm, cpu in Node, and keeps the
  * first that starts. Naming a backend that cannot be started throws AttentionError('BACKEND').
+ * `options.threads` sets the wasm backend's threads in Node (see BackendOptions and
+ * wasm_threads.ts); INVALID_CONFIG for a bad count.
  */
-export async function selectBackend(name?: BackendChoice): Promise<BackendName> {
+export async function selectBackend(name?: BackendChoice, options: BackendOptions = {}): Promise<BackendName> {
+  if (options?.threads !== undefined) checkThreads(options.threads);
+  const threads = options?.threads !== undefined ? resolveThreads(options.threads) : null;
   const env = typeof process !== 'undefined' ? process.env?.[BACKEND_ENV_VAR] : undefined;
   const requested = name ?? (env != null && env !== '' ? env : 'auto');
   if (!isChoice(requested)) {
@@ -93,12 +130,18 @@ export async function selectBackend(name?: BackendChoice): Promise<BackendName> 
       `backend${from} must be one of ${BACKEND_CHOICES.join(', ')}, received ${show(requested)}`);
   }
   if (requested !== 'auto') {
-    if (await trySet(requested)) return requested;
+    if (await trySet(requested, threads)) {
+      checkStartedThreads(threads, options?.threads);
+      return requested;
+    }
     throw new AttentionError('BACKEND', `backend '${requested}' could not be started${whyNot(requested)}`);
   }
   const order = autoBackends();
   for (const candidate of order) {
-    if (await trySet(candidate)) return candidate;
+    if (await trySet(candidate, threads)) {
+      checkStartedThreads(threads, options?.threads);
+      return candidate;
+    }
   }
   throw new AttentionError('BACKEND', `no backend could be started (tried ${order.join(', ')})`);
 }

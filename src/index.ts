@@ -8,8 +8,10 @@ import './backend'; // registers the wasm backend and the kernels it lacks
 
 export {AttentionError, AttentionErrorCode} from './errors';
 export {
-  selectBackend, autoBackends, BackendChoice, BackendName, BACKEND_CHOICES, NODE_BACKEND_CHOICES, BACKEND_ENV_VAR,
+  selectBackend, autoBackends, BackendChoice, BackendName, BackendOptions, BACKEND_CHOICES, NODE_BACKEND_CHOICES,
+  BACKEND_ENV_VAR,
 } from './backend';
+export {wasmThreads, ThreadsArg, MAX_WASM_THREADS, KNOWN_WASM_VERSION} from './wasm_threads';
 export {wasmKernelStatus, WasmKernelStatus, installSliceFromHeap, isCopyingSlice} from './wasm_kernels';
 export {isNode} from './runtime';
 export {registerFileRouter, fileSystem} from './io/file_system';

@@ -42,7 +42,7 @@ export function assertNode(what: string, instead = BROWSER_SAVE_HINT): void {
 }
 
 /** A built-in Node module by name, or null when none of the ways above reaches it. */
-function builtin(name: string): unknown {
+export function nodeBuiltin(name: string): unknown {
   const p = process as unknown as {getBuiltinModule?: (n: string) => unknown};
   if (typeof p.getBuiltinModule === 'function') return p.getBuiltinModule(name);
   // CommonJS: the module-scope require (never `eval`, so bundlers have nothing to warn of).
@@ -63,8 +63,8 @@ export function node(what = 'saving or loading files'): NodeModules {
   if (provided != null) return provided;
   assertNode(what);
   const [fsName, pathName] = ['fs', 'path'];
-  const fs = builtin(fsName) as Fs | null;
-  const path = builtin(pathName) as Path | null;
+  const fs = nodeBuiltin(fsName) as Fs | null;
+  const path = nodeBuiltin(pathName) as Path | null;
   if (fs == null || path == null) {
     throw new AttentionError('UNSUPPORTED',
       `${what} needs Node's fs, which this ES module cannot reach: import 'tfjs-attention/node' once, ` +

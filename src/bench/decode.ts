@@ -18,6 +18,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {BackendChoice, selectBackend} from '../backend';
+import {ThreadsArg} from '../wasm_threads';
 import {AttentionError, show} from '../errors';
 import {AttentionCache, AttentionLayerBase, cacheBytes} from '../layers/base_attention';
 import {attentionLayer} from '../layers/factory';
@@ -59,6 +60,8 @@ export interface DecodeBenchOptions {
   rows?: readonly DecodeRowName[];
   contexts?: readonly number[];
   backend?: BackendChoice;
+  /** The wasm backend's threads in Node (selectBackend's). Default: tfjs's (one). */
+  threads?: ThreadsArg;
   /** Timed steps per row (the median is reported). Default 20. */
   reps?: number;
   /** Untimed steps first. Default 3. */
@@ -93,7 +96,7 @@ async function timed(fn: () => tf.Tensor[], warmup: number, reps: number, budget
 }
 
 async function measureRow(row: DecodeRowName, mode: DecodeRow['mode'], context: number, backend: string,
-                          o: Required<Omit<DecodeBenchOptions, 'outDir' | 'log' | 'backend'>>): Promise<DecodeRow> {
+                          o: Required<Omit<DecodeBenchOptions, 'outDir' | 'log' | 'backend' | 'threads'>>): Promise<DecodeRow> {
   const {B, H, D} = DECODE_SHAPE;
   const layer = decodeLayer(row, 1);
   const out: DecodeRow = {row, mode, backend, B, H, G: layer.numKvHeads, D, context, msPerToken: null, runs: 0,
@@ -140,7 +143,7 @@ export async function runDecodeBench(options: DecodeBenchOptions = {}): Promise<
   contexts.forEach((c) => assertPositiveInt('context', c));
   const o = {rows, contexts, reps: options.reps ?? 20, warmup: options.warmup ?? 3, budgetMs: options.budgetMs ?? 20_000};
   assertPositiveInt('reps', o.reps);
-  const backend = await selectBackend(options.backend);
+  const backend = await selectBackend(options.backend, {threads: options.threads});
   const meta = collectMeta(backend, o.warmup, o.reps, {suite: 'decode', budgetMs: o.budgetMs, maxT: {}, heap: false});
   const report: DecodeReport = {meta, rows: []};
   // Untimed: the backend's first kernels (compilation, the heap growing) would be charged to the first row.

@@ -5,13 +5,14 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {getMatMulPath, splitsProducts} from '../ops/matmul';
 import {packageRoot} from '../runtime';
+import {wasmThreads} from '../wasm_threads';
 
 export interface BenchMeta {
   /**
    * Bumped when the shape of results.json changes (2: rows have `runs`; suite, budgetMs, maxT, matmulPath;
-   * 3: rows have heapBytes and floorBytes, meta has heapMeasured and heap).
+   * 3: rows have heapBytes and floorBytes, meta has heapMeasured and heap; 4: meta has threads).
    */
-  format: 3;
+  format: 4;
   /** ISO 8601 time the run started. */
   date: string;
   backend: string;
@@ -19,6 +20,8 @@ export interface BenchMeta {
   packageVersion: string;
   nodeVersion: string;
   cpuCount: number;
+  /** Threads of the backend's kernels (the wasm backend's thread pool; 1 elsewhere). */
+  threads: number;
   warmup: number;
   reps: number;
   /** The suite the defaults came from. */
@@ -54,13 +57,14 @@ export interface RunSettings {
 export function collectMeta(backend: string, warmup: number, reps: number, settings: RunSettings): BenchMeta {
   const versions = tf.version as Record<string, string>;
   return {
-    format: 3,
+    format: 4,
     date: new Date().toISOString(),
     backend,
     tfjsVersion: versions['tfjs'] ?? tf.version_core,
     packageVersion: readPackageJson().version,
     nodeVersion: process.version,
     cpuCount: os.cpus().length,
+    threads: wasmThreads(),
     warmup,
     reps,
     suite: settings.suite,
@@ -74,7 +78,7 @@ export function collectMeta(backend: string, warmup: number, reps: number, setti
     peakBytes: 'tf.profile().peakBytes minus tf.memory().numBytes before the pass (inputs not counted); ' +
       'tfjs counts every live tensor in full, reshape views included',
     heapMeasured: settings.heap,
-    heap: settings.heap ? 'heapBytes is the wasm heap\'s growth over one pass in a fresh child process per row, ' +
+    heap: settings.heap ? 'heapBytes is the wasm heap\'s growth over one pass in a fresh child process per row (on one thread), ' +
       'inputs included (the heap never shrinks and grows 20% at a time); floorBytes is what any implementation must ' +
       'hold: q, k, v and the output, plus dOut, dq, dk and dv for fwd+bwd (layer rows: x, the weights and the output, ' +
       'doubled for fwd+bwd; matmul: a, b and the product); x floor = heapBytes / floorBytes'

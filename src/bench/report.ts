@@ -80,7 +80,7 @@ export function formatTable(rows: readonly BenchRow[]): string {
 
 export function formatMeta(meta: BenchMeta): string {
   return `backend ${meta.backend}, tfjs ${meta.tfjsVersion}, tfjs-attention ${meta.packageVersion}, ` +
-    `node ${meta.nodeVersion}, ${meta.cpuCount} cpus, ${meta.date}; suite ${meta.suite}, matMul path ` +
+    `node ${meta.nodeVersion}, ${meta.cpuCount} cpus, ${meta.threads ?? 1} thread${(meta.threads ?? 1) === 1 ? '' : 's'}, ${meta.date}; suite ${meta.suite}, matMul path ` +
     `${meta.matmulPath} (${meta.splitProducts ? 'split into 2-D products' : 'tf.matMul as is'}); median of up to ` +
     `${meta.reps} runs after up to ${meta.warmup} warm-up, ${meta.budgetMs / 1000} s budget per row`;
 }

@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {BackendChoice, selectBackend} from '../backend';
+import {ThreadsArg} from '../wasm_threads';
 import {AttentionError, show} from '../errors';
 import {assertNonNegativeInt, assertPositiveInt} from '../validate';
 import {BenchImpl, IMPLS} from './impls';
@@ -141,6 +142,8 @@ export interface BenchOptions {
   maxT?: Readonly<Record<string, number>>;
   /** Passed to selectBackend: default TFJS_ATTENTION_BACKEND, else 'auto'. */
   backend?: BackendChoice;
+  /** Passed to selectBackend: the wasm backend's threads in Node. Default: tfjs's (one). */
+  threads?: ThreadsArg;
   /** How the library computes its products (see ops/matmul). Default: the current setting ('auto'). */
   matmulPath?: MatMulPath;
   /** Untimed runs before timing (the first also measures peak memory). Default: the suite's. */
@@ -210,7 +213,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
   const jobs = planJobs(names, registry, workloads, options.shapes ?? suite.shapes,
     options.layerShapes ?? suite.layerShapes, options.matmulSizes ?? suite.matmulSizes, maxT);
 
-  const backend = await selectBackend(options.backend);
+  const backend = await selectBackend(options.backend, {threads: options.threads});
   const previousPath = options.matmulPath != null ? setMatMulPath(options.matmulPath) : null;
   try {
     const heap = (options.heap ?? true) && backend === 'wasm' && isNode();

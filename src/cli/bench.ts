@@ -12,7 +12,8 @@ import {DECODE_CONTEXTS, DECODE_ROWS, DecodeRowName, formatDecodeTable, runDecod
   from '../bench/decode';
 import {WORKLOADS} from '../bench/workloads';
 import {MATMUL_PATHS, MatMulPath} from '../ops/matmul';
-import {CliIO, intArg, intListArg, namesArg} from './shared';
+import {CliIO, intArg, intListArg, namesArg, threadsOption} from './shared';
+import {ThreadsArg} from '../wasm_threads';
 
 const ROW_NAMES = [...IMPL_NAMES, ...Object.keys(WORKLOADS)];
 const describe = (n: string) => (IMPLS[n] ?? WORKLOADS[n]).description;
@@ -36,6 +37,7 @@ interface BenchFlags {
   kvHeads?: number;
   dim?: number;
   heap: boolean;
+  threads: ThreadsArg;
 }
 
 const shapesText = (shapes: typeof FULL_PRESET.shapes) =>
@@ -59,6 +61,7 @@ export function registerBench(program: Command, io: CliIO): void {
       .argParser(namesArg([...ROW_NAMES, ...DECODE_ROWS.filter((r) => !ROW_NAMES.includes(r))], 'row')))
     .addOption(new Option('--backend <name>', `tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)`)
       .choices(NODE_BACKEND_CHOICES))
+    .addOption(threadsOption())
     .addOption(new Option('--suite <name>', 'which shapes and how many runs (see below)').choices(ALL_SUITES)
       .default('full'))
     .option('--quick', 'the same as --suite quick', false)
@@ -92,7 +95,7 @@ export function registerBench(program: Command, io: CliIO): void {
           throw new AttentionError('INVALID_CONFIG', `--suite decode rows are ${DECODE_ROWS.join(', ')}; received ${bad.join(', ')}`);
         }
         const report = await runDecodeBench({
-          rows: flags.only as DecodeRowName[] | undefined, contexts: flags.seq, backend: flags.backend,
+          rows: flags.only as DecodeRowName[] | undefined, contexts: flags.seq, backend: flags.backend, threads: flags.threads,
           reps: flags.reps, warmup: flags.warmup, budgetMs: flags.budget != null ? flags.budget * 1000 : undefined,
           outDir: flags.out, log: (line) => io.stderr.write(`${line}\n`),
         });
@@ -114,6 +117,7 @@ export function registerBench(program: Command, io: CliIO): void {
       const report = await runBench({
         impls: only,
         backend: flags.backend,
+        threads: flags.threads,
         suite,
         shapes,
         warmup: flags.warmup,

@@ -12,11 +12,12 @@ import {loadModel, readTrainingRecord} from '../train/checkpoint';
 import {generate} from '../train/generate';
 import {BLANK, SEP, TEXT_TASK} from '../train/tasks';
 import {decodeText, encodeText} from '../train/text';
-import {CliIO, floatArg, intArg} from './shared';
+import {CliIO, floatArg, intArg, threadsOption} from './shared';
+import {ThreadsArg} from '../wasm_threads';
 
 interface GenerateFlags {
   model: string; prompt: string; maxNewTokens: number; temperature: number; topK: number; topP: number;
-  seed?: number; stop?: string; backend?: BackendChoice;
+  seed?: number; stop?: string; backend?: BackendChoice; threads: ThreadsArg;
 }
 
 /** Toy-task tokens: ids, or the names BLANK and SEP, separated by spaces. */
@@ -45,9 +46,10 @@ export function registerGenerate(program: Command, io: CliIO): void {
     .option('--stop <token>', 'end after this token (a character, or a toy-task id)')
     .addOption(new Option('--backend <name>', 'tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)')
       .choices(NODE_BACKEND_CHOICES))
+    .addOption(threadsOption())
     .addHelpText('after', '\nExample: generate --model checkpoints/text-gqa --prompt "Attention is" --max-new-tokens 300\n')
     .action(async (f: GenerateFlags) => {
-      await selectBackend(f.backend);
+      await selectBackend(f.backend, {threads: f.threads});
       const record = readTrainingRecord(f.model);
       const V = record.model.vocabSize;
       const vocabulary = record.task.name === TEXT_TASK ? String(record.task.vocabulary) : null;

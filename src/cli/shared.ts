@@ -1,7 +1,8 @@
 /** What every command shares: where output goes, parsers for flag values, model descriptions. */
 import * as tf from '@tensorflow/tfjs';
-import {InvalidArgumentError} from 'commander';
+import {InvalidArgumentError, Option} from 'commander';
 import {node} from '../runtime';
+import {MAX_WASM_THREADS, ThreadsArg} from '../wasm_threads';
 
 /** Where a command writes; `process` in the real CLI, string buffers in tests. */
 export interface CliIO {
@@ -19,6 +20,22 @@ export function intArg(min: number): (value: string) => number {
     if (!/^\s*-?\d+\s*$/.test(value) || n < min) throw new InvalidArgumentError(`Expected an integer >= ${min}.`);
     return n;
   };
+}
+
+/** A flag parser for 'auto' or a thread count in [1, MAX_WASM_THREADS]. */
+export function threadsArg(value: string): ThreadsArg {
+  if (value.trim() === 'auto') return 'auto';
+  const n = Number(value);
+  if (!/^\s*\d+\s*$/.test(value) || n < 1 || n > MAX_WASM_THREADS) {
+    throw new InvalidArgumentError(`Expected auto or an integer from 1 to ${MAX_WASM_THREADS}.`);
+  }
+  return n;
+}
+
+/** --threads: the wasm backend's threads in Node (selectBackend's `threads`). */
+export function threadsOption(): Option {
+  return new Option('--threads <n>', `threads of the wasm backend: 1 to ${MAX_WASM_THREADS}, or auto (every core, ` +
+    `at most ${MAX_WASM_THREADS}); ignored by other backends`).argParser(threadsArg).default('auto');
 }
 
 /** A flag parser for numbers in [min, max] (with `open`, in (min, max]). */

@@ -14,7 +14,8 @@ import {TRANSFORMER_POSITIONS, TransformerPositions} from '../train/model';
 import {decodeText, DEFAULT_SEQ_LENGTH, encodeText} from '../train/text';
 import {evaluate, Metrics, StepInfo, train, trainDefaults} from '../train/trainer';
 import {loadKerasModel} from '../keras/load';
-import {CliIO, describeLayers, floatArg, intArg, intListArg, kerasUrl} from './shared';
+import {CliIO, describeLayers, floatArg, intArg, intListArg, kerasUrl, threadsOption} from './shared';
+import {ThreadsArg} from '../wasm_threads';
 
 /** What `npm run train` trains with no flags: a small GQA model on `reverse`. */
 export const TRAIN_DEFAULTS = {
@@ -27,7 +28,7 @@ interface TrainFlags {
   task: string; data?: string; seqLength?: number; positions: TransformerPositions; attention: AttentionKind; length: number; vocabSize: number; noiseLength: number; modelDim: number;
   heads: number; kvHeads: number; layers: number; ffDim?: number; dropout: number; causal: boolean; steps: number; batchSize: number; lr: number;
   warmup: number; clipNorm: number; evalEvery: number; evalBatches: number; targetAccuracy: number; seed: number;
-  out?: string; checkpointEvery: number; resume?: string; backend?: BackendChoice; quiet: boolean;
+  out?: string; checkpointEvery: number; resume?: string; backend?: BackendChoice; threads: ThreadsArg; quiet: boolean;
   optimizerState: boolean;
   /** The kinds' own flags (see kindFlags), by commander's camel-case name. */
   [kindFlag: string]: unknown;
@@ -127,10 +128,11 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--resume <dir>', 'go on from the checkpoint in DIR (its options rule; --steps and --out may change)')
     .option('--no-optimizer-state', "save the final model without Adam's state (smaller; cannot be resumed)")
     .addOption(backendOption())
+    .addOption(threadsOption())
     .option('--quiet', 'plain progress lines, no bar', false)
     .addHelpText('after', '\nExample: train --task reverse --attention gqa --steps 600\n')
     .action(async (f: TrainFlags, cmd: Command) => {
-      const backend = await selectBackend(f.backend);
+      const backend = await selectBackend(f.backend, {threads: f.threads});
       const attentionArgs = kindArgs(f, f.attention, f.resume != null);
       const out = f.out ?? f.resume ?? `checkpoints/${f.task}-${f.attention}`;
       const text = f.task === TEXT_TASK;
@@ -174,8 +176,9 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--batches <n>', 'batches of 32 examples', intArg(1), 8)
     .option('--seed <n>', 'seed of the evaluation set (default: the training seed + 1, data never trained on)', intArg(0))
     .addOption(backendOption())
-    .action(async (f: {model: string; batches: number; seed?: number; backend?: BackendChoice}) => {
-      await selectBackend(f.backend);
+    .addOption(threadsOption())
+    .action(async (f: {model: string; batches: number; seed?: number; backend?: BackendChoice; threads: ThreadsArg}) => {
+      await selectBackend(f.backend, {threads: f.threads});
       const record = readTrainingRecord(f.model);
       const model = await loadModel(f.model);
       const task = makeTask(record.task.name, record.options.taskOptions);
@@ -190,8 +193,9 @@ export function registerTrain(program: Command, io: CliIO): void {
     .requiredOption('--input <tokens>', 'space-separated token ids of the task\'s inputs (0 BLANK, 1 SEP, 2.. symbols), ' +
       'e.g. "2 3 4 5 6 7 8 9" for models/gqa; shorter inputs are padded with 0 (BLANK)')
     .addOption(backendOption())
-    .action(async (f: {model: string; input: string; backend?: BackendChoice}) => {
-      await selectBackend(f.backend);
+    .addOption(threadsOption())
+    .action(async (f: {model: string; input: string; backend?: BackendChoice; threads: ThreadsArg}) => {
+      await selectBackend(f.backend, {threads: f.threads});
       const record = readTrainingRecord(f.model);
       const L = record.model.seqLength;
       const V = record.model.vocabSize;
@@ -230,11 +234,12 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--model <dir>', 'model folder written by train')
     .option('--keras <path>', 'a converted Keras model.json (or its folder), read with loadKerasModel')
     .addOption(backendOption())
-    .action(async (f: {model?: string; keras?: string; backend?: BackendChoice}) => {
+    .addOption(threadsOption())
+    .action(async (f: {model?: string; keras?: string; backend?: BackendChoice; threads: ThreadsArg}) => {
       if ((f.model == null) === (f.keras == null)) {
         throw new AttentionError('INVALID_CONFIG', 'inspect takes one of --model <dir> or --keras <path>');
       }
-      await selectBackend(f.backend);
+      await selectBackend(f.backend, {threads: f.threads});
       if (f.keras != null) {
         const model = await loadKerasModel(kerasUrl(f.keras));
         io.stdout.write([`model ${f.keras}: ${model.name}, ${model.countParams()} parameters`, ...describeLayers(model)]
