@@ -4,7 +4,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {BackendChoice} from '../src/backend';
 import {AttentionError} from '../src/errors';
-import {IMPLS} from '../src/bench/impls';
+import {IMPLS, localGlobalFlops} from '../src/bench/impls';
 import {BenchRow} from '../src/bench/report';
 import {QUICK_SHAPES, overrideShapes, runBench} from '../src/bench/run';
 import {measurePass, profilePeak} from '../src/bench/measure';
@@ -338,5 +338,21 @@ describe(title('bench'), () => {
     } finally {
       fs.rmSync(plotDir, {recursive: true, force: true});
     }
+  });
+
+  test('performed FLOPs of local-global: the tiles each query block sees, and the globals', () => {
+    // T=512, W=64, blocks of 256: block 0 sees keys [0, 320), block 1 [192, 512): 320 each;
+    // causal: [0, 256) and [192, 512). 16 globals for every query. fwd 2 products, fwd+bwd 7.
+    const shape = {B: 2, H: 4, G: 4, T: 512, S: 512, D: 8};
+    const pairs = 256 * 320 * 2 + 512 * 16;
+    expect(localGlobalFlops(shape, 'fwd')).toBe(2 * 2 * 2 * 4 * pairs * 8);
+    expect(localGlobalFlops(shape, 'fwd+bwd')).toBe(7 * 2 * 2 * 4 * pairs * 8);
+    expect(localGlobalFlops(shape, 'fwd', true)).toBe(2 * 2 * 2 * 4 * (256 * 256 + 256 * 320 + 512 * 16) * 8);
+    const row = (impl: string, T: number, performedGflops: number | null, gflops = 1): BenchRow => ({
+      impl, pass: 'fwd+bwd', backend: 'wasm', B: 1, H: 4, G: 4, T, S: T, D: 64, msMedian: 1, peakBytes: 1,
+      heapBytes: null, floorBytes: 1, gflops, performedGflops, runs: 1});
+    const lines = summarize([{...row('matmul', 1024, null, 20), pass: 'fwd'}, row('local-global', 4096, 8),
+      row('local-global', 8192, 12)]);
+    expect(lines).toContain('local-global fwd+bwd (B=1, H=4, G=4, T=8192, D=64): 12.00 GFLOP/s in the products it performs = 60% of matmul');
   });
 });

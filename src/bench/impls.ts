@@ -6,11 +6,12 @@
 import * as tf from '@tensorflow/tfjs';
 import {flashAttention} from '../ops/flash';
 import {linearAttention} from '../ops/linear';
-import {localGlobalAttention} from '../ops/local_global';
+import {localBlockSize, localGlobalAttention} from '../ops/local_global';
 import {SparseMask} from '../ops/masks';
 import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
 import {scaledDotProductAttention} from '../ops/sdpa';
 import {naiveAttention} from './naive';
+import {AttentionShape, Pass} from './measure';
 
 /** Options every implementation receives; all are optional so defaults match the ops. */
 export interface BenchRunOptions {
@@ -23,6 +24,8 @@ export interface BenchImpl {
   description: string;
   /** q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv] -> [B, H, T, Dv]. Must be differentiable. */
   run(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options: BenchRunOptions): tf.Tensor;
+  /** Multiply-adds * 2 of the products it actually computes (see Workload.performedFlops). */
+  performedFlops?(shape: AttentionShape, pass: Pass): number;
 }
 
 /**
@@ -75,6 +78,25 @@ function localGlobalDense(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, gate: tf.Ten
     tf.mul(tf.sub(1, s), scaledDotProductAttention(q, k, v, {scale, mask: global})));
 }
 
+/**
+ * The products localGlobalAttention computes for the local-global rows: per query block of
+ * b = localBlockSize(W) positions, the keys of the tiles it sees, clipped to [t0 - W, t0 + b +
+ * W) (or t0 + b when causal), masked entries included; and the Ng global keys for every
+ * query. Each (query, key) pair costs two products of D multiply-adds in the forward (q k^T,
+ * p v) and five more in the backward (the scores again, dV, dP, dQ, dK).
+ */
+export function localGlobalFlops({B, H, T, D}: AttentionShape, pass: Pass, causal = false): number {
+  const W = Math.min(LOCAL_GLOBAL_WINDOW, T - 1);
+  const b = Math.min(localBlockSize(W), T);
+  let pairs = 0;
+  for (let t0 = 0; t0 < T; t0 += b) {
+    const bq = Math.min(b, T - t0);
+    pairs += bq * (Math.min(T, t0 + bq + (causal ? 0 : W)) - Math.max(0, t0 - W));
+  }
+  pairs += T * new Set(globalsFor(T)).size;
+  return (pass === 'fwd' ? 2 : 7) * 2 * B * H * pairs * D;
+}
+
 /** The gate of the local-global rows: zeros [H, Dv], an even blend (a layer's initial gate). */
 const evenGate = (q: tf.Tensor, v: tf.Tensor) => tf.zeros([q.shape[1] as number, v.shape[3] as number]);
 
@@ -115,6 +137,7 @@ export const IMPLS: Readonly<Record<string, BenchImpl>> = {
       'even gate; banded blocks, O(T*(W+Ng))',
     run: (q, k, v, {scale}) => localGlobalAttention(q, k, v, {
       scale, windowSize: LOCAL_GLOBAL_WINDOW, globalIndices: globalsFor(q.shape[2] as number), gate: evenGate(q, v)}),
+    performedFlops: (shape, pass) => localGlobalFlops(shape, pass),
   },
   'local-global-dense': {
     description: 'the same local-global attention from two dense [T, T] SparseMask masks and sdpa (the baseline)',

@@ -34,6 +34,8 @@ export interface BenchRow extends AttentionShape {
   floorBytes: number;
   /** FLOPs (see meta.flops) / time, in 1e9 per second. */
   gflops: number | null;
+  /** The FLOPs of the products the row actually computes / time (rows that count them: linear, local-global), else null. */
+  performedGflops?: number | null;
   /** Timed runs behind msMedian (the time budget can stop a row before `reps`). */
   runs: number;
   /** First line of the error when the pass threw. */
@@ -125,6 +127,13 @@ export function summarize(rows: readonly BenchRow[]): string[] {
     for (const r of rows.filter((x) => x.impl === 'sdpa' && x.pass === 'fwd+bwd' && x.error == null)) {
       out.push(`sdpa fwd+bwd (B=${r.B}, H=${r.H}, G=${r.G}, T=${r.T}, D=${r.D}): ${r.gflops!.toFixed(2)} GFLOP/s = ` +
         `${(100 * r.gflops! / ceiling.gflops!).toFixed(0)}% of matmul (n=${ceiling.T}) ${ceiling.gflops!.toFixed(2)} GFLOP/s`);
+    }
+    // The rows that count the products they perform, at their longest T.
+    const counted = rows.filter((x) => x.pass === 'fwd+bwd' && x.error == null && x.performedGflops != null);
+    for (const impl of [...new Set(counted.map((x) => x.impl))]) {
+      const r = counted.filter((x) => x.impl === impl).reduce((a, b) => (b.T > a.T ? b : a));
+      out.push(`${impl} fwd+bwd (B=${r.B}, H=${r.H}, G=${r.G}, T=${r.T}, D=${r.D}): ${r.performedGflops!.toFixed(2)} ` +
+        `GFLOP/s in the products it performs = ${(100 * r.performedGflops! / ceiling.gflops!).toFixed(0)}% of matmul`);
     }
   }
   const seen = new Set<string>();

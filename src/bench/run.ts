@@ -179,6 +179,7 @@ export function attentionWorkload(impl: BenchImpl): Workload {
     description: impl.description,
     passes: PASSES,
     flops: attentionFlops,
+    ...(impl.performedFlops != null ? {performedFlops: impl.performedFlops} : {}),
     floorBytes: attentionFloorBytes,
     prepare(shape, seed, passes = PASSES) {
       const inputs = makeInputs(shape, seed, passes.includes('fwd+bwd'));
@@ -303,7 +304,7 @@ const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')
 function rowStart(job: Job, pass: Pass, backend: string): BenchRow {
   const {B, H, G, T, S, D} = job.shape; // in this order in results.json
   return {impl: job.name, pass, backend, B, H, G, T, S, D, msMedian: null, peakBytes: null, heapBytes: null,
-    floorBytes: job.workload.floorBytes(job.shape, pass), gflops: null, runs: 0};
+    floorBytes: job.workload.floorBytes(job.shape, pass), gflops: null, performedGflops: null, runs: 0};
 }
 
 /** q [B, H, T, D], k and v [B, G, S, D], and (withCotangent) the cotangent dy [B, H, T, D]. */
@@ -334,6 +335,9 @@ async function benchPass(job: Job, prepared: Prepared, pass: Pass, backend: stri
     row.peakBytes = m.peakBytes;
     row.runs = m.runs;
     row.gflops = job.workload.flops(job.shape, pass) / m.msMedian / 1e6;
+    if (job.workload.performedFlops != null) {
+      row.performedGflops = job.workload.performedFlops(job.shape, pass) / m.msMedian / 1e6;
+    }
   } catch (e) {
     row.error = firstLine(e);
   }

@@ -26,6 +26,11 @@ export interface Workload {
   /** Multiply-adds * 2 of one pass (what gflops divides by). */
   flops(shape: AttentionShape, pass: Pass): number;
   /**
+   * Multiply-adds * 2 of the products the implementation actually computes (its tiles,
+   * masked entries included), where that differs from `flops`; what performedGflops divides by.
+   */
+  performedFlops?(shape: AttentionShape, pass: Pass): number;
+  /**
    * The bytes any implementation of the pass must hold: its inputs, its outputs and, for
    * fwd+bwd, the forward output and the cotangent (see heap.ts). Float32 throughout.
    */
