@@ -56,7 +56,7 @@ describe(title('bench'), () => {
       expect(row.runs).toBe(1);
       expect(Object.keys(row)).toEqual(
         ['impl', 'pass', 'backend', 'B', 'H', 'G', 'T', 'S', 'D', 'msMedian', 'peakBytes', 'heapBytes', 'floorBytes',
-          'gflops', 'runs']);
+          'gflops', 'performedGflops', 'runs']);
       expect(row.heapBytes).toBeNull();
       expect(row.floorBytes).toBeGreaterThan(0);
       for (const value of [row.msMedian, row.peakBytes, row.gflops]) {

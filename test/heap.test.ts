@@ -35,8 +35,8 @@ describe('heap (wasm, fresh processes)', () => {
     ['sdpa-causal', 10.5, 9.39],
     ['flash', 2.5, 2.0],
     ['flash-causal', 2.5, 2.0],
-    ['linear', 16, 13.95],
-    ['linear-causal', 33, 30.0],
+    ['linear', 2.5, 2.0],
+    ['linear-causal', 2.0, 1.5],
     ['local-global', 2.5, 2.0],
   ];
   for (const [impl, bound, measured] of BOUNDS) {

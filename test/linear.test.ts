@@ -7,6 +7,7 @@ import {
   favorFeatures, linearAttention, linearAttentionFromFeatures, RELU_STABILIZER, SOFTMAX_STABILIZER,
 } from '../src/ops/linear';
 import {defaultNumFeatures, orthogonalProjection} from '../src/ops/random_features';
+import {causalMask} from '../src/ops/masks';
 import {scaledDotProductAttention} from '../src/ops/sdpa';
 import {allFinite, gradsOf, makeMask, MaskKind} from './cases';
 import {expectClose, expectError, expectNoLeaks, randn, title} from './helpers';
@@ -213,6 +214,51 @@ describe(title('linearAttention'), () => {
       });
     });
   }
+
+  // The whole op (its own custom gradient, features recomputed unit by unit and chunk by chunk)
+  // against autograd through favorFeatures and the naive reference, the projection's gradient
+  // included. Chunks that do not divide T, T > S and T < S for both alignments (queries that
+  // see no key, keys no query sees, queries past the last key), more queries than one
+  // non-causal piece of 512, MHA / MQA / GQA, key padding.
+  const WHOLE: {B: number; H: number; G: number; T: number; S: number; causal: false | 'bottom-right' | 'top-left';
+    mask: MaskKind; kernel: 'softmax' | 'relu'; chunkSize: number}[] = [
+    {B: 2, H: 4, G: 2, T: 600, S: 37, causal: false, mask: 'padding', kernel: 'softmax', chunkSize: 64},
+    {B: 1, H: 2, G: 2, T: 9, S: 4, causal: false, mask: 'none', kernel: 'relu', chunkSize: 64},
+    {B: 2, H: 2, G: 2, T: 1, S: 3, causal: 'bottom-right', mask: 'none', kernel: 'softmax', chunkSize: 4},
+    {B: 2, H: 4, G: 4, T: 7, S: 12, causal: 'bottom-right', mask: 'padding', kernel: 'relu', chunkSize: 3},
+    {B: 2, H: 3, G: 1, T: 12, S: 5, causal: 'bottom-right', mask: 'padding', kernel: 'softmax', chunkSize: 5},
+    {B: 1, H: 3, G: 1, T: 12, S: 5, causal: 'top-left', mask: 'none', kernel: 'softmax', chunkSize: 4},
+    {B: 2, H: 4, G: 2, T: 5, S: 12, causal: 'top-left', mask: 'padding', kernel: 'softmax', chunkSize: 2},
+    {B: 1, H: 4, G: 2, T: 97, S: 97, causal: 'bottom-right', mask: 'none', kernel: 'softmax', chunkSize: 16},
+  ];
+  WHOLE.forEach((c, n) => {
+    const what = [`T=${c.T}`, `S=${c.S}`, `H=${c.H}`, `G=${c.G}`, c.causal === false ? 'non-causal' : c.causal,
+      c.mask === 'padding' ? 'key padding' : 'no mask', c.kernel, `chunk=${c.chunkSize}`].join(', ');
+    test(`the whole op == reference over favorFeatures, gradients for q, k, v and the projection (${what})`, () => {
+      tf.tidy(() => {
+        const [D, M] = [8, 12];
+        const q = randn([c.B, c.H, c.T, D], 50 + n);
+        const k = randn([c.B, c.G, c.S, D], 60 + n);
+        const v = randn([c.B, c.G, c.S, 5], 70 + n);
+        const cot = randn([c.B, c.H, c.T, 5], 80 + n);
+        const projection = orthogonalProjection(M, D, 90 + n);
+        const mask = makeMask(c.mask, c.B, c.H, c.T, c.S, n);
+        // The reference's causal is bottom-right: top-left goes in as a mask.
+        const topLeft = c.causal === 'top-left' ? causalMask(c.T, c.S, 'top-left') : null;
+        const refMask = topLeft == null ? mask : mask == null ? topLeft : tf.logicalAnd(mask, topLeft);
+        const f = (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor, p: tf.Tensor) =>
+          linearAttention(a, b, d, {projection: p, causal: c.causal, mask, kernel: c.kernel, chunkSize: c.chunkSize});
+        const ref = (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor, p: tf.Tensor) => referenceLinear(
+          favorFeatures(a, p, {role: 'query', kernel: c.kernel}), favorFeatures(b, p, {role: 'key', kernel: c.kernel}), d,
+          {causal: c.causal === 'bottom-right', mask: refMask ?? undefined});
+        expectClose(f(q, k, v, projection), ref(q, k, v, projection));
+        const grads = (fn: typeof f) => tf.grads((a: tf.Tensor, b: tf.Tensor, d: tf.Tensor, p: tf.Tensor) =>
+          tf.sum(tf.mul(fn(a, b, d, p), cot)))([q, k, v, projection]);
+        const want = grads(ref);
+        grads(f).forEach((g, i) => expectClose(g, want[i]));
+      });
+    });
+  });
 
   test('query rows with no visible key give zeros and finite gradients (fully masked batch, causal T > S)', () => {
     tf.tidy(() => {

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {flashAttention} from '../ops/flash';
-import {linearAttention} from '../ops/linear';
+import {DEFAULT_CHUNK_SIZE, linearAttention} from '../ops/linear';
 import {localBlockSize, localGlobalAttention} from '../ops/local_global';
 import {SparseMask} from '../ops/masks';
 import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
@@ -97,6 +97,32 @@ export function localGlobalFlops({B, H, T, D}: AttentionShape, pass: Pass, causa
   return (pass === 'fwd' ? 2 : 7) * 2 * B * H * pairs * D;
 }
 
+/**
+ * The products linearAttention computes for the linear rows (M = round(D ln D) features,
+ * X = D + 1 columns of [v, 1]), per batch entry and key/value group with R query heads:
+ * forward, the query and key features (R T + S) D M and the state products (R T + S) M X;
+ * backward, the features again, dq's and the state's products 2 (R T + S) M X, and the
+ * features' gradients and the projection's 2 (R T + S) D M. Causal adds, per chunk of n
+ * queries over its n keys, the masked in-chunk products: 2 (R n n (M + X)) forward, and in the
+ * backward the in-chunk products of dq (R n n (M + X)), of dk and dv (2 R n n (M + X)) and the
+ * recomputed scores (R n n M), with the running state carried once more (S M X).
+ */
+export function linearFlops({B, H, G, T, S, D}: AttentionShape, pass: Pass, causal = false): number {
+  const M = defaultNumFeatures(D);
+  const X = D + 1;
+  const R = H / G;
+  const rows = R * T + S;
+  let fwd = rows * D * M + rows * M * X;
+  let bwd = rows * D * M + 2 * rows * M * X + 2 * rows * D * M;
+  if (causal) {
+    const n = Math.min(DEFAULT_CHUNK_SIZE, T);
+    const inChunk = R * T * n; // query-key pairs inside chunks (the last chunk counted full)
+    fwd += inChunk * (M + X);
+    bwd += 3 * inChunk * (M + X) + inChunk * M + S * M * X;
+  }
+  return 2 * B * G * (pass === 'fwd' ? fwd : fwd + bwd);
+}
+
 /** The gate of the local-global rows: zeros [H, Dv], an even blend (a layer's initial gate). */
 const evenGate = (q: tf.Tensor, v: tf.Tensor) => tf.zeros([q.shape[1] as number, v.shape[3] as number]);
 
@@ -126,11 +152,13 @@ export const IMPLS: Readonly<Record<string, BenchImpl>> = {
   linear: {
     description: 'linearAttention: FAVOR+ random features, M = round(D ln D); approximate, linear in T',
     run: (q, k, v, {scale}) => linearAttention(q, k, v, {scale, projection: projectionFor(q.shape[3] as number)}),
+    performedFlops: (shape, pass) => linearFlops(shape, pass),
   },
   'linear-causal': {
     description: 'linearAttention with causal: true (chunked prefix sums)',
     run: (q, k, v, {scale}) =>
       linearAttention(q, k, v, {scale, causal: true, projection: projectionFor(q.shape[3] as number)}),
+    performedFlops: (shape, pass) => linearFlops(shape, pass, true),
   },
   'local-global': {
     description: `localGlobalAttention: window ${LOCAL_GLOBAL_WINDOW}, ${LOCAL_GLOBAL_NUM_GLOBALS} global positions, ` +

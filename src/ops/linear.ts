@@ -15,13 +15,26 @@
  * so inputs with a large |x| do not underflow every feature to zero. A small epsilon is
  * then added to every feature, keeping the denominator positive.
  *
- * Causal attention uses prefix sums of phi(k) [v, 1]^T over chunks: inside a chunk the
- * (chunk x chunk) products are masked to the lower triangle, across chunks an exclusive
- * cumulative sum of the per-chunk [M, Dv+1] sums carries the prefix, so memory is
- * O(T*M + (T/chunk)*M*Dv) rather than the O(T*M*Dv) of a cumulative sum over every row.
+ * linearAttention is one custom gradient from q, k, v and the projection that saves only
+ * them, its output and its inverse denominators ([B, H, T, 1]): no features are kept between the
+ * passes, the backward pass recomputes them. It works per unit (one batch entry and key/value
+ * group, the group's query heads stacked along rows, so every product is a plain 2-D one; all
+ * of them at once on backends whose batched products are fast) and per chunk of queries:
+ * causal attention carries one running [M, Dv+1] state of phi(k)^T [v, 1] over the keys
+ * before each chunk, forward (the output, dq) and backward (a running sum of phi(q)^T g for
+ * dk, dv), with masked (chunk x chunk) products for the chunk's own keys. So beyond its inputs
+ * and outputs a call holds the features of one unit's keys (and, in the backward pass, of its
+ * queries) and a few [chunk, M] pieces: memory linear in T, on wasm 1.5-2.4x the floor
+ * of the eight [B, H, T, D] tensors of forward+backward (src/bench/heap.ts).
+ *
+ * linearAttentionFromFeatures (features computed elsewhere) stays plain autograd over tf ops:
+ * causal prefix sums over chunks, inside a chunk the (chunk x chunk) products masked to the
+ * lower triangle, across chunks an exclusive cumulative sum of the per-chunk [M, Dv+1] sums,
+ * so its memory is O(T*M + (T/chunk)*M*Dv) rather than the O(T*M*Dv) of a cumulative sum
+ * over every row.
  */
 import * as tf from '@tensorflow/tfjs';
-import {matMul} from './matmul';
+import {matMul, splitsProducts, swapLast} from './matmul';
 import {noProbabilities, OP_NAMES} from '../arguments';
 import {AttentionError, show} from '../errors';
 import {assertOneOf, assertPositiveInt, assertPositiveNumber, checkArgNames, ForeignName} from '../validate';
@@ -38,10 +51,13 @@ export const SOFTMAX_STABILIZER = 1e-6;
 /** Added to every relu feature, as the Performer reference does. */
 export const RELU_STABILIZER = 1e-3;
 /**
- * Rows per chunk of the causal prefix sums. Measured on wasm (causal forward+backward,
- * B=1, H=4, T=4096, D=64, M=266, median of 3): chunks of 32/64/128/256 rows took
- * 4.2/4.6/5.7/9.8 s with peaks of 872/711/643/633 MiB; 64 is near the fastest and its
- * [M, Dv+1] state per chunk stays below the features' size for Dv < 64.
+ * Rows per chunk of the causal prefix sums. Measured on wasm (causal forward+backward of
+ * linearAttention, B=1, H=4, T=4096, D=64, M=266, median of 7, interleaved): chunks of
+ * 32/64/128/256 rows took 1.29/1.05/1.03/1.18 s (64 and 128 also tie at T=1024 and 256), the
+ * heap the same 2.1x its floor for all four. 64 stays: linearAttentionFromFeatures and the
+ * decoding step share this default, and their chunked prefix sums measured slower with 128
+ * (5.7 s against 4.6 s), with an [M, Dv+1] state per chunk that stays below the features'
+ * size only for Dv < 64.
  */
 export const DEFAULT_CHUNK_SIZE = 64;
 
@@ -173,17 +189,29 @@ export function linearAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, option
       '(orthogonalProjection(numFeatures, D, seed) makes one)');
   }
   const dims = attentionDims(q, k, v);
-  checkProjection(options.projection, dims.D);
+  const {B, H, G, R, T, S, D} = dims;
+  checkProjection(options.projection, D);
+  const kernel = options.kernel ?? 'softmax';
+  assertOneOf('kernel', kernel, FEATURE_KERNELS);
+  const scale = options.scale ?? 1 / Math.sqrt(D);
+  assertPositiveNumber('scale', scale);
+  const chunk = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  assertPositiveInt('chunkSize', chunk);
+  const alignment = causalAlignment(options.causal);
   if (isEmptyAttention(dims)) {
-    const {B, H, T, S} = dims;
     if (options.mask != null) tf.dispose(keyPaddingKeep(options.mask, [B, H, T, S], 'linear attention')); // still checked
     return zeroAttention(q, k, v, dims, options.projection);
   }
+  const M = options.projection.shape[0] as number;
+  const N = splitsProducts() ? 1 : B * G; // the (batch, group) pairs of one unit
+  const rows = Math.min(T, alignment != null ? chunk : QUERY_PIECE); // query positions per chunk
+  assertFits('linearAttention', 'the key features', [N, S, M]);
+  assertFits('linearAttention', 'the query features of a chunk', [N, R * rows, M]);
+  if (alignment != null) assertFits('linearAttention', 'the products inside chunks', [N, R * rows, rows]);
+  const plan = favorPlan(dims, M, kernel, scale, alignment != null ? causalOffset(alignment, T, S) : null, chunk);
   return tf.tidy(() => {
-    const feature = {kernel: options.kernel, scale: options.scale};
-    const qf = favorFeatures(q, options.projection, {...feature, role: 'query'}); // [B, H, T, M]
-    const kf = favorFeatures(k, options.projection, {...feature, role: 'key'});   // [B, G, S, M]
-    return linearAttentionFromFeatures(qf, kf, v, {causal: options.causal, mask: options.mask, chunkSize: options.chunkSize});
+    const keep = options.mask != null ? keyPaddingKeep(options.mask, [B, H, T, S], 'linear attention') : null; // [Bm, S]
+    return favorAttention(plan, q, k, v, options.projection, keep);
   });
 }
 
@@ -367,4 +395,478 @@ export function softmaxKeyLogits(k: tf.Tensor, projection: tf.Tensor, scale?: nu
     const diag = tf.div(tf.sum(tf.square(x2), -1, true), 2);                    // [B*G*S, 1]
     return tf.reshape(tf.sub(wx, diag), [B, G, S, M]) as tf.Tensor4D;
   });
+}
+
+// ---------------------------------------------------------------------------------------
+// linearAttention's engine: one custom gradient from q, k, v and the projection, worked
+// per unit and per chunk, that saves no features and recomputes them in the backward pass.
+
+/**
+ * Queries [t0, t0 + nq) of a chunk and their key block [s0, s0 + nb): query t0 + a sees
+ * every key before s0 (the state) and block key s0 + b iff b - a <= d.
+ */
+interface Chunk {t0: number; nq: number; s0: number; nb: number; d: number}
+
+/**
+ * Query rows per chunk when not causal (the features of one chunk exist at a time). Measured
+ * on wasm (B=1, H=4, T=4096, D=64, M=266, forward+backward): 256/512/1024/all 4096 rows took
+ * the same time within noise; the heap grew 2.1x the floor with 512 rows, 2.6x with all rows.
+ */
+const QUERY_PIECE = 512;
+
+interface FavorPlan extends AttentionDims {
+  M: number;
+  kernel: FeatureKernel;
+  scale: number;
+  /** Keys [0, first) start every state: all keys when not causal. */
+  first: number;
+  /** The query chunks in order; their key blocks tile [first, end of the last block). */
+  chunks: Chunk[];
+}
+
+/**
+ * The chunks of a call. Not causal: pieces of QUERY_PIECE queries over a state of all keys
+ * and no block. Causal (query i sees key j iff j <= i + offset): chunks of `chunk` queries,
+ * the block of [t0, t0 + nq) being keys clamp([t0 + offset, t0 + nq + offset), 0, S).
+ */
+function favorPlan(dims: AttentionDims, M: number, kernel: FeatureKernel, scale: number, offset: number | null,
+                   chunk: number): FavorPlan {
+  const {T, S} = dims;
+  const chunks: Chunk[] = [];
+  if (offset == null) {
+    for (let t0 = 0; t0 < T; t0 += QUERY_PIECE) chunks.push({t0, nq: Math.min(QUERY_PIECE, T - t0), s0: S, nb: 0, d: 0});
+    return {...dims, M, kernel, scale, first: S, chunks};
+  }
+  const clamp = (x: number) => Math.min(Math.max(x, 0), S);
+  for (let t0 = 0; t0 < T; t0 += chunk) {
+    const nq = Math.min(chunk, T - t0);
+    const s0 = clamp(t0 + offset);
+    chunks.push({t0, nq, s0, nb: clamp(t0 + nq + offset) - s0, d: t0 + offset - s0});
+  }
+  return {...dims, M, kernel, scale, first: clamp(offset), chunks};
+}
+
+/** The (batch, group) pairs [i, i + N) worked at once: single pairs where products are split, else all B*G. */
+interface Unit {i: number; N: number}
+
+function favorUnits(p: FavorPlan): Unit[] {
+  const n = p.B * p.G;
+  return splitsProducts() ? Array.from({length: n}, (_, i) => ({i, N: 1})) : [{i: 0, N: n}];
+}
+
+/** y = f(x), then x disposed: keeps one [., M] buffer alive where a tidy would keep every step's. */
+function then(x: tf.Tensor, f: (x: tf.Tensor) => tf.Tensor): tf.Tensor {
+  const y = f(x);
+  x.dispose();
+  return y;
+}
+
+/** a [N, m, k] times b [N, k, n], or times b [k, n] for every N: plain 2-D products for one unit, batched for all. */
+function mm(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  const [N, m, k] = a.shape as number[];
+  if (b.rank === 3 && N > 1) return matMul(a, b);
+  const n = b.shape[b.rank - 1] as number;
+  // Every view disposed here: a view keeps its buffer alive until the enclosing tidy ends.
+  const a2 = tf.reshape(a, [N * m, k]);                       // [N*m, k]
+  const b2 = b.rank === 2 ? b : tf.reshape(b, [k, n]);        // [k, n]
+  const c = tf.matMul(a2, b2);
+  tf.dispose(b2 === b ? [a2] : [a2, b2]);
+  return then(c, (x) => tf.reshape(x, [N, m, n]));            // [N, m, n]
+}
+
+/** Concatenates parts along `axis` and disposes them. */
+function joined(parts: tf.Tensor[], axis: number): tf.Tensor {
+  if (parts.length === 1) return parts[0];
+  const out = tf.concat(parts, axis);
+  tf.dispose(parts);
+  return out;
+}
+
+/** Columns [c0, c0 + n) of x [N, L, C]. */
+function colsOf(x: tf.Tensor, c0: number, n: number): tf.Tensor {
+  const [N, L] = x.shape as number[];
+  return tf.slice(x, [0, 0, c0], [N, L, n]);
+}
+
+/** Rows [s0, s0 + n) of a small x [N, L, C] (a key keep). */
+function rowsOf(x: tf.Tensor, s0: number, n: number): tf.Tensor {
+  const [N, , C] = x.shape as number[];
+  return tf.slice(x, [0, s0, 0], [N, n, C]);
+}
+
+/**
+ * A [B*G, R*L, C] tensor (the R query heads of a group stacked along rows; R = 1 for keys)
+ * to cut into pieces of rows. (On wasm the library's Slice kernel reads the heap in place, so
+ * a piece costs its own size, not the source's: see wasm_kernels.ts.)
+ */
+interface Rows {x: tf.Tensor; R: number}
+
+function rowsSource(x3: tf.Tensor, R: number): Rows {
+  return {x: x3, R};
+}
+
+/** Rows [start, start + n) of each of the R heads of the unit: [N, R*n, C]. */
+function cut(s: Rows, u: Unit, start: number, n: number): tf.Tensor {
+  const [U, RL, C] = s.x.shape as number[];
+  const L = RL / s.R;
+  if (u.N === U && start === 0 && n === L) return tf.reshape(s.x, s.x.shape); // a view (tf.clone copies on wasm)
+  const x4 = tf.reshape(s.x, [U, s.R, L, C]);                                    // [U, R, L, C]
+  const piece = tf.slice(x4, [u.i, 0, start, 0], [u.N, s.R, n, C]);               // [N, R, n, C]
+  x4.dispose();
+  return then(piece, (t) => tf.reshape(t, [u.N, s.R * n, C]));                    // [N, R*n, C]
+}
+
+/** The key keep of the unit, [N or 1, S, 1], from keep [Bm, S]; null without a mask. */
+function keepOf(p: FavorPlan, u: Unit, keep: tf.Tensor | null): tf.Tensor | null {
+  if (keep == null) return null;
+  const {B, G, S} = p;
+  if (keep.shape[0] === 1) return tf.reshape(keep, [1, S, 1]);
+  if (u.N === 1) return tf.reshape(tf.slice(keep, [Math.floor(u.i / G), 0], [1, S]), [1, S, 1]);
+  return tf.reshape(tf.broadcastTo(tf.reshape(keep, [B, 1, S]), [B, G, S]), [B * G, S, 1]); // [B*G, S, 1]
+}
+
+/** The chunk masks of a plan by shape: [nq, nb] and its transpose as [nb, 1, nq], 0/1. */
+function chunkMasks(p: FavorPlan): Map<string, tf.Tensor[]> {
+  const masks = new Map<string, tf.Tensor[]>();
+  for (const {nq, nb, d} of p.chunks) {
+    const key = `${nq},${nb},${d}`;
+    if (nb === 0 || masks.has(key)) continue;
+    const m = new Float32Array(nq * nb);
+    const mT = new Float32Array(nq * nb);
+    for (let a = 0; a < nq; a++) {
+      for (let b = 0; b < nb && b - a <= d; b++) {
+        m[a * nb + b] = 1;
+        mT[b * nq + a] = 1;
+      }
+    }
+    masks.set(key, [tf.tensor2d(m, [nq, nb]), tf.tensor3d(mT, [nb, 1, nq])]);
+  }
+  return masks;
+}
+
+const maskOf = (masks: Map<string, tf.Tensor[]>, c: Chunk) => masks.get(`${c.nq},${c.nb},${c.d}`)!;
+
+/** s [N, R*nq, nb] (each head's query rows against the block) times the mask [nq, nb]. */
+function maskRows(p: FavorPlan, s: tf.Tensor, mask: tf.Tensor): tf.Tensor {
+  const [N, rows, nb] = s.shape as number[];
+  const m = then(then(s, (x) => tf.reshape(x, [N, p.R, rows / p.R, nb])), (x) => tf.mul(x, mask)); // [N, R, nq, nb]
+  return then(m, (x) => tf.reshape(x, [N, rows, nb]));
+}
+
+/** sT [N, nb, R*nq] (the block against each head's query rows) times the transposed mask [nb, 1, nq]. */
+function maskCols(p: FavorPlan, sT: tf.Tensor, maskT: tf.Tensor): tf.Tensor {
+  const [N, nb, cols] = sT.shape as number[];
+  const m = then(then(sT, (x) => tf.reshape(x, [N, nb, p.R, cols / p.R])), (x) => tf.mul(x, maskT)); // [N, nb, R, nq]
+  return then(m, (x) => tf.reshape(x, [N, nb, cols]));
+}
+
+/** x [N, L, D] scaled: the rows xw that multiply the projection (with relu's 1 / sqrt(M) on this small side). */
+function scaledRows(p: FavorPlan, x: tf.Tensor): tf.Tensor {
+  const xs = tf.mul(x, Math.sqrt(p.scale));                                         // [N, L, D]
+  return p.kernel === 'relu' ? then(xs, (t) => tf.div(t, Math.sqrt(p.M))) : xs;
+}
+
+/**
+ * The softmax shift of key rows xw [N, L, D] with logits wx [N, L, M]: the max over all
+ * their rows and features of w.k' - |k'|^2 / 2, plus log(M) / 2 (the 1 / sqrt(M) factor),
+ * as [N, 1, 1], taken row by row.
+ */
+function keyShiftOf(p: FavorPlan, xw: tf.Tensor, wx: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const diag = tf.div(tf.sum(tf.square(xw), -1, true), 2);                        // [N, L, 1]
+    return tf.add(tf.max(tf.sub(tf.max(wx, -1, true), diag), 1, true), 0.5 * Math.log(p.M)); // [N, 1, 1]
+  });
+}
+
+/**
+ * The features phi [N, L, M] of rows x [N, L, D] and xw [N, L, D], the scaled rows that
+ * multiply the projection (PT = projection^T [D, M]): favorFeatures' math. The softmax
+ * shift: 'row' for queries, each row's max (a row's |x'|^2 / 2 cancels in it); for keys,
+ * 'all' when x holds all the unit's keys, else the unit's key shift [N, 1, 1]. Keys are
+ * multiplied by their keep [N or 1, L, 1] when given.
+ */
+function features(p: FavorPlan, x: tf.Tensor, PT: tf.Tensor, shift: 'row' | 'all' | tf.Tensor,
+                  keep: tf.Tensor | null): {phi: tf.Tensor; xw: tf.Tensor} {
+  return tf.tidy(() => {
+    const xw = scaledRows(p, x);                                                    // [N, L, D]
+    const wx = mm(xw, PT);                                                          // [N, L, M]
+    let phi: tf.Tensor;
+    if (p.kernel === 'relu') {
+      phi = then(then(wx, tf.relu), (t) => tf.add(t, RELU_STABILIZER));
+    } else {
+      const rows = shift === 'row' ? tf.add(tf.max(wx, -1, true), 0.5 * Math.log(p.M))   // [N, L, 1]
+        : tf.add(tf.div(tf.sum(tf.square(xw), -1, true), 2), shift === 'all' ? keyShiftOf(p, xw, wx) : shift);
+      const floor = SOFTMAX_STABILIZER / Math.sqrt(p.M);
+      phi = then(then(then(wx, (t) => tf.sub(t, rows)), tf.exp), (t) => tf.add(t, floor));
+    }
+    if (keep != null) phi = then(phi, (t) => tf.mul(t, keep));
+    return {phi, xw};
+  });
+}
+
+/**
+ * Back through `features`, the shift a constant: dx [N, L, D] and the rows' share of
+ * d projection^T [D, M], from dphi [N, L, M] (disposed), the features phi and the scaled rows xw:
+ *   softmax: d wx = dphi * (phi - eps / sqrt(M)),  d xw = d wx P - rowsum(d wx) * xw;
+ *   relu:    d wx = dphi * (wx > 0),               d xw = d wx P;
+ * and d P^T = xw^T d wx. (Masked keys have dphi = 0, so a phi multiplied by keep serves.)
+ */
+function featureGrad(p: FavorPlan, dphi: tf.Tensor, phi: tf.Tensor, xw: tf.Tensor,
+                     P: tf.Tensor): {dx: tf.Tensor; dPT: tf.Tensor} {
+  return tf.tidy(() => {
+    const [N, L, D] = xw.shape as number[];
+    // wx > 0 read from the features: relu(wx) + eps > eps (they differ only for wx below an ulp of eps).
+    const factor = p.kernel === 'relu' ? tf.cast(tf.greater(phi, RELU_STABILIZER), 'float32')
+      : tf.sub(phi, SOFTMAX_STABILIZER / Math.sqrt(p.M));
+    const dwx = tf.mul(dphi, factor);                                              // [N, L, M]
+    tf.dispose([dphi, factor]);
+    let dxw = mm(dwx, P);                                                           // [N, L, D]
+    if (p.kernel === 'softmax') dxw = tf.sub(dxw, tf.mul(tf.sum(dwx, -1, true), xw));
+    const xT = tf.transpose(tf.reshape(xw, [N * L, D]));                            // [D, N*L]
+    const dPT = tf.matMul(xT, tf.reshape(dwx, [N * L, p.M]));                       // [D, M]
+    const c = Math.sqrt(p.scale) / (p.kernel === 'relu' ? Math.sqrt(p.M) : 1);
+    return {dx: tf.mul(dxw, c), dPT};
+  });
+}
+
+/** What a unit's passes read: the row sources and the per-call constants. */
+interface UnitInputs {
+  q: Rows; k: Rows; v: Rows;
+  /** projection^T [D, M] and projection [M, D]. */
+  PT: tf.Tensor; P: tf.Tensor;
+  masks: Map<string, tf.Tensor[]>;
+}
+
+/** Features, scaled rows and [v, 1] of the unit's keys [s0, s0 + n) (shift: unitShift's): kf [N, n, M], xk [N, n, D], va [N, n, X]. */
+function keyRows(p: FavorPlan, u: Unit, inp: UnitInputs, shift: tf.Tensor | null, keep: tf.Tensor | null,
+                 s0: number, n: number): tf.Tensor[] {
+  return tf.tidy(() => {
+    const {phi, xw} = features(p, cut(inp.k, u, s0, n), inp.PT, shift ?? 'all', keep != null ? rowsOf(keep, s0, n) : null);
+    return [phi, xw, tf.concat([cut(inp.v, u, s0, n), tf.ones([u.N, n, 1])], 2)];
+  });
+}
+
+/**
+ * The unit's softmax key shift [N, 1, 1], for keys taken in pieces; null where the keys come
+ * in one piece (not causal), whose features take it themselves, and for relu, which has none.
+ */
+function unitShift(p: FavorPlan, u: Unit, inp: UnitInputs): tf.Tensor | null {
+  if (p.kernel === 'relu' || p.first === p.S) return null;
+  return tf.tidy(() => {
+    const xw = scaledRows(p, cut(inp.k, u, 0, p.S));                                 // [N, S, D]
+    return keyShiftOf(p, xw, mm(xw, inp.PT));
+  });
+}
+
+/**
+ * The unit's output [N, R*T, Dv] and inverse denominators [N, R*T, 1] (0 for rows that see
+ * no key). Per chunk c, with the state S_c = sum of kf^T [v, 1] over the keys before its block:
+ *   out_c = qf_c S_c + (mask ⊙ qf_c kf_blk^T) [v, 1]_blk,   then S_{c+1} = S_c + kf_blk^T [v, 1]_blk.
+ * One state at a time; the features of one chunk and one block at a time.
+ */
+function unitForward(p: FavorPlan, u: Unit, inp: UnitInputs, keep: tf.Tensor | null): tf.Tensor[] {
+  const {N} = u;
+  const {R, Dv, M} = p;
+  const shift = unitShift(p, u, inp);
+  let state = p.first === 0 ? tf.zeros([N, M, Dv + 1]) : tf.tidy(() => {           // [N, M, X]
+    const [kf, , va] = keyRows(p, u, inp, shift, keep, 0, p.first);
+    return swapLast(mm(swapLast(va), kf));
+  });
+  const outs: tf.Tensor[] = [];
+  const invs: tf.Tensor[] = [];
+  for (const c of p.chunks) {
+    const next = tf.tidy(() => {
+      const qc = features(p, cut(inp.q, u, c.t0, c.nq), inp.PT, 'row', null).phi;   // [N, R*nq, M]
+      let acc = mm(qc, state);                                                      // [N, R*nq, X]
+      let grown = state;
+      if (c.nb > 0) {
+        const [kb, , vb] = keyRows(p, u, inp, shift, keep, c.s0, c.nb);            // [N, nb, M], [N, nb, X]
+        const kbT = swapLast(kb);                                                   // [N, M, nb]
+        const a = maskRows(p, mm(qc, kbT), maskOf(inp.masks, c)[0]);                // [N, R*nq, nb]
+        acc = tf.add(acc, mm(a, vb));
+        grown = tf.add(state, mm(kbT, vb));
+      }
+      const den = colsOf(acc, Dv, 1);                                               // [N, R*nq, 1]
+      const inv = tf.where(tf.greater(den, 0), tf.div(1, den), tf.zerosLike(den));  // rows that see no key: 0
+      const out = tf.mul(colsOf(acc, 0, Dv), inv);                                  // [N, R*nq, Dv]
+      return {out: tf.reshape(out, [N, R, c.nq, Dv]), inv: tf.reshape(inv, [N, R, c.nq, 1]), state: grown};
+    });
+    if (next.state !== state) state.dispose();
+    state = next.state;
+    outs.push(next.out);
+    invs.push(next.inv);
+  }
+  tf.dispose([state, ...(shift != null ? [shift] : [])]);
+  const out = then(joined(outs, 2), (x) => tf.reshape(x, [N, R * p.T, Dv]));       // [N, R*T, Dv]
+  const inv = then(joined(invs, 2), (x) => tf.reshape(x, [N, R * p.T, 1]));        // [N, R*T, 1]
+  return [out, inv];
+}
+
+/**
+ * The unit's dq [N, R*T, D], dk [N, S, D], dv [N, S, Dv] and d projection^T [D, M], from
+ * the features recomputed and g = d out_aug = [dO / den, -rowsum(dO * out) / den]:
+ *   1. forward over the chunks (the state S_c as in the forward pass):
+ *      dqf_c = g_c S_c^T + (mask ⊙ g_c [v, 1]_blk^T) kf_blk, and on to dq_c at once;
+ *   2. backward over the chunks, dS = sum of qf^T g over the later chunks (before adding c's own):
+ *      dkf_blk = [v, 1]_blk dS^T + (mask ⊙ g_c [v, 1]_blk^T)^T qf_c,
+ *      d[v, 1]_blk = kf_blk dS + (mask ⊙ qf_c kf_blk^T)^T g_c;
+ *   3. the keys before the first block (seen by every query): [v, 1] dS^T and kf dS;
+ *   4. zeros for the keys no query sees.
+ * States are carried transposed ([N, X, M]) so every product is a plain one. The features
+ * of step 1 are kept for step 2 and freed chunk by chunk there.
+ */
+function unitBackward(p: FavorPlan, u: Unit, inp: UnitInputs, grad: {dO: Rows; out: Rows; inv: Rows},
+                      keep: tf.Tensor | null): tf.Tensor[] {
+  const {N} = u;
+  const {R, T, S, D, Dv, M} = p;
+  const X = Dv + 1;
+  const shift = unitShift(p, u, inp);
+  let dPT = tf.zeros([D, M]);
+  // 1. dq, chunk by chunk, through the state S_c^T.
+  const prefix = p.first > 0 ? keyRows(p, u, inp, shift, keep, 0, p.first) : null;  // kf, xk, va
+  let state = prefix == null ? tf.zeros([N, X, M]) : tf.tidy(() => mm(swapLast(prefix[2]), prefix[0])); // [N, X, M]
+  const held: tf.Tensor[][] = [];  // per chunk: qf, xq, g and, with a block, its kf, xk, va
+  const dqs: tf.Tensor[] = [];
+  for (const c of p.chunks) {
+    const next = tf.tidy(() => {
+      const {phi: qc, xw: xq} = features(p, cut(inp.q, u, c.t0, c.nq), inp.PT, 'row', null); // [N, R*nq, M], [N, R*nq, D]
+      const dO = cut(grad.dO, u, c.t0, c.nq);                                       // [N, R*nq, Dv]
+      const inv = cut(grad.inv, u, c.t0, c.nq);                                     // [N, R*nq, 1]
+      const dDen = tf.neg(tf.mul(tf.sum(tf.mul(dO, cut(grad.out, u, c.t0, c.nq)), -1, true), inv));
+      const gc = tf.concat([tf.mul(dO, inv), dDen], 2);                             // [N, R*nq, X], 0 on rows that see no key
+      let dqf = mm(gc, state);                                                      // [N, R*nq, M]
+      let grown = state;
+      const block = c.nb > 0 ? keyRows(p, u, inp, shift, keep, c.s0, c.nb) : [];
+      if (c.nb > 0) {
+        const [kb, , vb] = block;                                                   // [N, nb, M], [N, nb, X]
+        const vbT = swapLast(vb);                                                   // [N, X, nb]
+        const a = maskRows(p, mm(gc, vbT), maskOf(inp.masks, c)[0]);                // [N, R*nq, nb]
+        dqf = tf.add(dqf, mm(a, kb));
+        grown = tf.add(state, mm(vbT, kb));
+      }
+      const {dx, dPT: share} = featureGrad(p, dqf, qc, xq, inp.P);
+      return {dq: tf.reshape(dx, [N, R, c.nq, D]), dPT: tf.add(dPT, share), state: grown, keep: [qc, xq, gc, ...block]};
+    });
+    if (next.state !== state) state.dispose();
+    dPT.dispose();
+    ({state, dPT} = next);
+    dqs.push(next.dq);
+    held.push(next.keep);
+  }
+  state.dispose();
+  // 2. dk, dv of each block, from the last chunk back, through dS^T.
+  let dS = tf.zeros([N, X, M]);                                                     // [N, X, M]
+  const dks: tf.Tensor[] = [];
+  const dvs: tf.Tensor[] = [];
+  for (let ci = p.chunks.length - 1; ci >= 0; ci--) {
+    const c = p.chunks[ci];
+    const next = tf.tidy(() => {
+      const [qc, , gc, kb, xb, vb] = held[ci];
+      const gcT = swapLast(gc);                                                     // [N, X, R*nq]
+      const block: tf.Tensor[] = []; // dk, dv of the block, when it has keys
+      let dPTNext = dPT;
+      if (c.nb > 0) {
+        const [mask, maskT] = maskOf(inp.masks, c);
+        const aT = maskCols(p, mm(vb, gcT), maskT);                                 // [N, nb, R*nq]
+        let dkf = tf.add(mm(vb, dS), mm(aT, qc));                                   // [N, nb, M]
+        const bT = swapLast(maskRows(p, mm(qc, swapLast(kb)), mask));               // [N, nb, R*nq]
+        const dva = tf.add(mm(kb, swapLast(dS)), mm(bT, gc));                       // [N, nb, X]
+        if (keep != null) dkf = tf.mul(dkf, rowsOf(keep, c.s0, c.nb));
+        const {dx, dPT: share} = featureGrad(p, dkf, kb, xb, inp.P);
+        block.push(dx, colsOf(dva, 0, Dv));                                         // [N, nb, D], [N, nb, Dv]
+        dPTNext = tf.add(dPT, share);
+      }
+      return {block, dPT: dPTNext, dS: tf.add(dS, mm(gcT, qc))};
+    });
+    tf.dispose(held[ci]);
+    if (next.dPT !== dPT) dPT.dispose();
+    dS.dispose();
+    ({dS, dPT} = next);
+    if (next.block.length > 0) {
+      dks.unshift(next.block[0]);
+      dvs.unshift(next.block[1]);
+    }
+  }
+  // 3. The keys every query sees.
+  if (prefix != null) {
+    const next = tf.tidy(() => {
+      const [kp, xp, vp] = prefix;                                                  // [N, first, M], [N, first, D], [N, first, X]
+      let dkf = mm(vp, dS);                                                         // [N, first, M]
+      const dva = mm(kp, swapLast(dS));                                             // [N, first, X]
+      if (keep != null) dkf = tf.mul(dkf, rowsOf(keep, 0, p.first));
+      const {dx, dPT: share} = featureGrad(p, dkf, kp, xp, inp.P);
+      return {dk: dx, dv: colsOf(dva, 0, Dv), dPT: tf.add(dPT, share)};
+    });
+    tf.dispose([dPT, ...prefix]);
+    dPT = next.dPT;
+    dks.unshift(next.dk);
+    dvs.unshift(next.dv);
+  }
+  tf.dispose([dS, ...(shift != null ? [shift] : [])]);
+  // 4. The keys no query sees.
+  const seen = dks.reduce((n, t) => n + (t.shape[1] as number), 0);
+  if (seen < S) {
+    dks.push(tf.zeros([N, S - seen, D]));
+    dvs.push(tf.zeros([N, S - seen, Dv]));
+  }
+  const dq = then(joined(dqs, 2), (x) => tf.reshape(x, [N, R * T, D]));            // [N, R*T, D]
+  return [dq, joined(dks, 1), joined(dvs, 1), dPT];
+}
+
+/**
+ * linearAttention's result for a plan: one tf.customGrad over q, k, v, the projection (and
+ * the key keep [Bm, S]) that saves only its inputs, the output and the inverse
+ * denominators [B*G, R*T, 1], never the features.
+ */
+function favorAttention(p: FavorPlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, projection: tf.Tensor,
+                        keep: tf.Tensor | null): tf.Tensor4D {
+  const {B, H, G, R, T, S, D, Dv} = p;
+  // [B, H, T, C] -> [B*G, R*T, C]: the R query heads of a group stacked along rows.
+  const inputs = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, P: tf.Tensor): UnitInputs => ({
+    q: rowsSource(tf.reshape(a, [B * G, R * T, D]), R), k: rowsSource(tf.reshape(b, [B * G, S, D]), 1),
+    v: rowsSource(tf.reshape(c, [B * G, S, Dv]), 1), PT: tf.transpose(P), P, masks: chunkMasks(p),
+  });
+  const release = (inp: UnitInputs, ...more: Rows[]) =>
+    tf.dispose([inp.q.x, inp.k.x, inp.v.x, inp.PT, ...more.map((s) => s.x), ...[...inp.masks.values()].flat()]);
+  const f = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const save = args[args.length - 1] as tf.GradSaveFunc;
+    const [a, b, c, P, kp] = args.slice(0, -1) as tf.Tensor[];
+    const inp = inputs(a, b, c, P);
+    const outs: tf.Tensor[] = [];
+    const invs: tf.Tensor[] = [];
+    for (const u of favorUnits(p)) {
+      const [out, inv] = tf.tidy(() => unitForward(p, u, inp, keepOf(p, u, kp ?? null)));
+      outs.push(out);
+      invs.push(inv);
+    }
+    release(inp);
+    const out = then(joined(outs, 0), (x) => tf.reshape(x, [B, H, T, Dv]));        // [B, H, T, Dv]
+    const inv = joined(invs, 0);                                                    // [B*G, R*T, 1]
+    save([a, b, c, P, out, inv, ...(kp != null ? [kp] : [])]);
+    return {
+      value: out,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sq, sk, sv, sP, sOut, sInv, sKeep] = saved;
+        const inp2 = inputs(sq, sk, sv, sP);
+        const grad = {
+          dO: rowsSource(tf.reshape(dy, [B * G, R * T, Dv]), R), out: rowsSource(tf.reshape(sOut, [B * G, R * T, Dv]), R),
+          inv: rowsSource(tf.reshape(sInv, sInv.shape), R),
+        };
+        const parts: tf.Tensor[][] = [[], [], []];
+        let dPT: tf.Tensor | null = null;
+        for (const u of favorUnits(p)) {
+          const [dq, dk, dv, share] = tf.tidy(() => unitBackward(p, u, inp2, grad, keepOf(p, u, sKeep ?? null)));
+          [dq, dk, dv].forEach((t, i) => parts[i].push(t));
+          dPT = dPT == null ? share : then(share, (x) => tf.add(dPT!, x));
+        }
+        release(inp2, grad.dO, grad.out, grad.inv);
+        const dP = then(dPT!, (x) => tf.transpose(x));                              // [M, D]
+        const dq = then(joined(parts[0], 0), (x) => tf.reshape(x, [B, H, T, D]));   // [B, H, T, D]
+        const dk = then(joined(parts[1], 0), (x) => tf.reshape(x, [B, G, S, D]));   // [B, G, S, D]
+        const dv = then(joined(parts[2], 0), (x) => tf.reshape(x, [B, G, S, Dv]));  // [B, G, S, Dv]
+        return sKeep != null ? [dq, dk, dv, dP, tf.zerosLike(sKeep)] : [dq, dk, dv, dP];
+      },
+    };
+  }) as Parameters<typeof tf.customGrad>[0]);
+  return f(...(keep != null ? [q, k, v, projection, keep] : [q, k, v, projection])) as tf.Tensor4D;
 }
