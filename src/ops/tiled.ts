@@ -15,6 +15,12 @@
  * (k, v) or per query block (q, dO), never a tile: every product is non-transposed, and a
  * query block's dQ and each key tile's dK, dV come from one pass over the tiles.
  *
+ * A query block whose visible keys fit in one tile (every block of sdpa's; flash's up to
+ * FLASH_TILE_SCORES) takes its probabilities from one tf.softmax of the tile, in the forward
+ * and again in the backward, instead of exp(s - M - log l): on wasm the Softmax kernel is
+ * several times faster than Exp (XNNPACK's vector code against a scalar loop), and such a
+ * block needs no row statistics (its M and log l are returned as zeros, never read).
+ *
  * Causal masking and sliding windows (query i sees keys j with |i - j| <= window, the local
  * branch of localGlobalAttention) skip the key tiles a query block cannot see, clip the tiles
  * at the edge of what it sees, and mask the rest with an additive band sliced from one band
@@ -122,23 +128,26 @@ interface Band {band: tf.Tensor; c: number}
 /**
  * The band of a call: band[t, x] = MASKED where d = x - c - t is out of reach (d > upper or
  * d < -lower), else 0. A tile of block t0 over keys [a, a + n) takes band[:bq, x0 :][:, :n]
- * with x0 = a - t0 + c. Causal only (lower infinite): c = bk - offset and width bq + bk,
- * since a masked tile has a + n - 1 - t0 - offset in [1, bq). With a window: c = lower, since
- * a >= t0 - lower, and width lower + bq + max(upper, 0), since a + n <= t0 + bq + upper.
+ * with x0 = a - t0 + c. Causal only (lower infinite): c = bq - offset and width 2 bq, since a
+ * masked tile ends by t0 + bq + offset; columns left of the band (x0 < 0) are all visible, so
+ * their part of the mask is zeros padded on. With a window: c = lower, since a >= t0 - lower,
+ * and width lower + bq + max(upper, 0), since a + n <= t0 + bq + upper.
  * Null when nothing bounds what a query sees.
  */
 function makeBand(p: TilePlan): Band | null {
   const {lower, upper} = reach(p);
   if (!Number.isFinite(lower) && !Number.isFinite(upper)) return null;
-  const c = Number.isFinite(lower) ? lower : p.bk - p.offset;
-  const width = Number.isFinite(lower) ? lower + p.bq + Math.max(upper, 0) : p.bq + p.bk;
-  const band = tf.tidy(() => {
-    const d = tf.sub(tf.reshape(tf.range(-c, width - c, 1, 'int32'), [1, width]),
-      tf.reshape(tf.range(0, p.bq, 1, 'int32'), [p.bq, 1]));                 // [bq, width]: j - i
-    let out = tf.greater(d, upper);
-    if (Number.isFinite(lower)) out = tf.logicalOr(out, tf.less(d, -lower));
-    return tf.mul(tf.cast(out, 'float32'), MASKED);
-  });
+  const c = Number.isFinite(lower) ? lower : p.bq - p.offset;
+  const width = Number.isFinite(lower) ? lower + p.bq + Math.max(upper, 0) : 2 * p.bq;
+  // Written in JS: the broadcasting int32 ops that would build it run a slow scalar loop on wasm.
+  const data = new Float32Array(p.bq * width);
+  for (let t = 0; t < p.bq; t++) {
+    for (let x = 0; x < width; x++) {
+      const d = x - c - t; // j - i
+      if (d > upper || d < -lower) data[t * width + x] = MASKED;
+    }
+  }
+  const band = tf.tensor2d(data, [p.bq, width]);
   return {band, c};
 }
 
@@ -184,7 +193,9 @@ function tileMask(p: TilePlan, u: Unit, band: Band | null, keep: tf.Tensor | nul
   const {lower, upper} = reach(p);
   if (band != null && (s0 + n - 1 - t0 > upper || s0 - (t0 + bq - 1) < -lower)) {
     const x0 = s0 - t0 + band.c;
-    add = tf.reshape(tf.slice(band.band, [0, x0], [bq, n]), [1, 1, bq, n]);
+    const part = x0 >= 0 ? tf.slice(band.band, [0, x0], [bq, n])
+      : then(tf.slice(band.band, [0, 0], [bq, n + x0]), (x) => tf.pad(x, [[0, 0], [-x0, 0]]));
+    add = tf.reshape(part, [1, 1, bq, n]);
     // A row may see no key: every one out of reach (offset < 0, or past the keys' end), or the
     // ones in reach hidden by the user's mask. Then only exact zeros keep its probabilities at zero.
     if (t0 + upper < 0 || t0 + bq - 1 - lower > p.S - 1 || keep != null) mul = tf.cast(tf.equal(add, 0), 'float32');
@@ -247,6 +258,15 @@ export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tens
         const tiles = keyTiles(p, ...visibleRange(p, t0, bq));
         if (tiles.length === 0) return [tf.zeros([heads, bq, Dv]), tf.fill([heads, bq, 1], NO_KEYS_MAX), tf.zeros([heads, bq, 1])];
         const qi = tf.mul(queryRows(p, u, q3, t0, bq), p.scale); // [nb, ng, R*bq, D], scaled
+        if (tiles.length === 1) {
+          // All the block's keys in one tile: the probabilities in one softmax (see the file
+          // comment); the backward takes the same path, so M and LL are not needed here.
+          const {a: s0, n} = tiles[0];
+          const mask = tileMask(p, u, band, keep, t0, bq, s0, n);
+          const pr = kept(p, then(masked(p, mm(qi, cols(kT, s0, n)), mask.add), (x) => tf.softmax(x)), mask.keep);
+          const o = mm(pr, rowsOf(vU, s0, n));                                    // [nb, ng, R*bq, Dv]
+          return [tf.reshape(o, [heads, bq, Dv]), tf.zeros([heads, bq, 1]), tf.zeros([heads, bq, 1])];
+        }
         let m: tf.Tensor | null = null;
         let l: tf.Tensor | null = null;
         let acc: tf.Tensor | null = null;
@@ -337,7 +357,8 @@ export function tiledBackward(p: TilePlan, dO: tf.Tensor, q: tf.Tensor, k: tf.Te
         const next = tf.tidy(() => {
           const mask = tileMask(p, u, band, keep, t0, bq, s0, n);
           const s = masked(p, mm(qi, cols(kT, s0, n)), mask.add);
-          const pr = kept(p, then(then(then(s, (x) => tf.sub(x, Mi)), (x) => tf.sub(x, LLi)), tf.exp), mask.keep);
+          const pr = kept(p, tiles.length === 1 ? then(s, (x) => tf.softmax(x))
+            : then(then(then(s, (x) => tf.sub(x, Mi)), (x) => tf.sub(x, LLi)), tf.exp), mask.keep);
           // A tile clipped to what the block sees: its dK, dV columns padded to the key tile's
           // width (a D x bk copy, small beside the tile's products).
           const full = (x: tf.Tensor) => (n === width ? x
