@@ -9,9 +9,9 @@
  * Both branches run in ops/tiled.ts's engine, inside one tf.customGrad: the forward keeps
  * each branch's output and per-row logsumexp, the backward recomputes the probabilities tile
  * by tile, so neither pass holds more than a few tiles of scores and memory is O(T*D).
- * Local branch: tiles of b >= W queries and b keys; a query block sees the keys within W of
- * it (up to three key tiles, clipped to the window), with the exact band |i - j| <= W (and
- * j <= i when causal) masked inside, never padded copies of q, k or v. Global branch: the
+ * Local branch: blocks of b >= W queries; a query block sees the keys within W of it as one
+ * tile (one softmax; the backward adds its dK, dV into fixed key tiles of b), with the exact
+ * band |i - j| <= W (and j <= i when causal) masked inside, never padded copies of q, k or v. Global branch: the
  * global keys and values are gathered ([Ng, D]) and attended to (only those j <= i when
  * causal). The gate's gradient and each branch's output gradient come straight from dOut.
  * No tensor of T x S entries is formed.
@@ -59,13 +59,13 @@ const LOCAL_GLOBAL_NAMES: Readonly<Record<string, ForeignName>> = {
 };
 
 /**
- * The default local block (queries per tile, and keys per tile): W itself, but at least
- * MIN_LOCAL_BLOCK rows. A block of b queries sees about b + 2W keys in up to three tiles, so
- * small blocks waste fewer products but pay more per-op overhead. Measured on wasm
- * (forward+backward, B=1, H=4, T=4096, D=64, W=64, 16 globals): b = 64/128/256/512 took
- * 2.4/1.5/1.1/2.2 s (1.7/1.1/1.1/1.2 s causal).
+ * The default local block (queries per tile): W itself, but at least MIN_LOCAL_BLOCK rows. A
+ * block of b queries sees b + 2W keys in one tile (one softmax), so small blocks waste fewer
+ * products but pay more per-op overhead. Measured on wasm (forward+backward, B=1, H=4,
+ * T=4096, D=64, W=64, 16 globals): b = 64/128/256/512 took 413/377/476/592 ms
+ * (327/287/331/517 ms causal).
  */
-export const MIN_LOCAL_BLOCK = 256;
+export const MIN_LOCAL_BLOCK = 128;
 /** Queries per block of the global branch (each block's tile holds R * GLOBAL_BLOCK x Ng scores). */
 const GLOBAL_BLOCK = 1024;
 export function localBlockSize(windowSize: number): number {

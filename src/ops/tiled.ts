@@ -26,7 +26,8 @@
  * at the edge of what it sees, and mask the rest with an additive band sliced from one band
  * built per call; rows that see no key at all (and user masks) take a multiplicative 0/1 keep
  * as well, so their probabilities are exact zeros. Key tiles are fixed (blocks of bk from key
- * 0), so a clipped tile's dK and dV are padded back to its width before they are summed.
+ * 0), so a clipped tile's dK and dV are padded back to its width before they are summed; a
+ * windowed block works its visible keys as one tile whose dK, dV are split among them.
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionDims} from './heads';
@@ -170,6 +171,16 @@ function visibleRange(p: TilePlan, t0: number, bq: number): [number, number] {
 /** A key tile a query block sees: fixed tile j = [s0, s0 + w), clipped to the visible [a, a + n). */
 interface KeyTile {j: number; s0: number; w: number; a: number; n: number}
 
+/**
+ * The tiles a query block [t0, t0 + bq) works through: with a window, the keys it sees as one
+ * tile (they are few, and one tile means one softmax), else the fixed key tiles it meets.
+ */
+function blockTiles(p: TilePlan, t0: number, bq: number): KeyTile[] {
+  const [start, end] = visibleRange(p, t0, bq);
+  if (p.window == null) return keyTiles(p, start, end);
+  return start < end ? [{j: -1, s0: start, w: end - start, a: start, n: end - start}] : [];
+}
+
 /** The fixed key tiles (blocks of bk from key 0) that meet [start, end), each clipped to it. */
 function keyTiles(p: TilePlan, start: number, end: number): KeyTile[] {
   const out: KeyTile[] = [];
@@ -255,7 +266,7 @@ export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tens
     qBlocks.forEach(([t0, bq], bi) => {
       pieces[bi][ui] = tf.tidy(() => {
         const heads = u.nb * u.ng * p.R;
-        const tiles = keyTiles(p, ...visibleRange(p, t0, bq));
+        const tiles = blockTiles(p, t0, bq);
         if (tiles.length === 0) return [tf.zeros([heads, bq, Dv]), tf.fill([heads, bq, 1], NO_KEYS_MAX), tf.zeros([heads, bq, 1])];
         const qi = tf.mul(queryRows(p, u, q3, t0, bq), p.scale); // [nb, ng, R*bq, D], scaled
         if (tiles.length === 1) {
@@ -340,7 +351,7 @@ export function tiledBackward(p: TilePlan, dO: tf.Tensor, q: tf.Tensor, k: tf.Te
     const dVT: (tf.Tensor | null)[] = kTiles.map(() => null); // [nb, ng, Dv, n] each
     qBlocks.forEach(([t0, bq], bi) => {
       const heads = u.nb * u.ng * p.R;
-      const tiles = keyTiles(p, ...visibleRange(p, t0, bq));
+      const tiles = blockTiles(p, t0, bq);
       if (tiles.length === 0) {
         dqPieces[bi][ui] = tf.zeros([heads, bq, D]);
         return;
@@ -353,31 +364,42 @@ export function tiledBackward(p: TilePlan, dO: tf.Tensor, q: tf.Tensor, k: tf.Te
       const LLi = queryRows(p, u, LL, t0, bq);
       const Di = queryRows(p, u, Dsum, t0, bq);
       let dQ: tf.Tensor | null = null;
-      tiles.forEach(({j, s0: w0, w: width, a: s0, n}) => {
+      tiles.forEach(({a: s0, n}) => {
         const next = tf.tidy(() => {
           const mask = tileMask(p, u, band, keep, t0, bq, s0, n);
           const s = masked(p, mm(qi, cols(kT, s0, n)), mask.add);
           const pr = kept(p, tiles.length === 1 ? then(s, (x) => tf.softmax(x))
             : then(then(then(s, (x) => tf.sub(x, Mi)), (x) => tf.sub(x, LLi)), tf.exp), mask.keep);
-          // A tile clipped to what the block sees: its dK, dV columns padded to the key tile's
-          // width (a D x bk copy, small beside the tile's products).
-          const full = (x: tf.Tensor) => (n === width ? x
-            : then(x, (y) => tf.pad(y, [[0, 0], [0, 0], [0, 0], [s0 - w0, w0 + width - s0 - n]])));
-          const dVpart = full(mm(dOiT, pr));                                  // [nb, ng, Dv, bk_j]
+          const dVpart = mm(dOiT, pr);                                        // [nb, ng, Dv, n]
           const dS = then(then(mm(dOi, cols(vT, s0, n)), (x) => tf.sub(x, Di)), (x) => tf.mul(pr, x));
           pr.dispose();
           const dQpart = mm(dS, rowsOf(kU, s0, n));                           // [nb, ng, R*bq, D]
-          const dKpart = full(mm(qiT, dS));                                   // [nb, ng, D, bk_j]
-          return {
-            dV: dVT[j] == null ? dVpart : tf.add(dVT[j]!, dVpart),
-            dK: dKT[j] == null ? dKpart : tf.add(dKT[j]!, dKpart),
-            dQ: dQ == null ? dQpart : tf.add(dQ, dQpart),
-          };
+          const dKpart = mm(qiT, dS);                                         // [nb, ng, D, n]
+          return {dV: dVpart, dK: dKpart, dQ: dQ == null ? dQpart : tf.add(dQ, dQpart)};
         });
-        tf.dispose([dVT[j], dKT[j], dQ] as tf.Tensor[]);
-        dVT[j] = next.dV;
-        dKT[j] = next.dK;
+        if (dQ != null) dQ.dispose();
         dQ = next.dQ;
+        // Columns [s0, s0 + n) into the fixed key tiles they cover, each piece padded to its
+        // tile's width (a D x bk copy, small beside the tile's products).
+        for (const [acc, part] of [[dVT, next.dV], [dKT, next.dK]] as [(tf.Tensor | null)[], tf.Tensor][]) {
+          let kept = false;
+          for (const t of keyTiles(p, s0, s0 + n)) {
+            const whole = t.a === s0 && t.n === n;
+            if (whole && t.n === t.w && acc[t.j] == null) {
+              acc[t.j] = part;
+              kept = true;
+              continue;
+            }
+            const sum = tf.tidy(() => {
+              let piece = whole ? part : tf.slice(part, [0, 0, 0, t.a - s0], [...part.shape.slice(0, 3), t.n]);
+              if (t.n !== t.w) piece = tf.pad(piece, [[0, 0], [0, 0], [0, 0], [t.a - t.s0, t.s0 + t.w - t.a - t.n]]);
+              return acc[t.j] == null ? piece : tf.add(acc[t.j]!, piece);
+            });
+            if (acc[t.j] != null) acc[t.j]!.dispose();
+            acc[t.j] = sum;
+          }
+          if (!kept) part.dispose();
+        }
       });
       dqPieces[bi][ui] = tf.tidy(() => tf.reshape(tf.mul(dQ!, p.scale), [heads, bq, D]));
       tf.dispose([qi, qiT, dOi, dOiT, Mi, LLi, Di, dQ!]);
