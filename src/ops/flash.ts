@@ -17,7 +17,7 @@ import {AttentionError, show} from '../errors';
 import {assertPositiveInt, checkArgNames} from '../validate';
 import {AttentionDims, assertFits, attentionDims, isEmptyAttention, zeroAttention} from './heads';
 import {CausalAlignment, CausalArg, causalAlignment, causalOffset, normalizeMask} from './masks';
-import {TilePlan, tiledBackward, tiledForward} from './tiled';
+import {TilePlan, tiledAttention} from './tiled';
 
 export interface FlashOptions {
   /** Bool or 0/1, 1 = may attend; [T, S], [B, T, S] or broadcastable to [B, H, T, S]. */
@@ -98,22 +98,7 @@ export function flashAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options
     ? tf.tidy(() => tf.cast(normalizeMask(options.mask!, [B, H, T, S]), 'float32'))
     : null;
 
-  const run = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const save = args.pop() as tf.GradSaveFunc;
-    const [qq, kk, vv, kp] = args as tf.Tensor[];
-    const [O, M, LL] = tiledForward(plan, qq, kk, vv, kp ?? null);
-    save(kp != null ? [qq, kk, vv, O, M, LL, kp] : [qq, kk, vv, O, M, LL]);
-    return {
-      value: O,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sq, sk, sv, sO, sM, sLL, skp] = saved;
-        const grads = tiledBackward(plan, dy, sq, sk, sv, sO, sM, sLL, skp ?? null);
-        return skp != null ? [...grads, tf.zerosLike(skp)] : grads;
-      },
-    };
-  }) as Parameters<typeof tf.customGrad>[0]);
-
-  const out = keep != null ? run(q, k, v, keep) : run(q, k, v);
+  const out = tiledAttention(plan, q, k, v, keep);
   if (keep != null) keep.dispose();
   return out as tf.Tensor4D;
 }

@@ -9,7 +9,7 @@ import {assertBoolean, assertInteger, assertRate, checkArgNames} from '../valida
 import {AttentionDims, assertFits, attentionDims, groupHeads, isEmptyAttention, ungroupHeads, zeroAttention} from './heads';
 import {CausalAlignment, CausalArg, causalAlignment, causalOffset, combineMasks, normalizeMask} from './masks';
 import {matMul, splitsProducts} from './matmul';
-import {TilePlan, tiledBackward, tiledForward} from './tiled';
+import {TilePlan, tiledAttention} from './tiled';
 
 /**
  * Added to the logits of masked keys. Finite, so a row with no key left stays finite
@@ -133,21 +133,7 @@ function splitAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tenso
   const plan: TilePlan = {...dims, scale, bq, bk: S, causal: causal != null,
     offset: causal != null ? causalOffset(causal, T, S) : 0};
   const keep = mask != null ? tf.tidy(() => tf.cast(normalizeMask(mask, [B, H, T, S]), 'float32')) : null;
-  const run = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const save = args.pop() as tf.GradSaveFunc;
-    const [qq, kk, vv, kp] = args as tf.Tensor[];
-    const [O, M, LL] = tiledForward(plan, qq, kk, vv, kp ?? null);
-    save(kp != null ? [qq, kk, vv, O, M, LL, kp] : [qq, kk, vv, O, M, LL]);
-    return {
-      value: O,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sq, sk, sv, sO, sM, sLL, skp] = saved;
-        const grads = tiledBackward(plan, dy, sq, sk, sv, sO, sM, sLL, skp ?? null);
-        return skp != null ? [...grads, tf.zerosLike(skp)] : grads;
-      },
-    };
-  }) as Parameters<typeof tf.customGrad>[0]);
-  const out = keep != null ? run(q, k, v, keep) : run(q, k, v);
+  const out = tiledAttention(plan, q, k, v, keep);
   if (keep != null) keep.dispose();
   return out as tf.Tensor4D;
 }

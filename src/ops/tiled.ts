@@ -435,3 +435,27 @@ export function tiledBackward(p: TilePlan, dO: tf.Tensor, q: tf.Tensor, k: tf.Te
   tf.dispose([q3, dO3, Dsum, ...(band != null ? [band.band] : [])]);
   return [dq, dk, dv];
 }
+
+/**
+ * Exact attention through the engine as one tf.customGrad over q, k, v and an optional
+ * float keep mask (a non-differentiated input, so it is saved for the backward pass; it gets
+ * zeros): the forward saves the output and the row logsumexp parts, the backward is
+ * tiledBackward. The keep mask is the caller's to dispose.
+ */
+export function tiledAttention(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, keep: tf.Tensor | null): tf.Tensor {
+  const run = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const save = args.pop() as tf.GradSaveFunc;
+    const [qq, kk, vv, kp] = args as tf.Tensor[];
+    const [O, M, LL] = tiledForward(p, qq, kk, vv, kp ?? null);
+    save(kp != null ? [qq, kk, vv, O, M, LL, kp] : [qq, kk, vv, O, M, LL]);
+    return {
+      value: O,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sq, sk, sv, sO, sM, sLL, skp] = saved;
+        const grads = tiledBackward(p, dy, sq, sk, sv, sO, sM, sLL, skp ?? null);
+        return skp != null ? [...grads, tf.zerosLike(skp)] : grads;
+      },
+    };
+  }) as Parameters<typeof tf.customGrad>[0]);
+  return keep != null ? run(q, k, v, keep) : run(q, k, v);
+}
