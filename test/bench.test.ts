@@ -341,13 +341,14 @@ describe(title('bench'), () => {
   });
 
   test('performed FLOPs of local-global: the tiles each query block sees, and the globals', () => {
-    // T=512, W=64, blocks of 256: block 0 sees keys [0, 320), block 1 [192, 512): 320 each;
-    // causal: [0, 256) and [192, 512). 16 globals for every query. fwd 2 products, fwd+bwd 7.
+    // T=512, W=64, blocks of 128: the blocks see keys [0, 192), [64, 320), [192, 448), [320, 512);
+    // causal: [0, 128), [64, 256), [192, 384), [320, 512). 16 globals for every query.
+    // fwd 2 products per pair, fwd+bwd 7.
     const shape = {B: 2, H: 4, G: 4, T: 512, S: 512, D: 8};
-    const pairs = 256 * 320 * 2 + 512 * 16;
+    const pairs = 128 * (192 + 256 + 256 + 192) + 512 * 16;
     expect(localGlobalFlops(shape, 'fwd')).toBe(2 * 2 * 2 * 4 * pairs * 8);
     expect(localGlobalFlops(shape, 'fwd+bwd')).toBe(7 * 2 * 2 * 4 * pairs * 8);
-    expect(localGlobalFlops(shape, 'fwd', true)).toBe(2 * 2 * 2 * 4 * (256 * 256 + 256 * 320 + 512 * 16) * 8);
+    expect(localGlobalFlops(shape, 'fwd', true)).toBe(2 * 2 * 2 * 4 * (128 * (128 + 192 * 3) + 512 * 16) * 8);
     const row = (impl: string, T: number, performedGflops: number | null, gflops = 1): BenchRow => ({
       impl, pass: 'fwd+bwd', backend: 'wasm', B: 1, H: 4, G: 4, T, S: T, D: 64, msMedian: 1, peakBytes: 1,
       heapBytes: null, floorBytes: 1, gflops, performedGflops, runs: 1});
