@@ -40,6 +40,7 @@ import {AttentionError, show} from '../errors';
 import {assertOneOf, assertPositiveInt, assertPositiveNumber, checkArgNames, ForeignName} from '../validate';
 import {AttentionDims, assertFits, attentionDims, groupHeads, isEmptyAttention, repeatHeads, ungroupHeads, zeroAttention} from './heads';
 import {CausalArg, causalAlignment, causalOffset, keyPaddingKeep} from './masks';
+import {then} from './tiled';
 import {zerosWithZeroGrads} from './zeros';
 
 export const FEATURE_KERNELS = ['softmax', 'relu'] as const;
@@ -452,13 +453,6 @@ interface Unit {i: number; N: number}
 function favorUnits(p: FavorPlan): Unit[] {
   const n = p.B * p.G;
   return splitsProducts() ? Array.from({length: n}, (_, i) => ({i, N: 1})) : [{i: 0, N: n}];
-}
-
-/** y = f(x), then x disposed: keeps one [., M] buffer alive where a tidy would keep every step's. */
-function then(x: tf.Tensor, f: (x: tf.Tensor) => tf.Tensor): tf.Tensor {
-  const y = f(x);
-  x.dispose();
-  return y;
 }
 
 /** a [N, m, k] times b [N, k, n], or times b [k, n] for every N: plain 2-D products for one unit, batched for all. */

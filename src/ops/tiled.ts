@@ -90,8 +90,8 @@ function mm(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   return then(c, (x) => tf.reshape(x, [1, 1, m, p]));
 }
 
-/** y = f(x), then x disposed: keeps one tile alive where a tidy would keep every step's. */
-function then(x: tf.Tensor, f: (x: tf.Tensor) => tf.Tensor): tf.Tensor {
+/** y = f(x), then x disposed: keeps one buffer alive where a tidy would keep every step's. */
+export function then(x: tf.Tensor, f: (x: tf.Tensor) => tf.Tensor): tf.Tensor {
   const y = f(x);
   x.dispose();
   return y;
