@@ -5,6 +5,7 @@ import {main as kerasModel} from '../examples/keras_model';
 import {main as kerasSemantics} from '../examples/keras_semantics';
 import {main as linearLong} from '../examples/linear_long';
 import {main as localGlobalHnsw} from '../examples/local_global_hnsw';
+import {main as longContext} from '../examples/long_context';
 import {main as predictFromModels} from '../examples/predict_from_models';
 import {main as productPaths} from '../examples/product_paths';
 import {main as quickstart} from '../examples/quickstart';
@@ -50,6 +51,19 @@ describe(title('examples'), () => {
     expect(r.finite).toBe(true);
     expect(r.peakMiB).toBeLessThan(256); // less than one 8192 x 8192 float32 matrix
     expect(lines[0]).toMatch(/^linear attention, T=8192/);
+  });
+
+  test('long_context: a FlashAttention layer with blockSize and keyBlockSize equals MultiHeadAttention, trains, no leaks', async () => {
+    const lines: string[] = [];
+    const tensors = tf.memory().numTensors;
+    const r = await longContext((l) => lines.push(l), 384, 128, 256); // 3 query blocks, 2 key tiles (the last one short)
+    expect(r.tile).toEqual([128, 256]);
+    expect(r.shape).toEqual([1, 384, 32]);
+    expect(r.maxDiff).toBeLessThan(1e-5);
+    expect(r.gradsOk).toBe(true);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^flash attention, T=384, tiles 128 x 256: forward\+backward in \d+ ms on /);
+    expect(tf.memory().numTensors).toBe(tensors);
   });
 
   test('local_global_hnsw builds an HNSW mask and runs both attention forms', async () => {
