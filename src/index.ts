@@ -38,6 +38,9 @@ export {
   POSITION_ENCODINGS, PositionEncoding,
 } from './layers/base_attention';
 export {rotaryEmbedding, RopeOptions, DEFAULT_ROPE_BASE} from './ops/rope';
+export {
+  graphAttention, planEdges, GraphWeights, GraphOptions, GraphAttentionWithScores, GraphVersion, GRAPH_VERSIONS, GRAPH_OPTIONS,
+} from './ops/graph';
 export {appendRows, decodeAttention, DECODE_BROADCAST_MAX_ROWS} from './ops/kv_cache';
 export {linearStateStep, LinearState} from './ops/linear_decode';
 export {localGlobalStep, LocalGlobalState} from './ops/local_global_decode';

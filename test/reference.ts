@@ -468,3 +468,88 @@ export function kerasMhaReference(query: KerasInput3, value: KerasInput3, key: K
   }
   return out;
 }
+
+export interface GraphReferenceWeights {
+  kernel: tf.Tensor; attentionSource?: tf.Tensor; attentionTarget?: tf.Tensor; targetKernel?: tf.Tensor;
+  attention?: tf.Tensor; edgeKernel?: tf.Tensor; attentionEdge?: tf.Tensor; bias?: tf.Tensor;
+}
+
+/**
+ * Graph attention by its definition, one node and one head at a time: x [B, N, F], edges a
+ * JS list [B][E] of [source, target] ([-1, -1] = padding), attr [B, E, edgeDim] or null.
+ * For node i the incoming edges j -> i are listed by hand (self loops dropped and one added,
+ * with the mean attribute of the others, when selfLoops), each score written out as a sum
+ * of products, a tf.softmax over the list, and the weighted sum of the sources' rows.
+ * Returns the output [B, N, H * C] (or [B, N, C]) and the alpha of each listed edge.
+ */
+export function referenceGraph(x: tf.Tensor, edges: number[][][], w: GraphReferenceWeights, attr: tf.Tensor | null,
+                               opts: {version: 'gat' | 'gatv2'; slope: number; selfLoops: boolean; concat: boolean}):
+  {output: tf.Tensor; alpha: number[][][][]} {
+  const [B, N, F] = x.shape as [number, number, number];
+  const [, H, C] = w.kernel.shape as [number, number, number];
+  const alpha: number[][][][] = []; // [b][i][k] -> per-head alpha of node i's k-th listed edge
+  const output = tf.tidy(() => {
+    const graphs: tf.Tensor[] = [];
+    for (let b = 0; b < B; b++) {
+      alpha.push([]);
+      const xb = tf.reshape(tf.slice(x, [b, 0, 0], [1, N, F]), [N, F]);
+      const nodesOut: tf.Tensor[] = [];
+      for (let i = 0; i < N; i++) {
+        // Incoming edges of i: [source, attr row or 'mean'].
+        const list: [number, number | 'mean'][] = [];
+        edges[b].forEach(([s, t], e) => {
+          if (s === -1 && t === -1) return;
+          if (t !== i) return;
+          if (opts.selfLoops && s === t) return;
+          list.push([s, e]);
+        });
+        const others = list.map(([, e]) => e as number);
+        if (opts.selfLoops) list.push([i, 'mean']);
+        const attrOf = (e: number | 'mean'): tf.Tensor => {
+          const D = attr!.shape[2] as number;
+          if (e !== 'mean') return tf.reshape(tf.slice(attr!, [b, e, 0], [1, 1, D]), [1, D]);
+          if (others.length === 0) return tf.zeros([1, D]);
+          return tf.div(tf.addN(others.map((o) => tf.reshape(tf.slice(attr!, [b, o, 0], [1, 1, D]), [1, D]))), others.length);
+        };
+        const heads: tf.Tensor[] = [];
+        const headAlpha: number[][] = list.map(() => []);
+        for (let h = 0; h < H; h++) {
+          const Wh = tf.reshape(tf.slice(w.kernel, [0, h, 0], [F, 1, C]), [F, C]);
+          const proj = (n: number, W: tf.Tensor) => tf.matMul(tf.slice(xb, [n, 0], [1, F]), W); // [1, C]
+          const vec = (t: tf.Tensor) => tf.reshape(tf.slice(t, [h, 0], [1, C]), [1, C]);
+          const edgeProj = (e: number | 'mean') => {
+            const D = attr!.shape[2] as number;
+            return tf.matMul(attrOf(e), tf.reshape(tf.slice(w.edgeKernel!, [0, h, 0], [D, 1, C]), [D, C]));
+          };
+          const lrelu = (t: tf.Tensor) => tf.maximum(t, tf.mul(t, opts.slope)); // 0 <= slope <= 1
+          const scores = list.map(([s, e]) => {
+            if (opts.version === 'gat') {
+              let z = tf.add(tf.sum(tf.mul(proj(s, Wh), vec(w.attentionSource!))), tf.sum(tf.mul(proj(i, Wh), vec(w.attentionTarget!))));
+              if (attr != null) z = tf.add(z, tf.sum(tf.mul(edgeProj(e), vec(w.attentionEdge!))));
+              return lrelu(z);
+            }
+            const Wt = tf.reshape(tf.slice(w.targetKernel!, [0, h, 0], [F, 1, C]), [F, C]);
+            let z = tf.add(proj(s, Wh), proj(i, Wt));
+            if (attr != null) z = tf.add(z, edgeProj(e));
+            return tf.sum(tf.mul(lrelu(z), vec(w.attention!)));
+          });
+          if (list.length === 0) {
+            heads.push(tf.zeros([1, C]));
+            continue;
+          }
+          const a = tf.softmax(tf.reshape(tf.stack(scores), [1, list.length]));   // [1, k]
+          const rows = tf.concat(list.map(([s]) => proj(s, Wh)), 0);               // [k, C]
+          a.dataSync().forEach((v, k) => headAlpha[k].push(v));
+          heads.push(tf.matMul(a, rows));                                          // [1, C]
+        }
+        alpha[b].push(headAlpha);
+        nodesOut.push(opts.concat ? tf.concat(heads, 1) : tf.div(tf.addN(heads), H));
+      }
+      graphs.push(tf.concat(nodesOut, 0));
+    }
+    let out = tf.stack(graphs);
+    if (w.bias != null) out = tf.add(out, w.bias);
+    return out;
+  });
+  return {output, alpha};
+}

@@ -1,0 +1,155 @@
+// graphAttention (GATConv semantics) against the one-node-at-a-time reference: forward, the
+// attention scores and every gradient, for GAT and GATv2, with and without edge features,
+// concatenated and averaged heads, on both product paths; then bad edges and leaks.
+import * as tf from '@tensorflow/tfjs';
+import {graphAttention, GraphWeights} from '../src/ops/graph';
+import {setMatMulPath} from '../src/ops/matmul';
+import {expectClose, expectError, expectNoLeaks, randn, title} from './helpers';
+import {GraphReferenceWeights, referenceGraph} from './reference';
+
+const B = 2, N = 5, F = 3, H = 2, C = 4, D = 2, E = 8;
+// Graph 0: duplicate edge 1 -> 0, a self loop 2 -> 2 (dropped, replaced), node 4 with no
+// incoming edge, two padding edges. Graph 1: a chain and a padding edge in the middle.
+const EDGES: number[][][] = [
+  [[1, 0], [1, 0], [2, 0], [2, 2], [0, 3], [3, 1], [-1, -1], [-1, -1]],
+  [[0, 1], [1, 2], [-1, -1], [2, 3], [3, 4], [4, 0], [0, 2], [3, 1]],
+];
+
+function weightsFor(version: 'gat' | 'gatv2', edgeDim: number, concat: boolean): Record<string, tf.Tensor> {
+  const w: Record<string, tf.Tensor> = {kernel: randn([F, H, C], 1, 0.7), bias: randn([concat ? H * C : C], 2, 0.3)};
+  if (version === 'gat') {
+    w.attentionSource = randn([H, C], 3);
+    w.attentionTarget = randn([H, C], 4);
+  } else {
+    w.targetKernel = randn([F, H, C], 5, 0.7);
+    w.attention = randn([H, C], 6);
+  }
+  if (edgeDim > 0) {
+    w.edgeKernel = randn([edgeDim, H, C], 7, 0.7);
+    if (version === 'gat') w.attentionEdge = randn([H, C], 8);
+  }
+  return w;
+}
+
+describe(title('graphAttention against the reference'), () => {
+  const cases: [string, 'gat' | 'gatv2', boolean, boolean][] = [];
+  for (const version of ['gat', 'gatv2'] as const) {
+    for (const withAttr of [false, true]) for (const concat of [true, false]) cases.push([`${version}, ${withAttr ? 'edge features' : 'no edge features'}, ${concat ? 'concat' : 'mean'}`, version, withAttr, concat]);
+  }
+  for (const path of ['split', 'batched'] as const) {
+    test.each(cases)(`%s (${path} products): output, scores and gradients within 1e-4`, (_name, version, withAttr, concat) => {
+      const previous = setMatMulPath(path);
+      try {
+        const x = randn([B, N, F], 11);
+        const edges = tf.tensor3d(EDGES, [B, E, 2], 'int32');
+        const attr = withAttr ? randn([B, E, D], 12) : null;
+        const w = weightsFor(version, withAttr ? D : 0, concat);
+        const names = Object.keys(w);
+        const cot = randn([B, N, concat ? H * C : C], 13);
+        const opts = {version, negativeSlope: 0.2, concatHeads: concat, ...(attr != null ? {edgeAttr: attr} : {})};
+        const ours = graphAttention(x, edges, w as unknown as GraphWeights, {...opts, returnAttentionScores: true});
+        const ref = referenceGraph(x, EDGES, w as unknown as GraphReferenceWeights, attr, {version, slope: 0.2, selfLoops: true, concat});
+        expectClose(ours.output, ref.output);
+        // Scores: row e of graph b for its input edge e (0 when padding or a dropped self
+        // loop), row E + i for node i's self loop.
+        const scores = ours.scores.arraySync() as number[][][];
+        expect(ours.scores.shape).toEqual([B, E + N, H]);
+        for (let b = 0; b < B; b++) {
+          const seen = new Array(N).fill(0);
+          for (let i = 0; i < N; i++) {
+            let k = 0;
+            EDGES[b].forEach(([s, t], e) => {
+              if (t !== i || s === t || s === -1) return;
+              for (let h = 0; h < H; h++) expect(Math.abs(scores[b][e][h] - ref.alpha[b][i][k][h])).toBeLessThan(1e-5);
+              k++;
+            });
+            for (let h = 0; h < H; h++) expect(Math.abs(scores[b][E + i][h] - ref.alpha[b][i][k][h])).toBeLessThan(1e-5);
+            seen[i] = k;
+          }
+          EDGES[b].forEach(([s, t], e) => {
+            if (s === -1 || s === t) for (let h = 0; h < H; h++) expect(scores[b][e][h]).toBe(0);
+          });
+          expect(seen.reduce((a, c) => a + c, 0)).toBe(EDGES[b].filter(([s, t]) => s !== -1 && s !== t).length);
+        }
+        // Gradients for the nodes, every weight and the edge attributes.
+        const inputs = [x, ...names.map((n) => w[n]), ...(attr != null ? [attr] : [])];
+        const split = (args: tf.Tensor[]) => {
+          const ws: Record<string, tf.Tensor> = {};
+          names.forEach((n, i) => { ws[n] = args[1 + i]; });
+          return {xx: args[0], ws, aa: attr != null ? args[args.length - 1] : null};
+        };
+        const g1 = tf.grads((...args: tf.Tensor[]) => {
+          const {xx, ws, aa} = split(args);
+          return tf.sum(tf.mul(graphAttention(xx, edges, ws as unknown as GraphWeights, {...opts, ...(aa != null ? {edgeAttr: aa} : {})}), cot));
+        })(inputs);
+        const g2 = tf.grads((...args: tf.Tensor[]) => {
+          const {xx, ws, aa} = split(args);
+          return tf.sum(tf.mul(referenceGraph(xx, EDGES, ws as unknown as GraphReferenceWeights, aa, {version, slope: 0.2, selfLoops: true, concat}).output, cot));
+        })(inputs);
+        g1.forEach((g, i) => expectClose(g, g2[i]));
+        // Every gradient carries signal (a test that could not fail on zeros otherwise).
+        g1.forEach((g) => expect(tf.tidy(() => tf.max(tf.abs(g)).dataSync()[0])).toBeGreaterThan(0));
+        tf.dispose([x, edges, attr, ...Object.values(w), cot, ours.output, ours.scores, ref.output, ...g1, ...g2] as tf.Tensor[]);
+      } finally {
+        setMatMulPath(previous);
+      }
+    });
+  }
+
+  test('without self loops: a node with no incoming edge gives zeros (plus the bias) and its scores stay E long', () => {
+    const x = randn([B, N, F], 21);
+    const edges = tf.tensor3d(EDGES, [B, E, 2], 'int32');
+    const w = weightsFor('gat', 0, true);
+    const ours = graphAttention(x, edges, w as unknown as GraphWeights, {addSelfLoops: false, returnAttentionScores: true});
+    const ref = referenceGraph(x, EDGES, w as unknown as GraphReferenceWeights, null, {version: 'gat', slope: 0.2, selfLoops: false, concat: true});
+    expectClose(ours.output, ref.output);
+    expect(ours.scores.shape).toEqual([B, E, H]);
+    // Graph 0, node 4 has no incoming edge: its row is the bias.
+    const row = tf.tidy(() => tf.reshape(tf.slice(ours.output, [0, 4, 0], [1, 1, H * C]), [H * C]));
+    expectClose(row, w.bias);
+    tf.dispose([x, edges, ...Object.values(w), ours.output, ours.scores, ref.output, row]);
+  });
+});
+
+describe(title('graphAttention: bad inputs and leaks'), () => {
+  const x = () => randn([1, 3, F], 31);
+  const w = () => weightsFor('gat', 0, true) as unknown as GraphWeights;
+
+  test('an edge index >= N, or a half-padded edge, is refused with DIMENSION_MISMATCH naming it', () => {
+    const xs = x();
+    const ws = w();
+    const bad = tf.tensor3d([[[0, 1], [1, 3]]], [1, 2, 2], 'int32');
+    expectError(() => graphAttention(xs, bad, ws), 'DIMENSION_MISMATCH', /edges\[0\]\[1\] is \[1, 3\].*\[0, 3\)/);
+    const half = tf.tensor3d([[[0, -1]]], [1, 1, 2], 'int32');
+    expectError(() => graphAttention(xs, half, ws), 'DIMENSION_MISMATCH', /edges\[0\]\[0\] is \[0, -1\]/);
+    tf.dispose([xs, bad, half, ...Object.values(ws)]);
+  });
+
+  test('wrong dtypes and shapes are refused with codes', () => {
+    const xs = x();
+    const ws = w();
+    const fl = tf.tensor3d([[[0, 1]]], [1, 1, 2], 'float32');
+    expectError(() => graphAttention(xs, fl, ws), 'INVALID_CONFIG', /edges must be int32/);
+    const flat = tf.tensor2d([[0, 1]], [1, 2], 'int32');
+    expectError(() => graphAttention(xs, flat, ws), 'DIMENSION_MISMATCH', /edges must have shape \[1, E, 2\]/);
+    const ok = tf.tensor3d([[[0, 1]]], [1, 1, 2], 'int32');
+    const x2 = tf.zeros([1, 3, F + 1]);
+    expectError(() => graphAttention(x2, ok, ws), 'DIMENSION_MISMATCH', /weights.kernel must be a \[4, heads, units\]/);
+    const attr = tf.zeros([1, 2, 2]);
+    expectError(() => graphAttention(xs, ok, ws, {edgeAttr: attr}), 'DIMENSION_MISMATCH', /edgeAttr must have shape \[1, 1, edgeDim\]/);
+    expectError(() => graphAttention(xs, ok, ws, {negativeSlop: 0.1} as never), 'INVALID_CONFIG', /did you mean 'negativeSlope'/);
+    tf.dispose([xs, fl, flat, ok, x2, attr, ...Object.values(ws)]);
+  });
+
+  test('forward and gradients leave no tensors behind', () => {
+    const xs = x();
+    const ws = w();
+    const edges = tf.tensor3d([[[0, 1], [1, 2], [2, 0], [-1, -1]]], [1, 4, 2], 'int32');
+    expectNoLeaks(() => {
+      tf.dispose(graphAttention(xs, edges, ws, {returnAttentionScores: true}) as never);
+      const g = tf.grads((a: tf.Tensor, k: tf.Tensor) => tf.sum(graphAttention(a, edges, {...ws, kernel: k})))([xs, ws.kernel]);
+      tf.dispose(g);
+    });
+    tf.dispose([xs, edges, ...Object.values(ws)]);
+  });
+});
