@@ -39,7 +39,7 @@ export {
 } from './layers/base_attention';
 export {rotaryEmbedding, RopeOptions, DEFAULT_ROPE_BASE} from './ops/rope';
 export {
-  graphAttention, planEdges, GraphWeights, GraphOptions, GraphAttentionWithScores, GraphVersion, GRAPH_VERSIONS, GRAPH_OPTIONS,
+  graphAttention, GraphWeights, GraphOptions, GraphAttentionWithScores, GraphVersion, GRAPH_VERSIONS, GRAPH_OPTIONS,
 } from './ops/graph';
 export {appendRows, decodeAttention, DECODE_BROADCAST_MAX_ROWS} from './ops/kv_cache';
 export {linearStateStep, LinearState} from './ops/linear_decode';

@@ -3,6 +3,7 @@ import {main as encoderDecoder} from '../examples/encoder_decoder';
 import {main as generateExample} from '../examples/generate';
 import {main as kerasModel} from '../examples/keras_model';
 import {main as kerasSemantics} from '../examples/keras_semantics';
+import {main as graphExample} from '../examples/graph_attention';
 import {main as linearLong} from '../examples/linear_long';
 import {main as localGlobalHnsw} from '../examples/local_global_hnsw';
 import {main as longContext} from '../examples/long_context';
@@ -51,6 +52,18 @@ describe(title('examples'), () => {
     expect(r.finite).toBe(true);
     expect(r.peakMiB).toBeLessThan(256); // less than one 8192 x 8192 float32 matrix
     expect(lines[0]).toMatch(/^linear attention, T=8192/);
+  });
+
+  test('graph_attention: alpha sums to 1 over each node\'s incoming edges, every weight trains, no leaks', async () => {
+    const lines: string[] = [];
+    const tensors = tf.memory().numTensors;
+    const r = await graphExample((l) => lines.push(l));
+    expect(r.shape).toEqual([2, 4, 10]);
+    for (const graph of r.alphaSums) for (const node of graph) for (const s of node) expect(Math.abs(s - 1)).toBeLessThan(1e-5);
+    expect(r.gradsOk).toBe(true);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^graph attention: output \[2,4,10\]; graph 1, node 0/);
+    expect(tf.memory().numTensors).toBe(tensors);
   });
 
   test('long_context: a FlashAttention layer with blockSize and keyBlockSize equals MultiHeadAttention, trains, no leaks', async () => {

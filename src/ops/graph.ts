@@ -96,11 +96,8 @@ export interface EdgePlan {
   selfLoops: boolean;
 }
 
-/**
- * Reads and checks edges [B, E, 2] int32 for N nodes per graph: every entry in [0, N) or the
- * padding pair [-1, -1]. Throws DIMENSION_MISMATCH naming the first bad edge.
- */
-export function planEdges(edges: tf.Tensor, B: number, N: number, selfLoops: boolean): EdgePlan {
+/** Checks edges is an int32 [B, E, 2] tensor (before anything reads it) and returns E. */
+function checkEdges(edges: tf.Tensor, B: number): number {
   if (!(edges instanceof tf.Tensor)) throw new AttentionError('INVALID_CONFIG', `edges must be a tf.Tensor, received ${show(edges)}`);
   if (edges.dtype !== 'int32') {
     throw new AttentionError('INVALID_CONFIG', `edges must be int32 (source, target) node indices, received dtype ${edges.dtype}`);
@@ -109,7 +106,15 @@ export function planEdges(edges: tf.Tensor, B: number, N: number, selfLoops: boo
     throw new AttentionError('DIMENSION_MISMATCH',
       `edges must have shape [${B}, E, 2] (batch, edge, (source, target)), received shape ${show(edges.shape)}`);
   }
-  const E = edges.shape[1] as number;
+  return edges.shape[1] as number;
+}
+
+/**
+ * Reads and checks edges [B, E, 2] int32 for N nodes per graph: every entry in [0, N) or the
+ * padding pair [-1, -1]. Throws DIMENSION_MISMATCH naming the first bad edge.
+ */
+export function planEdges(edges: tf.Tensor, B: number, N: number, selfLoops: boolean): EdgePlan {
+  const E = checkEdges(edges, B);
   const data = edges.dataSync() as Int32Array;
   const src: number[] = [];
   const dst: number[] = [];
@@ -230,21 +235,22 @@ export function graphAttention(nodes: tf.Tensor, edges: tf.Tensor, weights: Grap
       `weights.kernel must be a [${F}, heads, units] tensor (its first dim the nodes' features), received ${show(kernel)}`);
   }
   const [, H, C] = kernel.shape as [number, number, number];
-  checkWeight('kernel', kernel, [F, H, C]);
+  checkWeight('kernel', kernel, [F, H, C]); // its dtype
   const gat = version === 'gat';
   const attS = gat ? checkWeight('attentionSource', weights.attentionSource, [H, C]) : null;
   const attD = gat ? checkWeight('attentionTarget', weights.attentionTarget, [H, C]) : null;
   const kernelT = gat ? null : checkWeight('targetKernel', weights.targetKernel, [F, H, C]);
   const att = gat ? null : checkWeight('attention', weights.attention, [H, C]);
+  const E = checkEdges(edges, B);
   const attr = options.edgeAttr;
   let edgeDim = 0;
   if (attr != null) {
     if (!(attr instanceof tf.Tensor) || attr.dtype !== 'float32') {
       throw new AttentionError('INVALID_CONFIG', `edgeAttr must be a float32 tensor, received ${show(attr)}`);
     }
-    if (attr.rank !== 3 || attr.shape[0] !== B || attr.shape[1] !== edges.shape?.[1]) {
+    if (attr.rank !== 3 || attr.shape[0] !== B || attr.shape[1] !== E) {
       throw new AttentionError('DIMENSION_MISMATCH',
-        `edgeAttr must have shape [${B}, ${edges.shape?.[1]}, edgeDim] (one vector per edge), received shape ${show(attr.shape)}`);
+        `edgeAttr must have shape [${B}, ${E}, edgeDim] (one vector per edge), received shape ${show(attr.shape)}`);
     }
     edgeDim = attr.shape[2] as number;
     checkWeight('edgeKernel', weights.edgeKernel, [edgeDim, H, C]);
