@@ -50,6 +50,9 @@ export {
 export {FlashAttention, FlashAttentionArgs} from './layers/flash_attention';
 export {LinearAttention, LinearAttentionArgs} from './layers/linear_attention';
 export {LocalGlobalAttention, LocalGlobalAttentionArgs} from './layers/local_global_attention';
+export {
+  GraphAttention, GraphAttentionArgs, GRAPH_LAYER_ARGS, GRAPH_CALL_ARGS,
+} from './layers/graph_attention';
 export {attentionLayer} from './layers/factory';
 export {
   ATTENTION_KINDS, AttentionKind, AnyAttentionArgs, ATTENTION_KIND_TABLE, AttentionKindEntry, KindFlag, attentionKinds,
