@@ -5,6 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {HnswMask, SparseMask} from '../src/ops/masks';
 import {scaledDotProductAttention} from '../src/ops/sdpa';
+import {GraphAttention} from '../src/layers/graph_attention';
 import {expectClose, expectError, expectNoLeaks, randn, title} from './helpers';
 import {referenceAttention} from './reference';
 
@@ -210,5 +211,97 @@ describe(title('sparse mask builders'), () => {
 
   test('visualize rejects a mask that is not [T, S]', () => {
     expectError(() => SparseMask.visualize(tf.ones([1, 2, 2])), 'INVALID_MASK', /visualize takes a \[T, S\] mask/);
+  });
+});
+
+describe(title('edge-list forms of the masks (for GraphAttention)'), () => {
+  /** A [T, T] grid rebuilt from [source j, target i] edges: entry (i, j). */
+  const gridOf = (edges: number[][], T: number): Grid => {
+    const m = grid(T);
+    for (const [j, i] of edges) if (j !== -1) m[i][j] = true;
+    return m;
+  };
+
+  test('toEdges lists mask[i][j] as the edge [j, i], by target then source, and loses no entry', () => {
+    const T = 9;
+    for (const mask of [SparseMask.localWindow(T, 1), SparseMask.strided(T, 1, 4), SparseMask.random(T, 0.3, 7)]) {
+      const edges = SparseMask.toEdges(mask);
+      expect(edges.dtype).toBe('int32');
+      const list = edges.arraySync() as number[][];
+      expect(list.length).toBe(Math.round(SparseMask.density(mask) * T * T));
+      expect(gridOf(list, T)).toEqual(mask.arraySync().map((r) => (r as number[]).map(Boolean)));
+      const keys = list.map(([j, i]) => i * T + j);
+      expect(keys).toEqual([...keys].sort((a, b) => a - b)); // sorted and without repeats
+      expect(new Set(keys).size).toBe(keys.length);
+      tf.dispose([mask, edges]);
+    }
+    // 0/1 float masks too; an empty mask gives [0, 2].
+    const numeric = tf.tensor2d([[0, 1], [1, 1]]);
+    expect(SparseMask.toEdges(numeric).arraySync()).toEqual([[1, 0], [0, 1], [1, 1]]);
+    const none = SparseMask.toEdges(tf.zeros([3, 3]));
+    expect(none.shape).toEqual([0, 2]);
+    tf.dispose([numeric, none]);
+  });
+
+  test('toEdges of a batch [B, T, T] pads the shorter lists with [-1, -1]', () => {
+    const a = SparseMask.localWindow(4, 0);     // 4 entries
+    const b = SparseMask.blockDiagonal(4, 2);   // 8 entries
+    const batch = tf.stack([a, b]);
+    const edges = SparseMask.toEdges(batch);
+    expect(edges.shape).toEqual([2, 8, 2]);
+    const list = edges.arraySync() as number[][][];
+    expect(list[0].slice(0, 4)).toEqual([[0, 0], [1, 1], [2, 2], [3, 3]]);
+    expect(list[0].slice(4)).toEqual([[-1, -1], [-1, -1], [-1, -1], [-1, -1]]);
+    expect(gridOf(list[1], 4)).toEqual(b.arraySync().map((r) => (r as number[]).map(Boolean)));
+    tf.dispose([a, b, batch, edges]);
+  });
+
+  test('HnswMask.edgesFromLayers equals toEdges(fromLayers) without forming the mask', () => {
+    const layers = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [2, 5, 8], [5]];
+    for (const [T, ls, options] of [[10, layers, undefined], [7, layers, {dropOutOfRange: true}],
+      [6, [[0, 1], [3, 0], [4]], undefined]] as const) {
+      const mask = HnswMask.fromLayers(T, ls as number[][], options);
+      const fromMask = SparseMask.toEdges(mask);
+      const direct = HnswMask.edgesFromLayers(T, ls as number[][], options);
+      expect(direct.shape).toEqual(fromMask.shape);
+      expect(direct.arraySync()).toEqual(fromMask.arraySync());
+      tf.dispose([mask, fromMask, direct]);
+    }
+    // Node 5 is in every layer: it sees what its lowest layer (0) sees, every node.
+    const edges = HnswMask.edgesFromLayers(10, layers).arraySync() as number[][];
+    expect(edges.filter(([, i]) => i === 5).length).toBe(10);
+    expect(edges.filter(([, i]) => i === 0).length).toBe(10);
+  });
+
+  test('one structure feeds both: GraphAttention over toEdges(mask) attends exactly where the mask allows', () => {
+    const T = 6;
+    const mask = HnswMask.adaptive(T, 1, [[0, 4], [2, 5]]);
+    const edges = tf.expandDims(SparseMask.toEdges(mask), 0) as tf.Tensor3D;
+    const x = randn([1, T, 3], 5);
+    const layer = new GraphAttention({units: 2, numHeads: 2, addSelfLoops: false});
+    const [out, scores] = layer.apply([x, edges], {returnAttentionScores: true}) as tf.Tensor[];
+    const list = edges.arraySync()[0] as number[][];
+    const alpha = scores.arraySync() as number[][][];
+    const dense = Array.from({length: T}, () => new Array(T).fill(0));
+    list.forEach(([j, i], e) => { dense[i][j] = alpha[0][e][0]; });
+    const allowed = mask.arraySync() as unknown as boolean[][];
+    for (let i = 0; i < T; i++) {
+      for (let j = 0; j < T; j++) expect(dense[i][j] > 0).toBe(Boolean(allowed[i][j]));
+      expect(dense[i].reduce((a, v) => a + v, 0)).toBeCloseTo(1, 5);
+    }
+    tf.dispose([mask, edges, x, out, scores]);
+    layer.dispose();
+  });
+
+  test('bad input: a non-square mask and out-of-range layer nodes are refused; nothing leaks', () => {
+    const wide = tf.ones([2, 3]);
+    expectError(() => SparseMask.toEdges(wide), 'INVALID_MASK', /square mask \[T, T\].*\[2, 3\]/);
+    expectError(() => SparseMask.toEdges([[1]] as never), 'INVALID_MASK', /square mask/);
+    expectError(() => HnswMask.edgesFromLayers(4, [[0, 5]]), 'INVALID_CONFIG', /layers\[0\] holds node 5/);
+    expectError(() => HnswMask.edgesFromLayers(4, [[0, -1]]), 'INVALID_CONFIG', /layers\[0\]/);
+    const mask = SparseMask.localWindow(5, 1);
+    expectNoLeaks(() => tf.dispose(SparseMask.toEdges(mask)), 0);
+    expectNoLeaks(() => tf.dispose(HnswMask.edgesFromLayers(5, [[0, 1, 2, 3, 4], [2]])), 0);
+    tf.dispose([wide, mask]);
   });
 });

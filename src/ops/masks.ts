@@ -300,6 +300,39 @@ export const SparseMask = {
   },
 
   /**
+   * The edge list of a mask, for GraphAttention: mask[i][j] (query i may attend key j) is
+   * the edge j -> i, written [source j, target i], listed by target, then source. A [T, T]
+   * mask (bool or 0/1) gives int32 [E, 2]; a batch [B, T, T] gives [B, E, 2], E the most
+   * edges of any mask, the shorter lists padded with [-1, -1] (as GraphAttention skips).
+   * Diagonal entries become self loops: GraphAttention's default addSelfLoops replaces them
+   * with its own (one per node), addSelfLoops: false keeps them. O(T * T) time, the mask's.
+   */
+  toEdges(mask: tf.Tensor): tf.Tensor2D | tf.Tensor3D {
+    if (!(mask instanceof tf.Tensor) || !(mask.rank === 2 || mask.rank === 3) ||
+        mask.shape[mask.rank - 1] !== mask.shape[mask.rank - 2]) {
+      throw new AttentionError('INVALID_MASK',
+        `toEdges takes a square mask [T, T] or a batch [B, T, T] (positions are the graph's nodes), received ` +
+        (mask instanceof tf.Tensor ? `shape ${show(mask.shape)}` : show(mask)));
+    }
+    const T = mask.shape[mask.rank - 1] as number;
+    const B = mask.rank === 3 ? mask.shape[0] as number : 1;
+    const values = mask.dataSync();
+    const lists: number[][] = [];
+    for (let b = 0; b < B; b++) {
+      const list: number[] = [];
+      for (let i = 0; i < T; i++) {
+        for (let j = 0; j < T; j++) if (values[(b * T + i) * T + j]) list.push(j, i);
+      }
+      lists.push(list);
+    }
+    if (mask.rank === 2) return tf.tensor2d(Int32Array.from(lists[0]), [lists[0].length / 2, 2], 'int32');
+    const E = Math.max(0, ...lists.map((l) => l.length / 2));
+    const data = new Int32Array(B * E * 2).fill(-1);
+    lists.forEach((l, b) => data.set(l, b * E * 2));
+    return tf.tensor3d(data, [B, E, 2], 'int32');
+  },
+
+  /**
    * A text picture of the top-left (at most) 20 x 20 entries: '█' attended, '·' not,
    * one line per row, each ending in a newline (as the seeds print it).
    */
@@ -372,6 +405,36 @@ export const HnswMask = {
       }
     });
     return tf.tensor2d(data, [T, T], 'bool');
+  },
+
+  /**
+   * The edges of fromLayers(T, layers, options) as GraphAttention's int32 [E, 2] list
+   * ([source j, target i] for each node i and each node j it sees, by target then source,
+   * as SparseMask.toEdges of that mask), built without the [T, T] mask: O(E) memory.
+   */
+  edgesFromLayers(T: number, layers: readonly (readonly number[])[], options?: HnswMaskOptions): tf.Tensor2D {
+    assertLength(T);
+    if (!Array.isArray(layers)) {
+      throw new AttentionError('INVALID_CONFIG', `layers must be an array of node lists, received ${show(layers)}`);
+    }
+    layers.forEach((nodes, L) => assertIndexList(`layers[${L}]`, nodes));
+    dropsOutOfRange(T, options, layers.map((nodes, L) => [`layers[${L}]`, nodes]));
+    // A node sees every node of its lowest layer and those above: the union of layers L.. .
+    const lowest = new Map<number, number>();
+    layers.forEach((nodes, L) => nodes.forEach((i: number) => {
+      if (i < T && !lowest.has(i)) lowest.set(i, L);
+    }));
+    const above: number[][] = [];
+    const seen = new Set<number>();
+    for (let L = layers.length - 1; L >= 0; L--) {
+      for (const j of layers[L]) if (j < T) seen.add(j);
+      above[L] = Array.from(seen).sort((a, b) => a - b);
+    }
+    const data: number[] = [];
+    for (const i of Array.from(lowest.keys()).sort((a, b) => a - b)) {
+      for (const j of above[lowest.get(i)!]) data.push(j, i);
+    }
+    return tf.tensor2d(Int32Array.from(data), [data.length / 2, 2], 'int32');
   },
 
   /**
