@@ -75,7 +75,11 @@ export {
   disposeDecoderCache,
 } from './train/generate';
 export {
-  train, evaluate, maskedLoss, TrainOptions, TrainResult, Metrics, StepInfo, learningRateAt,
+  makeGraphTask, GraphTask, GraphTaskOptions, GRAPH_TASK, GRAPH_TASK_OPTIONS, graphBaselines, buildGraphNetwork,
+  GraphNetworkOptions, GRAPH_NETWORK_OPTIONS,
+} from './train/graph_task';
+export {
+  train, evaluate, maskedLoss, batchInputs, TrainOptions, TrainResult, Metrics, StepInfo, learningRateAt,
 } from './train/trainer';
 export {saveCheckpoint, loadCheckpoint, loadModel, readTrainingRecord, TrainingRecord} from './train/checkpoint';
 export {loadKerasModel, KerasLoadOptions, KERAS_LOAD_OPTIONS} from './keras/load';

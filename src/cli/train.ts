@@ -1,6 +1,7 @@
 /**
- * `tfjs-attention train | eval | predict | inspect`: train a transformer on a toy task and
- * save it, then evaluate it, run it on one input, or describe a saved model folder.
+ * `tfjs-attention train | eval | predict | inspect`: train a transformer on a toy task (or
+ * a graph network on the graph task) and save it, then evaluate it, run it on one input,
+ * or describe a saved model folder.
  */
 import * as tf from '@tensorflow/tfjs';
 import {Command, Option} from 'commander';
@@ -9,10 +10,12 @@ import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../backend';
 import {AttentionError} from '../errors';
 import {AnyAttentionArgs, ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind, kindFlags} from '../layers/kinds';
 import {loadModel, readTrainingRecord} from '../train/checkpoint';
-import {ALL_TASK_NAMES, makeTask, TEXT_TASK} from '../train/tasks';
+import {ALL_TASK_NAMES, GRAPH_TASK, makeTask, TEXT_TASK} from '../train/tasks';
+import {GraphTask, graphBaselines} from '../train/graph_task';
+import {GRAPH_VERSIONS, GraphVersion} from '../ops/graph';
 import {TRANSFORMER_POSITIONS, TransformerPositions} from '../train/model';
 import {decodeText, DEFAULT_SEQ_LENGTH, encodeText} from '../train/text';
-import {evaluate, Metrics, StepInfo, train, trainDefaults} from '../train/trainer';
+import {EVAL_SEED_OFFSET, evaluate, Metrics, StepInfo, train, trainDefaults} from '../train/trainer';
 import {loadKerasModel} from '../keras/load';
 import {CliIO, describeLayers, floatArg, intArg, intListArg, kerasUrl, threadsOption} from './shared';
 import {ThreadsArg} from '../wasm_threads';
@@ -25,11 +28,12 @@ export const TRAIN_DEFAULTS = {
 };
 
 interface TrainFlags {
-  task: string; data?: string; seqLength?: number; positions: TransformerPositions; attention: AttentionKind; length: number; vocabSize: number; noiseLength: number; modelDim: number;
+  task: string; data?: string; seqLength?: number; positions: TransformerPositions; attention: AttentionKind | 'graph'; length: number; vocabSize: number; noiseLength: number; modelDim: number;
   heads: number; kvHeads: number; layers: number; ffDim?: number; dropout: number; causal: boolean; steps: number; batchSize: number; lr: number;
   warmup: number; clipNorm: number; evalEvery: number; evalBatches: number; targetAccuracy: number; seed: number;
   out?: string; checkpointEvery: number; resume?: string; backend?: BackendChoice; threads: ThreadsArg; quiet: boolean;
   optimizerState: boolean;
+  nodes?: number; colours?: number; maxDegree?: number; hops?: number; graphVersion?: GraphVersion;
   /** The kinds' own flags (see kindFlags), by commander's camel-case name. */
   [kindFlag: string]: unknown;
 }
@@ -98,7 +102,8 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--seq-length <n>', `text: characters per training window (default ${DEFAULT_SEQ_LENGTH})`, intArg(2))
     .addOption(new Option('--positions <kind>', "positions: a learned table of the task's length, or rotary ('rope') " +
       'inside every attention layer').choices(TRANSFORMER_POSITIONS).default('learned'))
-    .addOption(new Option('--attention <kind>', 'attention of every block').choices(ATTENTION_KINDS).default(d.attention))
+    .addOption(new Option('--attention <kind>', `attention of every block ('graph': GraphAttention layers, for --task ` +
+      `${GRAPH_TASK}, where it is the default)`).choices([...ATTENTION_KINDS, 'graph']).default(d.attention))
     .option('--length <n>', 'task length: symbols (selective-copy: marked tokens)', intArg(1), d.length)
     .option('--vocab-size <n>', 'vocabulary, BLANK and SEP included', intArg(3), d.vocabSize)
     .option('--noise-length <n>', 'selective-copy: positions the marked tokens hide in', intArg(1), d.noiseLength)
@@ -109,6 +114,12 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--ff-dim <n>', 'feed-forward width (default: 4 * model dim)', intArg(1))
     .option('--dropout <rate>', 'dropout after attention and feed-forward', floatArg(0, 0.99), 0)
     .option('--causal', 'causal attention (always on for --task text)', false)
+    .option('--nodes <n>', `${GRAPH_TASK}: nodes per graph, at most (default 16)`, intArg(2))
+    .option('--colours <n>', `${GRAPH_TASK}: node colours, the classes (default 3)`, intArg(2))
+    .option('--max-degree <n>', `${GRAPH_TASK}: the most edges into a node (default 3)`, intArg(1))
+    .option('--hops <n>', `${GRAPH_TASK}: how far upstream a label looks (default 2)`, intArg(1))
+    .addOption(new Option('--graph-version <v>', `${GRAPH_TASK}: GraphAttention's scoring rule (default gat)`)
+      .choices(GRAPH_VERSIONS))
   for (const {flag} of kindFlags()) {
     const parse = (flag.parse === 'int' ? intArg(flag.min) : intListArg(flag.min)) as (value: string) => number;
     command.option(flag.flag, flag.description, parse);
@@ -132,21 +143,50 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--quiet', 'plain progress lines, no bar', false)
     .addHelpText('after', '\nExample: train --task reverse --attention gqa --steps 600\n')
     .action(async (f: TrainFlags, cmd: Command) => {
+      const fromCli = (name: string) => cmd.getOptionValueSource(name) === 'cli';
+      const graph = f.task === GRAPH_TASK;
+      const graphFlags = ['nodes', 'colours', 'maxDegree', 'hops', 'graphVersion'] as const;
+      if (f.resume == null) {
+        if (graph && fromCli('attention') && f.attention !== 'graph') {
+          throw new AttentionError('INVALID_CONFIG',
+            `--task ${GRAPH_TASK} trains GraphAttention layers over the graphs' edges: use --attention graph (or leave it out)`);
+        }
+        if (!graph && f.attention === 'graph') {
+          throw new AttentionError('INVALID_CONFIG', `--attention graph is for --task ${GRAPH_TASK}, not '${f.task}'`);
+        }
+        const kindFlag = graph ? kindFlags().find(({flag}) => f[flagKey(flag.flag)] != null) : undefined;
+        if (kindFlag != null) {
+          throw new AttentionError('INVALID_CONFIG',
+            `${kindFlag.flag.flag.replace(/ .*$/, '')} is for --attention ${kindFlag.kinds.join(' or ')}, not --task ${GRAPH_TASK}`);
+        }
+        const foreign = graph ? ['length', 'vocabSize', 'noiseLength', 'kvHeads', 'ffDim', 'causal', 'positions']
+          .filter(fromCli) : graphFlags.filter((k) => f[k] != null);
+        if (foreign.length > 0) {
+          const flag = '--' + foreign[0].replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+          throw new AttentionError('INVALID_CONFIG', graph ? `${flag} is not an option of --task ${GRAPH_TASK}`
+            : `${flag} is for --task ${GRAPH_TASK}, not '${f.task}'`);
+        }
+      }
+      const attention = graph ? 'graph' : f.attention;
       const backend = await selectBackend(f.backend, {threads: f.threads});
-      const attentionArgs = kindArgs(f, f.attention, f.resume != null);
-      const out = f.out ?? f.resume ?? `checkpoints/${f.task}-${f.attention}`;
+      const attentionArgs = graph ? {} : kindArgs(f, f.attention as AttentionKind, f.resume != null);
+      const out = f.out ?? f.resume ?? `checkpoints/${f.task}-${attention}`;
       const text = f.task === TEXT_TASK;
       if (!text && f.resume == null && (f.data != null || f.seqLength != null)) {
         throw new AttentionError('INVALID_CONFIG', `--data and --seq-length are for --task text, not '${f.task}'`);
       }
+      const graphTaskOptions = {nodes: f.nodes, colours: f.colours, maxDegree: f.maxDegree, hops: f.hops};
       const options = trainDefaults({
         task: f.task,
         taskOptions: text ? {...(f.data != null ? {data: f.data} : {}), ...(f.seqLength != null ? {seqLength: f.seqLength} : {})}
+          : graph ? Object.fromEntries(Object.entries(graphTaskOptions).filter(([, v]) => v != null))
           : {length: f.length, vocabSize: f.vocabSize, noiseLength: f.noiseLength},
-        model: {attention: f.attention, modelDim: f.modelDim, numHeads: f.heads,
-          numKvHeads: f.attention === 'gqa' ? f.kvHeads : undefined, numLayers: f.layers, ffDim: f.ffDim,
-          // A model that saw the next character would learn nothing: the text task is always causal.
-          dropout: f.dropout, causal: f.causal || text, attentionArgs, positions: f.positions},
+        model: graph ? {attention: 'graph', modelDim: f.modelDim, numHeads: f.heads, numLayers: f.layers, dropout: f.dropout,
+          version: f.graphVersion ?? 'gat'}
+          : {attention: f.attention as AttentionKind, modelDim: f.modelDim, numHeads: f.heads,
+            numKvHeads: f.attention === 'gqa' ? f.kvHeads : undefined, numLayers: f.layers, ffDim: f.ffDim,
+            // A model that saw the next character would learn nothing: the text task is always causal.
+            dropout: f.dropout, causal: f.causal || text, attentionArgs, positions: f.positions},
         seed: f.seed, steps: f.steps, batchSize: f.batchSize, learningRate: f.lr, warmupSteps: f.warmup,
         clipNorm: f.clipNorm, evalEvery: f.evalEvery, evalBatches: f.evalBatches, targetAccuracy: f.targetAccuracy,
         outDir: out, checkpointEvery: f.checkpointEvery, saveOptimizerState: f.optimizerState,
@@ -155,9 +195,8 @@ export function registerTrain(program: Command, io: CliIO): void {
       const started = Date.now();
       try {
         // Resuming: the checkpoint's options rule, except --steps and --out when given.
-        const given = (name: string) => cmd.getOptionValueSource(name) === 'cli';
         const run = f.resume == null ? options
-          : {...options, steps: given('steps') ? f.steps : undefined, outDir: out}; // out defaults to the resumed folder
+          : {...options, steps: fromCli('steps') ? f.steps : undefined, outDir: out}; // out defaults to the resumed folder
         const {model, record} = await train(run, {onStep: bar.step, onEval: bar.eval}, f.resume);
         bar.stop();
         const last = record.history[record.history.length - 1];
@@ -182,8 +221,12 @@ export function registerTrain(program: Command, io: CliIO): void {
       const record = readTrainingRecord(f.model);
       const model = await loadModel(f.model);
       const task = makeTask(record.task.name, record.options.taskOptions);
-      const m = await evaluate(model, task, f.seed ?? (record.options.seed ?? 0) + 1, 32, f.batches);
-      io.stdout.write(JSON.stringify({model: f.model, task: task.name, examples: 32 * f.batches, ...m}) + '\n');
+      const seed = f.seed ?? (record.options.seed ?? 0) + 1;
+      const m = await evaluate(model, task, seed, 32, f.batches);
+      // A graph task also reports what answers that ignore the graph score on the same nodes.
+      const baselines = task.name === GRAPH_TASK
+        ? {baselines: graphBaselines(task as GraphTask, seed + EVAL_SEED_OFFSET, 32, f.batches)} : {};
+      io.stdout.write(JSON.stringify({model: f.model, task: task.name, examples: 32 * f.batches, ...m, ...baselines}) + '\n');
       model.dispose();
     });
 
@@ -197,6 +240,10 @@ export function registerTrain(program: Command, io: CliIO): void {
     .action(async (f: {model: string; input: string; backend?: BackendChoice; threads: ThreadsArg}) => {
       await selectBackend(f.backend, {threads: f.threads});
       const record = readTrainingRecord(f.model);
+      if (record.task.name === GRAPH_TASK) {
+        throw new AttentionError('UNSUPPORTED', `predict reads one token sequence, and a ${GRAPH_TASK} model also needs ` +
+          "the graph's edges: use eval, or call model.predict([tokens, edges]) from the API");
+      }
       const L = record.model.seqLength;
       const V = record.model.vocabSize;
       const vocabulary = record.task.name === TEXT_TASK ? String(record.task.vocabulary) : null;

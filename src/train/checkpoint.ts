@@ -20,13 +20,15 @@ import {
   MODEL_JSON, saveFolder, weightsPaths,
 } from '../io/folder';
 import type {TransformerOptions} from './model';
+import type {GraphNetworkOptions} from './graph_task';
 import type {Metrics, TrainOptions} from './trainer';
 
 export interface TrainingRecord {
   format: 1;
   packageVersion: string;
   task: {name: string; [option: string]: unknown};
-  model: Required<TransformerOptions>;
+  /** The model's options: a transformer's, or for the graph task a graph network's (attention 'graph'). */
+  model: Required<TransformerOptions> | Required<GraphNetworkOptions>;
   options: TrainOptions;
   /** Optimizer steps done. */
   step: number;

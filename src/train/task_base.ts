@@ -17,6 +17,10 @@ export interface TaskBatch {
   weights: Float32Array;
   n: number;
   L: number;
+  /** Graph tasks: [n, E, 2] int32 edges ([source, target] positions, [-1, -1] padding). */
+  edges?: Int32Array;
+  /** Graph tasks: edges per example. */
+  E?: number;
 }
 
 export interface Task<Name extends string = string, Options extends object = object> {
@@ -26,6 +30,8 @@ export interface Task<Name extends string = string, Options extends object = obj
   vocabSize: number;
   /** L, the sequence length of every example. */
   seqLength: number;
+  /** Graph tasks: E, the edges per example; the model then takes [tokens, edges]. */
+  edgesPerExample?: number;
   /** One line: what the model must do. */
   description: string;
   /**

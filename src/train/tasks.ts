@@ -9,17 +9,19 @@
  * batch index), so training can be resumed with the very same data. A toy task has one
  * stream of examples: it ignores the split argument of `batch`.
  *
- * makeTask(name, options) makes any task: a toy one by its name, or the character-level
- * text task (text.ts) as 'text'.
+ * makeTask(name, options) makes any task: a toy one by its name, the character-level
+ * text task (text.ts) as 'text', or the graph task (graph_task.ts) as 'graph-majority'.
  */
 import {AttentionError, show} from '../errors';
 import {uniform} from '../ops/random_features';
 import {assertOneOf, assertPositiveInt, checkArgNames} from '../validate';
 import {batchSeed, Task, TaskBatch} from './task_base';
 import {TEXT_TASK, TextSourceOptions, textTaskFrom} from './text';
+import {GRAPH_TASK, GraphTaskOptions, makeGraphTask} from './graph_task';
 
 export {batchSeed, Split, SPLITS, Task, TaskBatch} from './task_base';
 export {TEXT_TASK} from './text';
+export {GRAPH_TASK} from './graph_task';
 
 export const BLANK = 0;
 export const SEP = 1;
@@ -28,8 +30,8 @@ export const FIRST_SYMBOL = 2;
 
 export const TASK_NAMES = ['copy', 'reverse', 'sort', 'associative-recall', 'selective-copy'] as const;
 export type TaskName = typeof TASK_NAMES[number];
-/** Every task makeTask makes: the toy tasks and the text task. */
-export const ALL_TASK_NAMES = [...TASK_NAMES, TEXT_TASK] as const;
+/** Every task makeTask makes: the toy tasks, the text task and the graph task. */
+export const ALL_TASK_NAMES = [...TASK_NAMES, TEXT_TASK, GRAPH_TASK] as const;
 export type AnyTaskName = typeof ALL_TASK_NAMES[number];
 
 export interface TaskOptions {
@@ -44,8 +46,8 @@ export interface TaskOptions {
 /** A toy task: its name and its options with every default filled in. */
 export type ToyTask = Task<TaskName, Required<TaskOptions>>;
 
-/** Options of makeTask: a toy task's (TaskOptions) or the text task's (TextSourceOptions). */
-export type AnyTaskOptions = TaskOptions & TextSourceOptions;
+/** Options of makeTask: a toy task's (TaskOptions), the text task's (TextSourceOptions) or the graph task's. */
+export type AnyTaskOptions = TaskOptions & TextSourceOptions & GraphTaskOptions;
 
 /** A builder of one example: fills row r of the batch from the generator `next` ([0, 1) numbers). */
 type Example = (row: {inputs: Int32Array; targets: Int32Array; weights: Float32Array}, next: () => number) => void;
@@ -187,5 +189,6 @@ export function makeToyTask(name: string, options: TaskOptions = {}): ToyTask {
  */
 export function makeTask(name: string, options: AnyTaskOptions = {}): Task {
   assertOneOf('task', name, ALL_TASK_NAMES);
+  if (name === GRAPH_TASK) return makeGraphTask(options as GraphTaskOptions);
   return name === TEXT_TASK ? textTaskFrom(options) : makeToyTask(name, options);
 }

@@ -1,5 +1,6 @@
 /**
- * The training loop: batches from a task (a toy task or the text task, see makeTask), Adam
+ * The training loop: batches from a task (a toy task, the text task or the graph task, see
+ * makeTask; a graph task's model is buildGraphNetwork's and takes [tokens, edges]), Adam
  * with linear warm-up and cosine decay,
  * gradient clipping by global norm, periodic evaluation (token and sequence accuracy),
  * early stop at a target accuracy, and checkpoints that a later run can resume from with
@@ -18,7 +19,8 @@ import {VERSION} from '../version';
 import {assertNonNegativeInt, assertPositiveInt, assertPositiveNumber, checkArgNames} from '../validate';
 import {Checkpoint, checkCheckpointFolder, loadCheckpoint, saveCheckpoint, TrainingRecord} from './checkpoint';
 import {buildTransformer, TRANSFORMER_OPTIONS, transformerDefaults, TransformerOptions} from './model';
-import {AnyTaskOptions, makeTask, Split, Task, TaskBatch, TEXT_TASK} from './tasks';
+import {AnyTaskOptions, GRAPH_TASK, makeTask, Split, Task, TaskBatch, TEXT_TASK} from './tasks';
+import {buildGraphNetwork, GRAPH_NETWORK_OPTIONS, graphNetworkDefaults, GraphNetworkOptions} from './graph_task';
 
 /** Evaluation batches come from this offset of the seed, apart from the training stream. */
 export const EVAL_SEED_OFFSET = 1_000_003;
@@ -31,8 +33,12 @@ export interface TrainOptions {
    */
   task: string;
   taskOptions?: AnyTaskOptions;
-  /** The model, less what the task fixes (vocabSize, seqLength). */
-  model: Omit<TransformerOptions, 'vocabSize' | 'seqLength' | 'seed'>;
+  /**
+   * The model, less what the task fixes (vocabSize, seqLength, and a graph task's
+   * edgesPerExample): a transformer's options, or for the graph task buildGraphNetwork's.
+   */
+  model: Omit<TransformerOptions, 'vocabSize' | 'seqLength' | 'seed'> |
+    Omit<GraphNetworkOptions, 'vocabSize' | 'seqLength' | 'seed' | 'edgesPerExample'>;
   /** Seed of the weights and the data. Default 0. */
   seed?: number;
   /** Optimizer steps at most. Default 1000. */
@@ -104,7 +110,25 @@ export const TRAIN_OPTIONS = [
   'clipNorm', 'evalEvery', 'evalBatches', 'targetAccuracy', 'outDir', 'checkpointEvery', 'stopAfter', 'saveOptimizerState',
 ] as const;
 /** The transformer options that the task and the run fix, so options.model does not take them. */
-const FIXED_BY_TASK: readonly string[] = ['vocabSize', 'seqLength', 'seed'];
+const FIXED_BY_TASK: readonly string[] = ['vocabSize', 'seqLength', 'seed', 'edgesPerExample'];
+
+/** The model's inputs for a batch: tokens [n, L] int32, and a graph task's edges [n, E, 2] int32. */
+export function batchInputs(batch: TaskBatch): tf.Tensor | tf.Tensor[] {
+  const tokens = tf.tensor2d(batch.inputs, [batch.n, batch.L], 'int32');
+  if (batch.edges == null) return tokens;
+  return [tokens, tf.tensor3d(batch.edges, [batch.n, batch.E as number, 2], 'int32')];
+}
+
+/** The filled-in model options of a run: a transformer's, or a graph network's for a graph task. */
+function modelDefaults(model: TrainOptions['model'], task: Task, seed: number)
+    : Required<TransformerOptions> | Required<GraphNetworkOptions> {
+  const fixed = {vocabSize: task.vocabSize, seqLength: task.seqLength, seed};
+  if (task.edgesPerExample != null) {
+    return graphNetworkDefaults({...model as GraphNetworkOptions, ...fixed, attention: 'graph',
+      edgesPerExample: task.edgesPerExample});
+  }
+  return transformerDefaults({...model as TransformerOptions, ...fixed});
+}
 
 /** Every option with its default. */
 export function trainDefaults(o: TrainOptions): Required<TrainOptions> {
@@ -153,7 +177,7 @@ export async function evaluate(model: tf.LayersModel, task: Task, seed: number, 
   for (let b = 0; b < batches; b++) {
     const batch = task.batch(batchSize, seed + EVAL_SEED_OFFSET, b, split);
     const [argMax, lossTensor] = tf.tidy(() => {
-      const probs = model.predict(tf.tensor2d(batch.inputs, [batch.n, batch.L], 'int32')) as tf.Tensor;
+      const probs = model.predict(batchInputs(batch)) as tf.Tensor;
       return [tf.argMax(probs, -1), maskedLoss(probs, batch, task.vocabSize)];
     });
     // Asynchronous reads only: a synchronous one can crash a webgpu page.
@@ -237,7 +261,8 @@ function resumedOptions(stored: TrainOptions, options: TrainOptions): Required<T
  */
 export async function train(options: TrainOptions, callbacks: TrainCallbacks = {}, resumeFrom?: string): Promise<TrainResult> {
   checkArgNames('train', options, TRAIN_OPTIONS);
-  checkArgNames('train options.model', options?.model, TRANSFORMER_OPTIONS.filter((k) => !FIXED_BY_TASK.includes(k)));
+  const modelNames = options?.task === GRAPH_TASK ? GRAPH_NETWORK_OPTIONS : TRANSFORMER_OPTIONS;
+  checkArgNames('train options.model', options?.model, modelNames.filter((k) => !FIXED_BY_TASK.includes(k)));
   let checkpoint: Checkpoint | null = null;
   let o: Required<TrainOptions>;
   if (resumeFrom != null) {
@@ -263,8 +288,10 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
     }
     throw e;
   }
-  const modelOptions = transformerDefaults({...o.model, vocabSize: task.vocabSize, seqLength: task.seqLength, seed: o.seed});
-  const model = checkpoint?.model ?? buildTransformer(modelOptions);
+  const modelOptions = modelDefaults(o.model, task, o.seed);
+  const model = checkpoint?.model ?? (modelOptions.attention === 'graph'
+    ? buildGraphNetwork(modelOptions as Required<GraphNetworkOptions>)
+    : buildTransformer(modelOptions as Required<TransformerOptions>));
   const optimizer = tf.train.adam(o.learningRate);
   if (checkpoint != null) {
     await optimizer.setWeights(checkpoint.optimizerWeights);
@@ -295,7 +322,7 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
       // Adam reads its learningRate field on every update; tfjs types it protected.
       (optimizer as unknown as {learningRate: number}).learningRate = learningRate;
       const {value, grads} = tf.tidy(() => {
-        const x = tf.tensor2d(batch.inputs, [batch.n, batch.L], 'int32');
+        const x = batchInputs(batch);
         return tf.variableGrads(() => maskedLoss(model.apply(x, {training: true}) as tf.Tensor, batch,
           task.vocabSize), vars);
       });
