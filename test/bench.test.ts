@@ -34,7 +34,7 @@ describe(title('bench'), () => {
     const before = tf.memory().numTensors;
     // (T = S: local-global attention needs shared positions.)
     const report = await runBench({shapes: [tiny, {D: 4, S: 7, T: 7, G: 2, H: 4, B: 1}], layerShapes: [tinyLayer],
-      matmulSizes: [16], backend: backend(), heap: false, warmup: 0, reps: 1, outDir: dir});
+      matmulSizes: [16], graphEdges: [50], backend: backend(), heap: false, warmup: 0, reps: 1, outDir: dir});
     expect(tf.memory().numTensors).toBe(before);
     expect(tf.getBackend()).toBe(backend());
 
@@ -47,6 +47,7 @@ describe(title('bench'), () => {
     expect(json.rows.map((r: BenchRow) => `${r.impl} ${r.pass} G=${r.G}`)).toEqual([
       'matmul fwd G=1',
       'mha-layer fwd G=2', 'mha-layer fwd+bwd G=2', 'mha-layer-naive fwd G=2', 'mha-layer-naive fwd+bwd G=2',
+      'graph fwd G=4', 'graph fwd+bwd G=4',
       ...[1, 2].flatMap((G) => impls.flatMap((impl) => [`${impl} fwd G=${G}`, `${impl} fwd+bwd G=${G}`]))]);
     expect(json.rows[0]).toMatchObject({B: 1, H: 1, G: 1, T: 16, S: 16, D: 16});
     expect(json.rows[1]).toMatchObject(tinyLayer);
@@ -228,6 +229,21 @@ describe(title('bench'), () => {
     });
     tf.dispose([outA, outB, loss, ...gradsA, ...gradsB]);
     expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('the graph row runs graphAttention on E = S edges among T nodes: output, four gradients, no leaks', () => {
+    const shape = {B: 1, H: 2, G: 2, T: 12, S: 40, D: 4};
+    const before = tf.memory().numTensors;
+    const prepared = WORKLOADS.graph.prepare(shape, 5);
+    const [out] = tf.tidy(prepared.pass('fwd')!);
+    expect(out.shape).toEqual([1, 12, 8]);
+    const grads = tf.tidy(prepared.pass('fwd+bwd')!);
+    expect(grads.map((g) => g.shape)).toEqual([[1, 12, 8], [8, 2, 4], [2, 4], [2, 4]]);
+    grads.forEach((g) => expect(tf.tidy(() => tf.max(tf.abs(g)).dataSync()[0])).toBeGreaterThan(0));
+    tf.dispose([out, ...grads]);
+    prepared.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+    expect(WORKLOADS.graph.flops(shape, 'fwd')).toBe(2 * 12 * 8 * 8 + 2 * 52 * 8);
   });
 
   it('the matmul row is one 2-D product: 2 n^3 FLOPs', () => {

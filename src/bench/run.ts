@@ -17,7 +17,7 @@ import {AttentionShape, Pass, PASSES, PassFn, attentionFloorBytes, attentionFlop
 import {collectMeta} from './meta';
 import {removePlots, writePlots} from './plots';
 import {BenchReport, BenchRow, formatMiB, writeReport} from './report';
-import {LAYER_SHAPE, Prepared, WORKLOADS, Workload, matmulShape} from './workloads';
+import {LAYER_SHAPE, Prepared, WORKLOADS, Workload, graphShape, matmulShape} from './workloads';
 
 const base = {B: 1, H: 8, G: 8, D: 64};
 
@@ -61,6 +61,8 @@ export interface BenchPreset {
   layerShapes: readonly AttentionShape[];
   /** Sizes n of the matmul row. */
   matmulSizes: readonly number[];
+  /** Edges E of the graph rows (graphShape). */
+  graphEdges: readonly number[];
   /** Untimed runs before timing; the first is also the peak-memory run. */
   warmup: number;
   /** Timed runs; the median is reported. */
@@ -71,11 +73,13 @@ export interface BenchPreset {
 
 /** The default run: every row at every length memory allows (about half an hour on 2 cores). */
 export const FULL_PRESET: BenchPreset = {
-  shapes: FULL_SHAPES, layerShapes: [LAYER_SHAPE], matmulSizes: [1024], warmup: 2, reps: 3, budgetMs: 60_000,
+  shapes: FULL_SHAPES, layerShapes: [LAYER_SHAPE], matmulSizes: [1024], graphEdges: [10_000, 100_000, 1_000_000], warmup: 2,
+  reps: 3, budgetMs: 60_000,
 };
 /** `--suite quick`: T <= 512, the layer rows and matmul; under 3 minutes on 2 cores. */
 export const QUICK_PRESET: BenchPreset = {
-  shapes: QUICK_SHAPES, layerShapes: [LAYER_SHAPE], matmulSizes: [1024], warmup: 1, reps: 3, budgetMs: 12_000,
+  shapes: QUICK_SHAPES, layerShapes: [LAYER_SHAPE], matmulSizes: [1024], graphEdges: [10_000], warmup: 1, reps: 3,
+  budgetMs: 12_000,
 };
 export const SUITES: Readonly<Record<SuiteName, BenchPreset>> = {quick: QUICK_PRESET, full: FULL_PRESET};
 
@@ -138,6 +142,8 @@ export interface BenchOptions {
   layerShapes?: readonly AttentionShape[];
   /** Sizes of the matmul row. Default: the suite's. */
   matmulSizes?: readonly number[];
+  /** Edges of the graph rows. Default: the suite's. */
+  graphEdges?: readonly number[];
   /** Longest T per implementation; longer shapes are skipped. Default DENSE_MAX_T for DENSE_IMPLS. */
   maxT?: Readonly<Record<string, number>>;
   /** Passed to selectBackend: default TFJS_ATTENTION_BACKEND, else 'auto'. */
@@ -212,7 +218,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
   }
   const maxT = options.maxT ?? Object.fromEntries(DENSE_IMPLS.map((n) => [n, DENSE_MAX_T]));
   const jobs = planJobs(names, registry, workloads, options.shapes ?? suite.shapes,
-    options.layerShapes ?? suite.layerShapes, options.matmulSizes ?? suite.matmulSizes, maxT);
+    options.layerShapes ?? suite.layerShapes, options.matmulSizes ?? suite.matmulSizes,
+    options.graphEdges ?? suite.graphEdges, maxT);
 
   const backend = await selectBackend(options.backend, {threads: options.threads});
   const previousPath = options.matmulPath != null ? setMatMulPath(options.matmulPath) : null;
@@ -265,10 +272,11 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
 function planJobs(names: readonly string[], registry: Readonly<Record<string, BenchImpl>>,
                   workloads: Readonly<Record<string, Workload>>, shapes: readonly AttentionShape[],
                   layerShapes: readonly AttentionShape[], matmulSizes: readonly number[],
-                  maxT: Readonly<Record<string, number>>): Job[] {
+                  graphEdges: readonly number[], maxT: Readonly<Record<string, number>>): Job[] {
   const jobs: Job[] = [];
   for (const name of names.filter((n) => n in workloads)) {
-    const list = name === 'matmul' ? matmulSizes.map(matmulShape) : layerShapes;
+    const list = name === 'matmul' ? matmulSizes.map(matmulShape)
+      : name === 'graph' ? graphEdges.map(graphShape) : layerShapes;
     for (const shape of list) jobs.push({name, shape, workload: workloads[name]});
   }
   for (const shape of shapes) {

@@ -7,9 +7,13 @@
  *   attention), self-attention on x [B, T, E], gradients for x and all eight weights.
  * - `mha-layer-naive`: the same layer, same weights, written as a tfjs user would
  *   write it by hand: `tf.matMul` projections and the `naive` attention, with autograd.
+ * - `graph`: the graphAttention op (GAT, self loops added) on one random graph of E = S
+ *   edges among N = T nodes (graphShape: N = E / GRAPH_DEGREE), F = H * D features in,
+ *   H heads of D channels out; fwd+bwd takes gradients for the nodes and every weight.
  */
 import * as tf from '@tensorflow/tfjs';
 import {MultiHeadAttention} from '../layers/multi_head_attention';
+import {graphAttention, GraphWeights} from '../ops/graph';
 import {AttentionShape, PASSES, Pass, PassFn} from './measure';
 import {naiveAttention} from './naive';
 
@@ -156,10 +160,52 @@ const mhaLayerNaive: Workload = {
   },
 };
 
+/** Mean edges into a node of the graph row. */
+export const GRAPH_DEGREE = 10;
+/** The graph row's shape for E edges: N = E / GRAPH_DEGREE nodes (T), E edges (S), 4 heads of 16 channels. */
+export const graphShape = (E: number): AttentionShape =>
+  ({B: 1, H: 4, G: 4, T: Math.max(1, Math.round(E / GRAPH_DEGREE)), S: E, D: 16});
+
+const graph: Workload = {
+  description: `graphAttention (GAT): one random graph of E = S edges and N = E/${GRAPH_DEGREE} = T nodes, F = H*D, H heads of D`,
+  passes: ['fwd', 'fwd+bwd'],
+  // The node projection [N, F] x [F, H*D] and the messages (alpha * x'_j summed: E+N rows of H*D);
+  // fwd+bwd: three times that.
+  flops: ({T, S, H, D}, p) => (p === 'fwd' ? 1 : 3) * (2 * T * (H * D) * (H * D) + 2 * (S + T) * H * D),
+  // Nodes, edges, the weights and the output (fwd+bwd: also its cotangent and the gradients).
+  floorBytes: ({T, S, H, D}, p) => {
+    const io = T * H * D + 2 * S + (H * D) * (H * D) + 2 * H * D + T * H * D;
+    return 4 * (p === 'fwd' ? io : io + T * H * D + T * H * D + (H * D) * (H * D) + 2 * H * D);
+  },
+  prepare({T: N, S: E, H, D}, seed, passes = PASSES) {
+    const F = H * D;
+    const x = tf.randomNormal([1, N, F], 0, 1, 'float32', seed);
+    const src = tf.randomUniform([1, E, 1], 0, N, 'int32', seed + 1);
+    const dst = tf.randomUniform([1, E, 1], 0, N, 'int32', seed + 2);
+    const edges = tf.concat([src, dst], 2);
+    tf.dispose([src, dst]);
+    const w: GraphWeights = {
+      kernel: tf.randomNormal([F, H, D], 0, 1 / Math.sqrt(F), 'float32', seed + 3),
+      attentionSource: tf.randomNormal([H, D], 0, 0.3, 'float32', seed + 4),
+      attentionTarget: tf.randomNormal([H, D], 0, 0.3, 'float32', seed + 5),
+    };
+    const dy = passes.includes('fwd+bwd') ? tf.randomNormal([1, N, F], 0, 1, 'float32', seed + 6) : null;
+    const f = (xx: tf.Tensor, kernel: tf.Tensor, aS: tf.Tensor, aT: tf.Tensor) =>
+      graphAttention(xx, edges, {kernel, attentionSource: aS, attentionTarget: aT});
+    const args = [x, w.kernel, w.attentionSource!, w.attentionTarget!];
+    return {
+      pass: (p) => (p === 'fwd' ? () => [f(x, w.kernel, w.attentionSource!, w.attentionTarget!)]
+        : () => tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, d: tf.Tensor) => tf.sum(tf.mul(f(a, b, c, d), dy!)))(args)),
+      dispose: () => tf.dispose([...args, edges, ...(dy != null ? [dy] : [])]),
+    };
+  },
+};
+
 export const WORKLOADS: Readonly<Record<string, Workload>> = {
   matmul,
   'mha-layer': mhaLayer,
   'mha-layer-naive': mhaLayerNaive,
+  graph,
 };
 
 /** The layer rows' default shape: B=4, T=S=512, E=256, 8 heads, 2 kv heads (D = 32). */

@@ -36,6 +36,7 @@ interface BenchFlags {
   heads?: number;
   kvHeads?: number;
   dim?: number;
+  graphEdges?: number[];
   heap: boolean;
   threads: ThreadsArg;
 }
@@ -45,7 +46,7 @@ const shapesText = (shapes: typeof FULL_PRESET.shapes) =>
 const suiteText = (name: SuiteName) => {
   const p = SUITES[name];
   return `  ${name}: attention rows at ${shapesText(p.shapes)}\n    layer rows at ${shapesText(p.layerShapes)}; ` +
-    `matmul n=${p.matmulSizes.join(',')}; up to ${p.warmup} warm-up and ${p.reps} timed runs, ` +
+    `matmul n=${p.matmulSizes.join(',')}; graph E=${p.graphEdges.join(',')}; up to ${p.warmup} warm-up and ${p.reps} timed runs, ` +
     `${p.budgetMs / 1000} s budget per row`;
 };
 
@@ -73,6 +74,8 @@ export function registerBench(program: Command, io: CliIO): void {
     .addOption(new Option('--matmul-path <path>', 'how the library computes products: auto (split into 2-D ' +
       'products on wasm), split (always), batched (plain tf.matMul); default auto').choices(MATMUL_PATHS))
     .option('--out <dir>', 'folder for results.json, results.md, time.svg and memory.svg', 'bench-results')
+    .option('--graph-edges <list>', "comma-separated edge counts E of the graph rows (N = E/10 nodes; default: the " +
+      "suite's)", intListArg(1))
     .option('--seq <list>', 'comma-separated lengths T (= S), e.g. 512,2048,4096: one multi-head shape ' +
       'per length (B=1, H=8, D=64 unless set below) instead of the suite\'s attention shapes; with --suite ' +
       `decode, the contexts (default ${DECODE_CONTEXTS.join(',')})`, intListArg(1))
@@ -124,6 +127,7 @@ export function registerBench(program: Command, io: CliIO): void {
         reps: flags.reps,
         budgetMs: flags.budget != null ? flags.budget * 1000 : undefined,
         matmulPath: flags.matmulPath,
+        graphEdges: flags.graphEdges,
         heap: flags.heap,
         outDir: flags.out,
         log: (line) => io.stderr.write(`${line}\n`),
