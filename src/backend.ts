@@ -4,7 +4,8 @@
  * environment variable TFJS_ATTENTION_BACKEND overrides `auto` in Node.
  *
  * Importing this module registers the wasm backend (a dependency of the library) and the
- * wasm kernels it lacks (wasm_kernels.ts). tfjs-node is loaded with a dynamic import of a
+ * wasm kernels it lacks (wasm_kernels.ts), and puts a linear UnsortedSegmentSum in place of
+ * the cpu backend's per-segment one (cpu_kernels.ts). tfjs-node is loaded with a dynamic import of a
  * name held in a variable, so browser bundlers never see it and a missing or broken install
  * is an ordinary, caught failure. The webgpu backend is the user's to import
  * (`@tensorflow/tfjs-backend-webgpu`); webgl comes with `@tensorflow/tfjs`.
@@ -13,6 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import {AttentionError, show} from './errors';
 import {errorMessage, isNode} from './runtime';
+import {installLinearSegmentSum} from './cpu_kernels';
 import {registerMissingWasmKernels} from './wasm_kernels';
 import {arrangeThreadedInit, checkThreads, releaseWorkers, resolveThreads, threadsFellBack, ThreadsArg, wasmThreads} from './wasm_threads';
 
@@ -30,6 +32,7 @@ export function autoBackends(): BackendName[] {
 }
 
 registerMissingWasmKernels();
+installLinearSegmentSum();
 
 let nodeLoadError: string | null = null;
 

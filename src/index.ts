@@ -13,6 +13,7 @@ export {
 } from './backend';
 export {wasmThreads, ThreadsArg, MAX_WASM_THREADS, KNOWN_WASM_VERSION} from './wasm_threads';
 export {wasmKernelStatus, WasmKernelStatus, installSliceFromHeap, isCopyingSlice} from './wasm_kernels';
+export {cpuKernelStatus, CpuKernelStatus, installLinearSegmentSum, isPerSegmentSum} from './cpu_kernels';
 export {isNode} from './runtime';
 export {registerFileRouter, fileSystem} from './io/file_system';
 export {scaledDotProductAttention, SdpaOptions, AttentionWithWeights, SDPA_TILE_SCORES} from './ops/sdpa';
