@@ -2,18 +2,10 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {main} from '../src/cli/main';
 import {title} from './helpers';
+import {cli} from './cli_helper';
 
 const version = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')).version;
-
-/** Runs the CLI with string buffers for stdout and stderr. */
-async function cli(...argv: string[]): Promise<{code: number; stdout: string; stderr: string}> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(argv, {stdout: {write: (s: string) => (stdout += s)}, stderr: {write: (s: string) => (stderr += s)}});
-  return {code, stdout, stderr};
-}
 
 /** Exit 2, nothing on stdout, exactly one line on stderr that matches `pattern`. */
 async function expectUsageError(argv: string[], pattern: RegExp): Promise<void> {

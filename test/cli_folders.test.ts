@@ -3,15 +3,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import {main} from '../src/cli/main';
 import {BACKEND, title} from './helpers';
-
-async function cli(...argv: string[]): Promise<{code: number; stdout: string; stderr: string}> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(argv, {stdout: {write: (s: string) => (stdout += s)}, stderr: {write: (s: string) => (stderr += s)}});
-  return {code, stdout, stderr};
-}
+import {cli} from './cli_helper';
 
 const TINY = ['--length', '3', '--vocab-size', '5', '--model-dim', '8', '--heads', '2', '--kv-heads', '1', '--layers', '1',
   '--steps', '2', '--batch-size', '2', '--eval-batches', '1', '--quiet'];

@@ -4,16 +4,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {main} from '../src/cli/main';
 import {runDecodeBench, summarizeDecode} from '../src/bench/decode';
 import {title} from './helpers';
-
-async function cli(...argv: string[]): Promise<{code: number; stdout: string; stderr: string}> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(argv, {stdout: {write: (s: string) => (stdout += s)}, stderr: {write: (s: string) => (stderr += s)}});
-  return {code, stdout, stderr};
-}
+import {cli} from './cli_helper';
 
 const TEXT = 'the cat sat on the mat. the dog sat on the log. é → ok. '.repeat(12);
 

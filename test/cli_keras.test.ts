@@ -9,15 +9,8 @@ import * as tf from '@tensorflow/tfjs';
 // Not '../src': its import registers the file:// router, which the CLI must do itself.
 import {fileSystem} from '../src/io/file_system';
 import {loadKerasModel} from '../src/keras/load';
-import {main} from '../src/cli/main';
 import {BACKEND, title} from './helpers';
-
-async function cli(...argv: string[]): Promise<{code: number; stdout: string; stderr: string}> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(argv, {stdout: {write: (s: string) => (stdout += s)}, stderr: {write: (s: string) => (stderr += s)}});
-  return {code, stdout, stderr};
-}
+import {cli} from './cli_helper';
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'keras');
 const REAL = path.join(FIXTURES, 'real', 'smartfood');

@@ -4,15 +4,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {main} from '../src/cli/main';
 import {title} from './helpers';
-
-async function cli(...argv: string[]): Promise<{code: number; stdout: string; stderr: string}> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(argv, {stdout: {write: (s: string) => (stdout += s)}, stderr: {write: (s: string) => (stderr += s)}});
-  return {code, stdout, stderr};
-}
+import {cli} from './cli_helper';
 
 describe(title('cli train, eval, predict, inspect'), () => {
   let dir: string;

@@ -6,18 +6,11 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {main} from '../src/cli/main';
 import {buildGraphNetwork, graphBaselines, makeGraphTask} from '../src/train/graph_task';
 import {BLANK, FIRST_SYMBOL, makeTask} from '../src/train/tasks';
 import {train} from '../src/train/trainer';
 import {expectError, title} from './helpers';
-
-async function cli(...argv: string[]): Promise<{code: number; stdout: string; stderr: string}> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(argv, {stdout: {write: (s: string) => (stdout += s)}, stderr: {write: (s: string) => (stderr += s)}});
-  return {code, stdout, stderr};
-}
+import {cli} from './cli_helper';
 
 describe(title('graph-majority task'), () => {
   test('labels are the most common colour within `hops` upstream, recomputed from the inputs and edges', () => {

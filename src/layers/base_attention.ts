@@ -21,6 +21,7 @@ import {
   serializeObject,
 } from './config';
 import {projectFromHeads, projectToHeads} from './projection';
+import {setWeightCopies} from './set_weights';
 
 export {MaskParts, paddingOnly, zeroPaddedQueries} from './call_masks';
 
@@ -687,39 +688,9 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     this.checkShapes([query.shape, value.shape, key.shape]);
   }
 
-  /**
-   * Sets the weights from copies of the given tensors, checked against the layer's own
-   * (count and shapes, with AttentionError('DIMENSION_MISMATCH') naming the weight).
-   * tfjs would make each variable share the given tensor's buffer, so one tensor given for
-   * several weights (as Keras tests do) would leave several variables on one buffer,
-   * which the wasm backend mishandles (memory access out of bounds on a later update).
-   */
+  /** Sets copies of the given tensors, checked against the layer's weights (set_weights.ts). */
   override setWeights(weights: tf.Tensor[]): void {
-    const params = this.weights;
-    const short = (p: tf.LayerVariable) => p.originalName.replace(`${this.name}/`, '');
-    if (!Array.isArray(weights) || weights.length !== params.length) {
-      throw new AttentionError('DIMENSION_MISMATCH',
-        `${this.name}.setWeights takes ${params.length} weights (${params.map(short).join(', ')}), ` +
-        `received ${Array.isArray(weights) ? weights.length : show(weights)}`);
-    }
-    weights.forEach((w, i) => {
-      const p = params[i];
-      if (!(w instanceof tf.Tensor) || w.shape.length !== p.shape.length || w.shape.some((d, a) => d !== p.shape[a])) {
-        throw new AttentionError('DIMENSION_MISMATCH',
-          `${this.name}.setWeights: weight ${i} ('${short(p)}') must have shape ${show(p.shape)}, received ` +
-          (w instanceof tf.Tensor ? `shape ${show(w.shape)}` : show(w)));
-      }
-      if (w.dtype !== p.dtype) {
-        throw new AttentionError('INVALID_CONFIG',
-          `${this.name}.setWeights: weight ${i} ('${short(p)}') must be ${p.dtype}, received dtype ${w.dtype}`);
-      }
-    });
-    const copies = tf.tidy(() => weights.map((w) => tf.mul(w, tf.scalar(1, w.dtype)))); // own buffers
-    try {
-      super.setWeights(copies);
-    } finally {
-      tf.dispose(copies); // the variables keep their own references
-    }
+    setWeightCopies(this, weights, (copies) => super.setWeights(copies));
   }
 
   override computeOutputShape(inputShape: Shape | Shape[]): Shape | Shape[] {

@@ -32,6 +32,7 @@ import {
   ConstraintArg, getConstraint, getInitializer, getRegularizer, InitializerArg, RegularizerArg, serializeObject,
 } from './config';
 import {Shape} from './inputs';
+import {setWeightCopies} from './set_weights';
 
 type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
 // tfjs' own Kwargs type is `{[key: string]: any}`.
@@ -307,32 +308,9 @@ export class GraphAttention extends tf.layers.Layer {
     return (this.returnScores ? [null, null] : null) as unknown as tf.Tensor;
   }
 
-  /**
-   * Sets the weights from copies of the given tensors (checked: count, shapes, dtype), so
-   * that variables never share a buffer (which the wasm backend mishandles).
-   */
+  /** Sets copies of the given tensors, checked against the layer's weights (set_weights.ts). */
   override setWeights(weights: tf.Tensor[]): void {
-    const params = this.weights;
-    const short = (p: tf.LayerVariable) => p.originalName.replace(`${this.name}/`, '');
-    if (!Array.isArray(weights) || weights.length !== params.length) {
-      throw new AttentionError('DIMENSION_MISMATCH', `${this.name}.setWeights takes ${params.length} weights ` +
-        `(${params.map(short).join(', ')}), received ${Array.isArray(weights) ? weights.length : show(weights)}`);
-    }
-    weights.forEach((w, i) => {
-      const p = params[i];
-      if (!(w instanceof tf.Tensor) || w.dtype !== 'float32' || w.shape.length !== p.shape.length ||
-          w.shape.some((d, a) => d !== p.shape[a])) {
-        throw new AttentionError('DIMENSION_MISMATCH', `${this.name}.setWeights: weight ${i} ('${short(p)}') must be a ` +
-          `float32 tensor of shape ${show(p.shape)}, received ` +
-          (w instanceof tf.Tensor ? `a ${w.dtype} tensor of shape ${show(w.shape)}` : show(w)));
-      }
-    });
-    const copies = tf.tidy(() => weights.map((w) => tf.mul(w, tf.scalar(1))));
-    try {
-      super.setWeights(copies);
-    } finally {
-      tf.dispose(copies);
-    }
+    setWeightCopies(this, weights, (copies) => super.setWeights(copies));
   }
 
   override getConfig(): tf.serialization.ConfigDict {

@@ -384,6 +384,16 @@ function dropsOutOfRange(T: number, options: HnswMaskOptions | undefined, ids: [
   return false;
 }
 
+/** The checks of the layer builders: T, each layer a list of node ids, ids >= T as options say. */
+function checkLayers(T: number, layers: readonly (readonly number[])[], options: HnswMaskOptions | undefined): void {
+  assertLength(T);
+  if (!Array.isArray(layers)) {
+    throw new AttentionError('INVALID_CONFIG', `layers must be an array of node lists, received ${show(layers)}`);
+  }
+  layers.forEach((nodes, L) => assertIndexList(`layers[${L}]`, nodes));
+  dropsOutOfRange(T, options, layers.map((nodes, L) => [`layers[${L}]`, nodes]));
+}
+
 export const HnswMask = {
   /**
    * layers[L] lists the nodes of HNSW layer L (layer 0 the densest). A node of layer L
@@ -391,12 +401,7 @@ export const HnswMask = {
    * too). A node >= T throws INVALID_CONFIG, unless options.dropOutOfRange drops it.
    */
   fromLayers(T: number, layers: readonly (readonly number[])[], options?: HnswMaskOptions): tf.Tensor2D {
-    assertLength(T);
-    if (!Array.isArray(layers)) {
-      throw new AttentionError('INVALID_CONFIG', `layers must be an array of node lists, received ${show(layers)}`);
-    }
-    layers.forEach((nodes, L) => assertIndexList(`layers[${L}]`, nodes));
-    dropsOutOfRange(T, options, layers.map((nodes, L) => [`layers[${L}]`, nodes]));
+    checkLayers(T, layers, options);
     const data = maskData(T);
     layers.forEach((nodes, L) => {
       for (const i of nodes) {
@@ -413,12 +418,7 @@ export const HnswMask = {
    * as SparseMask.toEdges of that mask), built without the [T, T] mask: O(E) memory.
    */
   edgesFromLayers(T: number, layers: readonly (readonly number[])[], options?: HnswMaskOptions): tf.Tensor2D {
-    assertLength(T);
-    if (!Array.isArray(layers)) {
-      throw new AttentionError('INVALID_CONFIG', `layers must be an array of node lists, received ${show(layers)}`);
-    }
-    layers.forEach((nodes, L) => assertIndexList(`layers[${L}]`, nodes));
-    dropsOutOfRange(T, options, layers.map((nodes, L) => [`layers[${L}]`, nodes]));
+    checkLayers(T, layers, options);
     // A node sees every node of its lowest layer and those above: the union of layers L.. .
     const lowest = new Map<number, number>();
     layers.forEach((nodes, L) => nodes.forEach((i: number) => {
