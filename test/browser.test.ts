@@ -27,12 +27,13 @@ interface CheckResult {
   diffs: Record<string, number>;
   leaked: number;
   fit: {firstLoss: number; lastLoss: number; reloadDiff: number};
+  graph: {firstLoss: number; lastLoss: number; predictFinite: number};
   train: {steps: number; loss: number};
   generate: {reference: number[][]; tokens: number[][]};
   slice: null | {Slice: string; UnsortedSegmentSum: string; wholeInputReads: number; sliceMs: number; valuesRight: boolean;
     unknownLeftAlone: boolean};
   nodeOnly: Record<string, string>;
-  kernels: {Slice: string; UnsortedSegmentSum: string};
+  kernels: {Slice: string; UnsortedSegmentSum: string; cpu: {UnsortedSegmentSum: string}};
 }
 
 /**
@@ -105,7 +106,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
 
   test('registerAttentionLayers keeps every layer class (and its registration) in a tree-shaken bundle', () => {
     const files = bundles.registerOnly.libraryFiles;
-    for (const f of ['multi_head_attention', 'flash_attention', 'linear_attention', 'local_global_attention']) {
+    for (const f of ['multi_head_attention', 'flash_attention', 'linear_attention', 'local_global_attention', 'graph_attention']) {
       expect(files).toContain(`esm/layers/${f}.js`);
     }
     expect(files).toContain('esm/train/model.js'); // PositionEmbedding
@@ -124,6 +125,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
         const worst = Math.max(...Object.values(r.diffs));
         console.log(`${backend}: ${Object.keys(r.diffs).length} cases (ops, layers, a Keras model), max |diff| vs cpu ${worst.toExponential(2)}; ` +
           `fit loss ${r.fit.firstLoss.toFixed(3)} -> ${r.fit.lastLoss.toFixed(3)}, reload diff ${r.fit.reloadDiff}; ` +
+          `GraphAttention fit loss ${r.graph.firstLoss.toFixed(3)} -> ${r.graph.lastLoss.toFixed(3)}; ` +
           `train() ${r.train.steps} steps, loss ${r.train.loss.toFixed(3)}; generate ${JSON.stringify(r.generate.tokens)}` +
           (r.slice != null ? `; Slice ${r.slice.Slice}, 64 slices of 16 MiB in ${r.slice.sliceMs} ms, ` +
             `${r.slice.wholeInputReads} whole-input reads, an unknown Slice kernel left alone: ${r.slice.unknownLeftAlone}` : '') +
@@ -134,11 +136,13 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
         expect(r.leaked).toBe(0);
         expect(r.fit.lastLoss).toBeLessThan(r.fit.firstLoss);
         expect(r.fit.reloadDiff).toBe(0);
+        expect(r.graph.lastLoss).toBeLessThan(r.graph.firstLoss);
+        expect(r.graph.predictFinite).toBe(1);
         expect(r.train.steps).toBe(3);
         expect(r.generate.tokens).toEqual(r.generate.reference); // greedy and seeded samples, as on cpu
         expect(r.generate.tokens.map((t) => t.length)).toEqual([6, 6, 6]);
         expect(Number.isFinite(r.train.loss)).toBe(true);
-        expect(r.kernels).toEqual({Slice: 'replaced', UnsortedSegmentSum: 'added'});
+        expect(r.kernels).toEqual({Slice: 'replaced', UnsortedSegmentSum: 'added', cpu: {UnsortedSegmentSum: 'replaced'}});
         if (backend === 'wasm') {
           expect(r.slice).toMatchObject({Slice: 'replaced', UnsortedSegmentSum: 'added', wholeInputReads: 0,
             valuesRight: true, unknownLeftAlone: true});

@@ -2,7 +2,7 @@
 // attention scores and every gradient, for GAT and GATv2, with and without edge features,
 // concatenated and averaged heads, on both product paths; then bad edges and leaks.
 import * as tf from '@tensorflow/tfjs';
-import {graphAttention, GraphWeights} from '../src/ops/graph';
+import {graphAttention, GraphWeights, segmentMax} from '../src/ops/graph';
 import {setMatMulPath} from '../src/ops/matmul';
 import {expectClose, expectError, expectNoLeaks, randn, title} from './helpers';
 import {GraphReferenceWeights, referenceGraph} from './reference';
@@ -108,6 +108,103 @@ describe(title('graphAttention against the reference'), () => {
     const row = tf.tidy(() => tf.reshape(tf.slice(ours.output, [0, 4, 0], [1, 1, H * C]), [H * C]));
     expectClose(row, w.bias);
     tf.dispose([x, edges, ...Object.values(w), ours.output, ours.scores, ref.output, row]);
+  });
+});
+
+describe(title('graphAttention: the segment softmax'), () => {
+  // Graph 0: node 0 has 37 incoming edges (its maximum takes 6 scan steps), nodes 1-3 a few,
+  // the rest none; graph 1: a ring plus padding. Scores spread over hundreds: an unshifted
+  // exp would overflow, a shift other than each node's own maximum would underflow.
+  const N2 = 40, E2 = 45;
+  const edges2: number[][][] = [[], []];
+  for (let j = 1; j <= 37; j++) edges2[0].push([j, 0]);
+  edges2[0].push([0, 1], [2, 1], [5, 1], [0, 2], [7, 3], [9, 3], [11, 3], [-1, -1]);
+  for (let i = 0; i < 40; i++) edges2[1].push([i, (i + 1) % 40]);
+  while (edges2[1].length < E2) edges2[1].push([-1, -1]);
+
+  test.each(['gat', 'gatv2'] as const)('%s: a 37-edge node and scores in the hundreds equal the reference, finite, alpha summing to 1', (version) => {
+    const x = randn([B, N2, F], 41, 3);
+    const edges = tf.tensor3d(edges2, [B, E2, 2], 'int32');
+    const w = weightsFor(version, 0, true);
+    const scale = (t: tf.Tensor) => tf.tidy(() => tf.mul(t, 60));
+    const big: Record<string, tf.Tensor> = {...w};
+    for (const name of ['attentionSource', 'attentionTarget', 'attention']) if (w[name] != null) big[name] = scale(w[name]);
+    const ours = graphAttention(x, edges, big as unknown as GraphWeights, {version, returnAttentionScores: true});
+    const ref = referenceGraph(x, edges2, big as unknown as GraphReferenceWeights, null, {version, slope: 0.2, selfLoops: true, concat: true});
+    // The scores really are large: the spread of one node's incoming scores exceeds exp's range.
+    const spread = tf.tidy(() => {
+      const xp = tf.reshape(tf.matMul(tf.reshape(x, [B * N2, F]), tf.reshape(big.kernel, [F, H * C])), [B * N2, H, C]);
+      const a = version === 'gat' ? big.attentionSource : big.attention;
+      const s = tf.sum(tf.mul(tf.slice(xp, [1, 0, 0], [37, H, C]), a), -1); // node 0's sources, per head
+      return tf.sub(tf.max(s, 0), tf.min(s, 0)).dataSync();
+    });
+    expect(Math.max(...Array.from(spread))).toBeGreaterThan(200);
+    const out = ours.output.dataSync();
+    expect(out.every(Number.isFinite)).toBe(true);
+    expectClose(ours.output, ref.output);
+    const scores = ours.scores.arraySync() as number[][][];
+    for (let h = 0; h < H; h++) {
+      let sum = scores[0][E2][h]; // node 0's self loop
+      for (let e = 0; e < 37; e++) {
+        sum += scores[0][e][h];
+        expect(Math.abs(scores[0][e][h] - ref.alpha[0][0][e][h])).toBeLessThan(1e-5);
+      }
+      expect(Math.abs(sum - 1)).toBeLessThan(1e-5);
+    }
+    tf.dispose([x, edges, ...Object.values(w), ...Object.values(big), ours.output, ours.scores, ref.output]);
+  });
+
+  test('segmentMax: every row gets its segment\'s exact maximum, for segments of 0 to 70 rows in any order', () => {
+    // Around each power of two (the scan's step sizes), and empty segments.
+    const lengths = [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 0, 31, 32, 33, 63, 64, 65, 70, 0, 6, 11, 1, 2];
+    const segments = lengths.length;
+    const dst: number[] = [];
+    lengths.forEach((n, i) => { for (let r = 0; r < n; r++) dst.push(i); });
+    for (let k = dst.length - 1; k > 0; k--) { const j = (k * 7919) % (k + 1); [dst[k], dst[j]] = [dst[j], dst[k]]; } // shuffled
+    const H2 = 3;
+    // Each segment's largest score sits on its first row (in the rows' order), the one the
+    // last row reaches only after the final scan step.
+    const noise = randn([dst.length, H2], 44, 50);
+    const first = dst.map((i, k) => dst.indexOf(i) === k);
+    const scores = tf.tidy(() => tf.add(noise, tf.mul(tf.tensor2d(first.map((f) => [f ? 500 : 0]), [dst.length, 1]), tf.ones([1, H2]))));
+    noise.dispose();
+    expectNoLeaks(() => {
+      const got = segmentMax(scores, Int32Array.from(dst), segments);
+      expect(got.shape).toEqual([dst.length, H2]);
+      const values = scores.arraySync() as number[][];
+      const want = dst.map((i) => Array.from({length: H2}, (_, h) =>
+        Math.max(...dst.flatMap((j, k) => (j === i ? [values[k][h]] : [])))));
+      expect(got.arraySync()).toEqual(want);
+      got.dispose();
+    });
+    expect(Math.max(...lengths)).toBe(70);
+    expect(lengths.filter((n) => n === 0).length).toBeGreaterThan(0);
+    scores.dispose();
+  });
+
+  test('forward and backward read nothing back from a tensor but the edges (the scores\' maxima are tf ops)', () => {
+    const x = randn([B, N2, F], 42);
+    const edges = tf.tensor3d(edges2, [B, E2, 2], 'int32');
+    const attr = randn([B, E2, D], 43);
+    const w = weightsFor('gat', D, true);
+    const proto = tf.Tensor.prototype as unknown as Record<string, (this: tf.Tensor, ...a: unknown[]) => unknown>;
+    const read: tf.Tensor[] = [];
+    const saved = {dataSync: proto.dataSync, arraySync: proto.arraySync, bufferSync: proto.bufferSync};
+    for (const name of Object.keys(saved) as (keyof typeof saved)[]) {
+      const original = saved[name];
+      proto[name] = function (this: tf.Tensor, ...a: unknown[]) { read.push(this); return original.apply(this, a); };
+    }
+    let grads: tf.Tensor[];
+    try {
+      grads = tf.grads((xx: tf.Tensor, ww: tf.Tensor) =>
+        tf.sum(graphAttention(xx, edges, {...w, kernel: ww} as unknown as GraphWeights, {edgeAttr: attr})))([x, w.kernel]);
+    } finally {
+      Object.assign(proto, saved);
+    }
+    expect(read.length).toBeGreaterThan(0);
+    expect(read.filter((t) => t !== edges)).toEqual([]);
+    grads.forEach((g) => expect(g.dataSync().every(Number.isFinite)).toBe(true));
+    tf.dispose([x, edges, attr, ...Object.values(w), ...grads]);
   });
 });
 

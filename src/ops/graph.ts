@@ -21,8 +21,8 @@
  * per-node rows onto edges, a segment softmax over each node's incoming edges, and segment
  * sums back onto nodes, so autograd gives gradients for the nodes, every weight and the edge
  * attributes. The segment softmax is a tf.customGrad whose forward shifts each node's scores
- * by their maximum (read from the scores, so exp never overflows) and whose backward is
- * alpha * (g - sum over the node's edges of alpha * g).
+ * by their maximum (a segmented scan in tf ops, so exp never overflows and the scores are
+ * never read back) and whose backward is alpha * (g - sum over the node's edges of alpha * g).
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
@@ -162,22 +162,53 @@ function checkWeight(name: string, w: tf.Tensor | undefined, shape: number[]): t
 }
 
 /**
+ * Each row's segment maximum: shift[k] = the largest of scores [K, H] over the rows k' with
+ * dst[k'] == dst[k], per head. tfjs has no segment-max op, and reading the scores back to
+ * JavaScript would be a synchronous read of a computed tensor (a GPU readback on webgl and
+ * webgpu, which can lose a webgpu device), so this is a segmented scan in tf ops: the rows
+ * sorted by segment (the order comes from dst, known in JavaScript), then for d = 1, 2, 4, ...
+ * below the longest segment, m[p] = max(m[p], m[max(p - d, start of p's segment)]), after
+ * which the last row of each segment holds its maximum. log2(longest segment) gathers of
+ * [K, H]; the indices are built from dst alone.
+ */
+export function segmentMax(scores: tf.Tensor, dstValues: Int32Array, segments: number): tf.Tensor {
+  const K = dstValues.length;
+  const count = new Int32Array(segments);
+  for (let k = 0; k < K; k++) count[dstValues[k]]++;
+  const offset = new Int32Array(segments);
+  let longest = 0;
+  for (let i = 0, at = 0; i < segments; i++) {
+    offset[i] = at;
+    at += count[i];
+    longest = Math.max(longest, count[i]);
+  }
+  const order = new Int32Array(K);                      // sorted position -> row (stable counting sort)
+  const start = new Int32Array(K);                      // sorted position -> its segment's first position
+  const fill = offset.slice();
+  for (let k = 0; k < K; k++) {
+    const p = fill[dstValues[k]]++;
+    order[p] = k;
+    start[p] = offset[dstValues[k]];
+  }
+  const last = Int32Array.from(dstValues, (i) => offset[i] + count[i] - 1); // row -> its segment's last position
+  return tf.tidy(() => {
+    let m = tf.gather(scores, tf.tensor1d(order, 'int32'));
+    for (let d = 1; d < longest; d *= 2) {
+      const back = Int32Array.from(start, (first, p) => Math.max(p - d, first));
+      m = tf.maximum(m, tf.gather(m, tf.tensor1d(back, 'int32')));
+    }
+    return tf.gather(m, tf.tensor1d(last, 'int32'));
+  });
+}
+
+/**
  * alpha = the softmax of scores [K, H] over the rows that share a segment (dst), for
  * `segments` segments: a custom gradient built from gathers and segment sums.
  */
 function segmentSoftmax(scores: tf.Tensor, dst: tf.Tensor1D, dstValues: Int32Array, segments: number): tf.Tensor {
   const f = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
-    const [K, H] = x.shape as number[];
-    // Each segment's maximum, read from the scores (no segment-max kernel in tfjs).
-    const values = x.dataSync();
-    const max = new Float32Array(segments * H).fill(-Infinity);
-    for (let k = 0; k < K; k++) {
-      const s = dstValues[k] * H;
-      for (let h = 0; h < H; h++) if (values[k * H + h] > max[s + h]) max[s + h] = values[k * H + h];
-    }
     const alpha = tf.tidy(() => {
-      const shift = tf.gather(tf.tensor2d(max.map((m) => (Number.isFinite(m) ? m : 0)), [segments, H]), dst);
-      const ex = tf.exp(tf.sub(x, shift));                                   // [K, H]
+      const ex = tf.exp(tf.sub(x, segmentMax(x, dstValues, segments)));    // [K, H], each segment's largest is 1
       const sums = tf.unsortedSegmentSum(ex, dst, segments);                 // [segments, H]
       return tf.div(ex, tf.gather(sums, dst));
     });

@@ -3,7 +3,9 @@
  * built package. `window.checks.run(backend)` computes every case on cpu, then on `backend`,
  * and returns the largest difference per case, plus what the page could see of the wasm
  * kernels, model.fit, indexeddb:// round trips and the Node-only functions. Values are read
- * with `await data()` only: synchronous reads can crash a webgpu page.
+ * with `await data()` only: synchronous reads can crash a webgpu page. (GraphAttention reads
+ * its int32 edges synchronously, by design; its cases and graphFit show that this one read
+ * works on every backend here, webgpu included.)
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-webgpu';
@@ -12,7 +14,7 @@ import {
   AttentionError, FlashAttention, LinearAttention, LocalGlobalAttention, MultiHeadAttention, flashAttention,
   linearAttention, loadCheckpoint, loadModel, localGlobalAttention, readTrainingRecord, saveCheckpoint,
   scaledDotProductAttention, selectBackend, fileSystem, train, wasmKernelStatus, BackendName, AttentionLayerBase,
-  installSliceFromHeap, loadKerasModel, buildTransformer, generate,
+  installSliceFromHeap, loadKerasModel, buildTransformer, generate, GraphAttention, cpuKernelStatus,
 } from 'tfjs-attention';
 
 setWasmPaths('/wasm/');
@@ -57,6 +59,39 @@ function layerCase(make: () => AttentionLayerBase): Case {
   };
 }
 
+/**
+ * A GraphAttention layer over two padded graphs (a duplicate edge, a node with no incoming
+ * edge, padding edges): its output, alpha, and the gradients of sum(y * w) with respect to
+ * the nodes, the edge attributes and every weight.
+ */
+function graphCase(args: ConstructorParameters<typeof GraphAttention>[0], withAttr: boolean): Case {
+  return () => {
+    const [B, N, F, E] = [2, 5, 3, 6];
+    const edges = tf.tensor3d([
+      [[0, 1], [1, 2], [2, 0], [3, 0], [3, 0], [1, 1]],        // a duplicate, a self loop; node 4 has none
+      [[4, 3], [3, 2], [2, 1], [1, 0], [-1, -1], [-1, -1]],    // a chain, two padding edges
+    ], [B, E, 2], 'int32');
+    const nodes = rand([B, N, F], 31);
+    const attr = rand([B, E, 2], 32);
+    const layer = new GraphAttention(args);
+    const inputs = () => (withAttr ? [nodes, edges, attr] : [nodes, edges]);
+    layer.apply(inputs()); // builds the weights
+    layer.setWeights(layer.getWeights().map((t, i) => rand(t.shape, 200 + i, 0.5)));
+    const w = rand(layer.computeOutputShape(inputs().map((t) => t.shape)) as number[], 33);
+    const f = (x: tf.Tensor, a: tf.Tensor) =>
+      tf.sum(tf.mul(layer.apply(withAttr ? [x, edges, a] : [x, edges]) as tf.Tensor, w)) as tf.Scalar;
+    const [dx, da] = withAttr ? tf.grads(f)([nodes, attr]) : tf.grads((x: tf.Tensor) => f(x, attr))([nodes]);
+    const vars = layer.trainableWeights.map((v) => (v as unknown as {val: tf.Variable}).val);
+    const {grads} = tf.variableGrads(() => f(nodes, attr), vars);
+    const [y, alpha] = layer.apply(inputs(), {returnAttentionScores: true}) as tf.Tensor[];
+    const out: Record<string, tf.Tensor> = {y, alpha, dx};
+    if (withAttr) out.dattr = da;
+    layer.trainableWeights.forEach((v, i) => { out[`d ${v.originalName.split('/').slice(1).join('/')}`] = grads[vars[i].name]; });
+    layer.dispose();
+    return out;
+  };
+}
+
 const CASES: Record<string, Case> = {
   'sdpa (mask, GQA)': opCase((q, k, v) => scaledDotProductAttention(q, k, v,
     {mask: tf.tensor2d([1, 1, 0, 1, 1, 1, 1], [1, 7], 'bool')})),
@@ -70,6 +105,8 @@ const CASES: Record<string, Case> = {
   'FlashAttention': layerCase(() => new FlashAttention({numHeads: 2, headDim: 4, blockSize: 4})),
   'LinearAttention (causal)': layerCase(() => new LinearAttention({numHeads: 2, headDim: 4, numFeatures: 8, seed: 3, causal: true})),
   'LocalGlobalAttention': layerCase(() => new LocalGlobalAttention({numHeads: 2, headDim: 4, windowSize: 2, globalIndices: [0]})),
+  'GraphAttention (GAT, edge features)': graphCase({units: 4, numHeads: 2}, true),
+  'GraphAttention (GATv2, mean of heads)': graphCase({units: 4, numHeads: 2, concatHeads: false, version: 'gatv2'}, false),
 };
 
 async function values(c: Case): Promise<Values> {
@@ -139,6 +176,45 @@ async function fitSaveLoad(backend: string): Promise<Record<string, number | boo
   back.dispose();
   await tf.io.removeModel(url);
   return {firstLoss: losses[0], lastLoss: losses[losses.length - 1], reloadDiff: diff};
+}
+
+/**
+ * A two-layer GraphAttention model fitted with model.fit and run with predict: here the
+ * edges reach the layer as batches sliced by tfjs, in the backend's memory (on webgpu, on
+ * the GPU), so the layer's read of them is a real readback.
+ */
+async function graphFit(): Promise<Record<string, number>> {
+  const [n, e, count] = [5, 6, 32];
+  const nodes = tf.input({shape: [n, 2]});
+  const edges = tf.input({shape: [e, 2], dtype: 'int32'});
+  let h = new GraphAttention({units: 4, numHeads: 2}).apply([nodes, edges]) as tf.SymbolicTensor;
+  h = new GraphAttention({units: 1, numHeads: 2, concatHeads: false, version: 'gatv2'}).apply([h, edges]) as tf.SymbolicTensor;
+  const model = tf.model({inputs: [nodes, edges], outputs: h});
+  const optimizer = tf.train.adam(0.05);
+  model.compile({optimizer, loss: 'meanSquaredError'});
+  // Each node's target: feature 0 of the node its one incoming edge comes from (a ring).
+  const x: number[][][] = [];
+  const edgeList: number[][][] = [];
+  const y: number[][][] = [];
+  for (let g = 0; g < count; g++) {
+    const feats = Array.from({length: n}, (_, i) => [Math.sin(g * 3 + i * 1.7), Math.cos(g + i)]);
+    const shift = 1 + (g % (n - 1));
+    const list = Array.from({length: n}, (_, i) => [i, (i + shift) % n]);
+    list.push([-1, -1]);
+    x.push(feats);
+    edgeList.push(list);
+    y.push(Array.from({length: n}, (_, i) => [feats[(i - shift + n) % n][0]]));
+  }
+  const xs = [tf.tensor3d(x), tf.tensor3d(edgeList, undefined, 'int32')];
+  const ys = tf.tensor3d(y);
+  const history = await model.fit(xs, ys, {epochs: 12, batchSize: 8, verbose: 0});
+  const losses = history.history.loss as number[];
+  const p = model.predict(xs) as tf.Tensor;
+  const finite = (await p.data()).every(Number.isFinite);
+  tf.dispose([...xs, ys, p]);
+  model.dispose();
+  optimizer.dispose();
+  return {firstLoss: losses[0], lastLoss: losses[losses.length - 1], predictFinite: finite ? 1 : 0};
 }
 
 /** Each Node-only function, called here: the AttentionError code and message it throws. */
@@ -229,6 +305,7 @@ async function run(backend: BackendName): Promise<Record<string, unknown>> {
   diffs['loadKerasModel (Keras 3 GQA, over http)'] = maxDiff(kerasReference, await kerasPrediction());
   const leaked = tf.memory().numTensors - before;
   const fit = await fitSaveLoad(backend);
+  const graph = await graphFit();
   // train() without outDir, with every synchronous read refused.
   const trained = await withoutSyncReads(() => train({task: 'copy', steps: 3, batchSize: 4, evalEvery: 3,
     evalBatches: 1, model: {modelDim: 16, numHeads: 2, numLayers: 1, attention: 'mha'}}));
@@ -237,8 +314,8 @@ async function run(backend: BackendName): Promise<Record<string, unknown>> {
   // generate() with every synchronous read refused: the same tokens as on cpu, sampled ones too.
   const generate = {reference: generateReference, tokens: await withoutSyncReads(generated)};
   const slice = tf.getBackend() === 'wasm' ? await sliceCheck() : null;
-  return {backend: chosen, active: tf.getBackend(), diffs, leaked, fit, train: trainResult, slice, generate,
-    nodeOnly: await nodeOnly(), kernels: wasmKernelStatus()};
+  return {backend: chosen, active: tf.getBackend(), diffs, leaked, fit, graph, train: trainResult, slice, generate,
+    nodeOnly: await nodeOnly(), kernels: {...wasmKernelStatus(), cpu: cpuKernelStatus()}};
 }
 
 (window as unknown as {checks: unknown}).checks = {run, autoPick: () => selectBackend('auto')};
