@@ -70,12 +70,14 @@ async function layerExample(log: (line: string) => void) {
   const nodes = tf.input({shape: [n, f]});
   const edges = tf.input({shape: [e, 2], dtype: 'int32'});
   const attrs = tf.input({shape: [e, edgeDim]});
-  const first = new GraphAttention({units: 8, numHeads: 2, name: 'gat'});
+  // Seeded initializers, so the run prints the same figures each time.
+  const init = (seed: number) => tf.initializers.glorotUniform({seed});
+  const first = new GraphAttention({units: 8, numHeads: 2, name: 'gat', kernelInitializer: init(1), attentionInitializer: init(2)});
   let h = first.apply([nodes, edges, attrs]) as tf.SymbolicTensor;             // [B, n, 16]
   h = tf.layers.activation({activation: 'elu'}).apply(h) as tf.SymbolicTensor;
-  h = new GraphAttention({units: 8, numHeads: 2, concatHeads: false, version: 'gatv2', name: 'gatv2'})
-    .apply([h, edges]) as tf.SymbolicTensor;                                   // [B, n, 8]
-  const out = tf.layers.dense({units: 1}).apply(h) as tf.SymbolicTensor;        // [B, n, 1]
+  h = new GraphAttention({units: 8, numHeads: 2, concatHeads: false, version: 'gatv2', name: 'gatv2',
+    kernelInitializer: init(3), attentionInitializer: init(4)}).apply([h, edges]) as tf.SymbolicTensor; // [B, n, 8]
+  const out = tf.layers.dense({units: 1, kernelInitializer: init(5)}).apply(h) as tf.SymbolicTensor;   // [B, n, 1]
   const model = tf.model({inputs: [nodes, edges, attrs], outputs: out});
   const optimizer = tf.train.adam(0.01);
   model.compile({optimizer, loss: 'meanSquaredError'});
