@@ -124,6 +124,7 @@ function whyNot(name: BackendName): string {
  */
 export async function selectBackend(name?: BackendChoice, options: BackendOptions = {}): Promise<BackendName> {
   if (options?.threads !== undefined) checkThreads(options.threads);
+  installLinearSegmentSum(); // again: a tfjs-backend-cpu loaded after the library registers its own kernel
   const threads = options?.threads !== undefined ? resolveThreads(options.threads) : null;
   const env = typeof process !== 'undefined' ? process.env?.[BACKEND_ENV_VAR] : undefined;
   const requested = name ?? (env != null && env !== '' ? env : 'auto');

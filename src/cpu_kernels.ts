@@ -5,13 +5,15 @@
  *   of the ids equal to s, times x, summed), so it costs numSegments x size(x): for the
  *   graph op, which sums E edges into N nodes, that is O(N * E) time, and training an
  *   embedding (gather's gradient) costs vocabulary x rows. The replacement adds each row
- *   into its segment once (the same plain loop as the wasm kernel), O(size(x)).
+ *   into its segment once (the same plain loop as the wasm kernel), O(size(x)). Its
+ *   output is int32 for int32 and bool x, as on wasm and TensorFlow (the shipped kernel
+ *   gave float32).
  *   Installed only while the registered kernel behaves as the per-segment one
  *   (`isPerSegmentSum`, a probe that survives minification); any other kernel (a later
  *   tfjs's, a user's) is kept.
  */
 import * as tf from '@tensorflow/tfjs';
-import {unsortedSegmentSumValues} from './wasm_kernels';
+import {segmentSumKernel} from './wasm_kernels';
 
 interface CpuLikeBackend {
   readSync(dataId: tf.DataId): tf.backend_util.BackendValues;
@@ -19,23 +21,8 @@ interface CpuLikeBackend {
   disposeData(dataId: tf.DataId, force?: boolean): boolean;
 }
 
-const segmentSumConfig: tf.KernelConfig = {
-  kernelName: 'UnsortedSegmentSum',
-  backendName: 'cpu',
-  kernelFunc: ({inputs, backend, attrs}) => {
-    const {x, segmentIds} = inputs as {x: tf.TensorInfo; segmentIds: tf.TensorInfo};
-    const {numSegments} = attrs as unknown as {numSegments: number};
-    const b = backend as unknown as CpuLikeBackend;
-    const idsRank = segmentIds.shape.length;
-    const inner = tf.util.sizeFromShape(x.shape.slice(idsRank));
-    const outShape = [numSegments, ...x.shape.slice(idsRank)];
-    const xs = b.readSync(x.dataId) as Float32Array | Int32Array;
-    const ids = b.readSync(segmentIds.dataId) as Int32Array | Float32Array;
-    const out = x.dtype === 'int32' ? new Int32Array(numSegments * inner) : new Float32Array(numSegments * inner);
-    unsortedSegmentSumValues(xs, ids, numSegments, inner, out);
-    return b.makeTensorInfo(outShape, x.dtype, out);
-  },
-};
+const segmentSumConfig = segmentSumKernel('cpu', (backend, shape, dtype, values) =>
+  (backend as unknown as CpuLikeBackend).makeTensorInfo(shape, dtype, values));
 
 /** The cpu kernel function this replaced (null until it has). */
 let original: tf.KernelFunc | null = null;

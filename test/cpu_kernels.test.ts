@@ -16,14 +16,15 @@ interface CpuBackend extends tf.KernelBackend {
 const cpu = () => tf.findBackend('cpu') as CpuBackend;
 
 /** Runs `kernel` on the cpu backend for x (shape) and ids (idsShape); returns shape and values. */
-function run(kernel: tf.KernelFunc, x: number[], shape: number[], dtype: 'float32' | 'int32',
-             ids: number[], idsShape: number[], numSegments: number): {shape: number[]; values: number[]} {
+function run(kernel: tf.KernelFunc, x: number[], shape: number[], dtype: 'float32' | 'int32' | 'bool',
+             ids: number[], idsShape: number[], numSegments: number): {shape: number[]; dtype: string; values: number[]} {
   const b = cpu();
-  const xi = b.makeTensorInfo(shape, dtype, dtype === 'int32' ? new Int32Array(x) : new Float32Array(x));
+  const xi = b.makeTensorInfo(shape, dtype,
+    dtype === 'float32' ? new Float32Array(x) : dtype === 'bool' ? Uint8Array.from(x) : new Int32Array(x));
   const ii = b.makeTensorInfo(idsShape, 'int32', new Int32Array(ids));
   const out = kernel({inputs: {x: xi, segmentIds: ii} as unknown as tf.NamedTensorInfoMap,
     attrs: {numSegments}, backend: b}) as tf.TensorInfo;
-  const result = {shape: out.shape, values: Array.from(b.readSync(out.dataId) as Float32Array)};
+  const result = {shape: out.shape, dtype: out.dtype, values: Array.from(b.readSync(out.dataId) as Float32Array)};
   for (const t of [xi, ii, out]) b.disposeData(t.dataId, true);
   return result;
 }
@@ -41,17 +42,20 @@ describe(title('cpu kernels'), () => {
     ['a rank-3 x', [5, 2, 3], [5], 3],
     ['more segments than rows', [3, 2], [3], 9],
   ];
-  for (const dtype of ['float32', 'int32'] as const) {
-    test.each(cases)(`${dtype}, %s: equals the shipped kernel, ids out of range dropped`, (_, shape, idsShape, n) => {
+  for (const dtype of ['float32', 'int32', 'bool'] as const) {
+    test.each(cases)(`${dtype}, %s: equals the shipped kernel, ids out of range dropped; ${dtype === 'float32' ? 'float32' : 'int32'} out`, (_, shape, idsShape, n) => {
       const size = shape.reduce((a, b) => a * b, 1);
-      const x = Array.from({length: size}, (_, i) => (dtype === 'int32' ? (i * 5) % 11 - 4 : Math.sin(i + 1) * 3));
+      const x = Array.from({length: size}, (_, i) =>
+        (dtype === 'int32' ? (i * 5) % 11 - 4 : dtype === 'bool' ? (i % 3 === 0 ? 1 : 0) : Math.sin(i + 1) * 3));
       const rows = idsShape.reduce((a, b) => a * b, 1);
       const ids = Array.from({length: rows}, (_, i) => (i === 1 ? -1 : i === 2 ? n : (i * 3) % n)); // -1 and n are dropped
       const ours = run(tf.getKernel('UnsortedSegmentSum', 'cpu')!.kernelFunc, x, shape, dtype, ids, idsShape, n);
       const shipped = run(replacedSegmentSumKernel()!, x, shape, dtype, ids, idsShape, n);
       expect(ours.shape).toEqual([n, ...shape.slice(idsShape.length)]);
       expect(ours.shape).toEqual(shipped.shape);
-      if (dtype === 'int32') expect(ours.values).toEqual(shipped.values);
+      // Integers sum to integers, as on wasm and TensorFlow (the shipped kernel gives float32).
+      expect(ours.dtype).toBe(dtype === 'float32' ? 'float32' : 'int32');
+      if (dtype !== 'float32') expect(ours.values).toEqual(shipped.values);
       else ours.values.forEach((v, i) => expect(Math.abs(v - shipped.values[i])).toBeLessThan(1e-5));
       expect(ours.values.some((v) => v !== 0)).toBe(true);
     });

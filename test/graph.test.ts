@@ -55,7 +55,6 @@ describe(title('graphAttention against the reference'), () => {
         const scores = ours.scores.arraySync() as number[][][];
         expect(ours.scores.shape).toEqual([B, E + N, H]);
         for (let b = 0; b < B; b++) {
-          const seen = new Array(N).fill(0);
           for (let i = 0; i < N; i++) {
             let k = 0;
             EDGES[b].forEach(([s, t], e) => {
@@ -64,12 +63,11 @@ describe(title('graphAttention against the reference'), () => {
               k++;
             });
             for (let h = 0; h < H; h++) expect(Math.abs(scores[b][E + i][h] - ref.alpha[b][i][k][h])).toBeLessThan(1e-5);
-            seen[i] = k;
+            expect(ref.alpha[b][i]).toHaveLength(k + 1); // the reference lists exactly these edges and the self loop
           }
           EDGES[b].forEach(([s, t], e) => {
             if (s === -1 || s === t) for (let h = 0; h < H; h++) expect(scores[b][e][h]).toBe(0);
           });
-          expect(seen.reduce((a, c) => a + c, 0)).toBe(EDGES[b].filter(([s, t]) => s !== -1 && s !== t).length);
         }
         // Gradients for the nodes, every weight and the edge attributes.
         const inputs = [x, ...names.map((n) => w[n]), ...(attr != null ? [attr] : [])];
@@ -236,6 +234,89 @@ describe(title('graphAttention: bad inputs and leaks'), () => {
     expectError(() => graphAttention(xs, ok, ws, {edgeAttr: attr}), 'DIMENSION_MISMATCH', /edgeAttr must have shape \[1, 1, edgeDim\]/);
     expectError(() => graphAttention(xs, ok, ws, {negativeSlop: 0.1} as never), 'INVALID_CONFIG', /did you mean 'negativeSlope'/);
     tf.dispose([xs, fl, flat, ok, x2, attr, ...Object.values(ws)]);
+  });
+
+  test('weights: a missing kernel, and any weight the version or inputs would not use, are refused (INVALID_CONFIG)', () => {
+    const xs = x();
+    const ok = tf.tensor3d([[[0, 1]]], [1, 1, 2], 'int32');
+    const gat = w() as unknown as Record<string, tf.Tensor>;
+    const v2 = weightsFor('gatv2', 0, true);
+    const extra = tf.zeros([H, C]);
+    const ek = tf.zeros([D, H, C]);
+    const {kernel: _k, ...noKernel} = gat;
+    expectError(() => graphAttention(xs, ok, noKernel as never), 'INVALID_CONFIG', /weights.kernel must be a tf.Tensor/);
+    expectError(() => graphAttention(xs, ok, {...gat, edgeKernel: ek} as never), 'INVALID_CONFIG',
+      /does not take 'edgeKernel'.*pass options.edgeAttr/);
+    expectError(() => graphAttention(xs, ok, {...gat, attentionEdge: extra} as never), 'INVALID_CONFIG',
+      /does not take 'attentionEdge'.*pass options.edgeAttr/);
+    expectError(() => graphAttention(xs, ok, {...v2, attentionSource: extra} as never, {version: 'gatv2'}), 'INVALID_CONFIG',
+      /does not take 'attentionSource'.*version 'gatv2' uses kernel, targetKernel, attention, bias/);
+    expectError(() => graphAttention(xs, ok, {...gat, targetKernel: ek} as never), 'INVALID_CONFIG',
+      /does not take 'targetKernel'.*version 'gat' uses kernel, attentionSource, attentionTarget, bias/);
+    expectError(() => graphAttention(xs, ok, {...gat, kernal: ek} as never), 'INVALID_CONFIG', /unknown argument 'kernal'.*'kernel'/);
+    const attr = tf.zeros([1, 1, D]);
+    expectError(() => graphAttention(xs, ok, {...v2, edgeKernel: tf.zeros([D, H, C]), attentionEdge: extra} as never,
+      {version: 'gatv2', edgeAttr: attr}), 'INVALID_CONFIG', /does not take 'attentionEdge'.*version 'gatv2' uses .*edgeKernel/);
+    tf.dispose([xs, ok, extra, ek, attr, ...Object.values(gat), ...Object.values(v2)]);
+  });
+
+  test('empty batches, graphs without nodes and lists without edges: the right shapes, the bias, zero gradients, on every backend', () => {
+    const cases: [string, number, number, number, boolean][] = [
+      // name, B, N, E, edge attributes
+      ['B = 0', 0, 3, 2, true],
+      ['N = 0 (only padding edges)', 2, 0, 2, false],
+      ['E = 0', 2, 3, 0, false],
+      ['E = 0 with edge attributes', 2, 3, 0, true],
+    ];
+    for (const [name, b, n, e, withAttr] of cases) {
+      for (const version of ['gat', 'gatv2'] as const) {
+        const xs = randn([b, n, F], 51);
+        const edges = tf.fill([b, e, 2], -1, 'int32') as tf.Tensor3D;
+        const attr = withAttr ? randn([b, e, D], 52) : undefined;
+        const ws = weightsFor(version, withAttr ? D : 0, true);
+        const opts = {version, ...(attr != null ? {edgeAttr: attr} : {})};
+        expectNoLeaks(() => {
+          const {output, scores} = graphAttention(xs, edges, ws as unknown as GraphWeights, {...opts, returnAttentionScores: true});
+          expect([name, version, output.shape]).toEqual([name, version, [b, n, H * C]]);
+          expect(scores.shape).toEqual([b, e + n, H]);
+          // Every node has only its self loop: alpha 1 on it, the output its own x W plus the bias.
+          const want = tf.tidy(() => tf.add(tf.reshape(tf.matMul(tf.reshape(xs, [b * n, F]), tf.reshape(ws.kernel, [F, H * C])), [b, n, H * C]), ws.bias));
+          expectClose(output, want);
+          if (b * n > 0) {
+            const [loops, ones] = [tf.slice(scores, [0, e, 0], [b, n, H]), tf.ones([b, n, H])];
+            expectClose(loops, ones);
+            tf.dispose([loops, ones]);
+          }
+          const g = tf.grads((a: tf.Tensor, k: tf.Tensor) => tf.sum(graphAttention(a, edges, {...ws, kernel: k} as unknown as GraphWeights, opts)))([xs, ws.kernel]);
+          expect(g[0].shape).toEqual([b, n, F]);
+          expect(g[1].shape).toEqual([F, H, C]);
+          expect(g.every((t) => t.dataSync().every(Number.isFinite))).toBe(true);
+          tf.dispose([output, scores, want, ...g]);
+        });
+        tf.dispose([xs, edges, attr, ...Object.values(ws)] as tf.Tensor[]);
+      }
+    }
+  });
+
+  test('dropout on alpha: only while training, the same seed gives the same output, the scores are before it', () => {
+    const xs = randn([B, N, F], 61);
+    const edges = tf.tensor3d(EDGES, [B, E, 2], 'int32');
+    const ws = weightsFor('gat', 0, true) as unknown as GraphWeights;
+    expectNoLeaks(() => {
+      const plain = graphAttention(xs, edges, ws, {returnAttentionScores: true});
+      const notTraining = graphAttention(xs, edges, ws, {dropout: 0.5, seed: 3});
+      const a = graphAttention(xs, edges, ws, {dropout: 0.5, training: true, seed: 3, returnAttentionScores: true});
+      const again = graphAttention(xs, edges, ws, {dropout: 0.5, training: true, seed: 3});
+      const other = graphAttention(xs, edges, ws, {dropout: 0.5, training: true, seed: 4});
+      expectClose(notTraining, plain.output);
+      expectClose(again, a.output);
+      expectClose(a.scores, plain.scores);
+      const diff = (p: tf.Tensor, q: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(p, q))).dataSync()[0]);
+      expect(diff(a.output, plain.output)).toBeGreaterThan(0.01);
+      expect(diff(other, a.output)).toBeGreaterThan(0.01);
+      tf.dispose([plain.output, plain.scores, notTraining, a.output, a.scores, again, other]);
+    });
+    tf.dispose([xs, edges, ...Object.values(ws)]);
   });
 
   test('forward and gradients leave no tensors behind', () => {

@@ -207,7 +207,10 @@ describe(title('GraphAttention: bad inputs and arguments'), () => {
     const flat = randn([N, F], 75);
     expectError(() => built.apply([flat, e]), 'DIMENSION_MISMATCH', /nodes must have shape \[batch, nodes, features\]/);
     expectError(() => built.apply([x, e], {returnScores: true}), 'INVALID_CONFIG', /unknown argument 'returnScores'.*'returnAttentionScores'/);
-    tf.dispose([x, e, fe, x2, flat]);
+    // Built without edge attributes: it has no edge weights, so edgeAttr is refused, not ignored.
+    const a = randn([1, 1, D], 76);
+    expectError(() => built.apply([x, e, a]), 'INVALID_CONFIG', /built without edge attributes.*takes no edgeAttr/);
+    tf.dispose([x, e, fe, x2, flat, a]);
   });
 
   test('bad constructor arguments are refused, with advice for GATConv names', () => {

@@ -268,7 +268,9 @@ describe(title('edge-list forms of the masks (for GraphAttention)'), () => {
       tf.dispose([mask, fromMask, direct]);
     }
     // Node 5 is in every layer: it sees what its lowest layer (0) sees, every node.
-    const edges = HnswMask.edgesFromLayers(10, layers).arraySync() as number[][];
+    const list = HnswMask.edgesFromLayers(10, layers);
+    const edges = list.arraySync() as number[][];
+    list.dispose();
     expect(edges.filter(([, i]) => i === 5).length).toBe(10);
     expect(edges.filter(([, i]) => i === 0).length).toBe(10);
   });

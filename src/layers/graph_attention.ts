@@ -21,7 +21,8 @@
  *   attention_target [H, C], then with edge attributes edge_kernel [edgeDim, H, C] and
  *   attention_edge [H, C], then bias [H * C] (or [C] with concatHeads false).
  *   GATv2: kernel [F, H, C] (the source side and the message), target_kernel [F, H, C],
- *   attention [H, C], then edge_kernel [edgeDim, H, C], then bias.
+ *   attention [H, C], then edge_kernel [edgeDim, H, C], then bias. The projections have no
+ *   bias of their own (PyG's GATv2Conv gives lin_l and lin_r one each).
  */
 import * as tf from '@tensorflow/tfjs';
 import {LAYER_ARGS} from '../arguments';
@@ -203,6 +204,10 @@ export class GraphAttention extends tf.layers.Layer {
       throw new AttentionError('DIMENSION_MISMATCH', `edges must have shape [batch, edges, 2] (source, target), received ${show(es)}`);
     }
     if (as != null) {
+      if (this.built && this.edgeDim == null) {
+        throw new AttentionError('INVALID_CONFIG', `GraphAttention '${this.name}' was built without edge attributes ` +
+          '([nodes, edges]): it has no edge weights, so it takes no edgeAttr; make a layer with edgeDim for them');
+      }
       if (as.length !== 3 || as[2] == null) {
         throw new AttentionError('DIMENSION_MISMATCH',
           `edgeAttr must have shape [batch, edges, edgeDim] with known edgeDim, received ${show(as)}`);

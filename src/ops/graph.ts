@@ -26,7 +26,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
-import {assertBoolean, assertOneOf, assertRate, checkArgNames} from '../validate';
+import {assertBoolean, assertOneOf, assertRate, checkArgNames, ForeignName} from '../validate';
 import {matMul} from './matmul';
 
 /** The scoring rules: GAT's (a . [x'_i || x'_j]) and GATv2's (a . LeakyReLU(W [x_i || x_j])). */
@@ -71,6 +71,11 @@ export interface GraphOptions {
   /** Also return alpha [B, E + N, H] (self loops last; E alone without them), before dropout. */
   returnAttentionScores?: boolean;
 }
+
+/** The weights each version uses, and those it adds with edge attributes. */
+const GAT_WEIGHTS = ['kernel', 'attentionSource', 'attentionTarget'] as const;
+const GATV2_WEIGHTS = ['kernel', 'targetKernel', 'attention'] as const;
+const EDGE_WEIGHTS: Record<GraphVersion, readonly string[]> = {gat: ['edgeKernel', 'attentionEdge'], gatv2: ['edgeKernel']};
 
 export const GRAPH_OPTIONS = ['edgeAttr', 'version', 'negativeSlope', 'addSelfLoops', 'concatHeads', 'dropout',
   'training', 'seed', 'returnAttentionScores'] as const;
@@ -162,6 +167,15 @@ function checkWeight(name: string, w: tf.Tensor | undefined, shape: number[]): t
 }
 
 /**
+ * tf.gather of rows. A zero-size params gives zeros of the right shape (tfjs-wasm 4.22's
+ * gather returns [1, 1, 0, ...] there), still connected to params for the gradient.
+ */
+function gatherRows(params: tf.Tensor, indices: tf.Tensor1D): tf.Tensor {
+  if (params.size > 0) return tf.gather(params, indices);
+  return tf.add(tf.zeros([indices.shape[0], ...params.shape.slice(1)]), tf.sum(params));
+}
+
+/**
  * Each row's segment maximum: shift[k] = the largest of scores [K, H] over the rows k' with
  * dst[k'] == dst[k], per head. tfjs has no segment-max op, and reading the scores back to
  * JavaScript would be a synchronous read of a computed tensor (a GPU readback on webgl and
@@ -194,8 +208,12 @@ export function segmentMax(scores: tf.Tensor, dstValues: Int32Array, segments: n
   return tf.tidy(() => {
     let m = tf.gather(scores, tf.tensor1d(order, 'int32'));
     for (let d = 1; d < longest; d *= 2) {
-      const back = Int32Array.from(start, (first, p) => Math.max(p - d, first));
-      m = tf.maximum(m, tf.gather(m, tf.tensor1d(back, 'int32')));
+      // Each step's tensors go as soon as the next m exists: two [K, H] live at a time, not 3 per step.
+      const back = tf.tensor1d(Int32Array.from(start, (first, p) => Math.max(p - d, first)), 'int32');
+      const earlier = tf.gather(m, back);
+      const next = tf.maximum(m, earlier);
+      tf.dispose([m, back, earlier]);
+      m = next;
     }
     return tf.gather(m, tf.tensor1d(last, 'int32'));
   });
@@ -225,6 +243,26 @@ function segmentSoftmax(scores: tf.Tensor, dst: tf.Tensor1D, dstValues: Int32Arr
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return f(scores) as tf.Tensor;
+}
+
+/**
+ * The result when there is no node at all (B = 0 or N = 0, so no edge either): zeros of the
+ * output's shape, plus the bias, and zero scores. Taken apart from the general path because
+ * tfjs-wasm 4.22 gathers from an empty tensor into a wrong shape, in the gradients too. The
+ * output is tied to the nodes, weights and attributes by a zero term, so their gradients are
+ * zeros of their shapes rather than missing.
+ */
+function emptyGraphs(nodes: tf.Tensor, weights: GraphWeights, attr: tf.Tensor | undefined, B: number, N: number,
+                     width: number, plan: EdgePlan, H: number, returnScores: boolean): tf.Tensor3D | GraphAttentionWithScores {
+  return tf.tidy(() => {
+    const given = [nodes, ...Object.values(weights).filter((w): w is tf.Tensor => w instanceof tf.Tensor), ...(attr != null ? [attr] : [])];
+    const tie = tf.mul(tf.addN(given.map((t) => tf.sum(t))), 0);
+    let out = tf.add(tf.zeros([B, N, width]), tie);
+    if (weights.bias != null) out = tf.add(out, weights.bias);
+    if (!returnScores) return out as tf.Tensor3D;
+    const scores = tf.zeros([B, plan.selfLoops ? plan.E + N : plan.E, H]);
+    return {output: out as tf.Tensor3D, scores: scores as tf.Tensor3D};
+  });
 }
 
 /**
@@ -260,8 +298,22 @@ export function graphAttention(nodes: tf.Tensor, edges: tf.Tensor, weights: Grap
   assertBoolean('concatHeads', concat);
   const rate = options.dropout ?? 0;
   assertRate('dropout', rate);
+  // Every weight given is one this version and these inputs use: nothing is ignored.
+  const used = [...(version === 'gat' ? GAT_WEIGHTS : GATV2_WEIGHTS), ...(options.edgeAttr != null ? EDGE_WEIGHTS[version] : []), 'bias'];
+  const unused: Record<string, ForeignName> = {};
+  for (const name of [...GAT_WEIGHTS, ...GATV2_WEIGHTS, ...EDGE_WEIGHTS.gat]) {
+    if ((used as string[]).includes(name)) continue;
+    const forEdges = EDGE_WEIGHTS.gat.includes(name) && (name !== 'attentionEdge' || version === 'gat');
+    unused[name] = {code: 'INVALID_CONFIG', advice: forEdges
+      ? 'it is for edge attributes: pass options.edgeAttr [B, E, edgeDim], or leave it out'
+      : `version '${version}' uses ${used.join(', ')}`};
+  }
+  checkArgNames('graphAttention weights', weights, used, unused);
   const kernel = weights.kernel;
-  if (!(kernel instanceof tf.Tensor) || kernel.rank !== 3 || kernel.shape[0] !== F) {
+  if (!(kernel instanceof tf.Tensor)) {
+    throw new AttentionError('INVALID_CONFIG', `weights.kernel must be a tf.Tensor [${F}, heads, units], received ${show(kernel)}`);
+  }
+  if (kernel.rank !== 3 || kernel.shape[0] !== F) {
     throw new AttentionError('DIMENSION_MISMATCH',
       `weights.kernel must be a [${F}, heads, units] tensor (its first dim the nodes' features), received ${show(kernel)}`);
   }
@@ -286,13 +338,13 @@ export function graphAttention(nodes: tf.Tensor, edges: tf.Tensor, weights: Grap
     edgeDim = attr.shape[2] as number;
     checkWeight('edgeKernel', weights.edgeKernel, [edgeDim, H, C]);
     if (gat) checkWeight('attentionEdge', weights.attentionEdge, [H, C]);
-  } else if (weights.edgeKernel != null) {
-    throw new AttentionError('INVALID_CONFIG', 'weights.edgeKernel is given but no edgeAttr: pass options.edgeAttr [B, E, edgeDim]');
   }
   if (weights.bias != null) checkWeight('bias', weights.bias, [concat ? H * C : C]);
   const plan = planEdges(edges, B, N, selfLoops);
   const returnScores = options.returnAttentionScores ?? false;
   assertBoolean('returnAttentionScores', returnScores);
+
+  if (B * N === 0) return emptyGraphs(nodes, weights, attr, B, N, concat ? H * C : C, plan, H, returnScores);
 
   return tf.tidy(() => {
     const BN = B * N;
@@ -301,12 +353,12 @@ export function graphAttention(nodes: tf.Tensor, edges: tf.Tensor, weights: Grap
     const dst = tf.tensor1d(plan.dst, 'int32');
     const x2 = tf.reshape(nodes, [BN, F]);
     const xp = tf.reshape(matMul(x2, tf.reshape(kernel, [F, H * C])), [BN, H, C]);  // x W
-    const xj = tf.gather(xp, src);                                                  // [K, H, C]
+    const xj = gatherRows(xp, src);                                                 // [K, H, C]
     // The edges' projected attributes [K, H, C] (kept edges, then the self loops' means).
     let ep: tf.Tensor | null = null;
     if (attr != null) {
       const flat = tf.reshape(attr, [B * plan.E, edgeDim]);
-      let rows = tf.gather(flat, tf.tensor1d(plan.kept, 'int32'));                  // [kept, edgeDim]
+      let rows = gatherRows(flat, tf.tensor1d(plan.kept, 'int32'));                 // [kept, edgeDim]
       if (plan.selfLoops) {
         const keptDst = tf.tensor1d(plan.dst.subarray(0, plan.kept.length), 'int32');
         const sums = tf.unsortedSegmentSum(rows, keptDst, BN);                      // [BN, edgeDim]
@@ -319,12 +371,12 @@ export function graphAttention(nodes: tf.Tensor, edges: tf.Tensor, weights: Grap
     if (gat) {
       const aS = tf.sum(tf.mul(xp, attS!), -1);                                     // [BN, H]
       const aD = tf.sum(tf.mul(xp, attD!), -1);
-      e = tf.add(tf.gather(aS, src), tf.gather(aD, dst));
+      e = tf.add(gatherRows(aS, src), gatherRows(aD, dst));
       if (ep != null) e = tf.add(e, tf.sum(tf.mul(ep, weights.attentionEdge!), -1));
       e = tf.leakyRelu(e, slope);
     } else {
       const xt = tf.reshape(matMul(x2, tf.reshape(kernelT!, [F, H * C])), [BN, H, C]);
-      let z = tf.add(xj, tf.gather(xt, dst));                                       // [K, H, C]
+      let z = tf.add(xj, gatherRows(xt, dst));                                      // [K, H, C]
       if (ep != null) z = tf.add(z, ep);
       e = tf.sum(tf.mul(tf.leakyRelu(z, slope), att!), -1);
     }

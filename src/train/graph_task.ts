@@ -46,6 +46,11 @@ export const GRAPH_TASK_OPTIONS = ['nodes', 'colours', 'maxDegree', 'hops'] as c
 
 export type GraphTask = Task<typeof GRAPH_TASK, Required<GraphTaskOptions>> & {edgesPerExample: number};
 
+/** The fewest nodes a graph of the task has: half the padded size, and 2, so every node can have an edge into it. */
+function smallestGraph(N: number): number {
+  return Math.max(2, Math.ceil(N / 2));
+}
+
 /** The graph-majority task (see the file comment). Throws INVALID_CONFIG for bad options. */
 export function makeGraphTask(options: GraphTaskOptions = {}): GraphTask {
   checkArgNames('graph-majority task', options, GRAPH_TASK_OPTIONS);
@@ -60,10 +65,11 @@ export function makeGraphTask(options: GraphTaskOptions = {}): GraphTask {
   }
   const N = o.nodes;
   const E = N * o.maxDegree;
+  const smallest = smallestGraph(N);
   return {
     name: GRAPH_TASK, options: o, vocabSize: o.colours + FIRST_SYMBOL, seqLength: N, edgesPerExample: E,
     description: `label each node with the colour most common among itself and the nodes with a path of at most ` +
-      `${o.hops} edge(s) into it (${o.colours} colours, graphs of ${Math.ceil(N / 2)}-${N} nodes, 1-${o.maxDegree} ` +
+      `${o.hops} edge(s) into it (${o.colours} colours, graphs of ${smallest}-${N} nodes, 1-${o.maxDegree} ` +
       'edges into each; ties unscored)',
     batch(n: number, seed: number, index: number): TaskBatch { // one stream: the split makes no difference
       assertPositiveInt('batch size', n);
@@ -75,7 +81,7 @@ export function makeGraphTask(options: GraphTaskOptions = {}): GraphTask {
       const edges = new Int32Array(n * E * 2).fill(-1);
       const counts = new Int32Array(o.colours);
       for (let r = 0; r < n; r++) {
-        const size = Math.ceil(N / 2) + pick(N - Math.ceil(N / 2) + 1);
+        const size = smallest + pick(N - smallest + 1);
         const colour = Array.from({length: size}, () => pick(o.colours));
         const into: number[][] = [];
         let e = 0;
