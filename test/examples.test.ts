@@ -12,7 +12,14 @@ import {main as productPaths} from '../examples/product_paths';
 import {main as quickstart} from '../examples/quickstart';
 import * as tf from '@tensorflow/tfjs';
 import {getMatMulPath} from '../src';
-import {title} from './helpers';
+import {BACKEND, title} from './helpers';
+
+// The training-heavy programs run on wasm only. Run as programs, the examples pick their
+// backend with selectBackend() ('auto': tensorflow, then wasm, in Node) or ask for wasm, so
+// cpu is not where they run; the ops and layers they use are tested on cpu by their own
+// suites. On cpu these four took 165 s of the suite (tfjs-cpu's Math-heavy kernels run 6-10x
+// slower inside jest's vm context, where each global lookup of Math is slow, than in plain Node).
+const trainingHeavy = BACKEND === 'cpu' ? test.skip : test;
 
 describe(title('examples'), () => {
   test('quickstart trains, saves and reloads to the same predictions', async () => {
@@ -25,7 +32,7 @@ describe(title('examples'), () => {
     // model.dispose() with or without our layers; test/mha*.test.ts check our leaks.
   });
 
-  test('generate trains a rotary char model below the unigram entropy, streams a continuation, keeps a constant linear cache', async () => {
+  trainingHeavy('generate trains a rotary char model below the unigram entropy, streams a continuation, keeps a constant linear cache', async () => {
     const lines: string[] = [];
     const tensors = tf.memory().numTensors;
     const r = await generateExample((l) => lines.push(l));
@@ -38,14 +45,14 @@ describe(title('examples'), () => {
     expect(tf.memory().numTensors).toBe(tensors);
   });
 
-  test('encoder_decoder trains an encoder-decoder with cross-attention (loss falls)', async () => {
+  trainingHeavy('encoder_decoder trains an encoder-decoder with cross-attention (loss falls)', async () => {
     const lines: string[] = [];
     const r = await encoderDecoder((l) => lines.push(l));
     expect(r.lastLoss).toBeLessThan(0.7 * r.firstLoss);
     expect(lines[0]).toMatch(/^encoder-decoder: loss/);
   });
 
-  test('linear_long runs causal linear attention forward and backward on 8192 tokens', async () => {
+  trainingHeavy('linear_long runs causal linear attention forward and backward on 8192 tokens', async () => {
     const lines: string[] = [];
     const r = await linearLong((l) => lines.push(l));
     expect(r.shape).toEqual([1, 8192, 32]);
@@ -54,7 +61,7 @@ describe(title('examples'), () => {
     expect(lines[0]).toMatch(/^linear attention, T=8192/);
   });
 
-  test('graph_attention: alpha sums to 1 over each node\'s incoming edges, every weight trains; the layers learn from the edges with model.fit and reload equal; no leaks', async () => {
+  trainingHeavy('graph_attention: alpha sums to 1 over each node\'s incoming edges, every weight trains; the layers learn from the edges with model.fit and reload equal; no leaks', async () => {
     const lines: string[] = [];
     const tensors = tf.memory().numTensors;
     const r = await graphExample((l) => lines.push(l));
