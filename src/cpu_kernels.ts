@@ -58,8 +58,7 @@ export function isPerSegmentSum(kernelFunc: tf.KernelFunc, backend: tf.KernelBac
     },
   });
   const x = real.makeTensorInfo([4], 'float32', new Float32Array([1, 2, 3, 4]));
-  const ids = real.makeTensorInfo([4], 'int32', new Int32Array([5, 0, 5, 7]));
-  made = 0;
+  const ids = real.makeTensorInfo([4], 'int32', new Int32Array([5, 0, 5, 7])); // made on `real`: not counted
   let out: tf.TensorInfo | null = null;
   try {
     out = kernelFunc({inputs: {x, segmentIds: ids} as unknown as tf.NamedTensorInfoMap,

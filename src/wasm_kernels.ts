@@ -44,7 +44,7 @@ export function unsortedSegmentSumValues(
  * integers; tfjs-cpu 4.22's kernel gave float32). The wasm and cpu kernels share it.
  */
 function segmentSumOutput(x: tf.TensorInfo, segmentIds: tf.TensorInfo, numSegments: number,
-                                 read: (dataId: tf.DataId) => tf.backend_util.BackendValues):
+                          read: (dataId: tf.DataId) => tf.backend_util.BackendValues):
     {shape: number[]; dtype: 'float32' | 'int32'; values: Float32Array | Int32Array} {
   if (x.dtype !== 'float32' && x.dtype !== 'int32' && x.dtype !== 'bool') {
     throw new Error(`unsortedSegmentSum takes float32, int32 or bool x, received ${x.dtype}`);

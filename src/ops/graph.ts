@@ -303,8 +303,7 @@ export function graphAttention(nodes: tf.Tensor, edges: tf.Tensor, weights: Grap
   const unused: Record<string, ForeignName> = {};
   for (const name of [...GAT_WEIGHTS, ...GATV2_WEIGHTS, ...EDGE_WEIGHTS.gat]) {
     if ((used as string[]).includes(name)) continue;
-    const forEdges = EDGE_WEIGHTS.gat.includes(name) && (name !== 'attentionEdge' || version === 'gat');
-    unused[name] = {code: 'INVALID_CONFIG', advice: forEdges
+    unused[name] = {code: 'INVALID_CONFIG', advice: EDGE_WEIGHTS[version].includes(name) // one for edge attributes
       ? 'it is for edge attributes: pass options.edgeAttr [B, E, edgeDim], or leave it out'
       : `version '${version}' uses ${used.join(', ')}`};
   }
