@@ -143,9 +143,9 @@ const CASES: [string, () => unknown, Outcome][] = [
       return out;
     }, {check: zerosOf([2, 3, 8])}] as [string, () => unknown, Outcome]),
   ['a huge numHeads with headDim', () => new MultiHeadAttention({numHeads: 1e9, headDim: 4}).apply(r([1, 2, 8])),
-    {code: 'UNSUPPORTED', message: /would form its weight 'query\/kernel' of shape \[8, 1000000000, 4\] .* GiB/}],
+    {code: 'INVALID_CONFIG', message: /MultiHeadAttention's weight 'query\/kernel' of shape \[8, 1000000000, 4\] would hold .* GiB/}],
   ['a huge numFeatures', () => new LinearAttention({numHeads: 2, numFeatures: 1e9, seed: 1}).apply(r([1, 2, 8])),
-    {code: 'UNSUPPORTED', message: /LinearAttention would form its weight 'projection' of shape \[1000000000, 4\]/}],
+    {code: 'INVALID_CONFIG', message: /LinearAttention's weight 'projection' of shape \[1000000000, 4\] would hold/}],
   ['a causal mask one tensor cannot hold', () => causalMask(70000, 70000),
     {code: 'UNSUPPORTED', message: /causalMask would form a \[T, S\] mask of shape \[70000, 70000\]/}],
   ['causalMask with alignment false', () => causalMask(3, 3, false as never),

@@ -100,7 +100,7 @@ describe(title('file:// saves into folders with other files'), () => {
     [model, loaded].forEach((m) => m.dispose());
   });
 
-  test('the next save removes what dead saves left (journal, temp model.json, orphan weights) and nothing else', async () => {
+  test('the next save removes what dead saves left (journal, temp model.json, orphan weights of dead writers) and nothing else', async () => {
     const dir = path.join(root, 'model');
     const model = denseModel(4);
     await model.save(`file://${dir}`);
@@ -116,11 +116,13 @@ describe(title('file:// saves into folders with other files'), () => {
       [`.model.json.journal-${dead}-cccccccc`]: '{"format": 1, "na', // cut off while written
       [`.model.json.journal-${process.pid}-dddddddd`]: JSON.stringify({format: 1, names: [`weights.${process.pid}-dddddddd.bin`]}),
       [`weights.${process.pid}-dddddddd.bin`]: 'an earlier failed save of this process',
+      // Ours by its name, its writer gone, and listed by no model.json: an orphan of saves that raced.
+      [`weights.${dead}-ffffffff.bin`]: 'named like ours, listed by no journal',
     };
     const kept = {
       [`.model.json.journal-${live}-eeeeeeee`]: JSON.stringify({format: 1, names: [`weights.${live}-eeeeeeee.bin`]}),
       [`weights.${live}-eeeeeeee.bin`]: 'a save under way in another process',
-      [`weights.${dead}-ffffffff.bin`]: 'named like ours, listed by no journal',
+      [`weights.${live}-ffffffff.bin`]: 'named like ours, its writer still running',
     };
     fs.writeFileSync(path.join(root, 'escape.txt'), 'outside');
     for (const [name, text] of Object.entries({...stale, ...kept})) fs.writeFileSync(path.join(dir, name), text);

@@ -18,7 +18,7 @@ const KILLS = 30;
 const TIMEOUT_MS = 400_000;
 const CHILD = 'test/fixtures/save_dense_child.ts';
 /** The names a killed save may leave beside model.json and weights.bin. */
-const LEFTOVER = /^(\.model\.json\.(journal|tmp)-\d+-[0-9a-z]{8}|weights\.\d+-[0-9a-z]{8}\.bin)$/;
+const LEFTOVER = /^(\.model\.json\.(journal|tmp|lock\.new|lock\.dead)-\d+-[0-9a-z]{8}|\.model\.json\.lock|weights\.\d+-[0-9a-z]{8}\.bin)$/;
 
 const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 

@@ -19,8 +19,15 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
-import {assertNode, errno, errorMessage as message, isNode, node} from '../runtime';
+import {formatBytes} from '../limits';
+import {assertNode, errorMessage as message, isNode, node} from '../runtime';
+import {checkArgNames} from '../validate';
+import {
+  checkRelativeName, closeFile, ModelFolder, modelFolder, OpenFile, openInFolder, readJsonInFolder, readOpenFile,
+} from './confined';
 import {MODEL_JSON, saveFolder, weightsPaths} from './folder';
+import {LoadLimits, loadLimits, MAX_JSON_BYTES, provideFileLoader} from './load_limits';
+import {checkPlan, ModelPlan, planModel} from './model_plan';
 import {manifestBytes} from './specs';
 
 const SCHEME = 'file://';
@@ -58,11 +65,26 @@ export function modelJSONFor(artifacts: tf.io.ModelArtifacts, weightsFile = WEIG
   return json;
 }
 
+/** Options of `fileSystem(path, options)`. */
+export interface FileSystemOptions {
+  /**
+   * Loading: the most bytes of weights the model may hold, by its manifest and by what its
+   * config builds, checked before anything is read or allocated. Default 2 GiB.
+   */
+  maxBytes?: number;
+  /** Loading: the largest model.json read, in bytes. Default MAX_JSON_BYTES (64 MiB). */
+  maxJsonBytes?: number;
+  /** Saving: how long to wait for another save into the same folder to finish, in ms. Default 30000. */
+  lockTimeout?: number;
+}
+
+export const FILE_SYSTEM_OPTIONS: readonly string[] = ['maxBytes', 'maxJsonBytes', 'lockTimeout'];
+
 class FileSystemHandler implements tf.io.IOHandler {
   /** Absolute path: the model folder when saving; model.json or its folder when loading. */
   private readonly target: string;
 
-  constructor(target: string) {
+  constructor(target: string, private readonly limits: LoadLimits, private readonly lockTimeout?: number) {
     this.target = node().path.resolve(target);
   }
 
@@ -80,6 +102,7 @@ class FileSystemHandler implements tf.io.IOHandler {
       files: [{name: WEIGHTS_BIN, data: weightBytes(artifacts.weightData)}],
       modelJSON: (names) => JSON.stringify(modelJSONFor(artifacts, names[WEIGHTS_BIN])),
       replaces: (old) => weightsPaths(old), // like tfjs-node: only the model's own files
+      lockTimeout: this.lockTimeout,
     });
     return {modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(artifacts)};
   }
@@ -88,87 +111,150 @@ class FileSystemHandler implements tf.io.IOHandler {
     const {fs, path} = node();
     // A folder stands for the model.json inside it.
     const info = await fs.promises.stat(this.target).catch(() => null);
-    const jsonPath = info?.isDirectory() ? path.join(this.target, MODEL_JSON) : this.target;
-    return artifactsFor(readModelJSONFile(jsonPath), jsonPath);
+    const [dir, name] = info?.isDirectory() ? [this.target, MODEL_JSON]
+      : [path.dirname(this.target), path.basename(this.target)];
+    if (await fs.promises.lstat(path.join(dir, name)).then(() => false, () => true)) {
+      throw new AttentionError('IO', `cannot read model.json at '${path.join(dir, name)}': it does not exist`);
+    }
+    const folder = modelFolder(dir);
+    return artifactsFor(readModelJSON(folder, name, this.limits.maxJsonBytes), folder, name, this.limits);
   }
 }
 
 /**
- * The parsed model.json at `jsonPath` (read synchronously: it is small).
- * @throws AttentionError('IO') "cannot read model.json at ..." or "corrupt model.json at ...".
+ * The parsed model.json `name` of `folder`, read confined (confined.ts) and refused unread
+ * above `maxJsonBytes`.
+ * @throws AttentionError('IO') "cannot read model.json ..." or "corrupt model.json ...".
  */
-export function readModelJSONFile(jsonPath: string): tf.io.ModelJSON {
-  const {fs} = node();
-  let text: string;
+export function readModelJSON(folder: ModelFolder, name = MODEL_JSON, maxJsonBytes = MAX_JSON_BYTES): tf.io.ModelJSON {
+  const json = readJsonInFolder(folder, name, 'model.json', maxJsonBytes) as tf.io.ModelJSON | null;
+  if (json == null || typeof json !== 'object' || Array.isArray(json) || json.modelTopology == null) {
+    throw new AttentionError('IO', `corrupt model.json '${node().path.join(folder.dir, name)}': it has no modelTopology`);
+  }
+  return json;
+}
+
+/** The manifest of `json`, checked: a list of {paths, weights} whose paths are names inside the folder. */
+function checkedManifest(json: tf.io.ModelJSON, jsonPath: string): tf.io.WeightsManifestConfig {
+  const manifest = json.weightsManifest as unknown;
+  if (manifest == null) return [];
+  if (!Array.isArray(manifest) || !manifest.every((g) => g != null && Array.isArray(g.paths) && Array.isArray(g.weights))) {
+    throw new AttentionError('IO', `corrupt model.json '${jsonPath}': weightsManifest is not a list of {paths, weights}`);
+  }
+  for (const group of manifest as tf.io.WeightsManifestConfig) {
+    for (const file of group.paths) checkRelativeName(file, 'weights file', jsonPath);
+  }
+  return manifest;
+}
+
+/**
+ * Refuses a config that builds more than `limits.maxBytes` of weights, sized with stand-ins
+ * (model_plan.ts). A config tfjs cannot build (an unknown class, a Keras 3 topology that a
+ * loader rewrites first) is left to whoever builds it: it fails there, before allocating;
+ * the manifest's byte count, already checked, bounds the load meanwhile. A refusal of this
+ * library's own layers (a weight no tensor can hold) is final.
+ */
+async function checkConfigBytes(topology: unknown, jsonPath: string, limits: LoadLimits): Promise<void> {
+  let plan: ModelPlan;
   try {
-    text = fs.readFileSync(jsonPath, 'utf8');
+    plan = await planModel(topology as object);
   } catch (e) {
-    const why = errno(e) === 'ENOENT' ? 'it does not exist' : message(e);
-    throw new AttentionError('IO', `cannot read model.json at '${jsonPath}': ${why}`);
+    if (!(e instanceof AttentionError)) return;
+    throw new AttentionError('IO', `cannot build the model of '${jsonPath}' from its config: ${message(e).split('\n')[0]}`);
   }
   try {
-    const json = JSON.parse(text);
-    if (json == null || typeof json !== 'object' || json.modelTopology == null) {
-      throw new Error('it has no modelTopology');
-    }
-    return json;
-  } catch (e) {
-    throw new AttentionError('IO', `corrupt model.json at '${jsonPath}': ${message(e)}`);
+    checkPlan(plan, limits.maxBytes, `'${jsonPath}'`, limits.raise);
+  } finally {
+    plan.model.dispose();
   }
 }
 
-/** The artifacts of the parsed model.json `json` found at `jsonPath`, with its weights files read. */
-async function artifactsFor(json: tf.io.ModelJSON, jsonPath: string): Promise<tf.io.ModelArtifacts> {
-  const {fs, path} = node();
-  // Weight files are listed relative to model.json; read them all, in manifest order.
-  return tf.io.getModelArtifactsForJSON(json, async manifest => {
-    const specs: tf.io.WeightsManifestEntry[] = [];
-    const buffers: ArrayBuffer[] = [];
-    for (const group of manifest) {
-      for (const file of group.paths) {
-        const weightsPath = path.join(path.dirname(jsonPath), file);
-        const data = await fs.promises.readFile(weightsPath).catch(e => {
-          const why = errno(e) === 'ENOENT' ? 'it does not exist' : message(e);
-          throw new AttentionError('IO',
-            `cannot read weights file '${weightsPath}' listed in '${jsonPath}': ${why}`);
-        });
-        buffers.push(toArrayBuffer(data));
+/**
+ * The artifacts of the parsed model.json `json` (the file `jsonName` of `folder`), with its
+ * weights files read. Before a byte of weights is read: the manifest's paths are checked,
+ * its byte count and (with limits.planTopology) what the config builds are held to
+ * limits.maxBytes, and each group's files are opened confined and their sizes compared
+ * with what the manifest declares.
+ */
+export async function artifactsFor(json: tf.io.ModelJSON, folder: ModelFolder, jsonName: string,
+                                   limits: LoadLimits): Promise<tf.io.ModelArtifacts> {
+  const jsonPath = node().path.join(folder.dir, jsonName);
+  const groups = checkedManifest(json, jsonPath);
+  const specs = groups.flatMap((g) => g.weights);
+  const declared = manifestBytes(specs);
+  if (declared > limits.maxBytes) {
+    throw new AttentionError('IO', `'${jsonPath}': its manifest lists ${specs.length} weights of ` +
+      `${formatBytes(declared)}, over the limit of ${formatBytes(limits.maxBytes)}; nothing was read. ${limits.raise}`);
+  }
+  if (limits.planTopology) await checkConfigBytes(json.modelTopology, jsonPath, limits);
+  return tf.io.getModelArtifactsForJSON(json, async () => {
+    const opened: OpenFile[] = [];
+    try {
+      // Every file opened and sized first: a file of the wrong size is refused before any is read.
+      for (const group of groups) {
+        const files = group.paths.map((file) => openInFolder(folder, file, 'weights file', jsonPath));
+        opened.push(...files);
+        const have = files.reduce((n, f) => n + f.size, 0);
+        const want = manifestBytes(group.weights);
+        if (Number.isFinite(want) && have !== want) {
+          throw new AttentionError('IO', `corrupt weights for '${jsonPath}': the files hold ${have} bytes but ` +
+            `model.json lists ${want} (${files.map((f) => `'${f.path}'`).join(', ')}: truncated or overwritten?)`);
+        }
       }
-      specs.push(...group.weights);
+      const total = opened.reduce((n, f) => n + f.size, 0);
+      if (total > limits.maxBytes) {
+        throw new AttentionError('IO', `'${jsonPath}': its weights files hold ${formatBytes(total)}, over the limit ` +
+          `of ${formatBytes(limits.maxBytes)}; nothing was read. ${limits.raise}`);
+      }
+      const buffers = opened.map((f) => readOpenFile(f, 'weights file'));
+      const data = buffers.length === 1 ? toArrayBuffer(buffers[0])
+        : tf.io.CompositeArrayBuffer.join(buffers.map(toArrayBuffer));
+      return [specs, data];
+    } finally {
+      opened.forEach(closeFile);
     }
-    // A truncated or padded weights file would otherwise fail later with a shape error.
-    const bytes = buffers.reduce((n, b) => n + b.byteLength, 0);
-    const expected = manifestBytes(specs);
-    if (expected >= 0 && bytes !== expected) {
-      throw new AttentionError('IO',
-        `corrupt weights for '${jsonPath}': the files hold ${bytes} bytes but model.json lists ${expected} ` +
-        '(truncated or overwritten?)');
-    }
-    return [specs, buffers.length === 1 ? buffers[0] : tf.io.CompositeArrayBuffer.join(buffers)];
   });
 }
 
+/** A load-only handler for the model.json at `path` (or in the folder `path`), with `limits`. */
+export function fileSystemLoader(path: string, limits: LoadLimits): tf.io.IOHandler {
+  assertNode('fileSystem(path)');
+  return new FileSystemHandler(path, limits);
+}
+
 /**
- * A load-only IOHandler for a model.json already read and parsed (`readModelJSONFile`):
- * its weights files are read relative to `jsonPath`, with the same checks as `fileSystem`.
+ * A load-only IOHandler for a model.json already read and parsed (`readModelJSON`): its
+ * weights files are read from `folder` with the same checks as `fileSystem`.
  */
-export function fromModelJSON(json: tf.io.ModelJSON, jsonPath: string): tf.io.IOHandler {
-  return {load: () => artifactsFor(json, jsonPath)};
+export function fromModelJSON(json: tf.io.ModelJSON, folder: ModelFolder, jsonName: string,
+                              limits: LoadLimits): tf.io.IOHandler {
+  return {load: () => artifactsFor(json, folder, jsonName, limits)};
 }
 
 /**
  * An IOHandler that saves a model to, and loads it from, the local file system.
  *
+ * Loading reads only regular files inside the model's folder, of the sizes the manifest
+ * declares, and refuses a model whose weights pass `options.maxBytes` before anything is
+ * read or allocated (see "Loading models you did not make" in the README). Saving holds the
+ * folder's lock from its first write to its commit, so two savers never mix a model.
+ *
  * @param path For saving: the model folder (created if missing; its model.json and weights
  *   are replaced atomically, every other file in it is kept). For loading: the `model.json`
  *   file, or the folder holding it.
+ * @param options maxBytes, maxJsonBytes (loading) and lockTimeout (saving).
  * @returns A handler for `model.save(handler)` and `tf.loadLayersModel(handler)`.
  * @throws AttentionError with code 'IO' (from save/load) when a file is missing,
- *   corrupt or cannot be written; the message names the path.
+ *   corrupt, outside the folder, too large or cannot be written; the message names the path.
  */
-export function fileSystem(path: string): tf.io.IOHandler {
+export function fileSystem(path: string, options: FileSystemOptions = {}): tf.io.IOHandler {
   assertNode('fileSystem(path)');
-  return new FileSystemHandler(path);
+  checkArgNames('fileSystem', options, FILE_SYSTEM_OPTIONS);
+  const lockTimeout = options?.lockTimeout;
+  if (lockTimeout !== undefined && (typeof lockTimeout !== 'number' || !(lockTimeout >= 0))) {
+    throw new AttentionError('INVALID_CONFIG', `fileSystem: lockTimeout must be a number of ms >= 0, received ${String(lockTimeout)}`);
+  }
+  return new FileSystemHandler(path, loadLimits(options ?? {}, 'fileSystem'), lockTimeout);
 }
 
 let registered = false;
@@ -202,6 +288,7 @@ function makeRouter(lookup: (url: string) => tf.io.IOHandler[]) {
 export function registerFileRouter(): void {
   if (registered || !isNode()) return;
   registered = true;
+  provideFileLoader(fileSystemLoader); // loadKerasModel reads file:// URLs through it
   // tfjs types a router as always returning a handler, but its registry skips null.
   type Router = Parameters<typeof tf.io.registerSaveRouter>[0];
   tf.io.registerSaveRouter(makeRouter(url => tf.io.getSaveHandlers(url)) as Router);

@@ -68,6 +68,9 @@
  */
 import {AttentionError} from '../errors';
 import {errno, errorMessage as message, node} from '../runtime';
+import {existsInFolder, modelFolder, readInFolder, readJsonInFolder} from './confined';
+import {MAX_JSON_BYTES} from './load_limits';
+import {DEFAULT_LOCK_TIMEOUT, FolderLock, LOCK_TEMP, lockFolder} from './lock';
 
 
 /** The commit point of every save. */
@@ -76,6 +79,8 @@ export const MODEL_JSON = 'model.json';
 export const LEGACY_CHECKPOINT_FILES = ['training.json', 'optimizer.json', 'optimizer.bin'] as const;
 
 const TEMP_NAME = /^\.model\.json\.(journal|tmp)-(\d+)-([0-9a-z]{8})$/;
+/** The names a save writes its files under before linking them (`uniqueName` of the library's own files). */
+const UNIQUE_NAME = /^(weights|optimizer|training)\.((\d+)-([0-9a-z]{8}))\.(bin|json)$/;
 
 /** The `checkpoint` field of a checkpoint's model.json: the checkpoint's own files. tfjs readers ignore it. */
 export interface CheckpointField {
@@ -102,6 +107,8 @@ export interface FolderSave {
   replaces(old: object | null): string[] | Promise<string[]>;
   /** Start of the error message; default `cannot save model to '<dir>'`. */
   errorPrefix?: string;
+  /** How long to wait for another save's lock on the folder, in ms; default 30000. */
+  lockTimeout?: number;
 }
 
 
@@ -205,17 +212,15 @@ async function settle(dir: string, journal: string, names: string[], keep: Set<s
   if (clean) await remove(dir, journal);
 }
 
-/** The parsed DIR/model.json: null when absent, 'corrupt' when it cannot be read or parsed. */
+/**
+ * The parsed DIR/model.json: null when absent, 'corrupt' when it cannot be read or parsed,
+ * or is not a regular file inside DIR (a symlink out, a FIFO: read confined, never followed).
+ */
 async function readModelJSON(dir: string): Promise<object | null | 'corrupt'> {
-  const {fs, path} = node();
-  let text: string;
   try {
-    text = await fs.promises.readFile(path.join(dir, MODEL_JSON), 'utf8');
-  } catch (e) {
-    return errno(e) === 'ENOENT' ? null : 'corrupt';
-  }
-  try {
-    const json = JSON.parse(text);
+    const folder = modelFolder(dir);
+    if (!existsInFolder(folder, MODEL_JSON)) return null;
+    const json = readJsonInFolder(folder, MODEL_JSON, 'model.json');
     return json != null && typeof json === 'object' && !Array.isArray(json) ? json : 'corrupt';
   } catch {
     return 'corrupt';
@@ -228,8 +233,13 @@ async function readModelJSON(dir: string): Promise<object | null | 'corrupt'> {
  * Best effort: what cannot be removed stays for a later save. Nothing else is touched.
  */
 export async function recoverFolder(dir: string): Promise<void> {
-  const {fs, path} = node();
+  const {fs} = node();
   const entries = await fs.promises.readdir(dir).catch(() => [] as string[]);
+  // A dead lock-taker's temp names go first: they never hold anything a model lists.
+  for (const name of entries) {
+    const m = LOCK_TEMP.exec(name);
+    if (m != null && abandoned(Number(m[2]), `${m[2]}-${m[3]}`)) await remove(dir, name);
+  }
   const stale = entries.map((name) => ({name, m: TEMP_NAME.exec(name)}))
     .filter(({m}) => m != null && abandoned(Number(m[2]), `${m[2]}-${m[3]}`));
   if (stale.length === 0) return;
@@ -242,8 +252,13 @@ export async function recoverFolder(dir: string): Promise<void> {
       await remove(dir, name);
       continue;
     }
-    const text = await fs.promises.readFile(path.join(dir, name), 'utf8').catch(() => null);
-    if (text == null) continue; // gone (another recovery), or unreadable: leave it
+    let text: string | null;
+    try {
+      text = readInFolder(modelFolder(dir), name, 'journal', {maxBytes: MAX_JSON_BYTES}).toString('utf8');
+    } catch {
+      text = null;
+    }
+    if (text == null) continue; // gone (another recovery), unreadable, or not a regular file: leave it
     let names: unknown;
     try {
       names = JSON.parse(text).names;
@@ -252,6 +267,35 @@ export async function recoverFolder(dir: string): Promise<void> {
       continue;
     }
     await settle(dir, name, Array.isArray(names) ? names : [], keep);
+  }
+}
+
+/**
+ * Removes the library's own weights and checkpoint files (`weights.<pid>-<8 chars>.bin`,
+ * `optimizer.<...>.json|bin`, `training.<...>.json`: names only a save writes) whose
+ * writer is gone (the pid no longer runs, or is this process and no save of it uses the
+ * token), that the current model.json does not list and no remaining journal names: what
+ * saves racing without a lock (earlier versions) left behind. Run under the folder's lock,
+ * after recovery. Any other name is the user's and is never touched; so is everything when
+ * model.json cannot be read.
+ */
+async function removeOrphans(dir: string): Promise<void> {
+  const {fs} = node();
+  const current = await readModelJSON(dir);
+  if (current === 'corrupt') return;
+  const keep = current == null ? new Set<string>() : listedNames(current);
+  const entries = await fs.promises.readdir(dir).catch(() => [] as string[]);
+  for (const name of entries.filter((n) => TEMP_NAME.exec(n)?.[1] === 'journal')) {
+    try {
+      const names = (readJsonInFolder(modelFolder(dir), name, 'journal') as {names?: unknown}).names;
+      if (Array.isArray(names)) names.forEach((n) => keep.add(String(n)));
+    } catch {
+      return; // a journal that cannot be read may list any of them: leave all
+    }
+  }
+  for (const name of entries) {
+    const m = UNIQUE_NAME.exec(name);
+    if (m != null && !keep.has(name) && abandoned(Number(m[3]), `${m[3]}-${m[4]}`)) await remove(dir, name);
   }
 }
 
@@ -304,12 +348,16 @@ export async function saveFolder(dir: string, save: FolderSave): Promise<void> {
   let current: Record<string, string>; // canonical name -> the name the current model.json lists
   let usable: boolean[];
   let replaced: string[];
+  let lock: FolderLock | null = null;
   active.add(token);
   try {
-    // 0. The folder (created if missing); leftovers of dead saves.
+    // 0. The folder (created if missing), locked against other saves; leftovers of dead saves.
     checkFolderTarget(dir, prefix);
     await fs.promises.mkdir(dir, {recursive: true});
+    lock = await lockFolder(dir, {token, timeout: save.lockTimeout ?? DEFAULT_LOCK_TIMEOUT, prefix,
+      isActive: (t) => active.has(t)});
     await recoverFolder(dir);
+    await removeOrphans(dir);
 
     // 1. The old model.json names the files this save replaces; never this save's own names.
     const old = await readModelJSON(dir);
@@ -338,16 +386,19 @@ export async function saveFolder(dir: string, save: FolderSave): Promise<void> {
     current = Object.fromEntries(save.files.map((f, i) => [f.name, unique[i]]));
     await writeSynced(at(tmp), save.modelJSON(current));
     written.push(tmp);
+    await lock.verify();
     await fs.promises.rename(at(tmp), at(MODEL_JSON));
   } catch (e) {
     // model.json lists nothing of this save: remove all it wrote, the journal last.
     for (const name of written.reverse()) await remove(dir, name);
+    await lock?.release();
     active.delete(token);
     if (e instanceof AttentionError) throw e;
     throw new AttentionError('IO', `${prefix}: ${message(e)}`);
   }
 
   // The new model is in place; what follows makes the names canonical and tidies up.
+  let lostLock = false;
   try {
     await syncDir(dir);
     // 6. The replaced old files.
@@ -365,6 +416,13 @@ export async function saveFolder(dir: string, save: FolderSave): Promise<void> {
       await syncDir(dir);
       // 8. Commit 2: model.json lists the final names.
       await writeSynced(at(tmp), save.modelJSON(final));
+      try {
+        await lock.verify();
+      } catch {
+        lostLock = true; // another save owns the folder now: leave the journal to its recovery
+        await remove(dir, tmp);
+        return;
+      }
       await fs.promises.rename(at(tmp), at(MODEL_JSON));
       current = final;
       await syncDir(dir);
@@ -378,6 +436,7 @@ export async function saveFolder(dir: string, save: FolderSave): Promise<void> {
     // Remove what it does not list; a journal that cannot be settled is left to the next save.
     await settle(dir, journal, listed, new Set(Object.values(current))).catch(() => undefined);
   } finally {
+    if (!lostLock) await lock.release();
     active.delete(token);
   }
 }

@@ -8,18 +8,23 @@
  *      http(s)://, indexeddb://, localstorage://, or any tf.io.IOHandler).
  *   2. Rewrite the topology into the form tfjs-layers deserializes (topology.ts), and
  *      check that the weight data holds every byte the manifest lists.
- *   3. Build a probe model from it with zero initializers (random init of a large LSTM's
- *      orthogonal kernels alone takes tens of seconds), and match each manifest entry to
- *      the probe weight it fills (weights.ts); the probe is then disposed. Nothing is
- *      decoded yet: the weights are read once, by tfjs, in step 4.
+ *   3. Size the model from its config alone (io/model_plan.ts: built with stand-in weights,
+ *      nothing allocated) and refuse one over `maxBytes`; match each manifest entry to the
+ *      planned weight it fills (weights.ts). Nothing is decoded yet: the weights are read
+ *      once, by tfjs, in step 4.
  *   4. Build the model through tf.loadLayersModel with the weights renamed to the model's
  *      own names, so tfjs loads them and skips the random init they would overwrite.
  *
- * Everything here runs in the browser as in Node: it reads through tfjs' IO handlers only.
+ * Everything here runs in the browser as in Node: it reads through tfjs' IO handlers, and
+ * for a file:// URL in Node always through this library's (confined to the model's folder,
+ * sizes checked before reading), even where tfjs-node's would claim the URL.
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
+import {getFileLoader, LoadLimits, loadLimits} from '../io/load_limits';
+import {checkPlan, ModelPlan, planModel} from '../io/model_plan';
 import {manifestBytes} from '../io/specs';
+import {formatBytes} from '../limits';
 import {checkArgNames} from '../validate';
 import {rewriteTopology} from './topology';
 import {matchWeights} from './weights';
@@ -31,23 +36,38 @@ export interface KerasLoadOptions {
   fetchFunc?: typeof fetch;
   weightPathPrefix?: string;
   weightUrlConverter?: (weightFileName: string) => Promise<string>;
+  /** The most bytes of weights the model may hold, by its manifest and by its config; default 2 GiB. */
+  maxBytes?: number;
+  /** file:// only: the largest model.json read, in bytes; default 64 MiB. */
+  maxJsonBytes?: number;
 }
 
 export const KERAS_LOAD_OPTIONS: readonly string[] =
-  ['requestInit', 'onProgress', 'fetchFunc', 'weightPathPrefix', 'weightUrlConverter'];
+  ['requestInit', 'onProgress', 'fetchFunc', 'weightPathPrefix', 'weightUrlConverter', 'maxBytes', 'maxJsonBytes'];
+
+const FILE_SCHEME = 'file://';
 
 function messageOf(e: unknown): string {
   return String((e as Error)?.message ?? e).split('\n')[0];
 }
 
-/** The IO handler for `urlOrHandler`, as tf.loadLayersModel picks it. */
-function handlerFor(urlOrHandler: string | tf.io.IOHandler, options: tf.io.LoadOptions): tf.io.IOHandler {
+/**
+ * The IO handler for `urlOrHandler`, as tf.loadLayersModel picks it; a file:// URL in Node
+ * is always read by this library's handler, with `limits` (the config is sized after the
+ * rewrite, so not by the handler).
+ */
+function handlerFor(urlOrHandler: string | tf.io.IOHandler, options: tf.io.LoadOptions, limits: LoadLimits)
+    : tf.io.IOHandler {
   if (typeof urlOrHandler !== 'string') {
     if (urlOrHandler == null || typeof (urlOrHandler as tf.io.IOHandler).load !== 'function') {
       throw new AttentionError('INVALID_CONFIG',
         `loadKerasModel takes a URL or a tf.io.IOHandler with a load() method, received ${show(urlOrHandler)}`);
     }
     return urlOrHandler;
+  }
+  const fileLoader = getFileLoader(); // set in Node by registerFileRouter, on importing the library
+  if (fileLoader != null && urlOrHandler.startsWith(FILE_SCHEME)) {
+    return fileLoader(urlOrHandler.slice(FILE_SCHEME.length), {...limits, planTopology: false});
   }
   const handlers = tf.io.getLoadHandlers(urlOrHandler, options);
   if (handlers.length > 1) {
@@ -61,8 +81,8 @@ function handlerFor(urlOrHandler: string | tf.io.IOHandler, options: tf.io.LoadO
   return tf.io.browserHTTPRequest(urlOrHandler, options);
 }
 
-/** Throws IO unless the weight data holds exactly the bytes the manifest lists. */
-function checkWeightBytes(artifacts: tf.io.ModelArtifacts, source: string): void {
+/** Throws IO unless the weight data holds exactly the bytes the manifest lists, and these are within maxBytes. */
+function checkWeightBytes(artifacts: tf.io.ModelArtifacts, source: string, limits: LoadLimits): void {
   const specs = artifacts.weightSpecs ?? [];
   const pieces = artifacts.weightData == null ? [] : Array.isArray(artifacts.weightData) ? artifacts.weightData
     : [artifacts.weightData];
@@ -72,22 +92,10 @@ function checkWeightBytes(artifacts: tf.io.ModelArtifacts, source: string): void
     throw new AttentionError('IO', `${source}: the weights hold ${have} bytes, but the manifest lists ${expected} ` +
       `(${specs.length} weights): ${have < expected ? 'a weight file is truncated or missing' : 'a weight file is not the one the manifest describes'}`);
   }
-}
-
-/**
- * `topology` with every initializer replaced by Zeros (a copy): a model built from it costs
- * no random init. unit_forget_bias is turned off too: tfjs' LSTM cell builds that bias
- * with an initializer that leaks four tensors per cell. Weight names and shapes stay.
- */
-function withZeroInit(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(withZeroInit);
-  if (v == null || typeof v !== 'object') return v;
-  const out: Record<string, unknown> = {};
-  for (const [k, x] of Object.entries(v)) {
-    out[k] = k.endsWith('_initializer') && x != null ? {class_name: 'Zeros', config: {}}
-      : k === 'unit_forget_bias' ? false : withZeroInit(x);
+  if (have > limits.maxBytes) {
+    throw new AttentionError('IO', `${source}: the weights hold ${formatBytes(have)}, over the limit of ` +
+      `${formatBytes(limits.maxBytes)}. ${limits.raise}`);
   }
-  return out;
 }
 
 /**
@@ -102,8 +110,10 @@ function withZeroInit(v: unknown): unknown {
 export async function loadKerasModel(urlOrHandler: string | tf.io.IOHandler, options: KerasLoadOptions = {})
     : Promise<tf.LayersModel> {
   checkArgNames('loadKerasModel', options, KERAS_LOAD_OPTIONS);
+  const {maxBytes, maxJsonBytes, ...fetchOptions} = options ?? {};
+  const limits = loadLimits({maxBytes, maxJsonBytes}, 'loadKerasModel');
   const source = typeof urlOrHandler === 'string' ? urlOrHandler : 'the model handler';
-  const handler = handlerFor(urlOrHandler, options ?? {});
+  const handler = handlerFor(urlOrHandler, fetchOptions, limits);
   if (typeof handler.load !== 'function') throw new AttentionError('IO', `${source}: this handler cannot load`);
 
   // 1. The artifacts.
@@ -123,30 +133,28 @@ export async function loadKerasModel(urlOrHandler: string | tf.io.IOHandler, opt
 
   // 2. The topology tfjs-layers reads.
   const {topology, naming} = rewriteTopology(artifacts.modelTopology, source);
-  checkWeightBytes(artifacts, source);
+  checkWeightBytes(artifacts, source, limits);
   const seen = new Set<string>();
   for (const spec of artifacts.weightSpecs ?? []) {
     if (seen.has(spec.name)) throw new AttentionError('IO', `${source}: the manifest lists the weight '${spec.name}' twice`);
     seen.add(spec.name);
   }
-  const build = async (t: unknown) => {
-    try {
-      return await tf.models.modelFromJSON({modelTopology: t as tf.io.ModelJSON['modelTopology']});
-    } catch (e) {
-      if (e instanceof AttentionError) throw e;
-      throw new AttentionError('IO', `${source}: tfjs-layers cannot build the rewritten model: ${messageOf(e)}`);
-    }
-  };
-
-  // 3. The stored weights matched, by name, dtype and shape, to a model built without
-  //    random init (its weight names are those of the real one).
+  // 3. The stored weights matched, by name, dtype and shape, to the weights the config
+  //    builds, found without allocating them (and refused over maxBytes).
   const specs = artifacts.weightSpecs ?? [];
-  const probe = await build(withZeroInit(topology));
+  let plan: ModelPlan;
+  try {
+    plan = await planModel(topology);
+  } catch (e) {
+    if (e instanceof AttentionError && e.code !== 'INVALID_CONFIG') throw e;
+    throw new AttentionError('IO', `${source}: tfjs-layers cannot build the rewritten model: ${messageOf(e)}`);
+  }
   let names: Map<string, string>; // stored name -> model weight
   try {
-    names = matchWeights(probe, specs, source, naming);
+    checkPlan(plan, limits.maxBytes, source, limits.raise);
+    names = matchWeights(plan.model, specs, source, naming);
   } finally {
-    probe.dispose();
+    plan.model.dispose();
   }
 
   // 4. The model, its weights loaded by tfjs under the model's own names (tfjs then skips

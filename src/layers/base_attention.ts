@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {KERAS_CALL_NAMES, KERAS_LAYER_NAMES, LAYER_ARGS, TFJS_KWARGS} from '../arguments';
 import {AttentionError, show} from '../errors';
-import {assertFits} from '../ops/heads';
+import {checkLayerWeights, WeightShape} from '../limits';
 import {CausalAlignment, CausalArg, causalAlignment, strictestCausal} from '../ops/masks';
 import {AttentionWithWeights, scaledDotProductAttention} from '../ops/sdpa';
 import {checkRopeBase, checkRopeDim, DEFAULT_ROPE_BASE, rotaryEmbedding} from '../ops/rope';
@@ -241,6 +241,9 @@ function optionalPositiveInt(name: string, value: number | null | undefined): nu
   return value;
 }
 
+/** A built layer's sizes: model dims of query, key, value and output; head dims of keys and values. */
+interface LayerDims {Eq: number; Ek: number; Ev: number; D: number; Dv: number; Eout: number}
+
 export abstract class AttentionLayerBase extends tf.layers.Layer {
   readonly numHeads: number;
   readonly numKvHeads: number;
@@ -281,7 +284,7 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
   protected readonly biasConstraint: ReturnType<typeof getConstraint>;
 
   /** Resolved in build(). */
-  protected dims: {Eq: number; Ek: number; Ev: number; D: number; Dv: number; Eout: number} | null = null;
+  protected dims: LayerDims | null = null;
   protected queryKernel!: tf.LayerVariable;
   protected queryBias: tf.LayerVariable | null = null;
   protected keyKernel!: tf.LayerVariable;
@@ -360,7 +363,18 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     return args;
   }
 
-  build(inputShape: Shape | Shape[]): void {
+  /**
+   * The weights `build(inputShape)` creates, in getWeights() order, worked out from the
+   * arguments and the input shapes alone: nothing is allocated. Throws what build throws
+   * for shapes the layer cannot take.
+   */
+  weightShapes(inputShape: Shape | Shape[]): WeightShape[] {
+    const {dims, projections} = this.planWeights(inputShape);
+    return [...projections, ...this.extraWeightShapes(dims)];
+  }
+
+  /** The dims and the projection weights for `inputShape`, checked; nothing allocated. */
+  private planWeights(inputShape: Shape | Shape[]): {dims: LayerDims; projections: WeightShape[]} {
     const [qs, vs, ks] = this.checkShapes(inputShape, false);
     const Eq = qs[2] as number;
     const Ev = vs[2] as number;
@@ -378,32 +392,48 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     const Dv = this.valueDimArg ?? D;
     const Eout = this.outputDimArg ?? Eq;
     if (this.positionEncoding === 'rope') checkRopeDim(this.ropeDimArg ?? D, D);
-    const who = AttentionLayerBase.nameOf(this.constructor as {className?: string; name: string});
-    for (const [name, shape] of [['query/kernel', [Eq, H, D]], ['key/kernel', [Ek, G, D]], ['value/kernel', [Ev, G, Dv]],
-      ['attention_output/kernel', [H, Dv, Eout]]] as const) {
-      assertFits(who, `its weight '${name}'`, shape); // before anything is allocated
-    }
-    this.dims = {Eq, Ek, Ev, D, Dv, Eout};
-
-    const kernel = (name: string, shape: number[]) => this.addWeight(name, shape, 'float32',
-      this.kernelInitializer, this.kernelRegularizer ?? undefined, true, this.kernelConstraint ?? undefined);
-    const bias = (name: string, shape: number[]) => this.useBias ? this.addWeight(name, shape, 'float32',
-      this.biasInitializer, this.biasRegularizer ?? undefined, true, this.biasConstraint ?? undefined) : null;
+    const dims = {Eq, Ek, Ev, D, Dv, Eout};
     // Keras layout and getWeights() order: query, key, value, attention_output; kernel then bias.
-    this.queryKernel = kernel('query/kernel', [Eq, H, D]);
-    this.queryBias = bias('query/bias', [H, D]);
-    this.keyKernel = kernel('key/kernel', [Ek, G, D]);
-    this.keyBias = bias('key/bias', [G, D]);
-    this.valueKernel = kernel('value/kernel', [Ev, G, Dv]);
-    this.valueBias = bias('value/bias', [G, Dv]);
-    this.outputKernel = kernel('attention_output/kernel', [H, Dv, Eout]);
-    this.outputBias = bias('attention_output/bias', [Eout]);
-    this.buildExtra(this.dims);
+    const projections: WeightShape[] = [];
+    for (const [name, kernel, bias] of [['query', [Eq, H, D], [H, D]], ['key', [Ek, G, D], [G, D]],
+      ['value', [Ev, G, Dv], [G, Dv]], ['attention_output', [H, Dv, Eout], [Eout]]] as const) {
+      projections.push({name: `${name}/kernel`, shape: kernel});
+      if (this.useBias) projections.push({name: `${name}/bias`, shape: bias});
+    }
+    return {dims, projections};
+  }
+
+  build(inputShape: Shape | Shape[]): void {
+    const {dims, projections} = this.planWeights(inputShape);
+    const who = AttentionLayerBase.nameOf(this.constructor as {className?: string; name: string});
+    checkLayerWeights(who, [...projections, ...this.extraWeightShapes(dims)]); // before anything is allocated
+    this.dims = dims;
+    const made = new Map<string, tf.LayerVariable>();
+    for (const {name, shape} of projections) {
+      const kernel = name.endsWith('/kernel');
+      made.set(name, this.addWeight(name, [...shape], 'float32', kernel ? this.kernelInitializer : this.biasInitializer,
+        (kernel ? this.kernelRegularizer : this.biasRegularizer) ?? undefined, true,
+        (kernel ? this.kernelConstraint : this.biasConstraint) ?? undefined));
+    }
+    this.queryKernel = made.get('query/kernel')!;
+    this.queryBias = made.get('query/bias') ?? null;
+    this.keyKernel = made.get('key/kernel')!;
+    this.keyBias = made.get('key/bias') ?? null;
+    this.valueKernel = made.get('value/kernel')!;
+    this.valueBias = made.get('value/bias') ?? null;
+    this.outputKernel = made.get('attention_output/kernel')!;
+    this.outputBias = made.get('attention_output/bias') ?? null;
+    this.buildExtra(dims);
     this.built = true;
   }
 
   /** Layer-specific weights, created after the projections (so they follow them in getWeights()). */
   protected buildExtra(_dims: {D: number; Dv: number}): void {}
+
+  /** The shapes of the weights buildExtra creates, in its order. */
+  protected extraWeightShapes(_dims: {D: number; Dv: number}): WeightShape[] {
+    return [];
+  }
 
   /**
    * How the layer attends: q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv] -> [B, H, T, Dv],

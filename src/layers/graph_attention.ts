@@ -27,6 +27,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {LAYER_ARGS} from '../arguments';
 import {AttentionError, show} from '../errors';
+import {checkLayerWeights, WeightShape} from '../limits';
 import {GRAPH_VERSIONS, graphAttention, GraphVersion, GraphWeights} from '../ops/graph';
 import {assertBoolean, assertOneOf, assertPositiveInt, assertRate, checkArgNames} from '../validate';
 import {
@@ -112,6 +113,14 @@ function inputList(inputs: unknown, who: string): unknown[] {
       `${who} takes [nodes, edges] or [nodes, edges, edgeAttr] (tf.Tensors or SymbolicTensors), received ${show(inputs)}`);
   }
   return inputs;
+}
+
+/** One weight GraphAttention creates. */
+interface PlannedGraphWeight {
+  key: keyof GraphWeights;
+  name: string;
+  shape: number[];
+  kind: 'kernel' | 'attention' | 'bias';
 }
 
 export class GraphAttention extends tf.layers.Layer {
@@ -230,29 +239,49 @@ export class GraphAttention extends tf.layers.Layer {
     return [ns, es, as];
   }
 
-  override build(inputShape: Shape | Shape[]): void {
+  /**
+   * The weights `build(inputShape)` creates, in getWeights() order, worked out from the
+   * arguments and the input shapes alone: nothing is allocated.
+   */
+  weightShapes(inputShape: Shape | Shape[]): WeightShape[] {
+    return this.planWeights(inputShape).map(({name, shape}) => ({name, shape}));
+  }
+
+  /** Each weight with the key it has in GraphWeights and the kind of its initializer, in getWeights() order. */
+  private planWeights(inputShape: Shape | Shape[]): PlannedGraphWeight[] {
     const [ns, , as] = this.checkShapes(inputShape);
     const F = ns[2] as number;
     const H = this.numHeads;
     const C = this.units;
-    this.features = F;
-    this.edgeDim = as != null ? as[2] as number : null;
-    const add = (name: string, shape: number[], kind: 'kernel' | 'attention' | 'bias') => this.addWeight(name, shape,
-      'float32', this.init[kind], this.regularizer[kind] ?? undefined, true, this.constraint[kind] ?? undefined);
-    const v: Partial<Record<keyof GraphWeights, tf.LayerVariable>> = {};
-    v.kernel = add('kernel', [F, H, C], 'kernel');
+    const E = as != null ? as[2] as number : null;
+    const w = (key: keyof GraphWeights, name: string, shape: number[], kind: PlannedGraphWeight['kind']) =>
+      ({key, name, shape, kind});
+    const planned = [w('kernel', 'kernel', [F, H, C], 'kernel')];
     if (this.version === 'gat') {
-      v.attentionSource = add('attention_source', [H, C], 'attention');
-      v.attentionTarget = add('attention_target', [H, C], 'attention');
+      planned.push(w('attentionSource', 'attention_source', [H, C], 'attention'),
+        w('attentionTarget', 'attention_target', [H, C], 'attention'));
     } else {
-      v.targetKernel = add('target_kernel', [F, H, C], 'kernel');
-      v.attention = add('attention', [H, C], 'attention');
+      planned.push(w('targetKernel', 'target_kernel', [F, H, C], 'kernel'), w('attention', 'attention', [H, C], 'attention'));
     }
-    if (this.edgeDim != null) {
-      v.edgeKernel = add('edge_kernel', [this.edgeDim, H, C], 'kernel');
-      if (this.version === 'gat') v.attentionEdge = add('attention_edge', [H, C], 'attention');
+    if (E != null) {
+      planned.push(w('edgeKernel', 'edge_kernel', [E, H, C], 'kernel'));
+      if (this.version === 'gat') planned.push(w('attentionEdge', 'attention_edge', [H, C], 'attention'));
     }
-    if (this.useBias) v.bias = add('bias', [this.outputDim], 'bias');
+    if (this.useBias) planned.push(w('bias', 'bias', [this.outputDim], 'bias'));
+    return planned;
+  }
+
+  override build(inputShape: Shape | Shape[]): void {
+    const planned = this.planWeights(inputShape);
+    checkLayerWeights('GraphAttention', planned); // before anything is allocated
+    const [ns, , as] = this.checkShapes(inputShape);
+    this.features = ns[2] as number;
+    this.edgeDim = as != null ? as[2] as number : null;
+    const v: Partial<Record<keyof GraphWeights, tf.LayerVariable>> = {};
+    for (const {key, name, shape, kind} of planned) {
+      v[key] = this.addWeight(name, shape, 'float32', this.init[kind], this.regularizer[kind] ?? undefined, true,
+        this.constraint[kind] ?? undefined);
+    }
     this.vars = v;
     this.built = true;
   }

@@ -17,7 +17,10 @@ export function unpackInputs<T>(inputs: T | T[], isList: boolean): [T, T, T] {
     throw new AttentionError('DIMENSION_MISMATCH',
       `inputs must be x, [x], [query, value] or [query, value, key], received ${list.length} tensors`);
   }
-  const [query, value = list[0], key = value] = list;
+  // A null key is absent, as in tfjs-layers' [queryShape, valueShape, null]: key = value.
+  const query = list[0];
+  const value = list.length > 1 ? list[1] : query;
+  const key = list[2] ?? value;
   return [query, value, key];
 }
 
@@ -45,8 +48,8 @@ export function checkInputShapes(inputShape: Shape | Shape[], built: [number, nu
   const shapes = unpackInputs<Shape>(inputShape as Shape | Shape[], Array.isArray(inputShape[0]));
   shapes.forEach((shape, n) => {
     const name = ['query', 'value', 'key'][n];
-    const d = shape[shape.length - 1];
-    if (shape.length !== 3 || d == null) {
+    const d = Array.isArray(shape) ? shape[shape.length - 1] : null;
+    if (!Array.isArray(shape) || shape.length !== 3 || d == null) {
       throw new AttentionError('DIMENSION_MISMATCH',
         `${name} must have shape [batch, length, features] with known features, received ${show(shape)}`);
     }

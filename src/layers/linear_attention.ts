@@ -36,7 +36,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {DEFAULT_CHUNK_SIZE, FEATURE_KERNELS, FeatureKernel, linearAttention} from '../ops/linear';
-import {assertFits} from '../ops/heads';
+import {isPlanned, WeightShape} from '../limits';
 import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
 import {assertNonNegativeInt, assertOneOf, assertPositiveInt} from '../validate';
 import {EMPTY_SHIFT, LinearState, linearStateStep} from '../ops/linear_decode';
@@ -108,12 +108,16 @@ export class LinearAttention extends AttentionLayerBase {
     return this.projectionWeight != null ? this.projectionWeight.shape[0] as number : this.numFeaturesArg;
   }
 
-  protected override buildExtra({D}: {D: number; Dv: number}): void {
-    const M = this.numFeaturesArg ?? defaultNumFeatures(D);
-    assertFits('LinearAttention', "its weight 'projection'", [M, D]); // before anything is allocated
-    this.projectionWeight = this.addWeight('projection', [M, D], 'float32', tf.initializers.zeros(),
+  protected override extraWeightShapes({D}: {D: number; Dv: number}): WeightShape[] {
+    return [{name: 'projection', shape: [this.numFeaturesArg ?? defaultNumFeatures(D), D]}];
+  }
+
+  protected override buildExtra(dims: {D: number; Dv: number}): void {
+    const [{shape}] = this.extraWeightShapes(dims);
+    this.projectionWeight = this.addWeight('projection', [...shape], 'float32', tf.initializers.zeros(),
       undefined, false);
-    this.writeProjection();
+    // A stand-in weight of a model sized without allocating (io/model_plan.ts) takes no values.
+    if (!isPlanned(this.projectionWeight)) this.writeProjection();
   }
 
   /**

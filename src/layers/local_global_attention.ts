@@ -29,6 +29,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
+import {WeightShape} from '../limits';
 import {LocalGlobalState, localGlobalStep} from '../ops/local_global_decode';
 import {checkGlobalIndices, localBlockSize, localGlobalAttention, validGlobalIndices} from '../ops/local_global';
 import {assertPositiveInt} from '../validate';
@@ -98,8 +99,13 @@ export class LocalGlobalAttention extends AttentionLayerBase {
     return this.blockSizeArg ?? localBlockSize(this.windowSize);
   }
 
-  protected override buildExtra({Dv}: {D: number; Dv: number}): void {
-    this.gateWeight = this.addWeight('gate', [this.numHeads, Dv], 'float32', tf.initializers.zeros(), undefined, true);
+  protected override extraWeightShapes({Dv}: {D: number; Dv: number}): WeightShape[] {
+    return [{name: 'gate', shape: [this.numHeads, Dv]}];
+  }
+
+  protected override buildExtra(dims: {D: number; Dv: number}): void {
+    const [{shape}] = this.extraWeightShapes(dims);
+    this.gateWeight = this.addWeight('gate', [...shape], 'float32', tf.initializers.zeros(), undefined, true);
   }
 
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions): tf.Tensor4D {

@@ -8,6 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
+import {maxTensorElements} from '../limits';
 import {zerosWithZeroGrads} from './zeros';
 
 export interface AttentionDims {
@@ -109,11 +110,6 @@ export function zeroAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, dims: At
   return zerosWithZeroGrads([B, H, T, Dv], [q, k, v, ...others]) as tf.Tensor4D;
 }
 
-/** Elements a single tensor may hold: tfjs indexes with 32-bit integers and typed arrays stop near 2^31. */
-export const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
-/** The wasm backend's whole heap is 4 GiB; a tensor of that size cannot be allocated there. */
-const WASM_HEAP_BYTES = 2 ** 32;
-
 /**
  * Throws UNSUPPORTED, naming the shape and its size, when `who` would form a float32
  * tensor of `shape` that the active backend cannot hold, before anything is allocated
@@ -121,7 +117,7 @@ const WASM_HEAP_BYTES = 2 ** 32;
  */
 export function assertFits(who: string, what: string, shape: readonly number[]): void {
   const n = shape.reduce((a, b) => a * b, 1);
-  const limit = tf.getBackend() === 'wasm' ? Math.min(MAX_TENSOR_ELEMENTS, WASM_HEAP_BYTES / 4 - 1) : MAX_TENSOR_ELEMENTS;
+  const limit = maxTensorElements();
   if (n > limit) {
     throw new AttentionError('UNSUPPORTED',
       `${who} would form ${what} of shape ${show([...shape])} (${n.toExponential(2)} float32 entries, ` +

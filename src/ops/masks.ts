@@ -6,7 +6,8 @@ import {AttentionError, show} from '../errors';
 import {
   assertBoolean, assertIndexList, assertNonNegativeInt, assertOneOf, assertPositiveInt, checkArgNames,
 } from '../validate';
-import {assertFits, MAX_TENSOR_ELEMENTS} from './heads';
+import {MAX_TENSOR_ELEMENTS} from '../limits';
+import {assertFits} from './heads';
 import {uniform} from './random_features';
 
 export const CAUSAL_ALIGNMENTS = ['top-left', 'bottom-right'] as const;

@@ -12,7 +12,11 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../errors';
-import {fromModelJSON, modelJSONFor, readModelJSONFile, weightBytes} from '../io/file_system';
+import {existsInFolder, ModelFolder, modelFolder, readInFolder, readJsonInFolder} from '../io/confined';
+import {FileSystemOptions, fromModelJSON, modelJSONFor, readModelJSON, weightBytes} from '../io/file_system';
+import {LoadLimits, loadLimits, MAX_JSON_BYTES} from '../io/load_limits';
+import {manifestBytes} from '../io/specs';
+import {checkArgNames} from '../validate';
 import {registerAttentionLayers} from '../register';
 import {assertNode, node} from '../runtime';
 import {
@@ -71,12 +75,11 @@ function replacedFiles(dir: string, old: object | null): string[] {
   const field = checkpointField(old);
   if (field != null) return [...weightsPaths(old), ...checkpointFiles(field)];
   // A legacy checkpoint: its training.json counts as ours only when it parses as our record.
-  const {fs, path} = node();
   let ours = false;
   try {
-    ours = isTrainingRecord(JSON.parse(fs.readFileSync(path.join(dir, TRAINING_JSON), 'utf8')));
+    ours = isTrainingRecord(readJsonInFolder(modelFolder(dir), TRAINING_JSON, TRAINING_JSON));
   } catch {
-    ours = false;
+    ours = false; // missing, unreadable, not JSON, or not a file inside the folder: the user's
   }
   return [...weightsPaths(old), ...(ours ? LEGACY_CHECKPOINT_FILES : [])];
 }
@@ -134,10 +137,14 @@ export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimiz
   });
 }
 
+/** Options of loadModel and loadCheckpoint: the limits of the read (see fileSystem). */
+export type ModelLoadOptions = Pick<FileSystemOptions, 'maxBytes' | 'maxJsonBytes'>;
+export const MODEL_LOAD_OPTIONS: readonly string[] = ['maxBytes', 'maxJsonBytes'];
+
 /** Where a model folder's files are: model.json, parsed once, and the checkpoint's names. */
 interface Folder {
   dir: string;
-  jsonPath: string;
+  folder: ModelFolder;
   /** null: the folder has no model.json (a record may still be read from training.json). */
   json: tf.io.ModelJSON | null;
   training: string;
@@ -147,41 +154,35 @@ interface Folder {
   step: number | null;
 }
 
-/** Reads dir/model.json (once) and the names of its checkpoint files. Throws AttentionError('IO'). */
-function readFolder(dir: string, needModel: boolean): Folder {
-  const {fs, path} = node();
-  const jsonPath = path.join(path.resolve(dir), MODEL_JSON);
+/** Reads dir/model.json (once, confined) and the names of its checkpoint files. Throws AttentionError('IO'). */
+function readFolder(dir: string, needModel: boolean, maxJsonBytes = MAX_JSON_BYTES): Folder {
+  const {fs} = node();
+  if (!needModel && !fs.existsSync(dir)) {
+    throw new AttentionError('IO', `no ${TRAINING_JSON} in '${dir}' (the folder does not exist): is it a folder written ` +
+      'by tfjs-attention train?');
+  }
+  const folder = modelFolder(dir);
   const legacy = {training: TRAINING_JSON, optimizer: {specs: OPTIMIZER_JSON, weights: OPTIMIZER_BIN}};
-  if (!needModel && !fs.existsSync(jsonPath)) return {dir, jsonPath, json: null, ...legacy, step: null};
-  const json = readModelJSONFile(jsonPath);
+  if (!needModel && !existsInFolder(folder, MODEL_JSON)) return {dir, folder, json: null, ...legacy, step: null};
+  const json = readModelJSON(folder, MODEL_JSON, maxJsonBytes);
   const field = checkpointField(json);
   if (field == null) {
-    const optimizer = fs.existsSync(path.join(dir, OPTIMIZER_JSON)) ? legacy.optimizer : null;
-    return {dir, jsonPath, json, training: TRAINING_JSON, optimizer, step: null};
+    const optimizer = existsInFolder(folder, OPTIMIZER_JSON) ? legacy.optimizer : null;
+    return {dir, folder, json, training: TRAINING_JSON, optimizer, step: null};
   }
   const names = [field.training, ...(field.optimizer != null ? [field.optimizer.specs, field.optimizer.weights] : [])];
   if (field.format !== 1 || !names.every(isPlainName)) {
     throw new AttentionError('IO', `cannot load the model in '${dir}': corrupt checkpoint field in model.json`);
   }
-  return {dir, jsonPath, json, training: field.training, optimizer: field.optimizer, step: field.step};
+  return {dir, folder, json, training: field.training, optimizer: field.optimizer, step: field.step};
 }
 
 function recordOf(folder: Folder): TrainingRecord {
-  const {fs, path} = node();
   const {dir, training} = folder;
-  let text: string;
-  try {
-    text = fs.readFileSync(path.join(dir, training), 'utf8');
-  } catch (e) {
-    throw new AttentionError('IO', `no ${training} in '${dir}' (${(e as NodeJS.ErrnoException).code ?? 'unreadable'}): ` +
-      'is it a folder written by tfjs-attention train?');
+  if (!existsInFolder(folder.folder, training)) {
+    throw new AttentionError('IO', `no ${training} in '${dir}': is it a folder written by tfjs-attention train?`);
   }
-  let record: unknown;
-  try {
-    record = JSON.parse(text);
-  } catch (e) {
-    throw new AttentionError('IO', `corrupt ${training} in '${dir}': ${firstLine(e)}`);
-  }
+  const record = readJsonInFolder(folder.folder, training, training);
   if (!isTrainingRecord(record)) throw new AttentionError('IO', `corrupt ${training} in '${dir}': missing fields`);
   if (folder.step != null && folder.step !== record.step) {
     throw new AttentionError('IO', `corrupt checkpoint in '${dir}': model.json records step ${folder.step} but ` +
@@ -190,17 +191,11 @@ function recordOf(folder: Folder): TrainingRecord {
   return record;
 }
 
-async function modelOf(folder: Folder): Promise<tf.LayersModel> {
-  const {dir, json, jsonPath} = folder;
+async function modelOf(folder: Folder, limits: LoadLimits): Promise<tf.LayersModel> {
+  const {dir, json} = folder;
   try {
-    const manifest = json!.weightsManifest as unknown;
-    if (!Array.isArray(manifest) || !manifest.every((g) => Array.isArray(g?.paths) && Array.isArray(g?.weights))) {
-      throw new Error('weightsManifest is not a list of {paths, weights}');
-    }
-    const outside = manifest.flatMap((g) => g.paths).find((p: unknown) => !isPlainName(p));
-    if (outside !== undefined) throw new Error(`weights file ${JSON.stringify(outside)} is not a file in the folder`);
     registerAttentionLayers(); // kept in a bundle that uses only some of the classes
-    return await tf.loadLayersModel(fromModelJSON(json!, jsonPath));
+    return await tf.loadLayersModel(fromModelJSON(json!, folder.folder, MODEL_JSON, limits));
   } catch (e) {
     if (e instanceof AttentionError && e.code === 'IO') throw e; // already names the file and the fault
     throw new AttentionError('IO', `cannot load the model in '${dir}': ${firstLine(e)}`);
@@ -213,31 +208,52 @@ export function readTrainingRecord(dir: string): TrainingRecord {
   return recordOf(readFolder(dir, false));
 }
 
-/** The model of folder `dir` (model.json and the weights it lists). Throws AttentionError('IO'). */
-export async function loadModel(dir: string): Promise<tf.LayersModel> {
-  assertNode('loadModel(dir)', "in a browser, load with tf.loadLayersModel(url) or tf.loadLayersModel('indexeddb://NAME')");
-  return modelOf(readFolder(dir, true));
+/** The limits of a loader's options, checked. */
+function limitsOf(options: ModelLoadOptions, who: string): LoadLimits {
+  checkArgNames(who, options, MODEL_LOAD_OPTIONS);
+  return loadLimits(options ?? {}, who);
 }
 
-/** Everything a resumed run needs, from one read of model.json. Throws AttentionError('IO') for a missing or corrupt folder. */
-export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
+/**
+ * The model of folder `dir` (model.json and the weights it lists), read confined to the
+ * folder and refused above `options.maxBytes` (default 2 GiB) before anything is
+ * allocated. Throws AttentionError('IO').
+ */
+export async function loadModel(dir: string, options: ModelLoadOptions = {}): Promise<tf.LayersModel> {
+  assertNode('loadModel(dir)', "in a browser, load with tf.loadLayersModel(url) or tf.loadLayersModel('indexeddb://NAME')");
+  const limits = limitsOf(options, 'loadModel');
+  return modelOf(readFolder(dir, true, limits.maxJsonBytes), limits);
+}
+
+/**
+ * Everything a resumed run needs, from one read of model.json, with loadModel's checks.
+ * Throws AttentionError('IO') for a missing or corrupt folder.
+ */
+export async function loadCheckpoint(dir: string, options: ModelLoadOptions = {}): Promise<Checkpoint> {
   assertNode('loadCheckpoint(dir)', 'in a browser, train() without outDir and save with model.save(\'indexeddb://NAME\')');
-  const {fs, path} = node();
-  const folder = readFolder(dir, true);
+  const limits = limitsOf(options, 'loadCheckpoint');
+  const folder = readFolder(dir, true, limits.maxJsonBytes);
   const record = recordOf(folder);
-  const model = await modelOf(folder);
+  const model = await modelOf(folder, limits);
   if (folder.optimizer == null) {
     model.dispose();
     throw new AttentionError('IO', `'${dir}' holds no optimizer state (saved without it), so it cannot be resumed`);
   }
   try {
-    const {specs} = JSON.parse(fs.readFileSync(path.join(dir, folder.optimizer.specs), 'utf8'));
-    const bytes = fs.readFileSync(path.join(dir, folder.optimizer.weights));
-    const map = tf.io.decodeWeights(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength), specs);
-    const optimizerWeights = (specs as tf.io.WeightsManifestEntry[]).map((s) => ({name: s.name, tensor: map[s.name]}));
+    const {specs} = readJsonInFolder(folder.folder, folder.optimizer.specs, folder.optimizer.specs) as
+      {specs: tf.io.WeightsManifestEntry[]};
+    if (!Array.isArray(specs)) throw new AttentionError('IO', `corrupt ${folder.optimizer.specs} in '${dir}': no specs`);
+    // Adam's state is twice the weights: its size is known before a byte is read.
+    const expected = manifestBytes(specs);
+    const bytes = readInFolder(folder.folder, folder.optimizer.weights, 'optimizer state',
+      {bytes: Number.isFinite(expected) ? expected : undefined, maxBytes: 2 * limits.maxBytes + 64, raise: limits.raise},
+      `${folder.optimizer.specs}`);
+    const map = tf.io.decodeWeights(bytes.buffer as ArrayBuffer, specs); // its own buffer, byteOffset 0
+    const optimizerWeights = specs.map((s) => ({name: s.name, tensor: map[s.name]}));
     return {model, optimizerWeights, record};
   } catch (e) {
     model.dispose();
+    if (e instanceof AttentionError && e.code === 'IO') throw e;
     throw new AttentionError('IO', `cannot read the optimizer state in '${dir}': ${firstLine(e)}`);
   }
 }
