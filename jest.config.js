@@ -5,7 +5,7 @@
 // run once, in their own project: the first drives headless Chromium on every backend
 // itself, the second runs the built package in plain node processes.
 const ONCE = ['<rootDir>/test/browser.test.ts', '<rootDir>/test/package.test.ts', '<rootDir>/test/heap.test.ts',
-  '<rootDir>/test/threads.test.ts'];
+  '<rootDir>/test/threads.test.ts', '<rootDir>/test/untrusted_reads.test.ts', '<rootDir>/test/savers.test.ts'];
 const common = {
   preset: 'ts-jest',
   testEnvironment: 'node',

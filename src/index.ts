@@ -15,7 +15,9 @@ export {wasmThreads, ThreadsArg, MAX_WASM_THREADS, KNOWN_WASM_VERSION} from './w
 export {wasmKernelStatus, WasmKernelStatus, installSliceFromHeap, isCopyingSlice} from './wasm_kernels';
 export {cpuKernelStatus, CpuKernelStatus, installLinearSegmentSum, isPerSegmentSum} from './cpu_kernels';
 export {isNode} from './runtime';
-export {registerFileRouter, fileSystem} from './io/file_system';
+export {registerFileRouter, fileSystem, FileSystemOptions} from './io/file_system';
+export {MAX_JSON_BYTES} from './io/load_limits';
+export {DEFAULT_MAX_BYTES, WeightShape} from './limits';
 export {scaledDotProductAttention, SdpaOptions, AttentionWithWeights, SDPA_TILE_SCORES} from './ops/sdpa';
 export {flashAttention, FlashOptions, DEFAULT_BLOCK_SIZE, FLASH_TILE_SCORES} from './ops/flash';
 export {
@@ -80,9 +82,11 @@ export {
   GraphNetworkOptions, GRAPH_NETWORK_OPTIONS,
 } from './train/graph_task';
 export {
-  train, evaluate, maskedLoss, batchInputs, TrainOptions, TrainResult, Metrics, StepInfo, learningRateAt,
+  train, evaluate, maskedLoss, batchInputs, TrainOptions, TrainResult, Metrics, StepInfo, learningRateAt, ResumeFrom,
 } from './train/trainer';
-export {saveCheckpoint, loadCheckpoint, loadModel, readTrainingRecord, TrainingRecord} from './train/checkpoint';
+export {
+  saveCheckpoint, loadCheckpoint, loadModel, readTrainingRecord, TrainingRecord, ModelLoadOptions,
+} from './train/checkpoint';
 export {loadKerasModel, KerasLoadOptions, KERAS_LOAD_OPTIONS} from './keras/load';
 export {VERSION} from './version';
 

@@ -171,6 +171,28 @@ describe(title('GraphAttention in a tf.model'), () => {
   });
 });
 
+describe(title('GraphAttention: weights sized before build'), () => {
+  test.each([['gat', false], ['gat', true], ['gatv2', true]] as const)(
+    '%s, edge features %s: weightShapes(inputShape) lists, without allocating, what build creates', (version, attr) => {
+      const layer = new GraphAttention({numHeads: 2, units: 3, version, edgeDim: attr ? 4 : undefined} as never);
+      const shapes = [[null, 5, 8], [null, 7, 2], ...(attr ? [[null, 7, 4]] : [])] as (number | null)[][];
+      const tensors = tf.memory().numTensors;
+      const planned = layer.weightShapes(shapes);
+      expect(tf.memory().numTensors).toBe(tensors);
+      layer.build(shapes); // outside a graph: weights named without the layer's scope
+      expect(layer.weights.map((w) => ({name: w.originalName, shape: w.shape}))).toEqual(planned);
+      layer.weights.forEach((w) => w.dispose());
+    });
+
+  test('a layer whose weights one tensor cannot hold is refused at build (INVALID_CONFIG), nothing allocated', () => {
+    const layer = new GraphAttention({numHeads: 1e6, units: 1e4});
+    const tensors = tf.memory().numTensors;
+    expectError(() => layer.build([[null, 5, 8], [null, 7, 2]]), 'INVALID_CONFIG',
+      /GraphAttention's weight 'kernel' of shape \[8, 1000000, 10000\] would hold .* more than one tensor can hold/);
+    expect(tf.memory().numTensors).toBe(tensors);
+  });
+});
+
 describe(title('GraphAttention: bad inputs and arguments'), () => {
   test('an edge index >= N fails with DIMENSION_MISMATCH at predict, naming the edge', () => {
     const {model} = graphModel();

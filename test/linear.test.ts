@@ -281,6 +281,30 @@ describe(title('linearAttention'), () => {
     });
   });
 
+  test('no keys at all (S = 0): what sdpa and flash give, zeros [B, H, T, Dv] with zero gradients, causal or not, masked or not', () => {
+    tf.tidy(() => {
+      const projection = orthogonalProjection(8, 4, 1);
+      const [q, k, v] = [randn([2, 4, 3, 4], 1), randn([2, 2, 0, 4], 2), randn([2, 2, 0, 5], 3)];
+      for (const causal of [false, true, 'top-left'] as const) {
+        for (const mask of [undefined, tf.ones([2, 1, 1, 0])]) {
+          const ops = [(a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) => linearAttention(a, b, d, {projection, causal, mask}),
+            (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) => scaledDotProductAttention(a, b, d, {causal, mask}) as tf.Tensor];
+          const [linear, sdpa] = ops.map((f) => f(q, k, v));
+          expect(linear.shape).toEqual([2, 4, 3, 5]);
+          expect(linear.arraySync()).toEqual(sdpa.arraySync());
+          expect(Array.from(linear.dataSync()).every((x) => x === 0)).toBe(true);
+          const [lg, sg] = ops.map((f) => gradsOf(f, q, k, v, tf.onesLike(linear)));
+          lg.forEach((g, i) => {
+            expect(g.shape).toEqual(sg[i].shape);
+            expect(Array.from(g.dataSync()).every((x) => x === 0)).toBe(true);
+          });
+        }
+      }
+      // A mask that cannot broadcast to S = 0 is still refused, as with keys.
+      expectError(() => linearAttention(q, k, v, {projection, mask: tf.ones([2, 1, 1, 3])}), 'INVALID_MASK', /./);
+    });
+  });
+
   test('approximation error vs exact softmax falls as M grows 16 -> 64 -> 256 and is below the bound at M=256', () => {
     // q, k ~ N(0, 1/sqrt(D)) (variance), so the scaled inputs x' = q D^(-1/4) have E|x'|^2 = 1.
     // The bound: FAVOR+'s relative mean squared error of one kernel value exp(x'.y') with M

@@ -49,6 +49,26 @@ describe(title('graph-time shape checks'), () => {
       expectError(() => layer.apply(randn([2, 4, 6], 4)), 'DIMENSION_MISMATCH', /last dim \(6\) differs/);
     });
 
+    test("computeOutputShape([query, value, null]), tfjs-layers' form for an absent key, reads the key as the value", () => {
+      const layer = make();
+      const S = name === 'LocalGlobalAttention' ? 4 : 6;
+      expect(layer.computeOutputShape([[null, 4, 8], [null, S, 5], null as never])).toEqual([null, 4, 8]);
+      expect(layer.computeOutputShape([[null, 4, 8], [null, S, 5], null as never]))
+        .toEqual(layer.computeOutputShape([[null, 4, 8], [null, S, 5]]));
+      expectError(() => layer.computeOutputShape([[null, 4, 8], null as never, null as never]), 'DIMENSION_MISMATCH',
+        /value must have shape \[batch, length, features\] with known features, received null/);
+    });
+
+    test('weightShapes(inputShape) lists, without allocating, the names and shapes build creates', () => {
+      const layer = make() as tf.layers.Layer & {weightShapes(s: unknown): {name: string; shape: number[]}[]};
+      const tensors = tf.memory().numTensors;
+      const planned = layer.weightShapes([[null, 4, 8], [null, 4, 6]]);
+      expect(tf.memory().numTensors).toBe(tensors);
+      tf.dispose(layer.apply([randn([1, 4, 8], 1), randn([1, 4, 6], 2)]) as tf.Tensor);
+      expect(layer.weights.map((w) => ({name: w.name.slice(w.name.indexOf('/') + 1), shape: w.shape})))
+        .toEqual(planned.map(({name, shape}) => ({name, shape})));
+    });
+
     test('a graph that builds also predicts; lengths may differ for cross-attention where the kind allows', () => {
       const layer = make();
       const S = name === 'LocalGlobalAttention' ? 4 : 6;

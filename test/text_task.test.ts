@@ -208,8 +208,8 @@ describe(title('text task: errors'), () => {
     });
 
     test.each([
-      ['a missing file', () => path.join(tmp, 'none.txt'), /cannot read text file '.*none\.txt': ENOENT/],
-      ['a folder', () => tmp, /cannot read text file '.*': EISDIR/],
+      ['a missing file', () => path.join(tmp, 'none.txt'), /cannot read text file '.*none\.txt': it does not exist/],
+      ['a folder', () => tmp, /cannot read text file '.*': it is a folder, not a regular file/],
       ['an empty file', () => file('empty.txt', ''), /text file '.*empty\.txt' is empty; the text task needs some text/],
       ['a file of only a byte order mark', () => file('bom.txt', '\ufeff'), /text file '.*bom\.txt' is empty/],
       ['a file with a NUL byte', () => file('nul.bin', new Uint8Array([104, 105, 0, 33])),

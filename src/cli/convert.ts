@@ -6,8 +6,35 @@
  */
 import {Command, Option} from 'commander';
 import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../backend';
+import {AttentionError} from '../errors';
+import {checkOutputFolder} from '../io/folder';
 import {loadKerasModel} from '../keras/load';
-import {CliIO, kerasUrl} from './shared';
+import {node} from '../runtime';
+import {CliIO, kerasJsonPath, maxBytesOption} from './shared';
+
+/** The real path of `p`, or its resolved path when it does not exist. */
+function realOrResolved(p: string): string {
+  const {fs, path} = node();
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return path.resolve(p);
+  }
+}
+
+/**
+ * Refuses, before any work, an --out that cannot take the model (see checkOutputFolder) or
+ * that is the folder of the Keras model itself: the save would replace its own input.
+ */
+function checkConvertOut(keras: string, out: string): void {
+  const prefix = `cannot write the converted model to '${out}'`;
+  checkOutputFolder(out, prefix);
+  const input = node().path.dirname(realOrResolved(kerasJsonPath(keras)));
+  if (realOrResolved(out) === input) {
+    throw new AttentionError('IO', `${prefix}: it is the folder of the Keras model it converts ('${input}'), whose ` +
+      'model.json and weights the save would replace; give another --out');
+  }
+}
 
 export function registerConvert(program: Command, io: CliIO): void {
   program.command('convert')
@@ -17,9 +44,11 @@ export function registerConvert(program: Command, io: CliIO): void {
     .requiredOption('--out <dir>', 'folder to write model.json and weights.bin into (its other files are kept)')
     .addOption(new Option('--backend <name>', 'tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)')
       .choices(NODE_BACKEND_CHOICES))
-    .action(async (f: {keras: string; out: string; backend?: BackendChoice}) => {
+    .addOption(maxBytesOption())
+    .action(async (f: {keras: string; out: string; backend?: BackendChoice; maxBytes?: number}) => {
+      checkConvertOut(f.keras, f.out);
       await selectBackend(f.backend);
-      const model = await loadKerasModel(kerasUrl(f.keras));
+      const model = await loadKerasModel(`file://${kerasJsonPath(f.keras)}`, {maxBytes: f.maxBytes});
       try {
         await model.save(`file://${f.out}`);
         const attention = model.layers.filter((l) => l.getClassName() === 'MultiHeadAttention').length;

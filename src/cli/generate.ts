@@ -12,12 +12,12 @@ import {loadModel, readTrainingRecord} from '../train/checkpoint';
 import {generate} from '../train/generate';
 import {BLANK, SEP, TEXT_TASK} from '../train/tasks';
 import {decodeText, encodeText} from '../train/text';
-import {CliIO, floatArg, intArg, threadsOption} from './shared';
+import {CliIO, floatArg, intArg, threadsOption, maxBytesOption} from './shared';
 import {ThreadsArg} from '../wasm_threads';
 
 interface GenerateFlags {
   model: string; prompt: string; maxNewTokens: number; temperature: number; topK: number; topP: number;
-  seed?: number; stop?: string; backend?: BackendChoice; threads: ThreadsArg;
+  seed?: number; stop?: string; backend?: BackendChoice; threads: ThreadsArg; maxBytes?: number;
 }
 
 /** Toy-task tokens: ids, or the names BLANK and SEP, separated by spaces. */
@@ -47,6 +47,7 @@ export function registerGenerate(program: Command, io: CliIO): void {
     .addOption(new Option('--backend <name>', 'tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)')
       .choices(NODE_BACKEND_CHOICES))
     .addOption(threadsOption())
+    .addOption(maxBytesOption())
     .addHelpText('after', '\nExample: generate --model checkpoints/text-gqa --prompt "Attention is" --max-new-tokens 300\n')
     .action(async (f: GenerateFlags) => {
       await selectBackend(f.backend, {threads: f.threads});
@@ -59,7 +60,7 @@ export function registerGenerate(program: Command, io: CliIO): void {
       if (f.stop != null) stopToken = vocabulary != null ? encodeText(vocabulary, f.stop)[0] : parseTokens(f.stop, V)[0];
       const show = (ids: number[]) => (vocabulary != null ? decodeText(vocabulary, ids) : `${ids.join(' ')} `);
       const tty = (io.stdout as {isTTY?: boolean}).isTTY === true;
-      const model = await loadModel(f.model);
+      const model = await loadModel(f.model, {maxBytes: f.maxBytes});
       try {
         const [tokens] = await generate(model, [prompt], {
           maxNewTokens: f.maxNewTokens, temperature: f.temperature, topK: f.topK, topP: f.topP, seed: f.seed,

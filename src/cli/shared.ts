@@ -49,6 +49,26 @@ export function floatArg(min: number, max = Infinity, open = false): (value: str
   };
 }
 
+const BYTE_UNITS: Record<string, number> = {
+  '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40,
+};
+
+/** A flag parser for a positive byte count: `4294967296`, `4GiB`, `500MB`, `1.5e9`. */
+export function bytesArg(value: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([a-z]*)\s*$/i.exec(value);
+  const n = m != null && m[2].toLowerCase() in BYTE_UNITS ? Number(m[1]) * BYTE_UNITS[m[2].toLowerCase()] : NaN;
+  if (!Number.isFinite(n) || n < 1) {
+    throw new InvalidArgumentError('Expected a positive number of bytes, e.g. 4294967296, 4GiB or 500MB.');
+  }
+  return Math.floor(n);
+}
+
+/** --max-bytes: the most bytes of weights a model read may hold (loadModel's and loadKerasModel's maxBytes). */
+export function maxBytesOption(): Option {
+  return new Option('--max-bytes <n>', 'refuse a model whose weights (by its manifest or its config) pass n bytes, ' +
+    'before reading or allocating them; accepts units: 4GiB, 500MB (default 2GiB)').argParser(bytesArg);
+}
+
 /** A flag parser for a comma-separated list of names drawn from `known`. */
 export function namesArg(known: readonly string[], what: string): (value: string) => string[] {
   return (value) => {
@@ -86,10 +106,15 @@ export function describeLayers(model: tf.LayersModel): string[] {
     `  ${l.name} (${l.getClassName()}) output ${shape(l)}, ${l.countParams()} parameters`)];
 }
 
-/** A `file://` URL for a model.json path, or for the folder holding model.json. */
-export function kerasUrl(p: string): string {
+/** The model.json path `p` names: `p` itself, or model.json in the folder `p`. */
+export function kerasJsonPath(p: string): string {
   const {fs, path} = node();
   const abs = path.resolve(p);
   const isDir = fs.existsSync(abs) && fs.statSync(abs).isDirectory();
-  return `file://${isDir ? path.join(abs, 'model.json') : abs}`;
+  return isDir ? path.join(abs, 'model.json') : abs;
+}
+
+/** A `file://` URL for a model.json path, or for the folder holding model.json. */
+export function kerasUrl(p: string): string {
+  return `file://${kerasJsonPath(p)}`;
 }

@@ -17,7 +17,7 @@ import {TRANSFORMER_POSITIONS, TransformerPositions} from '../train/model';
 import {decodeText, DEFAULT_SEQ_LENGTH, encodeText} from '../train/text';
 import {EVAL_SEED_OFFSET, evaluate, Metrics, StepInfo, train, trainDefaults} from '../train/trainer';
 import {loadKerasModel} from '../keras/load';
-import {CliIO, describeLayers, floatArg, intArg, intListArg, kerasUrl, threadsOption} from './shared';
+import {CliIO, describeLayers, floatArg, intArg, intListArg, kerasUrl, maxBytesOption, threadsOption} from './shared';
 import {ThreadsArg} from '../wasm_threads';
 
 /** What `npm run train` trains with no flags: a small GQA model on `reverse`. */
@@ -32,7 +32,7 @@ interface TrainFlags {
   heads: number; kvHeads: number; layers: number; ffDim?: number; dropout: number; causal: boolean; steps: number; batchSize: number; lr: number;
   warmup: number; clipNorm: number; evalEvery: number; evalBatches: number; targetAccuracy: number; seed: number;
   out?: string; checkpointEvery: number; resume?: string; backend?: BackendChoice; threads: ThreadsArg; quiet: boolean;
-  optimizerState: boolean;
+  optimizerState: boolean; maxBytes?: number;
   nodes?: number; colours?: number; maxDegree?: number; hops?: number; graphVersion?: GraphVersion;
   /** The kinds' own flags (see kindFlags), by commander's camel-case name. */
   [kindFlag: string]: unknown;
@@ -138,6 +138,7 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--checkpoint-every <n>', 'also save every n steps (0: only at the end)', intArg(0), 0)
     .option('--resume <dir>', 'go on from the checkpoint in DIR (its options rule; --steps and --out may change)')
     .option('--no-optimizer-state', "save the final model without Adam's state (smaller; cannot be resumed)")
+    .addOption(maxBytesOption().default(undefined, 'with --resume: 2GiB'))
     .addOption(backendOption())
     .addOption(threadsOption())
     .option('--quiet', 'plain progress lines, no bar', false)
@@ -197,7 +198,8 @@ export function registerTrain(program: Command, io: CliIO): void {
         // Resuming: the checkpoint's options rule, except --steps and --out when given.
         const run = f.resume == null ? options
           : {...options, steps: fromCli('steps') ? f.steps : undefined, outDir: out}; // out defaults to the resumed folder
-        const {model, record} = await train(run, {onStep: bar.step, onEval: bar.eval}, f.resume);
+        const resume = f.resume != null ? {dir: f.resume, maxBytes: f.maxBytes} : undefined;
+        const {model, record} = await train(run, {onStep: bar.step, onEval: bar.eval}, resume);
         bar.stop();
         const last = record.history[record.history.length - 1];
         io.stdout.write(`trained ${record.model.attention} on ${record.task.name} (${backend}): ${record.step} steps in ` +
@@ -216,10 +218,12 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--seed <n>', 'seed of the evaluation set (default: the training seed + 1, data never trained on)', intArg(0))
     .addOption(backendOption())
     .addOption(threadsOption())
-    .action(async (f: {model: string; batches: number; seed?: number; backend?: BackendChoice; threads: ThreadsArg}) => {
+    .addOption(maxBytesOption())
+    .action(async (f: {model: string; batches: number; seed?: number; backend?: BackendChoice; threads: ThreadsArg;
+                       maxBytes?: number}) => {
       await selectBackend(f.backend, {threads: f.threads});
       const record = readTrainingRecord(f.model);
-      const model = await loadModel(f.model);
+      const model = await loadModel(f.model, {maxBytes: f.maxBytes});
       const task = makeTask(record.task.name, record.options.taskOptions);
       const seed = f.seed ?? (record.options.seed ?? 0) + 1;
       const m = await evaluate(model, task, seed, 32, f.batches);
@@ -237,7 +241,8 @@ export function registerTrain(program: Command, io: CliIO): void {
       'e.g. "2 3 4 5 6 7 8 9" for models/gqa; shorter inputs are padded with 0 (BLANK)')
     .addOption(backendOption())
     .addOption(threadsOption())
-    .action(async (f: {model: string; input: string; backend?: BackendChoice; threads: ThreadsArg}) => {
+    .addOption(maxBytesOption())
+    .action(async (f: {model: string; input: string; backend?: BackendChoice; threads: ThreadsArg; maxBytes?: number}) => {
       await selectBackend(f.backend, {threads: f.threads});
       const record = readTrainingRecord(f.model);
       if (record.task.name === GRAPH_TASK) {
@@ -253,7 +258,7 @@ export function registerTrain(program: Command, io: CliIO): void {
         if (ids.length === 0 || ids.length > L) {
           throw new AttentionError('INVALID_CONFIG', `--input must be 1 to ${L} characters for this text model, received ${ids.length}`);
         }
-        const model = await loadModel(f.model);
+        const model = await loadModel(f.model, {maxBytes: f.maxBytes});
         const input = tf.tensor2d([[...ids, ...Array(L - ids.length).fill(0)]], [1, L], 'int32');
         const argMax = tf.tidy(() => tf.argMax(model.predict(input) as tf.Tensor, -1));
         const out = Array.from(await argMax.data()).slice(0, ids.length);
@@ -267,7 +272,7 @@ export function registerTrain(program: Command, io: CliIO): void {
         throw new AttentionError('INVALID_CONFIG',
           `--input must be at most ${L} integers in [0, ${V - 1}] separated by spaces, received '${f.input}'`);
       }
-      const model = await loadModel(f.model);
+      const model = await loadModel(f.model, {maxBytes: f.maxBytes});
       const padded = [...tokens, ...Array(L - tokens.length).fill(0)];
       const out = tf.tidy(() => Array.from(tf.argMax(model.predict(tf.tensor2d([padded], [1, L], 'int32')) as tf.Tensor, -1)
         .dataSync()));
@@ -282,13 +287,14 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--keras <path>', 'a converted Keras model.json (or its folder), read with loadKerasModel')
     .addOption(backendOption())
     .addOption(threadsOption())
-    .action(async (f: {model?: string; keras?: string; backend?: BackendChoice; threads: ThreadsArg}) => {
+    .addOption(maxBytesOption())
+    .action(async (f: {model?: string; keras?: string; backend?: BackendChoice; threads: ThreadsArg; maxBytes?: number}) => {
       if ((f.model == null) === (f.keras == null)) {
         throw new AttentionError('INVALID_CONFIG', 'inspect takes one of --model <dir> or --keras <path>');
       }
       await selectBackend(f.backend, {threads: f.threads});
       if (f.keras != null) {
-        const model = await loadKerasModel(kerasUrl(f.keras));
+        const model = await loadKerasModel(kerasUrl(f.keras), {maxBytes: f.maxBytes});
         io.stdout.write([`model ${f.keras}: ${model.name}, ${model.countParams()} parameters`, ...describeLayers(model)]
           .join('\n') + '\n');
         model.dispose();
@@ -296,7 +302,7 @@ export function registerTrain(program: Command, io: CliIO): void {
       }
       const dir = f.model as string;
       const record = readTrainingRecord(dir);
-      const model = await loadModel(dir);
+      const model = await loadModel(dir, {maxBytes: f.maxBytes});
       const lines = [`model ${dir}: ${model.name}, ${model.countParams()} parameters`,
         `task ${JSON.stringify(record.task)}`, `options ${JSON.stringify(record.model)}`,
         `trained ${record.step} steps in ${record.trainingSeconds.toFixed(1)} s (tfjs-attention ${record.packageVersion})`];

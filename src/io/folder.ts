@@ -326,6 +326,32 @@ export function checkFolderTarget(dir: string, prefix: string): void {
 }
 
 /**
+ * Refuses an output folder before any work is done for it: the root of the file system, an
+ * existing file (or a path under one), or a folder this process cannot write (when missing:
+ * its nearest existing ancestor). Throws AttentionError('IO') with `prefix`.
+ */
+export function checkOutputFolder(dir: string, prefix: string): void {
+  const {fs, path} = node();
+  let abs = path.resolve(dir);
+  try {
+    abs = fs.realpathSync(abs); // a symlink to the root is the root
+  } catch {
+    // missing: checked below through its ancestors
+  }
+  if (path.parse(abs).root === abs) {
+    throw new AttentionError('IO', `${prefix}: it is the root of the file system; give a folder of its own for the model`);
+  }
+  checkFolderTarget(abs, prefix);
+  let at = abs;
+  while (!fs.existsSync(at)) at = path.dirname(at);
+  try {
+    fs.accessSync(at, fs.constants.W_OK);
+  } catch {
+    throw new AttentionError('IO', `${prefix}: ${at === abs ? 'it' : `'${at}'`} is not writable by this process`);
+  }
+}
+
+/**
  * Saves `save.files` and the model.json that lists them into `dir` (created with its
  * parents if missing), atomically: a process killed at any instant leaves `dir` loading as
  * the old model or the new one. Only model.json, the new files and the old files

@@ -53,12 +53,14 @@ export async function planModel(topology: object): Promise<ModelPlan> {
   const proto = tf.layers.Layer.prototype as unknown as {addWeight: AddWeight};
   const original = proto.addWeight;
   const weights: PlannedWeight[] = [];
+  const made: tf.LayerVariable[] = [];
   const zeros = tf.initializers.zeros();
   proto.addWeight = function (name, shape, dtype, _initializer, regularizer, trainable, constraint) {
     if (!isValidShape(shape)) {
       throw new AttentionError('INVALID_CONFIG', `layer '${this.name}' asks for a weight '${name}' of shape ${show(shape)}`);
     }
     const weight = original.call(this, name, [], dtype, zeros, regularizer, trainable, constraint);
+    made.push(weight);
     (weight as {shape: number[]}).shape = [...shape];
     markPlanned(weight);
     const kind = dtype ?? 'float32';
@@ -72,7 +74,13 @@ export async function planModel(topology: object): Promise<ModelPlan> {
   } finally {
     proto.addWeight = original;
   }
-  const model = await pending;
+  let model: tf.LayersModel;
+  try {
+    model = await pending;
+  } catch (e) {
+    made.forEach((w) => w.dispose()); // the stand-ins of the layers built before the one that failed
+    throw e;
+  }
   if (!model.weights.every((w) => isPlanned(w))) {
     model.dispose();
     throw new AttentionError('UNSUPPORTED', 'this tfjs version builds models from a topology asynchronously, so a ' +

@@ -20,7 +20,7 @@ import {checkArgNames} from '../validate';
 import {registerAttentionLayers} from '../register';
 import {assertNode, node} from '../runtime';
 import {
-  checkFolderTarget, CheckpointField, checkpointField, checkpointFiles, isPlainName, LEGACY_CHECKPOINT_FILES,
+  checkOutputFolder, CheckpointField, checkpointField, checkpointFiles, isPlainName, LEGACY_CHECKPOINT_FILES,
   MODEL_JSON, saveFolder, weightsPaths,
 } from '../io/folder';
 import type {TransformerOptions} from './model';
@@ -85,12 +85,13 @@ function replacedFiles(dir: string, old: object | null): string[] {
 }
 
 /**
- * Refuses an output folder that cannot be one (an existing file, or under one), so that
- * training stops before its first step rather than at its first save.
- * @throws AttentionError('IO') "cannot write checkpoint '<dir>': it exists and is not a directory".
+ * Refuses an output folder that cannot be one (the root of the file system, an existing
+ * file or a path under one, a folder this process cannot write), so that training stops
+ * before its first step rather than at its first save.
+ * @throws AttentionError('IO') "cannot write checkpoint '<dir>': it exists and is not a directory", ...
  */
 export function checkCheckpointFolder(dir: string): void {
-  checkFolderTarget(dir, `cannot write checkpoint '${dir}'`);
+  checkOutputFolder(dir, `cannot write checkpoint '${dir}'`);
 }
 
 /**

@@ -13,7 +13,8 @@
  */
 import {AttentionError, show} from '../errors';
 import {uniform} from '../ops/random_features';
-import {assertNode, errno, errorMessage, node, packageRoot} from '../runtime';
+import {readUserFile} from '../io/confined';
+import {assertNode, errorMessage, node, packageRoot} from '../runtime';
 import {assertOneOf, assertPositiveInt, checkArgNames} from '../validate';
 import {batchSeed, Split, SPLITS, Task, TaskBatch} from './task_base';
 
@@ -215,13 +216,9 @@ export function readTextFile(file: string): string {
   if (typeof file !== 'string' || file === '') {
     throw new AttentionError('INVALID_CONFIG', `readTextFile needs a file path, received ${show(file)}`);
   }
-  const {fs} = node('readTextFile(path)');
-  let bytes: Uint8Array;
-  try {
-    bytes = fs.readFileSync(file);
-  } catch (e) {
-    throw new AttentionError('IO', `cannot read text file '${file}': ${errno(e) ?? errorMessage(e)}`);
-  }
+  node('readTextFile(path)');
+  // A regular file only: a FIFO or a device (/dev/zero) would hang or fill the memory.
+  const bytes: Uint8Array = readUserFile(file, 'text file');
   if (bytes.length === 0) throw new AttentionError('IO', `text file '${file}' is empty; the text task needs some text`);
   const nul = bytes.indexOf(0);
   if (nul >= 0) {

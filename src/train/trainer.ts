@@ -17,7 +17,9 @@ import {AttentionError, show} from '../errors';
 import {assertNode} from '../runtime';
 import {VERSION} from '../version';
 import {assertNonNegativeInt, assertPositiveInt, assertPositiveNumber, checkArgNames} from '../validate';
-import {Checkpoint, checkCheckpointFolder, loadCheckpoint, saveCheckpoint, TrainingRecord} from './checkpoint';
+import {
+  Checkpoint, checkCheckpointFolder, loadCheckpoint, ModelLoadOptions, saveCheckpoint, TrainingRecord,
+} from './checkpoint';
 import {buildTransformer, TRANSFORMER_OPTIONS, transformerDefaults, TransformerOptions} from './model';
 import {AnyTaskOptions, GRAPH_TASK, makeTask, Split, Task, TaskBatch, TEXT_TASK} from './tasks';
 import {buildGraphNetwork, GRAPH_NETWORK_OPTIONS, graphNetworkDefaults, GraphNetworkOptions} from './graph_task';
@@ -253,20 +255,27 @@ function resumedOptions(stored: TrainOptions, options: TrainOptions): Required<T
     outDir: options.outDir ?? stored.outDir, stopAfter: options.stopAfter});
 }
 
+/** A checkpoint to resume from, with loadCheckpoint's limits (ModelLoadOptions). */
+export interface ResumeFrom extends ModelLoadOptions {
+  dir: string;
+}
+
 /**
  * Trains a transformer on a task (or goes on from the checkpoint in `resumeFrom`) and
  * returns the model and the training record. With outDir, checkpoints go there (a folder,
  * created if missing, whose other files are kept; an existing file there is refused with
  * AttentionError('IO') before the first step).
  */
-export async function train(options: TrainOptions, callbacks: TrainCallbacks = {}, resumeFrom?: string): Promise<TrainResult> {
+export async function train(options: TrainOptions, callbacks: TrainCallbacks = {},
+                            resumeFrom?: string | ResumeFrom): Promise<TrainResult> {
   checkArgNames('train', options, TRAIN_OPTIONS);
   const modelNames = options?.task === GRAPH_TASK ? GRAPH_NETWORK_OPTIONS : TRANSFORMER_OPTIONS;
   checkArgNames('train options.model', options?.model, modelNames.filter((k) => !FIXED_BY_TASK.includes(k)));
   let checkpoint: Checkpoint | null = null;
   let o: Required<TrainOptions>;
   if (resumeFrom != null) {
-    checkpoint = await loadCheckpoint(resumeFrom);
+    const {dir, ...limits} = typeof resumeFrom === 'string' ? {dir: resumeFrom} : resumeFrom;
+    checkpoint = await loadCheckpoint(dir, limits);
     // The stored options rule; the caller may only change how long and where (and give an inline text again).
     o = resumedOptions(checkpoint.record.options as TrainOptions, options);
   } else {
