@@ -12,7 +12,12 @@
  * Saving writes only these files (and, while it runs, temporary ones beside them) and
  * leaves every other entry of DIR as it was: it goes through `saveFolder` (folder.ts),
  * whose one commit point is the rename of model.json, so a process killed at any instant
- * leaves DIR loading as the old model or the new one, never half of one.
+ * leaves DIR loading as the old model or the new one, never half of one; the folder's lock
+ * (lock.ts) makes a second saver wait.
+ *
+ * Loading reads only regular files inside DIR, each sized before it is read (confined.ts),
+ * and refuses a model whose weights pass `maxBytes`, by the manifest and by what the config
+ * builds (model_plan.ts), before anything is read or allocated.
  *
  * `fs` and `path` are reached lazily (runtime.ts), inside the functions that use them, so
  * importing this module in a browser does not fail; calling them there throws UNSUPPORTED.

@@ -9,7 +9,9 @@
  * links, so the final layout is what tfjs-node writes (`model.json` + `weights.bin`).
  *
  * One save with token t = `<pid>-<8 base36 chars>`:
- *   0. mkdir -p DIR (a DIR that is not a folder: IO error); recover leftovers (below).
+ *   0. mkdir -p DIR (a DIR that is not a folder: IO error); take the folder's lock (lock.ts:
+ *      a second saver waits; it is verified again before each commit and given back at the
+ *      end); recover leftovers (below); remove orphans (removeOrphans).
  *   1. Read the old DIR/model.json, if any; unparseable: no old files are known.
  *   2. A canonical name is usable when it does not exist in DIR or is among the replaced
  *      old names. Every file is first written under a unique name `<stem>.<t><ext>`.
@@ -63,6 +65,10 @@
  *      a model.json (sparing a name can only keep a file, never delete one).
  *   9. Recovery is itself safe to kill: it only deletes names no model.json lists, and the
  *      journal goes last, so the next recovery finishes the work.
+ *
+ * Every file this module reads back (the old model.json, journals) is read confined to DIR
+ * (confined.ts): a symlink out or a FIFO there counts as unreadable, never followed or
+ * waited on.
  *
  * `fs` and `path` are required lazily so that importing this module in a browser works.
  */
