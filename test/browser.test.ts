@@ -95,13 +95,19 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
     expect(files.filter((f) => /(^|\/)(cli|bench)\//.test(f) || f.endsWith('/node.js'))).toEqual([]);
   });
 
-  test('a bundle of only MultiHeadAttention holds only what it needs (< 60 KB of this library)', () => {
+  test('a bundle of only MultiHeadAttention holds only what it needs (< 52 KB of this library, and its file:// handler)', () => {
     const b = bundles.mhaOnly;
     expect(b.libraryFiles).toContain('esm/layers/multi_head_attention.js');
     expect(b.libraryFiles).toContain('esm/wasm_kernels.js');
     const unneeded = b.libraryFiles.filter((f) => /(train|keras|cli|bench)\/|linear|local_global|random_features/.test(f));
     expect(unneeded).toEqual([]);
-    expect(b.libraryBytes).toBeLessThan(60 * 1024);
+    // The core registers the file:// handler on import (a no-op outside Node), so its code
+    // (esm/io: confined reads, model sizing, the folder lock, atomic saves) comes along: it
+    // is budgeted apart. The rest keeps the budget it had beside the handler (60 KB in all
+    // with the 7 KB handler of before).
+    const io = Object.entries(b.libraryFileBytes).filter(([f]) => f.startsWith('esm/io/')).reduce((n, [, v]) => n + v, 0);
+    expect(io).toBeLessThan(20 * 1024);
+    expect(b.libraryBytes - io).toBeLessThan(52 * 1024);
   });
 
   test('registerAttentionLayers keeps every layer class (and its registration) in a tree-shaken bundle', () => {

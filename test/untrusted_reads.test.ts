@@ -89,7 +89,12 @@ const READERS: {name: string; kind: Kind; record?: boolean; read(dir: string): R
     read: (d) => () => cliRead('train', '--resume', d, '--steps', '3', '--out', freshOut(), '--quiet')},
   {name: 'loadKerasModel', kind: 'keras', read: (d) => () => apiRead(() => loadKerasModel(`file://${d}/model.json`))},
   {name: 'cli inspect --keras', kind: 'keras', read: (d) => () => cliRead('inspect', '--keras', d)},
-  {name: 'cli convert', kind: 'keras', read: (d) => () => cliRead('convert', '--keras', d, '--out', freshOut())},
+  {name: 'cli convert', kind: 'keras', read: (d) => async () => {
+    const out = freshOut();
+    const message = await cliRead('convert', '--keras', d, '--out', out);
+    if (message != null) expect(fs.existsSync(out)).toBe(false); // nothing written, least of all outside bytes
+    return message;
+  }},
 ];
 
 /** A copy of the reader's fixture in a folder of its own under root/cases; outside files go in root/cases. */

@@ -21,6 +21,8 @@ export interface BundleResult {
   libraryBytes: number;
   /** The library's files in the bundle, relative to src/ or dist/. */
   libraryFiles: string[];
+  /** The bytes each of libraryFiles adds to the bundle. */
+  libraryFileBytes: Record<string, number>;
   /** esbuild's warnings, as text. */
   warnings: string[];
 }
@@ -55,6 +57,8 @@ export async function bundle(entry: string, outfile: string, packageDir: string 
     bytes: fs.statSync(outfile).size,
     libraryBytes: own.reduce((n, [, v]) => n + v.bytesInOutput, 0),
     libraryFiles: own.map(([file]) => path.resolve(file).replace(/^.*\/(src|dist)\//, '')),
+    libraryFileBytes: Object.fromEntries(own.map(([file, v]) =>
+      [path.resolve(file).replace(/^.*\/(src|dist)\//, ''), v.bytesInOutput])),
     warnings,
   };
 }

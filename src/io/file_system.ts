@@ -155,16 +155,17 @@ function checkedManifest(json: tf.io.ModelJSON, jsonPath: string): tf.io.Weights
 /**
  * Refuses a config that builds more than `limits.maxBytes` of weights, sized with stand-ins
  * (model_plan.ts). A config tfjs cannot build (an unknown class, a Keras 3 topology that a
- * loader rewrites first) is left to whoever builds it: it fails there, before allocating;
- * the manifest's byte count, already checked, bounds the load meanwhile. A refusal of this
- * library's own layers (a weight no tensor can hold) is final.
+ * loader rewrites first) or cannot size (a custom layer with its own addWeight) is left to
+ * whoever builds it: it fails there, before allocating, and the manifest's byte count,
+ * already checked, bounds the load meanwhile. A refusal of a config by this library's own
+ * layers (INVALID_CONFIG: a weight no tensor can hold, more than a layer may hold) is final.
  */
 async function checkConfigBytes(topology: unknown, jsonPath: string, limits: LoadLimits): Promise<void> {
   let plan: ModelPlan;
   try {
     plan = await planModel(topology as object);
   } catch (e) {
-    if (!(e instanceof AttentionError)) return;
+    if (!(e instanceof AttentionError) || e.code !== 'INVALID_CONFIG') return;
     throw new AttentionError('IO', `cannot build the model of '${jsonPath}' from its config: ${message(e).split('\n')[0]}`);
   }
   try {
