@@ -26,6 +26,17 @@ export class AttentionError extends Error {
   }
 }
 
+/**
+ * The first line of an error's message (or of any text), fit to quote in another message:
+ * control characters replaced, at most `max` characters. Messages of other libraries may
+ * hold long configs.
+ */
+export function brief(e: unknown, max = 300): string {
+  const m = (e as Error)?.message;
+  const text = (typeof m === 'string' ? m : String(e)).split('\n')[0].replace(/[\x00-\x1f\x7f]/g, '?');
+  return text.length > max ? `${text.slice(0, max - 3)}...` : text;
+}
+
 /** Formats a value for an error message: arrays as [a, b], strings quoted. */
 export function show(value: unknown): string {
   if (Array.isArray(value)) {

@@ -114,8 +114,9 @@ describe(title('file:// saves into folders with other files'), () => {
       [`.model.json.tmp-${dead}-aaaaaaaa`]: '{"modelTopology": ',
       [`.model.json.tmp-${dead}-bbbbbbbb`]: 'a temp model.json whose journal is gone',
       [`.model.json.journal-${dead}-cccccccc`]: '{"format": 1, "na', // cut off while written
-      [`.model.json.journal-${process.pid}-dddddddd`]: JSON.stringify({format: 1, names: [`weights.${process.pid}-dddddddd.bin`]}),
-      [`weights.${process.pid}-dddddddd.bin`]: 'an earlier failed save of this process',
+      // Tokens are <pid>-<2 chars of thread><6 random>: 00 is this (main) thread.
+      [`.model.json.journal-${process.pid}-00dddddd`]: JSON.stringify({format: 1, names: [`weights.${process.pid}-00dddddd.bin`]}),
+      [`weights.${process.pid}-00dddddd.bin`]: 'an earlier failed save of this process',
       // Ours by its name, its writer gone, and listed by no model.json: an orphan of saves that raced.
       [`weights.${dead}-ffffffff.bin`]: 'named like ours, listed by no journal',
     };
@@ -123,6 +124,8 @@ describe(title('file:// saves into folders with other files'), () => {
       [`.model.json.journal-${live}-eeeeeeee`]: JSON.stringify({format: 1, names: [`weights.${live}-eeeeeeee.bin`]}),
       [`weights.${live}-eeeeeeee.bin`]: 'a save under way in another process',
       [`weights.${live}-ffffffff.bin`]: 'named like ours, its writer still running',
+      [`.model.json.journal-${process.pid}-01gggggg`]: JSON.stringify({format: 1, names: [`weights.${process.pid}-01gggggg.bin`]}),
+      [`weights.${process.pid}-01gggggg.bin`]: 'a save of another thread (a worker) of this process, under way',
     };
     fs.writeFileSync(path.join(root, 'escape.txt'), 'outside');
     for (const [name, text] of Object.entries({...stale, ...kept})) fs.writeFileSync(path.join(dir, name), text);

@@ -5,6 +5,7 @@
 // with the next save, a user's files stay. The CLI checks its output folder before it works.
 // Runs once (the 'once' project), on cpu: what lands on disk does not depend on the backend.
 import {spawn, spawnSync} from 'child_process';
+import {Worker} from 'worker_threads';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -100,6 +101,50 @@ describe('two processes saving into one folder', () => {
     const got = bytes(loaded.getWeights()[0].dataSync() as Float32Array);
     expect([3, 4].some((seed) => bytes(denseWeights(seed, 10).kernel).equals(got))).toBe(true);
     [a, b, loaded].forEach((m) => m.dispose());
+  });
+});
+
+describe('savers racing', () => {
+  test('three processes racing for a dead holder\'s lock, 5 rounds: every save lands, the folder holds one whole model', async () => {
+    const dir = path.join(root, 'three');
+    fs.mkdirSync(dir);
+    const models = [1, 2, 3].map((seed) => bytes(denseWeights(seed, LOOP_INPUTS).kernel));
+    const children = [1, 2, 3].map((seed) => spawnGated('test/fixtures/save_loop_child.ts', [dir, String(seed)]));
+    await Promise.all(children.map((c) => c.line(/^ready/)));
+    for (let round = 1; round <= 5; round++) {
+      fs.writeFileSync(path.join(dir, LOCK), lockText(deadPid()));
+      children.forEach((c) => c.go('save'));
+      await Promise.all(children.map((c) => c.line(new RegExp(`^saved ${round} `))));
+      expect({round, names: fs.readdirSync(dir).sort()}).toEqual({round, names: ['model.json', 'weights.bin']});
+      const model = await tf.loadLayersModel(`file://${dir}`);
+      const kernel = bytes(model.getWeights()[0].dataSync() as Float32Array);
+      model.dispose();
+      expect(models.some((m) => m.equals(kernel))).toBe(true);
+    }
+    children.forEach((c) => c.go('exit'));
+    await Promise.all(children.map((c) => c.exited));
+    children.forEach((c) => expect(c.output()).not.toMatch(/Error/));
+  });
+
+  test('a worker thread and the main thread, 10 saves each into one folder: none fails, one whole model stays', async () => {
+    const dir = path.join(root, 'threads');
+    const fixture = path.join(__dirname, 'fixtures', 'save_worker.ts');
+    const worker = new Worker(`require('ts-node').register({transpileOnly: true}); require(${JSON.stringify(fixture)});`,
+      {eval: true, workerData: {dir, seed: 8, saves: 10}});
+    const posted = new Promise<{errors: string[]}>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    const model = denseModel(9, 10);
+    const errors: string[] = [];
+    for (let i = 0; i < 10; i++) await model.save(`file://${dir}`).catch((e) => errors.push(e.message));
+    expect({main: errors, worker: (await posted).errors}).toEqual({main: [], worker: []});
+    await worker.terminate();
+    expect(fs.readdirSync(dir).sort()).toEqual(['model.json', 'weights.bin']);
+    const loaded = await tf.loadLayersModel(`file://${dir}`);
+    const kernel = bytes(loaded.getWeights()[0].dataSync() as Float32Array);
+    expect([8, 9].some((seed) => bytes(denseWeights(seed, 10).kernel).equals(kernel))).toBe(true);
+    [model, loaded].forEach((m) => m.dispose());
   });
 });
 
@@ -206,8 +251,9 @@ describe('orphans', () => {
     const dead = deadPid();
     const live = process.ppid;
     const orphans = [`weights.${dead}-aaaaaaaa.bin`, `weights.${dead}-bbbbbbbb.bin`, `optimizer.${dead}-cccccccc.bin`,
-      `training.${dead}-dddddddd.json`, `weights.${process.pid}-eeeeeeee.bin`];
-    const kept = ['weights.mine.bin', 'weights.old.bin', `weights.${live}-ffffffff.bin`, 'weights.123.bin', 'notes.txt'];
+      `training.${dead}-dddddddd.json`, `weights.${process.pid}-00eeeeee.bin`]; // 00: this thread, no save of it
+    const kept = ['weights.mine.bin', 'weights.old.bin', `weights.${live}-ffffffff.bin`, 'weights.123.bin', 'notes.txt',
+      `weights.${process.pid}-01eeeeee.bin`]; // 01: another thread of this process, which may be saving
     for (const name of [...orphans, ...kept]) fs.writeFileSync(path.join(dir, name), `file ${name}`);
     await model.save(`file://${dir}`);
     expect(fs.readdirSync(dir).sort()).toEqual(['model.json', 'weights.bin', ...kept].sort());

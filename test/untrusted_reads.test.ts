@@ -13,7 +13,9 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {selectBackend} from '../src/backend';
 import {AttentionError} from '../src/errors';
+import {closeFile, modelFolder, openInFolder, readOpenFile} from '../src/io/confined';
 import {fileSystem, registerFileRouter} from '../src/io/file_system';
+import {planModel} from '../src/io/model_plan';
 import {loadKerasModel} from '../src/keras/load';
 import {MultiHeadAttention} from '../src/layers/multi_head_attention';
 import {loadCheckpoint, loadModel} from '../src/train/checkpoint';
@@ -312,3 +314,78 @@ describe('untrusted model folders: sizes checked before a byte is read', () => {
     await expect(loadModel(small, {maxJsonBytes: 100})).rejects.toThrow(/over the limit of 100; pass a larger maxJsonBytes/);
   });
 });
+
+describe('untrusted model folders: configs sized before anything is allocated', () => {
+  /** A folder holding `layers` as a Sequential model.json with no weights. */
+  function sequentialFolder(layers: Json[]): string {
+    const dir = path.join(root, 'cases', `folder-${folders++}`);
+    fs.mkdirSync(dir, {recursive: true});
+    fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify({format: 'layers-model',
+      modelTopology: {class_name: 'Sequential', config: {name: 'crafted', layers}}, weightsManifest: []}));
+    return dir;
+  }
+  const bigDense = (extra: Json = {}): Json => ({class_name: 'Dense',
+    config: {name: 'big', units: 20000, batch_input_shape: [null, 20000], ...extra}});
+
+  /** Expects every reader of `dir` to refuse it with `refusal`, allocating nothing (tensors, resident memory). */
+  async function refusedUnallocated(dir: string, refusal: RegExp): Promise<void> {
+    for (const read of [() => tf.loadLayersModel(`file://${dir}/model.json`), () => loadModel(dir)]) {
+      const tensors = tf.memory().numTensors;
+      const rss = process.memoryUsage().rss;
+      await expect(read()).rejects.toThrow(refusal);
+      expect(tf.memory().numTensors).toBe(tensors);
+      expect((process.memoryUsage().rss - rss) / MiB).toBeLessThan(50);
+    }
+  }
+
+  test('a 1.6 GB Dense before a layer that does not build: refused before tfjs builds the Dense', async () => {
+    await refusedUnallocated(sequentialFolder([bigDense(), {class_name: 'NoSuchLayer', config: {name: 'x'}}]),
+      /cannot load the model in '.*': Unknown layer: NoSuchLayer/);
+  });
+
+  test('a 1.6 GB Dense with inline weights that do not fit: refused before tfjs builds it', async () => {
+    await refusedUnallocated(sequentialFolder([bigDense({weights: [[1, 2, 3]]})]), /cannot load the model in '.*'/);
+  });
+
+  test("a stateful LSTM's 3.2 GB of states are counted, not made", async () => {
+    const lstm = {class_name: 'LSTM', config: {name: 'lstm', units: 4, stateful: true, batch_input_shape: [1e8, 1, 1]}};
+    await refusedUnallocated(sequentialFolder([lstm]),
+      /its config builds \d+ weights of 2\.\d+ GiB .*the largest: 'lstm\/state_\d' of shape \[100000000, 4\]/);
+  });
+
+  test('planModel restores tfjs after a build that fails, and leaks nothing', async () => {
+    const addWeight = (tf.layers.Layer.prototype as unknown as {addWeight: unknown}).addWeight;
+    const resetStates = (tf.RNN.prototype as unknown as {resetStates: unknown}).resetStates;
+    const tensors = tf.memory().numTensors;
+    const topology = {class_name: 'Sequential', config: {name: 's', layers: [
+      {class_name: 'Dense', config: {name: 'a', units: 3, batch_input_shape: [null, 2]}},
+      {class_name: 'NoSuchLayer', config: {name: 'b'}}]}};
+    await expect(planModel(topology)).rejects.toThrow(/NoSuchLayer/);
+    expect(tf.memory().numTensors).toBe(tensors);
+    expect((tf.layers.Layer.prototype as unknown as {addWeight: unknown}).addWeight).toBe(addWeight);
+    expect((tf.RNN.prototype as unknown as {resetStates: unknown}).resetStates).toBe(resetStates);
+    const plan = await planModel({class_name: 'Sequential', config: {name: 't', layers: [topology.config.layers[0]]}});
+    expect(plan.weights.map((w) => [w.name, w.shape, w.bytes])).toEqual([['a/kernel', [2, 3], 24], ['a/bias', [3], 12]]);
+    plan.model.dispose();
+    expect(tf.memory().numTensors).toBe(tensors);
+  });
+
+  test('a quantized weight counts at its decoded size: 600 MB of uint8 is 2.4 GB of float32', async () => {
+    const dir = copyFixture(fixtures.ours);
+    editModel(dir, (j) => {
+      Object.assign(j.weightsManifest[0].weights[0], {shape: [600_000_000], quantization: {dtype: 'uint8', min: 0, scale: 1}});
+    });
+    await expect(loadModel(dir)).rejects.toThrow(/its manifest lists \d+ weights of 2\.\d+ GiB .*over the limit/);
+  });
+
+  test('reads go in chunks (a single read of 2 GiB or more fails): bytes equal whatever the chunk', () => {
+    const dir = copyFixture(fixtures.ours);
+    const file = openInFolder(modelFolder(dir), 'weights.bin', 'weights file');
+    try {
+      expect(readOpenFile(file, 'weights file', 1000).equals(fs.readFileSync(path.join(dir, 'weights.bin')))).toBe(true);
+    } finally {
+      closeFile(file);
+    }
+  });
+});
+

@@ -11,8 +11,9 @@
  *      that stays inside is read; one that leads out is refused.
  *   3. It is a regular file: a FIFO, a device, a socket or a folder is refused. The file is
  *      opened non-blocking (a FIFO swapped in meanwhile cannot hang the open) and without
- *      following a last symlink, and checked again on the open descriptor: its type, and
- *      where /proc tells, the path it was opened at.
+ *      following a last symlink, and checked again on the open descriptor: its type, its
+ *      inode, and the path it was opened at (from /proc on Linux; elsewhere resolved again).
+ *      A hard link in the folder is a file of the folder: it cannot be told from its twin.
  *   4. Its size (fstat) is compared with what the caller expects (a manifest's byte count,
  *      a JSON size limit) before one byte is read; the read takes exactly that many bytes
  *      and fails if the file shrank or grew meanwhile.
@@ -20,7 +21,7 @@
  * Every error is AttentionError('IO') naming the path and the sizes, never the file's
  * contents (a JSON parse error says where, not what).
  */
-import {AttentionError} from '../errors';
+import {AttentionError, brief} from '../errors';
 import {errno, errorMessage, node} from '../runtime';
 import {MAX_JSON_BYTES} from './load_limits';
 
@@ -92,7 +93,7 @@ export function modelFolder(dir: string): ModelFolder {
  */
 export function checkRelativeName(name: unknown, what: string, listedIn: string): asserts name is string {
   const {path} = node();
-  const shown = typeof name === 'string' ? `'${name.replace(/\0/g, '\\0')}'` : JSON.stringify(name) ?? String(name);
+  const shown = typeof name === 'string' ? `'${brief(name, 120)}'` : brief(JSON.stringify(name) ?? String(name), 120);
   const fault = typeof name !== 'string' || name === '' ? 'it is not a file name'
     : name.includes('\0') ? 'it holds a NUL character'
     : path.isAbsolute(name) || path.posix.isAbsolute(name) || path.win32.isAbsolute(name) ? 'it is an absolute path'
@@ -140,9 +141,12 @@ function openRegular(real: string, shown: string, label: string, root: string | 
     if (stats.ino !== before.ino || stats.dev !== before.dev) {
       throw ioError(`cannot read ${label}: it was replaced while being opened`);
     }
-    const at = root != null ? openedPath(fd) : null;
-    if (at != null && !inside(root!, at)) {
-      throw ioError(`cannot read ${label}: it was opened at '${at}', outside the model's folder '${root}'`);
+    if (root != null) {
+      // Where the system tells (Linux), the path it was opened at; else the path resolved again.
+      const at = openedPath(fd) ?? fs.realpathSync(real);
+      if (!inside(root, at)) {
+        throw ioError(`cannot read ${label}: it was opened at '${at}', outside the model's folder '${root}'`);
+      }
     }
     return {fd, path: shown, size: stats.size};
   } catch (e) {
@@ -194,12 +198,15 @@ export function closeFile(file: OpenFile): void {
   node().fs.closeSync(file.fd);
 }
 
+/** The most bytes one read asks for: a single read of 2 GiB or more fails. */
+const READ_CHUNK = 2 ** 30;
+
 /** All `file.size` bytes of an open file, in a buffer of its own; IO if the file changed size meanwhile. */
-export function readOpenFile(file: OpenFile, what: string): Buffer {
+export function readOpenFile(file: OpenFile, what: string, chunk = READ_CHUNK): Buffer {
   const {fs} = node();
   const data = Buffer.allocUnsafeSlow(file.size); // not pooled: byteOffset 0, its own ArrayBuffer
   for (let at = 0; at < file.size;) {
-    const n = fs.readSync(file.fd, data, at, file.size - at, at);
+    const n = fs.readSync(file.fd, data, at, Math.min(chunk, file.size - at), at);
     if (n === 0) throw ioError(`cannot read ${what} '${file.path}': it shrank from ${file.size} to ${at} bytes while read`);
     at += n;
   }

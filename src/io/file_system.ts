@@ -23,17 +23,17 @@
  * importing this module in a browser does not fail; calling them there throws UNSUPPORTED.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError} from '../errors';
+import {AttentionError, brief} from '../errors';
 import {formatBytes} from '../limits';
-import {assertNode, errorMessage as message, isNode, node} from '../runtime';
+import {assertNode, isNode, node} from '../runtime';
 import {checkArgNames} from '../validate';
 import {
   checkRelativeName, closeFile, ModelFolder, modelFolder, OpenFile, openInFolder, readJsonInFolder, readOpenFile,
 } from './confined';
 import {MODEL_JSON, saveFolder, weightsPaths} from './folder';
-import {LoadLimits, loadLimits, MAX_JSON_BYTES, provideFileLoader} from './load_limits';
+import {FILE_HANDLER, LoadLimits, loadLimits, MAX_JSON_BYTES, provideFileLoader} from './load_limits';
 import {checkPlan, ModelPlan, planModel} from './model_plan';
-import {manifestBytes} from './specs';
+import {decodedBytes, manifestBytes} from './specs';
 
 const SCHEME = 'file://';
 const WEIGHTS_BIN = 'weights.bin';
@@ -89,8 +89,12 @@ class FileSystemHandler implements tf.io.IOHandler {
   /** Absolute path: the model folder when saving; model.json or its folder when loading. */
   private readonly target: string;
 
+  /** Where and how it loads, for loadKerasModel, which rewrites the config before sizing it. */
+  readonly [FILE_HANDLER]: {path: string; limits: LoadLimits};
+
   constructor(target: string, private readonly limits: LoadLimits, private readonly lockTimeout?: number) {
     this.target = node().path.resolve(target);
+    this[FILE_HANDLER] = {path: this.target, limits};
   }
 
   /**
@@ -154,19 +158,16 @@ function checkedManifest(json: tf.io.ModelJSON, jsonPath: string): tf.io.Weights
 
 /**
  * Refuses a config that builds more than `limits.maxBytes` of weights, sized with stand-ins
- * (model_plan.ts). A config tfjs cannot build (an unknown class, a Keras 3 topology that a
- * loader rewrites first) or cannot size (a custom layer with its own addWeight) is left to
- * whoever builds it: it fails there, before allocating, and the manifest's byte count,
- * already checked, bounds the load meanwhile. A refusal of a config by this library's own
- * layers (INVALID_CONFIG: a weight no tensor can hold, more than a layer may hold) is final.
+ * (model_plan.ts). A config that does not build (an unknown class, a bad layer config) is
+ * refused too: tfjs would create the weights of the layers before the failing one first.
  */
-async function checkConfigBytes(topology: unknown, jsonPath: string, limits: LoadLimits): Promise<void> {
+async function checkConfigBytes(topology: unknown, folder: ModelFolder, jsonPath: string, limits: LoadLimits)
+    : Promise<void> {
   let plan: ModelPlan;
   try {
     plan = await planModel(topology as object);
   } catch (e) {
-    if (!(e instanceof AttentionError) || e.code !== 'INVALID_CONFIG') return;
-    throw new AttentionError('IO', `cannot build the model of '${jsonPath}' from its config: ${message(e).split('\n')[0]}`);
+    throw new AttentionError('IO', `cannot load the model in '${folder.dir}': ${brief(e)}`);
   }
   try {
     checkPlan(plan, limits.maxBytes, `'${jsonPath}'`, limits.raise);
@@ -187,12 +188,12 @@ export async function artifactsFor(json: tf.io.ModelJSON, folder: ModelFolder, j
   const jsonPath = node().path.join(folder.dir, jsonName);
   const groups = checkedManifest(json, jsonPath);
   const specs = groups.flatMap((g) => g.weights);
-  const declared = manifestBytes(specs);
+  const declared = decodedBytes(specs); // a quantized weight is decoded to its dtype
   if (declared > limits.maxBytes) {
     throw new AttentionError('IO', `'${jsonPath}': its manifest lists ${specs.length} weights of ` +
       `${formatBytes(declared)}, over the limit of ${formatBytes(limits.maxBytes)}; nothing was read. ${limits.raise}`);
   }
-  if (limits.planTopology) await checkConfigBytes(json.modelTopology, jsonPath, limits);
+  if (limits.planTopology) await checkConfigBytes(json.modelTopology, folder, jsonPath, limits);
   return tf.io.getModelArtifactsForJSON(json, async () => {
     const opened: OpenFile[] = [];
     try {

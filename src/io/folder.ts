@@ -77,6 +77,7 @@ import {errno, errorMessage as message, node} from '../runtime';
 import {existsInFolder, modelFolder, readInFolder, readJsonInFolder} from './confined';
 import {MAX_JSON_BYTES} from './load_limits';
 import {DEFAULT_LOCK_TIMEOUT, FolderLock, LOCK_TEMP, lockFolder} from './lock';
+import {endSave, saveGone, startSave} from './saves';
 
 
 /** The commit point of every save. */
@@ -154,26 +155,6 @@ function uniqueName(name: string, token: string): string {
   return dot > 0 ? `${name.slice(0, dot)}.${token}${name.slice(dot)}` : `${name}.${token}`;
 }
 
-/** Tokens of the saves under way in this process (their journals are not leftovers). */
-const active = new Set<string>();
-
-function newToken(): string {
-  let rand = '';
-  for (let i = 0; i < 8; i++) rand += Math.floor(Math.random() * 36).toString(36);
-  return `${process.pid}-${rand}`;
-}
-
-/** True when the save of this pid and token can no longer be running. */
-function abandoned(pid: number, token: string): boolean {
-  if (pid === process.pid) return !active.has(token);
-  try {
-    process.kill(pid, 0);
-    return false;
-  } catch (e) {
-    return errno(e) === 'ESRCH'; // EPERM: alive, another user's
-  }
-}
-
 /** fsync of a folder, so that the names in it survive a power cut; a no-op where folders cannot be opened (Windows). */
 async function syncDir(dir: string): Promise<void> {
   const {fs} = node();
@@ -244,10 +225,10 @@ export async function recoverFolder(dir: string): Promise<void> {
   // A dead lock-taker's temp names go first: they never hold anything a model lists.
   for (const name of entries) {
     const m = LOCK_TEMP.exec(name);
-    if (m != null && abandoned(Number(m[2]), `${m[2]}-${m[3]}`)) await remove(dir, name);
+    if (m != null && saveGone(Number(m[1]), `${m[1]}-${m[2]}`)) await remove(dir, name);
   }
   const stale = entries.map((name) => ({name, m: TEMP_NAME.exec(name)}))
-    .filter(({m}) => m != null && abandoned(Number(m[2]), `${m[2]}-${m[3]}`));
+    .filter(({m}) => m != null && saveGone(Number(m[2]), `${m[2]}-${m[3]}`));
   if (stale.length === 0) return;
   // The current model.json decides what stays; a corrupt one: leave everything.
   const current = await readModelJSON(dir);
@@ -301,7 +282,7 @@ async function removeOrphans(dir: string): Promise<void> {
   }
   for (const name of entries) {
     const m = UNIQUE_NAME.exec(name);
-    if (m != null && !keep.has(name) && abandoned(Number(m[3]), `${m[3]}-${m[4]}`)) await remove(dir, name);
+    if (m != null && !keep.has(name) && saveGone(Number(m[3]), `${m[3]}-${m[4]}`)) await remove(dir, name);
   }
 }
 
@@ -369,7 +350,7 @@ export function checkOutputFolder(dir: string, prefix: string): void {
  */
 export async function saveFolder(dir: string, save: FolderSave): Promise<void> {
   const {fs, path} = node();
-  const token = newToken();
+  const token = startSave();
   const journal = `.model.json.journal-${token}`;
   const tmp = `.model.json.tmp-${token}`;
   const unique = save.files.map((f) => uniqueName(f.name, token));
@@ -381,13 +362,11 @@ export async function saveFolder(dir: string, save: FolderSave): Promise<void> {
   let usable: boolean[];
   let replaced: string[];
   let lock: FolderLock | null = null;
-  active.add(token);
   try {
     // 0. The folder (created if missing), locked against other saves; leftovers of dead saves.
     checkFolderTarget(dir, prefix);
     await fs.promises.mkdir(dir, {recursive: true});
-    lock = await lockFolder(dir, {token, timeout: save.lockTimeout ?? DEFAULT_LOCK_TIMEOUT, prefix,
-      isActive: (t) => active.has(t)});
+    lock = await lockFolder(dir, {token, timeout: save.lockTimeout ?? DEFAULT_LOCK_TIMEOUT, prefix});
     await recoverFolder(dir);
     await removeOrphans(dir);
 
@@ -424,7 +403,7 @@ export async function saveFolder(dir: string, save: FolderSave): Promise<void> {
     // model.json lists nothing of this save: remove all it wrote, the journal last.
     for (const name of written.reverse()) await remove(dir, name);
     await lock?.release();
-    active.delete(token);
+    endSave(token);
     if (e instanceof AttentionError) throw e;
     throw new AttentionError('IO', `${prefix}: ${message(e)}`);
   }
@@ -469,6 +448,6 @@ export async function saveFolder(dir: string, save: FolderSave): Promise<void> {
     await settle(dir, journal, listed, new Set(Object.values(current))).catch(() => undefined);
   } finally {
     if (!lostLock) await lock.release();
-    active.delete(token);
+    endSave(token);
   }
 }

@@ -40,6 +40,9 @@ export function loadLimits(options: {maxBytes?: unknown; maxJsonBytes?: unknown}
   };
 }
 
+/** On a file:// handler of this library: its path and limits (loadKerasModel reads them to load it its own way). */
+export const FILE_HANDLER = Symbol.for('tfjs-attention.fileHandler');
+
 /** Makes a load-only handler for a model.json path (or its folder) under `limits`. */
 export type FileLoader = (path: string, limits: LoadLimits) => tf.io.IOHandler;
 

@@ -12,29 +12,33 @@
  * and written after). A saver that finds the lock held waits, polling every 5 to 100 ms,
  * up to `timeout` (default 30 s), then fails with AttentionError('IO') naming the holder.
  *
- * A lock whose holder is gone is taken over at once: same host and the pid no longer runs
- * (or runs a process started at another time: a reused pid), or this process and a save
- * that has ended. A lock of another host is never taken over (its pid means nothing
- * here): the error says to delete it by hand if that process is gone. A lock file that
- * is not a regular file, or does not parse for 10 s, is treated as a dead holder's.
- * Taking over renames the dead lock away, checks by its inode that it moved the lock it
- * judged dead (not one taken meanwhile, which it puts back), and deletes it.
+ * A lock whose holder is gone (saves.ts: same host and the pid no longer runs, or runs a
+ * process started at another time; or this thread and a save that has ended) is taken
+ * over at once. A lock of another host is never taken over (its pid means nothing here):
+ * the error says to delete it by hand if that process is gone. A lock file that is not a
+ * regular file, or does not parse for 10 s, is treated as a dead holder's.
  *
- * Before each commit the holder checks that the lock is still its own (`verify`), so a
- * save whose lock was taken over in a race of three savers stops rather than mixes.
+ * Taking over never removes a live lock: only the saver that creates the takeover file
+ * DIR/.model.json.lock.takeover (O_EXCL) may delete a dead lock, and only if the lock is
+ * still the file it judged dead (same inode); a lock is otherwise deleted by its holder
+ * alone. A takeover file left by a taker that died is removed once 10 s old. Before each
+ * commit the holder checks that the lock is still its own (`verify`).
  */
-import {AttentionError} from '../errors';
+import {AttentionError, brief} from '../errors';
 import {errno, node, nodeBuiltin} from '../runtime';
-import {readInFolder, modelFolder} from './confined';
+import {modelFolder, readInFolder} from './confined';
+import {processStart, saveGone} from './saves';
 
 /** The lock's name in the model folder. */
 export const LOCK_NAME = '.model.json.lock';
-/** Temp names of taking a lock (`new`) and of taking over a dead one (`dead`), by token. */
-export const LOCK_TEMP = /^\.model\.json\.lock\.(new|dead)-(\d+)-([0-9a-z]{8})$/;
+/** Temp names of taking a lock, by token. */
+export const LOCK_TEMP = /^\.model\.json\.lock\.new-(\d+)-([0-9a-z]{8})$/;
+/** The file whose creator alone may delete a dead lock. */
+const TAKEOVER = '.model.json.lock.takeover';
 /** Default wait for another saver, in ms. */
 export const DEFAULT_LOCK_TIMEOUT = 30_000;
-/** A lock file that does not parse is a dead holder's once it is this old (ms). */
-const UNREADABLE_STALE_MS = 10_000;
+/** A lock file that does not parse, or a takeover file, is a dead process's once it is this old (ms). */
+const STALE_MS = 10_000;
 
 /** What the lock file holds. */
 interface Holder {
@@ -55,42 +59,17 @@ export interface FolderLock {
 }
 
 export interface LockOptions {
-  /** The save's token, `<pid>-<8 base36 chars>`. */
+  /** The save's token (saves.ts). */
   token: string;
   /** ms to wait for another holder. */
   timeout: number;
   /** Start of error messages: "cannot save model to 'DIR'". */
   prefix: string;
-  /** Whether a save of this process with this token is still running. */
-  isActive(token: string): boolean;
 }
 
 function hostName(): string {
   const os = nodeBuiltin('os') as typeof import('os') | null;
   return os?.hostname() ?? 'unknown';
-}
-
-/** A process's start time from /proc (Linux), or null. */
-function processStart(pid: number): string | null {
-  try {
-    const stat = node().fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
-  } catch {
-    return null;
-  }
-}
-
-/** True when the holder's process can no longer be saving. */
-function holderGone(h: Holder, isActive: (token: string) => boolean): boolean {
-  if (h.host !== hostName()) return false;
-  if (h.pid === process.pid) return !isActive(h.token);
-  try {
-    process.kill(h.pid, 0);
-  } catch (e) {
-    if (errno(e) === 'ESRCH') return true; // EPERM: alive, another user's
-  }
-  const start = processStart(h.pid);
-  return h.start != null && start != null && start !== h.start;
 }
 
 function isHolder(x: unknown): x is Holder {
@@ -99,8 +78,13 @@ function isHolder(x: unknown): x is Holder {
     typeof h.token === 'string' && typeof h.since === 'string';
 }
 
-/** The lock file `name` of `dir`: its inode and its holder (null: not a regular file, or unparseable); null if absent. */
-function readLock(dir: string, name: string): {ino: number; mtimeMs: number; holder: Holder | null} | null {
+/** True when the holder's process can no longer be saving (never for another host's). */
+function holderGone(h: Holder): boolean {
+  return h.host === hostName() && saveGone(h.pid, h.token, typeof h.start === 'string' ? h.start : null);
+}
+
+/** The file `name` of `dir`: its inode, age and parsed holder (null: not a regular file, or unparseable); null if absent. */
+function readLock(dir: string, name = LOCK_NAME): {ino: number; ageMs: number; holder: Holder | null} | null {
   const {fs, path} = node();
   let stats: import('fs').Stats;
   try {
@@ -117,7 +101,7 @@ function readLock(dir: string, name: string): {ino: number; mtimeMs: number; hol
       holder = null;
     }
   }
-  return {ino: stats.ino, mtimeMs: stats.mtimeMs, holder};
+  return {ino: stats.ino, ageMs: Date.now() - stats.mtimeMs, holder};
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -145,26 +129,38 @@ async function create(dir: string, token: string, record: string): Promise<boole
   if (handle == null) return false;
   try {
     await handle.writeFile(record);
-  } finally {
-    await handle.close();
+  } catch (e) {
+    await handle.close().catch(() => undefined);
+    await fs.promises.unlink(lock).catch(() => undefined);
+    throw e;
   }
+  await handle.close();
   return true;
 }
 
-/** Moves the dead lock of inode `ino` away and deletes it; a lock taken meanwhile is put back. */
-async function takeOver(dir: string, token: string, ino: number): Promise<void> {
+/**
+ * Deletes the dead lock of inode `ino`, if this saver gets the takeover file and the lock
+ * is still that file; true when the lock may be free now, false when another saver is
+ * taking it over (wait).
+ */
+async function takeOver(dir: string, ino: number, record: string): Promise<boolean> {
   const {fs, path} = node();
-  const lock = path.join(dir, LOCK_NAME);
-  const dead = path.join(dir, `.model.json.lock.dead-${token}`);
+  const takeover = path.join(dir, TAKEOVER);
   try {
-    await fs.promises.rename(lock, dead);
+    await fs.promises.writeFile(takeover, record, {flag: 'wx'});
   } catch (e) {
-    if (errno(e) === 'ENOENT') return; // another saver took it over first
-    throw e;
+    if (errno(e) !== 'EEXIST') throw e;
+    const other = readLock(dir, TAKEOVER);
+    if (other != null && other.ageMs > STALE_MS) await fs.promises.unlink(takeover).catch(() => undefined); // its taker died
+    return false;
   }
-  const moved = await fs.promises.lstat(dead).catch(() => null);
-  if (moved != null && moved.ino !== ino) await fs.promises.link(dead, lock).catch(() => undefined); // a live one: back
-  await fs.promises.unlink(dead).catch(() => undefined);
+  try {
+    const now = await fs.promises.lstat(path.join(dir, LOCK_NAME)).catch(() => null);
+    if (now != null && now.ino === ino) await fs.promises.unlink(path.join(dir, LOCK_NAME));
+  } finally {
+    await fs.promises.unlink(takeover).catch(() => undefined);
+  }
+  return true;
 }
 
 /**
@@ -174,34 +170,31 @@ async function takeOver(dir: string, token: string, ino: number): Promise<void> 
  */
 export async function lockFolder(dir: string, options: LockOptions): Promise<FolderLock> {
   const {fs, path} = node();
-  const {token, timeout, prefix, isActive} = options;
-  const record: Holder = {pid: process.pid, host: hostName(), token, since: new Date().toISOString(),
-    start: processStart(process.pid)};
+  const {token, timeout, prefix} = options;
+  const record = JSON.stringify({pid: process.pid, host: hostName(), token, since: new Date().toISOString(),
+    start: processStart(process.pid)} satisfies Holder);
   const deadline = Date.now() + timeout;
   for (let delay = 5; ; delay = Math.min(100, delay * 2)) {
-    if (await create(dir, token, JSON.stringify(record))) break;
-    const seen = readLock(dir, LOCK_NAME);
+    if (await create(dir, token, record)) break;
+    const seen = readLock(dir);
     if (seen == null) continue; // released meanwhile
     const h = seen.holder;
-    const dead = h != null ? holderGone(h, isActive) : Date.now() - seen.mtimeMs > UNREADABLE_STALE_MS;
-    if (dead) {
-      await takeOver(dir, token, seen.ino);
-      continue;
-    }
+    const dead = h != null ? holderGone(h) : seen.ageMs > STALE_MS;
+    if (dead && await takeOver(dir, seen.ino, record)) continue;
     if (Date.now() >= deadline) {
-      const who = h != null ? `pid ${h.pid} on host '${h.host}', since ${h.since}` : 'an unreadable lock file';
+      const who = h != null ? `pid ${h.pid} on host '${brief(h.host, 80)}', since ${brief(h.since, 40)}` : 'an unreadable lock file';
       throw new AttentionError('IO', `${prefix}: another save into this folder holds its lock (${who}) and did not ` +
         `finish within ${timeout} ms; if that process is gone, delete '${path.join(dir, LOCK_NAME)}'`);
     }
     await sleep(delay * (0.5 + Math.random()));
   }
-  const mine = () => readLock(dir, LOCK_NAME)?.holder?.token === token;
+  const mine = () => readLock(dir)?.holder?.token === token;
   return {
     async verify() {
       if (!mine()) {
-        const now = readLock(dir, LOCK_NAME)?.holder;
+        const now = readLock(dir)?.holder;
         throw new AttentionError('IO', `${prefix}: the folder's lock was taken by another save ` +
-          `(${now != null ? `pid ${now.pid} on host '${now.host}'` : 'its lock file is gone'}) while this one ran`);
+          `(${now != null ? `pid ${now.pid} on host '${brief(now.host, 80)}'` : 'its lock file is gone'}) while this one ran`);
       }
     },
     async release() {

@@ -9,8 +9,9 @@
  * and creates a scalar in its place, marked as planned (limits.ts) and carrying the real
  * shape. Every layer, tfjs's own, this library's and a user's registered classes, is sized
  * by its own build code from the config alone; this library's layers also refuse a weight
- * no tensor can hold (checkLayerWeights) on the way. The stand-ins are disposed with the
- * planned model.
+ * no tensor can hold (checkLayerWeights) on the way. A stateful RNN's states, which its
+ * build makes with tf.zeros, are counted the same way (RNN.resetStates is patched too).
+ * The stand-ins are disposed with the planned model, or, when building fails, one by one.
  *
  * tfjs builds a model from a topology synchronously inside `tf.models.modelFromJSON` (it
  * awaits only to fetch weights, and none are given), so the patch is in place for exactly
@@ -43,6 +44,15 @@ export interface ModelPlan {
 
 type AddWeight = (this: tf.layers.Layer, name: string, shape: number[], dtype?: tf.DataType, ...rest: unknown[])
   => tf.LayerVariable;
+type ResetStates = (this: StatefulRNN, states?: unknown, training?: boolean) => void;
+/** What planModel reads of a tfjs RNN layer. */
+interface StatefulRNN {
+  name: string;
+  stateful: boolean;
+  inputSpec: {shape?: (number | null)[]}[] | null;
+  states_: unknown;
+  cell: {stateSize: number | number[]};
+}
 
 /**
  * Builds the model of `topology` (a model.json's modelTopology) with stand-in weights and
@@ -68,11 +78,26 @@ export async function planModel(topology: object): Promise<ModelPlan> {
       bytes: shapeSize(shape) * dtypeBytes(kind)});
     return weight;
   };
+  // A stateful RNN makes its states in build ([batch, units] zeros): counted, not made.
+  const rnn = (tf as unknown as {RNN?: {prototype: {resetStates: ResetStates}}}).RNN?.prototype;
+  const originalReset = rnn?.resetStates;
+  if (rnn != null) {
+    rnn.resetStates = function (this: StatefulRNN, states?: unknown, training?: boolean) {
+      const batch = this.inputSpec?.[0]?.shape?.[0];
+      if (!this.stateful || batch == null || states != null || this.states_ != null) {
+        return originalReset!.call(this, states, training);
+      }
+      const sizes = Array.isArray(this.cell.stateSize) ? this.cell.stateSize : [this.cell.stateSize];
+      sizes.forEach((dim, i) => weights.push({layer: this.name, name: `${this.name}/state_${i}`, shape: [batch, dim],
+        dtype: 'float32', bytes: batch * dim * 4}));
+    };
+  }
   let pending: Promise<tf.LayersModel>;
   try {
     pending = tf.models.modelFromJSON({modelTopology: topology as tf.io.ModelJSON['modelTopology']});
   } finally {
     proto.addWeight = original;
+    if (rnn != null) rnn.resetStates = originalReset!;
   }
   let model: tf.LayersModel;
   try {

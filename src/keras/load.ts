@@ -20,10 +20,10 @@
  * sizes checked before reading), even where tfjs-node's would claim the URL.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
-import {getFileLoader, LoadLimits, loadLimits} from '../io/load_limits';
+import {AttentionError, brief, show} from '../errors';
+import {FILE_HANDLER, getFileLoader, LoadLimits, loadLimits} from '../io/load_limits';
 import {checkPlan, ModelPlan, planModel} from '../io/model_plan';
-import {manifestBytes} from '../io/specs';
+import {decodedBytes, manifestBytes} from '../io/specs';
 import {formatBytes} from '../limits';
 import {checkArgNames} from '../validate';
 import {rewriteTopology} from './topology';
@@ -47,9 +47,6 @@ export const KERAS_LOAD_OPTIONS: readonly string[] =
 
 const FILE_SCHEME = 'file://';
 
-function messageOf(e: unknown): string {
-  return String((e as Error)?.message ?? e).split('\n')[0];
-}
 
 /**
  * The IO handler for `urlOrHandler`, as tf.loadLayersModel picks it; a file:// URL in Node
@@ -63,7 +60,10 @@ function handlerFor(urlOrHandler: string | tf.io.IOHandler, options: tf.io.LoadO
       throw new AttentionError('INVALID_CONFIG',
         `loadKerasModel takes a URL or a tf.io.IOHandler with a load() method, received ${show(urlOrHandler)}`);
     }
-    return urlOrHandler;
+    // This library's file:// handler sizes a config as tfjs builds it; a Keras config is sized after the rewrite.
+    const file = (urlOrHandler as {[FILE_HANDLER]?: {path: string}})[FILE_HANDLER];
+    const loader = getFileLoader();
+    return file != null && loader != null ? loader(file.path, {...limits, planTopology: false}) : urlOrHandler;
   }
   const fileLoader = getFileLoader(); // set in Node by registerFileRouter, on importing the library
   if (fileLoader != null && urlOrHandler.startsWith(FILE_SCHEME)) {
@@ -92,9 +92,10 @@ function checkWeightBytes(artifacts: tf.io.ModelArtifacts, source: string, limit
     throw new AttentionError('IO', `${source}: the weights hold ${have} bytes, but the manifest lists ${expected} ` +
       `(${specs.length} weights): ${have < expected ? 'a weight file is truncated or missing' : 'a weight file is not the one the manifest describes'}`);
   }
-  if (have > limits.maxBytes) {
-    throw new AttentionError('IO', `${source}: the weights hold ${formatBytes(have)}, over the limit of ` +
-      `${formatBytes(limits.maxBytes)}. ${limits.raise}`);
+  const decoded = decodedBytes(specs); // a quantized weight is decoded to its dtype
+  if (Math.max(have, decoded) > limits.maxBytes) {
+    throw new AttentionError('IO', `${source}: the weights take ${formatBytes(Math.max(have, decoded))}, over the ` +
+      `limit of ${formatBytes(limits.maxBytes)}. ${limits.raise}`);
   }
 }
 
@@ -111,7 +112,10 @@ export async function loadKerasModel(urlOrHandler: string | tf.io.IOHandler, opt
     : Promise<tf.LayersModel> {
   checkArgNames('loadKerasModel', options, KERAS_LOAD_OPTIONS);
   const {maxBytes, maxJsonBytes, ...fetchOptions} = options ?? {};
-  const limits = loadLimits({maxBytes, maxJsonBytes}, 'loadKerasModel');
+  // A handler of fileSystem(path, {maxBytes}) keeps its limits unless options give others.
+  const own = (urlOrHandler as {[FILE_HANDLER]?: {limits: LoadLimits}} | null)?.[FILE_HANDLER]?.limits;
+  const limits = loadLimits({maxBytes: maxBytes ?? own?.maxBytes, maxJsonBytes: maxJsonBytes ?? own?.maxJsonBytes},
+    'loadKerasModel');
   const source = typeof urlOrHandler === 'string' ? urlOrHandler : 'the model handler';
   const handler = handlerFor(urlOrHandler, fetchOptions, limits);
   if (typeof handler.load !== 'function') throw new AttentionError('IO', `${source}: this handler cannot load`);
@@ -122,7 +126,7 @@ export async function loadKerasModel(urlOrHandler: string | tf.io.IOHandler, opt
     artifacts = await handler.load();
   } catch (e) {
     if (e instanceof AttentionError) throw e;
-    throw new AttentionError('IO', `${source}: cannot read the model: ${messageOf(e)}`);
+    throw new AttentionError('IO', `${source}: cannot read the model: ${brief(e)}`);
   }
   if (artifacts == null || artifacts.modelTopology == null) {
     throw new AttentionError('IO', `${source}: the model has no modelTopology`);
@@ -147,7 +151,7 @@ export async function loadKerasModel(urlOrHandler: string | tf.io.IOHandler, opt
     plan = await planModel(topology);
   } catch (e) {
     if (e instanceof AttentionError && e.code !== 'INVALID_CONFIG') throw e;
-    throw new AttentionError('IO', `${source}: tfjs-layers cannot build the rewritten model: ${messageOf(e)}`);
+    throw new AttentionError('IO', `${source}: tfjs-layers cannot build the rewritten model: ${brief(e)}`);
   }
   let names: Map<string, string>; // stored name -> model weight
   try {
@@ -165,6 +169,6 @@ export async function loadKerasModel(urlOrHandler: string | tf.io.IOHandler, opt
       weightData: artifacts.weightData})}, {strict: true});
   } catch (e) {
     if (e instanceof AttentionError) throw e;
-    throw new AttentionError('IO', `${source}: tfjs-layers cannot load the rewritten model: ${messageOf(e)}`);
+    throw new AttentionError('IO', `${source}: tfjs-layers cannot load the rewritten model: ${brief(e)}`);
   }
 }

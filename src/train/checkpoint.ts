@@ -11,7 +11,7 @@
  * `checkpoint` field (an earlier version's, e.g. models/*) is read from the canonical names.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError} from '../errors';
+import {AttentionError, brief} from '../errors';
 import {existsInFolder, ModelFolder, modelFolder, readInFolder, readJsonInFolder} from '../io/confined';
 import {FileSystemOptions, fromModelJSON, modelJSONFor, readModelJSON, weightBytes} from '../io/file_system';
 import {LoadLimits, loadLimits, MAX_JSON_BYTES} from '../io/load_limits';
@@ -50,15 +50,14 @@ export interface Checkpoint {
 }
 
 const WEIGHTS_BIN = 'weights.bin';
+/** Adam's state beyond its two moments: the step count (and room for a few scalars). */
+const ADAM_EXTRA_BYTES = 64;
 const [TRAINING_JSON, OPTIMIZER_JSON, OPTIMIZER_BIN] = LEGACY_CHECKPOINT_FILES;
 
 function utf8(text: string): Uint8Array {
   return new TextEncoder().encode(text);
 }
 
-function firstLine(e: unknown): string {
-  return String((e as Error)?.message ?? e).split('\n')[0];
-}
 
 /** True when `r` has every field of a TrainingRecord that readers use. */
 function isTrainingRecord(r: unknown): r is TrainingRecord {
@@ -123,7 +122,7 @@ export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimiz
     }
     files.push({name: TRAINING_JSON, data: utf8(JSON.stringify(record, null, 2) + '\n')});
   } catch (e) {
-    throw new AttentionError('IO', `cannot write checkpoint '${dir}': ${firstLine(e)}`);
+    throw new AttentionError('IO', `cannot write checkpoint '${dir}': ${brief(e)}`);
   }
   // 2. One atomic save; model.json names the checkpoint's files and replaces the old checkpoint's.
   await saveFolder(abs, {
@@ -199,7 +198,7 @@ async function modelOf(folder: Folder, limits: LoadLimits): Promise<tf.LayersMod
     return await tf.loadLayersModel(fromModelJSON(json!, folder.folder, MODEL_JSON, limits));
   } catch (e) {
     if (e instanceof AttentionError && e.code === 'IO') throw e; // already names the file and the fault
-    throw new AttentionError('IO', `cannot load the model in '${dir}': ${firstLine(e)}`);
+    throw new AttentionError('IO', `cannot load the model in '${dir}': ${brief(e)}`);
   }
 }
 
@@ -244,10 +243,11 @@ export async function loadCheckpoint(dir: string, options: ModelLoadOptions = {}
     const {specs} = readJsonInFolder(folder.folder, folder.optimizer.specs, folder.optimizer.specs) as
       {specs: tf.io.WeightsManifestEntry[]};
     if (!Array.isArray(specs)) throw new AttentionError('IO', `corrupt ${folder.optimizer.specs} in '${dir}': no specs`);
-    // Adam's state is twice the weights: its size is known before a byte is read.
+    // Adam's state is two moments per weight and a step count: sized before a byte is read.
     const expected = manifestBytes(specs);
     const bytes = readInFolder(folder.folder, folder.optimizer.weights, 'optimizer state',
-      {bytes: Number.isFinite(expected) ? expected : undefined, maxBytes: 2 * limits.maxBytes + 64, raise: limits.raise},
+      {bytes: Number.isFinite(expected) ? expected : undefined, maxBytes: 2 * limits.maxBytes + ADAM_EXTRA_BYTES,
+        raise: limits.raise},
       `${folder.optimizer.specs}`);
     const map = tf.io.decodeWeights(bytes.buffer as ArrayBuffer, specs); // its own buffer, byteOffset 0
     const optimizerWeights = specs.map((s) => ({name: s.name, tensor: map[s.name]}));
@@ -255,6 +255,6 @@ export async function loadCheckpoint(dir: string, options: ModelLoadOptions = {}
   } catch (e) {
     model.dispose();
     if (e instanceof AttentionError && e.code === 'IO') throw e;
-    throw new AttentionError('IO', `cannot read the optimizer state in '${dir}': ${firstLine(e)}`);
+    throw new AttentionError('IO', `cannot read the optimizer state in '${dir}': ${brief(e)}`);
   }
 }
