@@ -3,9 +3,13 @@
 // project's displayName labels every test file with the backend it ran on.
 // The browser suite (test/browser.test.ts) and the package suite (test/package.test.ts)
 // run once, in their own project: the first drives headless Chromium on every backend
-// itself, the second runs the built package in plain node processes.
+// itself, the second runs the built package in plain node processes. So do the suites whose
+// work does not depend on the project's backend: real memory and threads (their own
+// processes on wasm), untrusted model folders (wasm, selected in the file), and the savers,
+// whose children save on cpu (test/savers.test.ts, test/save_kill.test.ts).
 const ONCE = ['<rootDir>/test/browser.test.ts', '<rootDir>/test/package.test.ts', '<rootDir>/test/heap.test.ts',
-  '<rootDir>/test/threads.test.ts', '<rootDir>/test/untrusted_reads.test.ts', '<rootDir>/test/savers.test.ts'];
+  '<rootDir>/test/threads.test.ts', '<rootDir>/test/untrusted_reads.test.ts', '<rootDir>/test/savers.test.ts',
+  '<rootDir>/test/save_kill.test.ts'];
 const common = {
   preset: 'ts-jest',
   testEnvironment: 'node',

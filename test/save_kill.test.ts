@@ -24,7 +24,10 @@ const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLen
 
 describe(title('file:// save killed at random instants'), () => {
   let root: string;
-  beforeAll(() => { root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-attention-kill-')); });
+  beforeAll(() => {
+    tf.env().set('PROD', true); // runs once, without the projects' setup: no tfjs-node banner
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-attention-kill-'));
+  });
   afterAll(() => {
     killChildren();
     fs.rmSync(root, {recursive: true, force: true});
