@@ -10,6 +10,7 @@ import {main as longContext} from '../examples/long_context';
 import {main as predictFromModels} from '../examples/predict_from_models';
 import {main as productPaths} from '../examples/product_paths';
 import {main as quickstart} from '../examples/quickstart';
+import {main as untrustedFolder} from '../examples/untrusted_folder';
 import * as tf from '@tensorflow/tfjs';
 import {getMatMulPath} from '../src';
 import {BACKEND, title} from './helpers';
@@ -107,6 +108,21 @@ describe(title('examples'), () => {
     const right = outputs.flatMap((row, i) => row.map((t, j) => Number(t === inputs[i][7 - j])));
     expect(right.reduce((a, b) => a + b) / right.length).toBeGreaterThanOrEqual(0.95);
     expect(lines[0]).toMatch(/^reverse: 2 3 4 5 6 7 8 9 -> /);
+  });
+
+  test('untrusted_folder: three damaged copies refused (IO), a tight maxBytes refused and a fitting one loaded, two saves at once', async () => {
+    const lines: string[] = [];
+    const tensors = tf.memory().numTensors;
+    const {outcomes, savedFiles} = await untrustedFolder((l) => lines.push(l));
+    expect(outcomes[0]).toMatch(/^a weights path out of the folder: IO: .*it contains '\.\.'/);
+    expect(outcomes[1]).toMatch(/^weights\.bin cut short: IO: corrupt weights .*the files hold 100 bytes/);
+    expect(outcomes[2]).toMatch(/^num_heads: 1e7: IO: .*MultiHeadAttention's weight 'query\/kernel' of shape \[64, 10000000, 16\]/);
+    expect(outcomes[3]).toMatch(/^maxBytes \d+: IO: .*over the limit/);
+    expect(outcomes[4]).toMatch(/^maxBytes \d+: loaded$/);
+    expect(outcomes[5]).toMatch(/^weightShapes: query\/kernel \[64, 4, 16\], query\/bias \[4, 16\], key\/kernel \[64, 2, 16\]/);
+    expect(savedFiles).toEqual(['model.json', 'weights.bin']);
+    expect(lines).toHaveLength(7);
+    expect(tf.memory().numTensors).toBe(tensors);
   });
 
   test('keras_model loads a converted Keras model with MultiHeadAttention, predicts, and reloads it as a tfjs model', async () => {
