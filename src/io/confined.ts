@@ -70,6 +70,15 @@ function inside(root: string, real: string): boolean {
   return rel !== '' && rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel);
 }
 
+/** The real path of `p` (symlinks followed); IO "cannot read <label>: <why>" when it cannot be resolved. */
+function realPath(p: string, label: string): string {
+  try {
+    return node().fs.realpathSync(p);
+  } catch (e) {
+    throw ioError(`cannot read ${label}: ${why(e)}`);
+  }
+}
+
 /**
  * The folder `dir` for confined reads.
  * @throws AttentionError('IO') when it does not exist or is not a folder.
@@ -77,12 +86,7 @@ function inside(root: string, real: string): boolean {
 export function modelFolder(dir: string): ModelFolder {
   const {fs, path} = node();
   const abs = path.resolve(dir);
-  let real: string;
-  try {
-    real = fs.realpathSync(abs);
-  } catch (e) {
-    throw ioError(`cannot read the model folder '${abs}': ${why(e)}`);
-  }
+  const real = realPath(abs, `the model folder '${abs}'`);
   if (!fs.statSync(real).isDirectory()) throw ioError(`cannot read the model folder '${abs}': it is not a folder`);
   return {dir: abs, real};
 }
@@ -162,16 +166,11 @@ function openRegular(real: string, shown: string, label: string, root: string | 
  * @param listedIn The file that names it (model.json), for messages; default the folder.
  */
 export function openInFolder(folder: ModelFolder, name: string, what: string, listedIn?: string): OpenFile {
-  const {fs, path} = node();
+  const {path} = node();
   checkRelativeName(name, what, listedIn ?? folder.dir);
   const full = path.join(folder.dir, name);
   const label = `${what} '${full}'${listedIn != null ? ` listed in '${listedIn}'` : ''}`;
-  let real: string;
-  try {
-    real = fs.realpathSync(full);
-  } catch (e) {
-    throw ioError(`cannot read ${label}: ${why(e)}`);
-  }
+  const real = realPath(full, label);
   if (!inside(folder.real, real)) {
     throw ioError(`cannot read ${label}: it resolves to '${real}', outside the model's folder '${folder.real}'`);
   }
@@ -182,16 +181,9 @@ export function openInFolder(folder: ModelFolder, name: string, what: string, li
  * Opens a file the user named directly (a training text, say): not confined to a folder,
  * but a regular file, opened non-blocking and checked on the descriptor as above.
  */
-export function openUserFile(file: string, what: string): OpenFile {
-  const {fs, path} = node();
-  const abs = path.resolve(file);
-  let real: string;
-  try {
-    real = fs.realpathSync(abs);
-  } catch (e) {
-    throw ioError(`cannot read ${what} '${file}': ${why(e)}`);
-  }
-  return openRegular(real, file, `${what} '${file}'`, null);
+function openUserFile(file: string, what: string): OpenFile {
+  const label = `${what} '${file}'`;
+  return openRegular(realPath(node().path.resolve(file), label), file, label, null);
 }
 
 export function closeFile(file: OpenFile): void {
@@ -225,9 +217,9 @@ export interface ReadLimits {
 }
 
 /** Throws IO when `file`'s size breaks `limits`. */
-export function checkSize(file: OpenFile, what: string, limits: ReadLimits, declaredBy = 'the manifest'): void {
+function checkSize(file: OpenFile, what: string, limits: ReadLimits): void {
   if (limits.bytes != null && file.size !== limits.bytes) {
-    throw ioError(`corrupt ${what} '${file.path}': it holds ${file.size} bytes but ${declaredBy} declares ` +
+    throw ioError(`corrupt ${what} '${file.path}': it holds ${file.size} bytes but the manifest declares ` +
       `${limits.bytes} (${file.size < limits.bytes ? 'truncated' : 'not the file the manifest describes'}?)`);
   }
   if (limits.maxBytes != null && file.size > limits.maxBytes) {
