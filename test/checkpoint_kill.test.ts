@@ -26,7 +26,7 @@ const CHILD = 'test/fixtures/cli_child.ts';
 const TINY = ['--length', '3', '--vocab-size', '5', '--model-dim', '8', '--heads', '2', '--kv-heads', '1', '--layers', '1',
   '--batch-size', '2', '--eval-batches', '1', '--steps', String(STEPS), '--checkpoint-every', '1', '--seed', '1', '--quiet'];
 /** The names a killed checkpoint save may leave beside the checkpoint's files. */
-const LEFTOVER = /^(\.model\.json\.(journal|tmp|lock\.new|lock\.dead)-\d+-[0-9a-z]{8}|\.model\.json\.lock|(weights|optimizer|training)\.\d+-[0-9a-z]{8}\.(bin|json))$/;
+const LEFTOVER = /^(\.model\.json\.(journal|tmp|lock\.new|lock\.dead)-\d+-[0-9a-z]{8}|\.model\.json\.lock(\.takeover)?|(weights|optimizer|training)\.\d+-[0-9a-z]{8}\.(bin|json))$/;
 const OWN = ['model.json', 'optimizer.bin', 'optimizer.json', 'training.json', 'weights.bin'];
 
 async function cli(...argv: string[]): Promise<number> {

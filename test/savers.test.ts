@@ -13,6 +13,7 @@ import * as tf from '@tensorflow/tfjs';
 import {selectBackend} from '../src/backend';
 import {AttentionError} from '../src/errors';
 import {fileSystem, registerFileRouter} from '../src/io/file_system';
+import {takeOver} from '../src/io/lock';
 import {loadModel, saveCheckpoint, readTrainingRecord} from '../src/train/checkpoint';
 import {cli} from './cli_helper';
 import {denseModel, denseWeights, LOOP_INPUTS} from './fixtures/dense';
@@ -20,6 +21,7 @@ import {killChildren, spawnGated} from './fixtures/gate';
 
 const ROUNDS = 20;
 const LOCK = '.model.json.lock';
+const TAKEOVER = '.model.json.lock.takeover';
 const KERAS = path.join(__dirname, 'fixtures', 'keras', 'keras3_self');
 
 const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
@@ -219,6 +221,39 @@ describe('the folder lock', () => {
     await model.save(fileSystem(old, {lockTimeout: 0}));
     expect(fs.readdirSync(old).sort()).toEqual(['model.json', 'weights.bin']);
     model.dispose();
+  });
+
+  test('a dead lock replaced by a live one in the same inode is not deleted by a taker that judged it dead', () => {
+    const dir = path.join(root, 'same-inode');
+    fs.mkdirSync(dir);
+    const file = path.join(dir, LOCK);
+    const dead = deadPid();
+    fs.writeFileSync(file, lockText(dead));
+    const judged = {ino: fs.statSync(file).ino, token: `${dead}-abcdefgh`};
+    fs.writeFileSync(file, lockText(sleeper.pid!, os.hostname(), {token: `${sleeper.pid}-livelock`})); // same inode
+    expect(fs.statSync(file).ino).toBe(judged.ino);
+    expect(takeOver(dir, judged, lockText(process.pid))).toBe(true);
+    expect(JSON.parse(fs.readFileSync(file, 'utf8')).token).toBe(`${sleeper.pid}-livelock`);
+    expect(fs.readdirSync(dir)).toEqual([LOCK]); // and no takeover file stays
+    fs.writeFileSync(file, lockText(dead)); // the judged holder again: deleted
+    expect(takeOver(dir, judged, lockText(process.pid))).toBe(true);
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  test("a live taker's takeover file makes a save wait; a dead taker's goes with the next save", async () => {
+    const live = await locked('taker-live', lockText(deadPid()));
+    fs.writeFileSync(path.join(live, TAKEOVER), lockText(sleeper.pid!));
+    expect((await saveRefused(live, 200)).error.message).toMatch(/holds its lock \(pid \d+ on host/);
+    expect(fs.existsSync(path.join(live, LOCK))).toBe(true);
+    for (const withLock of [true, false]) {
+      const dir = await locked(`taker-dead-${withLock}`, lockText(deadPid()));
+      if (!withLock) fs.unlinkSync(path.join(dir, LOCK));
+      fs.writeFileSync(path.join(dir, TAKEOVER), lockText(deadPid()));
+      const model = denseModel(6, 10);
+      await model.save(fileSystem(dir, {lockTimeout: 1000}));
+      model.dispose();
+      expect({withLock, names: fs.readdirSync(dir).sort()}).toEqual({withLock, names: ['model.json', 'weights.bin']});
+    }
   });
 
   test('a checkpoint save waits for the holder, and goes on once it is gone', async () => {

@@ -76,7 +76,7 @@ import {AttentionError} from '../errors';
 import {errno, errorMessage as message, node} from '../runtime';
 import {existsInFolder, modelFolder, readInFolder, readJsonInFolder} from './confined';
 import {MAX_JSON_BYTES} from './load_limits';
-import {DEFAULT_LOCK_TIMEOUT, FolderLock, LOCK_TEMP, lockFolder} from './lock';
+import {DEFAULT_LOCK_TIMEOUT, FolderLock, LOCK_TEMP, lockFolder, removeDeadTakeover} from './lock';
 import {endSave, saveGone, startSave} from './saves';
 
 
@@ -222,7 +222,8 @@ async function readModelJSON(dir: string): Promise<object | null | 'corrupt'> {
 export async function recoverFolder(dir: string): Promise<void> {
   const {fs} = node();
   const entries = await fs.promises.readdir(dir).catch(() => [] as string[]);
-  // A dead lock-taker's temp names go first: they never hold anything a model lists.
+  // A dead lock-taker's temp names and takeover file go first: they never hold anything a model lists.
+  removeDeadTakeover(dir);
   for (const name of entries) {
     const m = LOCK_TEMP.exec(name);
     if (m != null && saveGone(Number(m[1]), `${m[1]}-${m[2]}`)) await remove(dir, name);

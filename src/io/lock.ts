@@ -20,8 +20,9 @@
  *
  * Taking over never removes a live lock: only the saver that creates the takeover file
  * DIR/.model.json.lock.takeover (O_EXCL) may delete a dead lock, and only if the lock is
- * still the file it judged dead (same inode); a lock is otherwise deleted by its holder
- * alone. A takeover file left by a taker that died is removed once 10 s old. Before each
+ * still the file it judged dead (same inode and holder); a lock is otherwise deleted by its
+ * holder alone. A takeover file left by a taker that died is removed by the next taker or
+ * the next save's tidying (once its pid is gone, or it is 10 s old). Before each
  * commit the holder checks that the lock is still its own (`verify`).
  */
 import {AttentionError, brief} from '../errors';
@@ -138,29 +139,62 @@ async function create(dir: string, token: string, record: string): Promise<boole
   return true;
 }
 
+/** The lock as judged dead: its inode and holder's token (null: not a regular file, or unparseable). */
+export interface Judged {
+  ino: number;
+  token: string | null;
+}
+
+/** True when the takeover file `seen` was left by a taker that is gone (or is unreadable and old). */
+function takerGone(seen: {ageMs: number; holder: Holder | null}): boolean {
+  return seen.holder != null ? holderGone(seen.holder) || seen.ageMs > STALE_MS : seen.ageMs > STALE_MS;
+}
+
 /**
- * Deletes the dead lock of inode `ino`, if this saver gets the takeover file and the lock
- * is still that file; true when the lock may be free now, false when another saver is
- * taking it over (wait).
+ * Deletes the dead lock `judged`, if this saver gets the takeover file and the lock is
+ * still that file: same inode and same holder (an inode number is reused at once, so a
+ * new holder's lock can have the dead one's). True when the lock may be free now, false
+ * when another saver is taking it over (wait). Synchronous, so the takeover file exists
+ * for microseconds and no other save of this thread runs meanwhile.
  */
-async function takeOver(dir: string, ino: number, record: string): Promise<boolean> {
+export function takeOver(dir: string, judged: Judged, record: string): boolean {
   const {fs, path} = node();
   const takeover = path.join(dir, TAKEOVER);
   try {
-    await fs.promises.writeFile(takeover, record, {flag: 'wx'});
+    fs.writeFileSync(takeover, record, {flag: 'wx'});
   } catch (e) {
     if (errno(e) !== 'EEXIST') throw e;
     const other = readLock(dir, TAKEOVER);
-    if (other != null && other.ageMs > STALE_MS) await fs.promises.unlink(takeover).catch(() => undefined); // its taker died
+    if (other != null && takerGone(other)) removeFile(takeover);
     return false;
   }
   try {
-    const now = await fs.promises.lstat(path.join(dir, LOCK_NAME)).catch(() => null);
-    if (now != null && now.ino === ino) await fs.promises.unlink(path.join(dir, LOCK_NAME));
+    const now = readLock(dir);
+    if (now != null && now.ino === judged.ino && (now.holder?.token ?? null) === judged.token &&
+      (judged.token != null || now.ageMs > STALE_MS)) {
+      removeFile(path.join(dir, LOCK_NAME));
+    }
   } finally {
-    await fs.promises.unlink(takeover).catch(() => undefined);
+    removeFile(takeover);
   }
   return true;
+}
+
+function removeFile(file: string): void {
+  try {
+    node().fs.unlinkSync(file);
+  } catch {
+    // gone already
+  }
+}
+
+/**
+ * Removes the takeover file of `dir` if its taker is gone (killed inside `takeOver`):
+ * run by a save holding the lock, with the folder's other leftovers (folder.ts).
+ */
+export function removeDeadTakeover(dir: string): void {
+  const seen = readLock(dir, TAKEOVER);
+  if (seen != null && takerGone(seen)) removeFile(node().path.join(dir, TAKEOVER));
 }
 
 /**
@@ -180,7 +214,7 @@ export async function lockFolder(dir: string, options: LockOptions): Promise<Fol
     if (seen == null) continue; // released meanwhile
     const h = seen.holder;
     const dead = h != null ? holderGone(h) : seen.ageMs > STALE_MS;
-    if (dead && await takeOver(dir, seen.ino, record)) continue;
+    if (dead && takeOver(dir, {ino: seen.ino, token: h?.token ?? null}, record)) continue;
     if (Date.now() >= deadline) {
       const who = h != null ? `pid ${h.pid} on host '${brief(h.host, 80)}', since ${brief(h.since, 40)}` : 'an unreadable lock file';
       throw new AttentionError('IO', `${prefix}: another save into this folder holds its lock (${who}) and did not ` +
