@@ -1,7 +1,8 @@
 /**
  * The two ways the library computes its matrix products, on one layer: split into 2-D,
- * non-transposed products (what the wasm backend runs fast, chosen there by 'auto') or
- * left to tf.matMul as batched products. Both give the same output and gradients to
+ * non-transposed products (what tfjs's own wasm kernels run fast; 'auto' chooses it on wasm
+ * only where the library's product kernels are not in place) or left to tf.matMul as
+ * batched products (with the library's wasm kernels, as fast). Both give the same output and gradients to
  * float rounding; this program shows which path 'auto' takes on your backend, runs a
  * GQA MultiHeadAttention layer forward and backward both ways, and prints the largest
  * difference and each path's time. It also prints the order `auto` tries backends in and
@@ -34,7 +35,8 @@ export async function main(log: (line: string) => void = console.log, B = 2, T =
   const kernels = wasmKernelStatus();
   log(`backend ${tf.getBackend()} (auto tries ${autoBackends().join(', ')}): matMul path '${getMatMulPath()}' ` +
     `${splitsProducts() ? 'splits products into 2-D ones' : 'uses tf.matMul as is'}; wasm Slice ${kernels.Slice}, ` +
-    `UnsortedSegmentSum ${kernels.UnsortedSegmentSum}`);
+    `UnsortedSegmentSum ${kernels.UnsortedSegmentSum}, BatchMatMul ${kernels.BatchMatMul}, _FusedMatMul ` +
+    `${kernels._FusedMatMul}, Tile ${kernels.Tile}, Identity ${kernels.Identity}`);
 
   // matMul has tf.matMul's semantics on every path.
   const product = tf.tidy(() => matMul(tf.ones([2, 3, 4]), tf.ones([2, 5, 4]), false, true));

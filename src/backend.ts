@@ -16,6 +16,7 @@ import {AttentionError, show} from './errors';
 import {errorMessage, isNode} from './runtime';
 import {installLinearSegmentSum} from './cpu_kernels';
 import {registerMissingWasmKernels} from './wasm_kernels';
+import {installGradients} from './gradients';
 import {arrangeThreadedInit, checkThreads, releaseWorkers, resolveThreads, threadsFellBack, ThreadsArg, wasmThreads} from './wasm_threads';
 
 export type BackendName = 'tensorflow' | 'webgpu' | 'webgl' | 'wasm' | 'cpu';
@@ -32,6 +33,7 @@ export function autoBackends(): BackendName[] {
 }
 
 registerMissingWasmKernels();
+installGradients();
 installLinearSegmentSum();
 
 let nodeLoadError: string | null = null;

@@ -12,7 +12,9 @@ export {
   BACKEND_ENV_VAR,
 } from './backend';
 export {wasmThreads, ThreadsArg, MAX_WASM_THREADS, KNOWN_WASM_VERSION} from './wasm_threads';
-export {wasmKernelStatus, WasmKernelStatus, installSliceFromHeap, isCopyingSlice} from './wasm_kernels';
+export {wasmKernelStatus, WasmKernelStatus, installSliceFromHeap, isCopyingSlice, installFastProducts, installTileFromHeap,
+  setLibraryKernels, LibraryKernels} from './wasm_kernels';
+export {gradientStatus, GradientStatus, GradientState} from './gradients';
 export {cpuKernelStatus, CpuKernelStatus, installLinearSegmentSum, isPerSegmentSum} from './cpu_kernels';
 export {isNode} from './runtime';
 export {registerFileRouter, fileSystem, FileSystemOptions} from './io/file_system';

@@ -18,6 +18,8 @@
  *   shipped (a probe that survives minification, unlike the function's name).
  */
 import * as tf from '@tensorflow/tfjs';
+import {PRODUCT_KERNELS, ProductArgs, isTfjsWasmProduct, setSmallProductKernel} from './wasm_matmul';
+import {useLibraryGradients} from './gradients';
 
 interface WasmLikeBackend {
   readSync(dataId: tf.DataId): tf.backend_util.BackendValues;
@@ -179,22 +181,252 @@ export function isCopyingSlice(kernelFunc: tf.KernelFunc): boolean {
   return reads === 1 && output[0] === 11 && output[1] === 12;
 }
 
+/** The Tile kernel the replacement took the place of. */
+let originalTile: tf.KernelConfig | null = null;
+
+/**
+ * Writes x (values `xs`, shape `shape`) tiled `reps` times into `out`: each axis's first
+ * repetition is written from x (rows copied, or one value filled), the others copied from it.
+ */
+export function tileValues(xs: Float32Array | Int32Array | Uint8Array, shape: number[], reps: number[],
+                           out: Float32Array | Int32Array | Uint8Array): void {
+  const r = shape.length;
+  if (r === 0) {
+    out[0] = xs[0];
+    return;
+  }
+  const xStride = new Array<number>(r);
+  const outStride = new Array<number>(r);
+  xStride[r - 1] = outStride[r - 1] = 1;
+  for (let d = r - 2; d >= 0; d--) {
+    xStride[d] = xStride[d + 1] * shape[d + 1];
+    outStride[d] = outStride[d + 1] * shape[d + 1] * reps[d + 1];
+  }
+  const fill = (d: number, xOff: number, outOff: number): void => {
+    const n = shape[d];
+    if (d === r - 1) {
+      if (n === 1) {
+        out.fill(xs[xOff], outOff, outOff + reps[d]);
+      } else {
+        const row = xs.subarray(xOff, xOff + n);
+        for (let k = 0; k < reps[d]; k++) out.set(row, outOff + k * n);
+      }
+      return;
+    }
+    for (let i = 0; i < n; i++) fill(d + 1, xOff + i * xStride[d], outOff + i * outStride[d]);
+    const block = n * outStride[d];
+    for (let k = 1; k < reps[d]; k++) out.copyWithin(outOff + k * block, outOff, outOff + block);
+  };
+  fill(0, 0, 0);
+}
+
+const tileFromHeapConfig: tf.KernelConfig = {
+  kernelName: 'Tile',
+  backendName: 'wasm',
+  kernelFunc: (args) => {
+    const x = args.inputs.x as tf.TensorInfo;
+    if (x.dtype === 'string') return restoredTile().kernelFunc(args);
+    const reps = (args.attrs as unknown as {reps: number[]}).reps;
+    const b = args.backend as unknown as WasmHeapBackend;
+    const out = b.makeOutput(x.shape.map((s, i) => s * reps[i]), x.dtype);
+    if (tf.util.sizeFromShape(out.shape) === 0) return out;
+    // Views of the heap are taken after makeOutput, which may grow (and so move) the heap.
+    tileValues(b.typedArrayFromHeap(x), x.shape, reps, b.typedArrayFromHeap(out));
+    return out;
+  },
+};
+
+/**
+ * True when `kernelFunc` behaves as tfjs-backend-wasm 4.x's Tile: on a stand-in backend it
+ * makes one output of the tiled shape and then asks for its native id (for the native
+ * call, which the probe never reaches).
+ */
+export function isNativeTile(kernelFunc: tf.KernelFunc): boolean {
+  const stop = new Error('probe');
+  const made: number[][] = [];
+  const outId = {};
+  const backend = {
+    makeOutput: (shape: number[], dtype: string) => {
+      made.push(shape);
+      return {dataId: outId, shape, dtype};
+    },
+    dataIdMap: {
+      get: (dataId: unknown) => {
+        if (dataId === outId) throw stop;
+        return {id: 1, memoryOffset: 0};
+      },
+    },
+  };
+  try {
+    kernelFunc({inputs: {x: {dataId: {}, shape: [2, 3], dtype: 'float32'}} as unknown as tf.NamedTensorInfoMap,
+      backend: backend as unknown as tf.KernelBackend, attrs: {reps: [2, 1]}});
+  } catch (e) {
+    return e === stop && made.length === 1 && made[0].join() === '4,3';
+  }
+  return false;
+}
+
+/**
+ * Puts the library's Tile (tileValues on heap views, about 50x faster than tfjs-wasm 4.22's
+ * per-element loop on a LayerNormalization's [8, 128, 128]) in place of tfjs's, recognised by
+ * `isNativeTile`; any other kernel is left alone. Idempotent.
+ */
+export function installTileFromHeap(): 'replaced' | 'kept' | 'absent' {
+  const current = tf.getKernel('Tile', 'wasm');
+  if (current == null) return 'absent';
+  if (current.kernelFunc === tileFromHeapConfig.kernelFunc) return 'replaced';
+  if (!isNativeTile(current.kernelFunc)) return 'kept';
+  originalTile = {...current} as tf.KernelConfig;
+  tf.unregisterKernel('Tile', 'wasm');
+  tf.registerKernel(tileFromHeapConfig);
+  return 'replaced';
+}
+
+/** The Identity kernel the replacement took the place of. */
+let originalIdentity: tf.KernelFunc | null = null;
+
+interface RefCountingBackend {
+  incRef(dataId: tf.DataId): void;
+}
+
+/**
+ * Identity that shares its input's buffer (one more reference), as tfjs's cpu and webgl
+ * backends do: tensors are immutable, so a clone need not copy. tfjs-wasm 4.22's copies the
+ * whole tensor, and tfjs's engine clones every tensor it saves for the backward pass (each
+ * kernel's saved inputs and outputs), so on wasm training held every activation twice.
+ */
+const sharedIdentityConfig: tf.KernelConfig = {
+  kernelName: 'Identity',
+  backendName: 'wasm',
+  kernelFunc: (args) => {
+    const x = args.inputs.x as tf.TensorInfo;
+    if (x.dtype === 'string') return originalIdentity!(args);
+    (args.backend as unknown as RefCountingBackend).incRef(x.dataId);
+    return {dataId: x.dataId, shape: x.shape, dtype: x.dtype};
+  },
+};
+
+/**
+ * True when `kernelFunc` behaves as tfjs-backend-wasm 4.x's Identity: on a stand-in backend
+ * it makes a new output of x's shape and copies x's values into it.
+ */
+export function isCopyingIdentity(kernelFunc: tf.KernelFunc): boolean {
+  const xId = {};
+  const outId = {};
+  const input = new Float32Array([1, 2, 3]);
+  const output = new Float32Array(3);
+  let made = 0;
+  const backend = {
+    makeOutput: (shape: number[], dtype: string) => {
+      made++;
+      return {dataId: outId, shape, dtype};
+    },
+    typedArrayFromHeap: (t: {dataId: unknown}) => (t.dataId === xId ? input : t.dataId === outId ? output : null),
+    incRef: () => { throw new Error('shares'); },
+  };
+  try {
+    kernelFunc({inputs: {x: {dataId: xId, shape: [3], dtype: 'float32'}} as unknown as tf.NamedTensorInfoMap,
+      backend: backend as unknown as tf.KernelBackend, attrs: {}});
+  } catch {
+    return false;
+  }
+  return made === 1 && output.join() === '1,2,3';
+}
+
+/** Puts the sharing Identity in place of tfjs-wasm's copying one (`isCopyingIdentity`); any other is left alone. */
+export function installSharedIdentity(): 'replaced' | 'kept' | 'absent' {
+  const current = tf.getKernel('Identity', 'wasm');
+  if (current == null) return 'absent';
+  if (current.kernelFunc === sharedIdentityConfig.kernelFunc) return 'replaced';
+  if (current.setupFunc != null || !isCopyingIdentity(current.kernelFunc)) return 'kept';
+  originalIdentity = current.kernelFunc;
+  tf.unregisterKernel('Identity', 'wasm');
+  tf.registerKernel(sharedIdentityConfig);
+  return 'replaced';
+}
+
 /** What registerMissingWasmKernels did, as the kernel registry holds it now. */
 export interface WasmKernelStatus {
   /** 'replaced': ours is registered; 'kept': another kernel is (not recognised as tfjs's); 'absent': none. */
   Slice: 'replaced' | 'kept' | 'absent';
   /** 'added': ours is registered; 'kept': another kernel is (a later tfjs's own); 'absent': none. */
   UnsortedSegmentSum: 'added' | 'kept' | 'absent';
+  /** The product kernels (wasm_matmul.ts): 'replaced', 'kept' or 'absent' as for Slice. */
+  BatchMatMul: 'replaced' | 'kept' | 'absent';
+  _FusedMatMul: 'replaced' | 'kept' | 'absent';
+  /** Tile (tileValues on the heap): 'replaced', 'kept' or 'absent' as for Slice. */
+  Tile: 'replaced' | 'kept' | 'absent';
+  /** Identity (shares the buffer instead of copying it): 'replaced', 'kept' or 'absent'. */
+  Identity: 'replaced' | 'kept' | 'absent';
+}
+
+type ProductName = keyof typeof PRODUCT_KERNELS;
+const PRODUCT_NAMES = Object.keys(PRODUCT_KERNELS) as ProductName[];
+/** The product kernels the replacements took the place of. */
+const originalProducts: Partial<Record<ProductName, tf.KernelConfig>> = {};
+
+function productStatus(name: ProductName): 'replaced' | 'kept' | 'absent' {
+  const k = tf.getKernel(name, 'wasm');
+  return k == null ? 'absent' : k.kernelFunc === PRODUCT_KERNELS[name].kernelFunc ? 'replaced' : 'kept';
+}
+
+/**
+ * Puts the library's BatchMatMul and _FusedMatMul kernels (wasm_matmul.ts) in place of the
+ * registered wasm ones that behave as tfjs-backend-wasm 4.x's (`isTfjsWasmProduct`); any
+ * other kernel is left alone. Idempotent. Returns what the registry holds afterwards.
+ */
+export function installFastProducts(): Pick<WasmKernelStatus, ProductName> {
+  for (const name of PRODUCT_NAMES) {
+    const current = tf.getKernel(name, 'wasm');
+    if (current == null || current.kernelFunc === PRODUCT_KERNELS[name].kernelFunc) continue;
+    if (!isTfjsWasmProduct(current.kernelFunc)) continue;
+    originalProducts[name] = {...current} as tf.KernelConfig;
+    tf.unregisterKernel(name, 'wasm');
+    tf.registerKernel(PRODUCT_KERNELS[name]);
+  }
+  setSmallProductKernel(tfjsSmallProduct);
+  return {BatchMatMul: productStatus('BatchMatMul'), _FusedMatMul: productStatus('_FusedMatMul')};
+}
+
+/**
+ * tfjs's own product kernel for a small batched product it computes right: batches equal or
+ * one of them 1, and (fused) no bias, which its loop adds at the wrong positions. Else null.
+ */
+function tfjsSmallProduct(args: ProductArgs, backend: unknown): tf.TensorInfo | null {
+  const fused = args.bias != null || (args.activation ?? 'linear') !== 'linear';
+  const name: ProductName = fused ? '_FusedMatMul' : 'BatchMatMul';
+  if (originalProducts[name] == null || args.bias != null) return null;
+  const [aCount, bCount] = [args.a, args.b].map((t) => tf.util.sizeFromShape(t.shape.slice(0, -2)));
+  if (aCount !== bCount && aCount !== 1 && bCount !== 1) return null;
+  if (fused && (args.a.shape.length !== 3 || args.b.shape.length !== 3)) return null; // its fused kernel takes rank 3 only
+  const {a, b, transposeA, transposeB, activation, preluActivationWeights, leakyreluAlpha} = args;
+  return restoredProduct(name).kernelFunc({
+    inputs: (fused ? {a, b, ...(preluActivationWeights != null ? {preluActivationWeights} : {})} : {a, b}) as
+      tf.NamedTensorInfoMap,
+    backend: backend as tf.KernelBackend,
+    attrs: {transposeA, transposeB, ...(fused ? {activation, leakyreluAlpha: leakyreluAlpha ?? 0} : {})},
+  }) as tf.TensorInfo;
+}
+
+/** The product kernel `name` that the replacement took the place of (undefined until it has). */
+export function replacedProductKernel(name: ProductName): tf.KernelConfig | undefined {
+  return originalProducts[name];
 }
 
 /** Which of the library's wasm kernels are registered now. */
 export function wasmKernelStatus(): WasmKernelStatus {
   const slice = tf.getKernel('Slice', 'wasm');
   const segment = tf.getKernel('UnsortedSegmentSum', 'wasm');
+  const tile = tf.getKernel('Tile', 'wasm');
+  const identity = tf.getKernel('Identity', 'wasm');
   return {
     Slice: slice == null ? 'absent' : slice.kernelFunc === librarySlice ? 'replaced' : 'kept',
     UnsortedSegmentSum: segment == null ? 'absent' :
       segment.kernelFunc === unsortedSegmentSumConfig.kernelFunc ? 'added' : 'kept',
+    BatchMatMul: productStatus('BatchMatMul'),
+    _FusedMatMul: productStatus('_FusedMatMul'),
+    Tile: tile == null ? 'absent' : tile.kernelFunc === tileFromHeapConfig.kernelFunc ? 'replaced' : 'kept',
+    Identity: identity == null ? 'absent' : identity.kernelFunc === sharedIdentityConfig.kernelFunc ? 'replaced' : 'kept',
   };
 }
 
@@ -228,4 +460,102 @@ export function registerMissingWasmKernels(): void {
     if (tf.getKernel(config.kernelName, 'wasm') == null) tf.registerKernel(config);
   }
   installSliceFromHeap();
+  installFastProducts();
+  installTileFromHeap();
+  installSharedIdentity();
+}
+
+const restored: Partial<Record<ProductName, tf.KernelConfig>> = {};
+
+/**
+ * tfjs's product kernel `name` as registered again by setLibraryKernels('tfjs'): tfjs runs a
+ * kernel's setup when its backend starts, so one registered later sets itself up on first use.
+ */
+function restoredProduct(name: ProductName): tf.KernelConfig {
+  if (restored[name] == null) {
+    const original = originalProducts[name]!;
+    const ready = new WeakSet<object>();
+    restored[name] = {
+      kernelName: name, backendName: 'wasm', setupFunc: original.setupFunc,
+      kernelFunc: (args) => {
+        if (!ready.has(args.backend)) {
+          ready.add(args.backend);
+          original.setupFunc?.(args.backend);
+        }
+        return original.kernelFunc(args);
+      },
+    };
+  }
+  return restored[name]!;
+}
+
+let restoredTileConfig: tf.KernelConfig | null = null;
+
+/** tfjs's Tile as registered again by setLibraryKernels('tfjs'), set up on first use (as restoredProduct). */
+function restoredTile(): tf.KernelConfig {
+  if (restoredTileConfig == null) {
+    const original = originalTile!;
+    const ready = new WeakSet<object>();
+    restoredTileConfig = {
+      kernelName: 'Tile', backendName: 'wasm', setupFunc: original.setupFunc,
+      kernelFunc: (args) => {
+        if (!ready.has(args.backend)) {
+          ready.add(args.backend);
+          original.setupFunc?.(args.backend);
+        }
+        return original.kernelFunc(args);
+      },
+    };
+  }
+  return restoredTileConfig;
+}
+
+/** Whose kernels and gradients the backends run: the library's replacements, or tfjs's own. */
+export type LibraryKernels = 'library' | 'tfjs';
+let current: LibraryKernels = 'library';
+
+/**
+ * Puts tfjs's own kernels back in place of the library's replacements ('tfjs'), or the
+ * library's again ('library'); kernels the library adds because tfjs lacks them stay.
+ * For measuring what the replacements gain (bench --suite step). Returns the previous setting.
+ */
+export function setLibraryKernels(which: LibraryKernels): LibraryKernels {
+  const previous = current;
+  if (which === current) return previous;
+  current = which;
+  useLibraryGradients(which === 'library');
+  const slice = tf.getKernel('Slice', 'wasm');
+  if (which === 'tfjs' && slice?.kernelFunc === librarySlice && originalSlice != null) {
+    tf.unregisterKernel('Slice', 'wasm');
+    tf.registerKernel({kernelName: 'Slice', backendName: 'wasm', kernelFunc: originalSlice});
+  } else if (which === 'library') {
+    installSliceFromHeap();
+  }
+  const identity = tf.getKernel('Identity', 'wasm');
+  if (which === 'tfjs' && identity?.kernelFunc === sharedIdentityConfig.kernelFunc && originalIdentity != null) {
+    tf.unregisterKernel('Identity', 'wasm');
+    tf.registerKernel({kernelName: 'Identity', backendName: 'wasm', kernelFunc: originalIdentity});
+  } else if (which === 'library') {
+    installSharedIdentity();
+  }
+  const tile = tf.getKernel('Tile', 'wasm');
+  if (which === 'tfjs' && tile?.kernelFunc === tileFromHeapConfig.kernelFunc && originalTile != null) {
+    tf.unregisterKernel('Tile', 'wasm');
+    tf.registerKernel(restoredTile());
+  } else if (which === 'library' && originalTile != null && tile?.kernelFunc === restoredTile().kernelFunc) {
+    tf.unregisterKernel('Tile', 'wasm');
+    tf.registerKernel(tileFromHeapConfig);
+  }
+  for (const name of PRODUCT_NAMES) {
+    if (originalProducts[name] == null) continue;
+    const registered = tf.getKernel(name, 'wasm')?.kernelFunc;
+    if (which === 'tfjs' && registered === PRODUCT_KERNELS[name].kernelFunc) {
+      tf.unregisterKernel(name, 'wasm');
+      tf.registerKernel(restoredProduct(name));
+    } else if (which === 'library' && registered === restoredProduct(name).kernelFunc) {
+      tf.unregisterKernel(name, 'wasm');
+      tf.registerKernel(PRODUCT_KERNELS[name]);
+    }
+  }
+  return previous;
 }

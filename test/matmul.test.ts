@@ -3,7 +3,8 @@
 // operand layout the library uses; the path setting must behave as documented.
 import * as tf from '@tensorflow/tfjs';
 import '../src';
-import {getMatMulPath, matMul, setMatMulPath, splitsProducts} from '../src/ops/matmul';
+import {getMatMulPath, matMul, setMatMulPath, splitsProducts, tilesAttention} from '../src/ops/matmul';
+import {setLibraryKernels} from '../src/wasm_kernels';
 import {BACKEND, expectClose, expectError, expectNoLeaks, randn, title} from './helpers';
 
 /** tf.matMul, with a 2-D right operand under a batched left one done on a 2-D view (tfjs's 3-D x 2-D gradient is broken). */
@@ -82,9 +83,16 @@ describe(title('matMul split into 2-D products'), () => {
 describe(title('matMul path setting'), () => {
   afterEach(() => { setMatMulPath('auto'); });
 
-  test(`'auto' splits on wasm only (this project runs on ${BACKEND})`, () => {
+  test(`'auto' splits on wasm only, and only under tfjs's own product kernels (this project runs on ${BACKEND})`, () => {
     setMatMulPath('auto');
-    expect(splitsProducts()).toBe(BACKEND === 'wasm');
+    expect(splitsProducts()).toBe(false); // on wasm the library's product kernels are in place
+    expect(tilesAttention()).toBe(BACKEND === 'wasm');
+    const previous = setLibraryKernels('tfjs');
+    try {
+      expect(splitsProducts()).toBe(BACKEND === 'wasm');
+    } finally {
+      setLibraryKernels(previous);
+    }
     setMatMulPath('split');
     expect(splitsProducts()).toBe(true);
     setMatMulPath('batched');

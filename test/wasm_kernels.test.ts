@@ -2,7 +2,8 @@
 import * as tf from '@tensorflow/tfjs';
 import '../src';
 import {installSliceFromHeap, isCopyingSlice, wasmKernelStatus} from '../src';
-import {replacedSliceKernel, unsortedSegmentSumValues} from '../src/wasm_kernels';
+import {installTileFromHeap, isCopyingIdentity, isNativeTile, replacedSliceKernel, tileValues, unsortedSegmentSumValues}
+  from '../src/wasm_kernels';
 import {BACKEND, expectNoLeaks, title} from './helpers';
 
 describe(title('wasm kernels'), () => {
@@ -54,7 +55,7 @@ describe(title('Slice from the heap'), () => {
   }
 
   test('the wasm Slice kernel is the library\'s replacement, UnsortedSegmentSum the library\'s own', () => {
-    expect(wasmKernelStatus()).toEqual({Slice: 'replaced', UnsortedSegmentSum: 'added'});
+    expect(wasmKernelStatus()).toMatchObject({Slice: 'replaced', UnsortedSegmentSum: 'added'});
     expect(tf.getKernel('Slice', 'wasm')?.kernelFunc).not.toBe(replacedSliceKernel());
   });
 
@@ -155,5 +156,110 @@ describe(title('Slice from the heap'), () => {
       expect(p.dataSync()[63]).toBe(i * 64 + 63);
     });
     tf.dispose([x, ...parts]);
+  });
+});
+
+// The replacement Tile kernel writes the tiled values from views of the heap (tfjs-wasm 4.22's
+// native loop takes about 80 ns per value): it must tile as tf.tile means, for every rank and
+// dtype, repetitions of 1 and 0 included.
+describe(title('Tile from the heap'), () => {
+  /** x tiled, written out. */
+  function tiled(values: ArrayLike<number>, shape: number[], reps: number[]): number[] {
+    const out: number[] = [];
+    const outShape = shape.map((s, i) => s * reps[i]);
+    const walk = (axis: number, idx: number[]) => {
+      if (axis === shape.length) {
+        let flat = 0;
+        idx.forEach((i, d) => { flat = flat * shape[d] + (i % shape[d]); });
+        out.push(values[flat]);
+        return;
+      }
+      for (let i = 0; i < outShape[axis]; i++) walk(axis + 1, [...idx, i]);
+    };
+    walk(0, []);
+    return out;
+  }
+
+  test('tileValues writes what tiling means', () => {
+    const cases: [number[], number[]][] = [[[], []], [[3], [4]], [[2, 3], [3, 2]], [[1, 1, 5], [4, 3, 1]], [[4, 3, 1], [1, 1, 5]],
+      [[2, 1, 3, 2], [2, 3, 1, 2]], [[2, 2, 1, 2, 1], [1, 2, 3, 1, 2]]];
+    for (const [shape, reps] of cases) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const xs = Float32Array.from({length: n}, (_, i) => i + 1);
+      const out = new Float32Array(tiled(xs, shape, reps).length);
+      tileValues(xs, shape, reps, out);
+      expect({shape, reps, out: Array.from(out)}).toEqual({shape, reps, out: tiled(xs, shape, reps)});
+    }
+  });
+
+  test(`tf.tile on ${BACKEND}: float32, int32 and bool, ranks 1 to 5, repetitions of 1 and 0`, () => {
+    const cases: [number[], number[]][] = [[[3], [4]], [[2, 3], [1, 5]], [[8, 16, 1], [1, 1, 6]], [[1, 1, 6], [8, 16, 1]],
+      [[2, 1, 3, 1], [1, 4, 2, 3]], [[2, 3], [0, 2]], [[2, 1, 2, 1, 2], [1, 3, 1, 2, 1]]];
+    for (const [shape, reps] of cases) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      for (const dtype of ['float32', 'int32', 'bool'] as const) {
+        const vals = Array.from({length: n}, (_, i) => (dtype === 'bool' ? i % 2 : i * 3 - 5));
+        const x = tf.tensor(vals, shape, dtype);
+        const y = tf.tile(x, reps);
+        expect({shape, reps, dtype, got: Array.from(y.dataSync())}).toEqual({shape, reps, dtype, got: tiled(vals, shape, reps)});
+        expect(y.shape).toEqual(shape.map((s, i) => s * reps[i]));
+        tf.dispose([x, y]);
+      }
+    }
+  });
+
+  test('the wasm Tile kernel is the library\'s, recognised by behaviour; another kernel is left alone', () => {
+    expect(wasmKernelStatus().Tile).toBe('replaced');
+    const ours = tf.getKernel('Tile', 'wasm')!;
+    expect(isNativeTile(ours.kernelFunc)).toBe(false);
+    const users: tf.KernelFunc = (args) => ours.kernelFunc(args);
+    tf.unregisterKernel('Tile', 'wasm');
+    tf.registerKernel({kernelName: 'Tile', backendName: 'wasm', kernelFunc: users});
+    try {
+      expect(installTileFromHeap()).toBe('kept');
+      expect(tf.getKernel('Tile', 'wasm')!.kernelFunc).toBe(users);
+    } finally {
+      tf.unregisterKernel('Tile', 'wasm');
+      tf.registerKernel(ours);
+    }
+    expect(installTileFromHeap()).toBe('replaced');
+  });
+});
+
+// tfjs's engine clones every tensor it saves for the backward pass; tfjs-wasm 4.22's Identity
+// copied it. The library's shares the buffer (as tfjs's cpu and webgl backends do).
+describe(title('Identity shares its buffer'), () => {
+  test(`clones on ${BACKEND} hold the same values, survive their source, and copy nothing on wasm`, () => {
+    const x = tf.tensor([1, 2, 3, 4], [2, 2]);
+    const y = tf.clone(x);
+    const z = tf.clone(tf.cast(tf.tensor([true, false], [2], 'bool'), 'bool'));
+    expect(y.arraySync()).toEqual([[1, 2], [3, 4]]);
+    expect(z.arraySync()).toEqual([1, 0]);
+    if (BACKEND === 'wasm') {
+      const backend = tf.backend() as unknown as {getMemoryOffset(id: tf.DataId): number};
+      expect(backend.getMemoryOffset(y.dataId)).toBe(backend.getMemoryOffset(x.dataId));
+      expect(wasmKernelStatus().Identity).toBe('replaced');
+    }
+    x.dispose();
+    expect(y.arraySync()).toEqual([[1, 2], [3, 4]]); // the buffer lives while a clone does
+    const before = tf.memory().numTensors;
+    tf.dispose([y, z]);
+    expect(tf.memory().numTensors).toBe(before - 2);
+    const s = tf.clone(tf.tensor(['a', 'b']));
+    expect(s.arraySync()).toEqual(['a', 'b']);
+    s.dispose();
+  });
+
+  test('tfjs-wasm\'s copying Identity is recognised by behaviour, the sharing one is not', () => {
+    const copying: tf.KernelFunc = ({inputs, backend}) => {
+      const b = backend as unknown as {makeOutput(s: number[], d: string): tf.TensorInfo;
+        typedArrayFromHeap(t: tf.TensorInfo): Float32Array};
+      const x = inputs.x as tf.TensorInfo;
+      const out = b.makeOutput(x.shape, x.dtype);
+      b.typedArrayFromHeap(out).set(b.typedArrayFromHeap(x));
+      return out;
+    };
+    expect(isCopyingIdentity(copying)).toBe(true);
+    expect(isCopyingIdentity(tf.getKernel('Identity', 'wasm')!.kernelFunc)).toBe(false);
   });
 });

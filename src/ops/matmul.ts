@@ -15,6 +15,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {zerosWithZeroGrads} from './zeros';
+import {hasFastProducts} from '../wasm_matmul';
 
 /**
  * How products are computed: 'auto' splits on the backends in SPLIT_BACKENDS, 'split'
@@ -43,9 +44,26 @@ export function getMatMulPath(): MatMulPath {
   return currentPath;
 }
 
-/** True when products are split into 2-D, non-transposed ones on the active backend. */
+/**
+ * True when products are split into 2-D, non-transposed ones on the active backend: 'split',
+ * or 'auto' on a backend in SPLIT_BACKENDS whose product kernel is still tfjs's slow one
+ * (once the library's wasm product kernels are in place, every product takes the fast path
+ * in one kernel: no splitting).
+ */
 export function splitsProducts(): boolean {
-  return currentPath === 'split' || (currentPath === 'auto' && SPLIT_BACKENDS.includes(tf.getBackend()));
+  if (currentPath !== 'auto') return currentPath === 'split';
+  const backend = tf.getBackend();
+  return SPLIT_BACKENDS.includes(backend) && !hasFastProducts(backend);
+}
+
+/**
+ * True when scaledDotProductAttention takes the tiled engine (no T x S matrix kept between
+ * the passes): 'split', or 'auto' on a backend in SPLIT_BACKENDS (wasm), whatever its
+ * product kernels; with the library's fast products the engine's products are batched.
+ */
+export function tilesAttention(): boolean {
+  if (currentPath !== 'auto') return currentPath === 'split';
+  return SPLIT_BACKENDS.includes(tf.getBackend());
 }
 
 /** Swaps the last two axes. */

@@ -8,7 +8,7 @@ import {AttentionError, show} from '../errors';
 import {assertBoolean, assertInteger, assertRate, checkArgNames} from '../validate';
 import {AttentionDims, assertFits, attentionDims, groupHeads, isEmptyAttention, ungroupHeads, zeroAttention} from './heads';
 import {CausalAlignment, CausalArg, causalAlignment, causalOffset, combineMasks, normalizeMask} from './masks';
-import {matMul, splitsProducts} from './matmul';
+import {matMul, tilesAttention} from './matmul';
 import {TilePlan, tiledAttention} from './tiled';
 
 /**
@@ -84,7 +84,7 @@ export function scaledDotProductAttention(
   }
   assertFits('scaledDotProductAttention', 'the [B, H, T, S] attention weights', [B, H, T, S]);
   const dropping = training && rate > 0;
-  const fast = splitsProducts() && !returnWeights && !dropping;
+  const fast = tilesAttention() && !returnWeights && !dropping;
 
   if (fast) return splitAttention(q, k, v, options.mask, causal, scale, dims);
   return tf.tidy(() => {

@@ -14,7 +14,8 @@ import {
   AttentionError, FlashAttention, LinearAttention, LocalGlobalAttention, MultiHeadAttention, flashAttention,
   linearAttention, loadCheckpoint, loadModel, localGlobalAttention, readTrainingRecord, saveCheckpoint,
   scaledDotProductAttention, selectBackend, fileSystem, train, wasmKernelStatus, BackendName, AttentionLayerBase,
-  installSliceFromHeap, loadKerasModel, buildTransformer, generate, GraphAttention, cpuKernelStatus,
+  installSliceFromHeap, loadKerasModel, buildTransformer, generate, GraphAttention, cpuKernelStatus, gradientStatus,
+  setLibraryKernels,
 } from 'tfjs-attention';
 
 setWasmPaths('/wasm/');
@@ -92,7 +93,112 @@ function graphCase(args: ConstructorParameters<typeof GraphAttention>[0], withAt
   };
 }
 
+/**
+ * Products for every transpose, batched and broadcast (batch 1 against 3 both ways, a matrix
+ * against a batch), small and large enough for wasm's native path, and their gradients.
+ */
+function productCase(): Record<string, tf.Tensor> {
+  const out: Record<string, tf.Tensor> = {};
+  let seed = 40;
+  for (const [tA, tB] of [[false, false], [true, false], [false, true], [true, true]]) {
+    for (const [aBatch, bBatch] of [[[3], [3]], [[3], [1]], [[1], [3]], [[3], []]]) {
+      for (const [M, K, N] of [[5, 3, 4], [33, 17, 29]]) {
+        const a = rand([...aBatch, ...(tA ? [K, M] : [M, K])], seed++);
+        const b = rand([...bBatch, ...(tB ? [N, K] : [K, N])], seed++);
+        const w = rand([3, M, N], seed++);
+        const key = `${tA ? 'T' : ''}${a.shape} x ${tB ? 'T' : ''}${b.shape}`;
+        out[key] = tf.matMul(a, b, tA, tB);
+        const [da, db] = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x, y, tA, tB), w)))([a, b]);
+        out[`d ${key} a`] = da;
+        out[`d ${key} b`] = db;
+      }
+    }
+  }
+  return out;
+}
+
+/** Fused products: each activation, a bias of N values and of [M, N], transposed and batched operands. */
+function fusedCase(): Record<string, tf.Tensor> {
+  const out: Record<string, tf.Tensor> = {};
+  let seed = 400;
+  for (const activation of ['linear', 'relu', 'relu6', 'prelu', 'leakyrelu', 'sigmoid', 'elu'] as const) {
+    for (const [tA, tB, biasShape] of [[false, false, [29]], [true, true, [29]], [false, true, [33, 29]]] as [boolean, boolean, number[]][]) {
+      const a = rand([2, ...(tA ? [17, 33] : [33, 17])], seed++);
+      const b = rand([2, ...(tB ? [29, 17] : [17, 29])], seed++);
+      out[`${activation} ${tA} ${tB} ${biasShape}`] = tf.fused.matMul({a, b, transposeA: tA, transposeB: tB,
+        bias: rand(biasShape, seed++), activation, preluActivationWeights: activation === 'prelu' ? rand([29], seed++) : undefined,
+        leakyreluAlpha: 0.3});
+    }
+  }
+  return out;
+}
+
+/** tf.tile of ranks 1 to 4 and its gradient, and a LayerNormalization's output and gradients (which tile). */
+function tileCase(): Record<string, tf.Tensor> {
+  const out: Record<string, tf.Tensor> = {};
+  let seed = 600;
+  for (const [shape, reps] of [[[3], [4]], [[2, 3], [1, 5]], [[1, 1, 6], [4, 8, 1]], [[2, 1, 3, 1], [1, 4, 2, 3]]]) {
+    const x = rand(shape, seed++);
+    const w = rand(shape.map((d, i) => d * reps[i]), seed++);
+    out[`tile ${shape} ${reps}`] = tf.tile(x, reps);
+    out[`d tile ${shape} ${reps}`] = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.tile(t, reps), w)))(x);
+  }
+  const norm = tf.layers.layerNormalization();
+  const x = rand([2, 5, 16], seed++);
+  norm.apply(x);
+  norm.setWeights([rand([16], seed++), rand([16], seed++)]);
+  const w = rand([2, 5, 16], seed++);
+  const f = () => tf.sum(tf.mul(norm.apply(x) as tf.Tensor, w)) as tf.Scalar;
+  out['layerNorm y'] = norm.apply(x) as tf.Tensor;
+  out['layerNorm dx'] = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(norm.apply(t) as tf.Tensor, w)))(x);
+  const vars = norm.trainableWeights.map((v) => (v as unknown as {val: tf.Variable}).val);
+  const {grads} = tf.variableGrads(f, vars);
+  vars.forEach((v, i) => { out[`layerNorm d${i}`] = grads[v.name]; });
+  norm.dispose();
+  return out;
+}
+
+/**
+ * Kernels per training step (forward, backward, Adam) of a transformer shaped as the bench's
+ * transformer-small (4 heads, 4 layers, causal, vocabulary 100) but small enough for
+ * SwiftShader (E=32, T=32, batch 1), with the library's kernels and gradients and with
+ * tfjs's own. The library's count does not depend on the sizes; tfjs's grows with them
+ * (its Tile gradient takes two kernels per repetition).
+ */
+async function stepKernels(): Promise<Record<string, number>> {
+  const model = buildTransformer({attention: 'mha', vocabSize: 100, seqLength: 32, modelDim: 32, numHeads: 4,
+    numLayers: 4, causal: true, seed: 1});
+  const x = tf.tensor2d(Array.from({length: 32}, (_, i) => (i * 7) % 100), [1, 32], 'int32');
+  const y = tf.oneHot(tf.tensor1d(Array.from({length: 32}, (_, i) => (i * 11) % 100), 'int32'), 100);
+  const optimizer = tf.train.adam(1e-4);
+  const vars = model.trainableWeights.map((w) => (w as unknown as {val: tf.Variable}).val);
+  const step = () => tf.tidy(() => {
+    const {value, grads} = tf.variableGrads(() => tf.losses.softmaxCrossEntropy(y,
+      tf.reshape(model.apply(x, {training: true}) as tf.Tensor, [32, 100])) as tf.Scalar, vars);
+    optimizer.applyGradients(grads);
+    return value;
+  });
+  const out: Record<string, number> = {};
+  for (const which of ['library', 'tfjs'] as const) {
+    const previous = setLibraryKernels(which);
+    try {
+      tf.dispose(step()); // Adam's state, made once
+      const info = await tf.profile(async () => { await step().data(); });
+      out[which] = info.kernels.length;
+    } finally {
+      setLibraryKernels(previous);
+    }
+  }
+  tf.dispose([x, y]);
+  optimizer.dispose();
+  model.dispose();
+  return out;
+}
+
 const CASES: Record<string, Case> = {
+  'matMul (transposes, batch broadcast) and gradients': productCase,
+  'fused matMul (bias, activations)': fusedCase,
+  'tile, LayerNormalization and gradients': tileCase,
   'sdpa (mask, GQA)': opCase((q, k, v) => scaledDotProductAttention(q, k, v,
     {mask: tf.tensor2d([1, 1, 0, 1, 1, 1, 1], [1, 7], 'bool')})),
   'sdpa causal': opCase((q, k, v) => scaledDotProductAttention(q, k, v, {causal: true}), 2, 2),
@@ -315,7 +421,8 @@ async function run(backend: BackendName): Promise<Record<string, unknown>> {
   const generate = {reference: generateReference, tokens: await withoutSyncReads(generated)};
   const slice = tf.getBackend() === 'wasm' ? await sliceCheck() : null;
   return {backend: chosen, active: tf.getBackend(), diffs, leaked, fit, graph, train: trainResult, slice, generate,
-    nodeOnly: await nodeOnly(), kernels: {...wasmKernelStatus(), cpu: cpuKernelStatus()}};
+    nodeOnly: await nodeOnly(), kernels: {...wasmKernelStatus(), cpu: cpuKernelStatus(), gradients: gradientStatus()},
+    stepKernels: await stepKernels()};
 }
 
 (window as unknown as {checks: unknown}).checks = {run, autoPick: () => selectBackend('auto')};
