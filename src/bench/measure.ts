@@ -86,17 +86,18 @@ function profilingState(): ProfilingState | null {
 
 /**
  * The most tensor bytes the engine held after any kernel of `fn`: what
- * `tf.profile(fn).peakBytes` reports. tfjs 4.22 computes that as
+ * `tf.profile(fn).peakBytes` reports; and how many kernels `fn` ran. tfjs 4.22 computes that as
  * `Math.max(...kernels.map(...))`, which overflows the call stack once a pass runs more
  * than about 10^5 kernels (flash forward+backward at T=16384 does), so this switches
  * the engine's profiling on itself, as tf.profile does, and takes the maximum in a loop.
  * Falls back to tf.profile where the engine's state has another form.
  */
-export async function profilePeak(fn: () => tf.TensorContainer): Promise<{peak: number; result: tf.TensorContainer}> {
+export async function profilePeak(fn: () => tf.TensorContainer):
+    Promise<{peak: number; kernels: number; result: tf.TensorContainer}> {
   const state = profilingState();
   if (state == null || state.profiling) {
     const info = await tf.profile(fn);
-    return {peak: info.peakBytes, result: info.result};
+    return {peak: info.peakBytes, kernels: info.kernels.length, result: info.result};
   }
   state.activeProfile.kernels = [];
   state.profiling = true;
@@ -108,8 +109,9 @@ export async function profilePeak(fn: () => tf.TensorContainer): Promise<{peak: 
   }
   let peak = -Infinity; // what Math.max() of no kernels gives
   for (const k of state.activeProfile.kernels) peak = Math.max(peak, k.totalBytesSnapshot);
+  const kernels = state.activeProfile.kernels.length;
   state.activeProfile.kernels = [];
-  return {peak, result};
+  return {peak, kernels, result};
 }
 
 /** Peak tensor bytes of one run above the bytes in use before it (see the file comment). */

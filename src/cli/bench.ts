@@ -10,6 +10,8 @@ import {DENSE_IMPLS, DENSE_MAX_T, FULL_PRESET, QUICK_PRESET, SUITES, SUITE_NAMES
 import {formatMeta, formatTable, summarize} from '../bench/report';
 import {DECODE_CONTEXTS, DECODE_ROWS, DecodeRowName, formatDecodeTable, runDecodeBench, summarizeDecode}
   from '../bench/decode';
+import {STEP_ROWS, StepRowName, formatStepTable, runStepBench, summarizeSteps} from '../bench/step';
+import {LibraryKernels} from '../wasm_kernels';
 import {WORKLOADS} from '../bench/workloads';
 import {MATMUL_PATHS, MatMulPath} from '../ops/matmul';
 import {CliIO, intArg, intListArg, namesArg, threadsOption} from './shared';
@@ -18,13 +20,14 @@ import {ThreadsArg} from '../wasm_threads';
 const ROW_NAMES = [...IMPL_NAMES, ...Object.keys(WORKLOADS)];
 const describe = (n: string) => (IMPLS[n] ?? WORKLOADS[n]).description;
 
-/** The suites: the attention and layer rows (quick, full), or the decode rows. */
-const ALL_SUITES = [...SUITE_NAMES, 'decode'] as const;
+/** The suites: the attention and layer rows (quick, full), the decode rows, or the training-step rows. */
+const ALL_SUITES = [...SUITE_NAMES, 'decode', 'step'] as const;
 
 interface BenchFlags {
   only?: string[];
   backend?: BackendChoice;
-  suite: SuiteName | 'decode';
+  suite: SuiteName | 'decode' | 'step';
+  kernels?: string[];
   quick: boolean;
   budget?: number;
   matmulPath?: MatMulPath;
@@ -58,8 +61,8 @@ export function registerBench(program: Command, io: CliIO): void {
       'forward and forward+backward, and write DIR/results.json, DIR/results.md and the plots DIR/time.svg, ' +
       'DIR/memory.svg')
     .addOption(new Option('--only <names>', `comma-separated rows to run: ${ROW_NAMES.join(', ')}; ` +
-      `with --suite decode: ${DECODE_ROWS.join(', ')}`)
-      .argParser(namesArg([...ROW_NAMES, ...DECODE_ROWS.filter((r) => !ROW_NAMES.includes(r))], 'row')))
+      `with --suite decode: ${DECODE_ROWS.join(', ')}; with --suite step: ${STEP_ROWS.join(', ')}`)
+      .argParser(namesArg([...new Set([...ROW_NAMES, ...DECODE_ROWS, ...STEP_ROWS])], 'row')))
     .addOption(new Option('--backend <name>', `tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)`)
       .choices(NODE_BACKEND_CHOICES))
     .addOption(threadsOption())
@@ -84,14 +87,38 @@ export function registerBench(program: Command, io: CliIO): void {
     .option('--kv-heads <n>', 'key/value heads G for every shape (default: H for multi-head shapes); ' +
       'must divide H', intArg(1))
     .option('--dim <n>', 'head dim D for every shape', intArg(1))
+    .option('--kernels <list>', "with --suite step: run each row with the library's kernels and gradients " +
+      "(library), tfjs's own (tfjs), or both (library,tfjs); default: both for the plain tfjs rows", namesArg(['library', 'tfjs'], 'kernel setting'))
     .option('--no-heap', 'skip the real-memory measurement (on wasm, each row\'s heap growth over one pass, ' +
       'measured in a fresh child process: about 2 s more per row)')
     .addHelpText('after', `\nRows:\n${implList}\n\nSuites:\n${SUITE_NAMES.map(suiteText).join('\n')}\n` +
       '  decode: per-token time of one causal layer of each kind (B=1, H=8, D=64) from a cache holding c ' +
       `positions and by recomputing all c + 1, c in ${DECODE_CONTEXTS.join(', ')}; writes decode.json, decode.md\n` +
+      '  step: one training step (forward, backward, Adam) of buildTransformer presets and plain tfjs models (an MLP, a ' +
+      'LayerNormalization stack): ms, kernels per step, FLOP rate against the run\'s 2-D matMul, peak memory; ' +
+      'writes step.json, step.md\n' +
       `  ${DENSE_IMPLS.join(', ')} (which hold T x S matrices) skip lengths above ${DENSE_MAX_T}.\n` +
       'Example: bench --only sdpa,flash --seq 512,2048,4096 --heads 4 --dim 64\n')
     .action(async (flags: BenchFlags) => {
+      if (flags.suite === 'step') {
+        const bad = (flags.only ?? []).filter((n) => !(STEP_ROWS as readonly string[]).includes(n));
+        const badKernels = (flags.kernels ?? []).filter((k) => k !== 'library' && k !== 'tfjs');
+        if (bad.length > 0 || badKernels.length > 0) {
+          throw new AttentionError('INVALID_CONFIG', bad.length > 0
+            ? `--suite step rows are ${STEP_ROWS.join(', ')}; received ${bad.join(', ')}`
+            : `--kernels takes library and/or tfjs; received ${badKernels.join(', ')}`);
+        }
+        const report = await runStepBench({
+          rows: flags.only as StepRowName[] | undefined, kernels: flags.kernels as LibraryKernels[] | undefined,
+          backend: flags.backend, threads: flags.threads, reps: flags.reps, warmup: flags.warmup,
+          budgetMs: flags.budget != null ? flags.budget * 1000 : undefined, outDir: flags.out,
+          log: (line) => io.stderr.write(`${line}\n`),
+        });
+        const summary = summarizeSteps(report.rows).map((l) => `- ${l}\n`).join('');
+        io.stdout.write(`\n2-D matMul: ${report.matmulGflops.toFixed(2)} GFLOP/s\n\n${formatStepTable(report.rows)}\n${summary}` +
+          `wrote ${path.join(flags.out, 'step.json')}, ${path.join(flags.out, 'step.md')}\n`);
+        return;
+      }
       if (flags.suite === 'decode') {
         const bad = (flags.only ?? []).filter((n) => !(DECODE_ROWS as readonly string[]).includes(n));
         if (bad.length > 0) {

@@ -1,0 +1,302 @@
+/**
+ * The training-step rows of `tfjs-attention bench --suite step`: one full step of a model
+ * as a user trains it (forward, backward with `tf.variableGrads`, an Adam update), timed
+ * and counted:
+ *
+ * - `transformer-small`: buildTransformer mha, vocab 100, T=128, E=128, 4 heads, 4 layers,
+ *   causal (819k parameters), batch 8; the trainer's loss.
+ * - `transformer-large`: T=512, E=256, 8 heads, 6 layers, causal, batch 4.
+ * - `mlp`: plain tfjs, no attention: Dense 512 -> 1024 relu -> 1024 relu -> 10, batch 512,
+ *   softmax cross-entropy.
+ * - `layernorm`: plain tfjs: x [8, 128, 128] through 4 x (Dense 128 relu, LayerNormalization),
+ *   mean square loss.
+ *
+ * Each row runs with the library's kernels and gradients (`kernels: 'library'`) and, for the
+ * plain rows, also with tfjs's own (`'tfjs'`): what a tfjs model gains from the library being
+ * loaded. Per row: the median ms of a step, kernels per step (`tf.profile`), the step's FLOPs
+ * (model FLOPs: 6 x tokens x the weights used in products, plus 12 x B x H x T^2 x D per
+ * attention layer, the whole T x T counted even where causal attention skips it), their
+ * rate, that rate against the same run's 2-D [1024, 1024] x [1024, 1024] matMul, and the
+ * step's peak `tf.memory().numBytes` (weights and Adam's state included).
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import {BackendChoice, selectBackend} from '../backend';
+import {ThreadsArg} from '../wasm_threads';
+import {AttentionError, show} from '../errors';
+import {assertPositiveInt} from '../validate';
+import {buildTransformer} from '../train/model';
+import {maskedLoss} from '../train/trainer';
+import {LibraryKernels, setLibraryKernels} from '../wasm_kernels';
+import {median, profilePeak} from './measure';
+import {fixed, markdownTable} from './report';
+import {collectMeta, BenchMeta} from './meta';
+
+export const STEP_ROWS = ['transformer-small', 'transformer-large', 'mlp', 'layernorm'] as const;
+export type StepRowName = typeof STEP_ROWS[number];
+
+/** A row's model and loss, built for one measurement. */
+interface StepModel {
+  model: tf.LayersModel;
+  /** The loss of one batch (inside variableGrads). */
+  loss(): tf.Scalar;
+  /** Model FLOPs of one step. */
+  flops: number;
+  /** "B=8 T=128 E=128 H=4 layers=4" */
+  shape: string;
+  dispose(): void;
+}
+
+/** Sum of the sizes of the weights used in products (kernels). */
+function productWeights(model: tf.LayersModel): number {
+  return model.trainableWeights.filter((w) => /kernel$/.test(w.name.replace(/_\d+$/, '')))
+    .reduce((s, w) => s + tf.util.sizeFromShape(w.shape as number[]), 0);
+}
+
+function transformerRow(B: number, T: number, E: number, H: number, layers: number): StepModel {
+  const V = 100;
+  const model = buildTransformer({attention: 'mha', vocabSize: V, seqLength: T, modelDim: E, numHeads: H,
+    numLayers: layers, causal: true, seed: 1});
+  const rand = (n: number, seed: number) => Int32Array.from({length: n}, (_, i) => (i * 7919 + seed * 104729) % V);
+  const batch = {inputs: rand(B * T, 1), targets: rand(B * T, 2), weights: new Float32Array(B * T).fill(1), n: B, L: T};
+  const x = tf.tensor2d(batch.inputs, [B, T], 'int32');
+  const D = E / H;
+  return {
+    model,
+    loss: () => maskedLoss(model.apply(x, {training: true}) as tf.Tensor, batch, V),
+    flops: 6 * B * T * productWeights(model) + 12 * B * H * T * T * D * layers,
+    shape: `B=${B} T=${T} E=${E} H=${H} layers=${layers}`,
+    dispose: () => {
+      x.dispose();
+      model.dispose();
+    },
+  };
+}
+
+function mlpRow(): StepModel {
+  const B = 512;
+  const input = tf.input({shape: [512]});
+  let h = input;
+  for (const [i, units] of [1024, 1024].entries()) {
+    h = tf.layers.dense({units, activation: 'relu', name: `mlp_dense${i}`}).apply(h) as tf.SymbolicTensor;
+  }
+  const out = tf.layers.dense({units: 10, name: 'mlp_out'}).apply(h) as tf.SymbolicTensor;
+  const model = tf.model({inputs: input, outputs: out});
+  const x = tf.randomNormal([B, 512], 0, 1, 'float32', 1);
+  const y = tf.oneHot(tf.randomUniform([B], 0, 10, 'int32', 2) as tf.Tensor1D, 10);
+  return {
+    model,
+    loss: () => tf.losses.softmaxCrossEntropy(y, model.apply(x, {training: true}) as tf.Tensor) as tf.Scalar,
+    flops: 6 * B * productWeights(model),
+    shape: `B=${B} 512-1024-1024-10`,
+    dispose: () => {
+      tf.dispose([x, y]);
+      model.dispose();
+    },
+  };
+}
+
+function layerNormRow(): StepModel {
+  const [B, T, E] = [8, 128, 128];
+  const input = tf.input({shape: [T, E]});
+  let h = input;
+  for (let i = 0; i < 4; i++) {
+    h = tf.layers.dense({units: E, activation: 'relu', name: `ln_dense${i}`}).apply(h) as tf.SymbolicTensor;
+    h = tf.layers.layerNormalization({name: `ln_norm${i}`}).apply(h) as tf.SymbolicTensor;
+  }
+  const model = tf.model({inputs: input, outputs: h});
+  const x = tf.randomNormal([B, T, E], 0, 1, 'float32', 1);
+  const y = tf.randomNormal([B, T, E], 0, 1, 'float32', 2);
+  return {
+    model,
+    loss: () => tf.losses.meanSquaredError(y, model.apply(x, {training: true}) as tf.Tensor) as tf.Scalar,
+    flops: 6 * B * T * productWeights(model),
+    shape: `B=${B} T=${T} E=${E} 4 x (dense, layerNorm)`,
+    dispose: () => {
+      tf.dispose([x, y]);
+      model.dispose();
+    },
+  };
+}
+
+const BUILD: Readonly<Record<StepRowName, () => StepModel>> = {
+  'transformer-small': () => transformerRow(8, 128, 128, 4, 4),
+  'transformer-large': () => transformerRow(4, 512, 256, 8, 6),
+  mlp: mlpRow,
+  layernorm: layerNormRow,
+};
+
+/** The rows' kernel settings by default: both for the plain tfjs rows, the library's for the transformers. */
+const DEFAULT_KERNELS: Readonly<Record<StepRowName, readonly LibraryKernels[]>> = {
+  'transformer-small': ['library'], 'transformer-large': ['library'], mlp: ['library', 'tfjs'], layernorm: ['library', 'tfjs'],
+};
+
+export interface StepRow {
+  row: StepRowName;
+  kernels: LibraryKernels;
+  backend: string;
+  shape: string;
+  /** Median ms of one step. */
+  msMedian: number | null;
+  runs: number;
+  /** Kernels the engine ran in one step (tf.profile). */
+  kernelsPerStep: number | null;
+  /** Model FLOPs of one step (see the file comment). */
+  flops: number | null;
+  /** flops / msMedian, 1e9 per second. */
+  gflops: number | null;
+  /** gflops / the run's 2-D matMul GFLOP/s. */
+  ofMatMul: number | null;
+  /** The most tensor bytes alive during a step (weights and optimizer state included). */
+  peakBytes: number | null;
+  error?: string;
+}
+
+export interface StepReport {
+  meta: BenchMeta;
+  /** n of the run's 2-D [n, n] x [n, n] matMul. */
+  matmulSize: number;
+  /** Its GFLOP/s (median of 5). */
+  matmulGflops: number;
+  rows: StepRow[];
+}
+
+export interface StepBenchOptions {
+  rows?: readonly StepRowName[];
+  /** Which kernel settings to run each row with. Default: DEFAULT_KERNELS. */
+  kernels?: readonly LibraryKernels[];
+  backend?: BackendChoice;
+  threads?: ThreadsArg;
+  /** Timed steps per row. Default 3. */
+  reps?: number;
+  /** Untimed steps first (the first makes Adam's state). Default 1. */
+  warmup?: number;
+  /** A row stops timing after this many ms (one run at least). Default 60000. */
+  budgetMs?: number;
+  /** n of the 2-D [n, n] x [n, n] matMul the rows are compared with. Default 1024. */
+  matmulSize?: number;
+  outDir?: string;
+  log?: (line: string) => void;
+}
+
+/** GFLOP/s of the 2-D [n, n] x [n, n] product, median of 5 after 2 untimed. */
+async function matmulRate(n: number): Promise<number> {
+  const [a, b] = [tf.randomNormal([n, n], 0, 1, 'float32', 1), tf.randomNormal([n, n], 0, 1, 'float32', 2)];
+  const times: number[] = [];
+  for (let i = 0; i < 7; i++) {
+    const t0 = performance.now();
+    const c = tf.matMul(a, b);
+    await c.data();
+    c.dispose();
+    if (i >= 2) times.push(performance.now() - t0);
+  }
+  tf.dispose([a, b]);
+  return 2 * n ** 3 / median(times) / 1e6;
+}
+
+async function measureStep(name: StepRowName, kernels: LibraryKernels, backend: string, matmulGflops: number,
+                           o: {reps: number; warmup: number; budgetMs: number}): Promise<StepRow> {
+  const row: StepRow = {row: name, kernels, backend, shape: '', msMedian: null, runs: 0, kernelsPerStep: null, flops: null,
+    gflops: null, ofMatMul: null, peakBytes: null};
+  const previous = setLibraryKernels(kernels);
+  let m: StepModel | null = null;
+  const optimizer = tf.train.adam(1e-4);
+  try {
+    m = BUILD[name]();
+    row.shape = m.shape;
+    row.flops = m.flops;
+    const vars = m.model.trainableWeights.map((w) => w.read() as tf.Variable);
+    const step = (): tf.Scalar => tf.tidy(() => {
+      const {value, grads} = tf.variableGrads(m!.loss, vars);
+      optimizer.applyGradients(grads as tf.NamedTensorMap as Parameters<typeof optimizer.applyGradients>[0]);
+      return value;
+    });
+    const timeStep = async () => {
+      const t0 = performance.now();
+      const loss = step();
+      await loss.data();
+      loss.dispose();
+      return performance.now() - t0;
+    };
+    const start = performance.now();
+    for (let i = 0; i < Math.max(1, o.warmup); i++) await timeStep();
+    const profile = await profilePeak(() => tf.dispose(step()));
+    [row.kernelsPerStep, row.peakBytes] = [profile.kernels, profile.peak];
+    const times: number[] = [];
+    while (times.length < o.reps && (times.length === 0 || performance.now() - start < o.budgetMs)) times.push(await timeStep());
+    row.msMedian = median(times);
+    row.runs = times.length;
+    row.gflops = m.flops / row.msMedian / 1e6;
+    row.ofMatMul = row.gflops / matmulGflops;
+  } catch (e) {
+    row.error = String((e as Error)?.message ?? e).split('\n')[0];
+  } finally {
+    m?.dispose();
+    optimizer.dispose();
+    setLibraryKernels(previous);
+  }
+  return row;
+}
+
+/** Runs the step rows; writes DIR/step.json and DIR/step.md when outDir is given. */
+export async function runStepBench(options: StepBenchOptions = {}): Promise<StepReport> {
+  const rows = options.rows ?? STEP_ROWS;
+  const bad = rows.filter((r) => !(STEP_ROWS as readonly string[]).includes(r));
+  if (rows.length === 0 || bad.length > 0) {
+    throw new AttentionError('INVALID_CONFIG', `step rows must be among ${STEP_ROWS.join(', ')}, received ${show([...rows])}`);
+  }
+  const o = {reps: options.reps ?? 3, warmup: options.warmup ?? 1, budgetMs: options.budgetMs ?? 60_000};
+  assertPositiveInt('reps', o.reps);
+  const backend = await selectBackend(options.backend, {threads: options.threads});
+  const meta = collectMeta(backend, o.warmup, o.reps, {suite: 'step', budgetMs: o.budgetMs, maxT: {}, heap: false});
+  const n = options.matmulSize ?? 1024;
+  assertPositiveInt('matmulSize', n);
+  const matmulGflops = await matmulRate(n);
+  options.log?.(`2-D matMul [${n}, ${n}] x [${n}, ${n}]: ${matmulGflops.toFixed(2)} GFLOP/s`);
+  const report: StepReport = {meta, matmulSize: n, matmulGflops, rows: []};
+  for (const name of rows) {
+    for (const kernels of options.kernels ?? DEFAULT_KERNELS[name]) {
+      const r = await measureStep(name, kernels, backend, matmulGflops, o);
+      options.log?.(`${r.row} (${r.kernels} kernels) ${r.shape}: ` + (r.error != null ? `error: ${r.error}`
+        : `${r.msMedian!.toFixed(1)} ms, ${r.kernelsPerStep} kernels, ${(r.flops! / 1e9).toFixed(2)} GFLOP, ` +
+          `${r.gflops!.toFixed(2)} GFLOP/s = ${(100 * r.ofMatMul!).toFixed(0)}% of matMul, peak ${fixed(r.peakBytes! / 2 ** 20, 1)} MiB`));
+      report.rows.push(r);
+      if (options.outDir != null) writeStepReport(options.outDir, report);
+    }
+  }
+  return report;
+}
+
+/** The rows as a padded markdown table. */
+export function formatStepTable(rows: readonly StepRow[]): string {
+  const header = ['row', 'kernels', 'shape', 'ms/step', 'runs', 'kernels/step', 'GFLOP', 'GFLOP/s', '% of matMul',
+    'peak MiB', 'error'];
+  return markdownTable(header, rows.map((r) => [r.row, r.kernels, r.shape, fixed(r.msMedian, 1), r.runs,
+    r.kernelsPerStep ?? '-', fixed(r.flops == null ? null : r.flops / 1e9, 2), fixed(r.gflops, 2),
+    fixed(r.ofMatMul == null ? null : 100 * r.ofMatMul, 0), fixed(r.peakBytes == null ? null : r.peakBytes / 2 ** 20, 1),
+    r.error ?? ''].map(String)));
+}
+
+/** The speed-up of the library's kernels over tfjs's, per plain row run both ways. */
+export function summarizeSteps(rows: readonly StepRow[]): string[] {
+  const out: string[] = [];
+  for (const name of STEP_ROWS) {
+    const [lib, own] = (['library', 'tfjs'] as const).map((k) => rows.find((r) => r.row === name && r.kernels === k &&
+      r.msMedian != null));
+    if (lib != null && own != null) {
+      out.push(`${name}: ${(own.msMedian! / lib.msMedian!).toFixed(2)}x faster with the library's kernels ` +
+        `(${own.kernelsPerStep} -> ${lib.kernelsPerStep} kernels per step)`);
+    }
+  }
+  return out;
+}
+
+export function writeStepReport(dir: string, report: StepReport): void {
+  fs.mkdirSync(dir, {recursive: true});
+  fs.writeFileSync(path.join(dir, 'step.json'), JSON.stringify(report, null, 2) + '\n');
+  const summary = summarizeSteps(report.rows).map((l) => `- ${l}`).join('\n');
+  fs.writeFileSync(path.join(dir, 'step.md'), `# tfjs-attention bench --suite step\n\nbackend ${report.meta.backend}, ` +
+    `tfjs ${report.meta.tfjsVersion}, ${report.meta.cpuCount} cpus, ${report.meta.date}; 2-D matMul ` +
+    `[${report.matmulSize}]^2 x [${report.matmulSize}]^2: ${report.matmulGflops.toFixed(2)} GFLOP/s\n\n${formatStepTable(report.rows)}\n${summary}\n`);
+}
