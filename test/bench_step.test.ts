@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
+import {BackendChoice} from '../src/backend';
 import {runStepBench, summarizeSteps} from '../src/bench/step';
 import {cli} from './cli_helper';
 import {BACKEND, title} from './helpers';
@@ -19,7 +20,7 @@ import {BACKEND, title} from './helpers';
   test('the layernorm row both ways: counts, model FLOPs and their rate, peak memory; tfjs\'s gradients take more kernels',
     async () => {
       const tensors = tf.memory().numTensors;
-      const report = await runStepBench({rows: ['layernorm'], kernels: ['library', 'tfjs'], backend: BACKEND, reps: 1,
+      const report = await runStepBench({rows: ['layernorm'], kernels: ['library', 'tfjs'], backend: BACKEND as BackendChoice, reps: 1,
         warmup: 1, matmulSize: 128, outDir: out});
       expect(tf.memory().numTensors).toBe(tensors);
       expect(report.rows.map((r) => [r.row, r.kernels, r.error])).toEqual([['layernorm', 'library', undefined],
