@@ -175,7 +175,7 @@ async function stepKernels(): Promise<Record<string, number>> {
   const step = () => tf.tidy(() => {
     const {value, grads} = tf.variableGrads(() => tf.losses.softmaxCrossEntropy(y,
       tf.reshape(model.apply(x, {training: true}) as tf.Tensor, [32, 100])) as tf.Scalar, vars);
-    optimizer.applyGradients(grads);
+    optimizer.applyGradients(grads as tf.NamedTensorMap as Parameters<typeof optimizer.applyGradients>[0]);
     return value;
   });
   const out: Record<string, number> = {};
