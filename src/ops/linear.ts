@@ -34,7 +34,7 @@
  * over every row.
  */
 import * as tf from '@tensorflow/tfjs';
-import {matMul, splitsProducts, swapLast} from './matmul';
+import {matMul, swapLast, unitsAtOnce} from './matmul';
 import {noProbabilities, OP_NAMES} from '../arguments';
 import {AttentionError, show} from '../errors';
 import {assertOneOf, assertPositiveInt, assertPositiveNumber, checkArgNames, ForeignName} from '../validate';
@@ -190,7 +190,7 @@ export function linearAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, option
       '(orthogonalProjection(numFeatures, D, seed) makes one)');
   }
   const dims = attentionDims(q, k, v);
-  const {B, H, G, R, T, S, D} = dims;
+  const {B, H, R, T, S, D} = dims;
   checkProjection(options.projection, D);
   const kernel = options.kernel ?? 'softmax';
   assertOneOf('kernel', kernel, FEATURE_KERNELS);
@@ -204,12 +204,12 @@ export function linearAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, option
     return zeroAttention(q, k, v, dims, options.projection);
   }
   const M = options.projection.shape[0] as number;
-  const N = splitsProducts() ? 1 : B * G; // the (batch, group) pairs of one unit
+  const plan = favorPlan(dims, M, kernel, scale, alignment != null ? causalOffset(alignment, T, S) : null, chunk);
+  const N = favorUnits(plan)[0].N; // the (batch, group) pairs of one unit
   const rows = Math.min(T, alignment != null ? chunk : QUERY_PIECE); // query positions per chunk
   assertFits('linearAttention', 'the key features', [N, S, M]);
   assertFits('linearAttention', 'the query features of a chunk', [N, R * rows, M]);
   if (alignment != null) assertFits('linearAttention', 'the products inside chunks', [N, R * rows, rows]);
-  const plan = favorPlan(dims, M, kernel, scale, alignment != null ? causalOffset(alignment, T, S) : null, chunk);
   return tf.tidy(() => {
     const keep = options.mask != null ? keyPaddingKeep(options.mask, [B, H, T, S], 'linear attention') : null; // [Bm, S]
     return favorAttention(plan, q, k, v, options.projection, keep);
@@ -447,12 +447,25 @@ function favorPlan(dims: AttentionDims, M: number, kernel: FeatureKernel, scale:
   return {...dims, M, kernel, scale, first: clamp(offset), chunks};
 }
 
-/** The (batch, group) pairs [i, i + N) worked at once: single pairs where products are split, else all B*G. */
+/** The (batch, group) pairs [i, i + N) worked at once. */
 interface Unit {i: number; N: number}
 
+/**
+ * Elements of a unit's largest intermediate (its key features, a chunk's query features or
+ * products) that a batch of units may hold on wasm (2 MiB of float32): long sequences go one
+ * unit at a time, short ones together.
+ */
+export const LINEAR_UNIT_ELEMENTS = 2 ** 19;
+
+/** Runs of consecutive pairs as `unitsAtOnce` allows: single pairs where products are split, all B*G elsewhere. */
 function favorUnits(p: FavorPlan): Unit[] {
-  const n = p.B * p.G;
-  return splitsProducts() ? Array.from({length: n}, (_, i) => ({i, N: 1})) : [{i: 0, N: n}];
+  const total = p.B * p.G;
+  const rows = Math.max(1, ...p.chunks.map((c) => c.nq));
+  const cols = Math.max(1, ...p.chunks.map((c) => c.nb));
+  const n = unitsAtOnce(total, Math.max(p.S * p.M, p.R * rows * p.M, p.R * rows * cols), LINEAR_UNIT_ELEMENTS);
+  const out: Unit[] = [];
+  for (let i = 0; i < total; i += n) out.push({i, N: Math.min(n, total - i)});
+  return out;
 }
 
 /** a [N, m, k] times b [N, k, n], or times b [k, n] for every N: plain 2-D products for one unit, batched for all. */
@@ -516,7 +529,8 @@ function keepOf(p: FavorPlan, u: Unit, keep: tf.Tensor | null): tf.Tensor | null
   const {B, G, S} = p;
   if (keep.shape[0] === 1) return tf.reshape(keep, [1, S, 1]);
   if (u.N === 1) return tf.reshape(tf.slice(keep, [Math.floor(u.i / G), 0], [1, S]), [1, S, 1]);
-  return tf.reshape(tf.broadcastTo(tf.reshape(keep, [B, 1, S]), [B, G, S]), [B * G, S, 1]); // [B*G, S, 1]
+  const all = tf.reshape(tf.broadcastTo(tf.reshape(keep, [B, 1, S]), [B, G, S]), [B * G, S, 1]); // [B*G, S, 1]
+  return u.N === B * G ? all : then(all, (t) => tf.slice(t, [u.i, 0, 0], [u.N, S, 1]));
 }
 
 /** The chunk masks of a plan by shape: [nq, nb] and its transpose as [nb, 1, nq], 0/1. */

@@ -66,6 +66,20 @@ export function tilesAttention(): boolean {
   return SPLIT_BACKENDS.includes(tf.getBackend());
 }
 
+/**
+ * How many units (a batch entry's key/value group) an engine that works unit by unit (the
+ * tiled engine, linear attention's chunks) takes at once: 1 where products are split; on
+ * the backends in SPLIT_BACKENDS (wasm, whose memory is one heap that never shrinks) as many
+ * as keep a step's largest intermediate, `perUnit` elements for one unit, within `budget`
+ * (so long sequences go one unit at a time, as they did, and short ones in one batch);
+ * elsewhere all `total`.
+ */
+export function unitsAtOnce(total: number, perUnit: number, budget: number): number {
+  if (splitsProducts()) return 1;
+  if (!tilesAttention()) return total;
+  return Math.max(1, Math.min(total, Math.floor(budget / Math.max(1, perUnit))));
+}
+
 /** Swaps the last two axes. */
 export function swapLast(x: tf.Tensor): tf.Tensor {
   const r = x.rank;

@@ -7,9 +7,10 @@
  * the backward recomputes each tile's probabilities from them. So no T x S matrix is held
  * between the passes, and within a pass only a few tiles of `rows x keys` scores at a time.
  *
- * Work goes by units: on backends whose fast product is 2-D (`splitsProducts()`), one unit is
- * one (batch entry, key/value group), so every product is a plain 2-D one; elsewhere one unit
- * holds every group and the products are batched. Within a unit the R = H/G query heads of
+ * Work goes by units, each a range of (batch entry, key/value group) pairs: single pairs
+ * where products are split into 2-D ones; on wasm as many pairs as keep their work within
+ * UNIT_WORK_ELEMENTS (long sequences one pair at a time, short ones all at once); elsewhere
+ * every pair, with batched products. Within a unit the R = H/G query heads of
  * the group are stacked along the rows, so one product per tile serves them all and the
  * products sum dK and dV over those heads. The small operands are transposed once per unit
  * (k, v) or per query block (q, dO), never a tile: every product is non-transposed, and a
@@ -31,7 +32,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionDims} from './heads';
-import {matMul, splitsProducts, swapLast} from './matmul';
+import {matMul, swapLast, unitsAtOnce} from './matmul';
 
 /** Added to the logits of masked keys (the same constant as sdpa.ts). */
 const MASKED = -1e9;
@@ -63,10 +64,29 @@ function reach(p: TilePlan): {lower: number; upper: number} {
 /** A (batch, group) range worked at once: single (b, g) pairs, or everything. */
 interface Unit {b: number; nb: number; g: number; ng: number}
 
+/**
+ * Elements a batch of units may work with at once on wasm (4 MiB of float32): per unit a
+ * tile's scores and the unit's keys and values with their transposes (R * bq * bk + 2 * S *
+ * (D + Dv)). Long sequences (sdpa's and flash's tiles of 10^5 to 10^6 scores) go one unit
+ * at a time, as they did, and short ones (a small model's T = 128) all at once.
+ */
+export const UNIT_WORK_ELEMENTS = 2 ** 20;
+
+/**
+ * The (batch, group) ranges worked at once: as many units as `unitsAtOnce` allows, as
+ * whole batch entries (every group) or groups of one entry, so each range's query heads
+ * are contiguous.
+ */
 function units(p: TilePlan): Unit[] {
-  if (!splitsProducts()) return [{b: 0, nb: p.B, g: 0, ng: p.G}];
+  const n = unitsAtOnce(p.B * p.G, p.R * p.bq * p.bk + 2 * p.S * (p.D + p.Dv), UNIT_WORK_ELEMENTS);
+  if (n >= p.B * p.G) return [{b: 0, nb: p.B, g: 0, ng: p.G}];
   const out: Unit[] = [];
-  for (let b = 0; b < p.B; b++) for (let g = 0; g < p.G; g++) out.push({b, nb: 1, g, ng: 1});
+  if (n >= p.G) {
+    const nb = Math.floor(n / p.G);
+    for (let b = 0; b < p.B; b += nb) out.push({b, nb: Math.min(nb, p.B - b), g: 0, ng: p.G});
+    return out;
+  }
+  for (let b = 0; b < p.B; b++) for (let g = 0; g < p.G; g += n) out.push({b, nb: 1, g, ng: Math.min(n, p.G - g)});
   return out;
 }
 
