@@ -66,15 +66,22 @@ function nativeProduct(backend: WasmBackend): FusedProduct {
 
 const shapeBytes = (shape: number[]) => new Uint8Array(new Int32Array(shape).buffer);
 
-/** Runs `fn` with native ids for views of `size` floats at byte `offset` each; releases them after. */
-function withViews<T>(backend: WasmBackend, views: {offset: number; size: number}[], fn: (ids: number[]) => T): T {
-  const ids = views.map(() => backend.dataIdNextNumber++);
-  views.forEach((v, i) => backend.wasm.tfjs.registerTensor(ids[i], v.size, v.offset));
+/** An operand for the native call: a view of `size` floats at byte `offset`, or a tensor's own native id. */
+type Operand = {offset: number; size: number} | {id: number};
+
+/** Runs `fn` with native ids for the operands, registering views for the call and releasing them after. */
+function withViews<T>(backend: WasmBackend, operands: Operand[], fn: (ids: number[]) => T): T {
+  const ids = operands.map((o) => ('id' in o ? o.id : backend.dataIdNextNumber++));
+  operands.forEach((o, i) => {
+    if (!('id' in o)) backend.wasm.tfjs.registerTensor(ids[i], o.size, o.offset);
+  });
   try {
     return fn(ids);
   } finally {
     // Releasing an id also drops the native operator cached for it (its packed weights).
-    for (const id of ids) backend.wasm.tfjs.disposeData(id);
+    operands.forEach((o, i) => {
+      if (!('id' in o)) backend.wasm.tfjs.disposeData(ids[i]);
+    });
   }
 }
 
@@ -208,18 +215,24 @@ export function fastProduct(args: ProductArgs, backend: WasmBackend): tf.TensorI
     const [aBase, bBase, outBase] = [offset(a2), offset(b2), offset(out)];
     const fusedBias = fuseBias && bias != null;
     const fusedPrelu = fuseActivation && code === 3;
-    const extra = [...(fusedBias ? [{offset: offset(bias!), size: N}] : []),
-      ...(fusedPrelu ? [{offset: offset(prelu!), size: N}] : [])];
     const alpha = args.leakyreluAlpha ?? 0;
+    // One b for every product: b, the bias and the prelu weights go by their own ids, so the
+    // native side keeps the operator it packs b into for the next call with the same weights
+    // (a layer's kernel at inference), and drops it when b is disposed. A slice of b goes by
+    // a view (and so do the bias and weights beside it), released after the call.
+    const bCount = tf.util.sizeFromShape(bBatch);
+    const own = (t: tf.TensorInfo): Operand => ({id: backend.dataIdMap.get(t.dataId).id});
+    const side = (t: tf.TensorInfo): Operand => (bCount === 1 ? own(t) : {offset: offset(t), size: N});
+    const extra = [...(fusedBias ? [side(bias!)] : []), ...(fusedPrelu ? [side(prelu!)] : [])];
     const run = (aOff: number, bOff: number, outOff: number, rows: number) => withViews(backend,
-      [{offset: aOff, size: rows * K}, {offset: bOff, size: K * N}, {offset: outOff, size: rows * N}, ...extra],
+      [{offset: aOff, size: rows * K}, bCount === 1 ? own(b2) : {offset: bOff, size: K * N},
+        {offset: outOff, size: rows * N}, ...extra],
       ([aId, bId, outId, ...rest]) => {
         const biasId = fusedBias ? rest.shift()! : 0;
         const preluId = fusedPrelu ? rest.shift()! : 0;
         product(aId, shapeBytes([1, rows, K]), 3, bId, shapeBytes([1, K, N]), 3, 0, 0, nativeActivation, biasId,
           preluId, alpha, outId);
       });
-    const bCount = tf.util.sizeFromShape(bBatch);
     if (bCount === 1 && tf.util.sizeFromShape(aBatch) === count) {
       // One b for every matrix of a: a's rows are one 2-D operand.
       run(aBase, bBase, outBase, count * M);

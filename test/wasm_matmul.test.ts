@@ -273,6 +273,26 @@ describe(title('products (BatchMatMul, _FusedMatMul)'), () => {
     }
   });
 
+  test('a weight used again reuses its packed form, and a new weight in the freed memory is not mistaken for it', () => {
+    const x = tf.tensor(values(6 * 5, 1), [6, 5]);
+    let seed = 50;
+    for (let round = 0; round < 3; round++) {
+      const wv = values(5 * 4, seed++);
+      const bv = values(4, seed++);
+      const w = tf.tensor(wv, [5, 4]);
+      const bias = tf.tensor1d(bv);
+      const want = oracle({aShape: [6, 5], bShape: [5, 4], tA: false, tB: false, bias: [4], activation: 'relu'},
+        x.dataSync() as Float32Array, wv, bv, null, null).y;
+      for (let call = 0; call < 2; call++) {
+        const y = tf.fused.matMul({a: x, b: w, bias, activation: 'relu'});
+        expectClose(y.dataSync(), want, `round ${round} call ${call}`);
+        y.dispose();
+      }
+      tf.dispose([w, bias]); // the next round's weights may take this memory
+    }
+    x.dispose();
+  });
+
   test("setLibraryKernels('tfjs') puts tfjs's product kernels back, and they still compute; 'library' ours again", () => {
     const a = tf.tensor(values(12, 1), [3, 4]);
     const b = tf.tensor(values(20, 2), [5, 4]);
