@@ -27,7 +27,7 @@ import {ThreadsArg} from '../wasm_threads';
 import {AttentionError, show} from '../errors';
 import {assertPositiveInt} from '../validate';
 import {buildTransformer} from '../train/model';
-import {maskedLoss} from '../train/trainer';
+import {logitsOf, sparseCrossEntropy} from '../train/trainer';
 import {LibraryKernels, setLibraryKernels} from '../wasm_kernels';
 import {median, profilePeak} from './measure';
 import {fixed, markdownTable} from './report';
@@ -62,9 +62,10 @@ function transformerRow(B: number, T: number, E: number, H: number, layers: numb
   const batch = {inputs: rand(B * T, 1), targets: rand(B * T, 2), weights: new Float32Array(B * T).fill(1), n: B, L: T};
   const x = tf.tensor2d(batch.inputs, [B, T], 'int32');
   const D = E / H;
+  const logits = logitsOf(model)!;
   return {
     model,
-    loss: () => maskedLoss(model.apply(x, {training: true}) as tf.Tensor, batch, V),
+    loss: () => sparseCrossEntropy(logits(x, true), batch, V),
     flops: 6 * B * T * productWeights(model) + 12 * B * H * T * T * D * layers,
     shape: `B=${B} T=${T} E=${E} H=${H} layers=${layers}`,
     dispose: () => {

@@ -155,6 +155,46 @@ function checkOptions(o: Required<TrainOptions>): void {
   if (!Number.isInteger(o.seed)) throw new AttentionError('INVALID_CONFIG', `seed must be an integer, received ${show(o.seed)}`);
 }
 
+/**
+ * Mean cross-entropy over the scored positions from logits [n, L, V]: logsumexp(z) minus the
+ * target's logit, with no one-hot of the targets and no log of a softmax (what the trainer
+ * minimises; the same value as maskedLoss of softmax(logits), to rounding).
+ */
+export function sparseCrossEntropy(logits: tf.Tensor, batch: TaskBatch, V: number): tf.Scalar {
+  return tf.tidy(() => {
+    const N = batch.n * batch.L;
+    const z = tf.reshape(logits, [N, V]);
+    // Unscored positions (weight 0) may hold any target: any index in range serves.
+    const at = Int32Array.from(batch.targets, (t, i) => i * V + Math.min(V - 1, Math.max(0, t)));
+    const picked = tf.gather(tf.reshape(z, [N * V]), tf.tensor1d(at, 'int32')); // [N]
+    const w = tf.tensor1d(batch.weights);
+    return tf.div(tf.sum(tf.mul(tf.sub(tf.logSumExp(z, 1), picked), w)), tf.sum(w)) as tf.Scalar;
+  });
+}
+
+/**
+ * The logits [..., V] of a model whose output layer is a Dense named 'head' with a softmax
+ * (buildTransformer's, the graph networks'): the layers before the head, then the head's
+ * kernel and bias without its softmax. Null for any other model (the trainer then takes the
+ * loss from the probabilities).
+ */
+export function logitsOf(model: tf.LayersModel): ((x: tf.Tensor | tf.Tensor[], training: boolean) => tf.Tensor) | null {
+  const head = model.layers.find((l) => l.name === 'head');
+  if (head == null || model.outputs.length !== 1 || model.outputs[0].sourceLayer !== head) return null;
+  const config = head.getConfig();
+  if (head.getClassName() !== 'Dense' || config.activation !== 'softmax' || head.inboundNodes.length !== 1) return null;
+  const [kernel, bias] = head.trainableWeights;
+  if (kernel == null || kernel.shape.length !== 2) return null;
+  const trunk = tf.model({inputs: model.inputs, outputs: head.input as tf.SymbolicTensor});
+  const [E, V] = kernel.shape as number[];
+  return (x, training) => tf.tidy(() => {
+    const h = trunk.apply(x, {training}) as tf.Tensor;
+    const flat = tf.matMul(tf.reshape(h, [-1, E]), kernel.read());
+    const z = bias != null ? tf.add(flat, bias.read()) : flat;
+    return tf.reshape(z, [...h.shape.slice(0, -1), V]);
+  });
+}
+
 /** Mean cross-entropy over the scored positions; probs [n, L, V]. */
 export function maskedLoss(probs: tf.Tensor, batch: TaskBatch, V: number): tf.Scalar {
   return tf.tidy(() => {
@@ -316,6 +356,8 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
   if (checkpoint != null) tf.dispose(checkpoint.optimizerWeights.map((w) => w.tensor));
 
   const vars = model.trainableWeights.map((w) => (w as unknown as {val: tf.Variable}).val);
+  // The loss from the head's logits where the model has one (no one-hot, no log of a softmax).
+  const logits = logitsOf(model);
   const started = Date.now() - record.trainingSeconds * 1000;
   const save = async (final = false) => {
     record.trainingSeconds = (Date.now() - started) / 1000;
@@ -332,8 +374,8 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
       (optimizer as unknown as {learningRate: number}).learningRate = learningRate;
       const {value, grads} = tf.tidy(() => {
         const x = batchInputs(batch);
-        return tf.variableGrads(() => maskedLoss(model.apply(x, {training: true}) as tf.Tensor, batch,
-          task.vocabSize), vars);
+        return tf.variableGrads(() => (logits != null ? sparseCrossEntropy(logits(x, true), batch, task.vocabSize)
+          : maskedLoss(model.apply(x, {training: true}) as tf.Tensor, batch, task.vocabSize)), vars);
       });
       let loss: number;
       try {
