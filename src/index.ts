@@ -84,7 +84,7 @@ export {
   GraphNetworkOptions, GRAPH_NETWORK_OPTIONS,
 } from './train/graph_task';
 export {
-  train, evaluate, maskedLoss, batchInputs, TrainOptions, TrainResult, Metrics, StepInfo, learningRateAt, ResumeFrom,
+  train, evaluate, maskedLoss, sparseCrossEntropy, logitsOf, batchInputs, TrainOptions, TrainResult, Metrics, StepInfo, learningRateAt, ResumeFrom,
 } from './train/trainer';
 export {
   saveCheckpoint, loadCheckpoint, loadModel, readTrainingRecord, TrainingRecord, ModelLoadOptions,
