@@ -18,7 +18,8 @@
  *   shipped (a probe that survives minification, unlike the function's name).
  */
 import * as tf from '@tensorflow/tfjs';
-import {PRODUCT_KERNELS, ProductArgs, isTfjsWasmProduct, setSmallProductKernel} from './wasm_matmul';
+import {PRODUCT_KERNELS, ProductArgs, isTfjsWasmProduct, setSmallProductKernel, setUpOnFirstUse, stopsAtNativeOutput}
+  from './wasm_matmul';
 import {useLibraryGradients} from './gradients';
 
 interface WasmLikeBackend {
@@ -242,28 +243,7 @@ const tileFromHeapConfig: tf.KernelConfig = {
  * call, which the probe never reaches).
  */
 export function isNativeTile(kernelFunc: tf.KernelFunc): boolean {
-  const stop = new Error('probe');
-  const made: number[][] = [];
-  const outId = {};
-  const backend = {
-    makeOutput: (shape: number[], dtype: string) => {
-      made.push(shape);
-      return {dataId: outId, shape, dtype};
-    },
-    dataIdMap: {
-      get: (dataId: unknown) => {
-        if (dataId === outId) throw stop;
-        return {id: 1, memoryOffset: 0};
-      },
-    },
-  };
-  try {
-    kernelFunc({inputs: {x: {dataId: {}, shape: [2, 3], dtype: 'float32'}} as unknown as tf.NamedTensorInfoMap,
-      backend: backend as unknown as tf.KernelBackend, attrs: {reps: [2, 1]}});
-  } catch (e) {
-    return e === stop && made.length === 1 && made[0].join() === '4,3';
-  }
-  return false;
+  return stopsAtNativeOutput(kernelFunc, {x: {shape: [2, 3]}}, {reps: [2, 1]}, [4, 3]);
 }
 
 /**
@@ -467,47 +447,16 @@ export function registerMissingWasmKernels(): void {
 
 const restored: Partial<Record<ProductName, tf.KernelConfig>> = {};
 
-/**
- * tfjs's product kernel `name` as registered again by setLibraryKernels('tfjs'): tfjs runs a
- * kernel's setup when its backend starts, so one registered later sets itself up on first use.
- */
+/** tfjs's product kernel `name` as registered again by setLibraryKernels('tfjs'). */
 function restoredProduct(name: ProductName): tf.KernelConfig {
-  if (restored[name] == null) {
-    const original = originalProducts[name]!;
-    const ready = new WeakSet<object>();
-    restored[name] = {
-      kernelName: name, backendName: 'wasm', setupFunc: original.setupFunc,
-      kernelFunc: (args) => {
-        if (!ready.has(args.backend)) {
-          ready.add(args.backend);
-          original.setupFunc?.(args.backend);
-        }
-        return original.kernelFunc(args);
-      },
-    };
-  }
-  return restored[name]!;
+  return restored[name] ??= setUpOnFirstUse(originalProducts[name]!);
 }
 
 let restoredTileConfig: tf.KernelConfig | null = null;
 
-/** tfjs's Tile as registered again by setLibraryKernels('tfjs'), set up on first use (as restoredProduct). */
+/** tfjs's Tile as registered again by setLibraryKernels('tfjs') (or for strings). */
 function restoredTile(): tf.KernelConfig {
-  if (restoredTileConfig == null) {
-    const original = originalTile!;
-    const ready = new WeakSet<object>();
-    restoredTileConfig = {
-      kernelName: 'Tile', backendName: 'wasm', setupFunc: original.setupFunc,
-      kernelFunc: (args) => {
-        if (!ready.has(args.backend)) {
-          ready.add(args.backend);
-          original.setupFunc?.(args.backend);
-        }
-        return original.kernelFunc(args);
-      },
-    };
-  }
-  return restoredTileConfig;
+  return restoredTileConfig ??= setUpOnFirstUse(originalTile!);
 }
 
 /** Whose kernels and gradients the backends run: the library's replacements, or tfjs's own. */

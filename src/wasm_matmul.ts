@@ -300,12 +300,13 @@ export const PRODUCT_KERNELS: Readonly<Record<'BatchMatMul' | '_FusedMatMul', tf
   {BatchMatMul: batchMatMulConfig, _FusedMatMul: fusedMatMulConfig};
 
 /**
- * True when `kernelFunc` behaves as tfjs-backend-wasm 4.x's BatchMatMul or _FusedMatMul:
- * run on a stand-in backend with a [2, 3, 4] x [2, 4, 5] product, it makes one output of
- * shape [2, 3, 5] and then asks for the output's native id (to hand it to the native
- * product, which the probe never reaches: it stops the kernel there).
+ * True when `kernelFunc`, run on a stand-in backend with `inputs` and `attrs`, makes one
+ * output of shape `shape` and then asks for that output's native id (to hand it to a native
+ * call, which the probe never reaches: it stops the kernel there). What tfjs-backend-wasm
+ * 4.x's natively computed kernels do; a minifier renames them but keeps this.
  */
-export function isTfjsWasmProduct(kernelFunc: tf.KernelFunc): boolean {
+export function stopsAtNativeOutput(kernelFunc: tf.KernelFunc, inputs: Record<string, {shape: number[]}>,
+                                    attrs: tf.NamedAttrMap, shape: number[]): boolean {
   const stop = new Error('probe');
   const made: number[][] = [];
   const outId = {};
@@ -313,9 +314,9 @@ export function isTfjsWasmProduct(kernelFunc: tf.KernelFunc): boolean {
   const backend = {
     incRef: () => undefined,
     disposeData: () => true,
-    makeOutput: (shape: number[], dtype: string) => {
-      made.push(shape);
-      return {dataId: outId, shape, dtype};
+    makeOutput: (s: number[], dtype: string) => {
+      made.push(s);
+      return {dataId: outId, shape: s, dtype};
     },
     dataIdMap: {
       get: (dataId: unknown) => {
@@ -324,15 +325,38 @@ export function isTfjsWasmProduct(kernelFunc: tf.KernelFunc): boolean {
       },
     },
   };
-  const a = {dataId: {}, shape: [2, 3, 4], dtype: 'float32'};
-  const b = {dataId: {}, shape: [2, 4, 5], dtype: 'float32'};
+  const infos = Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, {dataId: {}, shape: v.shape, dtype: 'float32'}]));
   try {
-    kernelFunc({inputs: {a, b} as unknown as tf.NamedTensorInfoMap, backend: backend as unknown as tf.KernelBackend,
-      attrs: {transposeA: false, transposeB: false, activation: 'linear'}});
+    kernelFunc({inputs: infos as unknown as tf.NamedTensorInfoMap, backend: backend as unknown as tf.KernelBackend, attrs});
   } catch (e) {
-    return e === stop && made.length === 1 && made[0].join() === '2,3,5';
+    return e === stop && made.length === 1 && made[0].join() === shape.join();
   }
   return false;
+}
+
+/** True when `kernelFunc` behaves as tfjs-backend-wasm 4.x's BatchMatMul or _FusedMatMul (a [2, 3, 4] x [2, 4, 5] product). */
+export function isTfjsWasmProduct(kernelFunc: tf.KernelFunc): boolean {
+  return stopsAtNativeOutput(kernelFunc, {a: {shape: [2, 3, 4]}, b: {shape: [2, 4, 5]}},
+    {transposeA: false, transposeB: false, activation: 'linear'}, [2, 3, 5]);
+}
+
+/**
+ * tfjs's kernel `original` registered again after its backend started (setLibraryKernels('tfjs')):
+ * tfjs runs a kernel's setup only when its backend starts, so this one sets itself up on
+ * first use with each backend.
+ */
+export function setUpOnFirstUse(original: tf.KernelConfig): tf.KernelConfig {
+  const ready = new WeakSet<object>();
+  return {
+    kernelName: original.kernelName, backendName: original.backendName, setupFunc: original.setupFunc,
+    kernelFunc: (args) => {
+      if (!ready.has(args.backend)) {
+        ready.add(args.backend);
+        original.setupFunc?.(args.backend);
+      }
+      return original.kernelFunc(args);
+    },
+  };
 }
 
 /** True when `backend`'s BatchMatMul kernel is the library's (every product takes the fast path). */
