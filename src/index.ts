@@ -59,6 +59,9 @@ export {
   GraphAttention, GraphAttentionArgs, GRAPH_LAYER_ARGS, GRAPH_CALL_ARGS,
 } from './layers/graph_attention';
 export {attentionLayer} from './layers/factory';
+export {FusedDense, FusedDenseArgs} from './layers/fused_dense';
+export {FusedLayerNormalization, FusedLayerNormalizationArgs} from './layers/fused_layer_norm';
+export {dense, layerNorm, DENSE_ACTIVATIONS, DenseActivation} from './ops/dense';
 export {
   ATTENTION_KINDS, AttentionKind, AnyAttentionArgs, ATTENTION_KIND_TABLE, AttentionKindEntry, KindFlag, attentionKinds,
 } from './layers/kinds';

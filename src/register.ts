@@ -8,15 +8,20 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {FlashAttention} from './layers/flash_attention';
+import {FusedDense} from './layers/fused_dense';
+import {FusedLayerNormalization} from './layers/fused_layer_norm';
 import {GraphAttention} from './layers/graph_attention';
 import {LinearAttention} from './layers/linear_attention';
 import {LocalGlobalAttention} from './layers/local_global_attention';
 import {MultiHeadAttention} from './layers/multi_head_attention';
 import {PositionEmbedding} from './train/model';
 
-/** The serializable classes: the four attention layers, GraphAttention and buildTransformer's PositionEmbedding. */
+/**
+ * The serializable classes: the four attention layers, GraphAttention, and buildTransformer's
+ * PositionEmbedding, FusedDense and FusedLayerNormalization.
+ */
 export const LAYER_CLASSES = [MultiHeadAttention, FlashAttention, LinearAttention, LocalGlobalAttention, GraphAttention,
-  PositionEmbedding];
+  PositionEmbedding, FusedDense, FusedLayerNormalization];
 
 /** Registers every class in LAYER_CLASSES (idempotent). */
 export function registerAttentionLayers(): void {

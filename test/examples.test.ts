@@ -10,6 +10,7 @@ import {main as longContext} from '../examples/long_context';
 import {main as predictFromModels} from '../examples/predict_from_models';
 import {main as productPaths} from '../examples/product_paths';
 import {main as quickstart} from '../examples/quickstart';
+import {main as trainingStep} from '../examples/training_step';
 import {main as untrustedFolder} from '../examples/untrusted_folder';
 import * as tf from '@tensorflow/tfjs';
 import {getMatMulPath} from '../src';
@@ -151,6 +152,22 @@ describe(title('examples'), () => {
     expect(lines[2]).toMatch(/^saved twice into .*: model.json, notes.txt, weights.bin; /);
     // (Model compile/fit is not used, so no tfjs-internal tensors stay behind.)
     expect(tf.memory().numTensors).toBe(tensors);
+  });
+
+  test('training_step: a plain tfjs model has the same losses with the library\'s kernels and tfjs\'s; the transformer learns its batch with the logits loss; no leaks', async () => {
+    const lines: string[] = [];
+    const tensors = tf.memory().numTensors;
+    const r = await trainingStep((l) => lines.push(l), 3);
+    expect(tf.memory().numTensors).toBe(tensors);
+    expect(r.plainLosses.library).toHaveLength(3);
+    r.plainLosses.library.forEach((l, i) => expect(Math.abs(l - r.plainLosses.tfjs[i])).toBeLessThan(1e-4 * Math.abs(l)));
+    expect(r.plainLosses.library[2]).toBeLessThan(r.plainLosses.library[0]);
+    expect(r.transformerLosses).toHaveLength(15);
+    expect(r.transformerLosses[14]).toBeLessThan(0.5 * r.transformerLosses[0]);
+    expect(r.kernels).toBeGreaterThan(0);
+    expect(r.peakBytes).toBeGreaterThan(0);
+    expect(lines).toHaveLength(3);
+    expect(lines[2]).toMatch(/^transformer \(B=4 T=32 E=32, 2 layers\): loss [\d.]+ -> [\d.]+ in 15 steps; \d+ kernels/);
   });
 
   test('product_paths gives the same layer output and gradients on both product paths and restores the setting', async () => {

@@ -1,9 +1,11 @@
 /**
  * buildTransformer: a small pre-norm transformer over token sequences, as a functional
- * tf.LayersModel of standard tfjs layers plus one attention layer per block:
- *   tokens [batch, L] -> embedding (+ learned positions) -> numLayers x (layerNormalization ->
- *   attention -> add -> layerNormalization -> dense(ffDim, relu) -> dense(modelDim) -> add)
- *   -> layerNormalization -> dense(vocabSize, softmax) [batch, L, vocabSize].
+ * tf.LayersModel of tfjs layers, one attention layer per block, and the library's fused norm
+ * and feed-forward layers (FusedLayerNormalization, FusedDense: tfjs's semantics, one
+ * custom-gradient op each, so a training step keeps a fraction of the tensors):
+ *   tokens [batch, L] -> embedding (+ learned positions) -> numLayers x (layer norm ->
+ *   attention -> add -> layer norm -> dense(ffDim, relu) -> dense(modelDim) -> add)
+ *   -> layer norm -> dense(vocabSize, softmax) [batch, L, vocabSize].
  * With positions 'rope' there is no position table: every attention layer rotates its q
  * and k (positionEncoding 'rope'), and the model takes tokens of any length.
  * It saves and loads with model.save / tf.loadLayersModel like any tfjs model.
@@ -11,6 +13,8 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {attentionLayer} from '../layers/factory';
+import {FusedDense} from '../layers/fused_dense';
+import {FusedLayerNormalization} from '../layers/fused_layer_norm';
 import {AnyAttentionArgs, ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind} from '../layers/kinds';
 import {LAYER_ARGS} from '../arguments';
 import {assertOneOf, assertPositiveInt, assertRate, checkArgNames} from '../validate';
@@ -170,7 +174,7 @@ export function buildTransformer(options: TransformerOptions): tf.LayersModel {
   let x = rope ? embedded
     : new PositionEmbedding({maxLength: o.seqLength, name: 'position_embedding'}).apply(embedded) as tf.SymbolicTensor;
   for (let l = 0; l < o.numLayers; l++) {
-    const norm1 = tf.layers.layerNormalization({name: `block${l}_norm1`}).apply(x) as tf.SymbolicTensor;
+    const norm1 = new FusedLayerNormalization({name: `block${l}_norm1`}).apply(x) as tf.SymbolicTensor;
     const kind = ATTENTION_KIND_TABLE[o.attention];
     const args: AnyAttentionArgs = {
       numHeads: o.numHeads, causal: o.causal, name: `block${l}_attention`,
@@ -183,14 +187,14 @@ export function buildTransformer(options: TransformerOptions): tf.LayersModel {
     // No seed: a seeded tfjs dropout layer draws the same mask on every call.
     if (o.dropout > 0) a = tf.layers.dropout({rate: o.dropout}).apply(a) as tf.SymbolicTensor;
     x = tf.layers.add({name: `block${l}_add1`}).apply([x, a]) as tf.SymbolicTensor;
-    const norm2 = tf.layers.layerNormalization({name: `block${l}_norm2`}).apply(x) as tf.SymbolicTensor;
-    const hidden = tf.layers.dense({units: o.ffDim, activation: 'relu', name: `block${l}_ff1`})
+    const norm2 = new FusedLayerNormalization({name: `block${l}_norm2`}).apply(x) as tf.SymbolicTensor;
+    const hidden = new FusedDense({units: o.ffDim, activation: 'relu', name: `block${l}_ff1`})
       .apply(norm2) as tf.SymbolicTensor;
-    let f = tf.layers.dense({units: o.modelDim, name: `block${l}_ff2`}).apply(hidden) as tf.SymbolicTensor;
+    let f = new FusedDense({units: o.modelDim, name: `block${l}_ff2`}).apply(hidden) as tf.SymbolicTensor;
     if (o.dropout > 0) f = tf.layers.dropout({rate: o.dropout}).apply(f) as tf.SymbolicTensor;
     x = tf.layers.add({name: `block${l}_add2`}).apply([x, f]) as tf.SymbolicTensor;
   }
-  const final = tf.layers.layerNormalization({name: 'final_norm'}).apply(x) as tf.SymbolicTensor;
+  const final = new FusedLayerNormalization({name: 'final_norm'}).apply(x) as tf.SymbolicTensor;
   const probs = tf.layers.dense({units: o.vocabSize, activation: 'softmax', name: 'head'})
     .apply(final) as tf.SymbolicTensor;
   const model = tf.model({inputs: tokens, outputs: probs, name: `transformer_${o.attention}`});

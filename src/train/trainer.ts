@@ -157,19 +157,35 @@ function checkOptions(o: Required<TrainOptions>): void {
 
 /**
  * Mean cross-entropy over the scored positions from logits [n, L, V]: logsumexp(z) minus the
- * target's logit, with no one-hot of the targets and no log of a softmax (what the trainer
- * minimises; the same value as maskedLoss of softmax(logits), to rounding).
+ * target's logit, with no log of a softmax (what the trainer minimises; the same value as
+ * maskedLoss of softmax(logits), to rounding). Its gradient is one op: per row, softmax(z)
+ * minus the target's one-hot, times the row's weight over the sum of the weights.
  */
 export function sparseCrossEntropy(logits: tf.Tensor, batch: TaskBatch, V: number): tf.Scalar {
-  return tf.tidy(() => {
-    const N = batch.n * batch.L;
-    const z = tf.reshape(logits, [N, V]);
-    // Unscored positions (weight 0) may hold any target: any index in range serves.
-    const at = Int32Array.from(batch.targets, (t, i) => i * V + Math.min(V - 1, Math.max(0, t)));
-    const picked = tf.gather(tf.reshape(z, [N * V]), tf.tensor1d(at, 'int32')); // [N]
-    const w = tf.tensor1d(batch.weights);
-    return tf.div(tf.sum(tf.mul(tf.sub(tf.logSumExp(z, 1), picked), w)), tf.sum(w)) as tf.Scalar;
-  });
+  const N = batch.n * batch.L;
+  // Unscored positions (weight 0) may hold any target: any index in range serves.
+  const targets = Int32Array.from(batch.targets, (t) => Math.min(V - 1, Math.max(0, t)));
+  const total = batch.weights.reduce((a, w) => a + w, 0);
+  const scale = Float32Array.from(batch.weights, (w) => w / total); // each position's share of the mean
+  // One custom gradient, softmax(z) - onehot(target) per row times its share: tfjs's gradient
+  // of the max inside logSumExp compares z with its broadcast row max, a kernel that takes
+  // longer than the rest of the loss together on wasm.
+  const loss = tf.customGrad(((z: tf.Tensor, save: tf.GradSaveFunc) => {
+    const z2 = tf.reshape(z, [N, V]);
+    const lse = tf.logSumExp(z2, 1, true);                                            // [N, 1]
+    const at = Int32Array.from(targets, (t, i) => i * V + t);
+    const picked = tf.gather(tf.reshape(z2, [N * V]), tf.tensor1d(at, 'int32'));    // [N]
+    save([z2, lse]);
+    return {
+      value: tf.sum(tf.mul(tf.sub(tf.reshape(lse, [N]), picked), tf.tensor1d(scale))),
+      gradFunc: (dy: tf.Tensor, [sz, slse]: tf.Tensor[]) => tf.tidy(() => {
+        const p = tf.exp(tf.sub(sz, slse));                                            // softmax [N, V]
+        const dz = tf.sub(p, tf.oneHot(tf.tensor1d(targets, 'int32'), V));
+        return tf.reshape(tf.mul(dz, tf.mul(tf.reshape(tf.tensor1d(scale), [N, 1]), dy)), z.shape);
+      }),
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (z: tf.Tensor) => tf.Scalar;
+  return loss(logits);
 }
 
 /**
