@@ -43,7 +43,7 @@ export async function main(log: (line: string) => void = console.log, steps = 3)
   const mlp = tf.model({inputs: input, outputs: tf.layers.dense({units: 10}).apply(hidden) as tf.SymbolicTensor});
   const initial = mlp.getWeights().map((w) => w.clone());
   const x = tf.randomNormal([256, 256], 0, 1, 'float32', 1);
-  const y = tf.oneHot(tf.randomUniform([256], 0, 10, 'int32', 2) as tf.Tensor1D, 10);
+  const y = tf.tidy(() => tf.oneHot(tf.randomUniform([256], 0, 10, 'int32', 2) as tf.Tensor1D, 10));
   const plainLosses = {library: [] as number[], tfjs: [] as number[]};
   const plainMs = {library: 0, tfjs: 0};
   for (const which of ['library', 'tfjs'] as const) {
