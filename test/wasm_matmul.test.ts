@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import '../src';
 import {wasmKernelStatus} from '../src';
 import {LibraryKernels, replacedProductKernel, setLibraryKernels} from '../src/wasm_kernels';
-import {PRODUCT_KERNELS, isTfjsWasmProduct} from '../src/wasm_matmul';
+import {PRODUCT_KERNELS, isTfjsWasmProduct, transposeMatrices} from '../src/wasm_matmul';
 import {BACKEND, title} from './helpers';
 
 /** Seeded values in [-1, 1). */
@@ -312,5 +312,26 @@ describe(title('products (BatchMatMul, _FusedMatMul)'), () => {
     const out = tf.matMul(a, b, false, true);
     expectClose(out.dataSync(), want, 'library kernels');
     tf.dispose([a, b, out]);
+  });
+});
+
+describe(title('transposeMatrices (the product kernels\' transposes on the heap)'), () => {
+  test('every matrix of a batch transposed, for row counts around the 8-row step and columns around the 64-column block', () => {
+    for (const count of [1, 3]) {
+      for (const R of [1, 7, 8, 9, 97]) {
+        for (const C of [1, 7, 64, 65, 130]) {
+          const src = values(count * R * C, R * 1000 + C);
+          const dst = new Float32Array(count * R * C).fill(NaN);
+          transposeMatrices(src, dst, count, R, C);
+          let wrong = 0;
+          for (let m = 0; m < count; m++) {
+            for (let i = 0; i < R; i++) {
+              for (let j = 0; j < C; j++) if (dst[m * R * C + j * R + i] !== src[m * R * C + i * C + j]) wrong++;
+            }
+          }
+          expect([count, R, C, wrong]).toEqual([count, R, C, 0]);
+        }
+      }
+    }
   });
 });
