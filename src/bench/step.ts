@@ -16,8 +16,10 @@
  * loaded. Per row: the median ms of a step, kernels per step (`tf.profile`), the step's FLOPs
  * (model FLOPs: 6 x tokens x the weights used in products, plus 12 x B x H x T^2 x D per
  * attention layer, the whole T x T counted even where causal attention skips it), their
- * rate, that rate against the same run's 2-D [1024, 1024] x [1024, 1024] matMul, and the
- * step's peak `tf.memory().numBytes` (weights and Adam's state included).
+ * rate, that rate against the 2-D [1024, 1024] x [1024, 1024] matMul timed right after each
+ * timed step (the medians of both: on a shared machine whose speed drifts, the two are
+ * measured under the same conditions), and the step's peak `tf.memory().numBytes` (weights
+ * and Adam's state included).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -147,7 +149,9 @@ export interface StepRow {
   flops: number | null;
   /** flops / msMedian, 1e9 per second. */
   gflops: number | null;
-  /** gflops / the run's 2-D matMul GFLOP/s. */
+  /** Median GFLOP/s of the 2-D matMul timed after each timed step. */
+  matmulGflops: number | null;
+  /** gflops / matmulGflops. */
   ofMatMul: number | null;
   /** The most tensor bytes alive during a step (weights and optimizer state included). */
   peakBytes: number | null;
@@ -158,7 +162,7 @@ export interface StepReport {
   meta: BenchMeta;
   /** n of the run's 2-D [n, n] x [n, n] matMul. */
   matmulSize: number;
-  /** Its GFLOP/s (median of 5). */
+  /** Its GFLOP/s before the rows (median of 5; each row also times it beside its steps). */
   matmulGflops: number;
   rows: StepRow[];
 }
@@ -169,7 +173,7 @@ export interface StepBenchOptions {
   kernels?: readonly LibraryKernels[];
   backend?: BackendChoice;
   threads?: ThreadsArg;
-  /** Timed steps per row. Default 3. */
+  /** Timed steps per row. Default 5. */
   reps?: number;
   /** Untimed steps first (the first makes Adam's state). Default 1. */
   warmup?: number;
@@ -181,27 +185,40 @@ export interface StepBenchOptions {
   log?: (line: string) => void;
 }
 
+/** The random [n, n] operands of the reference product. */
+function matmulOperands(n: number): [tf.Tensor, tf.Tensor] {
+  return [tf.randomNormal([n, n], 0, 1, 'float32', 1), tf.randomNormal([n, n], 0, 1, 'float32', 2)];
+}
+
+/** Ms of one product a b. */
+async function timeMatMul([a, b]: [tf.Tensor, tf.Tensor]): Promise<number> {
+  const t0 = performance.now();
+  const c = tf.matMul(a, b);
+  await c.data();
+  const ms = performance.now() - t0;
+  c.dispose();
+  return ms;
+}
+
 /** GFLOP/s of the 2-D [n, n] x [n, n] product, median of 5 after 2 untimed. */
 async function matmulRate(n: number): Promise<number> {
-  const [a, b] = [tf.randomNormal([n, n], 0, 1, 'float32', 1), tf.randomNormal([n, n], 0, 1, 'float32', 2)];
+  const operands = matmulOperands(n);
   const times: number[] = [];
   for (let i = 0; i < 7; i++) {
-    const t0 = performance.now();
-    const c = tf.matMul(a, b);
-    await c.data();
-    c.dispose();
-    if (i >= 2) times.push(performance.now() - t0);
+    const ms = await timeMatMul(operands);
+    if (i >= 2) times.push(ms);
   }
-  tf.dispose([a, b]);
+  tf.dispose(operands);
   return 2 * n ** 3 / median(times) / 1e6;
 }
 
-async function measureStep(name: StepRowName, kernels: LibraryKernels, backend: string, matmulGflops: number,
+async function measureStep(name: StepRowName, kernels: LibraryKernels, backend: string, matmulSize: number,
                            o: {reps: number; warmup: number; budgetMs: number}): Promise<StepRow> {
   const row: StepRow = {row: name, kernels, backend, shape: '', msMedian: null, runs: 0, kernelsPerStep: null, flops: null,
-    gflops: null, ofMatMul: null, peakBytes: null};
+    gflops: null, matmulGflops: null, ofMatMul: null, peakBytes: null};
   const previous = setLibraryKernels(kernels);
   let m: StepModel | null = null;
+  let operands: [tf.Tensor, tf.Tensor] | null = null;
   const optimizer = tf.train.adam(1e-4);
   try {
     m = BUILD[name]();
@@ -225,15 +242,23 @@ async function measureStep(name: StepRowName, kernels: LibraryKernels, backend: 
     const profile = await profilePeak(() => tf.dispose(step()));
     [row.kernelsPerStep, row.peakBytes] = [profile.kernels, profile.peak];
     const times: number[] = [];
-    while (times.length < o.reps && (times.length === 0 || performance.now() - start < o.budgetMs)) times.push(await timeStep());
+    const products: number[] = [];
+    operands = matmulOperands(matmulSize);
+    await timeMatMul(operands); // untimed
+    while (times.length < o.reps && (times.length === 0 || performance.now() - start < o.budgetMs)) {
+      times.push(await timeStep());
+      products.push(await timeMatMul(operands));
+    }
     row.msMedian = median(times);
     row.runs = times.length;
     row.gflops = m.flops / row.msMedian / 1e6;
-    row.ofMatMul = row.gflops / matmulGflops;
+    row.matmulGflops = 2 * matmulSize ** 3 / median(products) / 1e6;
+    row.ofMatMul = row.gflops / row.matmulGflops;
   } catch (e) {
     row.error = String((e as Error)?.message ?? e).split('\n')[0];
   } finally {
     m?.dispose();
+    if (operands != null) tf.dispose(operands);
     optimizer.dispose();
     setLibraryKernels(previous);
   }
@@ -247,7 +272,7 @@ export async function runStepBench(options: StepBenchOptions = {}): Promise<Step
   if (rows.length === 0 || bad.length > 0) {
     throw new AttentionError('INVALID_CONFIG', `step rows must be among ${STEP_ROWS.join(', ')}, received ${show([...rows])}`);
   }
-  const o = {reps: options.reps ?? 3, warmup: options.warmup ?? 1, budgetMs: options.budgetMs ?? 60_000};
+  const o = {reps: options.reps ?? 5, warmup: options.warmup ?? 1, budgetMs: options.budgetMs ?? 60_000};
   assertPositiveInt('reps', o.reps);
   const backend = await selectBackend(options.backend, {threads: options.threads});
   const meta = collectMeta(backend, o.warmup, o.reps, {suite: 'step', budgetMs: o.budgetMs, maxT: {}, heap: false});
@@ -258,10 +283,10 @@ export async function runStepBench(options: StepBenchOptions = {}): Promise<Step
   const report: StepReport = {meta, matmulSize: n, matmulGflops, rows: []};
   for (const name of rows) {
     for (const kernels of options.kernels ?? DEFAULT_KERNELS[name]) {
-      const r = await measureStep(name, kernels, backend, matmulGflops, o);
+      const r = await measureStep(name, kernels, backend, n, o);
       options.log?.(`${r.row} (${r.kernels} kernels) ${r.shape}: ` + (r.error != null ? `error: ${r.error}`
         : `${r.msMedian!.toFixed(1)} ms, ${r.kernelsPerStep} kernels, ${(r.flops! / 1e9).toFixed(2)} GFLOP, ` +
-          `${r.gflops!.toFixed(2)} GFLOP/s = ${(100 * r.ofMatMul!).toFixed(0)}% of matMul, peak ${fixed(r.peakBytes! / 2 ** 20, 1)} MiB`));
+          `${r.gflops!.toFixed(2)} GFLOP/s = ${(100 * r.ofMatMul!).toFixed(0)}% of matMul (${r.matmulGflops!.toFixed(2)}), peak ${fixed(r.peakBytes! / 2 ** 20, 1)} MiB`));
       report.rows.push(r);
       if (options.outDir != null) writeStepReport(options.outDir, report);
     }
@@ -271,10 +296,10 @@ export async function runStepBench(options: StepBenchOptions = {}): Promise<Step
 
 /** The rows as a padded markdown table. */
 export function formatStepTable(rows: readonly StepRow[]): string {
-  const header = ['row', 'kernels', 'shape', 'ms/step', 'runs', 'kernels/step', 'GFLOP', 'GFLOP/s', '% of matMul',
-    'peak MiB', 'error'];
+  const header = ['row', 'kernels', 'shape', 'ms/step', 'runs', 'kernels/step', 'GFLOP', 'GFLOP/s', 'matMul GFLOP/s',
+    '% of matMul', 'peak MiB', 'error'];
   return markdownTable(header, rows.map((r) => [r.row, r.kernels, r.shape, fixed(r.msMedian, 1), r.runs,
-    r.kernelsPerStep ?? '-', fixed(r.flops == null ? null : r.flops / 1e9, 2), fixed(r.gflops, 2),
+    r.kernelsPerStep ?? '-', fixed(r.flops == null ? null : r.flops / 1e9, 2), fixed(r.gflops, 2), fixed(r.matmulGflops, 2),
     fixed(r.ofMatMul == null ? null : 100 * r.ofMatMul, 0), fixed(r.peakBytes == null ? null : r.peakBytes / 2 ** 20, 1),
     r.error ?? ''].map(String)));
 }
