@@ -8,6 +8,7 @@ import {dense, layerNorm, columnSums} from '../src/ops/dense';
 import {FusedDense} from '../src/layers/fused_dense';
 import {FusedLayerNormalization} from '../src/layers/fused_layer_norm';
 import {projectFromHeads, projectToHeads} from '../src/layers/projection';
+import {MultiHeadAttention} from '../src/layers/multi_head_attention';
 import {expectClose, expectError, expectNoLeaks, randn, title} from './helpers';
 
 type Fn = (...t: tf.Tensor[]) => tf.Tensor;
@@ -144,6 +145,26 @@ describe(title('attention projections as one op each'), () => {
     expectSameGrads((a, k, b) => projectFromHeads(a, k, b), fromHeads, [o, kOut, bOut], 9);
     expectSameGrads((a, k) => projectFromHeads(a, k, null), (a, k) => fromHeads(a, k), [o, kOut], 10);
     tf.dispose([x, kIn, bIn, o, kOut, bOut]);
+  });
+});
+
+describe(title('MultiHeadAttention in few kernels'), () => {
+  test('a forward at B=8, T=128, E=128, 4 heads runs at most 60 kernels, forward and backward at most 200, causal or not', async () => {
+    const x = randn([8, 128, 128], 1);
+    for (const causal of [false, true]) {
+      const layer = new MultiHeadAttention({numHeads: 4, headDim: 32, causal});
+      tf.dispose(layer.apply(x) as tf.Tensor); // builds the weights
+      const forward = (await tf.profile(() => tf.dispose(layer.apply(x) as tf.Tensor))).kernels.length;
+      const vars = layer.trainableWeights.map((w) => w.read() as tf.Variable);
+      const both = (await tf.profile(() => {
+        const r = tf.variableGrads(() => tf.sum(layer.apply(x) as tf.Tensor) as tf.Scalar, vars);
+        tf.dispose([r.value, ...Object.values(r.grads)]);
+      })).kernels.length;
+      expect({causal, forward: forward <= 60, both: both <= 200}).toEqual({causal, forward: true, both: true});
+      expect(forward).toBeGreaterThan(10); // counted at all
+      layer.dispose();
+    }
+    x.dispose();
   });
 });
 
