@@ -6,7 +6,7 @@
  *    gradients and once with tfjs's own (`setLibraryKernels('tfjs')`): the same losses; on
  *    wasm the library's products make each step several times faster.
  * 2. A causal `buildTransformer` model trained on one batch with the trainer's loss: the
- *    head's logits (`logitsOf`) and `sparseCrossEntropy` (no one-hot, no log of a softmax),
+ *    head's logits (`logitsOf`) and `sparseCrossEntropy` (no log of a softmax, one op for its gradient),
  *    printing each step's kernels (`tf.profile`) and the most tensor bytes it held.
  *
  *   npx ts-node examples/training_step.ts

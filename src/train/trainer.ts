@@ -372,7 +372,7 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
   if (checkpoint != null) tf.dispose(checkpoint.optimizerWeights.map((w) => w.tensor));
 
   const vars = model.trainableWeights.map((w) => (w as unknown as {val: tf.Variable}).val);
-  // The loss from the head's logits where the model has one (no one-hot, no log of a softmax).
+  // The loss from the head's logits where the model has one (no log of a softmax; one op for its gradient).
   const logits = logitsOf(model);
   const started = Date.now() - record.trainingSeconds * 1000;
   const save = async (final = false) => {
