@@ -8,7 +8,8 @@
  *   npx ts-node examples/encoder_decoder.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {MultiHeadAttention, selectBackend} from '../src';
+import {MultiHeadAttention} from '../src';
+import {runAsProgram} from './run';
 
 const T = 6;
 const VOCAB = 8; // 0 = start token, 1..7 symbols
@@ -50,12 +51,4 @@ export async function main(log: (line: string) => void = console.log): Promise<{
   return {firstLoss: losses[0], lastLoss: losses[losses.length - 1]};
 }
 
-if (require.main === module) {
-  selectBackend().then((name) => {
-    console.log(`backend: ${name}`);
-    return main();
-  }).catch((e) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
-}
+if (require.main === module) runAsProgram(() => main());

@@ -6,7 +6,8 @@
  *   npx ts-node examples/linear_long.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {LinearAttention, selectBackend} from '../src';
+import {LinearAttention} from '../src';
+import {runAsProgram} from './run';
 
 export async function main(log: (line: string) => void = console.log, T = 8192)
     : Promise<{shape: number[]; finite: boolean; peakMiB: number}> {
@@ -29,12 +30,4 @@ export async function main(log: (line: string) => void = console.log, T = 8192)
   return {shape, finite, peakMiB};
 }
 
-if (require.main === module) {
-  selectBackend().then((name) => {
-    console.log(`backend: ${name}`);
-    return main();
-  }).catch((e) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
-}
+if (require.main === module) runAsProgram(() => main());

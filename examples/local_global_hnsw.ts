@@ -11,7 +11,8 @@
  *   npx ts-node examples/local_global_hnsw.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {HnswMask, LocalGlobalAttention, MultiHeadAttention, selectBackend, SparseMask} from '../src';
+import {HnswMask, LocalGlobalAttention, MultiHeadAttention, SparseMask} from '../src';
+import {runAsProgram} from './run';
 
 export async function main(log: (line: string) => void = console.log)
     : Promise<{picture: string; sparsity: number; shapes: number[][]}> {
@@ -41,12 +42,4 @@ export async function main(log: (line: string) => void = console.log)
   return {picture, sparsity, shapes};
 }
 
-if (require.main === module) {
-  selectBackend().then((name) => {
-    console.log(`backend: ${name}`);
-    return main();
-  }).catch((e) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
-}
+if (require.main === module) runAsProgram(() => main());

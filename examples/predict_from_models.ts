@@ -7,7 +7,8 @@
  */
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {loadModel, readTrainingRecord, selectBackend} from '../src';
+import {loadModel, readTrainingRecord} from '../src';
+import {runAsProgram} from './run';
 
 export async function main(log: (line: string) => void = console.log,
                            inputs: number[][] = [[2, 3, 4, 5, 6, 7, 8, 9], [11, 2, 11, 5, 5, 3, 10, 4]])
@@ -25,12 +26,4 @@ export async function main(log: (line: string) => void = console.log,
   return {outputs};
 }
 
-if (require.main === module) {
-  selectBackend().then((name) => {
-    console.log(`backend: ${name}`);
-    return main();
-  }).catch((e) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
-}
+if (require.main === module) runAsProgram(() => main());

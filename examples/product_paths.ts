@@ -12,9 +12,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {
-  MatMulPath, MultiHeadAttention, autoBackends, getMatMulPath, matMul, selectBackend, setMatMulPath, splitsProducts,
+  MatMulPath, MultiHeadAttention, autoBackends, getMatMulPath, matMul, setMatMulPath, splitsProducts,
   wasmKernelStatus, WasmKernelStatus,
 } from '../src';
+import {runAsProgram} from './run';
 
 export interface PathsResult {
   /** What 'auto' does on this backend. */
@@ -76,12 +77,4 @@ export async function main(log: (line: string) => void = console.log, B = 2, T =
   return {autoSplits, maxDiff, ms: {split: split.ms, batched: batched.ms}, productShape, kernels};
 }
 
-if (require.main === module) {
-  selectBackend().then((name) => {
-    console.log(`backend: ${name}`);
-    return main();
-  }).catch((e) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
-}
+if (require.main === module) runAsProgram(() => main());

@@ -8,7 +8,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {MultiHeadAttention, selectBackend} from '../src';
+import {MultiHeadAttention} from '../src';
+import {runAsProgram} from './run';
 
 /** Label = the first token of the sequence (0 is padding). */
 function makeData(n: number, T: number, vocab: number): {xs: tf.Tensor2D; ys: tf.Tensor2D} {
@@ -55,12 +56,4 @@ export async function main(log: (line: string) => void = console.log): Promise<{
   return {firstLoss: losses[0], lastLoss: losses[losses.length - 1], maxDiff};
 }
 
-if (require.main === module) {
-  selectBackend().then((name) => {
-    console.log(`backend: ${name}`);
-    return main();
-  }).catch((e) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
-}
+if (require.main === module) runAsProgram(() => main());

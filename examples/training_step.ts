@@ -12,7 +12,8 @@
  *   npx ts-node examples/training_step.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {buildTransformer, logitsOf, selectBackend, setLibraryKernels, sparseCrossEntropy} from '../src';
+import {buildTransformer, logitsOf, setLibraryKernels, sparseCrossEntropy} from '../src';
+import {runAsProgram} from './run';
 
 export interface StepResult {
   /** The plain model's loss after each step, per kernel setting. */
@@ -98,12 +99,4 @@ export async function main(log: (line: string) => void = console.log, steps = 3)
   return {plainLosses, plainMs, transformerLosses, kernels, peakBytes};
 }
 
-if (require.main === module) {
-  selectBackend().then((name) => {
-    console.log(`backend: ${name}`);
-    return main();
-  }).catch((e) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
-}
+if (require.main === module) runAsProgram(() => main());
