@@ -111,6 +111,22 @@ export function nearestName(name: string, known: readonly string[]): string | nu
 }
 
 /**
+ * A layer constructor's arguments object, its names checked by checkArgNames against
+ * `known` (pass the layer's own names and LAYER_ARGS). A missing object is {} where the
+ * layer has no required argument (`required` false), INVALID_CONFIG otherwise, as is
+ * anything that is not a plain object.
+ */
+export function checkedLayerArgs<T extends object>(who: string, args: T | undefined, known: readonly string[],
+                                                   required = true): T {
+  if (args == null && !required) return {} as T;
+  if (args == null || typeof args !== 'object' || Array.isArray(args)) {
+    throw new AttentionError('INVALID_CONFIG', `${who} arguments must be an object, received ${show(args)}`);
+  }
+  checkArgNames(who, args, known);
+  return args;
+}
+
+/**
  * Checks an options or arguments object (null and undefined stand for {}; anything else
  * that is not a plain object throws INVALID_CONFIG) and throws for any key (with a
  * defined value) that is not in `known`: a foreign name with its own code and advice

@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {LAYER_ARGS} from '../arguments';
 import {DENSE_ACTIVATIONS, DenseActivation, dense} from '../ops/dense';
-import {assertBoolean, assertOneOf, assertPositiveInt, checkArgNames} from '../validate';
+import {assertBoolean, assertOneOf, assertPositiveInt, checkedLayerArgs} from '../validate';
 
 type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
 
@@ -20,14 +20,6 @@ export interface FusedDenseArgs extends LayerArgs {
   activation?: DenseActivation;
   /** Whether there is a bias. Default true. */
   useBias?: boolean;
-}
-
-function checkedArgs(args: FusedDenseArgs): FusedDenseArgs {
-  if (args == null || typeof args !== 'object' || Array.isArray(args)) {
-    throw new AttentionError('INVALID_CONFIG', `FusedDense arguments must be an object, received ${show(args)}`);
-  }
-  checkArgNames('FusedDense', args, ['units', 'activation', 'useBias', ...LAYER_ARGS]);
-  return args;
 }
 
 /**
@@ -43,7 +35,7 @@ export class FusedDense extends tf.layers.Layer {
   private bias: tf.LayerVariable | null = null;
 
   constructor(args: FusedDenseArgs) {
-    super(checkedArgs(args));
+    super(checkedLayerArgs('FusedDense', args, ['units', 'activation', 'useBias', ...LAYER_ARGS]));
     assertPositiveInt('units', args.units);
     this.units = args.units;
     this.activation = args.activation ?? 'linear';

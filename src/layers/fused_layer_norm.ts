@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../errors';
 import {LAYER_ARGS} from '../arguments';
 import {layerNorm} from '../ops/dense';
-import {assertBoolean, assertPositiveNumber, checkArgNames} from '../validate';
+import {assertBoolean, assertPositiveNumber, checkedLayerArgs} from '../validate';
 
 type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
 
@@ -22,15 +22,6 @@ export interface FusedLayerNormalizationArgs extends LayerArgs {
   scale?: boolean;
 }
 
-function checkedArgs(args: FusedLayerNormalizationArgs | undefined): FusedLayerNormalizationArgs {
-  const a = args ?? {};
-  if (typeof a !== 'object' || Array.isArray(a)) {
-    throw new AttentionError('INVALID_CONFIG', `FusedLayerNormalization arguments must be an object, received ${show(args)}`);
-  }
-  checkArgNames('FusedLayerNormalization', a, ['epsilon', 'center', 'scale', ...LAYER_ARGS]);
-  return a;
-}
-
 /** x [..., E] -> (x - mean) / sqrt(var + epsilon) * gamma + beta, over the last axis. */
 export class FusedLayerNormalization extends tf.layers.Layer {
   static className = 'FusedLayerNormalization';
@@ -41,7 +32,7 @@ export class FusedLayerNormalization extends tf.layers.Layer {
   private beta: tf.LayerVariable | null = null;
 
   constructor(args?: FusedLayerNormalizationArgs) {
-    const a = checkedArgs(args);
+    const a = checkedLayerArgs('FusedLayerNormalization', args, ['epsilon', 'center', 'scale', ...LAYER_ARGS], false);
     super(a);
     this.epsilon = a.epsilon ?? 1e-3;
     assertPositiveNumber('epsilon', this.epsilon);

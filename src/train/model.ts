@@ -17,7 +17,7 @@ import {FusedDense} from '../layers/fused_dense';
 import {FusedLayerNormalization} from '../layers/fused_layer_norm';
 import {AnyAttentionArgs, ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind} from '../layers/kinds';
 import {LAYER_ARGS} from '../arguments';
-import {assertOneOf, assertPositiveInt, assertRate, checkArgNames} from '../validate';
+import {assertOneOf, assertPositiveInt, assertRate, checkArgNames, checkedLayerArgs} from '../validate';
 
 type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
 
@@ -26,14 +26,6 @@ export interface PositionEmbeddingArgs extends LayerArgs {
   maxLength: number;
   /** Initializer of the [maxLength, features] table. Default 'randomNormal' with stddev 0.02 (GPT-2). */
   initializer?: 'randomNormal' | 'zeros';
-}
-
-function checkedArgs(args: PositionEmbeddingArgs): PositionEmbeddingArgs {
-  if (args == null || typeof args !== 'object' || Array.isArray(args)) {
-    throw new AttentionError('INVALID_CONFIG', `PositionEmbedding arguments must be an object, received ${show(args)}`);
-  }
-  checkArgNames('PositionEmbedding', args, ['maxLength', 'initializer', ...LAYER_ARGS]);
-  return args;
 }
 
 /**
@@ -47,7 +39,7 @@ export class PositionEmbedding extends tf.layers.Layer {
   private table: tf.LayerVariable | null = null;
 
   constructor(args: PositionEmbeddingArgs) {
-    super(checkedArgs(args));
+    super(checkedLayerArgs('PositionEmbedding', args, ['maxLength', 'initializer', ...LAYER_ARGS]));
     assertPositiveInt('maxLength', args.maxLength);
     this.maxLength = args.maxLength;
     this.initializer = args.initializer ?? 'randomNormal';
