@@ -194,21 +194,26 @@ function matmulOperands(n: number): [tf.Tensor, tf.Tensor] {
 async function timeMatMul([a, b]: [tf.Tensor, tf.Tensor]): Promise<number> {
   const t0 = performance.now();
   const c = tf.matMul(a, b);
-  await c.data();
-  const ms = performance.now() - t0;
-  c.dispose();
-  return ms;
+  try {
+    await c.data();
+    return performance.now() - t0;
+  } finally {
+    c.dispose();
+  }
 }
 
 /** GFLOP/s of the 2-D [n, n] x [n, n] product, median of 5 after 2 untimed. */
 async function matmulRate(n: number): Promise<number> {
   const operands = matmulOperands(n);
   const times: number[] = [];
-  for (let i = 0; i < 7; i++) {
-    const ms = await timeMatMul(operands);
-    if (i >= 2) times.push(ms);
+  try {
+    for (let i = 0; i < 7; i++) {
+      const ms = await timeMatMul(operands);
+      if (i >= 2) times.push(ms);
+    }
+  } finally {
+    tf.dispose(operands);
   }
-  tf.dispose(operands);
   return 2 * n ** 3 / median(times) / 1e6;
 }
 
