@@ -473,38 +473,34 @@ export function setLibraryKernels(which: LibraryKernels): LibraryKernels {
   if (which === current) return previous;
   current = which;
   useLibraryGradients(which === 'library');
-  const slice = tf.getKernel('Slice', 'wasm');
-  if (which === 'tfjs' && slice?.kernelFunc === librarySlice && originalSlice != null) {
-    tf.unregisterKernel('Slice', 'wasm');
-    tf.registerKernel({kernelName: 'Slice', backendName: 'wasm', kernelFunc: originalSlice});
-  } else if (which === 'library') {
-    installSliceFromHeap();
-  }
-  const identity = tf.getKernel('Identity', 'wasm');
-  if (which === 'tfjs' && identity?.kernelFunc === sharedIdentityConfig.kernelFunc && originalIdentity != null) {
-    tf.unregisterKernel('Identity', 'wasm');
-    tf.registerKernel({kernelName: 'Identity', backendName: 'wasm', kernelFunc: originalIdentity});
-  } else if (which === 'library') {
-    installSharedIdentity();
-  }
-  const tile = tf.getKernel('Tile', 'wasm');
-  if (which === 'tfjs' && tile?.kernelFunc === tileFromHeapConfig.kernelFunc && originalTile != null) {
-    tf.unregisterKernel('Tile', 'wasm');
-    tf.registerKernel(restoredTile());
-  } else if (which === 'library' && originalTile != null && tile?.kernelFunc === restoredTile().kernelFunc) {
-    tf.unregisterKernel('Tile', 'wasm');
-    tf.registerKernel(tileFromHeapConfig);
-  }
-  for (const name of PRODUCT_NAMES) {
-    if (originalProducts[name] == null) continue;
-    const registered = tf.getKernel(name, 'wasm')?.kernelFunc;
-    if (which === 'tfjs' && registered === PRODUCT_KERNELS[name].kernelFunc) {
-      tf.unregisterKernel(name, 'wasm');
-      tf.registerKernel(restoredProduct(name));
-    } else if (which === 'library' && registered === restoredProduct(name).kernelFunc) {
-      tf.unregisterKernel(name, 'wasm');
-      tf.registerKernel(PRODUCT_KERNELS[name]);
-    }
+  const pairs: [tf.KernelConfig, tf.KernelConfig | null][] = [
+    [sliceFromHeapConfig, originalSlice == null ? null : restoredSlice ??= wasmKernel('Slice', originalSlice)],
+    [sharedIdentityConfig, originalIdentity == null ? null : restoredIdentity ??= wasmKernel('Identity', originalIdentity)],
+    [tileFromHeapConfig, originalTile == null ? null : restoredTile()],
+    ...PRODUCT_NAMES.map((name): [tf.KernelConfig, tf.KernelConfig | null] =>
+      [PRODUCT_KERNELS[name], originalProducts[name] == null ? null : restoredProduct(name)]),
+  ];
+  for (const [ours, theirs] of pairs) {
+    if (theirs != null) swapKernel(ours, theirs, which);
   }
   return previous;
+}
+
+let restoredSlice: tf.KernelConfig | null = null;
+let restoredIdentity: tf.KernelConfig | null = null;
+
+function wasmKernel(kernelName: string, kernelFunc: tf.KernelFunc): tf.KernelConfig {
+  return {kernelName, backendName: 'wasm', kernelFunc};
+}
+
+/**
+ * Registers `theirs` (tfjs's kernel) for 'tfjs' where `ours` is registered, or `ours` for
+ * 'library' where `theirs` is; any other registered kernel (a later tfjs's, one of yours)
+ * is left alone.
+ */
+function swapKernel(ours: tf.KernelConfig, theirs: tf.KernelConfig, which: LibraryKernels): void {
+  const [from, to] = which === 'tfjs' ? [ours, theirs] : [theirs, ours];
+  if (tf.getKernel(ours.kernelName, 'wasm')?.kernelFunc !== from.kernelFunc) return;
+  tf.unregisterKernel(ours.kernelName, 'wasm');
+  tf.registerKernel(to);
 }

@@ -293,7 +293,7 @@ describe(title('products (BatchMatMul, _FusedMatMul)'), () => {
     x.dispose();
   });
 
-  test("setLibraryKernels('tfjs') puts tfjs's product kernels back, and they still compute; 'library' ours again", () => {
+  test("setLibraryKernels('tfjs') puts tfjs's product, Slice, Tile and Identity kernels back, and they still compute; 'library' ours again", () => {
     const a = tf.tensor(values(12, 1), [3, 4]);
     const b = tf.tensor(values(20, 2), [5, 4]);
     const want = oracle({aShape: [3, 4], bShape: [5, 4], tA: false, tB: true}, a.dataSync() as Float32Array,
@@ -301,14 +301,18 @@ describe(title('products (BatchMatMul, _FusedMatMul)'), () => {
     let previous: LibraryKernels | null = null;
     try {
       previous = setLibraryKernels('tfjs');
-      expect(wasmKernelStatus().BatchMatMul).toBe('kept');
+      const {BatchMatMul, _FusedMatMul, Slice, Tile, Identity} = wasmKernelStatus();
+      expect({BatchMatMul, _FusedMatMul, Slice, Tile, Identity}).toEqual(
+        {BatchMatMul: 'kept', _FusedMatMul: 'kept', Slice: 'kept', Tile: 'kept', Identity: 'kept'});
       const out = tf.matMul(a, b, false, true);
       expectClose(out.dataSync(), want, 'tfjs kernels');
       out.dispose();
     } finally {
       setLibraryKernels(previous ?? 'library');
     }
-    expect(wasmKernelStatus().BatchMatMul).toBe('replaced');
+    const {BatchMatMul, _FusedMatMul, Slice, Tile, Identity} = wasmKernelStatus();
+    expect({BatchMatMul, _FusedMatMul, Slice, Tile, Identity}).toEqual(
+      {BatchMatMul: 'replaced', _FusedMatMul: 'replaced', Slice: 'replaced', Tile: 'replaced', Identity: 'replaced'});
     const out = tf.matMul(a, b, false, true);
     expectClose(out.dataSync(), want, 'library kernels');
     tf.dispose([a, b, out]);

@@ -6,8 +6,8 @@
  * tf.layers.dense's order, so weights move between the two with getWeights / setWeights.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
 import {LAYER_ARGS} from '../arguments';
+import {featuresOf, firstShape} from './inputs';
 import {DENSE_ACTIVATIONS, DenseActivation, dense} from '../ops/dense';
 import {assertBoolean, assertOneOf, assertPositiveInt, checkedLayerArgs} from '../validate';
 
@@ -45,12 +45,7 @@ export class FusedDense extends tf.layers.Layer {
   }
 
   override build(inputShape: tf.Shape | tf.Shape[]): void {
-    const shape = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
-    const K = shape[shape.length - 1];
-    if (shape.length < 2 || K == null) {
-      throw new AttentionError('DIMENSION_MISMATCH',
-        `FusedDense input must be [batch, ..., features] with known features, received ${show(shape)}`);
-    }
+    const K = featuresOf('FusedDense', inputShape);
     this.kernel = this.addWeight('kernel', [K, this.units], 'float32', tf.initializers.glorotUniform({}));
     if (this.useBias) this.bias = this.addWeight('bias', [this.units], 'float32', tf.initializers.zeros());
     this.built = true;
@@ -62,8 +57,7 @@ export class FusedDense extends tf.layers.Layer {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    const shape = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
-    return [...shape.slice(0, -1), this.units];
+    return [...firstShape(inputShape).slice(0, -1), this.units];
   }
 
   override getConfig(): tf.serialization.ConfigDict {

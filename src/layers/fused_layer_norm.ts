@@ -6,8 +6,8 @@
  * `gamma` and `beta` [features], in tf.layers.layerNormalization's order.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
 import {LAYER_ARGS} from '../arguments';
+import {featuresOf, firstShape} from './inputs';
 import {layerNorm} from '../ops/dense';
 import {assertBoolean, assertPositiveNumber, checkedLayerArgs} from '../validate';
 
@@ -43,12 +43,7 @@ export class FusedLayerNormalization extends tf.layers.Layer {
   }
 
   override build(inputShape: tf.Shape | tf.Shape[]): void {
-    const shape = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
-    const E = shape[shape.length - 1];
-    if (shape.length < 2 || E == null) {
-      throw new AttentionError('DIMENSION_MISMATCH',
-        `FusedLayerNormalization input must be [batch, ..., features] with known features, received ${show(shape)}`);
-    }
+    const E = featuresOf('FusedLayerNormalization', inputShape);
     if (this.scale) this.gamma = this.addWeight('gamma', [E], 'float32', tf.initializers.ones());
     if (this.center) this.beta = this.addWeight('beta', [E], 'float32', tf.initializers.zeros());
     this.built = true;
@@ -60,7 +55,7 @@ export class FusedLayerNormalization extends tf.layers.Layer {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    return (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    return firstShape(inputShape);
   }
 
   override getConfig(): tf.serialization.ConfigDict {

@@ -85,3 +85,22 @@ export function graphInputs(inputs: tf.SymbolicTensor | tf.SymbolicTensor[]): tf
   if (key === value) return [query, value];
   return inputs;
 }
+
+/** The first shape of a layer input shape (a list of shapes gives its first). */
+export function firstShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
+  return (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+}
+
+/**
+ * The number of features (last axis) of a layer input shaped [batch, ..., features];
+ * DIMENSION_MISMATCH naming `who` for a shape of rank < 2 or unknown features.
+ */
+export function featuresOf(who: string, inputShape: tf.Shape | tf.Shape[]): number {
+  const shape = firstShape(inputShape);
+  const features = shape[shape.length - 1];
+  if (shape.length < 2 || features == null) {
+    throw new AttentionError('DIMENSION_MISMATCH',
+      `${who} input must be [batch, ..., features] with known features, received ${show(shape)}`);
+  }
+  return features;
+}
