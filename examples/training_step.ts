@@ -5,14 +5,20 @@
  *    cross-entropy), trained from the same weights once with the library's kernels and
  *    gradients and once with tfjs's own (`setLibraryKernels('tfjs')`): the same losses; on
  *    wasm the library's products make each step several times faster.
- * 2. A causal `buildTransformer` model trained on one batch with the trainer's loss: the
+ * 2. The same kind of model on sequences ([batch, length, features]) with the library's
+ *    `FusedLayerNormalization` and `FusedDense` in place of tfjs's layers, from the same
+ *    weights: the same loss and gradients, and fewer tensor bytes held through a step
+ *    (tf.profile's peak), since each fused layer is one op with its own gradient.
+ * 3. A causal `buildTransformer` model trained on one batch with the trainer's loss: the
  *    head's logits (`logitsOf`) and `sparseCrossEntropy` (no log of a softmax, one op for its gradient),
  *    printing each step's kernels (`tf.profile`) and the most tensor bytes it held.
  *
  *   npx ts-node examples/training_step.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {buildTransformer, logitsOf, setLibraryKernels, sparseCrossEntropy} from '../src';
+import {
+  FusedDense, FusedLayerNormalization, buildTransformer, logitsOf, setLibraryKernels, sparseCrossEntropy,
+} from '../src';
 import {runAsProgram} from './run';
 
 export interface StepResult {
@@ -20,6 +26,10 @@ export interface StepResult {
   plainLosses: Record<'library' | 'tfjs', number[]>;
   /** Milliseconds of the plain model's last step, per kernel setting. */
   plainMs: Record<'library' | 'tfjs', number>;
+  /** The sequence model's loss and tf.profile peak bytes of one step, with tfjs's layers and with the fused ones. */
+  fused: Record<'tfjs' | 'fused', {loss: number; peakBytes: number}>;
+  /** The largest difference between the two models' gradients. */
+  fusedGradDiff: number;
   /** The transformer's loss after each step. */
   transformerLosses: number[];
   /** Kernels of one transformer step, and the most tensor bytes it held. */
@@ -68,7 +78,41 @@ export async function main(log: (line: string) => void = console.log, steps = 3)
   tf.dispose([x, y, ...initial]);
   mlp.dispose();
 
-  // 2. A transformer with the trainer's loss from logits.
+  // 2. The fused layers in place of tfjs's, on sequences: the same function, fewer tensors kept.
+  const seq = tf.input({shape: [32, 64]});
+  const build = (fused: boolean) => {
+    let h = (fused ? new FusedLayerNormalization() : tf.layers.layerNormalization()).apply(seq) as tf.SymbolicTensor;
+    h = (fused ? new FusedDense({units: 256, activation: 'relu'}) : tf.layers.dense({units: 256, activation: 'relu'}))
+      .apply(h) as tf.SymbolicTensor;
+    h = (fused ? new FusedDense({units: 64}) : tf.layers.dense({units: 64})).apply(h) as tf.SymbolicTensor;
+    return tf.model({inputs: seq, outputs: h});
+  };
+  const [theirs, ours] = [build(false), build(true)];
+  ours.setWeights(theirs.getWeights()); // the same weight names and order
+  const xs = tf.randomNormal([16, 32, 64], 0, 1, 'float32', 3);
+  const fused = {tfjs: {loss: 0, peakBytes: 0}, fused: {loss: 0, peakBytes: 0}};
+  const grads: Record<'tfjs' | 'fused', tf.Tensor[]> = {tfjs: [], fused: []};
+  for (const [which, m] of [['tfjs', theirs], ['fused', ours]] as const) {
+    const before = tf.memory().numBytes;
+    const info = await tf.profile(() => {
+      const {value, grads: g} = tf.variableGrads(() => tf.mean(tf.square(m.apply(xs, {training: true}) as tf.Tensor)) as
+        tf.Scalar, m.trainableWeights.map((w) => w.read() as tf.Variable));
+      fused[which].loss = value.dataSync()[0];
+      grads[which] = m.trainableWeights.map((w) => g[(w.read() as tf.Variable).name]);
+      value.dispose();
+    });
+    fused[which].peakBytes = info.peakBytes - before;
+  }
+  const fusedGradDiff = Math.max(...grads.fused.map((g, i) => tf.tidy(() =>
+    tf.max(tf.abs(tf.sub(g, grads.tfjs[i]))).dataSync()[0])));
+  log(`fused layers on [16, 32, 64]: loss ${fused.fused.loss.toFixed(5)} (tfjs's layers ${fused.tfjs.loss.toFixed(5)}), ` +
+    `gradients within ${fusedGradDiff.toExponential(1)}; ${(fused.fused.peakBytes / 2 ** 20).toFixed(1)} MiB of tensors ` +
+    `at most through a step against ${(fused.tfjs.peakBytes / 2 ** 20).toFixed(1)} MiB`);
+  tf.dispose([xs, ...grads.tfjs, ...grads.fused]);
+  theirs.dispose();
+  ours.dispose();
+
+  // 3. A transformer with the trainer's loss from logits.
   const [B, T, V] = [4, 32, 50];
   const model = buildTransformer({attention: 'mha', vocabSize: V, seqLength: T, modelDim: 32, numHeads: 4, numLayers: 2,
     causal: true, seed: 1});
@@ -96,7 +140,7 @@ export async function main(log: (line: string) => void = console.log, steps = 3)
   tokens.dispose();
   optimizer.dispose();
   model.dispose();
-  return {plainLosses, plainMs, transformerLosses, kernels, peakBytes};
+  return {plainLosses, plainMs, fused, fusedGradDiff, transformerLosses, kernels, peakBytes};
 }
 
 if (require.main === module) runAsProgram(() => main());

@@ -154,7 +154,7 @@ describe(title('examples'), () => {
     expect(tf.memory().numTensors).toBe(tensors);
   });
 
-  test('training_step: a plain tfjs model has the same losses with the library\'s kernels and tfjs\'s; the transformer learns its batch with the logits loss; no leaks', async () => {
+  test('training_step: a plain tfjs model has the same losses with the library\'s kernels and tfjs\'s; the fused layers equal tfjs\'s with fewer tensor bytes; the transformer learns its batch with the logits loss; no leaks', async () => {
     const lines: string[] = [];
     const tensors = tf.memory().numTensors;
     const r = await trainingStep((l) => lines.push(l), 3);
@@ -162,12 +162,17 @@ describe(title('examples'), () => {
     expect(r.plainLosses.library).toHaveLength(3);
     r.plainLosses.library.forEach((l, i) => expect(Math.abs(l - r.plainLosses.tfjs[i])).toBeLessThan(1e-4 * Math.abs(l)));
     expect(r.plainLosses.library[2]).toBeLessThan(r.plainLosses.library[0]);
+    // The fused layers compute what tfjs's do, holding fewer tensor bytes through the step.
+    expect(Math.abs(r.fused.fused.loss - r.fused.tfjs.loss)).toBeLessThan(1e-4 * r.fused.tfjs.loss);
+    expect(r.fusedGradDiff).toBeLessThan(1e-4);
+    expect(r.fused.fused.peakBytes).toBeLessThan(r.fused.tfjs.peakBytes);
     expect(r.transformerLosses).toHaveLength(15);
     expect(r.transformerLosses[14]).toBeLessThan(0.5 * r.transformerLosses[0]);
     expect(r.kernels).toBeGreaterThan(0);
     expect(r.peakBytes).toBeGreaterThan(0);
-    expect(lines).toHaveLength(3);
-    expect(lines[2]).toMatch(/^transformer \(B=4 T=32 E=32, 2 layers\): loss [\d.]+ -> [\d.]+ in 15 steps; \d+ kernels/);
+    expect(lines).toHaveLength(4);
+    expect(lines[2]).toMatch(/^fused layers on \[16, 32, 64\]: loss [\d.]+ \(tfjs's layers [\d.]+\)/);
+    expect(lines[3]).toMatch(/^transformer \(B=4 T=32 E=32, 2 layers\): loss [\d.]+ -> [\d.]+ in 15 steps; \d+ kernels/);
   });
 
   test('product_paths gives the same layer output and gradients on both product paths and restores the setting', async () => {
