@@ -11,13 +11,14 @@
  *    (tf.profile's peak), since each fused layer is one op with its own gradient.
  * 3. A causal `buildTransformer` model trained on one batch with the trainer's loss: the
  *    head's logits (`logitsOf`) and `sparseCrossEntropy` (no log of a softmax, one op for its gradient),
- *    printing each step's kernels (`tf.profile`) and the most tensor bytes it held.
+ *    printing each step's kernels (`tf.profile`) and the most tensor bytes it held. Its
+ *    optimizer is the trainer's `fusedAdam` (tfjs's Adam with one kernel per variable).
  *
  *   npx ts-node examples/training_step.ts
  */
 import * as tf from '@tensorflow/tfjs';
 import {
-  FusedDense, FusedLayerNormalization, buildTransformer, logitsOf, setLibraryKernels, sparseCrossEntropy,
+  FusedDense, FusedLayerNormalization, buildTransformer, fusedAdam, logitsOf, setLibraryKernels, sparseCrossEntropy,
 } from '../src';
 import {runAsProgram} from './run';
 
@@ -120,7 +121,7 @@ export async function main(log: (line: string) => void = console.log, steps = 3)
   const inputs = Int32Array.from({length: B * T}, (_, i) => (i * 7) % V);
   const batch = {inputs, targets: Int32Array.from(inputs, (t) => (t + 1) % V), weights: new Float32Array(B * T).fill(1), n: B, L: T};
   const tokens = tf.tensor2d(inputs, [B, T], 'int32');
-  const optimizer = tf.train.adam(1e-2);
+  const optimizer = fusedAdam(1e-2);
   const loss = () => sparseCrossEntropy(logits(tokens, true), batch, V);
   const transformerLosses: number[] = [];
   let kernels = 0;

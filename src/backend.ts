@@ -5,7 +5,8 @@
  *
  * Importing this module registers the wasm backend (a dependency of the library) and the
  * wasm kernels it lacks (wasm_kernels.ts), and puts a linear UnsortedSegmentSum in place of
- * the cpu backend's per-segment one (cpu_kernels.ts). tfjs-node is loaded with a dynamic import of a
+ * the cpu backend's per-segment one (cpu_kernels.ts), and the library's own kernels for both
+ * (library_kernels.ts). tfjs-node is loaded with a dynamic import of a
  * name held in a variable, so browser bundlers never see it and a missing or broken install
  * is an ordinary, caught failure. The webgpu backend is the user's to import
  * (`@tensorflow/tfjs-backend-webgpu`); webgl comes with `@tensorflow/tfjs`.
@@ -16,6 +17,7 @@ import {AttentionError, show} from './errors';
 import {errorMessage, isNode} from './runtime';
 import {installLinearSegmentSum} from './cpu_kernels';
 import {registerMissingWasmKernels} from './wasm_kernels';
+import {registerLibraryKernels} from './library_kernels';
 import {installGradients} from './gradients';
 import {arrangeThreadedInit, checkThreads, releaseWorkers, resolveThreads, threadsFellBack, ThreadsArg, wasmThreads} from './wasm_threads';
 
@@ -33,6 +35,7 @@ export function autoBackends(): BackendName[] {
 }
 
 registerMissingWasmKernels();
+registerLibraryKernels();
 installGradients();
 installLinearSegmentSum();
 

@@ -74,6 +74,7 @@ export {
   makeTextTask, encodeText, decodeText, unigramEntropy, readTextFile, sampleTextPath, SAMPLE_TEXT, TextTask,
   TextTaskOptions, TextSourceOptions,
 } from './train/text';
+export {FusedAdamOptimizer, fusedAdam} from './train/adam';
 export {
   buildTransformer, TransformerOptions, PositionEmbedding, PositionEmbeddingArgs, TRANSFORMER_POSITIONS,
   TransformerPositions,

@@ -112,8 +112,10 @@ describe(title('flashAttention'), () => {
     // promise is O(T * D + blockSize^2), not a fixed fraction of sdpa at every T.
     const flash = await peak((a, b, c) => flashAttention(a, b, c, {causal: true, blockSize: 256}));
     const sdpa = await peak((a, b, c) => scaledDotProductAttention(a, b, c, {causal: true}));
-    // sdpa holds several [B, H, T, T] tensors (8 MiB each); flash only O(T * D) ones and tiles.
-    expect(sdpa).toBeGreaterThan(4 * B * H * T * T * 4);
+    // sdpa holds several [B, H, T, T] tensors (8 MiB each; 3.5 of them at its peak since its
+    // backward frees each block's scores once it has their probabilities); flash only
+    // O(T * D) ones and tiles.
+    expect(sdpa).toBeGreaterThan(3 * B * H * T * T * 4);
     expect(flash).toBeLessThan(sdpa / 4);
     tf.dispose([q, k, v, cot]);
   });

@@ -30,6 +30,7 @@ import {AttentionError, show} from '../errors';
 import {assertPositiveInt} from '../validate';
 import {buildTransformer} from '../train/model';
 import {logitsOf, sparseCrossEntropy} from '../train/trainer';
+import {fusedAdam} from '../train/adam';
 import {LibraryKernels, setLibraryKernels} from '../wasm_kernels';
 import {median, profilePeak} from './measure';
 import {fixed, markdownTable} from './report';
@@ -45,6 +46,8 @@ interface StepModel {
   loss(): tf.Scalar;
   /** Model FLOPs of one step. */
   flops: number;
+  /** The trainer's optimizer (FusedAdamOptimizer) when the library's kernels are on; else tf.train.adam. */
+  trainer: boolean;
   /** "B=8 T=128 E=128 H=4 layers=4" */
   shape: string;
   dispose(): void;
@@ -69,6 +72,7 @@ function transformerRow(B: number, T: number, E: number, H: number, layers: numb
     model,
     loss: () => sparseCrossEntropy(logits(x, true), batch, V),
     flops: 6 * B * T * productWeights(model) + 12 * B * H * T * T * D * layers,
+    trainer: true,
     shape: `B=${B} T=${T} E=${E} H=${H} layers=${layers}`,
     dispose: () => {
       x.dispose();
@@ -92,6 +96,7 @@ function mlpRow(): StepModel {
     model,
     loss: () => tf.losses.softmaxCrossEntropy(y, model.apply(x, {training: true}) as tf.Tensor) as tf.Scalar,
     flops: 6 * B * productWeights(model),
+    trainer: false,
     shape: `B=${B} 512-1024-1024-10`,
     dispose: () => {
       tf.dispose([x, y]);
@@ -115,6 +120,7 @@ function layerNormRow(): StepModel {
     model,
     loss: () => tf.losses.meanSquaredError(y, model.apply(x, {training: true}) as tf.Tensor) as tf.Scalar,
     flops: 6 * B * T * productWeights(model),
+    trainer: false,
     shape: `B=${B} T=${T} E=${E} 4 x (dense, layerNorm)`,
     dispose: () => {
       tf.dispose([x, y]);
@@ -224,15 +230,17 @@ async function measureStep(name: StepRowName, kernels: LibraryKernels, backend: 
   const previous = setLibraryKernels(kernels);
   let m: StepModel | null = null;
   let operands: [tf.Tensor, tf.Tensor] | null = null;
-  const optimizer = tf.train.adam(1e-4);
+  let optimizer: tf.Optimizer | null = null;
   try {
     m = BUILD[name]();
+    optimizer = m.trainer && kernels === 'library' ? fusedAdam(1e-4) : tf.train.adam(1e-4);
+    const opt = optimizer;
     row.shape = m.shape;
     row.flops = m.flops;
     const vars = m.model.trainableWeights.map((w) => w.read() as tf.Variable);
     const step = (): tf.Scalar => tf.tidy(() => {
       const {value, grads} = tf.variableGrads(m!.loss, vars);
-      optimizer.applyGradients(grads as tf.NamedTensorMap as Parameters<typeof optimizer.applyGradients>[0]);
+      opt.applyGradients(grads as tf.NamedTensorMap as Parameters<typeof opt.applyGradients>[0]);
       return value;
     });
     const timeStep = async () => {
@@ -264,7 +272,7 @@ async function measureStep(name: StepRowName, kernels: LibraryKernels, backend: 
   } finally {
     m?.dispose();
     if (operands != null) tf.dispose(operands);
-    optimizer.dispose();
+    optimizer?.dispose();
     setLibraryKernels(previous);
   }
   return row;

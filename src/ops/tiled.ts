@@ -5,7 +5,9 @@
  * The forward keeps, per query row, only the output and the logsumexp (as its two parts, the
  * row max M and log l: at logits of 1e4 a float32 M + log l would lose ~1e-3 of the exponent);
  * the backward recomputes each tile's probabilities from them. So no T x S matrix is held
- * between the passes, and within a pass only a few tiles of `rows x keys` scores at a time.
+ * between the passes, and within a pass only a few tiles of `rows x keys` scores at a time;
+ * except where the whole attention is one small tile (a short sequence: at most
+ * UNIT_WORK_ELEMENTS scores), whose probabilities tiledAttention keeps for the backward.
  *
  * Work goes by units, each a range of (batch entry, key/value group) pairs: single pairs
  * where products are split into 2-D ones; on wasm as many pairs as keep their work within
@@ -280,15 +282,29 @@ function kept(p: TilePlan, pr: tf.Tensor, keep: tf.Tensor | null): tf.Tensor {
 }
 
 /**
- * Forward over q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv] and an optional float keep
- * [Bm, Hm, Tm, Sm]: the output O [B, H, T, Dv] and the logsumexp parts M, LL [B*H, T, 1].
+ * True when the whole attention is one product of one tile ([nb, ng, R*T, S] scores for
+ * every pair at once: a short sequence): its probabilities are then small (UNIT_WORK_ELEMENTS
+ * at most) and the forward can hand them to the backward instead of the backward computing
+ * them again (a product and a softmax per call; 10-13 ms of a small transformer's step on wasm).
  */
-export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, keep: tf.Tensor | null): tf.Tensor[] {
+function oneTile(p: TilePlan, us: Unit[], qBlocks: [number, number][]): boolean {
+  return us.length === 1 && qBlocks.length === 1 && blockTiles(p, 0, p.T).length === 1;
+}
+
+/**
+ * Forward over q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv] and an optional float keep
+ * [Bm, Hm, Tm, Sm]: the output O [B, H, T, Dv] and the logsumexp parts M, LL [B*H, T, 1];
+ * with `keepProbs`, where the attention is one tile (`oneTile`), its probabilities P
+ * [nb, ng, R*T, S] as a fourth tensor, for tiledBackward.
+ */
+export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, keep: tf.Tensor | null,
+                             keepProbs = false): tf.Tensor[] {
   const {B, H, T, D, Dv} = p;
   const band = makeBand(p);
   const q3 = tf.reshape(q, [B * H, T, D]);
   const us = units(p);
   const qBlocks = blocks(T, p.bq);
+  const withProbs = keepProbs && oneTile(p, us, qBlocks);
   // Pieces in the order of the output: query blocks outer, units inner (so each concat joins
   // the heads of a block, then the blocks).
   const pieces = qBlocks.map(() => us.map(() => [] as tf.Tensor[]));
@@ -308,7 +324,8 @@ export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tens
           const mask = tileMask(p, u, band, keep, t0, bq, s0, n);
           const pr = kept(p, then(masked(p, mm(qi, cols(kT, s0, n)), mask.add), (x) => tf.softmax(x)), mask.keep);
           const o = mm(pr, rowsOf(vU, s0, n));                                    // [nb, ng, R*bq, Dv]
-          return [tf.reshape(o, [heads, bq, Dv]), tf.zeros([heads, bq, 1]), tf.zeros([heads, bq, 1])];
+          return [tf.reshape(o, [heads, bq, Dv]), tf.zeros([heads, bq, 1]), tf.zeros([heads, bq, 1]),
+            ...(withProbs ? [pr] : [])];
         }
         let m: tf.Tensor | null = null;
         let l: tf.Tensor | null = null;
@@ -351,16 +368,20 @@ export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tens
     if (perBlock.length > 1) tf.dispose(perBlock);
     return all;
   };
+  const probs = withProbs ? pieces[0][0][3] : undefined;
   const O = then(join(0), (x) => tf.reshape(x, [B, H, T, Dv]));
   const M = join(1);
   const LL = join(2);
   tf.dispose([q3, ...(band != null ? [band.band] : [])]);
-  return [O, M, LL];
+  return probs != null ? [O, M, LL, probs] : [O, M, LL];
 }
 
-/** Backward: dq, dk, dv from dO and the saved q, k, v, O and logsumexp parts M, LL. */
+/**
+ * Backward: dq, dk, dv from dO and the saved q, k, v, O and logsumexp parts M, LL, and the
+ * forward's probabilities where it kept them (tiledForward's keepProbs), else null.
+ */
 export function tiledBackward(p: TilePlan, dO: tf.Tensor, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, O: tf.Tensor,
-                              M: tf.Tensor, LL: tf.Tensor, keep: tf.Tensor | null): tf.Tensor[] {
+                              M: tf.Tensor, LL: tf.Tensor, keep: tf.Tensor | null, probs: tf.Tensor | null = null): tf.Tensor[] {
   const {B, H, G, T, S, D, Dv} = p;
   const band = makeBand(p);
   const q3 = tf.reshape(q, [B * H, T, D]);
@@ -396,10 +417,12 @@ export function tiledBackward(p: TilePlan, dO: tf.Tensor, q: tf.Tensor, k: tf.Te
       let dQ: tf.Tensor | null = null;
       tiles.forEach(({a: s0, n}) => {
         const next = tf.tidy(() => {
-          const mask = tileMask(p, u, band, keep, t0, bq, s0, n);
-          const s = masked(p, mm(qi, cols(kT, s0, n)), mask.add);
-          const pr = kept(p, tiles.length === 1 ? then(s, (x) => tf.softmax(x))
-            : then(then(then(s, (x) => tf.sub(x, Mi)), (x) => tf.sub(x, LLi)), tf.exp), mask.keep);
+          const pr = probs != null ? tf.clone(probs) : tf.tidy(() => {
+            const mask = tileMask(p, u, band, keep, t0, bq, s0, n);
+            const s = masked(p, mm(qi, cols(kT, s0, n)), mask.add);
+            return kept(p, tiles.length === 1 ? then(s, (x) => tf.softmax(x))
+              : then(then(then(s, (x) => tf.sub(x, Mi)), (x) => tf.sub(x, LLi)), tf.exp), mask.keep);
+          });
           // dV and dK as P^T dO and dS^T q, [n, X] per unit: as fast as dO^T P and q^T dS on
           // wasm or faster (a product of many rows and few columns; 4.1-4.8 against 5.3-7.8 ms
           // for 32 units of 128 x 128 tiles, D = 32), with no transposes of dO or q.
@@ -480,14 +503,14 @@ export function tiledAttention(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Te
   const run = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const save = args.pop() as tf.GradSaveFunc;
     const [qq, kk, vv, kp] = args as tf.Tensor[];
-    const [O, M, LL] = tiledForward(p, qq, kk, vv, kp ?? null);
-    save(kp != null ? [qq, kk, vv, O, M, LL, kp] : [qq, kk, vv, O, M, LL]);
+    const [O, M, LL, P] = tiledForward(p, qq, kk, vv, kp ?? null, true);
+    save([qq, kk, vv, O, M, LL, kp ?? tf.zeros([0]), P ?? tf.zeros([0])]);
     return {
       value: O,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sq, sk, sv, sO, sM, sLL, skp] = saved;
-        const grads = tiledBackward(p, dy, sq, sk, sv, sO, sM, sLL, skp ?? null);
-        return skp != null ? [...grads, tf.zerosLike(skp)] : grads;
+        const [sq, sk, sv, sO, sM, sLL, skp, sP] = saved;
+        const grads = tiledBackward(p, dy, sq, sk, sv, sO, sM, sLL, kp != null ? skp : null, P != null ? sP : null);
+        return kp != null ? [...grads, tf.zerosLike(skp)] : grads;
       },
     };
   }) as Parameters<typeof tf.customGrad>[0]);

@@ -20,6 +20,7 @@ import {assertNonNegativeInt, assertPositiveInt, assertPositiveNumber, checkArgN
 import {
   Checkpoint, checkCheckpointFolder, loadCheckpoint, ModelLoadOptions, saveCheckpoint, TrainingRecord,
 } from './checkpoint';
+import {fusedAdam} from './adam';
 import {buildTransformer, TRANSFORMER_OPTIONS, transformerDefaults, TransformerOptions} from './model';
 import {AnyTaskOptions, GRAPH_TASK, makeTask, Split, Task, TaskBatch, TEXT_TASK} from './tasks';
 import {buildGraphNetwork, GRAPH_NETWORK_OPTIONS, graphNetworkDefaults, GraphNetworkOptions} from './graph_task';
@@ -357,7 +358,7 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
   const model = checkpoint?.model ?? (modelOptions.attention === 'graph'
     ? buildGraphNetwork(modelOptions as Required<GraphNetworkOptions>)
     : buildTransformer(modelOptions as Required<TransformerOptions>));
-  const optimizer = tf.train.adam(o.learningRate);
+  const optimizer = fusedAdam(o.learningRate);
   if (checkpoint != null) {
     await optimizer.setWeights(checkpoint.optimizerWeights);
     restoreBetaPowers(optimizer, checkpoint.record.step);
