@@ -93,20 +93,24 @@ export interface AdamStep extends AdamAttrs {
 }
 
 /**
- * One Adam update in place of tfjs 4.22's ops, in their order: m' = m b1 + g (1 - b1),
- * v' = v b2 + g^2 (1 - b2), w' = w - lr (m' / c1) / (sqrt(v' / c2) + eps).
+ * One Adam update, tfjs 4.22's arithmetic in float64: m' = m b1 + g (1 - b1),
+ * v' = v b2 + g^2 (1 - b2), w' = w - lr (m' / c1) / (sqrt(v' / c2) + eps), with the two bias
+ * corrections applied as products by 1 / c (one division a value instead of three: the
+ * results differ from tfjs's float32 ops by float32 rounding only).
  */
 export function adamValues(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, s: AdamStep,
                            w1: Float32Array, m1: Float32Array, v1: Float32Array): void {
-  const {beta1, beta2, epsilon, correction1, correction2} = s;
-  const [a1, a2, step] = [1 - beta1, 1 - beta2, -s.learningRate];
+  const {beta1, beta2, epsilon} = s;
+  const [a1, a2] = [1 - beta1, 1 - beta2];
+  const step = -s.learningRate / s.correction1;
+  const r2 = 1 / s.correction2;
   for (let i = 0; i < w.length; i++) {
     const gi = g[i];
     const mi = m[i] * beta1 + gi * a1;
     const vi = v[i] * beta2 + gi * gi * a2;
     m1[i] = mi;
     v1[i] = vi;
-    w1[i] = w[i] + step * ((mi / correction1) / (Math.sqrt(vi / correction2) + epsilon));
+    w1[i] = w[i] + step * mi / (Math.sqrt(vi * r2) + epsilon);
   }
 }
 
