@@ -504,13 +504,15 @@ export function tiledAttention(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Te
     const save = args.pop() as tf.GradSaveFunc;
     const [qq, kk, vv, kp] = args as tf.Tensor[];
     const [O, M, LL, P] = tiledForward(p, qq, kk, vv, kp ?? null, true);
-    save([qq, kk, vv, O, M, LL, kp ?? tf.zeros([0]), P ?? tf.zeros([0])]);
+    save([qq, kk, vv, O, M, LL, ...(kp != null ? [kp] : []), ...(P != null ? [P] : [])]);
     return {
       value: O,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sq, sk, sv, sO, sM, sLL, skp, sP] = saved;
-        const grads = tiledBackward(p, dy, sq, sk, sv, sO, sM, sLL, kp != null ? skp : null, P != null ? sP : null);
-        return kp != null ? [...grads, tf.zerosLike(skp)] : grads;
+        const [sq, sk, sv, sO, sM, sLL, ...rest] = saved;
+        const skp = kp != null ? rest.shift()! : null;
+        const sP = P != null ? rest.shift()! : null;
+        const grads = tiledBackward(p, dy, sq, sk, sv, sO, sM, sLL, skp, sP);
+        return skp != null ? [...grads, tf.zerosLike(skp)] : grads;
       },
     };
   }) as Parameters<typeof tf.customGrad>[0]);
