@@ -37,7 +37,7 @@ export async function main(log: (line: string) => void = console.log, B = 2, T =
   log(`backend ${tf.getBackend()} (auto tries ${autoBackends().join(', ')}): matMul path '${getMatMulPath()}' ` +
     `${splitsProducts() ? 'splits products into 2-D ones' : 'uses tf.matMul as is'}; wasm Slice ${kernels.Slice}, ` +
     `UnsortedSegmentSum ${kernels.UnsortedSegmentSum}, BatchMatMul ${kernels.BatchMatMul}, _FusedMatMul ` +
-    `${kernels._FusedMatMul}, Tile ${kernels.Tile}, Identity ${kernels.Identity}`);
+    `${kernels._FusedMatMul}, Tile ${kernels.Tile}, Identity ${kernels.Identity}, GatherV2 ${kernels.GatherV2}`);
 
   // matMul has tf.matMul's semantics on every path.
   const product = tf.tidy(() => matMul(tf.ones([2, 3, 4]), tf.ones([2, 5, 4]), false, true));

@@ -14,6 +14,7 @@ export {
 export {wasmThreads, ThreadsArg, MAX_WASM_THREADS, KNOWN_WASM_VERSION} from './wasm_threads';
 export {wasmKernelStatus, WasmKernelStatus, installSliceFromHeap, isCopyingSlice, installFastProducts, installTileFromHeap,
   setLibraryKernels, LibraryKernels} from './wasm_kernels';
+export {installGatherFromHeap} from './wasm_gather';
 export {gradientStatus, GradientStatus, GradientState} from './gradients';
 export {cpuKernelStatus, CpuKernelStatus, installLinearSegmentSum, isPerSegmentSum} from './cpu_kernels';
 export {isNode} from './runtime';

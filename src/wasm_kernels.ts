@@ -16,11 +16,15 @@
  *   computes the same values and hands strings and slices of rank above 4 to the
  *   original kernel. Installed only while the registered kernel behaves as the one tfjs
  *   shipped (a probe that survives minification, unlike the function's name).
+ *
+ * Replaced the same way: the products (wasm_matmul.ts), Tile and Identity (below) and
+ * GatherV2 (wasm_gather.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import {PRODUCT_KERNELS, ProductArgs, isTfjsWasmProduct, setSmallProductKernel, setUpOnFirstUse, stopsAtNativeOutput}
   from './wasm_matmul';
 import {useLibraryGradients} from './gradients';
+import {GATHER_FROM_HEAP, gatherStatus, installGatherFromHeap, restoredGather} from './wasm_gather';
 
 interface WasmLikeBackend {
   readSync(dataId: tf.DataId): tf.backend_util.BackendValues;
@@ -338,6 +342,8 @@ export interface WasmKernelStatus {
   Tile: 'replaced' | 'kept' | 'absent';
   /** Identity (shares the buffer instead of copying it): 'replaced', 'kept' or 'absent'. */
   Identity: 'replaced' | 'kept' | 'absent';
+  /** GatherV2 (slices copied whole from the heap, wasm_gather.ts): 'replaced', 'kept' or 'absent'. */
+  GatherV2: 'replaced' | 'kept' | 'absent';
 }
 
 type ProductName = keyof typeof PRODUCT_KERNELS;
@@ -407,6 +413,7 @@ export function wasmKernelStatus(): WasmKernelStatus {
     _FusedMatMul: productStatus('_FusedMatMul'),
     Tile: tile == null ? 'absent' : tile.kernelFunc === tileFromHeapConfig.kernelFunc ? 'replaced' : 'kept',
     Identity: identity == null ? 'absent' : identity.kernelFunc === sharedIdentityConfig.kernelFunc ? 'replaced' : 'kept',
+    GatherV2: gatherStatus(),
   };
 }
 
@@ -443,6 +450,7 @@ export function registerMissingWasmKernels(): void {
   installFastProducts();
   installTileFromHeap();
   installSharedIdentity();
+  installGatherFromHeap();
 }
 
 const restored: Partial<Record<ProductName, tf.KernelConfig>> = {};
@@ -477,6 +485,7 @@ export function setLibraryKernels(which: LibraryKernels): LibraryKernels {
     [sliceFromHeapConfig, originalSlice == null ? null : restoredSlice ??= wasmKernel('Slice', originalSlice)],
     [sharedIdentityConfig, originalIdentity == null ? null : restoredIdentity ??= wasmKernel('Identity', originalIdentity)],
     [tileFromHeapConfig, originalTile == null ? null : restoredTile()],
+    [GATHER_FROM_HEAP, restoredGather()],
     ...PRODUCT_NAMES.map((name): [tf.KernelConfig, tf.KernelConfig | null] =>
       [PRODUCT_KERNELS[name], originalProducts[name] == null ? null : restoredProduct(name)]),
   ];

@@ -187,9 +187,9 @@ describe(title('examples'), () => {
     expect(r.maxDiff).toBeLessThan(1e-4);
     expect(r.productShape).toEqual([2, 3, 5]);
     expect(r.kernels).toEqual({Slice: 'replaced', UnsortedSegmentSum: 'added', BatchMatMul: 'replaced',
-      _FusedMatMul: 'replaced', Tile: 'replaced', Identity: 'replaced'});
+      _FusedMatMul: 'replaced', Tile: 'replaced', Identity: 'replaced', GatherV2: 'replaced'});
     expect(lines[0]).toMatch(new RegExp('\\(auto tries tensorflow, wasm, cpu\\).*; wasm Slice replaced, UnsortedSegmentSum ' +
-      'added, BatchMatMul replaced, _FusedMatMul replaced, Tile replaced, Identity replaced$'));
+      'added, BatchMatMul replaced, _FusedMatMul replaced, Tile replaced, Identity replaced, GatherV2 replaced$'));
     expect(lines).toHaveLength(2);
     expect(lines[1]).toMatch(/^MultiHeadAttention forward\+backward .*split \d+ ms, batched \d+ ms/);
   });

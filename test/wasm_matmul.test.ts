@@ -301,18 +301,19 @@ describe(title('products (BatchMatMul, _FusedMatMul)'), () => {
     let previous: LibraryKernels | null = null;
     try {
       previous = setLibraryKernels('tfjs');
-      const {BatchMatMul, _FusedMatMul, Slice, Tile, Identity} = wasmKernelStatus();
-      expect({BatchMatMul, _FusedMatMul, Slice, Tile, Identity}).toEqual(
-        {BatchMatMul: 'kept', _FusedMatMul: 'kept', Slice: 'kept', Tile: 'kept', Identity: 'kept'});
+      const {BatchMatMul, _FusedMatMul, Slice, Tile, Identity, GatherV2} = wasmKernelStatus();
+      expect({BatchMatMul, _FusedMatMul, Slice, Tile, Identity, GatherV2}).toEqual(
+        {BatchMatMul: 'kept', _FusedMatMul: 'kept', Slice: 'kept', Tile: 'kept', Identity: 'kept', GatherV2: 'kept'});
       const out = tf.matMul(a, b, false, true);
       expectClose(out.dataSync(), want, 'tfjs kernels');
       out.dispose();
     } finally {
       setLibraryKernels(previous ?? 'library');
     }
-    const {BatchMatMul, _FusedMatMul, Slice, Tile, Identity} = wasmKernelStatus();
-    expect({BatchMatMul, _FusedMatMul, Slice, Tile, Identity}).toEqual(
-      {BatchMatMul: 'replaced', _FusedMatMul: 'replaced', Slice: 'replaced', Tile: 'replaced', Identity: 'replaced'});
+    const {BatchMatMul, _FusedMatMul, Slice, Tile, Identity, GatherV2} = wasmKernelStatus();
+    expect({BatchMatMul, _FusedMatMul, Slice, Tile, Identity, GatherV2}).toEqual(
+      {BatchMatMul: 'replaced', _FusedMatMul: 'replaced', Slice: 'replaced', Tile: 'replaced', Identity: 'replaced',
+        GatherV2: 'replaced'});
     const out = tf.matMul(a, b, false, true);
     expectClose(out.dataSync(), want, 'library kernels');
     tf.dispose([a, b, out]);

@@ -1,0 +1,162 @@
+/**
+ * GatherV2 on the wasm backend from views of the heap. tfjs-backend-wasm 4.22's native
+ * Gather computes every value's index on its own (about 48 ns a value here): an embedding
+ * lookup of 1024 rows of 128 takes 6.3 ms, 35x an Add of the same size. The replacement copies
+ * each gathered slice whole (`out.set` of a subarray), so a lookup costs a copy of its output.
+ * It checks the indices as tfjs does (the same message), gives empty inputs their true shape
+ * (tfjs-wasm 4.22's kept a 4-D one) and batched gathers (batchDims > 0) tfjs-cpu's values
+ * (tfjs-wasm 4.22's are wrong for some: x [2, 5, 3, 2], indices [2, 3] along axis 1), and hands
+ * strings to the original kernel.
+ *
+ * Installed only while the registered kernel behaves as tfjs-wasm 4.x's (`isNativeGather`, a
+ * probe that survives minification); any other kernel (a later tfjs's, a user's) is left alone.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {setUpOnFirstUse} from './wasm_matmul';
+
+interface WasmHeapBackend {
+  readSync(dataId: tf.DataId): tf.backend_util.BackendValues;
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+}
+
+type HeapArray = Float32Array | Int32Array | Uint8Array;
+
+/**
+ * out[b, o, i, :] = x[b, o, idx[b, i], :] for x as [batches, outer, dim, slice], idx as
+ * [batches, n] and out as [batches, outer, n, slice]; throws as tfjs does for an index outside
+ * [0, dim).
+ */
+export function gatherValues(x: HeapArray, idx: ArrayLike<number>, batches: number, outer: number, dim: number,
+                             slice: number, out: HeapArray): void {
+  for (let i = 0; i < idx.length; i++) {
+    const index = idx[i];
+    if (!(index >= 0 && index <= dim - 1)) {
+      throw new Error(`GatherV2: the index value ${index} is not in [0, ${dim - 1}]`);
+    }
+  }
+  const n = idx.length / Math.max(batches, 1);
+  let o = 0;
+  for (let b = 0; b < batches; b++) {
+    for (let r = 0; r < outer; r++) {
+      const base = (b * outer + r) * dim * slice;
+      for (let i = 0; i < n; i++) {
+        const start = base + idx[b * n + i] * slice;
+        out.set(x.subarray(start, start + slice), o);
+        o += slice;
+      }
+    }
+  }
+}
+
+/** The kernel this replaced (kept for strings and for setLibraryKernels('tfjs')). */
+let original: tf.KernelConfig | null = null;
+
+const gatherFromHeapConfig: tf.KernelConfig = {
+  kernelName: 'GatherV2',
+  backendName: 'wasm',
+  kernelFunc: (args) => {
+    const {x, indices} = args.inputs as {x: tf.TensorInfo; indices: tf.TensorInfo};
+    if (x.dtype === 'string') return original!.kernelFunc(args);
+    const {axis, batchDims} = args.attrs as unknown as {axis: number; batchDims: number};
+    const b = args.backend as unknown as WasmHeapBackend;
+    const parsedAxis = tf.util.parseAxisParam(axis, x.shape)[0];
+    const info = tf.backend_util.segment_util.collectGatherOpShapeInfo(x as unknown as tf.Tensor,
+      indices as unknown as tf.Tensor, parsedAxis, batchDims);
+    const idx = b.readSync(indices.dataId) as Int32Array;
+    const out = b.makeOutput(info.outputShape, x.dtype);
+    if (idx.length === 0 || tf.util.sizeFromShape(x.shape) === 0) {
+      // Nothing gathered; or nothing to gather from, where tfjs still checks the indices.
+      if (idx.length > 0) gatherValues(new Float32Array(0), idx, info.batchSize, 0, info.dimSize, 0, new Float32Array(0));
+      return out;
+    }
+    // Views of the heap are taken after makeOutput, which may grow (and so move) the heap.
+    gatherValues(b.typedArrayFromHeap(x), idx, info.batchSize, info.outerSize, info.dimSize, info.sliceSize,
+      b.typedArrayFromHeap(out));
+    return out;
+  },
+};
+
+/** The GatherV2 kernel that the replacement took the place of (null until it has). */
+export function replacedGatherKernel(): tf.KernelConfig | null {
+  return original;
+}
+
+/** Our kernel function, to tell it apart from any other registered later. */
+export const libraryGather = gatherFromHeapConfig.kernelFunc;
+
+/**
+ * True when `kernelFunc` behaves as tfjs-backend-wasm 4.x's GatherV2: on a stand-in backend,
+ * gathering indices [2, 0] of x [3, 2] along axis 0, it reads the indices with readSync, makes
+ * one output of the flattened shape [1, 1, 2, 2] and then asks for that output's native id
+ * (for the native call, which the probe never reaches).
+ */
+export function isNativeGather(kernelFunc: tf.KernelFunc): boolean {
+  const stop = new Error('probe');
+  const [xId, indicesId, outId] = [{}, {}, {}];
+  const made: number[][] = [];
+  let reads = 0;
+  let next = 1;
+  const backend = {
+    readSync: (id: unknown) => {
+      if (id !== indicesId) throw new Error('unexpected read');
+      reads++;
+      return new Int32Array([2, 0]);
+    },
+    incRef: () => undefined,
+    disposeData: () => true,
+    makeOutput: (shape: number[], dtype: string) => {
+      made.push(shape);
+      return {dataId: outId, shape, dtype};
+    },
+    dataIdMap: {
+      get: (dataId: unknown) => {
+        if (dataId === outId) throw stop;
+        return {id: next++, memoryOffset: 0};
+      },
+    },
+  };
+  try {
+    kernelFunc({
+      inputs: {x: {dataId: xId, shape: [3, 2], dtype: 'float32'}, indices: {dataId: indicesId, shape: [2], dtype: 'int32'}} as
+        unknown as tf.NamedTensorInfoMap,
+      backend: backend as unknown as tf.KernelBackend, attrs: {axis: 0, batchDims: 0},
+    });
+  } catch (e) {
+    return e === stop && reads === 1 && made.length === 1 && made[0].join() === '1,1,2,2';
+  }
+  return false;
+}
+
+/**
+ * Puts the library's GatherV2 in place of the registered wasm one when that behaves as
+ * tfjs's (`isNativeGather`); any other kernel is left alone. Idempotent. Returns what the
+ * registry holds afterwards: 'replaced' (ours), 'kept' (another) or 'absent'.
+ */
+export function installGatherFromHeap(): 'replaced' | 'kept' | 'absent' {
+  const current = tf.getKernel('GatherV2', 'wasm');
+  if (current == null) return 'absent';
+  if (current.kernelFunc === libraryGather) return 'replaced';
+  if (!isNativeGather(current.kernelFunc)) return 'kept';
+  original = {...current} as tf.KernelConfig;
+  tf.unregisterKernel('GatherV2', 'wasm');
+  tf.registerKernel(gatherFromHeapConfig);
+  return 'replaced';
+}
+
+/** What the registry holds for GatherV2 on wasm now. */
+export function gatherStatus(): 'replaced' | 'kept' | 'absent' {
+  const k = tf.getKernel('GatherV2', 'wasm');
+  return k == null ? 'absent' : k.kernelFunc === libraryGather ? 'replaced' : 'kept';
+}
+
+let restored: tf.KernelConfig | null = null;
+
+/** tfjs's GatherV2 as setLibraryKernels('tfjs') registers it again, or null before the replacement. */
+export function restoredGather(): tf.KernelConfig | null {
+  if (original == null) return null;
+  return restored ??= setUpOnFirstUse(original);
+}
+
+/** The library's GatherV2 config (for setLibraryKernels' swap). */
+export const GATHER_FROM_HEAP: tf.KernelConfig = gatherFromHeapConfig;
