@@ -191,9 +191,13 @@ describe(title('FusedAdamOptimizer'), () => {
     expect(() => new FusedAdamOptimizer(0.1, 0.9, -0.5)).toThrow(/beta2/);
     expect(() => fusedAdam(0.1, 0.9, 0.999, 0)).toThrow(/epsilon/);
     const v = tf.variable(tf.tensor1d([1, 2], 'int32'), true, `adam_test_int_${made++}`);
+    const w = tf.variable(tf.tensor1d([1, 2]), true, `adam_test_float_${made++}`);
     const fused = fusedAdam(0.1);
-    expect(() => apply(fused, {[v.name]: tf.tensor1d([1, 1], 'int32')})).toThrow(/float32 variables, received .* of int32/);
-    v.dispose();
+    // Refused before any update: the float32 variable listed first keeps its value.
+    expect(() => apply(fused, {[w.name]: tf.tensor1d([1, 1]), [v.name]: tf.tensor1d([1, 1], 'int32')}))
+      .toThrow(/float32 variables, received .* of int32/);
+    expect(Array.from(w.dataSync())).toEqual([1, 2]);
+    tf.dispose([v, w]);
     fused.dispose();
   });
 

@@ -50,6 +50,15 @@ export class FusedAdamOptimizer extends tf.AdamOptimizer {
     const list = Array.isArray(variableGradients) ? variableGradients : null;
     const names = list != null ? list.map((v) => v.name) : Object.keys(variableGradients);
     const variables = tf.engine().registeredVariables;
+    const gradientOf = (name: string, i: number) => (list != null ? list[i].tensor : (variableGradients as tf.NamedTensorMap)[name]);
+    // Checked before any update, so a refused call changes nothing.
+    names.forEach((name, i) => {
+      const [value, gradient] = [variables[name], gradientOf(name, i)];
+      if (gradient != null && (value?.dtype !== 'float32' || gradient.dtype !== 'float32')) {
+        throw new AttentionError('UNSUPPORTED', `FusedAdamOptimizer updates float32 variables, received ${name} ` +
+          `of ${value?.dtype ?? 'no registered variable'} with a ${gradient.dtype} gradient`);
+      }
+    });
     tf.tidy(() => {
       const attrs: AdamAttrs = {beta1: self.beta1, beta2: self.beta2, epsilon: self.epsilon, learningRate: self.learningRate};
       names.forEach((name, i) => {
@@ -58,14 +67,10 @@ export class FusedAdamOptimizer extends tf.AdamOptimizer {
           variable: tf.tidy(() => tf.zerosLike(value).variable(false))});
         self.accumulatedFirstMoment[i] ??= moment('m');
         self.accumulatedSecondMoment[i] ??= moment('v');
-        const gradient = list != null ? list[i].tensor : (variableGradients as tf.NamedTensorMap)[name];
+        const gradient = gradientOf(name, i);
         if (gradient == null) return;
         const m = self.accumulatedFirstMoment[i]!.variable;
         const v = self.accumulatedSecondMoment[i]!.variable;
-        if (value.dtype !== 'float32' || gradient.dtype !== 'float32') {
-          throw new AttentionError('UNSUPPORTED', `FusedAdamOptimizer updates float32 variables, received ${name} ` +
-            `of ${value.dtype} with a ${gradient.dtype} gradient`);
-        }
         const [w1, m1, v1] = tf.engine().runKernel(ADAM, {value, gradient, m, v, accBeta1: self.accBeta1,
           accBeta2: self.accBeta2}, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
         m.assign(m1);
