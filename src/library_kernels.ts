@@ -167,14 +167,31 @@ function adamConfig(backendName: 'wasm' | 'cpu'): tf.KernelConfig {
 /** The kernels above by backend, made once. */
 const CONFIGS = (['wasm', 'cpu'] as const).flatMap((b) => [columnSumsConfig(b), adamConfig(b)]);
 
-/** Registers the kernels above for wasm and cpu where nothing holds their names. Idempotent. */
+/**
+ * Registers the kernels above for wasm and cpu where nothing holds their names, and the
+ * column sums' gradient (dy broadcast over the rows, so a gradient of a gradient through the
+ * library's dense and norm ops still runs). Idempotent.
+ */
 export function registerLibraryKernels(): void {
   for (const config of CONFIGS) {
     if (tf.getKernel(config.kernelName, config.backendName) == null) tf.registerKernel(config);
   }
+  if (tf.getGradient(COLUMN_SUMS) == null) {
+    tf.registerGradient({kernelName: COLUMN_SUMS, inputsToSave: ['x'], gradFunc: (dy, saved) => {
+      const [x] = saved;
+      return {x: () => tf.mul(tf.onesLike(x), dy as tf.Tensor)};
+    }});
+  }
 }
 
-/** True when the active backend has the library's kernel `name` (one of the above). */
+let enabled = true;
+
+/** Whether ops take the kernels above (setLibraryKernels: 'library' on, 'tfjs' off). */
+export function useOwnKernels(on: boolean): void {
+  enabled = on;
+}
+
+/** True when the active backend has the library's kernel `name` (one of the above) and they are in use. */
 export function hasLibraryKernel(name: typeof COLUMN_SUMS | typeof ADAM): boolean {
-  return CONFIGS.some((c) => c.kernelName === name && tf.getKernel(name, tf.getBackend())?.kernelFunc === c.kernelFunc);
+  return enabled && CONFIGS.some((c) => c.kernelName === name && tf.getKernel(name, tf.getBackend())?.kernelFunc === c.kernelFunc);
 }

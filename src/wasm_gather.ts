@@ -6,13 +6,13 @@
  * It checks the indices as tfjs does (the same message), gives empty inputs their true shape
  * (tfjs-wasm 4.22's kept a 4-D one) and batched gathers (batchDims > 0) tfjs-cpu's values
  * (tfjs-wasm 4.22's are wrong for some: x [2, 5, 3, 2], indices [2, 3] along axis 1), and hands
- * strings to the original kernel.
+ * strings to the original kernel (which refuses them).
  *
  * Installed only while the registered kernel behaves as tfjs-wasm 4.x's (`isNativeGather`, a
  * probe that survives minification); any other kernel (a later tfjs's, a user's) is left alone.
  */
 import * as tf from '@tensorflow/tfjs';
-import {setUpOnFirstUse} from './wasm_matmul';
+import {setUpOnFirstUse, stopsAtNativeOutput} from './wasm_matmul';
 
 interface WasmHeapBackend {
   readSync(dataId: tf.DataId): tf.backend_util.BackendValues;
@@ -22,6 +22,16 @@ interface WasmHeapBackend {
 
 type HeapArray = Float32Array | Int32Array | Uint8Array;
 
+/** Throws as tfjs does for an index outside [0, dim). */
+export function checkIndices(idx: ArrayLike<number>, dim: number): void {
+  for (let i = 0; i < idx.length; i++) {
+    const index = idx[i];
+    if (!(index >= 0 && index <= dim - 1)) {
+      throw new Error(`GatherV2: the index value ${index} is not in [0, ${dim - 1}]`);
+    }
+  }
+}
+
 /**
  * out[b, o, i, :] = x[b, o, idx[b, i], :] for x as [batches, outer, dim, slice], idx as
  * [batches, n] and out as [batches, outer, n, slice]; throws as tfjs does for an index outside
@@ -29,12 +39,7 @@ type HeapArray = Float32Array | Int32Array | Uint8Array;
  */
 export function gatherValues(x: HeapArray, idx: ArrayLike<number>, batches: number, outer: number, dim: number,
                              slice: number, out: HeapArray): void {
-  for (let i = 0; i < idx.length; i++) {
-    const index = idx[i];
-    if (!(index >= 0 && index <= dim - 1)) {
-      throw new Error(`GatherV2: the index value ${index} is not in [0, ${dim - 1}]`);
-    }
-  }
+  checkIndices(idx, dim);
   const n = idx.length / Math.max(batches, 1);
   let o = 0;
   for (let b = 0; b < batches; b++) {
@@ -57,19 +62,16 @@ const gatherFromHeapConfig: tf.KernelConfig = {
   backendName: 'wasm',
   kernelFunc: (args) => {
     const {x, indices} = args.inputs as {x: tf.TensorInfo; indices: tf.TensorInfo};
-    if (x.dtype === 'string') return original!.kernelFunc(args);
-    const {axis, batchDims} = args.attrs as unknown as {axis: number; batchDims: number};
+    if (x.dtype === 'string') return restoredGather()!.kernelFunc(args);
+    const {axis, batchDims} = args.attrs as unknown as {axis: number; batchDims?: number};
     const b = args.backend as unknown as WasmHeapBackend;
     const parsedAxis = tf.util.parseAxisParam(axis, x.shape)[0];
     const info = tf.backend_util.segment_util.collectGatherOpShapeInfo(x as unknown as tf.Tensor,
-      indices as unknown as tf.Tensor, parsedAxis, batchDims);
+      indices as unknown as tf.Tensor, parsedAxis, batchDims ?? 0);
     const idx = b.readSync(indices.dataId) as Int32Array;
+    checkIndices(idx, info.dimSize); // before anything is allocated
     const out = b.makeOutput(info.outputShape, x.dtype);
-    if (idx.length === 0 || tf.util.sizeFromShape(x.shape) === 0) {
-      // Nothing gathered; or nothing to gather from, where tfjs still checks the indices.
-      if (idx.length > 0) gatherValues(new Float32Array(0), idx, info.batchSize, 0, info.dimSize, 0, new Float32Array(0));
-      return out;
-    }
+    if (idx.length === 0 || tf.util.sizeFromShape(x.shape) === 0) return out;
     // Views of the heap are taken after makeOutput, which may grow (and so move) the heap.
     gatherValues(b.typedArrayFromHeap(x), idx, info.batchSize, info.outerSize, info.dimSize, info.sliceSize,
       b.typedArrayFromHeap(out));
@@ -92,40 +94,8 @@ export const libraryGather = gatherFromHeapConfig.kernelFunc;
  * (for the native call, which the probe never reaches).
  */
 export function isNativeGather(kernelFunc: tf.KernelFunc): boolean {
-  const stop = new Error('probe');
-  const [xId, indicesId, outId] = [{}, {}, {}];
-  const made: number[][] = [];
-  let reads = 0;
-  let next = 1;
-  const backend = {
-    readSync: (id: unknown) => {
-      if (id !== indicesId) throw new Error('unexpected read');
-      reads++;
-      return new Int32Array([2, 0]);
-    },
-    incRef: () => undefined,
-    disposeData: () => true,
-    makeOutput: (shape: number[], dtype: string) => {
-      made.push(shape);
-      return {dataId: outId, shape, dtype};
-    },
-    dataIdMap: {
-      get: (dataId: unknown) => {
-        if (dataId === outId) throw stop;
-        return {id: next++, memoryOffset: 0};
-      },
-    },
-  };
-  try {
-    kernelFunc({
-      inputs: {x: {dataId: xId, shape: [3, 2], dtype: 'float32'}, indices: {dataId: indicesId, shape: [2], dtype: 'int32'}} as
-        unknown as tf.NamedTensorInfoMap,
-      backend: backend as unknown as tf.KernelBackend, attrs: {axis: 0, batchDims: 0},
-    });
-  } catch (e) {
-    return e === stop && reads === 1 && made.length === 1 && made[0].join() === '1,1,2,2';
-  }
-  return false;
+  return stopsAtNativeOutput(kernelFunc, {x: {shape: [3, 2]}, indices: {shape: [2]}}, {axis: 0, batchDims: 0}, [1, 1, 2, 2],
+    {indices: new Int32Array([2, 0])});
 }
 
 /**

@@ -24,6 +24,7 @@ import * as tf from '@tensorflow/tfjs';
 import {PRODUCT_KERNELS, ProductArgs, isTfjsWasmProduct, setSmallProductKernel, setUpOnFirstUse, stopsAtNativeOutput}
   from './wasm_matmul';
 import {useLibraryGradients} from './gradients';
+import {useOwnKernels} from './library_kernels';
 import {GATHER_FROM_HEAP, gatherStatus, installGatherFromHeap, restoredGather} from './wasm_gather';
 
 interface WasmLikeBackend {
@@ -473,7 +474,8 @@ let current: LibraryKernels = 'library';
 
 /**
  * Puts tfjs's own kernels back in place of the library's replacements ('tfjs'), or the
- * library's again ('library'); kernels the library adds because tfjs lacks them stay.
+ * library's again ('library'); kernels the library adds because tfjs lacks them stay, and
+ * its own kernels (library_kernels.ts: column sums, Adam) go unused under 'tfjs'.
  * For measuring what the replacements gain (bench --suite step). Returns the previous setting.
  */
 export function setLibraryKernels(which: LibraryKernels): LibraryKernels {
@@ -481,6 +483,7 @@ export function setLibraryKernels(which: LibraryKernels): LibraryKernels {
   if (which === current) return previous;
   current = which;
   useLibraryGradients(which === 'library');
+  useOwnKernels(which === 'library');
   const pairs: [tf.KernelConfig, tf.KernelConfig | null][] = [
     [sliceFromHeapConfig, originalSlice == null ? null : restoredSlice ??= wasmKernel('Slice', originalSlice)],
     [sharedIdentityConfig, originalIdentity == null ? null : restoredIdentity ??= wasmKernel('Identity', originalIdentity)],

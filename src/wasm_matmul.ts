@@ -346,15 +346,27 @@ export const PRODUCT_KERNELS: Readonly<Record<'BatchMatMul' | '_FusedMatMul', tf
  * True when `kernelFunc`, run on a stand-in backend with `inputs` and `attrs`, makes one
  * output of shape `shape` and then asks for that output's native id (to hand it to a native
  * call, which the probe never reaches: it stops the kernel there). What tfjs-backend-wasm
- * 4.x's natively computed kernels do; a minifier renames them but keeps this.
+ * 4.x's natively computed kernels do; a minifier renames them but keeps this. `reads` gives
+ * the values of the inputs the kernel must read with readSync first (each once; any other
+ * read fails the probe).
  */
 export function stopsAtNativeOutput(kernelFunc: tf.KernelFunc, inputs: Record<string, {shape: number[]}>,
-                                    attrs: tf.NamedAttrMap, shape: number[]): boolean {
+                                    attrs: tf.NamedAttrMap, shape: number[],
+                                    reads: Record<string, tf.backend_util.BackendValues> = {}): boolean {
   const stop = new Error('probe');
   const made: number[][] = [];
   const outId = {};
   let next = 1;
+  const infos = Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, {dataId: {}, shape: v.shape,
+    dtype: k in reads ? 'int32' : 'float32'}]));
+  const readCount = new Map<unknown, number>();
   const backend = {
+    readSync: (dataId: unknown) => {
+      const name = Object.keys(reads).find((k) => infos[k]?.dataId === dataId);
+      if (name == null) throw new Error('unexpected read');
+      readCount.set(name, (readCount.get(name) ?? 0) + 1);
+      return reads[name];
+    },
     incRef: () => undefined,
     disposeData: () => true,
     makeOutput: (s: number[], dtype: string) => {
@@ -368,11 +380,11 @@ export function stopsAtNativeOutput(kernelFunc: tf.KernelFunc, inputs: Record<st
       },
     },
   };
-  const infos = Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, {dataId: {}, shape: v.shape, dtype: 'float32'}]));
   try {
     kernelFunc({inputs: infos as unknown as tf.NamedTensorInfoMap, backend: backend as unknown as tf.KernelBackend, attrs});
   } catch (e) {
-    return e === stop && made.length === 1 && made[0].join() === shape.join();
+    return e === stop && made.length === 1 && made[0].join() === shape.join() &&
+      Object.keys(reads).every((k) => readCount.get(k) === 1);
   }
   return false;
 }

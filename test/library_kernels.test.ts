@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import '../src';
 import {ADAM, COLUMN_SUMS, adamValues, hasLibraryKernel, sumColumns} from '../src/library_kernels';
 import {columnSums} from '../src/ops/dense';
+import {setLibraryKernels} from '../src/wasm_kernels';
 import {FusedAdamOptimizer, fusedAdam} from '../src/train/adam';
 import {BACKEND, expectClose, expectNoLeaks, randn, title} from './helpers';
 
@@ -70,6 +71,25 @@ describe(title('library kernels'), () => {
       const g = randn([5, 3], 1) as tf.Tensor2D;
       tf.dispose([g, columnSums(g)]);
     });
+  });
+
+  test('column sums have a gradient (dy over every row), and go unused under setLibraryKernels(\'tfjs\')', async () => {
+    const g = randn([5, 3], 7) as tf.Tensor2D;
+    const w = tf.tensor1d([1, -2, 0.5]);
+    const grad = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(columnSums(x as tf.Tensor2D), w)))(g);
+    expectClose(grad, tf.tile(tf.reshape(w, [1, 3]), [5, 1]), 0);
+    const previous = setLibraryKernels('tfjs');
+    try {
+      expect(hasLibraryKernel(COLUMN_SUMS)).toBe(false);
+      const profile = await tf.profile(() => columnSums(g));
+      expect(profile.kernels.map((k) => k.name)).not.toContain(COLUMN_SUMS);
+      expectClose(profile.result as tf.Tensor, tf.sum(g, 0), 1e-5);
+      (profile.result as tf.Tensor).dispose();
+    } finally {
+      setLibraryKernels(previous);
+    }
+    expect(hasLibraryKernel(COLUMN_SUMS)).toBe(true);
+    tf.dispose([g, w, grad]);
   });
 
   test('the column-sum kernel refuses what it does not compute', () => {
@@ -197,7 +217,12 @@ describe(title('FusedAdamOptimizer'), () => {
     expect(() => apply(fused, {[w.name]: tf.tensor1d([1, 1]), [v.name]: tf.tensor1d([1, 1], 'int32')}))
       .toThrow(/float32 variables, received .* of int32/);
     expect(Array.from(w.dataSync())).toEqual([1, 2]);
-    tf.dispose([v, w]);
+    // A gradient of another shape is refused the same way (tfjs's Adam would broadcast it).
+    const u = tf.variable(tf.tensor1d([3, 4]), true, `adam_test_float_${made++}`);
+    expect(() => apply(fused, {[w.name]: tf.tensor1d([1, 1]), [u.name]: tf.tensor2d([[1, 1]])}))
+      .toThrow(/gradient of .* must have its shape \[2\], received \[1, 2\]/);
+    expect(Array.from(w.dataSync())).toEqual([1, 2]);
+    tf.dispose([v, w, u]);
     fused.dispose();
   });
 

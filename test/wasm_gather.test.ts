@@ -114,6 +114,16 @@ describe(title('GatherV2'), () => {
   // tfjs-wasm 4.22's kernel is wrong for some batchDims > 0 (x [2, 5, 3, 2], indices [2, 3],
   // axis 1: the second batch entry's rows come out as [5, 7, 7] of its own, not [7, 7, 8]; tfjs's
   // cpu kernel and the first test's reference agree with ours), so those cases are left out.
+  test('a bad index allocates nothing on the heap (the indices are checked first)', () => {
+    const backend = tf.engine().backend as unknown as {numDataIds(): number};
+    const x = tf.tensor2d([[1, 2], [3, 4], [5, 6]]);
+    const i = tf.tensor1d([0, 7], 'int32');
+    const before = backend.numDataIds();
+    for (let k = 0; k < 3; k++) expect(() => tf.gather(x, i)).toThrow(/index value 7 is not in \[0, 2\]/);
+    expect(backend.numDataIds()).toBe(before);
+    tf.dispose([x, i]);
+  });
+
   test('the same values and shapes as tfjs\'s own kernel (setLibraryKernels(\'tfjs\')) where batchDims is 0', () => {
     for (const c of CASES.filter((k) => k.batchDims === 0)) {
       const empty = c.shape.includes(0) || c.indices.length === 0;

@@ -69,7 +69,8 @@ export function flashPlan(dims: AttentionDims, scale: number, alignment: CausalA
 /**
  * Exact attention over q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv] (G divides H;
  * query head h reads key/value head floor(h / (H / G))) without holding the T x S
- * scores: same results and semantics as scaledDotProductAttention (masks with
+ * scores (but a short sequence's, at most UNIT_WORK_ELEMENTS, which it keeps for the
+ * backward, see ops/tiled.ts): same results and semantics as scaledDotProductAttention (masks with
  * 1 = may attend, causal in either alignment, zero rows where nothing is visible), gradients
  * for q, k and v through a tiled backward pass.
  *

@@ -123,7 +123,8 @@ export const SDPA_TILE_SCORES = 2 ** 22;
  * ops/tiled.ts with one key tile of all S keys (so no online rescaling) and query blocks of
  * SDPA_TILE_SCORES / (R * S) positions. The forward keeps only the output and each row's
  * logsumexp, and the backward recomputes the probabilities a block at a time, so no T x S
- * matrix outlives its block and none is ever transposed. No dropout or returned weights (the
+ * matrix outlives its block (but one of at most UNIT_WORK_ELEMENTS scores, which the forward
+ * keeps for the backward) and none is ever transposed. No dropout or returned weights (the
  * caller takes the general path for them).
  */
 function splitAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor | null | undefined,

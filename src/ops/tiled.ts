@@ -283,12 +283,14 @@ function kept(p: TilePlan, pr: tf.Tensor, keep: tf.Tensor | null): tf.Tensor {
 
 /**
  * True when the whole attention is one product of one tile ([nb, ng, R*T, S] scores for
- * every pair at once: a short sequence): its probabilities are then small (UNIT_WORK_ELEMENTS
- * at most) and the forward can hand them to the backward instead of the backward computing
- * them again (a product and a softmax per call; 10-13 ms of a small transformer's step on wasm).
+ * every pair at once: a short sequence) of at most UNIT_WORK_ELEMENTS scores: the forward can
+ * then hand its probabilities to the backward instead of the backward computing them again (a
+ * product and a softmax per call; 10-13 ms of a small transformer's step on wasm). The bound
+ * holds on every backend (off wasm all pairs are one unit whatever their size).
  */
 function oneTile(p: TilePlan, us: Unit[], qBlocks: [number, number][]): boolean {
-  return us.length === 1 && qBlocks.length === 1 && blockTiles(p, 0, p.T).length === 1;
+  return us.length === 1 && qBlocks.length === 1 && blockTiles(p, 0, p.T).length === 1 &&
+    p.B * p.H * p.T * p.S <= UNIT_WORK_ELEMENTS;
 }
 
 /**

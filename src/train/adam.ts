@@ -10,10 +10,10 @@
  * the same bias-correction variables, getWeights/setWeights and getConfig, so a checkpoint
  * of either resumes in the other and `model.compile({optimizer})` takes it. The update is
  * tfjs's arithmetic in float64 rounded once to float32, so it differs from tf.train.adam's
- * by float32 rounding only (test/adam.test.ts).
+ * by float32 rounding only (test/library_kernels.test.ts).
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError} from '../errors';
+import {AttentionError, show} from '../errors';
 import {ADAM, AdamAttrs, hasLibraryKernel} from '../library_kernels';
 import {assertPositiveNumber, assertRate} from '../validate';
 
@@ -57,6 +57,10 @@ export class FusedAdamOptimizer extends tf.AdamOptimizer {
       if (gradient != null && (value?.dtype !== 'float32' || gradient.dtype !== 'float32')) {
         throw new AttentionError('UNSUPPORTED', `FusedAdamOptimizer updates float32 variables, received ${name} ` +
           `of ${value?.dtype ?? 'no registered variable'} with a ${gradient.dtype} gradient`);
+      }
+      if (gradient != null && !tf.util.arraysEqual(value.shape, gradient.shape)) {
+        throw new AttentionError('DIMENSION_MISMATCH', `FusedAdamOptimizer: the gradient of ${name} must have its shape ` +
+          `${show(value.shape)}, received ${show(gradient.shape)}`);
       }
     });
     tf.tidy(() => {
