@@ -99,3 +99,23 @@ export function expectLayerNoLeaks(layer: tf.layers.Layer, x: tf.Tensor, mask: t
     tf.dispose([value, Object.values(grads)]);
   });
 }
+
+/**
+ * A kernel registered for `name` on wasm that is not tfjs's (here one that wraps the current
+ * one) is left alone by `install`, which says 'kept'; once the current one is back, `install`
+ * says 'replaced' again.
+ */
+export function expectOtherKernelKept(name: string, install: () => string): void {
+  const ours = tf.getKernel(name, 'wasm')!;
+  const users: tf.KernelFunc = (args) => ours.kernelFunc(args);
+  tf.unregisterKernel(name, 'wasm');
+  tf.registerKernel({kernelName: name, backendName: 'wasm', kernelFunc: users});
+  try {
+    expect(install()).toBe('kept');
+    expect(tf.getKernel(name, 'wasm')!.kernelFunc).toBe(users);
+  } finally {
+    tf.unregisterKernel(name, 'wasm');
+    tf.registerKernel(ours);
+  }
+  expect(install()).toBe('replaced');
+}

@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import '../src';
 import {gatherValues, installGatherFromHeap, isNativeGather, libraryGather, replacedGatherKernel} from '../src/wasm_gather';
 import {setLibraryKernels, wasmKernelStatus} from '../src/wasm_kernels';
-import {BACKEND, title} from './helpers';
+import {BACKEND, expectOtherKernelKept, title} from './helpers';
 
 /** x gathered along `axis` by `indices` (batchDims leading axes shared), written out. */
 function gathered(x: number[], shape: number[], indices: number[], indicesShape: number[], axis: number,
@@ -97,18 +97,7 @@ describe(title('GatherV2'), () => {
     expect(tf.getKernel('GatherV2', 'wasm')!.kernelFunc).toBe(libraryGather);
     expect(isNativeGather(replacedGatherKernel()!.kernelFunc)).toBe(true);
     expect(isNativeGather(libraryGather)).toBe(false);
-    const ours = tf.getKernel('GatherV2', 'wasm')!;
-    const users: tf.KernelFunc = (args) => ours.kernelFunc(args);
-    tf.unregisterKernel('GatherV2', 'wasm');
-    tf.registerKernel({kernelName: 'GatherV2', backendName: 'wasm', kernelFunc: users});
-    try {
-      expect(installGatherFromHeap()).toBe('kept');
-      expect(tf.getKernel('GatherV2', 'wasm')!.kernelFunc).toBe(users);
-    } finally {
-      tf.unregisterKernel('GatherV2', 'wasm');
-      tf.registerKernel(ours);
-    }
-    expect(installGatherFromHeap()).toBe('replaced');
+    expectOtherKernelKept('GatherV2', installGatherFromHeap);
   });
 
   // tfjs-wasm 4.22's kernel is wrong for some batchDims > 0 (x [2, 5, 3, 2], indices [2, 3],

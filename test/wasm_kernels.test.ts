@@ -4,7 +4,7 @@ import '../src';
 import {installSliceFromHeap, isCopyingSlice, wasmKernelStatus} from '../src';
 import {installTileFromHeap, isCopyingIdentity, isNativeTile, replacedSliceKernel, tileValues, unsortedSegmentSumValues}
   from '../src/wasm_kernels';
-import {BACKEND, expectNoLeaks, title} from './helpers';
+import {BACKEND, expectNoLeaks, expectOtherKernelKept, title} from './helpers';
 
 describe(title('wasm kernels'), () => {
   test('UnsortedSegmentSum is registered for wasm', () => {
@@ -212,17 +212,7 @@ describe(title('Tile from the heap'), () => {
     expect(wasmKernelStatus().Tile).toBe('replaced');
     const ours = tf.getKernel('Tile', 'wasm')!;
     expect(isNativeTile(ours.kernelFunc)).toBe(false);
-    const users: tf.KernelFunc = (args) => ours.kernelFunc(args);
-    tf.unregisterKernel('Tile', 'wasm');
-    tf.registerKernel({kernelName: 'Tile', backendName: 'wasm', kernelFunc: users});
-    try {
-      expect(installTileFromHeap()).toBe('kept');
-      expect(tf.getKernel('Tile', 'wasm')!.kernelFunc).toBe(users);
-    } finally {
-      tf.unregisterKernel('Tile', 'wasm');
-      tf.registerKernel(ours);
-    }
-    expect(installTileFromHeap()).toBe('replaced');
+    expectOtherKernelKept('Tile', installTileFromHeap);
   });
 });
 
