@@ -26,9 +26,10 @@
  * user's) is left alone. `wasmKernelStatus()` says which are in place.
  */
 import * as tf from '@tensorflow/tfjs';
+import {NativeHost, nativeProducts} from './wasm_native';
 
 /** The native module's parts used here. */
-interface WasmModule {
+interface WasmModule extends NativeHost {
   cwrap(name: string, ret: null, args: string[]): (...args: unknown[]) => void;
   tfjs: {registerTensor(id: number, size: number, offset: number): void; disposeData(id: number): void};
 }
@@ -240,6 +241,11 @@ export function fastProduct(args: ProductArgs, backend: WasmBackend): tf.TensorI
     const done = smallProducts(args, backend);
     if (done != null) return done;
   }
+  if (K > 0 && bias == null && code === 0 && ((count > 1 && K * N <= NATIVE_PRODUCT_B) ||
+      (count === 1 && (transposeA || transposeB)))) {
+    const done = nativeBatch(args, M, K, N, aBatch, bBatch, outBatch, backend);
+    if (done != null) return done;
+  }
   const out = backend.makeOutput(outShape, 'float32');
   if (count * M * N === 0) return out;
   const temps: tf.TensorInfo[] = [];
@@ -290,6 +296,43 @@ export function fastProduct(args: ProductArgs, backend: WasmBackend): tf.TensorI
     return out;
   } finally {
     for (const t of temps) backend.disposeData(t.dataId);
+  }
+}
+
+/**
+ * Batched products whose second operands hold at most this many values (64 KiB: each stays
+ * in cache while its product runs) go to the library's own kernel (wasm_native.ts) when it
+ * runs on the backend.
+ */
+export const NATIVE_PRODUCT_B = 16384;
+
+/** The batched product by the library's kernel, or null where that kernel cannot run. */
+function nativeBatch(args: ProductArgs, M: number, K: number, N: number, aBatch: number[], bBatch: number[],
+                     outBatch: number[], backend: WasmBackend): tf.TensorInfo | null {
+  const native = nativeProducts(backend.wasm);
+  if (native == null) return null;
+  const count = tf.util.sizeFromShape(outBatch);
+  const out = backend.makeOutput([...outBatch, M, N], 'float32');
+  try {
+    if (M * N === 0) return out;
+    const offset = (t: tf.TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+    const [aBase, bBase, outBase] = [offset(args.a), offset(args.b), offset(out)];
+    if (count === 1) {
+      native.product({a: aBase, b: bBase, c: outBase, M, K, N, transposeA: args.transposeA, transposeB: args.transposeB});
+      return out;
+    }
+    const [ia, ib] = [batchIndex(aBatch, outBatch), batchIndex(bBatch, outBatch)];
+    const offsets = new Int32Array(3 * count);
+    for (let i = 0; i < count; i++) {
+      offsets[3 * i] = aBase + 4 * ia(i) * M * K;
+      offsets[3 * i + 1] = bBase + 4 * ib(i) * K * N;
+      offsets[3 * i + 2] = outBase + 4 * i * M * N;
+    }
+    native.run({offsets, M, K, N, transposeA: args.transposeA, transposeB: args.transposeB});
+    return out;
+  } catch (e) {
+    backend.disposeData(out.dataId);
+    throw e;
   }
 }
 

@@ -1,0 +1,167 @@
+// AssemblyScript source of the library's batched product kernel for the wasm backend
+// (compiled by scripts/build-native.js into src/native_module.ts; see src/wasm_native.ts).
+//
+// It runs on tfjs-backend-wasm's own memory (imported, so operands are read and written
+// where the tensors live) and keeps no state: no data segments, no globals, no allocation.
+// Every address is a byte offset into that memory.
+//
+// products(list, from, to, M, K, N, transA, transB, scratch) computes, for each unit u in
+// [from, to), C_u[M, N] = op(A_u) op(B_u), where the unit's three byte offsets (a, b, c)
+// are the i32 triple at list + 12 u; op(A) is A [M, K] or, with transA, A [K, M] read
+// transposed, and the same for B [K, N] / [N, K]. `scratch` holds K x roundUp(N, 8) + 32
+// floats for this call alone (each thread passes its own).
+
+const TILE_ROWS = 4;
+const TILE_COLS = 8;
+
+/**
+ * Writes rows x cols of the 4 x 8 tile c00..c31 (rows of two vectors) at c, row stride ldc
+ * bytes; with `acc`, adds it to what is there.
+ */
+@inline function storeTile(c: usize, ldc: usize, rows: i32, cols: i32, tmp: usize, acc: bool,
+                           c00: v128, c01: v128, c10: v128, c11: v128,
+                           c20: v128, c21: v128, c30: v128, c31: v128): void {
+  if (rows == TILE_ROWS && cols == TILE_COLS) {
+    if (acc) {
+      c00 = f32x4.add(c00, v128.load(c)); c01 = f32x4.add(c01, v128.load(c, 16));
+      c10 = f32x4.add(c10, v128.load(c + ldc)); c11 = f32x4.add(c11, v128.load(c + ldc, 16));
+      c20 = f32x4.add(c20, v128.load(c + 2 * ldc)); c21 = f32x4.add(c21, v128.load(c + 2 * ldc, 16));
+      c30 = f32x4.add(c30, v128.load(c + 3 * ldc)); c31 = f32x4.add(c31, v128.load(c + 3 * ldc, 16));
+    }
+    v128.store(c, c00); v128.store(c, c01, 16);
+    v128.store(c + ldc, c10); v128.store(c + ldc, c11, 16);
+    v128.store(c + 2 * ldc, c20); v128.store(c + 2 * ldc, c21, 16);
+    v128.store(c + 3 * ldc, c30); v128.store(c + 3 * ldc, c31, 16);
+    return;
+  }
+  // A partial tile goes through tmp (4 rows of 8 floats), then only its valid part out.
+  v128.store(tmp, c00); v128.store(tmp, c01, 16);
+  v128.store(tmp, c10, 32); v128.store(tmp, c11, 48);
+  v128.store(tmp, c20, 64); v128.store(tmp, c21, 80);
+  v128.store(tmp, c30, 96); v128.store(tmp, c31, 112);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < cols; j++) {
+      const at = c + <usize>r * ldc + (<usize>j << 2);
+      const v = load<f32>(tmp + (<usize>(r * TILE_COLS + j) << 2));
+      store<f32>(at, acc ? load<f32>(at) + v : v);
+    }
+  }
+}
+
+/**
+ * One tile: rows x cols (at most 4 x 8) of C at c = sum over k of A(i, k) B(k, j) (added to
+ * C with `acc`), A's element (i, k) at a + i ars + k acs, B's row k at b + k ldb (8 floats
+ * readable there). Rows past `rows` read row 0 again and are not stored.
+ */
+@inline function tile(a: usize, ars: usize, acs: usize, b: usize, ldb: usize, c: usize, ldc: usize,
+                      K: i32, rows: i32, cols: i32, tmp: usize, acc: bool): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
+  let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
+  let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  const r1: usize = rows > 1 ? ars : 0;
+  const r2: usize = rows > 2 ? 2 * ars : 0;
+  const r3: usize = rows > 3 ? 3 * ars : 0;
+  let pa = a;
+  let pb = b;
+  for (let k = 0; k < K; k++) {
+    const b0 = v128.load(pb);
+    const b1 = v128.load(pb, 16);
+    const a0 = f32x4.splat(load<f32>(pa));
+    const a1 = f32x4.splat(load<f32>(pa + r1));
+    const a2 = f32x4.splat(load<f32>(pa + r2));
+    const a3 = f32x4.splat(load<f32>(pa + r3));
+    c00 = f32x4.add(c00, f32x4.mul(a0, b0)); c01 = f32x4.add(c01, f32x4.mul(a0, b1));
+    c10 = f32x4.add(c10, f32x4.mul(a1, b0)); c11 = f32x4.add(c11, f32x4.mul(a1, b1));
+    c20 = f32x4.add(c20, f32x4.mul(a2, b0)); c21 = f32x4.add(c21, f32x4.mul(a2, b1));
+    c30 = f32x4.add(c30, f32x4.mul(a3, b0)); c31 = f32x4.add(c31, f32x4.mul(a3, b1));
+    pa += acs;
+    pb += ldb;
+  }
+  storeTile(c, ldc, rows, cols, tmp, acc, c00, c01, c10, c11, c20, c21, c30, c31);
+}
+
+/** scratch [K, N8] = B [K, N] (transB: B^T of B [N, K]), columns N..N8 zero. */
+function pack(b: usize, K: i32, N: i32, N8: i32, transB: i32, scratch: usize): void {
+  for (let k = 0; k < K; k++) {
+    const row = scratch + (<usize>(k * N8) << 2);
+    if (transB) {
+      for (let j = 0; j < N; j++) store<f32>(row + (<usize>j << 2), load<f32>(b + (<usize>(j * K + k) << 2)));
+    } else {
+      memory.copy(row, b + (<usize>(k * N) << 2), <usize>N << 2);
+    }
+    for (let j = N; j < N8; j++) store<f32>(row + (<usize>j << 2), 0);
+  }
+}
+
+export function products(list: usize, from: i32, to: i32, M: i32, K: i32, N: i32, transA: i32, transB: i32,
+                         scratch: usize): void {
+  const N8 = (N + TILE_COLS - 1) & ~(TILE_COLS - 1);
+  const packed = transB != 0 || N8 != N;
+  const tmp = scratch + (<usize>(K * N8) << 2);
+  const ars: usize = transA ? 4 : <usize>K << 2;
+  const acs: usize = transA ? <usize>M << 2 : 4;
+  const ldc = <usize>N << 2;
+  for (let u = from; u < to; u++) {
+    const entry = list + <usize>u * 12;
+    const a = <usize>load<u32>(entry);
+    let b = <usize>load<u32>(entry, 4);
+    const c = <usize>load<u32>(entry, 8);
+    let ldb = <usize>N << 2;
+    if (packed) {
+      pack(b, K, N, N8, transB, scratch);
+      b = scratch;
+      ldb = <usize>N8 << 2;
+    }
+    for (let i = 0; i < M; i += TILE_ROWS) {
+      const rows = min(TILE_ROWS, M - i);
+      const ai = a + <usize>i * ars;
+      const ci = c + <usize>i * ldc;
+      for (let j = 0; j < N; j += TILE_COLS) {
+        tile(ai, ars, acs, b + (<usize>j << 2), ldb, ci + (<usize>j << 2), ldc, K, rows, min(TILE_COLS, N - j), tmp,
+          false);
+      }
+    }
+  }
+}
+
+/** Rows of B packed at a time by `panels`: a [PANEL_DEPTH, 8] block (8 KiB) stays in the first-level cache. */
+const PANEL_DEPTH = 256;
+
+/**
+ * One product C [M, N] = op(A) op(B), eight columns at a time: for each panel p in
+ * [from, to) (columns 8p .. 8p + 7), the panel of B is packed PANEL_DEPTH rows at a time
+ * into scratch and every row of C's panel accumulates over them. A's element (i, k) is at
+ * a + i ars + k acs and B's element (k, j) at b + k brs + j bcs (bcs = 4: rows contiguous).
+ * `scratch` holds PANEL_DEPTH x 8 + 32 floats.
+ */
+export function panels(a: usize, ars: usize, acs: usize, b: usize, brs: usize, bcs: usize, c: usize,
+                       M: i32, K: i32, N: i32, from: i32, to: i32, scratch: usize): void {
+  const ldc = <usize>N << 2;
+  const tmp = scratch + (<usize>(PANEL_DEPTH * TILE_COLS) << 2);
+  for (let p = from; p < to; p++) {
+    const j = p * TILE_COLS;
+    const cols = min(TILE_COLS, N - j);
+    for (let k0 = 0; k0 < K; k0 += PANEL_DEPTH) {
+      const depth = min(PANEL_DEPTH, K - k0);
+      for (let k = 0; k < depth; k++) {
+        const src = b + <usize>(k0 + k) * brs + <usize>j * bcs;
+        const dst = scratch + (<usize>(k * TILE_COLS) << 2);
+        if (cols == TILE_COLS && bcs == 4) {
+          v128.store(dst, v128.load(src));
+          v128.store(dst, v128.load(src, 16), 16);
+        } else {
+          for (let t = 0; t < TILE_COLS; t++) {
+            store<f32>(dst + (<usize>t << 2), t < cols ? load<f32>(src + <usize>t * bcs) : 0);
+          }
+        }
+      }
+      const ak = a + <usize>k0 * acs;
+      const cj = c + (<usize>j << 2);
+      for (let i = 0; i < M; i += TILE_ROWS) {
+        tile(ak + <usize>i * ars, ars, acs, scratch, TILE_COLS << 2, cj + <usize>i * ldc, ldc, depth,
+          min(TILE_ROWS, M - i), cols, tmp, k0 > 0);
+      }
+    }
+  }
+}
