@@ -23,10 +23,10 @@
  * does not compile) makes `nativeProducts` answer null and the callers keep their other
  * path.
  */
+import {getThreadsCount} from '@tensorflow/tfjs-backend-wasm';
 import {PRODUCTS_PLAIN, PRODUCTS_SHARED} from './native_module';
 import {AttentionError} from './errors';
 import {isNode, nodeBuiltin} from './runtime';
-import {wasmThreads} from './wasm_threads';
 
 /** A WebAssembly.Memory (the library's TypeScript settings carry no WebAssembly types). */
 export interface WasmMemory {
@@ -329,7 +329,7 @@ export function nativeProducts(host: NativeHost): NativeProducts | null {
       const wasm = (globalThis as unknown as {WebAssembly: WebAssemblyApi}).WebAssembly;
       const module = new wasm.Module(decode(shared ? PRODUCTS_SHARED : PRODUCTS_PLAIN));
       const instance = new wasm.Instance(module, {env: {memory}});
-      const threads = shared && isNode() ? wasmThreads() : 1;
+      const threads = shared && isNode() ? Math.max(1, getThreadsCount()) : 1;
       kernel = new NativeProducts(host, instance.exports as unknown as Kernels, module, memory, threads);
     }
   } catch {

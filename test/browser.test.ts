@@ -96,8 +96,8 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
     expect(files.filter((f) => /(^|\/)(cli|bench)\//.test(f) || f.endsWith('/node.js'))).toEqual([]);
   });
 
-  test('a bundle of only MultiHeadAttention holds only what it needs (< 52 KB of this library, its file:// handler ' +
-    'and its kernels)', () => {
+  test('a bundle of only MultiHeadAttention holds only what it needs (< 52 KB of this library, its file:// handler, ' +
+    'its kernels and its product kernel)', () => {
     const b = bundles.mhaOnly;
     expect(b.libraryFiles).toContain('esm/layers/multi_head_attention.js');
     expect(b.libraryFiles).toContain('esm/wasm_kernels.js');
@@ -116,10 +116,14 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
     const io = bytes((f) => f.startsWith('esm/io/'));
     const kernels = bytes((f) => ['esm/wasm_kernels.js', 'esm/wasm_matmul.js', 'esm/gradients.js', 'esm/wasm_gather.js',
       'esm/library_kernels.js'].includes(f));
-    console.log(`MHA-only bundle: ${b.libraryBytes} bytes of the library: file:// handler ${io}, kernels ${kernels}`);
+    const native = bytes((f) => ['esm/wasm_native.js', 'esm/native_module.js'].includes(f));
+    console.log(`MHA-only bundle: ${b.libraryBytes} bytes of the library: file:// handler ${io}, kernels ${kernels}, ` +
+      `product kernel ${native}`);
+    expect(native).toBeGreaterThan(0);
     expect(io).toBeLessThan(20 * 1024);
     expect(kernels).toBeLessThan(20 * 1024);
-    expect(b.libraryBytes - io - kernels).toBeLessThan(52 * 1024);
+    expect(native).toBeLessThan(12 * 1024);
+    expect(b.libraryBytes - io - kernels - native).toBeLessThan(52 * 1024);
   });
 
   test('registerAttentionLayers keeps every layer class (and its registration) in a tree-shaken bundle', () => {

@@ -40,7 +40,7 @@ function bits(t: tf.Tensor): string {
   const hashes: Record<string, string> = {};
   const native = nativeProducts((tf.backend() as unknown as {wasm: NativeHost}).wasm)!;
   // The kernel's workers start on its first use and take work once ready: wait for them.
-  tf.tidy(() => tf.matMul(tf.ones([2, 8, 8]), tf.ones([2, 8, 8])).dataSync());
+  tf.tidy(() => tf.matMul(tf.ones([2, 32, 32]), tf.ones([2, 32, 32])).dataSync());
   for (let waited = 0; native.readyThreads < wasmThreads() - 1 && waited < 20_000; waited += 50) {
     await new Promise((r) => setTimeout(r, 50));
   }

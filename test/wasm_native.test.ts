@@ -48,6 +48,14 @@ function relError(got: ArrayLike<number>, want: Float64Array): number {
   return worst;
 }
 
+/** The WebAssembly API's parts used here (the project's TypeScript settings carry no WebAssembly types). */
+interface ModuleApi {
+  new (bytes: Uint8Array): object;
+  imports(m: object): Array<{module: string; name: string; kind: string}>;
+  exports(m: object): Array<{name: string; kind: string}>;
+}
+const WasmModule = (globalThis as unknown as {WebAssembly: {Module: ModuleApi}}).WebAssembly.Module;
+
 const host = () => (tf.backend() as unknown as {wasm: NativeHost}).wasm;
 
 /** Byte `i` onward as an unsigned LEB128: [value, next index]. */
@@ -83,9 +91,9 @@ function sectionIds(bytes: Uint8Array): number[] {
   test('each module imports the memory alone, exports the two kernels and has no data, global or start section', () => {
     for (const text of [PRODUCTS_SHARED, PRODUCTS_PLAIN]) {
       const bytes = Uint8Array.from(Buffer.from(text, 'base64'));
-      const module = new WebAssembly.Module(bytes);
-      expect(WebAssembly.Module.imports(module)).toEqual([{module: 'env', name: 'memory', kind: 'memory'}]);
-      expect(WebAssembly.Module.exports(module).filter((e) => e.kind === 'function').map((e) => e.name).sort())
+      const module = new WasmModule(bytes);
+      expect(WasmModule.imports(module)).toEqual([{module: 'env', name: 'memory', kind: 'memory'}]);
+      expect(WasmModule.exports(module).filter((e) => e.kind === 'function').map((e) => e.name).sort())
         .toEqual(['panels', 'products']);
       // 6 globals, 8 start, 11 data: none, so instantiating it on tfjs's memory changes nothing there.
       const ids = sectionIds(bytes);
