@@ -101,8 +101,10 @@ const STOPPED = -1;
 const [UNITS, PANELS] = [0, 1];
 /** How long the caller waits for a worker without news before it gives up on the workers. */
 const WORKER_TIMEOUT_MS = 60_000;
-/** Floats of `panels`' scratch: PANEL_DEPTH (256) x 8, and a 4 x 8 tile. */
-const PANEL_SCRATCH = 256 * 8 + 32;
+/** Floats of `panels`' scratch: GROUP (4) panels of PANEL_DEPTH (128) x 8, and a 4 x 8 tile. */
+const PANEL_SCRATCH = 4 * 128 * 8 + 32;
+/** Columns of a 2-D product per work item of `panels`. */
+const PANEL_COLUMNS = 32;
 
 /** The worker's program (run with `eval`: no file to find in a bundle or an installed package). */
 const WORKER_SOURCE = `
@@ -202,13 +204,13 @@ class NativeProducts {
     }
   }
 
-  /** Runs one 2-D product: each panel of eight columns on whichever thread takes it. */
+  /** Runs one 2-D product: each block of 32 columns on whichever thread takes it. */
   product(p: Product): void {
     const {a, b, c, M, K, N} = p;
     if (M * N === 0) return;
     const [ars, acs] = p.transposeA ? [4, 4 * M] : [4 * K, 4];
     const [brs, bcs] = p.transposeB ? [4, 4 * K] : [4 * N, 4];
-    this.dispatch(PANELS, [a, ars, acs, b, brs, bcs, c, M, K, N], Math.ceil(N / 8), PANEL_SCRATCH,
+    this.dispatch(PANELS, [a, ars, acs, b, brs, bcs, c, M, K, N], Math.ceil(N / PANEL_COLUMNS), PANEL_SCRATCH,
       (from, to, scratch) => this.kernels.panels(a, ars, acs, b, brs, bcs, c, M, K, N, from, to, scratch));
   }
 
