@@ -15,6 +15,8 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import {AttentionError, show} from './errors';
 import {errorMessage, isNode} from './runtime';
+import {provideWorkerStarter} from './wasm_native';
+import {startNativeWorker} from './native_workers';
 import {installLinearSegmentSum} from './cpu_kernels';
 import {registerMissingWasmKernels} from './wasm_kernels';
 import {registerLibraryKernels} from './library_kernels';
@@ -90,6 +92,8 @@ async function trySet(name: BackendName, threads: number | null): Promise<boolea
     if (arranged != null) {
       arranged.restore();
       releaseWorkers();
+      // The library's product kernel shares its work with worker threads of its own.
+      provideWorkerStarter(startNativeWorker);
     }
   }
 }

@@ -31,7 +31,8 @@ import {NativeHost, nativeProducts} from './wasm_native';
 /** The native module's parts used here. */
 interface WasmModule extends NativeHost {
   cwrap(name: string, ret: null, args: string[]): (...args: unknown[]) => void;
-  tfjs: {registerTensor(id: number, size: number, offset: number): void; disposeData(id: number): void};
+  tfjs: {registerTensor(id: number, size: number, offset: number): void; disposeData(id: number): void;
+    getThreadsCount?(): number};
 }
 
 /** The wasm backend's parts used here (tfjs-backend-wasm 4.x). */

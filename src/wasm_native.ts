@@ -11,10 +11,11 @@
  * (transposed ones by strides, or a transposed second operand packed once per product into
  * a scratch row block), about 37 us a product on one thread.
  *
- * With the threaded build in Node (`selectBackend('wasm', {threads})`) the products of one
- * call are split between the calling thread and `threads - 1` worker threads of the
+ * With the threaded build in Node (`selectBackend('wasm', {threads})`, which hands this
+ * module Node's worker_threads) the products of one call are split between the calling thread and `threads - 1` worker threads of the
  * library's own, each running the same module on the same shared memory; the caller waits
- * for them with `Atomics.wait`, so a kernel stays synchronous. A worker takes work only
+ * for them with `Atomics.wait`, so a kernel stays synchronous (the workers' program:
+ * native_workers.ts). A worker takes work only
  * once it has said it is ready; one that fails (or does not answer for a minute) turns the
  * workers off and the call throws. Workers are `unref()`ed: they never keep a program
  * alive. In a browser the calling thread does all the products.
@@ -23,10 +24,8 @@
  * does not compile) makes `nativeProducts` answer null and the callers keep their other
  * path.
  */
-import {getThreadsCount} from '@tensorflow/tfjs-backend-wasm';
 import {PRODUCTS_PLAIN, PRODUCTS_SHARED} from './native_module';
 import {AttentionError} from './errors';
-import {isNode, nodeBuiltin} from './runtime';
 
 /** A WebAssembly.Memory (the library's TypeScript settings carry no WebAssembly types). */
 export interface WasmMemory {
@@ -47,6 +46,8 @@ export interface NativeHost {
   asm?: {memory?: WasmMemory};
   _malloc(bytes: number): number;
   _free(offset: number): void;
+  /** The threads XNNPACK runs (tfjs-backend-wasm's bridge). */
+  tfjs?: {getThreadsCount?(): number};
 }
 
 /** One batched product: C_u = op(A_u) op(B_u) for each unit u. */
@@ -89,16 +90,16 @@ interface Kernels {
 // left, then withdraws every offer not yet taken and waits only for the workers that took
 // it (DONE = g): a worker that wakes late costs nothing. READY is 1 once the worker's module
 // is instantiated (-1: failed).
-const ARGS = 0;
-const KIND = 16;
-const COUNT = 17;
-const NEXT = 18;
-const FIRST_SLOT = 24;
-const SLOT = 8;
-const [STATE, DONE, SCRATCH, FAILED, READY] = [0, 1, 2, 3, 4];
-const STOPPED = -1;
+export const ARGS = 0;
+export const KIND = 16;
+export const COUNT = 17;
+export const NEXT = 18;
+export const FIRST_SLOT = 24;
+export const SLOT = 8;
+export const [STATE, DONE, SCRATCH, FAILED, READY] = [0, 1, 2, 3, 4];
+export const STOPPED = -1;
 /** Job kinds: the units of a batched product (`products`), the column panels of one product (`panels`). */
-const [UNITS, PANELS] = [0, 1];
+export const [UNITS, PANELS] = [0, 1];
 /** How long the caller waits for a worker without news before it gives up on the workers. */
 const WORKER_TIMEOUT_MS = 60_000;
 /** Floats of `panels`' scratch: GROUP (4) panels of PANEL_DEPTH (128) x 8, and a 4 x 8 tile. */
@@ -106,48 +107,12 @@ const PANEL_SCRATCH = 4 * 128 * 8 + 32;
 /** Columns of a 2-D product per work item of `panels`. */
 const PANEL_COLUMNS = 32;
 
-/** The worker's program (run with `eval`: no file to find in a bundle or an installed package). */
-const WORKER_SOURCE = `
-const {workerData} = require('worker_threads');
-const {module, memory, control, slot} = workerData;
-const ctl = new Int32Array(control);
-let exports = null;
-try {
-  exports = new WebAssembly.Instance(module, {env: {memory}}).exports;
-  Atomics.store(ctl, slot + ${READY}, 1);
-} catch (e) {
-  Atomics.store(ctl, slot + ${READY}, -1);
-}
-const a = (i) => ctl[${ARGS} + i];
-while (exports != null) {
-  const s = Atomics.load(ctl, slot + ${STATE});
-  if (s === 0 || s < ${STOPPED}) {
-    Atomics.wait(ctl, slot + ${STATE}, s);
-    continue;
-  }
-  if (s === ${STOPPED}) break;
-  if (Atomics.compareExchange(ctl, slot + ${STATE}, s, -(s + 1)) !== s) continue;
-  try {
-    const count = ctl[${COUNT}];
-    const scratch = ctl[slot + ${SCRATCH}];
-    for (let u = Atomics.add(ctl, ${NEXT}, 1); u < count; u = Atomics.add(ctl, ${NEXT}, 1)) {
-      if (ctl[${KIND}] === ${UNITS}) {
-        exports.products(a(0), u, u + 1, a(1), a(2), a(3), a(4), a(5), scratch);
-      } else {
-        exports.panels(a(0), a(1), a(2), a(3), a(4), a(5), a(6), a(7), a(8), a(9), u, u + 1, scratch);
-      }
-    }
-  } catch (e) {
-    Atomics.store(ctl, slot + ${FAILED}, 1);
-  }
-  Atomics.compareExchange(ctl, slot + ${STATE}, -(s + 1), 0);
-  Atomics.store(ctl, slot + ${DONE}, s);
-  Atomics.notify(ctl, slot + ${DONE});
-}
-`;
-
-type WorkerLike = {unref(): void; terminate(): Promise<number>; on(event: string, f: (...args: unknown[]) => void): void};
-type WorkerThreads = {Worker: new (source: string, options: object) => WorkerLike};
+/** A started worker thread (Node's Worker). */
+export type WorkerLike = {unref(): void; terminate(): Promise<number>; on(event: string, f: (...args: unknown[]) => void): void};
+/** What a worker is started with: the kernel's module, the backend's memory, the control block and its slot. */
+export interface WorkerData {module: object; memory: WasmMemory; control: SharedArrayBuffer; slot: number}
+/** Starts one worker of the kernel (native_workers.ts in Node). */
+export type WorkerStarter = (data: WorkerData) => WorkerLike;
 
 /** The kernel bound to one backend module: its instance and, in Node's threaded build, its workers. */
 class NativeProducts {
@@ -164,17 +129,23 @@ class NativeProducts {
   /** Starts the workers (once, on first use): threads - 1 of them, in Node, on a shared memory only. */
   private startWorkers(): void {
     if (this.ctl != null || this.threads <= 1) return;
-    const wt = nodeBuiltin('worker_threads') as WorkerThreads | null;
-    if (wt == null) return;
+    const start = workerStarter;
+    if (start == null) return;
     const count = this.threads - 1;
     this.ctl = new Int32Array(new SharedArrayBuffer(4 * (FIRST_SLOT + SLOT * count)));
     for (let w = 0; w < count; w++) {
-      const worker = new wt.Worker(WORKER_SOURCE, {eval: true,
-        workerData: {module: this.module, memory: this.memory, control: this.ctl.buffer, slot: FIRST_SLOT + SLOT * w}});
-      worker.unref();
-      // A worker that ends (or fails to start) is never given work again.
       const slot = FIRST_SLOT + SLOT * w;
-      worker.on('error', () => Atomics.store(this.ctl!, slot + READY, -1));
+      let worker: WorkerLike;
+      try {
+        worker = start({module: this.module, memory: this.memory, control: this.ctl.buffer as SharedArrayBuffer, slot});
+      } catch {
+        return; // the workers started so far (perhaps none) take work; the calling thread does the rest
+      }
+      worker.unref();
+      // A worker that fails or ends is never given work again.
+      const off = () => Atomics.store(this.ctl!, slot + READY, -1);
+      worker.on('error', off);
+      worker.on('exit', off);
       this.workers.push(worker);
     }
   }
@@ -307,6 +278,17 @@ class NativeProducts {
 
 const bound = new WeakMap<object, NativeProducts | null>();
 let enabled = true;
+let workerStarter: WorkerStarter | null = null;
+
+/**
+ * Gives the kernel a way to start its worker threads (backend.ts does, with
+ * native_workers.ts, when it starts the threaded build in Node): without one the calling
+ * thread does every product. Kept apart so that nothing here reaches Node's modules (the
+ * core must bundle for browsers).
+ */
+export function provideWorkerStarter(start: WorkerStarter | null): void {
+  workerStarter = start;
+}
 
 /** Bytes of a base64 string (atob: Node >= 16 and browsers). */
 function decode(text: string): Uint8Array {
@@ -331,7 +313,7 @@ export function nativeProducts(host: NativeHost): NativeProducts | null {
       const wasm = (globalThis as unknown as {WebAssembly: WebAssemblyApi}).WebAssembly;
       const module = new wasm.Module(decode(shared ? PRODUCTS_SHARED : PRODUCTS_PLAIN));
       const instance = new wasm.Instance(module, {env: {memory}});
-      const threads = shared && isNode() ? Math.max(1, getThreadsCount()) : 1;
+      const threads = shared && workerStarter != null ? Math.max(1, host.tfjs?.getThreadsCount?.() ?? 1) : 1;
       kernel = new NativeProducts(host, instance.exports as unknown as Kernels, module, memory, threads);
     }
   } catch {
