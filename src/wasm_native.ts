@@ -1,5 +1,6 @@
 /**
- * The library's own batched product kernel on the wasm backend, and its threads.
+ * The library's own product kernel on the wasm backend (batched and transposed products),
+ * and its threads.
  *
  * Attention multiplies many small matrices, one pair per (batch, head): at T = 128 and
  * D = 32, 768 products of 1 MFLOP in one training step of a 4-layer model. Through
@@ -12,13 +13,15 @@
  * a scratch row block), about 37 us a product on one thread.
  *
  * With the threaded build in Node (`selectBackend('wasm', {threads})`, which hands this
- * module Node's worker_threads) the products of one call are split between the calling thread and `threads - 1` worker threads of the
- * library's own, each running the same module on the same shared memory; the caller waits
- * for them with `Atomics.wait`, so a kernel stays synchronous (the workers' program:
- * native_workers.ts). A worker takes work only
- * once it has said it is ready; one that fails (or does not answer for a minute) turns the
- * workers off and the call throws. Workers are `unref()`ed: they never keep a program
- * alive. In a browser the calling thread does all the products.
+ * module a way to start worker threads: native_workers.ts) the units of a batched product,
+ * or the blocks of 32 columns of a 2-D one, are shared between the calling thread and
+ * `threads - 1` worker threads of the library's own, each running the same module on the
+ * same shared memory and taking items one at a time from a shared counter; the caller waits
+ * for them with `Atomics.wait`, so a kernel stays synchronous. A worker takes work only once
+ * it has said it is ready, and one that has not taken the job by the time the caller runs
+ * out of items is not waited for; one that fails (or does not answer for a minute) turns the
+ * workers off and the call throws. Workers are `unref()`ed: they never keep a program alive.
+ * In a browser the calling thread does all the products.
  *
  * Anything unavailable (a backend module without the memory or `_malloc`, a module that
  * does not compile) makes `nativeProducts` answer null and the callers keep their other

@@ -76,7 +76,13 @@ function bits(t: tf.Tensor): string {
   for (const t of [1, 2, 'auto'] as const) {
     again[String(t)] = await selectBackend('wasm', {threads: t}).then(() => 'ok', (e) => `${e.code}: ${e.message}`);
   }
-  const workers = {ready: native.readyThreads, took: native.stats.byWorkers - before};
+  // Workers stopped: the calling thread does every product, with the same bits.
+  const stoppedBefore = native.stats.byWorkers;
+  native.stop();
+  const again2 = tf.tidy(() => bits(tf.matMul(tf.randomNormal([64, 96, 48], 0, 1, 'float32', 5),
+    tf.randomNormal([64, 48, 80], 0, 1, 'float32', 6))));
+  const workers = {ready: native.readyThreads, took: stoppedBefore - before,
+    afterStop: {took: native.stats.byWorkers - stoppedBefore, same: again2 === hashes['batched false false']}};
   process.stdout.write(`RESULT ${JSON.stringify({threads: wasmThreads(), workers, hashes, again})}\n`);
 })().catch((e) => {
   process.stderr.write(`${(e as Error)?.stack ?? e}\n`);
