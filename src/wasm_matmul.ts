@@ -6,18 +6,22 @@
  * broadcast product falls to a naive loop, 6x (transposeB) to 26x (transposeA) slower.
  * Training pays it on every step: the gradients of a Dense layer are transposed products.
  *
- * The replacement kernels here compute every product with the backend's own fast path:
+ * The replacement kernels here compute every product at that speed:
  *
- * - a transposed operand is transposed once, whole, on the heap (transposeMatrices; its
- *   size, not the product's cost);
- * - a product whose second operand is one matrix for the whole batch is one 2-D product of
- *   the batch's rows ([batch * M, K] x [K, N]);
- * - any other batched or broadcast product is one 2-D product per output matrix, on views
- *   of the operands where they lie on the heap (no copies): each view is registered with
- *   the backend's native side for the call and released after it;
- * - a bias of N values and the fused activations that act on values alone go into the
- *   fast path as tfjs fuses them; another bias shape or a prelu with other than N weights
- *   is added after the product with the backend's own kernels.
+ * - a batched product of small matrices (attention's per-(batch, head) products) and a 2-D
+ *   product with a transposed operand (the gradients of a Dense layer), with no fused bias
+ *   or activation, run on the library's own kernel (wasm_native.ts), in place on the heap;
+ * - every other product takes the backend's own fast path:
+ *   - a transposed operand is transposed once, whole, on the heap (transposeMatrices; its
+ *     size, not the product's cost);
+ *   - a product whose second operand is one matrix for the whole batch is one 2-D product
+ *     of the batch's rows ([batch * M, K] x [K, N]);
+ *   - any other batched or broadcast product is one 2-D product per output matrix, on views
+ *     of the operands where they lie on the heap (no copies): each view is registered with
+ *     the backend's native side for the call and released after it;
+ *   - a bias of N values and the fused activations that act on values alone go into the
+ *     fast path as tfjs fuses them; another bias shape or a prelu with other than N weights
+ *     is added after the product with the backend's own kernels.
  *
  * Batch dimensions broadcast as numpy's do (each of a's and b's batch axes is 1 or the
  * output's). The kernels are installed only while the registered ones behave as
@@ -307,7 +311,7 @@ export function fastProduct(args: ProductArgs, backend: WasmBackend): tf.TensorI
  */
 export const NATIVE_PRODUCT_B = 16384;
 
-/** The batched product by the library's kernel, or null where that kernel cannot run. */
+/** The product (batched, or 2-D with a transposed operand) by the library's kernel, or null where that kernel cannot run. */
 function nativeBatch(args: ProductArgs, M: number, K: number, N: number, aBatch: number[], bBatch: number[],
                      outBatch: number[], backend: WasmBackend): tf.TensorInfo | null {
   const native = nativeProducts(backend.wasm);
