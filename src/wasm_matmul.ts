@@ -248,7 +248,7 @@ export function fastProduct(args: ProductArgs, backend: WasmBackend): tf.TensorI
   }
   if (K > 0 && bias == null && code === 0 && ((count > 1 && K * N <= NATIVE_PRODUCT_B) ||
       (count === 1 && (transposeA || transposeB)))) {
-    const done = nativeBatch(args, M, K, N, aBatch, bBatch, outBatch, backend);
+    const done = nativeBatch(args, M, K, N, count, aBatch, bBatch, outBatch, backend);
     if (done != null) return done;
   }
   const out = backend.makeOutput(outShape, 'float32');
@@ -312,11 +312,10 @@ export function fastProduct(args: ProductArgs, backend: WasmBackend): tf.TensorI
 export const NATIVE_PRODUCT_B = 16384;
 
 /** The product (batched, or 2-D with a transposed operand) by the library's kernel, or null where that kernel cannot run. */
-function nativeBatch(args: ProductArgs, M: number, K: number, N: number, aBatch: number[], bBatch: number[],
-                     outBatch: number[], backend: WasmBackend): tf.TensorInfo | null {
+function nativeBatch(args: ProductArgs, M: number, K: number, N: number, count: number, aBatch: number[],
+                     bBatch: number[], outBatch: number[], backend: WasmBackend): tf.TensorInfo | null {
   const native = nativeProducts(backend.wasm);
   if (native == null) return null;
-  const count = tf.util.sizeFromShape(outBatch);
   const out = backend.makeOutput([...outBatch, M, N], 'float32');
   try {
     if (M * N === 0) return out;

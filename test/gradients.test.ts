@@ -6,16 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import '../src';
 import {gradientStatus} from '../src';
 import {isPerRepetitionTileGrad, isUnreducedMatMulGrad, useLibraryGradients} from '../src/gradients';
-import {title} from './helpers';
-
-/** Seeded values in [-1, 1). */
-function values(n: number, seed: number): Float32Array {
-  let s = seed * 2654435761 >>> 0;
-  return Float32Array.from({length: n}, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 31 - 1;
-  });
-}
+import {title, seededValues as values} from './helpers';
 
 /** Runs `f` with tfjs's own gradients. */
 function withTfjsGradients<T>(f: () => T): T {

@@ -36,6 +36,15 @@ export function expectClose(actual: tf.Tensor, expected: tf.Tensor, tol = 1e-4):
   if (!(err <= tol)) throw new Error(`max relative error ${err.toExponential(3)} > ${tol}`);
 }
 
+/** Seeded values in [-1, 1) (a linear congruential generator: the same on every machine). */
+export function seededValues(n: number, seed: number): Float32Array {
+  let s = seed * 2654435761 >>> 0;
+  return Float32Array.from({length: n}, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 31 - 1;
+  });
+}
+
 /** Seeded normal tensor. */
 export function randn(shape: number[], seed: number, scale = 1): tf.Tensor {
   return tf.tidy(() => tf.randomNormal(shape, 0, scale, 'float32', seed));

@@ -9,16 +9,7 @@ import '../src';
 import {wasmKernelStatus} from '../src';
 import {LibraryKernels, replacedProductKernel, setLibraryKernels} from '../src/wasm_kernels';
 import {PRODUCT_KERNELS, isTfjsWasmProduct, transposeMatrices} from '../src/wasm_matmul';
-import {BACKEND, title} from './helpers';
-
-/** Seeded values in [-1, 1). */
-function values(n: number, seed: number): Float32Array {
-  let s = seed * 2654435761 >>> 0;
-  return Float32Array.from({length: n}, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 31 - 1;
-  });
-}
+import {BACKEND, title, seededValues as values} from './helpers';
 
 type Act = 'linear' | 'relu' | 'relu6' | 'prelu' | 'leakyrelu' | 'sigmoid' | 'elu';
 const ACTS: Act[] = ['linear', 'relu', 'relu6', 'prelu', 'leakyrelu', 'sigmoid', 'elu'];

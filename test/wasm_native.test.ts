@@ -11,16 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import '../src';
 import {PRODUCTS_PLAIN, PRODUCTS_SHARED} from '../src/native_module';
 import {NativeHost, nativeProducts, useNativeProducts} from '../src/wasm_native';
-import {BACKEND, title} from './helpers';
-
-/** Seeded values in [-1, 1). */
-function values(n: number, seed: number): Float32Array {
-  let s = seed * 2654435761 >>> 0;
-  return Float32Array.from({length: n}, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 31 - 1;
-  });
-}
+import {BACKEND, title, seededValues as values} from './helpers';
 
 /** op(a) op(b) per batch (both operands' batch axes given whole or as 1), summed in float64. */
 function written(a: Float32Array, b: Float32Array, batch: [number, number], M: number, K: number, N: number,
