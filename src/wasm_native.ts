@@ -109,6 +109,24 @@ const WORKER_TIMEOUT_MS = 60_000;
 const PANEL_SCRATCH = 4 * 128 * 8 + 32;
 /** Columns of a 2-D product per work item of `panels`. */
 const PANEL_COLUMNS = 32;
+/** The fewest rows of a 2-D product's work item when its rows are split (each item packs its columns of B again). */
+export const PANEL_MIN_ROWS = 64;
+/** Work items per thread a 2-D product is cut into, when its columns alone give fewer. */
+const ITEMS_PER_THREAD = 4;
+
+/**
+ * Rows per work item of a 2-D product of M rows and `groups` blocks of 32 columns on
+ * `threads` threads: all M on one thread or when the column blocks alone give
+ * ITEMS_PER_THREAD items a thread; else blocks of rows (a multiple of 4, at least
+ * PANEL_MIN_ROWS) so that the items are about that many. A thread that starts late then
+ * still finds work: with the [1024, 512]^T x [1024, 128] product of a weight gradient, 4
+ * column blocks alone left the worker 1 of the 4 in most calls.
+ */
+export function panelRows(M: number, groups: number, threads: number): number {
+  const blocks = Math.ceil(ITEMS_PER_THREAD * threads / groups);
+  if (threads <= 1 || blocks <= 1) return M;
+  return Math.min(M, Math.max(PANEL_MIN_ROWS, 4 * Math.ceil(M / blocks / 4)));
+}
 
 /** A started worker thread (Node's Worker). */
 export type WorkerLike = {unref(): void; terminate(): Promise<number>; on(event: string, f: (...args: unknown[]) => void): void};
@@ -160,6 +178,12 @@ class NativeProducts {
     return this.workers.map((_, w) => FIRST_SLOT + SLOT * w).filter((s) => Atomics.load(ctl, s + READY) === 1);
   }
 
+  /** The workers that may share a job of at most `items` items (started on first use); none for one item. */
+  private readyFor(items: number): number[] {
+    this.startWorkers();
+    return items > 1 ? this.readyWorkers() : [];
+  }
+
   /** Runs a batched product: each unit on whichever thread takes it. */
   run(job: UnitProducts): void {
     const {offsets, M, K, N} = job;
@@ -171,31 +195,46 @@ class NativeProducts {
       // The memory may have grown in the allocation: the view is taken after it.
       new Int32Array(this.memory.buffer, list, offsets.length).set(offsets);
       const [ta, tb] = [job.transposeA ? 1 : 0, job.transposeB ? 1 : 0];
-      this.dispatch(UNITS, [list, M, K, N, ta, tb], count, K * Math.ceil(N / 8) * 8 + 32,
+      this.dispatch(UNITS, [list, M, K, N, ta, tb], count, K * Math.ceil(N / 8) * 8 + 32, this.readyFor(count),
         (from, to, scratch) => this.kernels.products(list, from, to, M, K, N, ta, tb, scratch));
     } finally {
       this.host._free(list);
     }
   }
 
-  /** Runs one 2-D product: each block of 32 columns on whichever thread takes it. */
+  /**
+   * Runs one 2-D product: each item (a block of 32 columns, or with workers a block of 32
+   * columns times a block of rows: see panelRows) on whichever thread takes it.
+   */
   product(p: Product): void {
     const {a, b, c, M, K, N} = p;
     if (M * N === 0) return;
     const [ars, acs] = p.transposeA ? [4, 4 * M] : [4 * K, 4];
     const [brs, bcs] = p.transposeB ? [4, 4 * K] : [4 * N, 4];
-    this.dispatch(PANELS, [a, ars, acs, b, brs, bcs, c, M, K, N], Math.ceil(N / PANEL_COLUMNS), PANEL_SCRATCH,
-      (from, to, scratch) => this.kernels.panels(a, ars, acs, b, brs, bcs, c, M, K, N, from, to, scratch));
+    const groups = Math.ceil(N / PANEL_COLUMNS);
+    const ready = this.readyFor(groups * Math.ceil(M / PANEL_MIN_ROWS));
+    const rows = panelRows(M, groups, 1 + ready.length);
+    const blocks = Math.ceil(M / rows);
+    this.dispatch(PANELS, [a, ars, acs, b, brs, bcs, c, M, K, N, rows], groups * blocks, PANEL_SCRATCH, ready,
+      (from, to, scratch) => {
+        if (blocks === 1) {
+          this.kernels.panels(a, ars, acs, b, brs, bcs, c, M, K, N, from, to, scratch);
+          return;
+        }
+        for (let u = from; u < to; u++) {
+          const [g, i] = [Math.floor(u / blocks), (u % blocks) * rows];
+          this.kernels.panels(a + i * ars, ars, acs, b, brs, bcs, c + 4 * i * N, Math.min(rows, M - i), K, N, g, g + 1,
+            scratch);
+        }
+      });
   }
 
   /**
-   * Runs items [0, count) of a job: on the calling thread alone, or shared with the ready
-   * workers, each thread with its own scratch of `scratchFloats` floats.
+   * Runs items [0, count) of a job: on the calling thread alone, or shared with the `ready`
+   * workers (readyFor), each thread with its own scratch of `scratchFloats` floats.
    */
-  private dispatch(kind: number, args: number[], count: number, scratchFloats: number,
+  private dispatch(kind: number, args: number[], count: number, scratchFloats: number, ready: number[],
                    run: (from: number, to: number, scratch: number) => void): void {
-    this.startWorkers();
-    const ready = count > 1 ? this.readyWorkers() : [];
     const scratchBytes = 4 * scratchFloats + 16;
     const scratch = this.host._malloc((1 + ready.length) * scratchBytes + 16) >>> 0;
     if (scratch === 0) {

@@ -10,7 +10,7 @@ import {selectBackend} from '../src/backend';
 import {AttentionError} from '../src/errors';
 import {checkThreads, resolveThreads} from '../src/wasm_threads';
 
-interface ChildResult {code: number | null; signal: string | null; stdout: string; stderr: string; result: {threads: number; workers: {ready: number; took: number; afterStop: {took: number; same: boolean}}; hashes: Record<string, string>; again: Record<string, string>} | null}
+interface ChildResult {code: number | null; signal: string | null; stdout: string; stderr: string; result: {threads: number; workers: {ready: number; took: number; splitItems: number; afterStop: {took: number; same: boolean}}; hashes: Record<string, string>; again: Record<string, string>} | null}
 
 const CHILD = path.join(__dirname, 'threads_child.ts');
 /** Long enough for a cold start; a child still running then did not exit by itself. */
@@ -52,7 +52,9 @@ describe('wasm threads in Node (fresh processes)', () => {
     // The library's product kernel: one worker beside the calling thread, which took some of
     // the products' units and panels (and gave the same bits); none on one thread.
     expect(two.result!.workers.took).toBeGreaterThan(0);
-    expect(one.result!.workers).toEqual({ready: 0, took: 0, afterStop: {took: 0, same: true}});
+    expect(one.result!.workers).toEqual({ready: 0, took: 0, splitItems: 2, afterStop: {took: 0, same: true}});
+    // A 2-D product of 2 column blocks is cut into 4 blocks of rows with a worker (the same bits).
+    expect(two.result!.workers.splitItems).toBe(8);
     // Stopped, the workers take nothing more and the calling thread gives the same bits.
     expect(two.result!.workers.ready).toBe(0);
     expect(two.result!.workers.afterStop).toEqual({took: 0, same: true});

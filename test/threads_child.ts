@@ -45,6 +45,7 @@ function bits(t: tf.Tensor): string {
     await new Promise((r) => setTimeout(r, 50));
   }
   const before = native.stats.byWorkers;
+  let splitItems = 0;
   tf.tidy(() => {
     const a = tf.randomNormal([256, 384], 0, 1, 'float32', 1);
     const b = tf.randomNormal([384, 320], 0, 1, 'float32', 2);
@@ -60,6 +61,11 @@ function bits(t: tf.Tensor): string {
     hashes['2-D true false'] = bits(tf.matMul(rows, wide, true, false));
     hashes['2-D false true'] = bits(tf.matMul(rows, y.reshape([-1, 48]).slice([0, 0], [80, 48]), false, true));
     hashes['2-D true true'] = bits(tf.matMul(rows.slice([0, 0], [300, 48]), wide.slice([0, 0], [80, 300]), true, true));
+    // [300, 80] x [48, 80]^T: 2 blocks of columns, cut into blocks of rows (76, 76, 76, 72) with a worker.
+    const panelsBefore = native.stats.panels;
+    hashes['2-D rows'] = bits(tf.matMul(wide.slice([0, 0], [300, 80]), y.reshape([-1, 80]).slice([0, 0], [48, 80]), false,
+      true));
+    splitItems = native.stats.panels - panelsBefore;
   });
   const layer = new MultiHeadAttention({numHeads: 4, numKvHeads: 2, headDim: 16,
     kernelInitializer: tf.initializers.glorotUniform({seed: 3}), biasInitializer: 'ones'});
@@ -81,7 +87,7 @@ function bits(t: tf.Tensor): string {
   native.stop();
   const again2 = tf.tidy(() => bits(tf.matMul(tf.randomNormal([64, 96, 48], 0, 1, 'float32', 5),
     tf.randomNormal([64, 48, 80], 0, 1, 'float32', 6))));
-  const workers = {ready: native.readyThreads, took: stoppedBefore - before,
+  const workers = {ready: native.readyThreads, took: stoppedBefore - before, splitItems,
     afterStop: {took: native.stats.byWorkers - stoppedBefore, same: again2 === hashes['batched false false']}};
   process.stdout.write(`RESULT ${JSON.stringify({threads: wasmThreads(), workers, hashes, again})}\n`);
 })().catch((e) => {

@@ -10,7 +10,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import '../src';
 import {PRODUCTS_PLAIN, PRODUCTS_SHARED} from '../src/native_module';
-import {NativeHost, nativeProducts, useNativeProducts} from '../src/wasm_native';
+import {NativeHost, nativeProducts, PANEL_MIN_ROWS, panelRows, useNativeProducts} from '../src/wasm_native';
 import {BACKEND, title, seededValues as values} from './helpers';
 
 /** op(a) op(b) per batch (both operands' batch axes given whole or as 1), summed in float64. */
@@ -71,6 +71,26 @@ function sectionIds(bytes: Uint8Array): number[] {
   }
   return ids;
 }
+
+describe(title('the rows of a 2-D product\'s work items (panelRows)'), () => {
+  it('one thread, or enough column blocks: all rows; else blocks of rows, a multiple of 4, at least PANEL_MIN_ROWS, about 4 items a thread', () => {
+    expect(panelRows(1024, 4, 1)).toBe(1024);
+    expect(panelRows(1024, 16, 2)).toBe(1024); // 16 column blocks are 8 a thread
+    expect(panelRows(1024, 8, 2)).toBe(1024);
+    expect(panelRows(1024, 4, 2)).toBe(512); // 4 columns blocks x 2 row blocks
+    expect(panelRows(512, 4, 2)).toBe(256);
+    expect(panelRows(300, 2, 2)).toBe(76); // 4 row blocks: 76, 76, 76, 72
+    expect(panelRows(128, 4, 2)).toBe(PANEL_MIN_ROWS);
+    expect(panelRows(48, 3, 2)).toBe(48); // fewer rows than a block: one block
+    expect(panelRows(1024, 1, 8)).toBe(PANEL_MIN_ROWS); // 32 items wanted on 8 threads: 32 rows is below the floor
+    expect(panelRows(4096, 1, 8)).toBe(128); // 32 blocks of 128 rows
+    for (const [M, groups, threads] of [[97, 1, 2], [1000, 3, 3], [5, 1, 4], [4096, 2, 8]]) {
+      const rows = panelRows(M, groups, threads);
+      expect({M, rows, ok: rows === M || (rows % 4 === 0 && rows >= PANEL_MIN_ROWS && rows < M)})
+        .toEqual({M, rows, ok: true});
+    }
+  });
+});
 
 (BACKEND === 'wasm' ? describe : describe.skip)(title('the library\'s product kernel on wasm'), () => {
   test('the committed modules are what native/products.ts compiles to', () => {
