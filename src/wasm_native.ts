@@ -118,9 +118,9 @@ const ITEMS_PER_THREAD = 4;
  * Rows per work item of a 2-D product of M rows and `groups` blocks of 32 columns on
  * `threads` threads: all M on one thread or when the column blocks alone give
  * ITEMS_PER_THREAD items a thread; else blocks of rows (a multiple of 4, at least
- * PANEL_MIN_ROWS) so that the items are about that many. A thread that starts late then
- * still finds work: with the [1024, 512]^T x [1024, 128] product of a weight gradient, 4
- * column blocks alone left the worker 1 of the 4 in most calls.
+ * PANEL_MIN_ROWS) so that the items are about that many. A worker that starts late then
+ * still finds work: a layer's weight gradient [1024, 512]^T x [1024, 128] has only 4 blocks
+ * of columns. Each output is still computed by one thread in one order: the same bits.
  */
 export function panelRows(M: number, groups: number, threads: number): number {
   const blocks = Math.ceil(ITEMS_PER_THREAD * threads / groups);
