@@ -5,11 +5,13 @@
 // run once, in their own project: the first drives headless Chromium on every backend
 // itself, the second runs the built package in plain node processes. So do the suites whose
 // work does not depend on the project's backend: real memory and threads (their own
-// processes on wasm), untrusted model folders (wasm, selected in the file), and the savers,
-// whose children save on cpu (test/savers.test.ts, test/save_kill.test.ts).
+// processes on wasm), untrusted model folders (wasm, selected in the file), the savers,
+// whose children save on cpu (test/savers.test.ts, test/save_kill.test.ts), and the
+// checkpoints killed mid-save (test/checkpoint_kill.test.ts: what it checks is the files on
+// disk, which its children write the same way on any backend; they train on cpu).
 const ONCE = ['<rootDir>/test/browser.test.ts', '<rootDir>/test/package.test.ts', '<rootDir>/test/heap.test.ts',
   '<rootDir>/test/threads.test.ts', '<rootDir>/test/untrusted_reads.test.ts', '<rootDir>/test/savers.test.ts',
-  '<rootDir>/test/save_kill.test.ts'];
+  '<rootDir>/test/save_kill.test.ts', '<rootDir>/test/checkpoint_kill.test.ts'];
 const common = {
   preset: 'ts-jest',
   testEnvironment: 'node',

@@ -2,10 +2,12 @@
 // SIGKILL at 30 random instants: after each kill the user's other files in DIR are intact,
 // model.json, training.json and Adam's `iter` name the same step, and resuming the
 // checkpoint in-process to the final step ends with the weights of one uninterrupted run.
+// Runs once, in the 'once' project, on cpu (BACKEND): the files do not depend on the backend.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
+import {BackendName, selectBackend} from '../src/backend';
 import {main} from '../src/cli/main';
 import {loadCheckpoint, loadModel} from '../src/train/checkpoint';
 import {train, TrainOptions} from '../src/train/trainer';
@@ -36,7 +38,11 @@ async function cli(...argv: string[]): Promise<number> {
 
 describe(title('checkpoints killed at random instants'), () => {
   let root: string;
-  beforeAll(() => { root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-attention-ckpt-kill-')); });
+  beforeAll(async () => {
+    tf.env().set('PROD', true); // runs once, without the projects' setup: no tfjs-node banner
+    await selectBackend(BACKEND as BackendName);
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-attention-ckpt-kill-'));
+  });
   afterAll(() => {
     killChildren();
     fs.rmSync(root, {recursive: true, force: true});
