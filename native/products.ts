@@ -131,48 +131,60 @@ const PANEL_DEPTH = 128;
 const GROUP = 4;
 
 /**
- * One product C [M, N] = op(A) op(B), 32 columns at a time: for each item g in [from, to)
- * (columns 32g .. 32g + 31), those columns of B are packed PANEL_DEPTH rows at a time into
- * scratch as four panels of eight, and every row of C's columns accumulates over them, each
- * strip of four rows of A used for the four panels while it is in cache. A's element (i, k)
- * is at a + i ars + k acs and B's element (k, j) at b + k brs + j bcs (bcs = 4: rows
- * contiguous). `scratch` holds GROUP x PANEL_DEPTH x 8 + 32 floats.
+ * One product C [M, N] = op(A) op(B) by work items of 32 columns times `rows` rows: item u in
+ * [from, to) is column block g = u / blocks (columns 32g .. 32g + 31) of row block u % blocks
+ * (rows (u % blocks) rows onward), blocks = ceil(M / rows). For each item those columns of B
+ * are packed PANEL_DEPTH rows at a time into scratch as four panels of eight, and every row
+ * of the item accumulates over them, each strip of four rows of A used for the four panels
+ * while it is in cache. A's element (i, k) is at a + i ars + k acs and B's element (k, j) at
+ * b + k brs + j bcs (bcs = 4: rows contiguous). `scratch` holds GROUP x PANEL_DEPTH x 8 + 32
+ * floats. Each element of C is summed in the same order whatever `rows` is.
  */
 export function panels(a: usize, ars: usize, acs: usize, b: usize, brs: usize, bcs: usize, c: usize,
-                       M: i32, K: i32, N: i32, from: i32, to: i32, scratch: usize): void {
+                       M: i32, K: i32, N: i32, rows: i32, from: i32, to: i32, scratch: usize): void {
+  const blocks = (M + rows - 1) / rows;
+  const ldc = <usize>N << 2;
+  for (let u = from; u < to; u++) {
+    const i0 = (u % blocks) * rows;
+    columnBlock(a + <usize>i0 * ars, ars, acs, b, brs, bcs, c + <usize>i0 * ldc, min(rows, M - i0), K, N, u / blocks,
+      scratch);
+  }
+}
+
+/** Columns 32g .. 32g + 31 of C [M, N] (see panels). */
+function columnBlock(a: usize, ars: usize, acs: usize, b: usize, brs: usize, bcs: usize, c: usize,
+                     M: i32, K: i32, N: i32, g: i32, scratch: usize): void {
   const ldc = <usize>N << 2;
   const panelBytes = <usize>(PANEL_DEPTH * TILE_COLS) << 2;
   const tmp = scratch + <usize>GROUP * panelBytes;
-  for (let g = from; g < to; g++) {
-    const j0 = g * GROUP * TILE_COLS;
-    const panelCount = min(GROUP, (N - j0 + TILE_COLS - 1) / TILE_COLS);
-    for (let k0 = 0; k0 < K; k0 += PANEL_DEPTH) {
-      const depth = min(PANEL_DEPTH, K - k0);
-      for (let q = 0; q < panelCount; q++) {
-        const j = j0 + q * TILE_COLS;
-        const cols = min(TILE_COLS, N - j);
-        const panel = scratch + <usize>q * panelBytes;
-        for (let k = 0; k < depth; k++) {
-          const src = b + <usize>(k0 + k) * brs + <usize>j * bcs;
-          const dst = panel + (<usize>(k * TILE_COLS) << 2);
-          if (cols == TILE_COLS && bcs == 4) {
-            v128.store(dst, v128.load(src));
-            v128.store(dst, v128.load(src, 16), 16);
-          } else {
-            for (let t = 0; t < TILE_COLS; t++) {
-              store<f32>(dst + (<usize>t << 2), t < cols ? load<f32>(src + <usize>t * bcs) : 0);
-            }
+  const j0 = g * GROUP * TILE_COLS;
+  const panelCount = min(GROUP, (N - j0 + TILE_COLS - 1) / TILE_COLS);
+  for (let k0 = 0; k0 < K; k0 += PANEL_DEPTH) {
+    const depth = min(PANEL_DEPTH, K - k0);
+    for (let q = 0; q < panelCount; q++) {
+      const j = j0 + q * TILE_COLS;
+      const cols = min(TILE_COLS, N - j);
+      const panel = scratch + <usize>q * panelBytes;
+      for (let k = 0; k < depth; k++) {
+        const src = b + <usize>(k0 + k) * brs + <usize>j * bcs;
+        const dst = panel + (<usize>(k * TILE_COLS) << 2);
+        if (cols == TILE_COLS && bcs == 4) {
+          v128.store(dst, v128.load(src));
+          v128.store(dst, v128.load(src, 16), 16);
+        } else {
+          for (let t = 0; t < TILE_COLS; t++) {
+            store<f32>(dst + (<usize>t << 2), t < cols ? load<f32>(src + <usize>t * bcs) : 0);
           }
         }
       }
-      const ak = a + <usize>k0 * acs;
-      for (let i = 0; i < M; i += TILE_ROWS) {
-        const rows = min(TILE_ROWS, M - i);
-        for (let q = 0; q < panelCount; q++) {
-          const j = j0 + q * TILE_COLS;
-          tile(ak + <usize>i * ars, ars, acs, scratch + <usize>q * panelBytes, TILE_COLS << 2,
-            c + <usize>i * ldc + (<usize>j << 2), ldc, depth, rows, min(TILE_COLS, N - j), tmp, k0 > 0);
-        }
+    }
+    const ak = a + <usize>k0 * acs;
+    for (let i = 0; i < M; i += TILE_ROWS) {
+      const rows = min(TILE_ROWS, M - i);
+      for (let q = 0; q < panelCount; q++) {
+        const j = j0 + q * TILE_COLS;
+        tile(ak + <usize>i * ars, ars, acs, scratch + <usize>q * panelBytes, TILE_COLS << 2,
+          c + <usize>i * ldc + (<usize>j << 2), ldc, depth, rows, min(TILE_COLS, N - j), tmp, k0 > 0);
       }
     }
   }

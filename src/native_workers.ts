@@ -36,13 +36,7 @@ while (exports != null) {
       if (ctl[${KIND}] === ${UNITS}) {
         exports.products(a(0), u, u + 1, a(1), a(2), a(3), a(4), a(5), scratch);
       } else {
-        // Item u: column block g of row block u % blocks (wasm_native.ts product()).
-        const [M, N, rows] = [a(7), a(9), a(10)];
-        const blocks = Math.ceil(M / rows);
-        const g = Math.floor(u / blocks);
-        const i = (u % blocks) * rows;
-        exports.panels(a(0) + i * a(1), a(1), a(2), a(3), a(4), a(5), a(6) + 4 * i * N, Math.min(rows, M - i), a(8), N,
-          g, g + 1, scratch);
+        exports.panels(a(0), a(1), a(2), a(3), a(4), a(5), a(6), a(7), a(8), a(9), a(10), u, u + 1, scratch);
       }
     }
   } catch (e) {

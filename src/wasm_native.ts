@@ -83,7 +83,7 @@ interface Kernels {
   products(list: number, from: number, to: number, M: number, K: number, N: number, transA: number, transB: number,
            scratch: number): void;
   panels(a: number, ars: number, acs: number, b: number, brs: number, bcs: number, c: number, M: number, K: number,
-         N: number, from: number, to: number, scratch: number): void;
+         N: number, rows: number, from: number, to: number, scratch: number): void;
 }
 
 // The control block shared with the workers (Int32 slots): the job's kind and arguments,
@@ -214,19 +214,8 @@ class NativeProducts {
     const groups = Math.ceil(N / PANEL_COLUMNS);
     const ready = this.readyFor(groups * Math.ceil(M / PANEL_MIN_ROWS));
     const rows = panelRows(M, groups, 1 + ready.length);
-    const blocks = Math.ceil(M / rows);
-    this.dispatch(PANELS, [a, ars, acs, b, brs, bcs, c, M, K, N, rows], groups * blocks, PANEL_SCRATCH, ready,
-      (from, to, scratch) => {
-        if (blocks === 1) {
-          this.kernels.panels(a, ars, acs, b, brs, bcs, c, M, K, N, from, to, scratch);
-          return;
-        }
-        for (let u = from; u < to; u++) {
-          const [g, i] = [Math.floor(u / blocks), (u % blocks) * rows];
-          this.kernels.panels(a + i * ars, ars, acs, b, brs, bcs, c + 4 * i * N, Math.min(rows, M - i), K, N, g, g + 1,
-            scratch);
-        }
-      });
+    this.dispatch(PANELS, [a, ars, acs, b, brs, bcs, c, M, K, N, rows], groups * Math.ceil(M / rows), PANEL_SCRATCH,
+      ready, (from, to, scratch) => this.kernels.panels(a, ars, acs, b, brs, bcs, c, M, K, N, rows, from, to, scratch));
   }
 
   /**
