@@ -8,7 +8,7 @@
  *   npx ts-node examples/encoder_decoder.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {MultiHeadAttention} from '../src';
+import {MultiHeadAttention} from '../src/node';
 import {runAsProgram} from './run';
 
 const T = 6;

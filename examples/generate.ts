@@ -7,10 +7,9 @@
  *   npx ts-node examples/generate.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {
-  AttentionCache, cacheBytes, decodeText, encodeText, generate, LinearAttention, readTextFile, sampleTextPath,
-  selectBackend, train, unigramEntropy,
-} from '../src';
+import {AttentionCache, generate, LinearAttention, selectBackend} from '../src/node';
+import {cacheBytes} from '../src/internals';
+import {decodeText, encodeText, readTextFile, sampleTextPath, train, unigramEntropy} from '../src/train';
 
 export async function main(log: (line: string) => void = console.log, steps = 60)
     : Promise<{loss: number; entropy: number; text: string; cacheBytes: number[]}> {

@@ -9,7 +9,7 @@
  *   npx ts-node examples/graph_attention.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {GraphAttention, graphAttention, selectBackend} from '../src';
+import {GraphAttention, graphAttention, selectBackend} from '../src/node';
 
 export interface GraphExampleResult {
   /** The output shape [B, N, H * C]. */

@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {loadKerasModel, MultiHeadAttention, registerAttentionLayers, selectBackend} from '../src';
+import {loadKerasModel, MultiHeadAttention, registerAttentionLayers, selectBackend} from '../src/node';
 
 export interface KerasModelResult {
   /** The attention layer's numHeads and headDim, read from Keras's num_heads / key_dim. */

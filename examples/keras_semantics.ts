@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, causalMask, MultiHeadAttention, selectBackend} from '../src';
+import {AttentionError, causalMask, MultiHeadAttention, selectBackend} from '../src/node';
 
 export interface KerasSemanticsResult {
   /** max |useCausalMask - explicit top-left mask| and |useCausalMask - causal: 'top-left'|. */

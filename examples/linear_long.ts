@@ -6,7 +6,7 @@
  *   npx ts-node examples/linear_long.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {LinearAttention} from '../src';
+import {LinearAttention} from '../src/node';
 import {runAsProgram} from './run';
 
 export async function main(log: (line: string) => void = console.log, T = 8192)

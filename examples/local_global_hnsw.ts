@@ -11,7 +11,7 @@
  *   npx ts-node examples/local_global_hnsw.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {HnswMask, LocalGlobalAttention, MultiHeadAttention, SparseMask} from '../src';
+import {HnswMask, LocalGlobalAttention, MultiHeadAttention, SparseMask} from '../src/node';
 import {runAsProgram} from './run';
 
 export async function main(log: (line: string) => void = console.log)

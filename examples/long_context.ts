@@ -13,7 +13,7 @@
  * fewer, larger products (faster on wasm) and more memory.
  */
 import * as tf from '@tensorflow/tfjs';
-import {FlashAttention, MultiHeadAttention, selectBackend, wasmThreads} from '../src';
+import {FlashAttention, MultiHeadAttention, selectBackend, wasmThreads} from '../src/node';
 
 export interface LongContextResult {
   /** The flash layer's output shape [B, T, units]. */

@@ -7,7 +7,8 @@
  */
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {loadModel, readTrainingRecord} from '../src';
+import {loadModel} from '../src/node';
+import {readTrainingRecord} from '../src/train';
 import {runAsProgram} from './run';
 
 export async function main(log: (line: string) => void = console.log,

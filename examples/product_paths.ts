@@ -11,10 +11,8 @@
  *   npx ts-node examples/product_paths.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {
-  MatMulPath, MultiHeadAttention, autoBackends, getMatMulPath, matMul, setMatMulPath, splitsProducts,
-  wasmKernelStatus, WasmKernelStatus,
-} from '../src';
+import {MultiHeadAttention} from '../src/node';
+import {MatMulPath, autoBackends, getMatMulPath, matMul, setMatMulPath, splitsProducts, wasmKernelStatus, WasmKernelStatus} from '../src/internals';
 import {runAsProgram} from './run';
 
 export interface PathsResult {

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {MultiHeadAttention} from '../src';
+import {MultiHeadAttention} from '../src/node';
 import {runAsProgram} from './run';
 
 /** Label = the first token of the sequence (0 is padding). */

@@ -3,7 +3,7 @@
  * the backend ('auto': tensorflow, then wasm, in Node), the program prints it and runs
  * `main`; an error is printed and sets a failing exit code.
  */
-import {selectBackend} from '../src';
+import {selectBackend} from '../src/node';
 
 export function runAsProgram(main: () => Promise<unknown>): void {
   selectBackend().then((name) => {

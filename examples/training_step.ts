@@ -17,9 +17,8 @@
  *   npx ts-node examples/training_step.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {
-  FusedDense, FusedLayerNormalization, buildTransformer, fusedAdam, logitsOf, setLibraryKernels, sparseCrossEntropy,
-} from '../src';
+import {FusedDense, FusedLayerNormalization, buildTransformer, setLibraryKernels} from '../src/node';
+import {fusedAdam, logitsOf, sparseCrossEntropy} from '../src/train';
 import {runAsProgram} from './run';
 
 export interface StepResult {

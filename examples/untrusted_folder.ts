@@ -13,7 +13,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, loadModel, MultiHeadAttention, selectBackend} from '../src';
+import {AttentionError, loadModel, MultiHeadAttention, selectBackend} from '../src/node';
 
 type Json = Record<string, any>;
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Builds dist/: the CommonJS build with type declarations (dist/*.js, dist/*.d.ts, the CLI)
-// and the ES module build of the library entries (dist/esm/, no CLI or bench). tsc writes
-// relative imports without extensions, which bundlers resolve but Node's ES module loader
-// does not, so they are completed here ('./errors' -> './errors.js').
+// and the ES module build of the library entries with its own declarations (dist/esm/, no CLI
+// or bench). tsc writes relative imports without extensions, which bundlers resolve but
+// Node's ES module loader (and TypeScript's node16 resolution of the declarations) does not,
+// so they are completed here ('./errors' -> './errors.js'). No source maps: src/ is not shipped.
 //
 //   node scripts/build.js             builds into dist/ (what npm ci / npm run build do)
 //   node scripts/build.js --out DIR   builds into DIR instead (the browser tests do, so
@@ -34,7 +35,7 @@ function complete(file, spec) {
 function walk(dir, out = []) {
   for (const e of fs.readdirSync(dir, {withFileTypes: true})) {
     const p = path.join(dir, e.name);
-    if (e.isDirectory()) walk(p, out); else if (p.endsWith('.js')) out.push(p);
+    if (e.isDirectory()) walk(p, out); else if (p.endsWith('.js') || p.endsWith('.d.ts')) out.push(p);
   }
   return out;
 }

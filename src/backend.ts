@@ -3,16 +3,18 @@
  * in Node, tensorflow (tfjs-node), wasm and cpu: the first that starts is used. The
  * environment variable TFJS_ATTENTION_BACKEND overrides `auto` in Node.
  *
- * Importing this module registers the wasm backend (a dependency of the library) and the
- * wasm kernels it lacks (wasm_kernels.ts), and puts a linear UnsortedSegmentSum in place of
- * the cpu backend's per-segment one (cpu_kernels.ts), and the library's own kernels for both
- * (library_kernels.ts). tfjs-node is loaded with a dynamic import of a
- * name held in a variable, so browser bundlers never see it and a missing or broken install
- * is an ordinary, caught failure. The webgpu backend is the user's to import
- * (`@tensorflow/tfjs-backend-webgpu`); webgl comes with `@tensorflow/tfjs`.
+ * Importing this module changes nothing a program can observe but speed and missing
+ * gradients: it registers the library's own kernels (library_kernels.ts), gradients tfjs
+ * lacks or computes slowly (gradients.ts), a linear UnsortedSegmentSum for cpu
+ * (cpu_kernels.ts), and, when tfjs-backend-wasm is already imported, the wasm kernel fixes
+ * (wasm_kernels.ts). It never registers a backend: the wasm backend (a dependency of the
+ * library) is imported by selectBackend when it tries wasm, and its fixes are installed then.
+ * tfjs-node is loaded the same way, with a name held in a variable, so browser bundlers never
+ * see it and a missing or broken install is an ordinary, caught failure. The webgpu backend
+ * is the user's to import (`@tensorflow/tfjs-backend-webgpu`); webgl comes with
+ * `@tensorflow/tfjs`. `setLibraryKernels('tfjs')` puts tfjs's own kernels back.
  */
 import * as tf from '@tensorflow/tfjs';
-import '@tensorflow/tfjs-backend-wasm';
 import {AttentionError, show} from './errors';
 import {errorMessage, isNode} from './runtime';
 import {provideWorkerStarter} from './wasm_native';
@@ -21,7 +23,10 @@ import {installLinearSegmentSum} from './cpu_kernels';
 import {registerMissingWasmKernels} from './wasm_kernels';
 import {registerLibraryKernels} from './library_kernels';
 import {installGradients} from './gradients';
-import {arrangeThreadedInit, checkThreads, releaseWorkers, resolveThreads, threadsFellBack, ThreadsArg, wasmThreads} from './wasm_threads';
+import {
+  arrangeThreadedInit, checkThreads, provideWasmThreadsApi, releaseWorkers, resolveThreads, threadsFellBack, ThreadsArg,
+  wasmThreads,
+} from './wasm_threads';
 
 export type BackendName = 'tensorflow' | 'webgpu' | 'webgl' | 'wasm' | 'cpu';
 export type BackendChoice = 'auto' | BackendName;
@@ -36,10 +41,30 @@ export function autoBackends(): BackendName[] {
   return isNode() ? ['tensorflow', 'wasm', 'cpu'] : ['webgpu', 'webgl', 'wasm', 'cpu'];
 }
 
-registerMissingWasmKernels();
 registerLibraryKernels();
 installGradients();
 installLinearSegmentSum();
+registerMissingWasmKernels(); // only where the user imported tfjs-backend-wasm before the library
+
+let wasmLoadError: string | null = null;
+
+/**
+ * Imports @tensorflow/tfjs-backend-wasm (which registers the 'wasm' backend) and installs the
+ * library's wasm kernels; true when the backend is registered. Run by selectBackend, never
+ * at import.
+ */
+export async function loadWasmBackend(): Promise<boolean> {
+  if (wasmLoadError == null) {
+    try { // a second import is the module already loaded
+      const wasm = await import('@tensorflow/tfjs-backend-wasm');
+      provideWasmThreadsApi(wasm);
+    } catch (e) {
+      wasmLoadError = errorMessage(e).split('\n')[0];
+    }
+  }
+  registerMissingWasmKernels();
+  return tf.findBackendFactory('wasm') != null;
+}
 
 let nodeLoadError: string | null = null;
 
@@ -79,6 +104,7 @@ export interface BackendOptions {
 
 async function trySet(name: BackendName, threads: number | null): Promise<boolean> {
   if (name === 'tensorflow' && !(await loadTfjsNode())) return false;
+  if (name === 'wasm' && !(await loadWasmBackend())) return false;
   if (tf.findBackendFactory(name) == null) return false;
   const arranged = name === 'wasm' && threads != null && isNode() && tf.engine().registry['wasm'] == null
     ? arrangeThreadedInit(threads) : null;
@@ -116,6 +142,7 @@ function checkStartedThreads(threads: number | null, asked: ThreadsArg | undefin
 function whyNot(name: BackendName): string {
   if (name === 'tensorflow') return nodeLoadError != null ? `: ${nodeLoadError}` : '';
   if (name === 'webgl' && isNode()) return ': it needs a browser';
+  if (name === 'wasm' && wasmLoadError != null) return `: ${wasmLoadError}`;
   if (tf.findBackendFactory(name) == null) {
     return name === 'webgpu' ? ": it is not registered (import '@tensorflow/tfjs-backend-webgpu' first)" :
       ': it is not registered';

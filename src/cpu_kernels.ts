@@ -13,7 +13,7 @@
  *   tfjs's, a user's) is kept.
  */
 import * as tf from '@tensorflow/tfjs';
-import {segmentSumKernel} from './wasm_kernels';
+import {followLibraryKernels, libraryKernelsInUse, segmentSumKernel} from './wasm_kernels';
 
 interface CpuLikeBackend {
   readSync(dataId: tf.DataId): tf.backend_util.BackendValues;
@@ -112,6 +112,7 @@ export function installLinearSegmentSum(): CpuKernelStatus['UnsortedSegmentSum']
   const current = tf.getKernel('UnsortedSegmentSum', 'cpu');
   if (current == null) return 'absent';
   if (current.kernelFunc === librarySegmentSum) return 'replaced';
+  if (libraryKernelsInUse() === 'tfjs') return 'kept'; // opted out (setLibraryKernels)
   if (current.setupFunc != null || tf.findBackendFactory('cpu') == null) return 'kept';
   const backend = tf.findBackend('cpu');
   if (backend == null || !probeQuietly(backend, () => isPerSegmentSum(current.kernelFunc, backend))) return 'kept';
@@ -120,3 +121,15 @@ export function installLinearSegmentSum(): CpuKernelStatus['UnsortedSegmentSum']
   tf.registerKernel(segmentSumConfig);
   return 'replaced';
 }
+
+// setLibraryKernels('tfjs') puts the per-segment kernel back, 'library' this one again.
+followLibraryKernels((which) => {
+  if (which === 'library') {
+    installLinearSegmentSum();
+    return;
+  }
+  const current = tf.getKernel('UnsortedSegmentSum', 'cpu');
+  if (original == null || current?.kernelFunc !== librarySegmentSum) return;
+  tf.unregisterKernel('UnsortedSegmentSum', 'cpu');
+  tf.registerKernel({kernelName: 'UnsortedSegmentSum', backendName: 'cpu', kernelFunc: original});
+});

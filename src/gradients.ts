@@ -19,7 +19,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
-type GradName = 'Tile' | 'BatchMatMul';
+export type GradName = 'Tile' | 'BatchMatMul';
 type GradMap = Record<string, () => tf.Tensor>;
 
 /** tfjs's gradient configs the replacements took the place of. */

@@ -347,7 +347,7 @@ export interface WasmKernelStatus {
   GatherV2: 'replaced' | 'kept' | 'absent';
 }
 
-type ProductName = keyof typeof PRODUCT_KERNELS;
+export type ProductName = keyof typeof PRODUCT_KERNELS;
 const PRODUCT_NAMES = Object.keys(PRODUCT_KERNELS) as ProductName[];
 /** The product kernels the replacements took the place of. */
 const originalProducts: Partial<Record<ProductName, tf.KernelConfig>> = {};
@@ -438,15 +438,20 @@ let registered = false;
 
 /**
  * Registers the kernels above for 'wasm' unless a kernel of that name is already there,
- * and installs the Slice replacement (`installSliceFromHeap`). Idempotent; runs when the
- * library is imported.
+ * and installs the replacements (`installSliceFromHeap`, ...). Does nothing until
+ * tfjs-backend-wasm has registered its kernels (they would replace these); then once.
+ * Runs when the library is imported and when selectBackend imports the wasm backend.
  */
 export function registerMissingWasmKernels(): void {
-  if (registered) return;
+  if (registered || tf.getKernel('Slice', 'wasm') == null) return;
   registered = true;
   for (const config of [unsortedSegmentSumConfig]) {
     if (tf.getKernel(config.kernelName, 'wasm') == null) tf.registerKernel(config);
   }
+  if (current === 'library') installReplacements(); // else setLibraryKernels('library') does
+}
+
+function installReplacements(): void {
   installSliceFromHeap();
   installFastProducts();
   installTileFromHeap();
@@ -472,11 +477,25 @@ function restoredTile(): tf.KernelConfig {
 export type LibraryKernels = 'library' | 'tfjs';
 let current: LibraryKernels = 'library';
 
+/** The setting of setLibraryKernels now. */
+export function libraryKernelsInUse(): LibraryKernels {
+  return current;
+}
+
+const followers: ((which: LibraryKernels) => void)[] = [];
+
+/** Lets another module's replacements follow setLibraryKernels (cpu_kernels.ts does). */
+export function followLibraryKernels(apply: (which: LibraryKernels) => void): void {
+  followers.push(apply);
+}
+
 /**
- * Puts tfjs's own kernels back in place of the library's replacements ('tfjs'), or the
- * library's again ('library'); kernels the library adds because tfjs lacks them stay, and
- * its own kernels (library_kernels.ts: column sums, Adam) go unused under 'tfjs'.
- * For measuring what the replacements gain (bench --suite step). Returns the previous setting.
+ * Puts tfjs's own kernels and gradients back in place of the library's replacements
+ * ('tfjs'), on every backend, or the library's again ('library'); kernels the library adds
+ * because tfjs lacks them stay, and its own kernels (library_kernels.ts: column sums, Adam)
+ * go unused under 'tfjs'. The setting holds for backends started later too. The way to opt
+ * out of the replacements (they change only speed and missing gradients), and how the bench
+ * measures what they gain (bench --suite step). Returns the previous setting.
  */
 export function setLibraryKernels(which: LibraryKernels): LibraryKernels {
   const previous = current;
@@ -495,6 +514,8 @@ export function setLibraryKernels(which: LibraryKernels): LibraryKernels {
   for (const [ours, theirs] of pairs) {
     if (theirs != null) swapKernel(ours, theirs, which);
   }
+  if (which === 'library' && registered) installReplacements(); // those never installed under 'tfjs'
+  for (const apply of followers) apply(which);
   return previous;
 }
 

@@ -25,7 +25,6 @@
  * never touched: they get the threaded build on cross-origin-isolated pages by themselves.
  */
 import * as tf from '@tensorflow/tfjs';
-import {getThreadsCount, setThreadsCount} from '@tensorflow/tfjs-backend-wasm';
 import {AttentionError, show} from './errors';
 import {errorMessage, isNode, nodeBuiltin, packageRoot} from './runtime';
 
@@ -42,6 +41,18 @@ type Fs = typeof import('fs');
 type Path = typeof import('path');
 type Crypto = typeof import('crypto');
 type NodeModule = typeof import('module');
+
+/** The two functions of tfjs-backend-wasm this module calls. */
+export interface WasmThreadsApi {getThreadsCount(): number; setThreadsCount(n: number): void}
+
+// The wasm backend is imported by selectBackend when first needed (never at the library's
+// import, which must not change the backend tfjs picks); it hands its functions here.
+let wasmApi: WasmThreadsApi | null = null;
+
+/** Gives this module tfjs-backend-wasm's thread functions (backend.ts, once the backend is imported). */
+export function provideWasmThreadsApi(api: WasmThreadsApi): void {
+  wasmApi = api;
+}
 
 /** Throws INVALID_CONFIG unless `threads` is 'auto' or an integer in [1, MAX_WASM_THREADS]. */
 export function checkThreads(threads: unknown): asserts threads is ThreadsArg {
@@ -64,9 +75,9 @@ export function resolveThreads(threads: ThreadsArg): number {
 
 /** The threads the running wasm backend uses (1 before it starts or when it is not the backend). */
 export function wasmThreads(): number {
-  if (tf.getBackend() !== 'wasm') return 1;
+  if (tf.getBackend() !== 'wasm' || wasmApi == null) return 1;
   try {
-    return Math.max(1, getThreadsCount());
+    return Math.max(1, wasmApi.getThreadsCount());
   } catch {
     return 1;
   }
@@ -145,6 +156,11 @@ function workerFile(dir: string, fs: Fs, path: Path, os: Os, crypto: Crypto, mod
  */
 export function arrangeThreadedInit(n: number): Arranged | null {
   if (n <= 1 || !isNode()) return null;
+  const api = wasmApi;
+  if (api == null) {
+    warnOnce('@tensorflow/tfjs-backend-wasm is not loaded');
+    return null;
+  }
   const os = nodeBuiltin('os') as Os | null;
   const fs = nodeBuiltin('fs') as Fs | null;
   const path = nodeBuiltin('path') as Path | null;
@@ -179,7 +195,7 @@ export function arrangeThreadedInit(n: number): Arranged | null {
   const real = cpus.call(os);
   os.cpus = () => Array.from({length: 2 * n}, (_, i) => real[i % real.length]);
   tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', true);
-  setThreadsCount(n);
+  api.setThreadsCount(n);
   return {
     restore() {
       url.createObjectURL = createObjectURL;
@@ -190,7 +206,7 @@ export function arrangeThreadedInit(n: number): Arranged | null {
       } else {
         tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', flag);
       }
-      setThreadsCount(-1);
+      api.setThreadsCount(-1);
     },
   };
 }

@@ -3,11 +3,9 @@
 // one), Keras and PyTorch names with no equivalent are UNSUPPORTED with what to use
 // instead, and tfjs' own arguments (LayerArgs, the executor's mask and training) pass.
 import * as tf from '@tensorflow/tfjs';
-import {
-  attentionLayer, favorFeatures, FlashAttention, flashAttention, HnswMask, LinearAttention, linearAttention,
-  linearAttentionFromFeatures, LocalGlobalAttention, localGlobalAttention, MultiHeadAttention, orthogonalProjection,
-  PositionEmbedding, scaledDotProductAttention, makeToyTask, buildTransformer, train,
-} from '../src';
+import {attentionLayer, FlashAttention, flashAttention, HnswMask, LinearAttention, linearAttention, LocalGlobalAttention, localGlobalAttention, MultiHeadAttention, orthogonalProjection, PositionEmbedding, scaledDotProductAttention, buildTransformer} from '../src';
+import {favorFeatures, linearAttentionFromFeatures} from '../src/internals';
+import {makeToyTask, train} from '../src/train';
 import {editDistance, nearestName} from '../src/validate';
 import {expectError, maxDiff, randn, title} from './helpers';
 

@@ -2,7 +2,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, autoBackends, BACKEND_ENV_VAR, selectBackend, VERSION} from '../src';
+import {AttentionError, selectBackend, VERSION} from '../src';
+import {autoBackends, BACKEND_ENV_VAR} from '../src/internals';
 import {BACKEND, title} from './helpers';
 
 describe(title('selectBackend'), () => {

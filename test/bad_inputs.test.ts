@@ -5,10 +5,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {
-  AttentionError, causalMask, FlashAttention, flashAttention, HnswMask, LinearAttention, linearAttention, LocalGlobalAttention,
-  localGlobalAttention, MultiHeadAttention, orthogonalProjection, scaledDotProductAttention, SparseMask,
-} from '../src';
+import {AttentionError, causalMask, FlashAttention, flashAttention, HnswMask, LinearAttention, linearAttention, LocalGlobalAttention, localGlobalAttention, MultiHeadAttention, orthogonalProjection, scaledDotProductAttention, SparseMask} from '../src';
 import {main} from '../src/cli/main';
 import {maxDiff, randn, title} from './helpers';
 

@@ -5,10 +5,8 @@
 // that take no full masks, against the same weights built with causal: 'top-left');
 // graphs, save -> load, and bad values.
 import * as tf from '@tensorflow/tfjs';
-import {
-  causalMask, FlashAttention, flashAttention, LinearAttention, linearAttentionFromFeatures, LocalGlobalAttention,
-  localGlobalAttention, MultiHeadAttention, scaledDotProductAttention,
-} from '../src';
+import {causalMask, FlashAttention, flashAttention, LinearAttention, LocalGlobalAttention, localGlobalAttention, MultiHeadAttention, scaledDotProductAttention} from '../src';
+import {linearAttentionFromFeatures} from '../src/internals';
 import {gradsOf} from './cases';
 import {expectClose, expectError, maxDiff, randn, title} from './helpers';
 import {referenceAttention, referenceLinear} from './reference';

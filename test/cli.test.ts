@@ -102,3 +102,65 @@ describe(title('the built bin'), () => {
     expect(bad.stderr.trim().split('\n')).toHaveLength(1);
   });
 });
+
+describe(title('the command-line parser'), () => {
+  const {Command, Option, InvalidArgumentError, UsageError} = require('../src/cli/command') as typeof import('../src/cli/command');
+
+  /** Parses argv with one subcommand 'go' and returns its flags and sources, or the usage error's message. */
+  async function parse(argv: string[]): Promise<unknown> {
+    const program = new Command('p').configureOutput({writeOut: () => undefined, writeErr: () => undefined});
+    let seen: unknown = null;
+    program.command('go')
+      .option('--count <n>', 'a count', (v) => {
+        if (!/^\d+$/.test(v)) throw new InvalidArgumentError('Expected digits.');
+        return Number(v);
+      }, 3)
+      .addOption(new Option('--mode <m>', 'a mode').choices(['a', 'b']))
+      .requiredOption('--name <s>', 'a name')
+      .option('--no-heap', 'no heap')
+      .option('--quiet', 'quiet', false)
+      .action((f: Record<string, unknown>, cmd) => {
+        seen = {...f, countFrom: cmd.getOptionValueSource('count')};
+      });
+    try {
+      await program.parseAsync(argv);
+      return seen;
+    } catch (e) {
+      return e instanceof UsageError ? `${e.exitCode}: ${e.message}` : e;
+    }
+  }
+
+  test('values with a space or =, defaults and their source, --no-x, booleans', async () => {
+    expect(await parse(['go', '--name', 'x', '--count=7', '--no-heap', '--quiet', '--mode', 'b'])).toEqual(
+      {name: 'x', count: 7, heap: false, quiet: true, mode: 'b', countFrom: 'cli'});
+    expect(await parse(['go', '--name=y'])).toEqual({name: 'y', count: 3, heap: true, quiet: false, countFrom: 'default'});
+  });
+
+  test('usage errors name the flag and the value; help exits 0', async () => {
+    expect(await parse(['go', '--name', 'x', '--count', 'z'])).toBe("2: option '--count <n>' argument 'z' is invalid. Expected digits.");
+    expect(await parse(['go', '--name', 'x', '--mode', 'c'])).toBe("2: option '--mode <m>' argument 'c' is invalid. Allowed choices are a, b.");
+    expect(await parse(['go'])).toBe("2: required option '--name <s>' not specified");
+    expect(await parse(['go', '--name'])).toBe("2: option '--name <s>' argument missing");
+    expect(await parse(['go', '--nme', 'x'])).toBe("2: unknown option '--nme' (Did you mean --name?)");
+    expect(await parse(['go', '--name', 'x', 'extra'])).toMatch(/^2: too many arguments for 'go'/);
+    expect(await parse(['gp'])).toBe("2: unknown command 'gp' (Did you mean go?)");
+    expect(await parse(['go', '--help'])).toBe('0: help');
+  });
+
+  test('the progress bar redraws one line and ends it once', () => {
+    const {ProgressBar, barLine, formatEta} = require('../src/cli/progress_bar') as typeof import('../src/cli/progress_bar');
+    expect(barLine(5, 10, 'loss 1', '3 s')).toBe(`step 5/10 |${'#'.repeat(12)}${'-'.repeat(12)}| loss 1 ETA 3 s`);
+    expect([formatEta(42), formatEta(185), formatEta(3720)]).toEqual(['42 s', '3 min 05 s', '1 h 02 min']);
+    const written: string[] = [];
+    const bar = new ProgressBar({write: (s: string) => written.push(s), columns: 80}, 10);
+    bar.update(1, 'loss 2');
+    bar.update(2, 'loss 1', 12);
+    bar.stop();
+    bar.stop();
+    bar.update(3, 'late');
+    expect(written).toHaveLength(3);
+    expect(written[0]).toMatch(/^\rstep 1\/10 \|#{2}-{22}\| loss 2 ETA - *$/);
+    expect(written[1]).toMatch(/^\rstep 2\/12 \|#+-+\| loss 1 ETA /);
+    expect(written[2]).toBe('\n');
+  });
+});

@@ -4,7 +4,8 @@
 // apart from the shipped one by what it does, and leave any other kernel alone.
 import * as tf from '@tensorflow/tfjs';
 import '../src';
-import {cpuKernelStatus, installLinearSegmentSum, isPerSegmentSum} from '../src';
+import {setLibraryKernels} from '../src';
+import {cpuKernelStatus, installLinearSegmentSum, isPerSegmentSum} from '../src/internals';
 import {replacedSegmentSumKernel} from '../src/cpu_kernels';
 import {expectNoLeaks, title} from './helpers';
 
@@ -60,6 +61,21 @@ describe(title('cpu kernels'), () => {
       expect(ours.values.some((v) => v !== 0)).toBe(true);
     });
   }
+
+  test("setLibraryKernels('tfjs') puts the shipped kernel back, and installing again keeps it until 'library'", () => {
+    const shipped = replacedSegmentSumKernel()!;
+    expect(cpuKernelStatus().UnsortedSegmentSum).toBe('replaced');
+    try {
+      expect(setLibraryKernels('tfjs')).toBe('library');
+      expect(tf.getKernel('UnsortedSegmentSum', 'cpu')!.kernelFunc).toBe(shipped);
+      expect(installLinearSegmentSum()).toBe('kept'); // what selectBackend runs: the opt-out holds
+      expect(cpuKernelStatus().UnsortedSegmentSum).toBe('kept');
+    } finally {
+      expect(setLibraryKernels('library')).toBe('tfjs');
+    }
+    expect(cpuKernelStatus().UnsortedSegmentSum).toBe('replaced');
+    expect(tf.getKernel('UnsortedSegmentSum', 'cpu')!.kernelFunc).not.toBe(shipped);
+  });
 
   test('through tf ops on cpu: the sums and the gradient (gather of dy), no leaks', async () => {
     const previous = tf.getBackend();

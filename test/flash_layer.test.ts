@@ -5,9 +5,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {
-  FLASH_AUTO_MIN_SCORES, FlashAttention, MhaImplementation, MultiHeadAttention,
-} from '../src';
+import {FlashAttention, MhaImplementation, MultiHeadAttention} from '../src';
+import {FLASH_AUTO_MIN_SCORES} from '../src/internals';
 import * as flashOps from '../src/ops/flash';
 import * as sdpaOps from '../src/ops/sdpa';
 import {adamTrainer, expectClose, expectError, expectLayerNoLeaks, expectNoLeaks, randn, title} from './helpers';

@@ -4,7 +4,7 @@
 // values wherever tfjs's gradient works, on every backend.
 import * as tf from '@tensorflow/tfjs';
 import '../src';
-import {gradientStatus} from '../src';
+import {gradientStatus} from '../src/internals';
 import {isPerRepetitionTileGrad, isUnreducedMatMulGrad, useLibraryGradients} from '../src/gradients';
 import {title, seededValues as values} from './helpers';
 

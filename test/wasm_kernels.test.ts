@@ -1,10 +1,16 @@
 // The kernels the library registers for the wasm backend (tfjs 4.22 lacks them).
 import * as tf from '@tensorflow/tfjs';
 import '../src';
-import {installSliceFromHeap, isCopyingSlice, wasmKernelStatus} from '../src';
+import {installSliceFromHeap, isCopyingSlice, loadWasmBackend, wasmKernelStatus} from '../src/internals';
 import {installTileFromHeap, isCopyingIdentity, isNativeTile, replacedSliceKernel, tileValues, unsortedSegmentSumValues}
   from '../src/wasm_kernels';
 import {BACKEND, expectNoLeaks, expectOtherKernelKept, title} from './helpers';
+
+// The library imports the wasm backend when selectBackend first tries it, never at import; the
+// cpu project never selects it, so it is imported here (registered, not selected).
+beforeAll(async () => {
+  expect(await loadWasmBackend()).toBe(true);
+});
 
 describe(title('wasm kernels'), () => {
   test('UnsortedSegmentSum is registered for wasm', () => {

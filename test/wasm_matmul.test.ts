@@ -6,7 +6,7 @@
 // same oracle, on wasm the library's.
 import * as tf from '@tensorflow/tfjs';
 import '../src';
-import {wasmKernelStatus} from '../src';
+import {loadWasmBackend, wasmKernelStatus} from '../src/internals';
 import {LibraryKernels, replacedProductKernel, setLibraryKernels} from '../src/wasm_kernels';
 import {PRODUCT_KERNELS, isTfjsWasmProduct, transposeMatrices} from '../src/wasm_matmul';
 import {BACKEND, title, seededValues as values} from './helpers';
@@ -130,6 +130,12 @@ const SIZES: number[][] = [[1, 1, 1], [7, 97, 1], [97, 7, 7], [1, 7, 97], [33, 1
 const EMPTY: {batches: [number[], number[]]; size: number[]}[] = [
   {batches: [[], []], size: [0, 3, 4]}, {batches: [[], []], size: [3, 0, 4]}, {batches: [[], []], size: [3, 4, 0]},
   {batches: [[0], [0]], size: [3, 4, 5]}, {batches: [[2], [2]], size: [3, 0, 5]}];
+
+// The library imports the wasm backend when selectBackend first tries it, never at import; the
+// cpu project never selects it, so it is imported here (registered, not selected).
+beforeAll(async () => {
+  expect(await loadWasmBackend()).toBe(true);
+});
 
 describe(title('products (BatchMatMul, _FusedMatMul)'), () => {
   test(`on wasm the library's product kernels are registered${BACKEND === 'wasm' ? '' : ' (checked on the wasm project)'}`, () => {

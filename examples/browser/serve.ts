@@ -46,7 +46,9 @@ export async function bundle(entry: string, outfile: string, packageDir: string 
     target: 'es2020', metafile: true, logLevel: 'silent',
     ...(packageDir != null
       ? {nodePaths: [path.join(packageDir, 'node_modules'), path.join(ROOT, 'node_modules')]}
-      : {alias: {'tfjs-attention': path.join(ROOT, 'src', 'index.ts')}}),
+      : {alias: {'tfjs-attention': path.join(ROOT, 'src', 'index.ts'),
+        'tfjs-attention/train': path.join(ROOT, 'src', 'train', 'index.ts'),
+        'tfjs-attention/internals': path.join(ROOT, 'src', 'internals.ts')}}),
   });
   const inputs = Object.values(result.metafile.outputs)[0].inputs;
   const own = Object.entries(inputs).filter(([file]) =>

@@ -91,9 +91,28 @@ function spec(all: PlotValue[], yTitle: string, title: string): vl.TopLevelSpec 
   };
 }
 
-async function render(s: vl.TopLevelSpec): Promise<string> {
-  // Loaded here, not at the top: every CLI command imports this module, only bench draws.
-  const [vega, vlc] = await Promise.all([import('vega'), import('vega-lite')]);
+/** Said once (by `bench`) when vega or vega-lite is not installed: the plots are skipped. */
+export const PLOTS_NEED_VEGA = 'plots skipped: time.svg and memory.svg need vega and vega-lite ' +
+  '(npm install vega vega-lite); the tables are written';
+
+type Vega = typeof import('vega');
+type VegaLite = typeof import('vega-lite');
+
+/**
+ * vega and vega-lite, or null when they are not installed. They are optional peers of the
+ * package: only `bench` draws, so an app that installs the library does not pay for them.
+ */
+async function loadVega(): Promise<[Vega, VegaLite] | null> {
+  try {
+    return await Promise.all([import('vega'), import('vega-lite')]);
+  } catch (e) {
+    const code = (e as {code?: string})?.code;
+    if (code === 'MODULE_NOT_FOUND' || code === 'ERR_MODULE_NOT_FOUND') return null;
+    throw e;
+  }
+}
+
+async function render([vega, vlc]: [Vega, VegaLite], s: vl.TopLevelSpec): Promise<string> {
   const view = new vega.View(vega.parse(vlc.compile(s).spec), {renderer: 'none'});
   try {
     return await view.toSVG();
@@ -110,13 +129,16 @@ export function removePlots(dir: string): void {
 }
 
 /**
- * Writes time.svg and memory.svg into `dir`; returns their paths. With nothing to plot
- * it writes none and removes those of an earlier run, so the folder never shows plots
- * of other results.
+ * Writes time.svg and memory.svg into `dir`; returns their paths. With nothing to plot, or
+ * without vega (then `log` says so in one line), it writes none and removes those of an
+ * earlier run, so the folder never shows plots of other results.
  */
-export async function writePlots(dir: string, report: BenchReport): Promise<string[]> {
+export async function writePlots(dir: string, report: BenchReport, log: (line: string) => void = () => {})
+  : Promise<string[]> {
   const rows = sweepRows(report.rows);
-  if (rows.length === 0) {
+  const vega = rows.length > 0 ? await loadVega() : null;
+  if (rows.length === 0 || vega == null) {
+    if (rows.length > 0) log(PLOTS_NEED_VEGA);
     removePlots(dir);
     return [];
   }
@@ -130,7 +152,7 @@ export async function writePlots(dir: string, report: BenchReport): Promise<stri
   const written: string[] = [];
   for (const [name, s] of files) {
     const file = path.join(dir, name);
-    fs.writeFileSync(file, await render(s));
+    fs.writeFileSync(file, await render(vega, s));
     written.push(file);
   }
   return written;

@@ -260,7 +260,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
     const report = {meta, rows};
     if (options.outDir != null) {
       writeReport(options.outDir, report);
-      await writePlots(options.outDir, report);
+      await writePlots(options.outDir, report, options.log);
     }
     return report;
   } finally {

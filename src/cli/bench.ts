@@ -1,7 +1,7 @@
 /** `tfjs-attention bench`: times every attention implementation; see src/bench/run.ts. */
 import * as fs from 'fs';
 import * as path from 'path';
-import {Command, Option} from 'commander';
+import {Command, Option} from './command';
 import {BackendChoice, NODE_BACKEND_CHOICES} from '../backend';
 import {AttentionError} from '../errors';
 import {IMPLS, IMPL_NAMES} from '../bench/impls';
@@ -75,7 +75,8 @@ export function registerBench(program: Command, io: CliIO): void {
     .option('--budget <seconds>', 'per row, no more warm-up runs after half of this and no more timed runs after ' +
       'all of it (at least one); default: the suite\'s', intArg(0))
     .addOption(new Option('--matmul-path <path>', 'how the library computes products: auto (split into 2-D ' +
-      'products on wasm), split (always), batched (plain tf.matMul); default auto').choices(MATMUL_PATHS))
+      "products on wasm while tfjs's own product kernels are registered), split (always), batched (plain " +
+      'tf.matMul); default auto').choices(MATMUL_PATHS))
     .option('--out <dir>', 'folder for results.json, results.md, time.svg and memory.svg', 'bench-results')
     .option('--graph-edges <list>', "comma-separated edge counts E of the graph rows (N = E/10 nodes; default: the " +
       "suite's)", intListArg(1))
@@ -91,7 +92,7 @@ export function registerBench(program: Command, io: CliIO): void {
       "(library), tfjs's own (tfjs), or both (library,tfjs); default: both for the plain tfjs rows", namesArg(['library', 'tfjs'], 'kernel setting'))
     .option('--no-heap', 'skip the real-memory measurement (on wasm, each row\'s heap growth over one pass, ' +
       'measured in a fresh child process: about 2 s more per row)')
-    .addHelpText('after', `\nRows:\n${implList}\n\nSuites:\n${SUITE_NAMES.map(suiteText).join('\n')}\n` +
+    .addHelpText(`\nRows:\n${implList}\n\nSuites:\n${SUITE_NAMES.map(suiteText).join('\n')}\n` +
       '  decode: per-token time of one causal layer of each kind (B=1, H=8, D=64) from a cache holding c ' +
       `positions and by recomputing all c + 1, c in ${DECODE_CONTEXTS.join(', ')}; writes decode.json, decode.md\n` +
       '  step: one training step (forward, backward, Adam) of buildTransformer presets and plain tfjs models (an MLP, a ' +

@@ -4,7 +4,7 @@
  * of tfjs-layers' and this library's classes, which a web app loads with
  * tf.loadLayersModel once it has imported tfjs-attention.
  */
-import {Command, Option} from 'commander';
+import {Command, Option} from './command';
 import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../backend';
 import {AttentionError} from '../errors';
 import {checkOutputFolder} from '../io/folder';

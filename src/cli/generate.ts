@@ -5,7 +5,7 @@
  * decoded; otherwise in one piece. The model sees at most the length it was trained on: past
  * it, decoding goes on from the last half of the text (generate's contextLength).
  */
-import {Command, Option} from 'commander';
+import {Command, Option} from './command';
 import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../backend';
 import {AttentionError} from '../errors';
 import {loadModel, readTrainingRecord} from '../train/checkpoint';
@@ -48,7 +48,7 @@ export function registerGenerate(program: Command, io: CliIO): void {
       .choices(NODE_BACKEND_CHOICES))
     .addOption(threadsOption())
     .addOption(maxBytesOption())
-    .addHelpText('after', '\nExample: generate --model checkpoints/text-gqa --prompt "Attention is" --max-new-tokens 300\n')
+    .addHelpText('\nExample: generate --model checkpoints/text-gqa --prompt "Attention is" --max-new-tokens 300\n')
     .action(async (f: GenerateFlags) => {
       await selectBackend(f.backend, {threads: f.threads});
       const record = readTrainingRecord(f.model);

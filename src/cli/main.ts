@@ -7,11 +7,11 @@
  * `main` never exits the process: it returns the exit code (see EXIT in shared.ts).
  * Usage errors (unknown command or flag, bad value) print one line on stderr and give 2.
  */
-import {Command, CommanderError} from 'commander';
 import {AttentionError} from '../errors';
 import {registerFileRouter} from '../io/file_system';
 import {readPackageJson} from '../bench/meta';
 import {registerBench} from './bench';
+import {Command, UsageError} from './command';
 import {registerConvert} from './convert';
 import {registerGenerate} from './generate';
 import {registerTrain} from './train';
@@ -24,26 +24,21 @@ export async function main(argv: string[], io: CliIO = process): Promise<number>
   registerFileRouter(); // convert and inspect --keras read and write file:// URLs
   const program = new Command('tfjs-attention')
     .description('Attention layers for TensorFlow.js: train toy and text models, evaluate, inspect and decode them, convert Keras models, benchmark.')
-    .version(readPackageJson().version, '-V, --version', 'print the version')
-    .helpOption('-h, --help', 'print help')
-    // Set before adding commands: subcommands inherit output and exit handling.
-    .exitOverride()
-    .configureOutput({
-      writeOut: (s) => io.stdout.write(s),
-      writeErr: (s) => io.stderr.write(s),
-      outputError: (s, write) => write(`${s.trim().split('\n').join(' ')}\n`),
-    });
+    .version(readPackageJson().version)
+    .configureOutput({writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s)});
   registerTrain(program, io);
   registerGenerate(program, io);
   registerBench(program, io);
   registerConvert(program, io);
 
   try {
-    await program.parseAsync(argv, {from: 'user'});
+    await program.parseAsync(argv);
     return EXIT.ok;
   } catch (e) {
-    // Commander has already printed its message (or the help / version).
-    if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    if (e instanceof UsageError) {
+      if (e.message !== '' && e.exitCode !== 0) io.stderr.write(`error: ${e.message}\n`);
+      return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
     const message = String((e as Error)?.message ?? e).split('\n')[0];
     io.stderr.write(`error: ${message}\n`);
     // Bad values, missing or corrupt model files, and models this cannot run are the caller's to fix: 2.

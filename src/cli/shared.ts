@@ -1,6 +1,6 @@
 /** What every command shares: where output goes, parsers for flag values, model descriptions. */
 import * as tf from '@tensorflow/tfjs';
-import {InvalidArgumentError, Option} from 'commander';
+import {InvalidArgumentError, Option} from './command';
 import {node} from '../runtime';
 import {MAX_WASM_THREADS, ThreadsArg} from '../wasm_threads';
 
@@ -13,7 +13,7 @@ export interface CliIO {
 /** Exit codes: 0 done, 1 the work failed, 2 the command line was wrong. */
 export const EXIT = {ok: 0, failure: 1, usage: 2} as const;
 
-/** A flag parser for integers >= min; commander reports the message and the value. */
+/** A flag parser for integers >= min; the parser reports the message with the flag and the value. */
 export function intArg(min: number): (value: string) => number {
   return (value) => {
     const n = Number(value);

@@ -4,8 +4,7 @@
  * or describe a saved model folder.
  */
 import * as tf from '@tensorflow/tfjs';
-import {Command, Option} from 'commander';
-import {SingleBar} from 'cli-progress';
+import {Command, Option} from './command';
 import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../backend';
 import {AttentionError} from '../errors';
 import {AnyAttentionArgs, ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind, kindFlags} from '../layers/kinds';
@@ -17,6 +16,7 @@ import {TRANSFORMER_POSITIONS, TransformerPositions} from '../train/model';
 import {decodeText, DEFAULT_SEQ_LENGTH, encodeText} from '../train/text';
 import {EVAL_SEED_OFFSET, evaluate, Metrics, StepInfo, train, trainDefaults} from '../train/trainer';
 import {loadKerasModel} from '../keras/load';
+import {ProgressBar} from './progress_bar';
 import {CliIO, describeLayers, floatArg, intArg, intListArg, kerasUrl, maxBytesOption, threadsOption} from './shared';
 import {ThreadsArg} from '../wasm_threads';
 
@@ -34,11 +34,11 @@ interface TrainFlags {
   out?: string; checkpointEvery: number; resume?: string; backend?: BackendChoice; threads: ThreadsArg; quiet: boolean;
   optimizerState: boolean; maxBytes?: number;
   nodes?: number; colours?: number; maxDegree?: number; hops?: number; graphVersion?: GraphVersion;
-  /** The kinds' own flags (see kindFlags), by commander's camel-case name. */
+  /** The kinds' own flags (see kindFlags), by their camel-case key. */
   [kindFlag: string]: unknown;
 }
 
-/** commander's attribute name of a flag: '--block-size <n>' -> 'blockSize'. */
+/** The key of a flag in the parsed flags: '--block-size <n>' -> 'blockSize'. */
 function flagKey(flag: string): string {
   return flag.replace(/^--/, '').replace(/ .*$/, '').replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }
@@ -67,16 +67,11 @@ function kindArgs(f: TrainFlags, kind: AttentionKind, resuming: boolean): Partia
 /** Progress on stderr: a bar on a terminal, plain lines otherwise (or with --quiet). */
 function progress(io: CliIO, quiet: boolean, steps: number) {
   const tty = !quiet && (io.stderr as {isTTY?: boolean}).isTTY === true;
-  const bar = tty ? new SingleBar({
-    format: 'step {value}/{total} |{bar}| loss {loss} acc {acc} {tps} tok/s ETA {eta_formatted}',
-    stream: io.stderr as NodeJS.WritableStream, hideCursor: true,
-  }) : null;
+  const bar = tty ? new ProgressBar(io.stderr as {write(s: string): unknown; columns?: number}, steps) : null;
   let acc = '-';
-  bar?.start(steps, 0, {loss: '-', acc, tps: '-'});
   return {
     step(info: StepInfo) {
-      if (bar != null && bar.getTotal() !== info.steps) bar.setTotal(info.steps); // a resumed run's own length
-      bar?.update(info.step, {loss: info.loss.toFixed(4), acc, tps: Math.round(info.tokensPerSecond)});
+      bar?.update(info.step, `loss ${info.loss.toFixed(4)} acc ${acc} ${Math.round(info.tokensPerSecond)} tok/s`, info.steps);
     },
     eval(m: Metrics) {
       acc = m.tokenAccuracy.toFixed(4);
@@ -142,7 +137,7 @@ export function registerTrain(program: Command, io: CliIO): void {
     .addOption(backendOption())
     .addOption(threadsOption())
     .option('--quiet', 'plain progress lines, no bar', false)
-    .addHelpText('after', '\nExample: train --task reverse --attention gqa --steps 600\n')
+    .addHelpText('\nExample: train --task reverse --attention gqa --steps 600\n')
     .action(async (f: TrainFlags, cmd: Command) => {
       const fromCli = (name: string) => cmd.getOptionValueSource(name) === 'cli';
       const graph = f.task === GRAPH_TASK;

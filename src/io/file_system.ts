@@ -264,6 +264,10 @@ export function fileSystem(path: string, options: FileSystemOptions = {}): tf.io
   return new FileSystemHandler(path, loadLimits(options ?? {}, 'fileSystem'), lockTimeout);
 }
 
+// loadKerasModel reads file:// URLs in Node through this module's loader (io/load_limits.ts
+// holds it, so that keras/ does not import the file system).
+provideFileLoader(fileSystemLoader);
+
 let registered = false;
 let routing = false;
 
@@ -295,7 +299,6 @@ function makeRouter(lookup: (url: string) => tf.io.IOHandler[]) {
 export function registerFileRouter(): void {
   if (registered || !isNode()) return;
   registered = true;
-  provideFileLoader(fileSystemLoader); // loadKerasModel reads file:// URLs through it
   // tfjs types a router as always returning a handler, but its registry skips null.
   type Router = Parameters<typeof tf.io.registerSaveRouter>[0];
   tf.io.registerSaveRouter(makeRouter(url => tf.io.getSaveHandlers(url)) as Router);

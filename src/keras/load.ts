@@ -65,7 +65,7 @@ function handlerFor(urlOrHandler: string | tf.io.IOHandler, options: tf.io.LoadO
     const loader = getFileLoader();
     return file != null && loader != null ? loader(file.path, {...limits, planTopology: false}) : urlOrHandler;
   }
-  const fileLoader = getFileLoader(); // set in Node by registerFileRouter, on importing the library
+  const fileLoader = getFileLoader(); // io/file_system.ts (Node only: elsewhere it throws UNSUPPORTED)
   if (fileLoader != null && urlOrHandler.startsWith(FILE_SCHEME)) {
     return fileLoader(urlOrHandler.slice(FILE_SCHEME.length), {...limits, planTopology: false});
   }

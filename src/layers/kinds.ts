@@ -20,7 +20,7 @@ export type AnyAttentionArgs = MultiHeadAttentionArgs & Partial<FlashAttentionAr
 
 /** A CLI flag that sets one of a kind's own layer arguments. */
 export interface KindFlag {
-  /** The commander flag, e.g. '--window <n>'. */
+  /** The CLI flag, e.g. '--window <n>'. */
   flag: string;
   /** The layer argument it sets. */
   arg: keyof AnyAttentionArgs & string;

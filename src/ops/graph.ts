@@ -35,7 +35,7 @@ export type GraphVersion = typeof GRAPH_VERSIONS[number];
 
 /** The weights of graphAttention, by the names the GraphAttention layer gives them. */
 export interface GraphWeights {
-  /** [F, H, C]: the node projection (GATv2: the source side, which is also the message). */
+  /** Shape [F, H, C]: the node projection (GATv2: the source side, which is also the message). */
   kernel: tf.Tensor;
   /** [H, C], GAT: the source node's part of the attention vector. */
   attentionSource?: tf.Tensor;
@@ -45,7 +45,7 @@ export interface GraphWeights {
   targetKernel?: tf.Tensor;
   /** [H, C], GATv2: the attention vector. */
   attention?: tf.Tensor;
-  /** [edgeDim, H, C]: the edge attributes' projection (with edgeAttr). */
+  /** Shape [edgeDim, H, C]: the edge attributes' projection (with edgeAttr). */
   edgeKernel?: tf.Tensor;
   /** [H, C], GAT with edgeAttr: the edge's part of the attention vector. */
   attentionEdge?: tf.Tensor;

@@ -8,11 +8,11 @@ import {matMul} from './matmul';
 
 /** The running state of causal linear attention, per batch and key/value head. */
 export interface LinearState {
-  /** [B, G, M, Dv + 1]: sum over keys of exp(a - shift) [v, 1]^T (softmax), or phi(k) [v, 1]^T (relu). */
+  /** Shape [B, G, M, Dv + 1]: sum over keys of exp(a - shift) [v, 1]^T (softmax), or phi(k) [v, 1]^T (relu). */
   kv: tf.Tensor4D;
-  /** [B, G, 1, Dv + 1]: sum over keys of [v, 1] (carries the features' additive stabiliser). */
+  /** Shape [B, G, 1, Dv + 1]: sum over keys of [v, 1] (carries the features' additive stabiliser). */
   v1: tf.Tensor4D;
-  /** [B, G, 1, 1]: the shift of the softmax features so far (the max key logit + log(M) / 2). */
+  /** Shape [B, G, 1, 1]: the shift of the softmax features so far (the max key logit + log(M) / 2). */
   shift: tf.Tensor4D;
 }
 

@@ -7,10 +7,8 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-webgpu';
 import {setWasmPaths} from '@tensorflow/tfjs-backend-wasm';
-import {
-  AttentionKind, BLANK, buildTransformer, FIRST_SYMBOL, makeToyTask, maskedLoss, scaledDotProductAttention, selectBackend, SEP,
-  Task, TaskName,
-} from 'tfjs-attention';
+import {AttentionKind, buildTransformer, scaledDotProductAttention, selectBackend} from 'tfjs-attention';
+import {BLANK, FIRST_SYMBOL, makeToyTask, maskedLoss, SEP, Task, TaskName} from 'tfjs-attention/train';
 
 setWasmPaths('/wasm/');
 

@@ -12,11 +12,13 @@ import '@tensorflow/tfjs-backend-webgpu';
 import {setWasmPaths} from '@tensorflow/tfjs-backend-wasm';
 import {
   AttentionError, FlashAttention, LinearAttention, LocalGlobalAttention, MultiHeadAttention, flashAttention,
-  linearAttention, loadCheckpoint, loadModel, localGlobalAttention, readTrainingRecord, saveCheckpoint,
-  scaledDotProductAttention, selectBackend, fileSystem, train, wasmKernelStatus, BackendName, AttentionLayerBase,
-  installSliceFromHeap, loadKerasModel, buildTransformer, generate, GraphAttention, cpuKernelStatus, gradientStatus,
-  setLibraryKernels,
+  linearAttention, loadModel, localGlobalAttention, scaledDotProductAttention, selectBackend, fileSystem, BackendName,
+  loadKerasModel, buildTransformer, generate, GraphAttention, setLibraryKernels,
 } from 'tfjs-attention';
+import {loadCheckpoint, readTrainingRecord, saveCheckpoint, train} from 'tfjs-attention/train';
+import {
+  AttentionLayerBase, cpuKernelStatus, gradientStatus, installSliceFromHeap, wasmKernelStatus,
+} from 'tfjs-attention/internals';
 
 setWasmPaths('/wasm/');
 

@@ -1,0 +1,55 @@
+/**
+ * tfjs-attention/internals: the parts the layers and the training step are made of, for
+ * tests, benchmarks and power users: kernel replacements and their status, product paths,
+ * decoding steps, the base layer class and kind table, tuning constants. Nothing here is
+ * promised to stay: names may change in any release. What users build with is in the core
+ * entry (index.ts) and in `tfjs-attention/train`.
+ */
+import './backend'; // the kernel and gradient fixes, as the core entry
+
+export {
+  autoBackends, BACKEND_CHOICES, NODE_BACKEND_CHOICES, BACKEND_ENV_VAR, loadTfjsNode, loadWasmBackend,
+} from './backend';
+export {MAX_WASM_THREADS, KNOWN_WASM_VERSION} from './wasm_threads';
+export {
+  wasmKernelStatus, WasmKernelStatus, installSliceFromHeap, isCopyingSlice, installFastProducts, installTileFromHeap,
+  ProductName,
+} from './wasm_kernels';
+export {installGatherFromHeap} from './wasm_gather';
+export {gradientStatus, GradientStatus, GradientState, GradName} from './gradients';
+export {cpuKernelStatus, CpuKernelStatus, installLinearSegmentSum, isPerSegmentSum} from './cpu_kernels';
+export {isNode} from './runtime';
+export {registerFileRouter} from './io/file_system';
+export {MAX_JSON_BYTES} from './io/load_limits';
+export {DEFAULT_MAX_BYTES, WeightShape} from './limits';
+export {SDPA_TILE_SCORES} from './ops/sdpa';
+export {DEFAULT_BLOCK_SIZE, FLASH_TILE_SCORES} from './ops/flash';
+export {
+  linearAttentionFromFeatures, favorFeatures, FeatureOptions, FEATURE_KERNELS, DEFAULT_CHUNK_SIZE, SOFTMAX_STABILIZER,
+  RELU_STABILIZER,
+} from './ops/linear';
+export {defaultNumFeatures} from './ops/random_features';
+export {
+  matMul, setMatMulPath, getMatMulPath, splitsProducts, MatMulPath, MATMUL_PATHS, SPLIT_BACKENDS,
+} from './ops/matmul';
+export {localBlockSize, validGlobalIndices, MIN_LOCAL_BLOCK} from './ops/local_global';
+export {keyPaddingKeep, CAUSAL_ALIGNMENTS} from './ops/masks';
+export {
+  AttentionLayerBase, AttendOptions, MaskParts, paddingOnly, zeroPaddedQueries, ATTENTION_LAYER_ARGS,
+  ATTENTION_CALL_ARGS, AttentionCapabilities, FULL_CAPABILITIES, cacheBytes, DECODE_DENSE_SCORES, POSITION_ENCODINGS,
+} from './layers/base_attention';
+export {DEFAULT_ROPE_BASE} from './ops/rope';
+export {GRAPH_VERSIONS, GRAPH_OPTIONS} from './ops/graph';
+export {appendRows, decodeAttention, DECODE_BROADCAST_MAX_ROWS} from './ops/kv_cache';
+export {linearStateStep, LinearState} from './ops/linear_decode';
+export {localGlobalStep, LocalGlobalState} from './ops/local_global_decode';
+export {MHA_IMPLEMENTATIONS, FLASH_AUTO_MIN_SCORES} from './layers/multi_head_attention';
+export {GRAPH_LAYER_ARGS, GRAPH_CALL_ARGS} from './layers/graph_attention';
+export {dense, layerNorm, DENSE_ACTIVATIONS, DenseActivation} from './ops/dense';
+export {ATTENTION_KIND_TABLE, AttentionKindEntry, AttentionLayerClass, KindFlag, attentionKinds} from './layers/kinds';
+export {LAYER_CLASSES} from './register';
+export {TRANSFORMER_POSITIONS} from './train/model';
+export {
+  GENERATE_OPTIONS, sampleToken, transformerDecoder, TransformerDecoder, DecoderCache, disposeDecoderCache,
+} from './train/generate';
+export {KERAS_LOAD_OPTIONS} from './keras/load';
