@@ -3,8 +3,8 @@
  * in Node, tensorflow (tfjs-node), wasm and cpu: the first that starts is used. The
  * environment variable TFJS_ATTENTION_BACKEND overrides `auto` in Node.
  *
- * Importing this module changes nothing a program can observe but speed and missing
- * gradients: it registers the library's own kernels (library_kernels.ts), gradients tfjs
+ * Importing this module changes only speed, missing gradients and a few tfjs 4.22 bugs (the
+ * edge cases docs/backends.md lists): it registers the library's own kernels (library_kernels.ts), gradients tfjs
  * lacks or computes slowly (gradients.ts), a linear UnsortedSegmentSum for cpu
  * (cpu_kernels.ts), and, when tfjs-backend-wasm is already imported, the wasm kernel fixes
  * (wasm_kernels.ts). It never registers a backend: the wasm backend (a dependency of the

@@ -88,7 +88,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
     if (tmp !== '') fs.rmSync(tmp, {recursive: true, force: true}); // the folder this suite made
   });
 
-  test('the core entry bundles for browsers with no warning (no Node module, no eval, no CLI or bench)', () => {
+  test('the core, train and internals entries bundle for browsers with no warning (no Node module, no eval, no CLI or bench)', () => {
     for (const name of ['checks', 'everything', 'mhaOnly', 'demo']) expect(bundles[name].warnings).toEqual([]);
     const files = bundles.everything.libraryFiles;
     expect(files).toContain('esm/train/trainer.js');
