@@ -44,7 +44,7 @@ export function autoBackends(): BackendName[] {
 registerLibraryKernels();
 installGradients();
 installLinearSegmentSum();
-registerMissingWasmKernels(); // only where the user imported tfjs-backend-wasm before the library
+registerMissingWasmKernels(); // the replacements only where the user imported tfjs-backend-wasm first
 
 let wasmLoadError: string | null = null;
 

@@ -36,14 +36,16 @@ export {causalMask, SparseMask, HnswMask, HnswMaskOptions, CausalAlignment, Caus
 
 // layers
 export {
-  AttentionLayerArgs, AttentionCallArgs, AttentionCache, PositionEncoding,
+  AttentionLayerBase, AttentionLayerArgs, AttentionCallArgs, AttentionCache, AttentionCapabilities, PositionEncoding,
 } from './layers/base_attention';
+export {WeightShape} from './limits';
 export {MultiHeadAttention, MultiHeadAttentionArgs, MhaImplementation} from './layers/multi_head_attention';
 export {FlashAttention, FlashAttentionArgs} from './layers/flash_attention';
 export {LinearAttention, LinearAttentionArgs} from './layers/linear_attention';
 export {LocalGlobalAttention, LocalGlobalAttentionArgs} from './layers/local_global_attention';
 export {GraphAttention, GraphAttentionArgs} from './layers/graph_attention';
 export {FusedDense, FusedDenseArgs} from './layers/fused_dense';
+export {DenseActivation} from './ops/dense';
 export {FusedLayerNormalization, FusedLayerNormalizationArgs} from './layers/fused_layer_norm';
 export {attentionLayer} from './layers/factory';
 export {ATTENTION_KINDS, AttentionKind, AnyAttentionArgs} from './layers/kinds';

@@ -21,7 +21,7 @@ export {cpuKernelStatus, CpuKernelStatus, installLinearSegmentSum, isPerSegmentS
 export {isNode} from './runtime';
 export {registerFileRouter} from './io/file_system';
 export {MAX_JSON_BYTES} from './io/load_limits';
-export {DEFAULT_MAX_BYTES, WeightShape} from './limits';
+export {DEFAULT_MAX_BYTES} from './limits';
 export {SDPA_TILE_SCORES} from './ops/sdpa';
 export {DEFAULT_BLOCK_SIZE, FLASH_TILE_SCORES} from './ops/flash';
 export {
@@ -35,8 +35,8 @@ export {
 export {localBlockSize, validGlobalIndices, MIN_LOCAL_BLOCK} from './ops/local_global';
 export {keyPaddingKeep, CAUSAL_ALIGNMENTS} from './ops/masks';
 export {
-  AttentionLayerBase, AttendOptions, MaskParts, paddingOnly, zeroPaddedQueries, ATTENTION_LAYER_ARGS,
-  ATTENTION_CALL_ARGS, AttentionCapabilities, FULL_CAPABILITIES, cacheBytes, DECODE_DENSE_SCORES, POSITION_ENCODINGS,
+  AttendOptions, MaskParts, paddingOnly, zeroPaddedQueries, ATTENTION_LAYER_ARGS, ATTENTION_CALL_ARGS, FULL_CAPABILITIES,
+  cacheBytes, DECODE_DENSE_SCORES, POSITION_ENCODINGS,
 } from './layers/base_attention';
 export {DEFAULT_ROPE_BASE} from './ops/rope';
 export {GRAPH_VERSIONS, GRAPH_OPTIONS} from './ops/graph';
@@ -45,7 +45,7 @@ export {linearStateStep, LinearState} from './ops/linear_decode';
 export {localGlobalStep, LocalGlobalState} from './ops/local_global_decode';
 export {MHA_IMPLEMENTATIONS, FLASH_AUTO_MIN_SCORES} from './layers/multi_head_attention';
 export {GRAPH_LAYER_ARGS, GRAPH_CALL_ARGS} from './layers/graph_attention';
-export {dense, layerNorm, DENSE_ACTIVATIONS, DenseActivation} from './ops/dense';
+export {dense, layerNorm, DENSE_ACTIVATIONS} from './ops/dense';
 export {ATTENTION_KIND_TABLE, AttentionKindEntry, AttentionLayerClass, KindFlag, attentionKinds} from './layers/kinds';
 export {LAYER_CLASSES} from './register';
 export {TRANSFORMER_POSITIONS} from './train/model';

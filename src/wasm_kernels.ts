@@ -437,17 +437,19 @@ export function installSliceFromHeap(): WasmKernelStatus['Slice'] {
 let registered = false;
 
 /**
- * Registers the kernels above for 'wasm' unless a kernel of that name is already there,
- * and installs the replacements (`installSliceFromHeap`, ...). Does nothing until
- * tfjs-backend-wasm has registered its kernels (they would replace these); then once.
- * Runs when the library is imported and when selectBackend imports the wasm backend.
+ * Registers the kernels tfjs-backend-wasm lacks (UnsortedSegmentSum) for 'wasm' unless a
+ * kernel of that name is already there: at once, whether or not the wasm backend is imported
+ * yet (it registers none of that name), so an embedding trains on wasm whatever the import
+ * order. Then installs the replacements (`installSliceFromHeap`, ...) once tfjs-backend-wasm
+ * has registered its kernels (those would replace the replacements): when the library is
+ * imported after it, or when selectBackend imports it.
  */
 export function registerMissingWasmKernels(): void {
-  if (registered || tf.getKernel('Slice', 'wasm') == null) return;
-  registered = true;
   for (const config of [unsortedSegmentSumConfig]) {
     if (tf.getKernel(config.kernelName, 'wasm') == null) tf.registerKernel(config);
   }
+  if (registered || tf.getKernel('Slice', 'wasm') == null) return;
+  registered = true;
   if (current === 'library') installReplacements(); // else setLibraryKernels('library') does
 }
 

@@ -75,9 +75,11 @@ export function resolveThreads(threads: ThreadsArg): number {
 
 /** The threads the running wasm backend uses (1 before it starts or when it is not the backend). */
 export function wasmThreads(): number {
-  if (tf.getBackend() !== 'wasm' || wasmApi == null) return 1;
+  if (tf.getBackend() !== 'wasm') return 1;
+  // The backend's own module knows too, when the user's import started it (not selectBackend).
+  const own = (tf.backend() as unknown as {wasm?: {tfjs?: {getThreadsCount?(): number}}}).wasm?.tfjs;
   try {
-    return Math.max(1, wasmApi.getThreadsCount());
+    return Math.max(1, wasmApi?.getThreadsCount() ?? own?.getThreadsCount?.() ?? 1);
   } catch {
     return 1;
   }

@@ -48,6 +48,28 @@ describe(title('cli'), () => {
   });
 
   it('an unknown flag exits 2 with one line', () => expectUsageError(['--nosuch'], /unknown option '--nosuch'/));
+
+  it('help, help <command>, --help and --version anywhere on the line print to stdout and exit 0', async () => {
+    const help = await cli('help');
+    expect([help.code, help.stderr]).toEqual([0, '']);
+    expect(help.stdout).toMatch(/^Usage: tfjs-attention \[options\] \[command\]/);
+    expect(help.stdout).toMatch(/^\s+help \[command\]/m);
+    for (const argv of [['help', 'train'], ['train', '--bogus', '--help'], ['train', '-h']]) {
+      const r = await cli(...argv);
+      expect({argv, code: r.code, stderr: r.stderr}).toEqual({argv, code: 0, stderr: ''});
+      expect(r.stdout).toMatch(/^Usage: tfjs-attention train \[options\]\n/);
+      expect(r.stdout).toMatch(/^\s+--task <name>/m);
+    }
+    const printed = await cli('train', '--version');
+    expect([printed.code, printed.stdout]).toEqual([0, `${version}\n`]);
+  });
+
+  it('no command prints the help on stderr and exits 2; help for an unknown command exits 2', async () => {
+    const none = await cli();
+    expect([none.code, none.stdout]).toEqual([2, '']);
+    expect(none.stderr).toMatch(/^Usage: tfjs-attention/);
+    await expectUsageError(['help', 'trian'], /unknown command 'trian' \(Did you mean train\?\)/);
+  });
   it('a misspelt bench flag exits 2 with one line', () => expectUsageError(['bench', '--onl', 'sdpa'], /--onl\b.*--only/));
   it('an unknown command exits 2', () => expectUsageError(['frobnicate'], /unknown command 'frobnicate'/));
   it('bench --only nosuch exits 2', () => expectUsageError(['bench', '--only', 'nosuch'], /'nosuch'.*naive, sdpa/));

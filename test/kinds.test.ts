@@ -1,8 +1,8 @@
 // The kind table and the capabilities each layer class declares: the factory, the model
 // builder and the CLI read the table; the base class enforces the capabilities.
 import * as tf from '@tensorflow/tfjs';
-import {ATTENTION_KINDS, attentionLayer, buildTransformer} from '../src';
-import {ATTENTION_KIND_TABLE, attentionKinds, AttentionLayerBase} from '../src/internals';
+import {ATTENTION_KINDS, attentionLayer, AttentionLayerBase, buildTransformer} from '../src';
+import {ATTENTION_KIND_TABLE, attentionKinds} from '../src/internals';
 import {kindFlags} from '../src/layers/kinds';
 import {expectError, expectNoLeaks} from './helpers';
 

@@ -211,15 +211,32 @@ export class Command {
       throw new UsageError('version', 0);
     }
     if (first.startsWith('-')) throw new UsageError(`unknown option '${first}'`);
-    const sub = this.commands.find((c) => c.name === first);
-    if (sub == null) {
-      const near = nearest(first, this.commands.map((c) => c.name));
-      throw new UsageError(`unknown command '${first}'${near != null ? ` (Did you mean ${near}?)` : ''}`);
+    if (first === 'help') { // `help` or `help <command>`
+      this.output().writeOut(rest.length === 0 ? this.help() : this.subcommand(rest[0]).help());
+      throw new UsageError('help', 0);
     }
-    await sub.run(rest);
+    await this.subcommand(first).run(rest);
+  }
+
+  /** The subcommand `name`, or a usage error naming the nearest one. */
+  private subcommand(name: string): Command {
+    const sub = this.commands.find((c) => c.name === name);
+    if (sub != null) return sub;
+    const near = nearest(name, this.commands.map((c) => c.name));
+    throw new UsageError(`unknown command '${name}'${near != null ? ` (Did you mean ${near}?)` : ''}`);
   }
 
   private async run(argv: string[]): Promise<void> {
+    // Help and the version win over anything else on the line, as they do at the top.
+    if (argv.includes('-h') || argv.includes('--help')) {
+      this.output().writeOut(this.help());
+      throw new UsageError('help', 0);
+    }
+    const version = this.parent?.versionText;
+    if (version != null && (argv.includes('-V') || argv.includes('--version'))) {
+      this.output().writeOut(`${version}\n`);
+      throw new UsageError('version', 0);
+    }
     const flags: Record<string, unknown> = {};
     this.sources = {};
     for (const o of this.options) {
@@ -230,10 +247,6 @@ export class Command {
     }
     for (let i = 0; i < argv.length; i++) {
       const arg = argv[i];
-      if (arg === '-h' || arg === '--help') {
-        this.output().writeOut(this.help());
-        throw new UsageError('help', 0);
-      }
       if (!arg.startsWith('-')) {
         throw new UsageError(`too many arguments for '${this.name}': it takes flags only, received '${arg}'`);
       }
@@ -267,7 +280,8 @@ export class Command {
     if (this.versionText != null) options.unshift(new Option('-V, --version', 'print the version'));
     lines.push('Options:', ...table(options.map((o) => [o.flags, o.helpText()])));
     if (this.commands.length > 0) {
-      lines.push('', 'Commands:', ...table(this.commands.map((c) => [`${c.name} [options]`, c.text])));
+      lines.push('', 'Commands:', ...table([...this.commands.map((c): [string, string] => [`${c.name} [options]`, c.text]),
+        ['help [command]', 'print help for a command']]));
     }
     return `${lines.join('\n')}\n${this.after}`;
   }
@@ -315,14 +329,17 @@ function nearest(word: string, names: string[]): string | null {
   return best;
 }
 
+/** Edits (insert, delete, replace, swap two neighbours) that turn `a` into `b`. */
 function editDistance(a: string, b: string): number {
+  let before: number[] = [];
   let row = Array.from({length: b.length + 1}, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     const next = [i];
     for (let j = 1; j <= b.length; j++) {
       next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) next[j] = Math.min(next[j], before[j - 2] + 1);
     }
-    row = next;
+    [before, row] = [row, next];
   }
   return row[b.length];
 }

@@ -3,8 +3,11 @@
  * that train as the CLI does. Toy tasks (minGPT-style generators), the text and graph tasks,
  * a trainer with evaluation, checkpoints that store the config with the weights, and the
  * fused Adam optimizer. The models themselves (`buildTransformer`, `generate`, `loadModel`)
- * are in the core entry. It only re-exports.
+ * are in the core entry. It re-exports, and registers the kernel and gradient fixes as the
+ * core entry does (a page may import this entry alone).
  */
+import '../backend';
+
 export {
   makeToyTask, makeTask, TASK_NAMES, ALL_TASK_NAMES, TaskName, AnyTaskName, TaskOptions, AnyTaskOptions, Task, ToyTask,
   TaskBatch, Split, SPLITS, BLANK, SEP, FIRST_SYMBOL, TEXT_TASK,

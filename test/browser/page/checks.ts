@@ -13,12 +13,10 @@ import {setWasmPaths} from '@tensorflow/tfjs-backend-wasm';
 import {
   AttentionError, FlashAttention, LinearAttention, LocalGlobalAttention, MultiHeadAttention, flashAttention,
   linearAttention, loadModel, localGlobalAttention, scaledDotProductAttention, selectBackend, fileSystem, BackendName,
-  loadKerasModel, buildTransformer, generate, GraphAttention, setLibraryKernels,
+  loadKerasModel, buildTransformer, generate, GraphAttention, setLibraryKernels, AttentionLayerBase,
 } from 'tfjs-attention';
 import {loadCheckpoint, readTrainingRecord, saveCheckpoint, train} from 'tfjs-attention/train';
-import {
-  AttentionLayerBase, cpuKernelStatus, gradientStatus, installSliceFromHeap, wasmKernelStatus,
-} from 'tfjs-attention/internals';
+import {cpuKernelStatus, gradientStatus, installSliceFromHeap, wasmKernelStatus} from 'tfjs-attention/internals';
 
 setWasmPaths('/wasm/');
 
