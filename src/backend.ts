@@ -4,11 +4,12 @@
  * environment variable TFJS_ATTENTION_BACKEND overrides `auto` in Node.
  *
  * Importing this module changes only speed, missing gradients and a few tfjs 4.22 bugs (the
- * edge cases docs/backends.md lists): it registers the library's own kernels (library_kernels.ts), gradients tfjs
- * lacks or computes slowly (gradients.ts), a linear UnsortedSegmentSum for cpu
- * (cpu_kernels.ts), and, when tfjs-backend-wasm is already imported, the wasm kernel fixes
- * (wasm_kernels.ts). It never registers a backend: the wasm backend (a dependency of the
- * library) is imported by selectBackend when it tries wasm, and its fixes are installed then.
+ * edge cases docs/backends.md lists): it registers the library's own kernels
+ * (library_kernels.ts), gradients tfjs lacks or computes slowly (gradients.ts), a linear
+ * UnsortedSegmentSum for cpu (cpu_kernels.ts), the UnsortedSegmentSum tfjs-wasm lacks, and,
+ * when tfjs-backend-wasm is already imported, the wasm replacements (wasm_kernels.ts). It
+ * never registers a backend: the wasm backend (a dependency of the library) is imported by
+ * selectBackend when it tries wasm, and the replacements are installed then.
  * tfjs-node is loaded the same way, with a name held in a variable, so browser bundlers never
  * see it and a missing or broken install is an ordinary, caught failure. The webgpu backend
  * is the user's to import (`@tensorflow/tfjs-backend-webgpu`); webgl comes with

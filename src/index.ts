@@ -6,8 +6,8 @@
  * `selectBackend`). It only re-exports. Importing it registers the library's layer classes,
  * its own kernels and the kernel and gradient fixes for tfjs's cpu (and wasm, once that
  * backend is imported), which change only speed, missing gradients and a few tfjs 4.22 bugs
- * (docs/backends.md lists them; `setLibraryKernels('tfjs')` puts tfjs's own back); it never registers or selects
- * a backend. It imports in a browser: the functions that read or write files reach Node's fs
+ * (docs/backends.md lists them; `setLibraryKernels('tfjs')` puts tfjs's own back); it never
+ * registers or selects a backend. It imports in a browser: the functions that read or write files reach Node's fs
  * lazily and throw UNSUPPORTED elsewhere (runtime.ts). In Node, the package's `node` export
  * condition loads node.ts instead, which adds the `file://` router.
  *

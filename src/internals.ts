@@ -35,8 +35,8 @@ export {
 export {localBlockSize, validGlobalIndices, MIN_LOCAL_BLOCK} from './ops/local_global';
 export {keyPaddingKeep, CAUSAL_ALIGNMENTS} from './ops/masks';
 export {
-  AttendOptions, MaskParts, paddingOnly, zeroPaddedQueries, ATTENTION_LAYER_ARGS, ATTENTION_CALL_ARGS, FULL_CAPABILITIES,
-  cacheBytes, DECODE_DENSE_SCORES, POSITION_ENCODINGS,
+  AttendOptions, MaskParts, paddingOnly, zeroPaddedQueries, ATTENTION_LAYER_ARGS, ATTENTION_CALL_ARGS,
+  FULL_CAPABILITIES, cacheBytes, DECODE_DENSE_SCORES, POSITION_ENCODINGS,
 } from './layers/base_attention';
 export {DEFAULT_ROPE_BASE} from './ops/rope';
 export {GRAPH_VERSIONS, GRAPH_OPTIONS} from './ops/graph';

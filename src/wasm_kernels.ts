@@ -496,8 +496,8 @@ export function followLibraryKernels(apply: (which: LibraryKernels) => void): vo
  * ('tfjs'), on every backend, or the library's again ('library'); kernels the library adds
  * because tfjs lacks them stay, and its own kernels (library_kernels.ts: column sums, Adam)
  * go unused under 'tfjs'. The setting holds for backends started later too. The way to opt
- * out of the replacements (they change speed, missing gradients and a few tfjs 4.22 bugs), and how the bench
- * measures what they gain (bench --suite step). Returns the previous setting.
+ * out of the replacements (they change speed, missing gradients and a few tfjs 4.22 bugs),
+ * and how the bench measures what they gain (bench --suite step). Returns the previous setting.
  */
 export function setLibraryKernels(which: LibraryKernels): LibraryKernels {
   const previous = current;

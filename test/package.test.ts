@@ -9,7 +9,9 @@ import * as os from 'os';
 import * as path from 'path';
 import {execFileSync, spawnSync} from 'child_process';
 import {installApp, packTarball, productionTree} from './fixtures/app';
-import {compileBlocks, DocBlock, docFiles, extractBlocks, inTurns, missingOutput, runBlock} from './fixtures/doc_blocks';
+import {
+  compileBlocks, DocBlock, docFiles, extractBlocks, inTurns, missingOutput, runBlock,
+} from './fixtures/doc_blocks';
 
 const ROOT = path.join(__dirname, '..');
 const HEAVY = ['vega', 'vega-lite', 'commander', 'cli-progress', '@tensorflow/tfjs-node'];
@@ -54,7 +56,8 @@ describe('package (packed, installed by npm into an app, run by node)', () => {
     expect(fs.existsSync(path.join(pkg, 'dist', 'esm', 'cli'))).toBe(false);
   });
 
-  test('every link of the README and docs/ resolves: relative ones to a shipped file, images absolute; README <= 200 lines', () => {
+  test('every link of the README and docs/ resolves (relative ones to a shipped file, images absolute); ' +
+    'the README has at most 200 lines', () => {
     expect(fs.readFileSync(path.join(pkg, 'README.md'), 'utf8').trimEnd().split('\n').length).toBeLessThanOrEqual(200);
     const bad: string[] = [];
     for (const file of docFiles()) {
@@ -71,7 +74,8 @@ describe('package (packed, installed by npm into an app, run by node)', () => {
     expect(bad).toEqual([]);
   });
 
-  test('the production tree holds the wasm backend and none of vega, vega-lite, commander, cli-progress, tfjs-node', () => {
+  test('the production tree holds the wasm backend and none of vega, vega-lite, commander, cli-progress, ' +
+    'tfjs-node', () => {
     const tree = productionTree(app);
     expect(tree).toEqual(expect.arrayContaining(['tfjs-attention', '@tensorflow/tfjs', '@tensorflow/tfjs-backend-wasm']));
     expect(tree.filter((n) => HEAVY.includes(n))).toEqual([]);

@@ -11,7 +11,10 @@
 /** Thrown by a value parser for a bad value; the parser reports it with the flag and the value. */
 export class InvalidArgumentError extends Error {}
 
-/** A bad command line (exitCode 2; an empty message when the help was printed instead), or help or the version printed (exitCode 0). */
+/**
+ * A bad command line (exitCode 2; an empty message when the help was printed instead), or
+ * help or the version printed (exitCode 0).
+ */
 export class UsageError extends Error {
   constructor(message: string, readonly exitCode: 0 | 2 = 2) {
     super(message);
@@ -280,8 +283,8 @@ export class Command {
     if (this.versionText != null) options.unshift(new Option('-V, --version', 'print the version'));
     lines.push('Options:', ...table(options.map((o) => [o.flags, o.helpText()])));
     if (this.commands.length > 0) {
-      lines.push('', 'Commands:', ...table([...this.commands.map((c): [string, string] => [`${c.name} [options]`, c.text]),
-        ['help [command]', 'print help for a command']]));
+      const rows = this.commands.map((c): [string, string] => [`${c.name} [options]`, c.text]);
+      lines.push('', 'Commands:', ...table([...rows, ['help [command]', 'print help for a command']]));
     }
     return `${lines.join('\n')}\n${this.after}`;
   }
@@ -337,7 +340,8 @@ function editDistance(a: string, b: string): number {
     const next = [i];
     for (let j = 1; j <= b.length; j++) {
       next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) next[j] = Math.min(next[j], before[j - 2] + 1);
+      const swapped = i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1];
+      if (swapped) next[j] = Math.min(next[j], before[j - 2] + 1);
     }
     [before, row] = [row, next];
   }
