@@ -42,14 +42,14 @@ type Path = typeof import('path');
 type Crypto = typeof import('crypto');
 type NodeModule = typeof import('module');
 
-/** The two functions of tfjs-backend-wasm this module calls. */
-export interface WasmThreadsApi {getThreadsCount(): number; setThreadsCount(n: number): void}
+/** The function of tfjs-backend-wasm that sets the threads of its next start. */
+export interface WasmThreadsApi {setThreadsCount(n: number): void}
 
 // The wasm backend is imported by selectBackend when first needed (never at the library's
-// import, which must not change the backend tfjs picks); it hands its functions here.
+// import, which must not change the backend tfjs picks); it hands its function here.
 let wasmApi: WasmThreadsApi | null = null;
 
-/** Gives this module tfjs-backend-wasm's thread functions (backend.ts, once the backend is imported). */
+/** Gives this module tfjs-backend-wasm's setThreadsCount (backend.ts, once the backend is imported). */
 export function provideWasmThreadsApi(api: WasmThreadsApi): void {
   wasmApi = api;
 }
@@ -76,10 +76,10 @@ export function resolveThreads(threads: ThreadsArg): number {
 /** The threads the running wasm backend uses (1 before it starts or when it is not the backend). */
 export function wasmThreads(): number {
   if (tf.getBackend() !== 'wasm') return 1;
-  // The backend's own module knows too, when the user's import started it (not selectBackend).
+  // The running backend's module, however it was imported (selectBackend's import or the user's).
   const own = (tf.backend() as unknown as {wasm?: {tfjs?: {getThreadsCount?(): number}}}).wasm?.tfjs;
   try {
-    return Math.max(1, wasmApi?.getThreadsCount() ?? own?.getThreadsCount?.() ?? 1);
+    return Math.max(1, own?.getThreadsCount?.() ?? 1);
   } catch {
     return 1;
   }

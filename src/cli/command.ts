@@ -7,6 +7,7 @@
  * Usage errors throw UsageError with the one-line message the CLI prints; help and version
  * are printed and throw UsageError with exit code 0.
  */
+import {nearestName} from '../validate';
 
 /** Thrown by a value parser for a bad value; the parser reports it with the flag and the value. */
 export class InvalidArgumentError extends Error {}
@@ -29,6 +30,13 @@ export interface CommandOutput {
 
 type Parser = (value: string) => unknown;
 
+/** The key of a flag in the parsed flags: '--kv-heads <n>' -> 'kvHeads', '--no-heap' -> 'heap'. */
+export function flagKey(flags: string): string {
+  const long = flags.replace(/^-\w, /, '').replace(/ .*$/, '');
+  const name = long.startsWith('--no-') && !flags.includes('<') ? long.slice(5) : long.slice(2);
+  return name.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
 /** One flag: '--out <dir>' (takes a value), '--quiet' (boolean) or '--no-heap' (true unless given). */
 export class Option {
   readonly long: string;
@@ -50,8 +58,7 @@ export class Option {
     this.long = m[2];
     this.takesValue = flags.includes('<');
     this.negated = !this.takesValue && this.long.startsWith('--no-');
-    const name = this.negated ? this.long.slice(5) : this.long.slice(2);
-    this.key = name.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+    this.key = flagKey(flags);
     if (this.negated) this.defaultValue = true;
   }
 
@@ -225,7 +232,7 @@ export class Command {
   private subcommand(name: string): Command {
     const sub = this.commands.find((c) => c.name === name);
     if (sub != null) return sub;
-    const near = nearest(name, this.commands.map((c) => c.name));
+    const near = nearestName(name, this.commands.map((c) => c.name));
     throw new UsageError(`unknown command '${name}'${near != null ? ` (Did you mean ${near}?)` : ''}`);
   }
 
@@ -257,7 +264,7 @@ export class Command {
       const flag = eq > 0 ? arg.slice(0, eq) : arg;
       const o = this.options.find((x) => x.long === flag || x.short === flag);
       if (o == null) {
-        const near = nearest(flag, this.options.map((x) => x.long));
+        const near = nearestName(flag, this.options.map((x) => x.long));
         throw new UsageError(`unknown option '${flag}'${near != null ? ` (Did you mean ${near}?)` : ''}`);
       }
       if (o.takesValue) {
@@ -316,34 +323,4 @@ function table(rows: [string, string][]): string[] {
     return name.length > width ? `  ${name}\n${' '.repeat(width + 4)}${wrap(text, width + 4)}`
       : `${head}${wrap(text, head.length)}`;
   });
-}
-
-/** The name in `names` nearest `word` (at most a third of its letters edited), or null. */
-function nearest(word: string, names: string[]): string | null {
-  let best: string | null = null;
-  let bestDistance = Math.max(1, Math.floor(word.replace(/^-+/, '').length / 3));
-  for (const name of names) {
-    const d = editDistance(word, name);
-    if (d <= bestDistance) {
-      best = name;
-      bestDistance = d;
-    }
-  }
-  return best;
-}
-
-/** Edits (insert, delete, replace, swap two neighbours) that turn `a` into `b`. */
-function editDistance(a: string, b: string): number {
-  let before: number[] = [];
-  let row = Array.from({length: b.length + 1}, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) {
-      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-      const swapped = i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1];
-      if (swapped) next[j] = Math.min(next[j], before[j - 2] + 1);
-    }
-    [before, row] = [row, next];
-  }
-  return row[b.length];
 }

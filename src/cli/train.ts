@@ -16,6 +16,7 @@ import {TRANSFORMER_POSITIONS, TransformerPositions} from '../train/model';
 import {decodeText, DEFAULT_SEQ_LENGTH, encodeText} from '../train/text';
 import {EVAL_SEED_OFFSET, evaluate, Metrics, StepInfo, train, trainDefaults} from '../train/trainer';
 import {loadKerasModel} from '../keras/load';
+import {flagKey} from './command';
 import {ProgressBar} from './progress_bar';
 import {CliIO, describeLayers, floatArg, intArg, intListArg, kerasUrl, maxBytesOption, threadsOption} from './shared';
 import {ThreadsArg} from '../wasm_threads';
@@ -38,10 +39,6 @@ interface TrainFlags {
   [kindFlag: string]: unknown;
 }
 
-/** The key of a flag in the parsed flags: '--block-size <n>' -> 'blockSize'. */
-function flagKey(flag: string): string {
-  return flag.replace(/^--/, '').replace(/ .*$/, '').replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-}
 
 /**
  * The layer arguments the kinds' own flags set for `kind`: given flags, else the kind's CLI
