@@ -1,5 +1,5 @@
 // AssemblyScript source of the library's batched product kernel for the wasm backend
-// (compiled by scripts/build-native.js into src/native_module.ts; see src/wasm_native.ts).
+// (compiled by scripts/build-native.js into src/kernels/native_module.ts; see src/kernels/wasm_native.ts).
 //
 // It runs on tfjs-backend-wasm's own memory (imported, so operands are read and written
 // where the tensors live) and keeps no state: no data segments, no globals, no allocation.

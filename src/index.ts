@@ -17,12 +17,12 @@
  * made of on `tfjs-attention/internals` (no stability promise); the CLI and the bench are not
  * exported.
  */
-import './backend'; // the kernel and gradient fixes (no backend is registered)
+import './kernels/backend'; // the kernel and gradient fixes (no backend is registered)
 
-export {AttentionError, AttentionErrorCode} from './errors';
-export {selectBackend, BackendChoice, BackendName, BackendOptions} from './backend';
-export {wasmThreads, ThreadsArg} from './wasm_threads';
-export {setLibraryKernels, LibraryKernels} from './wasm_kernels';
+export {AttentionError, AttentionErrorCode} from './core/errors';
+export {selectBackend, BackendChoice, BackendName, BackendOptions} from './kernels/backend';
+export {wasmThreads, ThreadsArg} from './kernels/wasm_threads';
+export {setLibraryKernels, LibraryKernels} from './kernels/wasm_kernels';
 
 // ops
 export {scaledDotProductAttention, SdpaOptions, AttentionWithWeights} from './ops/sdpa';
@@ -38,7 +38,7 @@ export {causalMask, SparseMask, HnswMask, HnswMaskOptions, CausalAlignment, Caus
 export {
   AttentionLayerBase, AttentionLayerArgs, AttentionCallArgs, AttentionCache, AttentionCapabilities, PositionEncoding,
 } from './layers/base_attention';
-export {WeightShape} from './limits';
+export {WeightShape} from './core/limits';
 export {MultiHeadAttention, MultiHeadAttentionArgs, MhaImplementation} from './layers/multi_head_attention';
 export {FlashAttention, FlashAttentionArgs} from './layers/flash_attention';
 export {LinearAttention, LinearAttentionArgs} from './layers/linear_attention';
@@ -49,14 +49,13 @@ export {DenseActivation} from './ops/dense';
 export {FusedLayerNormalization, FusedLayerNormalizationArgs} from './layers/fused_layer_norm';
 export {attentionLayer} from './layers/factory';
 export {ATTENTION_KINDS, AttentionKind, AnyAttentionArgs} from './layers/kinds';
-export {registerAttentionLayers} from './register';
+export {registerAttentionLayers} from './layers/register';
 
 // models: build, decode, save and load
-export {
-  buildTransformer, TransformerOptions, PositionEmbedding, PositionEmbeddingArgs, TransformerPositions,
-} from './train/model';
+export {buildTransformer, TransformerOptions, TransformerPositions} from './train/model';
+export {PositionEmbedding, PositionEmbeddingArgs} from './layers/position_embedding';
 export {generate, GenerateOptions} from './train/generate';
 export {loadModel, ModelLoadOptions} from './train/checkpoint';
 export {fileSystem, FileSystemOptions} from './io/file_system';
 export {loadKerasModel, KerasLoadOptions} from './keras/load';
-export {VERSION} from './version';
+export {VERSION} from './core/version';

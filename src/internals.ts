@@ -5,23 +5,23 @@
  * promised to stay: names may change in any release. What users build with is in the core
  * entry (index.ts) and in `tfjs-attention/train`.
  */
-import './backend'; // the kernel and gradient fixes, as the core entry
+import './kernels/backend'; // the kernel and gradient fixes, as the core entry
 
 export {
   autoBackends, BACKEND_CHOICES, NODE_BACKEND_CHOICES, BACKEND_ENV_VAR, loadTfjsNode, loadWasmBackend,
-} from './backend';
-export {MAX_WASM_THREADS, KNOWN_WASM_VERSION} from './wasm_threads';
+} from './kernels/backend';
+export {MAX_WASM_THREADS, KNOWN_WASM_VERSION} from './kernels/wasm_threads';
 export {
   wasmKernelStatus, WasmKernelStatus, installSliceFromHeap, isCopyingSlice, installFastProducts, installTileFromHeap,
   ProductName,
-} from './wasm_kernels';
-export {installGatherFromHeap} from './wasm_gather';
-export {gradientStatus, GradientStatus, GradientState, GradName} from './gradients';
-export {cpuKernelStatus, CpuKernelStatus, installLinearSegmentSum, isPerSegmentSum} from './cpu_kernels';
-export {isNode} from './runtime';
+} from './kernels/wasm_kernels';
+export {installGatherFromHeap} from './kernels/wasm_gather';
+export {gradientStatus, GradientStatus, GradientState, GradName} from './kernels/gradients';
+export {cpuKernelStatus, CpuKernelStatus, installLinearSegmentSum, isPerSegmentSum} from './kernels/cpu_kernels';
+export {isNode} from './core/runtime';
 export {registerFileRouter} from './io/file_system';
 export {MAX_JSON_BYTES} from './io/load_limits';
-export {DEFAULT_MAX_BYTES} from './limits';
+export {DEFAULT_MAX_BYTES} from './core/limits';
 export {SDPA_TILE_SCORES} from './ops/sdpa';
 export {DEFAULT_BLOCK_SIZE, FLASH_TILE_SCORES} from './ops/flash';
 export {
@@ -47,7 +47,7 @@ export {MHA_IMPLEMENTATIONS, FLASH_AUTO_MIN_SCORES} from './layers/multi_head_at
 export {GRAPH_LAYER_ARGS, GRAPH_CALL_ARGS} from './layers/graph_attention';
 export {dense, layerNorm, DENSE_ACTIVATIONS} from './ops/dense';
 export {ATTENTION_KIND_TABLE, AttentionKindEntry, AttentionLayerClass, KindFlag, attentionKinds} from './layers/kinds';
-export {LAYER_CLASSES} from './register';
+export {LAYER_CLASSES} from './layers/register';
 export {TRANSFORMER_POSITIONS} from './train/model';
 export {
   GENERATE_OPTIONS, sampleToken, transformerDecoder, TransformerDecoder, DecoderCache, disposeDecoderCache,

@@ -9,7 +9,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {provideNodeModules} from './runtime';
+import {provideNodeModules} from './core/runtime';
 import {registerFileRouter} from './io/file_system';
 
 provideNodeModules({fs, path});

@@ -2,7 +2,7 @@
  * The browser side of the project, from Node: bundle a page with esbuild, serve it on
  * 127.0.0.1, and find the system's Chromium. `npm run demo` runs main(): it bundles the
  * demo (examples/browser/page/demo.ts) and serves it at http://127.0.0.1:8080/ (or PORT).
- * The browser tests (test/browser.test.ts) use the same functions.
+ * The browser tests (test/package/browser.test.ts) use the same functions.
  */
 import * as fs from 'fs';
 import * as http from 'http';

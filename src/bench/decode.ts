@@ -17,13 +17,13 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {BackendChoice, selectBackend} from '../backend';
-import {ThreadsArg} from '../wasm_threads';
-import {AttentionError, show} from '../errors';
+import {BackendChoice, selectBackend} from '../kernels/backend';
+import {ThreadsArg} from '../kernels/wasm_threads';
+import {AttentionError, show} from '../core/errors';
 import {AttentionCache, AttentionLayerBase, cacheBytes} from '../layers/base_attention';
 import {attentionLayer} from '../layers/factory';
 import {ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind} from '../layers/kinds';
-import {assertPositiveInt} from '../validate';
+import {assertPositiveInt} from '../core/validate';
 import {median, timeOnce} from './measure';
 import {fixed, markdownTable} from './report';
 import {collectMeta, BenchMeta} from './meta';

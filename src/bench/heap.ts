@@ -23,7 +23,7 @@
 import {spawn} from 'child_process';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {selectBackend} from '../backend';
+import {selectBackend} from '../kernels/backend';
 import {MatMulPath, setMatMulPath} from '../ops/matmul';
 import {IMPLS} from './impls';
 import {AttentionShape, Pass} from './measure';

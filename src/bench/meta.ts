@@ -4,8 +4,8 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {getMatMulPath, splitsProducts} from '../ops/matmul';
-import {packageRoot} from '../runtime';
-import {wasmThreads} from '../wasm_threads';
+import {packageRoot} from '../core/runtime';
+import {wasmThreads} from '../kernels/wasm_threads';
 
 export interface BenchMeta {
   /**

@@ -5,13 +5,13 @@
  * measure.ts for what is measured, report.ts and plots.ts for the files written.
  */
 import * as tf from '@tensorflow/tfjs';
-import {BackendChoice, selectBackend} from '../backend';
-import {ThreadsArg} from '../wasm_threads';
-import {AttentionError, show} from '../errors';
-import {assertNonNegativeInt, assertPositiveInt} from '../validate';
+import {BackendChoice, selectBackend} from '../kernels/backend';
+import {ThreadsArg} from '../kernels/wasm_threads';
+import {AttentionError, show} from '../core/errors';
+import {assertNonNegativeInt, assertPositiveInt} from '../core/validate';
 import {BenchImpl, IMPLS} from './impls';
 import {MatMulPath, getMatMulPath, setMatMulPath} from '../ops/matmul';
-import {isNode} from '../runtime';
+import {isNode} from '../core/runtime';
 import {measureHeap} from './heap';
 import {AttentionShape, Pass, PASSES, PassFn, attentionFloorBytes, attentionFlops, measurePass} from './measure';
 import {collectMeta} from './meta';

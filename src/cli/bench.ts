@@ -2,8 +2,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {Command, Option} from './command';
-import {BackendChoice, NODE_BACKEND_CHOICES} from '../backend';
-import {AttentionError} from '../errors';
+import {BackendChoice, NODE_BACKEND_CHOICES} from '../kernels/backend';
+import {AttentionError} from '../core/errors';
 import {IMPLS, IMPL_NAMES} from '../bench/impls';
 import {DENSE_IMPLS, DENSE_MAX_T, FULL_PRESET, QUICK_PRESET, SUITES, SUITE_NAMES, SuiteName, overrideShapes, runBench}
   from '../bench/run';
@@ -11,11 +11,11 @@ import {formatMeta, formatTable, summarize} from '../bench/report';
 import {DECODE_CONTEXTS, DECODE_ROWS, DecodeRowName, formatDecodeTable, runDecodeBench, summarizeDecode}
   from '../bench/decode';
 import {STEP_ROWS, StepRowName, formatStepTable, runStepBench, summarizeSteps} from '../bench/step';
-import {LibraryKernels} from '../wasm_kernels';
+import {LibraryKernels} from '../kernels/wasm_kernels';
 import {WORKLOADS} from '../bench/workloads';
 import {MATMUL_PATHS, MatMulPath} from '../ops/matmul';
 import {CliIO, intArg, intListArg, namesArg, threadsOption} from './shared';
-import {ThreadsArg} from '../wasm_threads';
+import {ThreadsArg} from '../kernels/wasm_threads';
 
 const ROW_NAMES = [...IMPL_NAMES, ...Object.keys(WORKLOADS)];
 const describe = (n: string) => (IMPLS[n] ?? WORKLOADS[n]).description;

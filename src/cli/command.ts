@@ -7,7 +7,7 @@
  * Usage errors throw UsageError with the one-line message the CLI prints; help and version
  * are printed and throw UsageError with exit code 0.
  */
-import {nearestName} from '../validate';
+import {nearestName} from '../core/validate';
 
 /** Thrown by a value parser for a bad value; the parser reports it with the flag and the value. */
 export class InvalidArgumentError extends Error {}

@@ -5,11 +5,11 @@
  * tf.loadLayersModel once it has imported tfjs-attention.
  */
 import {Command, Option} from './command';
-import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../backend';
-import {AttentionError} from '../errors';
+import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../kernels/backend';
+import {AttentionError} from '../core/errors';
 import {checkOutputFolder} from '../io/folder';
 import {loadKerasModel} from '../keras/load';
-import {node} from '../runtime';
+import {node} from '../core/runtime';
 import {CliIO, kerasJsonPath, maxBytesOption} from './shared';
 
 /** The real path of `p`, or its resolved path when it does not exist. */

@@ -6,14 +6,14 @@
  * it, decoding goes on from the last half of the text (generate's contextLength).
  */
 import {Command, Option} from './command';
-import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../backend';
-import {AttentionError} from '../errors';
+import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../kernels/backend';
+import {AttentionError} from '../core/errors';
 import {loadModel, readTrainingRecord} from '../train/checkpoint';
 import {generate} from '../train/generate';
 import {BLANK, SEP, TEXT_TASK} from '../train/tasks';
 import {decodeText, encodeText} from '../train/text';
 import {CliIO, floatArg, intArg, threadsOption, maxBytesOption} from './shared';
-import {ThreadsArg} from '../wasm_threads';
+import {ThreadsArg} from '../kernels/wasm_threads';
 
 interface GenerateFlags {
   model: string; prompt: string; maxNewTokens: number; temperature: number; topK: number; topP: number;

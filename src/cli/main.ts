@@ -7,7 +7,7 @@
  * `main` never exits the process: it returns the exit code (see EXIT in shared.ts).
  * Usage errors (unknown command or flag, bad value) print one line on stderr and give 2.
  */
-import {AttentionError} from '../errors';
+import {AttentionError} from '../core/errors';
 import {registerFileRouter} from '../io/file_system';
 import {readPackageJson} from '../bench/meta';
 import {registerBench} from './bench';

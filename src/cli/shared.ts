@@ -1,8 +1,8 @@
 /** What every command shares: where output goes, parsers for flag values, model descriptions. */
 import * as tf from '@tensorflow/tfjs';
 import {InvalidArgumentError, Option} from './command';
-import {node} from '../runtime';
-import {MAX_WASM_THREADS, ThreadsArg} from '../wasm_threads';
+import {node} from '../core/runtime';
+import {MAX_WASM_THREADS, ThreadsArg} from '../kernels/wasm_threads';
 
 /** Where a command writes; `process` in the real CLI, string buffers in tests. */
 export interface CliIO {

@@ -5,8 +5,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {Command, Option} from './command';
-import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../backend';
-import {AttentionError} from '../errors';
+import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../kernels/backend';
+import {AttentionError} from '../core/errors';
 import {AnyAttentionArgs, ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind, kindFlags} from '../layers/kinds';
 import {loadModel, readTrainingRecord} from '../train/checkpoint';
 import {ALL_TASK_NAMES, GRAPH_TASK, makeTask, TEXT_TASK} from '../train/tasks';
@@ -19,7 +19,7 @@ import {loadKerasModel} from '../keras/load';
 import {flagKey} from './command';
 import {ProgressBar} from './progress_bar';
 import {CliIO, describeLayers, floatArg, intArg, intListArg, kerasUrl, maxBytesOption, threadsOption} from './shared';
-import {ThreadsArg} from '../wasm_threads';
+import {ThreadsArg} from '../kernels/wasm_threads';
 
 /** What `npm run train` trains with no flags: a small GQA model on `reverse`. */
 export const TRAIN_DEFAULTS = {

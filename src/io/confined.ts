@@ -21,8 +21,8 @@
  * Every error is AttentionError('IO') naming the path and the sizes, never the file's
  * contents (a JSON parse error says where, not what).
  */
-import {AttentionError, brief} from '../errors';
-import {errno, errorMessage, node} from '../runtime';
+import {AttentionError, brief} from '../core/errors';
+import {errno, errorMessage, node} from '../core/runtime';
 import {MAX_JSON_BYTES} from './load_limits';
 
 

@@ -23,10 +23,10 @@
  * importing this module in a browser does not fail; calling them there throws UNSUPPORTED.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, brief} from '../errors';
-import {formatBytes} from '../limits';
-import {assertNode, isNode, node} from '../runtime';
-import {checkArgNames} from '../validate';
+import {AttentionError, brief} from '../core/errors';
+import {formatBytes} from '../core/limits';
+import {assertNode, isNode, node} from '../core/runtime';
+import {checkArgNames} from '../core/validate';
 import {
   checkRelativeName, closeFile, ModelFolder, modelFolder, OpenFile, openInFolder, readJsonInFolder, readOpenFile,
 } from './confined';

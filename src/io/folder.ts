@@ -72,8 +72,8 @@
  *
  * `fs` and `path` are required lazily so that importing this module in a browser works.
  */
-import {AttentionError} from '../errors';
-import {errno, errorMessage as message, node} from '../runtime';
+import {AttentionError} from '../core/errors';
+import {errno, errorMessage as message, node} from '../core/runtime';
 import {existsInFolder, modelFolder, readInFolder, readJsonInFolder} from './confined';
 import {MAX_JSON_BYTES} from './load_limits';
 import {DEFAULT_LOCK_TIMEOUT, FolderLock, LOCK_TEMP, lockFolder, removeDeadTakeover} from './lock';

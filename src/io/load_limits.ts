@@ -3,8 +3,8 @@
  * the file:// handler (file_system.ts, Node only) reaches loaders that must not import it.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
-import {DEFAULT_MAX_BYTES} from '../limits';
+import {AttentionError, show} from '../core/errors';
+import {DEFAULT_MAX_BYTES} from '../core/limits';
 
 /** The largest JSON file (model.json, training.json, optimizer.json) read by default: 64 MiB. */
 export const MAX_JSON_BYTES = 64 * 2 ** 20;

@@ -25,8 +25,8 @@
  * the next save's tidying (once its pid is gone, or it is 10 s old). Before each
  * commit the holder checks that the lock is still its own (`verify`).
  */
-import {AttentionError, brief} from '../errors';
-import {errno, node, nodeBuiltin} from '../runtime';
+import {AttentionError, brief} from '../core/errors';
+import {errno, node, nodeBuiltin} from '../core/runtime';
 import {modelFolder, readInFolder} from './confined';
 import {processStart, saveGone} from './saves';
 

@@ -19,9 +19,9 @@
  * are not all stand-ins is refused rather than trusted.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 import {dtypeBytes, formatBytes, isPlanned, isValidShape, markPlanned, maxTensorElements,
-  shapeSize} from '../limits';
+  shapeSize} from '../core/limits';
 
 /** One weight of a planned model. */
 export interface PlannedWeight {

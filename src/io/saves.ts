@@ -12,7 +12,7 @@
  * A save of another thread of this process (a worker) is taken to be running: its registry
  * cannot be seen from here.
  */
-import {errno, node, nodeBuiltin} from '../runtime';
+import {errno, node, nodeBuiltin} from '../core/runtime';
 
 const REGISTRY = Symbol.for('tfjs-attention.activeSaves');
 

@@ -1,6 +1,6 @@
 /** Sizes of the weights a weights manifest lists (browser-safe: no Node modules). */
 import * as tf from '@tensorflow/tfjs';
-import {dtypeBytes, shapeSize} from '../limits';
+import {dtypeBytes, shapeSize} from '../core/limits';
 
 /** Bytes of one weight in a weights file; -Infinity (no check) for kinds not sized here (strings). */
 export function specBytes(spec: tf.io.WeightsManifestEntry): number {

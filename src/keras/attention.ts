@@ -18,9 +18,9 @@
  * them again), and the bookkeeping keys `name`, `trainable`, `dtype` (passed on).
  * A key not listed here is UNSUPPORTED too: nothing is dropped silently.
  */
-import {KERAS_LAYER_NAMES} from '../arguments';
-import {AttentionError, show} from '../errors';
-import {ForeignName} from '../validate';
+import {KERAS_LAYER_NAMES} from '../core/arguments';
+import {AttentionError, show} from '../core/errors';
+import {ForeignName} from '../core/validate';
 
 /** The Keras classes read here. */
 export const KERAS_ATTENTION_CLASSES = ['MultiHeadAttention', 'GroupedQueryAttention'] as const;

@@ -20,12 +20,12 @@
  * sizes checked before reading), even where tfjs-node's would claim the URL.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, brief, show} from '../errors';
+import {AttentionError, brief, show} from '../core/errors';
 import {FILE_HANDLER, getFileLoader, LoadLimits, loadLimits} from '../io/load_limits';
 import {checkPlan, ModelPlan, planModel} from '../io/model_plan';
 import {decodedBytes, manifestBytes} from '../io/specs';
-import {formatBytes} from '../limits';
-import {checkArgNames} from '../validate';
+import {formatBytes} from '../core/limits';
+import {checkArgNames} from '../core/validate';
 import {rewriteTopology} from './topology';
 import {matchWeights} from './weights';
 

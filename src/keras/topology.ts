@@ -22,7 +22,7 @@
  * Keras model at all is AttentionError('IO').
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 import {MultiHeadAttention} from '../layers/multi_head_attention';
 import {attentionConfigFromKeras, isOwnAttentionConfig, KERAS_ATTENTION_CLASSES} from './attention';
 import {WeightNaming} from './weights';

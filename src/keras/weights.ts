@@ -31,7 +31,7 @@
  * one target, and a shape that differs are each an AttentionError('IO') naming the weight.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 
 const BOOKKEEPING = new Set(['layers', 'vars', 'layer_checkpoint_dependencies']);
 const CELL = /^(lstm_cell|gru_cell|simple_rnn_cell|cell)(_\d+)?$/;

@@ -4,16 +4,16 @@
  * serialization. A concrete layer only says how to attend (`attend`), and so stays thin.
  */
 import * as tf from '@tensorflow/tfjs';
-import {KERAS_CALL_NAMES, KERAS_LAYER_NAMES, LAYER_ARGS, TFJS_KWARGS} from '../arguments';
-import {AttentionError, show} from '../errors';
-import {checkLayerWeights, WeightShape} from '../limits';
+import {KERAS_CALL_NAMES, KERAS_LAYER_NAMES, LAYER_ARGS, TFJS_KWARGS} from '../core/arguments';
+import {AttentionError, show} from '../core/errors';
+import {checkLayerWeights, WeightShape} from '../core/limits';
 import {CausalAlignment, CausalArg, causalAlignment, strictestCausal} from '../ops/masks';
 import {AttentionWithWeights, scaledDotProductAttention} from '../ops/sdpa';
 import {checkRopeBase, checkRopeDim, DEFAULT_ROPE_BASE, rotaryEmbedding} from '../ops/rope';
 import {appendRows, DECODE_BROADCAST_MAX_ROWS, decodeAttention} from '../ops/kv_cache';
 import {
   assertBoolean, assertDivisible, assertNonNegativeInt, assertOneOf, assertPositiveInt, assertRate, checkArgNames,
-} from '../validate';
+} from '../core/validate';
 import {callMaskParts, MaskParts, paddingOnly, zeroPaddedQueries} from './call_masks';
 import {assertInputs, checkInputShapes, graphInputs, Shape, unpackInputs} from './inputs';
 import {

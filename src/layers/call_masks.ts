@@ -6,7 +6,7 @@
  * (`paddingOnly`).
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 import {checkMaskValues, normalizeMask} from '../ops/masks';
 
 /** The masks of one call, kept apart for layers that cannot take a full [B, H, T, S] mask. */

@@ -4,7 +4,7 @@
  * serialization registry (tfjs-layers keeps its `getInitializer` helpers private).
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 
 export type InitializerIdentifier = keyof typeof tf.initializers;
 export type RegularizerIdentifier = keyof typeof tf.regularizers;

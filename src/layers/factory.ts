@@ -3,9 +3,9 @@
  * library by name and checks that the arguments make sense for that kind (the seeds'
  * AttentionBuilder, in TypeScript form).
  */
-import {KERAS_LAYER_NAMES, LAYER_ARGS} from '../arguments';
-import {AttentionError, show} from '../errors';
-import {assertOneOf, nearestName} from '../validate';
+import {KERAS_LAYER_NAMES, LAYER_ARGS} from '../core/arguments';
+import {AttentionError, show} from '../core/errors';
+import {assertOneOf, nearestName} from '../core/validate';
 import {ATTENTION_LAYER_ARGS, AttentionLayerBase} from './base_attention';
 import {AnyAttentionArgs, ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind} from './kinds';
 

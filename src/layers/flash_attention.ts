@@ -31,7 +31,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {flashAttention} from '../ops/flash';
-import {assertPositiveInt} from '../validate';
+import {assertPositiveInt} from '../core/validate';
 import {
   AttendOptions, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
 } from './base_attention';

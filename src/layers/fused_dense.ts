@@ -6,10 +6,10 @@
  * tf.layers.dense's order, so weights move between the two with getWeights / setWeights.
  */
 import * as tf from '@tensorflow/tfjs';
-import {LAYER_ARGS} from '../arguments';
+import {LAYER_ARGS} from '../core/arguments';
 import {featuresOf, firstShape} from './inputs';
 import {DENSE_ACTIVATIONS, DenseActivation, dense} from '../ops/dense';
-import {assertBoolean, assertOneOf, assertPositiveInt, checkedLayerArgs} from '../validate';
+import {assertBoolean, assertOneOf, assertPositiveInt, checkedLayerArgs} from '../core/validate';
 
 type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
 

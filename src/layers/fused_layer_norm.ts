@@ -6,10 +6,10 @@
  * `gamma` and `beta` [features], in tf.layers.layerNormalization's order.
  */
 import * as tf from '@tensorflow/tfjs';
-import {LAYER_ARGS} from '../arguments';
+import {LAYER_ARGS} from '../core/arguments';
 import {featuresOf, firstShape} from './inputs';
 import {layerNorm} from '../ops/dense';
-import {assertBoolean, assertPositiveNumber, checkedLayerArgs} from '../validate';
+import {assertBoolean, assertPositiveNumber, checkedLayerArgs} from '../core/validate';
 
 type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
 

@@ -25,11 +25,11 @@
  *   bias of their own (PyG's GATv2Conv gives lin_l and lin_r one each).
  */
 import * as tf from '@tensorflow/tfjs';
-import {LAYER_ARGS} from '../arguments';
-import {AttentionError, show} from '../errors';
-import {checkLayerWeights, WeightShape} from '../limits';
+import {LAYER_ARGS} from '../core/arguments';
+import {AttentionError, show} from '../core/errors';
+import {checkLayerWeights, WeightShape} from '../core/limits';
 import {GRAPH_VERSIONS, graphAttention, GraphVersion, GraphWeights} from '../ops/graph';
-import {assertBoolean, assertOneOf, assertPositiveInt, assertRate, checkArgNames} from '../validate';
+import {assertBoolean, assertOneOf, assertPositiveInt, assertRate, checkArgNames} from '../core/validate';
 import {
   ConstraintArg, getConstraint, getInitializer, getRegularizer, InitializerArg, RegularizerArg, serializeObject,
 } from './config';

@@ -5,7 +5,7 @@
  * is built, not at predict.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 
 export type Shape = (number | null)[];
 

@@ -4,7 +4,7 @@
  * the CLI flags only it takes and the benchmark's setting for it. attentionLayer,
  * buildTransformer, the CLI and the bench read this table; adding a kind is adding an entry.
  */
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 import {AttentionLayerArgs, AttentionLayerBase} from './base_attention';
 import {FlashAttention, FlashAttentionArgs} from './flash_attention';
 import {LinearAttention, LinearAttentionArgs} from './linear_attention';

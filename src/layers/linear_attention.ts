@@ -34,11 +34,11 @@
  * Returns: [batch, targetLength, outputDim].
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 import {DEFAULT_CHUNK_SIZE, FEATURE_KERNELS, FeatureKernel, linearAttention} from '../ops/linear';
-import {isPlanned, WeightShape} from '../limits';
+import {isPlanned, WeightShape} from '../core/limits';
 import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
-import {assertNonNegativeInt, assertOneOf, assertPositiveInt} from '../validate';
+import {assertNonNegativeInt, assertOneOf, assertPositiveInt} from '../core/validate';
 import {EMPTY_SHIFT, LinearState, linearStateStep} from '../ops/linear_decode';
 import {
   AttendOptions, AttentionCache, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,

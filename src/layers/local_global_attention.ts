@@ -28,11 +28,11 @@
  * Returns: [batch, targetLength, outputDim].
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError} from '../errors';
-import {WeightShape} from '../limits';
+import {AttentionError} from '../core/errors';
+import {WeightShape} from '../core/limits';
 import {LocalGlobalState, localGlobalStep} from '../ops/local_global_decode';
 import {checkGlobalIndices, localBlockSize, localGlobalAttention, validGlobalIndices} from '../ops/local_global';
-import {assertPositiveInt} from '../validate';
+import {assertPositiveInt} from '../core/validate';
 import {
   AttendOptions, AttentionCache, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
 } from './base_attention';

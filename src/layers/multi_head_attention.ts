@@ -30,7 +30,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {flashAttention} from '../ops/flash';
 import {AttentionWithWeights, scaledDotProductAttention} from '../ops/sdpa';
-import {assertOneOf} from '../validate';
+import {assertOneOf} from '../core/validate';
 import {
   AttendOptions, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
 } from './base_attention';

@@ -7,7 +7,7 @@
  * mishandles (memory access out of bounds on a later update).
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 
 /** Checks `weights` against `layer.weights`, then calls `set` (the base class's setWeights) with copies. */
 export function setWeightCopies(layer: tf.layers.Layer, weights: tf.Tensor[], set: (copies: tf.Tensor[]) => void): void {

@@ -8,8 +8,8 @@
  * a third of the tensor bytes (see README, "Training steps").
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
-import {COLUMN_SUMS, hasLibraryKernel} from '../library_kernels';
+import {AttentionError, show} from '../core/errors';
+import {COLUMN_SUMS, hasLibraryKernel} from '../kernels/library_kernels';
 import {matMul} from './matmul';
 import {zerosWithZeroGrads} from './zeros';
 

@@ -12,9 +12,9 @@
  * block of DEFAULT_BLOCK_SIZE positions sees all its keys in one tile up to 8192 keys.
  */
 import * as tf from '@tensorflow/tfjs';
-import {noProbabilities} from '../arguments';
-import {AttentionError, show} from '../errors';
-import {assertPositiveInt, checkArgNames} from '../validate';
+import {noProbabilities} from '../core/arguments';
+import {AttentionError, show} from '../core/errors';
+import {assertPositiveInt, checkArgNames} from '../core/validate';
 import {AttentionDims, assertFits, attentionDims, isEmptyAttention, zeroAttention} from './heads';
 import {CausalAlignment, CausalArg, causalAlignment, causalOffset, normalizeMask} from './masks';
 import {TilePlan, tiledAttention} from './tiled';

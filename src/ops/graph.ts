@@ -25,8 +25,8 @@
  * never read back) and whose backward is alpha * (g - sum over the node's edges of alpha * g).
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
-import {assertBoolean, assertOneOf, assertRate, checkArgNames, ForeignName} from '../validate';
+import {AttentionError, show} from '../core/errors';
+import {assertBoolean, assertOneOf, assertRate, checkArgNames, ForeignName} from '../core/validate';
 import {matMul} from './matmul';
 
 /** The scoring rules: GAT's (a . [x'_i || x'_j]) and GATv2's (a . LeakyReLU(W [x_i || x_j])). */

@@ -7,8 +7,8 @@
  * whole group without copying k or v R times.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
-import {maxTensorElements} from '../limits';
+import {AttentionError, show} from '../core/errors';
+import {maxTensorElements} from '../core/limits';
 import {zerosWithZeroGrads} from './zeros';
 
 export interface AttentionDims {

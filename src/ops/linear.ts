@@ -35,9 +35,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {matMul, swapLast, unitsAtOnce} from './matmul';
-import {noProbabilities, OP_NAMES} from '../arguments';
-import {AttentionError, show} from '../errors';
-import {assertOneOf, assertPositiveInt, assertPositiveNumber, checkArgNames, ForeignName} from '../validate';
+import {noProbabilities, OP_NAMES} from '../core/arguments';
+import {AttentionError, show} from '../core/errors';
+import {assertOneOf, assertPositiveInt, assertPositiveNumber, checkArgNames, ForeignName} from '../core/validate';
 import {AttentionDims, assertFits, attentionDims, groupHeads, isEmptyAttention, repeatHeads, ungroupHeads, zeroAttention} from './heads';
 import {CausalArg, causalAlignment, causalOffset, keyPaddingKeep} from './masks';
 import {then} from './tiled';

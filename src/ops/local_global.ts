@@ -17,9 +17,9 @@
  * No tensor of T x S entries is formed.
  */
 import * as tf from '@tensorflow/tfjs';
-import {noProbabilities} from '../arguments';
-import {AttentionError, show} from '../errors';
-import {assertIndexList, assertPositiveInt, checkArgNames, ForeignName} from '../validate';
+import {noProbabilities} from '../core/arguments';
+import {AttentionError, show} from '../core/errors';
+import {assertIndexList, assertPositiveInt, checkArgNames, ForeignName} from '../core/validate';
 import {assertFits, attentionDims, isEmptyAttention, zeroAttention} from './heads';
 import {CausalArg, causalAlignment, keyPaddingKeep} from './masks';
 import {TilePlan, tiledBackward, tiledForward} from './tiled';

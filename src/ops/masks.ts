@@ -2,11 +2,11 @@
  * Mask helpers. Convention: 1 (or true) = may attend. Masks broadcast to [B, H, T, S].
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 import {
   assertBoolean, assertIndexList, assertNonNegativeInt, assertOneOf, assertPositiveInt, checkArgNames,
-} from '../validate';
-import {MAX_TENSOR_ELEMENTS} from '../limits';
+} from '../core/validate';
+import {MAX_TENSOR_ELEMENTS} from '../core/limits';
 import {assertFits} from './heads';
 import {uniform} from './random_features';
 

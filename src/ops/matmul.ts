@@ -13,9 +13,9 @@
  * (tensorflow, webgl, cpu) it is `tf.matMul`, whose kernels need no help.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 import {zerosWithZeroGrads} from './zeros';
-import {hasFastProducts} from '../wasm_matmul';
+import {hasFastProducts} from '../kernels/wasm_matmul';
 
 /**
  * How products are computed: 'auto' splits on the backends in SPLIT_BACKENDS, 'split'

@@ -10,8 +10,8 @@
  * on every backend and every run.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
-import {assertPositiveInt} from '../validate';
+import {AttentionError, show} from '../core/errors';
+import {assertPositiveInt} from '../core/validate';
 import {assertFits} from './heads';
 
 /** mulberry32: a small, fast 32-bit generator; uniform numbers in [0, 1) from a seed. */

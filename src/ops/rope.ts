@@ -14,8 +14,8 @@
  * elementwise ops, with no slice or concat of the channels.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
-import {assertPositiveInt} from '../validate';
+import {AttentionError, show} from '../core/errors';
+import {assertPositiveInt} from '../core/validate';
 import {matMul} from './matmul';
 
 export const DEFAULT_ROPE_BASE = 10000;

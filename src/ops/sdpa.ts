@@ -3,9 +3,9 @@
  * heads, boolean masks, causal masking (aligned bottom-right or top-left) and dropout on the probabilities.
  */
 import * as tf from '@tensorflow/tfjs';
-import {OP_NAMES} from '../arguments';
-import {AttentionError, show} from '../errors';
-import {assertBoolean, assertInteger, assertRate, checkArgNames} from '../validate';
+import {OP_NAMES} from '../core/arguments';
+import {AttentionError, show} from '../core/errors';
+import {assertBoolean, assertInteger, assertRate, checkArgNames} from '../core/validate';
 import {AttentionDims, assertFits, attentionDims, groupHeads, isEmptyAttention, ungroupHeads, zeroAttention} from './heads';
 import {CausalAlignment, CausalArg, causalAlignment, causalOffset, combineMasks, normalizeMask} from './masks';
 import {matMul, tilesAttention} from './matmul';

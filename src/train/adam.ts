@@ -10,12 +10,12 @@
  * the same bias-correction variables, getWeights/setWeights and getConfig, so a checkpoint
  * of either resumes in the other and `model.compile({optimizer})` takes it. The update is
  * tfjs's arithmetic in float64 rounded once to float32, so it differs from tf.train.adam's
- * by float32 rounding only (test/library_kernels.test.ts).
+ * by float32 rounding only (test/kernels/library_kernels.test.ts).
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
-import {ADAM, AdamAttrs, hasLibraryKernel} from '../library_kernels';
-import {assertPositiveNumber, assertRate} from '../validate';
+import {AttentionError, show} from '../core/errors';
+import {ADAM, AdamAttrs, hasLibraryKernel} from '../kernels/library_kernels';
+import {assertPositiveNumber, assertRate} from '../core/validate';
 
 /** The parts of tfjs 4.22's AdamOptimizer the fused update reads and keeps (typed private there). */
 interface AdamState {

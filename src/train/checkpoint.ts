@@ -11,14 +11,14 @@
  * `checkpoint` field (an earlier version's, e.g. models/*) is read from the canonical names.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, brief} from '../errors';
+import {AttentionError, brief} from '../core/errors';
 import {existsInFolder, ModelFolder, modelFolder, readInFolder, readJsonInFolder} from '../io/confined';
 import {FileSystemOptions, fromModelJSON, modelJSONFor, readModelJSON, weightBytes} from '../io/file_system';
 import {LoadLimits, loadLimits, MAX_JSON_BYTES} from '../io/load_limits';
 import {manifestBytes} from '../io/specs';
-import {checkArgNames} from '../validate';
-import {registerAttentionLayers} from '../register';
-import {assertNode, node} from '../runtime';
+import {checkArgNames} from '../core/validate';
+import {registerAttentionLayers} from '../layers/register';
+import {assertNode, node} from '../core/runtime';
 import {
   checkOutputFolder, CheckpointField, checkpointField, checkpointFiles, isPlainName, LEGACY_CHECKPOINT_FILES,
   MODEL_JSON, saveFolder, weightsPaths,

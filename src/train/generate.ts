@@ -7,12 +7,12 @@
  * Browser-safe: it never reads a tensor synchronously.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 import {AttentionCache, AttentionLayerBase} from '../layers/base_attention';
 import {matMul} from '../ops/matmul';
 import {uniform} from '../ops/random_features';
-import {assertNonNegativeInt, assertPositiveInt, checkArgNames} from '../validate';
-import {PositionEmbedding} from './model';
+import {assertNonNegativeInt, assertPositiveInt, checkArgNames} from '../core/validate';
+import {PositionEmbedding} from '../layers/position_embedding';
 
 type Layer = tf.layers.Layer;
 

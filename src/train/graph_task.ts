@@ -20,11 +20,11 @@
  * connection from the second layer on) -> dense(vocabSize, softmax) [batch, N, vocabSize].
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 import {GraphAttention} from '../layers/graph_attention';
 import {GRAPH_VERSIONS, GraphVersion} from '../ops/graph';
 import {uniform} from '../ops/random_features';
-import {assertOneOf, assertPositiveInt, assertRate, checkArgNames} from '../validate';
+import {assertOneOf, assertPositiveInt, assertRate, checkArgNames} from '../core/validate';
 import {batchSeed, Task, TaskBatch} from './task_base';
 
 export const GRAPH_TASK = 'graph-majority';

@@ -6,7 +6,7 @@
  * are in the core entry. It re-exports, and registers the kernel and gradient fixes as the
  * core entry does (a page may import this entry alone).
  */
-import '../backend';
+import '../kernels/backend';
 
 export {
   makeToyTask, makeTask, TASK_NAMES, ALL_TASK_NAMES, TaskName, AnyTaskName, TaskOptions, AnyTaskOptions, Task, ToyTask,

@@ -12,9 +12,9 @@
  * makeTask(name, options) makes any task: a toy one by its name, the character-level
  * text task (text.ts) as 'text', or the graph task (graph_task.ts) as 'graph-majority'.
  */
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 import {uniform} from '../ops/random_features';
-import {assertOneOf, assertPositiveInt, checkArgNames} from '../validate';
+import {assertOneOf, assertPositiveInt, checkArgNames} from '../core/validate';
 import {batchSeed, Task, TaskBatch} from './task_base';
 import {TEXT_TASK, TextSourceOptions, textTaskFrom} from './text';
 import {GRAPH_TASK, GraphTaskOptions, makeGraphTask} from './graph_task';

@@ -11,11 +11,11 @@
  *
  * Browser-safe: only readTextFile and the shipped sample (sampleTextPath) need Node.
  */
-import {AttentionError, show} from '../errors';
+import {AttentionError, show} from '../core/errors';
 import {uniform} from '../ops/random_features';
 import {readUserFile} from '../io/confined';
-import {assertNode, errorMessage, node, packageRoot} from '../runtime';
-import {assertOneOf, assertPositiveInt, checkArgNames} from '../validate';
+import {assertNode, errorMessage, node, packageRoot} from '../core/runtime';
+import {assertOneOf, assertPositiveInt, checkArgNames} from '../core/validate';
 import {batchSeed, Split, SPLITS, Task, TaskBatch} from './task_base';
 
 export const TEXT_TASK = 'text';

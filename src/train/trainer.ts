@@ -13,10 +13,10 @@
  * random numbers (an unseeded mask per step), so only runs without dropout resume exactly.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../errors';
-import {assertNode} from '../runtime';
-import {VERSION} from '../version';
-import {assertNonNegativeInt, assertPositiveInt, assertPositiveNumber, checkArgNames} from '../validate';
+import {AttentionError, show} from '../core/errors';
+import {assertNode} from '../core/runtime';
+import {VERSION} from '../core/version';
+import {assertNonNegativeInt, assertPositiveInt, assertPositiveNumber, checkArgNames} from '../core/validate';
 import {
   Checkpoint, checkCheckpointFolder, loadCheckpoint, ModelLoadOptions, saveCheckpoint, TrainingRecord,
 } from './checkpoint';

@@ -1,7 +1,7 @@
 // Selects the backend named by the jest project (wasm or cpu) before any test runs.
 import * as tf from '@tensorflow/tfjs';
 import '../../src/node'; // what `import 'tfjs-attention'` loads in Node (the package's node condition)
-import {selectBackend, BackendName} from '../../src/backend';
+import {selectBackend, BackendName} from '../../src/kernels/backend';
 
 const name = (process.env.TEST_BACKEND ?? 'cpu') as BackendName;
 

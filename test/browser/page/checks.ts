@@ -1,5 +1,5 @@
 /**
- * The page that test/browser.test.ts opens in headless Chromium, bundled (minified) from the
+ * The page that test/package/browser.test.ts opens in headless Chromium, bundled (minified) from the
  * built package. `window.checks.run(backend)` computes every case on cpu, then on `backend`,
  * and returns the largest difference per case, plus what the page could see of the wasm
  * kernels, model.fit, indexeddb:// round trips and the Node-only functions. Values are read

@@ -1,0 +1,189 @@
+// The LocalGlobalAttention layer: weights (the gate [H, Dv] last, zeros), the layer ==
+// projections + localGlobalAttention, global indices (set, saved, validated), masks,
+// save -> load, training (the gate included), no leaks, errors.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import {LocalGlobalAttention} from '../../src';
+import {localGlobalAttention} from '../../src/ops/local_global';
+import {adamTrainer, expectClose, expectError, expectLayerNoLeaks, expectNoLeaks, headsOf, maxDiff, randn, title} from '../support/helpers';
+
+
+
+
+describe(title('LocalGlobalAttention layer'), () => {
+  test('weights: the Keras projections, then the trainable gate [H, Dv] initialised to zeros; config', () => {
+    const layer = new LocalGlobalAttention({numHeads: 4, numKvHeads: 2, headDim: 3, valueDim: 5, windowSize: 2,
+      globalIndices: [0, 4], name: 'lg'});
+    const x = tf.zeros([1, 6, 8]);
+    const out = layer.apply(x) as tf.Tensor;
+    expect(out.shape).toEqual([1, 6, 8]);
+    expect(layer.weights.map((w) => [w.name, w.shape, w.trainable])).toEqual([
+      ['lg/query/kernel', [8, 4, 3], true], ['lg/query/bias', [4, 3], true],
+      ['lg/key/kernel', [8, 2, 3], true], ['lg/key/bias', [2, 3], true],
+      ['lg/value/kernel', [8, 2, 5], true], ['lg/value/bias', [2, 5], true],
+      ['lg/attention_output/kernel', [4, 5, 8], true], ['lg/attention_output/bias', [8], true],
+      ['lg/gate', [4, 5], true],
+    ]);
+    expect(Array.from(layer.getWeights()[8].dataSync()).every((g) => g === 0)).toBe(true);
+    expect(layer.getClassName()).toBe('LocalGlobalAttention');
+    expect(layer.getConfig()).toMatchObject({numHeads: 4, windowSize: 2, globalIndices: [0, 4], blockSize: null});
+    tf.dispose([x, out]);
+    layer.dispose();
+  });
+
+  test('output == projections, then localGlobalAttention with the layer gate, then the output projection', () => {
+    tf.tidy(() => {
+      const layer = new LocalGlobalAttention({numHeads: 4, numKvHeads: 2, headDim: 6, windowSize: 3, globalIndices: [2, 9, 40],
+        causal: true, biasInitializer: 'randomNormal'});
+      const x = randn([2, 11, 8], 1);
+      tf.dispose(layer.apply(x) as tf.Tensor);
+      const weights = layer.getWeights();
+      layer.setWeights([...weights.slice(0, 8), randn([4, 6], 2)]); // a gate that is not an even blend
+      const out = layer.apply(x) as tf.Tensor;
+      const [wq, bq, wk, bk, wv, bv, wo, bo, gate] = layer.getWeights();
+      const o = localGlobalAttention(headsOf(x, wq, bq), headsOf(x, wk, bk), headsOf(x, wv, bv),
+        {windowSize: 3, globalIndices: [2, 9, 40], gate, causal: true, blockSize: 5}); // [B, H, T, Dv]
+      const want = tf.add(tf.reshape(tf.matMul(tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [22, 24]),
+        tf.reshape(wo, [24, 8])), [2, 11, 8]), bo);
+      expectClose(out, want, 1e-5);
+    });
+  });
+
+  test('setGlobalIndices changes the output from the next call; bad indices throw and change nothing', () => {
+    tf.tidy(() => {
+      const layer = new LocalGlobalAttention({numHeads: 2, windowSize: 1, globalIndices: [0]});
+      const x = randn([1, 8, 4], 1);
+      const first = layer.apply(x) as tf.Tensor;
+      expect(maxDiff(layer.apply(x) as tf.Tensor, first)).toBe(0);
+      layer.setGlobalIndices([5, 6, 100]);
+      expect(layer.globalIndices).toEqual([5, 6, 100]);
+      const second = layer.apply(x) as tf.Tensor;
+      expect(maxDiff(second, first)).toBeGreaterThan(1e-4);
+      expectError(() => layer.setGlobalIndices([1, -1]), 'INVALID_CONFIG', /non-negative integers, received \[1, -1\]/);
+      expectError(() => layer.setGlobalIndices([2.5]), 'INVALID_CONFIG', /non-negative integers, received \[2\.5\]/);
+      expect(layer.globalIndices).toEqual([5, 6, 100]);
+      expect(layer.getConfig().globalIndices).toEqual([5, 6, 100]);
+      expect(maxDiff(layer.apply(x) as tf.Tensor, second)).toBe(0);
+    });
+  });
+
+  test('masks: key padding ignores padded keys, query padding gives the output bias, [B, T, S] is UNSUPPORTED', () => {
+    tf.tidy(() => {
+      const layer = new LocalGlobalAttention({numHeads: 2, headDim: 4, windowSize: 2, globalIndices: [0, 5],
+        biasInitializer: 'randomNormal'});
+      const x = randn([2, 6, 8], 1);
+      const keys = tf.tensor3d([[[1, 1, 1, 1, 1, 1]], [[1, 1, 1, 1, 0, 0]]]); // [B, 1, S]: batch 1 pads 4, 5
+      const out = layer.apply(x, {attentionMask: keys}) as tf.Tensor;
+      const changed = tf.concat([x.slice([0, 0, 0], [1, 6, 8]),
+        tf.concat([x.slice([1, 0, 0], [1, 4, 8]), randn([1, 2, 8], 5)], 1)], 0);
+      const out2 = layer.apply(changed, {attentionMask: keys}) as tf.Tensor;
+      expectClose(out2.slice([0, 0, 0], [2, 4, 8]), out.slice([0, 0, 0], [2, 4, 8]), 1e-5);
+      expect(maxDiff(layer.apply(x) as tf.Tensor, out)).toBeGreaterThan(1e-4);
+      const queries = tf.tensor3d([[[1], [1], [1], [0], [1], [1]], [[1], [1], [1], [1], [1], [1]]]); // [B, T, 1]
+      const q = (layer.apply(x, {attentionMask: queries}) as tf.Tensor).arraySync() as number[][][];
+      const bias = Array.from(layer.getWeights()[7].dataSync());
+      q[0][3].forEach((value, i) => expect(value).toBeCloseTo(bias[i], 6));
+      expectError(() => layer.apply(x, {attentionMask: tf.ones([2, 6, 6])}), 'UNSUPPORTED',
+        /LocalGlobalAttention takes only key padding .* received one of shape \[2, 1, 6, 6\]/);
+    });
+  });
+
+  describe('in models', () => {
+    let dir: string;
+    beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-attention-lg-')); });
+    afterEach(() => fs.rmSync(dir, {recursive: true, force: true}));
+
+    function lgModel(): tf.LayersModel {
+      const x = tf.input({shape: [9, 8]});
+      const a = new LocalGlobalAttention({numHeads: 4, numKvHeads: 2, windowSize: 2, globalIndices: [0, 4, 20],
+        causal: true, name: 'lg'}).apply(x) as tf.SymbolicTensor;
+      const h = tf.layers.add().apply([x, a]) as tf.SymbolicTensor;
+      const out = tf.layers.dense({units: 2}).apply(h) as tf.SymbolicTensor;
+      return tf.model({inputs: x, outputs: out});
+    }
+
+    test('save -> load gives identical outputs (1e-6), with the gate, window and global indices', async () => {
+      const model = lgModel();
+      const x = randn([3, 9, 8], 1);
+      const lg = model.getLayer('lg') as LocalGlobalAttention;
+      lg.setWeights([...lg.getWeights().slice(0, 8), randn([4, 2], 2)]);
+      lg.setGlobalIndices([1, 7]);
+      const before = model.predict(x) as tf.Tensor;
+      await model.save(`file://${dir}/m`);
+      const loaded = await tf.loadLayersModel(`file://${dir}/m/model.json`);
+      const after = loaded.predict(x) as tf.Tensor;
+      expect(maxDiff(before, after)).toBeLessThanOrEqual(1e-6);
+      const back = loaded.getLayer('lg') as LocalGlobalAttention;
+      expect(back).toBeInstanceOf(LocalGlobalAttention);
+      expect([back.windowSize, back.globalIndices, back.causal, back.numKvHeads]).toEqual([2, [1, 7], true, 2]);
+      expect(maxDiff(back.getWeights()[8], lg.getWeights()[8])).toBe(0);
+      tf.dispose([x, before, after]);
+      model.dispose();
+      loaded.dispose();
+    });
+
+    test('trains: an Adam step moves every weight (the gate included); loss falls; no leaks over steps', () => {
+      const model = lgModel();
+      const x = randn([8, 9, 8], 6);
+      const y = tf.tidy(() => tf.matMul(tf.reshape(x, [72, 8]), randn([8, 2], 8)).reshape([8, 9, 2]));
+      const {optimizer, step} = adamTrainer(model, x, y);
+      const before = model.trainableWeights.map((w) => w.read().clone());
+      const first = step();
+      const moved = model.trainableWeights.map((w, i) => [w.name, maxDiff(w.read(), before[i])] as const);
+      // The key bias shifts every local (and every global) logit of a row by q.b: softmax ignores it.
+      for (const [n, m] of moved) if (!/key\/bias/.test(n) && !(m > 0)) throw new Error(`${n} did not move`);
+      expect(moved.some(([n, m]) => /gate/.test(n) && m > 0)).toBe(true);
+      expectNoLeaks(() => { for (let i = 0; i < 5; i++) step(); });
+      let last = first;
+      for (let i = 0; i < 30; i++) last = step();
+      expect(last).toBeLessThan(first * 0.5);
+      tf.dispose([x, y, before]);
+      optimizer.dispose();
+      model.dispose();
+    });
+  });
+
+  test('no leaked tensors after a forward pass, tf.grads and tf.variableGrads', () => {
+    const layer = new LocalGlobalAttention({numHeads: 4, numKvHeads: 2, windowSize: 2, globalIndices: [0, 3], causal: true});
+    const x = randn([2, 7, 8], 1);
+    const mask = tf.ones([2, 1, 7]);
+    tf.dispose(layer.apply(x) as tf.Tensor);
+    expectLayerNoLeaks(layer, x, mask);
+    tf.dispose([x, mask]);
+    layer.dispose();
+  });
+
+  describe('errors', () => {
+    test.each([
+      [{numHeads: 2, windowSize: 0}, /windowSize must be a positive integer, received 0/],
+      [{numHeads: 2, windowSize: 2.5}, /windowSize must be a positive integer, received 2\.5/],
+      [{numHeads: 2}, /windowSize must be a positive integer, received undefined/],
+      [{numHeads: 2, windowSize: 2, globalIndices: [-1]}, /globalIndices must be an array of non-negative integers, received \[-1\]/],
+      [{numHeads: 2, windowSize: 2, globalIndices: [1.5]}, /globalIndices must be an array of non-negative integers/],
+      [{numHeads: 2, windowSize: 4, blockSize: 2}, /blockSize \(2\) must be at least windowSize \(4\)/],
+    ])('constructor rejects %j with INVALID_CONFIG', (args, message) => {
+      expectError(() => new LocalGlobalAttention(args as never), 'INVALID_CONFIG', message);
+    });
+
+    test('dropout > 0 and returnAttentionScores are UNSUPPORTED', () => {
+      expectError(() => new LocalGlobalAttention({numHeads: 2, windowSize: 1, dropout: 0.1}), 'UNSUPPORTED',
+        /LocalGlobalAttention does not support dropout \(received 0\.1\)/);
+      const layer = new LocalGlobalAttention({numHeads: 2, windowSize: 1});
+      const x = randn([1, 3, 4], 1);
+      tf.dispose(layer.apply(x) as tf.Tensor);
+      expectError(() => layer.apply(x, {returnAttentionScores: true}), 'UNSUPPORTED', /cannot return attention scores/);
+      expectError(() => new LocalGlobalAttention({numHeads: 2, windowSize: 1}).apply(tf.input({shape: [3, 4]}),
+        {returnAttentionScores: true}), 'UNSUPPORTED', /cannot return attention scores/);
+      x.dispose();
+      layer.dispose();
+    });
+
+    test('cross-attention with different lengths is UNSUPPORTED', () => {
+      const layer = new LocalGlobalAttention({numHeads: 2, windowSize: 1});
+      expectError(() => layer.apply([randn([1, 3, 4], 1), randn([1, 5, 4], 2)]), 'UNSUPPORTED', /T=3 and S=5/);
+      layer.dispose();
+    });
+  });
+});
