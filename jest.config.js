@@ -1,22 +1,25 @@
-// The whole suite runs twice: once on the wasm backend and once on cpu.
-// Each project's setup file selects its backend before any test runs, and the
-// project's displayName labels every test file with the backend it ran on.
-// The browser suite (test/package/browser.test.ts) and the package suite (test/package/package.test.ts)
-// run once, in their own project: the first drives headless Chromium on every backend
-// itself, the second runs the built package in plain node processes. So do the suites whose
-// work does not depend on the project's backend: real memory and threads (their own
-// processes on wasm), untrusted model folders (wasm, selected in the file), the savers,
-// whose children save on cpu (test/io/savers.test.ts, test/io/save_kill.test.ts), and the
-// checkpoints killed mid-save (test/train/checkpoint_kill.test.ts: what it checks is the files on
-// disk, which its children write the same way on any backend; they train on cpu).
-const ONCE = ['<rootDir>/test/package/browser.test.ts', '<rootDir>/test/package/package.test.ts', '<rootDir>/test/bench/heap.test.ts',
-  '<rootDir>/test/kernels/wasm_threads.test.ts', '<rootDir>/test/io/untrusted_reads.test.ts', '<rootDir>/test/io/savers.test.ts',
-  '<rootDir>/test/io/save_kill.test.ts', '<rootDir>/test/train/checkpoint_kill.test.ts'];
+// What runs where (`npm test` runs every project; `--selectProjects NAME` one of them):
+//
+//   wasm, cpu  the numerics that depend on the backend: test/ops (every op against the
+//              reference), test/kernels (the kernels the library registers; the wasm_* files
+//              test the wasm backend on both), and the fused dense and layer-norm layers,
+//              whose custom gradients run on each backend's kernels. Run twice, once per backend.
+//   node       everything else that runs in the jest process: layer anatomy and the contract
+//              suite of every kind, decoding, IO, Keras, training, the CLI and the bench, and
+//              the examples. Their math is the ops', checked twice above; they run once, on
+//              wasm (the backend Node programs use).
+//   once       the suites that run their own processes or browsers and pick their backends
+//              themselves: the packed package, headless Chromium on four backends, real memory,
+//              threads, untrusted folders, concurrent and killed saves and checkpoints.
+const BOTH = ['ops', 'kernels'].map((d) => `<rootDir>/test/${d}/**/*.test.ts`)
+  .concat(['<rootDir>/test/layers/fused_layers.test.ts']);
+const ONCE = ['package/browser', 'package/package', 'bench/heap', 'kernels/wasm_threads', 'io/untrusted_reads',
+  'io/savers', 'io/save_kill', 'train/checkpoint_kill'].map((f) => `<rootDir>/test/${f}.test.ts`);
+
 const common = {
   preset: 'ts-jest',
   testEnvironment: 'node',
-  testMatch: ['<rootDir>/test/**/*.test.ts'],
-  testPathIgnorePatterns: ['/node_modules/', ...ONCE],
+  testPathIgnorePatterns: ['/node_modules/', ...ONCE.map((f) => f.replace('<rootDir>', ''))],
   setupFilesAfterEnv: ['<rootDir>/test/setup/backend.ts'],
   transform: {'^.+\\.ts$': ['ts-jest', {tsconfig: '<rootDir>/tsconfig.json', diagnostics: false}]},
 };
@@ -24,10 +27,13 @@ const common = {
 module.exports = {
   maxWorkers: 2,
   testTimeout: 120000,
+  testSequencer: '<rootDir>/test/setup/sequencer.js',
   projects: [
-    {...common, displayName: 'wasm', setupFiles: ['<rootDir>/test/setup/use-wasm.js']},
-    {...common, displayName: 'cpu', setupFiles: ['<rootDir>/test/setup/use-cpu.js']},
-    {...common, displayName: 'once', testMatch: ONCE, testPathIgnorePatterns: ['/node_modules/'],
-      setupFilesAfterEnv: []},
+    {...common, displayName: 'wasm', testMatch: BOTH, setupFiles: ['<rootDir>/test/setup/use-wasm.js']},
+    {...common, displayName: 'cpu', testMatch: BOTH, setupFiles: ['<rootDir>/test/setup/use-cpu.js']},
+    {...common, displayName: 'node', testMatch: ['<rootDir>/test/**/*.test.ts'],
+      testPathIgnorePatterns: [...common.testPathIgnorePatterns, '/test/ops/', '/test/kernels/', '/test/layers/fused_layers'],
+      setupFiles: ['<rootDir>/test/setup/use-wasm.js']},
+    {...common, displayName: 'once', testMatch: ONCE, testPathIgnorePatterns: ['/node_modules/'], setupFilesAfterEnv: []},
   ],
 };

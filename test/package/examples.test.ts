@@ -1,4 +1,4 @@
-// Runs every program in examples/ on this project's backend.
+// Runs every program in examples/, once, on wasm.
 import {main as encoderDecoder} from '../../examples/encoder_decoder';
 import {main as generateExample} from '../../examples/generate';
 import {main as kerasModel} from '../../examples/keras_model';
@@ -16,12 +16,8 @@ import * as tf from '@tensorflow/tfjs';
 import {getMatMulPath} from '../../src/internals';
 import {BACKEND, title} from '../support/helpers';
 
-// The training-heavy programs run on wasm only. Run as programs, the examples pick their
-// backend with selectBackend() ('auto': tensorflow, then wasm, in Node) or ask for wasm, so
-// cpu is not where they run; the ops and layers they use are tested on cpu by their own
-// suites. On cpu these four took 165 s of the suite (tfjs-cpu's Math-heavy kernels run 6-10x
-// slower inside jest's vm context, where each global lookup of Math is slow, than in plain Node).
-const trainingHeavy = BACKEND === 'cpu' ? test.skip : test;
+// The programs run as they would for a user: on wasm (the node project's backend), what
+// selectBackend() picks in Node without tfjs-node. Their ops and layers run on cpu in their own suites.
 
 describe(title('examples'), () => {
   test('quickstart trains, saves and reloads to the same predictions', async () => {
@@ -34,7 +30,7 @@ describe(title('examples'), () => {
     // model.dispose() with or without our layers; test/mha*.test.ts check our leaks.
   });
 
-  trainingHeavy('generate trains a rotary char model below the unigram entropy, streams a continuation, keeps a constant linear cache', async () => {
+  test('generate trains a rotary char model below the unigram entropy, streams a continuation, keeps a constant linear cache', async () => {
     const lines: string[] = [];
     const tensors = tf.memory().numTensors;
     const r = await generateExample((l) => lines.push(l));
@@ -47,14 +43,14 @@ describe(title('examples'), () => {
     expect(tf.memory().numTensors).toBe(tensors);
   });
 
-  trainingHeavy('encoder_decoder trains an encoder-decoder with cross-attention (loss falls)', async () => {
+  test('encoder_decoder trains an encoder-decoder with cross-attention (loss falls)', async () => {
     const lines: string[] = [];
     const r = await encoderDecoder((l) => lines.push(l));
     expect(r.lastLoss).toBeLessThan(0.7 * r.firstLoss);
     expect(lines[0]).toMatch(/^encoder-decoder: loss/);
   });
 
-  trainingHeavy('linear_long runs causal linear attention forward and backward on 8192 tokens', async () => {
+  test('linear_long runs causal linear attention forward and backward on 8192 tokens', async () => {
     const lines: string[] = [];
     const r = await linearLong((l) => lines.push(l));
     expect(r.shape).toEqual([1, 8192, 32]);
@@ -63,7 +59,7 @@ describe(title('examples'), () => {
     expect(lines[0]).toMatch(/^linear attention, T=8192/);
   });
 
-  trainingHeavy('graph_attention: alpha sums to 1 over each node\'s incoming edges, every weight trains; the layers learn from the edges with model.fit and reload equal; no leaks', async () => {
+  test('graph_attention: alpha sums to 1 over each node\'s incoming edges, every weight trains; the layers learn from the edges with model.fit and reload equal; no leaks', async () => {
     const lines: string[] = [];
     const tensors = tf.memory().numTensors;
     const r = await graphExample((l) => lines.push(l));
