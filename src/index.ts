@@ -27,12 +27,14 @@ export {setLibraryKernels, LibraryKernels} from './kernels/wasm_kernels';
 // ops
 export {scaledDotProductAttention, SdpaOptions, AttentionWithWeights} from './ops/sdpa';
 export {flashAttention, FlashOptions} from './ops/flash';
-export {linearAttention, LinearOptions, FeatureKernel} from './ops/linear';
+export {linearAttention, LinearOptions} from './ops/linear';
+export {FeatureKernel} from './ops/linear_features';
 export {orthogonalProjection} from './ops/random_features';
 export {localGlobalAttention, LocalGlobalOptions} from './ops/local_global';
 export {graphAttention, GraphWeights, GraphOptions, GraphAttentionWithScores, GraphVersion} from './ops/graph';
 export {rotaryEmbedding, RopeOptions} from './ops/rope';
-export {causalMask, SparseMask, HnswMask, HnswMaskOptions, CausalAlignment, CausalArg} from './ops/masks';
+export {causalMask, CausalAlignment, CausalArg} from './ops/causal';
+export {SparseMask, HnswMask, HnswMaskOptions} from './ops/sparse_masks';
 
 // layers
 export {

@@ -24,16 +24,16 @@ export {MAX_JSON_BYTES} from './io/load_limits';
 export {DEFAULT_MAX_BYTES} from './core/limits';
 export {SDPA_TILE_SCORES} from './ops/sdpa';
 export {DEFAULT_BLOCK_SIZE, FLASH_TILE_SCORES} from './ops/flash';
-export {
-  linearAttentionFromFeatures, favorFeatures, FeatureOptions, FEATURE_KERNELS, DEFAULT_CHUNK_SIZE, SOFTMAX_STABILIZER,
-  RELU_STABILIZER,
-} from './ops/linear';
+export {linearAttentionFromFeatures} from './ops/linear';
+export {favorFeatures, FeatureOptions, FEATURE_KERNELS, SOFTMAX_STABILIZER, RELU_STABILIZER} from './ops/linear_features';
+export {DEFAULT_CHUNK_SIZE} from './ops/linear_prefix_sums';
 export {defaultNumFeatures} from './ops/random_features';
 export {
   matMul, setMatMulPath, getMatMulPath, splitsProducts, MatMulPath, MATMUL_PATHS, SPLIT_BACKENDS,
 } from './ops/matmul';
 export {localBlockSize, validGlobalIndices, MIN_LOCAL_BLOCK} from './ops/local_global';
-export {keyPaddingKeep, CAUSAL_ALIGNMENTS} from './ops/masks';
+export {keyPaddingKeep} from './ops/masks';
+export {CAUSAL_ALIGNMENTS} from './ops/causal';
 export {
   AttendOptions, MaskParts, paddingOnly, zeroPaddedQueries, ATTENTION_LAYER_ARGS, ATTENTION_CALL_ARGS,
   FULL_CAPABILITIES, cacheBytes, DECODE_DENSE_SCORES, POSITION_ENCODINGS,

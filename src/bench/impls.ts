@@ -5,9 +5,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {flashAttention} from '../ops/flash';
-import {DEFAULT_CHUNK_SIZE, linearAttention} from '../ops/linear';
+import {linearAttention} from '../ops/linear';
+import {DEFAULT_CHUNK_SIZE} from '../ops/linear_prefix_sums';
 import {localBlockSize, localGlobalAttention} from '../ops/local_global';
-import {SparseMask} from '../ops/masks';
+import {SparseMask} from '../ops/sparse_masks';
 import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
 import {scaledDotProductAttention} from '../ops/sdpa';
 import {naiveAttention} from './naive';

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import {KERAS_CALL_NAMES, KERAS_LAYER_NAMES, LAYER_ARGS, TFJS_KWARGS} from '../core/arguments';
 import {AttentionError, show} from '../core/errors';
 import {checkLayerWeights, WeightShape} from '../core/limits';
-import {CausalAlignment, CausalArg, causalAlignment, strictestCausal} from '../ops/masks';
+import {CausalAlignment, CausalArg, causalAlignment, strictestCausal} from '../ops/causal';
 import {AttentionWithWeights, scaledDotProductAttention} from '../ops/sdpa';
 import {checkRopeBase, checkRopeDim, DEFAULT_ROPE_BASE, rotaryEmbedding} from '../ops/rope';
 import {appendRows, DECODE_BROADCAST_MAX_ROWS, decodeAttention} from '../ops/kv_cache';

@@ -35,7 +35,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';
-import {DEFAULT_CHUNK_SIZE, FEATURE_KERNELS, FeatureKernel, linearAttention} from '../ops/linear';
+import {linearAttention} from '../ops/linear';
+import {FEATURE_KERNELS, FeatureKernel} from '../ops/linear_features';
+import {DEFAULT_CHUNK_SIZE} from '../ops/linear_prefix_sums';
 import {isPlanned, WeightShape} from '../core/limits';
 import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
 import {assertNonNegativeInt, assertOneOf, assertPositiveInt} from '../core/validate';

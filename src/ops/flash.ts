@@ -16,8 +16,10 @@ import {noProbabilities} from '../core/arguments';
 import {AttentionError, show} from '../core/errors';
 import {assertPositiveInt, checkArgNames} from '../core/validate';
 import {AttentionDims, assertFits, attentionDims, isEmptyAttention, zeroAttention} from './heads';
-import {CausalAlignment, CausalArg, causalAlignment, causalOffset, normalizeMask} from './masks';
-import {TilePlan, tiledAttention} from './tiled';
+import {CausalAlignment, CausalArg, causalAlignment, causalOffset} from './causal';
+import {normalizeMask} from './masks';
+import {TilePlan} from './tile_plan';
+import {tiledAttention} from './tiled';
 
 export interface FlashOptions {
   /** Bool or 0/1, 1 = may attend; [T, S], [B, T, S] or broadcastable to [B, H, T, S]. */
@@ -37,8 +39,8 @@ export interface FlashOptions {
 
 /**
  * Query positions per tile when blockSize is not given (a tile has R * DEFAULT_BLOCK_SIZE
- * rows for R query heads per key/value head). Measured on wasm (forward+backward, B=1, H=4,
- * D=64, T=4096): see the README's figures.
+ * rows for R query heads per key/value head), chosen from forward+backward timings on wasm
+ * (docs/benchmarks.md).
  */
 export const DEFAULT_BLOCK_SIZE = 256;
 

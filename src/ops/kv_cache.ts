@@ -6,6 +6,7 @@
  * which has no in-place update (each write is a concat of the whole buffer).
  */
 import * as tf from '@tensorflow/tfjs';
+import {MASKED_LOGIT} from './masks';
 
 /**
  * rows [B, G, L, X] cut to its first `index` rows, then x [B, G, t, X]: rows
@@ -23,8 +24,8 @@ export function appendRows(rows: tf.Tensor, x: tf.Tensor, index: number): tf.Ten
 /**
  * A cached step computes by broadcasting (decodeAttention) when each key/value head serves
  * at most this many query rows (query heads per group x new positions): with more rows, a
- * matrix product amortises its packing and scaledDotProductAttention is faster (measured
- * at S=4097: MHA one step 12.8 ms broadcast vs 34 ms; GQA with 4 heads per group 18 vs 14.6).
+ * matrix product amortises its packing and scaledDotProductAttention is faster (the
+ * decoding timings are in docs/benchmarks.md).
  */
 export const DECODE_BROADCAST_MAX_ROWS = 2;
 
@@ -33,8 +34,8 @@ export const DECODE_BROADCAST_MAX_ROWS = 2;
  * and value v [B, G, S, Dv] up to their own position (query i sees j <= i + S - t), for a
  * small t: the scores and the weighted sum are broadcast products summed over an axis, not
  * matrix products. A step's products are matrix-vector shaped, which tfjs-wasm's matMul
- * runs slowly (its fast path packs the whole key matrix on every call): at B=1, H=8, D=64
- * and S=4097 the broadcast form measured 12.8 ms against scaledDotProductAttention's 34 ms.
+ * runs slowly (its fast path packs the whole key matrix on every call), so the broadcast
+ * form is the faster one for a step of one or two rows per key/value head.
  * Holds one [B, H, t, S, max(D, Dv)] product at a time.
  */
 export function decodeAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D): tf.Tensor4D {
@@ -49,7 +50,7 @@ export function decodeAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D):
     if (t > 1) {
       const penalty = new Float32Array(R * t * S);
       for (let r = 0; r < R; r++) {
-        for (let i = 0; i < t; i++) penalty.fill(MASKED, (r * t + i) * S + (S - t + i + 1), (r * t + i + 1) * S);
+        for (let i = 0; i < t; i++) penalty.fill(MASKED_LOGIT, (r * t + i) * S + (S - t + i + 1), (r * t + i + 1) * S);
       }
       logits = tf.add(logits, tf.tensor2d(penalty, [R * t, S]));
     }
@@ -58,6 +59,3 @@ export function decodeAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D):
     return tf.reshape(out, [B, H, t, Dv]) as tf.Tensor4D;                                 // [B, H, t, Dv]
   });
 }
-
-/** Added to the logits of keys a query may not see (as MASKED_LOGIT in sdpa.ts). */
-const MASKED = -1e9;

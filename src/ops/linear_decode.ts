@@ -3,7 +3,8 @@
  * of t new positions over them, with the result linearAttention gives over the whole prefix.
  */
 import * as tf from '@tensorflow/tfjs';
-import {FeatureKernel, favorFeatures, causalProductsFrom, softmaxKeyLogits, SOFTMAX_STABILIZER} from './linear';
+import {FeatureKernel, favorFeatures, softmaxKeyLogits, SOFTMAX_STABILIZER} from './linear_features';
+import {causalProductsFrom} from './linear_prefix_sums';
 import {matMul} from './matmul';
 
 /** The running state of causal linear attention, per batch and key/value head. */

@@ -3,8 +3,7 @@
  * positions of it and (b) to a few global positions; the two are softmaxed separately
  * and blended per head and channel by a gate,
  *   out = sigmoid(g[h, c]) * local + (1 - sigmoid(g[h, c])) * global.
- * (Sliding windows as in Longformer, Beltagy et al. 2020; the gated blend of a local and
- * a global branch as in the seeds' LocalGlobalAttention.)
+ * (Sliding windows as in Longformer, Beltagy et al. 2020.)
  *
  * Both branches run in ops/tiled.ts's engine, inside one tf.customGrad: the forward keeps
  * each branch's output and per-row logsumexp, the backward recomputes the probabilities tile
@@ -21,8 +20,10 @@ import {noProbabilities} from '../core/arguments';
 import {AttentionError, show} from '../core/errors';
 import {assertIndexList, assertPositiveInt, checkArgNames, ForeignName} from '../core/validate';
 import {assertFits, attentionDims, isEmptyAttention, zeroAttention} from './heads';
-import {CausalArg, causalAlignment, keyPaddingKeep} from './masks';
-import {TilePlan, tiledBackward, tiledForward} from './tiled';
+import {CausalArg, causalAlignment} from './causal';
+import {keyPaddingKeep} from './masks';
+import {TilePlan} from './tile_plan';
+import {tiledBackward, tiledForward} from './tiled';
 
 export interface LocalGlobalOptions {
   /** W >= 1: query i sees local keys j with |i - j| <= W. */
@@ -61,9 +62,7 @@ const LOCAL_GLOBAL_NAMES: Readonly<Record<string, ForeignName>> = {
 /**
  * The default local block (queries per tile): W itself, but at least MIN_LOCAL_BLOCK rows. A
  * block of b queries sees b + 2W keys in one tile (one softmax), so small blocks waste fewer
- * products but pay more per-op overhead. Measured on wasm (forward+backward, B=1, H=4,
- * T=4096, D=64, W=64, 16 globals): b = 64/128/256/512 took 413/377/476/592 ms
- * (327/287/331/517 ms causal).
+ * products but pay more per-op overhead: 128 was the fastest of 64 to 512 on wasm (docs/benchmarks.md).
  */
 export const MIN_LOCAL_BLOCK = 128;
 /** Queries per block of the global branch (each block's tile holds R * GLOBAL_BLOCK x Ng scores). */

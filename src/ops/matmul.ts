@@ -1,10 +1,10 @@
 /**
  * Matrix products arranged for the backend.
  *
- * The wasm backend of tfjs 4.22 multiplies fast (XNNPACK, ~20 GFLOP/s on this project's
- * 2-core reference machine) only when both operands are 2-D and neither is transposed;
- * a batched (rank 3+) or transposed product falls to a naive loop (~1 GFLOP/s). Autograd
- * makes it worse: the gradient of `tf.matMul` is built from transposed products.
+ * The wasm backend of tfjs 4.22 multiplies fast (XNNPACK) only when both operands are 2-D
+ * and neither is transposed; a batched (rank 3+) or transposed product falls to a naive
+ * loop, many times slower. Autograd makes it worse: the gradient of `tf.matMul` is built
+ * from transposed products.
  *
  * `matMul` here has the semantics of `tf.matMul` (batch dims equal, or `b` 2-D). On a
  * backend in SPLIT_BACKENDS it computes the product as one 2-D, non-transposed `tf.matMul`
@@ -64,20 +64,6 @@ export function splitsProducts(): boolean {
 export function tilesAttention(): boolean {
   if (currentPath !== 'auto') return currentPath === 'split';
   return SPLIT_BACKENDS.includes(tf.getBackend());
-}
-
-/**
- * How many units (a batch entry's key/value group) an engine that works unit by unit (the
- * tiled engine, linear attention's chunks) takes at once: 1 where products are split; on
- * the backends in SPLIT_BACKENDS (wasm, whose memory is one heap that never shrinks) as many
- * as keep a step's largest intermediate, `perUnit` elements for one unit, within `budget`
- * (so long sequences go one unit at a time, as they did, and short ones in one batch);
- * elsewhere all `total`.
- */
-export function unitsAtOnce(total: number, perUnit: number, budget: number): number {
-  if (splitsProducts()) return 1;
-  if (!tilesAttention()) return total;
-  return Math.max(1, Math.min(total, Math.floor(budget / Math.max(1, perUnit))));
 }
 
 /** Swaps the last two axes. */

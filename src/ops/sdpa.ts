@@ -7,15 +7,11 @@ import {OP_NAMES} from '../core/arguments';
 import {AttentionError, show} from '../core/errors';
 import {assertBoolean, assertInteger, assertRate, checkArgNames} from '../core/validate';
 import {AttentionDims, assertFits, attentionDims, groupHeads, isEmptyAttention, ungroupHeads, zeroAttention} from './heads';
-import {CausalAlignment, CausalArg, causalAlignment, causalOffset, combineMasks, normalizeMask} from './masks';
+import {CausalAlignment, CausalArg, causalAlignment, causalOffset} from './causal';
+import {combineMasks, MASKED_LOGIT, normalizeMask} from './masks';
 import {matMul, tilesAttention} from './matmul';
-import {TilePlan, tiledAttention} from './tiled';
-
-/**
- * Added to the logits of masked keys. Finite, so a row with no key left stays finite
- * (it is zeroed afterwards), and far below any logit a float32 model produces.
- */
-export const MASKED_LOGIT = -1e9;
+import {TilePlan} from './tile_plan';
+import {tiledAttention} from './tiled';
 
 export interface SdpaOptions {
   /** Bool or 0/1, 1 = may attend; [T, S], [B, T, S] or broadcastable to [B, H, T, S]. */

@@ -3,11 +3,10 @@
 // gradients), the approximation error against exact softmax attention, large inputs,
 // errors and leaks.
 import * as tf from '@tensorflow/tfjs';
-import {
-  favorFeatures, linearAttention, linearAttentionFromFeatures, RELU_STABILIZER, SOFTMAX_STABILIZER,
-} from '../../src/ops/linear';
+import {linearAttention, linearAttentionFromFeatures} from '../../src/ops/linear';
+import {favorFeatures, RELU_STABILIZER, SOFTMAX_STABILIZER} from '../../src/ops/linear_features';
 import {defaultNumFeatures, orthogonalProjection} from '../../src/ops/random_features';
-import {causalMask} from '../../src/ops/masks';
+import {causalMask} from '../../src/ops/causal';
 import {scaledDotProductAttention} from '../../src/ops/sdpa';
 import {allFinite, gradsOf, makeMask, MaskKind} from '../support/cases';
 import {expectClose, expectError, expectNoLeaks, randn, title} from '../support/helpers';

@@ -3,7 +3,7 @@
 // seeding, the additive form, sparsity/density, the text picture, use as an sdpa mask,
 // and errors.
 import * as tf from '@tensorflow/tfjs';
-import {HnswMask, SparseMask} from '../../src/ops/masks';
+import {HnswMask, SparseMask} from '../../src/ops/sparse_masks';
 import {scaledDotProductAttention} from '../../src/ops/sdpa';
 import {GraphAttention} from '../../src/layers/graph_attention';
 import {expectClose, expectError, expectNoLeaks, randn, title} from '../support/helpers';
