@@ -35,9 +35,10 @@ export {rotaryEmbedding, RopeOptions} from './ops/rope';
 export {causalMask, SparseMask, HnswMask, HnswMaskOptions, CausalAlignment, CausalArg} from './ops/masks';
 
 // layers
-export {
-  AttentionLayerBase, AttentionLayerArgs, AttentionCallArgs, AttentionCache, AttentionCapabilities, PositionEncoding,
-} from './layers/base_attention';
+export {AttentionLayerBase} from './layers/base_attention';
+export {AttentionLayerArgs, AttentionCallArgs, PositionEncoding} from './layers/attention_args';
+export {AttentionCache} from './layers/decoding';
+export {AttentionCapabilities} from './layers/capabilities';
 export {WeightShape} from './core/limits';
 export {MultiHeadAttention, MultiHeadAttentionArgs, MhaImplementation} from './layers/multi_head_attention';
 export {FlashAttention, FlashAttentionArgs} from './layers/flash_attention';
