@@ -37,9 +37,10 @@ export {causalMask, CausalAlignment, CausalArg} from './ops/causal';
 export {SparseMask, HnswMask, HnswMaskOptions} from './ops/sparse_masks';
 
 // layers
-export {
-  AttentionLayerBase, AttentionLayerArgs, AttentionCallArgs, AttentionCache, AttentionCapabilities, PositionEncoding,
-} from './layers/base_attention';
+export {AttentionLayerBase} from './layers/base_attention';
+export {AttentionLayerArgs, AttentionCallArgs, PositionEncoding} from './layers/attention_args';
+export {AttentionCache} from './layers/decoding';
+export {AttentionCapabilities} from './layers/capabilities';
 export {WeightShape} from './core/limits';
 export {MultiHeadAttention, MultiHeadAttentionArgs, MhaImplementation} from './layers/multi_head_attention';
 export {FlashAttention, FlashAttentionArgs} from './layers/flash_attention';

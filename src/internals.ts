@@ -34,10 +34,12 @@ export {
 export {localBlockSize, validGlobalIndices, MIN_LOCAL_BLOCK} from './ops/local_global';
 export {keyPaddingKeep} from './ops/masks';
 export {CAUSAL_ALIGNMENTS} from './ops/causal';
+export {AttendOptions, ATTENTION_LAYER_ARGS, ATTENTION_CALL_ARGS, POSITION_ENCODINGS} from './layers/attention_args';
+export {MaskParts, paddingOnly, zeroPaddedQueries} from './layers/call_masks';
+export {FULL_CAPABILITIES} from './layers/capabilities';
 export {
-  AttendOptions, MaskParts, paddingOnly, zeroPaddedQueries, ATTENTION_LAYER_ARGS, ATTENTION_CALL_ARGS,
-  FULL_CAPABILITIES, cacheBytes, DECODE_DENSE_SCORES, POSITION_ENCODINGS,
-} from './layers/base_attention';
+  cacheBytes, DECODE_DENSE_SCORES, CacheStrategy, CachedStep, keyValueCache, KeyValueLayer,
+} from './layers/decoding';
 export {DEFAULT_ROPE_BASE} from './ops/rope';
 export {GRAPH_VERSIONS, GRAPH_OPTIONS} from './ops/graph';
 export {appendRows, decodeAttention, DECODE_BROADCAST_MAX_ROWS} from './ops/kv_cache';

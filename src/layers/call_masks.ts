@@ -51,6 +51,36 @@ export function paddingOnly(parts: MaskParts, who: string): {query: tf.Tensor4D 
   return {query, key};
 }
 
+/**
+ * The mask attend() receives and the query padding to zero after it: with `fullMasks`,
+ * all the parts combined (and no query padding left to zero); without, paddingOnly's key
+ * padding, and its query padding for zeroPaddedQueries. `who` names the layer.
+ */
+export function attendMask(parts: MaskParts, fullMasks: boolean, who: string)
+    : {mask: tf.Tensor4D | null; queryPadding: tf.Tensor4D | null} {
+  if (!fullMasks) {
+    const padding = paddingOnly(parts, who);
+    return {mask: padding.key, queryPadding: padding.query};
+  }
+  const present = [parts.query, parts.key, parts.attention].filter((m): m is tf.Tensor4D => m != null);
+  const mask = present.length === 0 ? null : present.reduce((a, b) => tf.logicalAnd(a, b) as tf.Tensor4D);
+  return {mask, queryPadding: null};
+}
+
+/**
+ * Throws UNSUPPORTED for the explicit masks of an apply to symbolic inputs: tfjs' model
+ * executor does not pass them on in predict/fit, so they cannot be part of a graph.
+ */
+export function refuseMasksInGraph(args: CallMasks | undefined): void {
+  for (const name of ['attentionMask', 'queryMask', 'valueMask', 'keyMask'] as const) {
+    if (args?.[name] != null) {
+      throw new AttentionError('UNSUPPORTED',
+        `${name} cannot be given when building a model graph (tfjs does not pass it on in predict/fit); ` +
+        'use padding masks (embedding({maskZero: true})) or call the layer on tensors');
+    }
+  }
+}
+
 /** o [B, H, T, Dv] with the rows of padded queries (query [B, 1, T, 1] false) set to zero. */
 export function zeroPaddedQueries(o: tf.Tensor4D, query: tf.Tensor4D | null): tf.Tensor4D {
   return query == null ? o : tf.mul(o, tf.cast(query, 'float32')) as tf.Tensor4D;

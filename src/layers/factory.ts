@@ -1,12 +1,13 @@
 /**
  * attentionLayer(kind, args): one entry point that builds any attention layer of the
- * library by name and checks that the arguments make sense for that kind (the seeds'
- * AttentionBuilder, in TypeScript form).
+ * library by name and checks that the arguments make sense for that kind: an argument
+ * the kind does not take is refused, naming the kinds that take it.
  */
 import {KERAS_LAYER_NAMES, LAYER_ARGS} from '../core/arguments';
 import {AttentionError, show} from '../core/errors';
 import {assertOneOf, nearestName} from '../core/validate';
-import {ATTENTION_LAYER_ARGS, AttentionLayerBase} from './base_attention';
+import {ATTENTION_LAYER_ARGS} from './attention_args';
+import {AttentionLayerBase} from './base_attention';
 import {AnyAttentionArgs, ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind} from './kinds';
 
 export {ATTENTION_KINDS, AttentionKind, AnyAttentionArgs} from './kinds';

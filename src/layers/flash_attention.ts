@@ -32,9 +32,9 @@
 import * as tf from '@tensorflow/tfjs';
 import {flashAttention} from '../ops/flash';
 import {assertPositiveInt} from '../core/validate';
-import {
-  AttendOptions, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
-} from './base_attention';
+import {AttendOptions, AttentionLayerArgs} from './attention_args';
+import {AttentionLayerBase} from './base_attention';
+import {AttentionCapabilities, FULL_CAPABILITIES} from './capabilities';
 
 export interface FlashAttentionArgs extends AttentionLayerArgs {
   /** Query positions per tile, and keys per tile unless keyBlockSize is given; a positive integer or null (flashAttention's default). */

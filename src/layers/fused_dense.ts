@@ -10,8 +10,7 @@ import {LAYER_ARGS} from '../core/arguments';
 import {featuresOf, firstShape} from './inputs';
 import {DENSE_ACTIVATIONS, DenseActivation, dense} from '../ops/dense';
 import {assertBoolean, assertOneOf, assertPositiveInt, checkedLayerArgs} from '../core/validate';
-
-type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
+import {LayerArgs} from './tfjs_types';
 
 export interface FusedDenseArgs extends LayerArgs {
   /** N: the output features. */

@@ -10,8 +10,7 @@ import {LAYER_ARGS} from '../core/arguments';
 import {featuresOf, firstShape} from './inputs';
 import {layerNorm} from '../ops/dense';
 import {assertBoolean, assertPositiveNumber, checkedLayerArgs} from '../core/validate';
-
-type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
+import {LayerArgs} from './tfjs_types';
 
 export interface FusedLayerNormalizationArgs extends LayerArgs {
   /** Added to the variance. Default 1e-3. */

@@ -34,12 +34,9 @@ import {
   ConstraintArg, getConstraint, getInitializer, getRegularizer, InitializerArg, RegularizerArg, serializeObject,
 } from './config';
 import {Shape} from './inputs';
+import {GraphCallFlags} from './graph_call_flags';
 import {setWeightCopies} from './set_weights';
-
-type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
-// tfjs' own Kwargs type is `{[key: string]: any}`.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Kwargs = {[key: string]: any};
+import {Kwargs, LayerArgs} from './tfjs_types';
 
 export interface GraphAttentionArgs extends LayerArgs {
   /** C: channels per head. */
@@ -147,8 +144,8 @@ export class GraphAttention extends tf.layers.Layer {
   private vars: Partial<Record<keyof GraphWeights, tf.LayerVariable>> = {};
   /** Set by apply() so computeOutputShape knows whether scores are returned. */
   private returnScores = false;
-  /** returnAttentionScores of the layer's graph nodes; null until applied to symbolic inputs. */
-  private graphScores: boolean | null = null;
+  /** returnAttentionScores of the layer's graph nodes, for the calls tfjs makes without it. */
+  private readonly graphFlags = new GraphCallFlags(['returnAttentionScores'] as const);
 
   constructor(args: GraphAttentionArgs) {
     super(checkedArgs(args));
@@ -298,23 +295,20 @@ export class GraphAttention extends tf.layers.Layer {
       if (kwargs?.[flag] != null) assertBoolean(flag, kwargs[flag]);
     }
     if (list[0] instanceof tf.SymbolicTensor) {
-      const scores = kwargs?.returnAttentionScores === true;
-      if (this.graphScores != null && this.graphScores !== scores) {
-        throw new AttentionError('UNSUPPORTED', `layer '${this.name}' is already in a graph with returnAttentionScores ` +
-          `${this.graphScores}; a layer shared between graph nodes must use one setting`);
-      }
+      const flags = this.graphFlags.forGraph(this.name, kwargs);
       const edges = list[1] as tf.SymbolicTensor;
       if (edges.dtype !== 'int32') {
         throw new AttentionError('INVALID_CONFIG',
           `edges must be int32 (source, target) node indices: make the input with tf.input({shape: [E, 2], dtype: 'int32'}), ` +
           `received dtype ${edges.dtype}`);
       }
-      this.graphScores = scores;
-      this.returnScores = scores;
+      this.graphFlags.remember(flags);
+      this.returnScores = flags.returnAttentionScores;
       return super.apply(inputs, kwargs);
     }
-    this.returnScores = kwargs?.returnAttentionScores ?? this.graphScores ?? false;
-    return super.apply(inputs, {...kwargs, returnAttentionScores: this.returnScores});
+    const flags = this.graphFlags.forCall(kwargs);
+    this.returnScores = flags.returnAttentionScores;
+    return super.apply(inputs, {...kwargs, ...flags});
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor | tf.Tensor[] {

@@ -35,6 +35,15 @@ export function assertInputs(inputs: unknown, who: string): void {
   }
 }
 
+/** Throws INVALID_CONFIG unless the query, value and key tensors are float32. */
+export function assertFloat32Inputs(query: tf.Tensor, value: tf.Tensor, key: tf.Tensor): void {
+  for (const [name, t] of [['query', query], ['value', value], ['key', key]] as const) {
+    if (t.dtype !== 'float32') {
+      throw new AttentionError('INVALID_CONFIG', `${name} must be float32, received dtype ${t.dtype}`);
+    }
+  }
+}
+
 /**
  * [query, value, key] shapes of a layer input, checked: rank 3 with a known last dim, that
  * dim equal to the one the layer was built with (`built` [Eq, Ev, Ek], null before build),

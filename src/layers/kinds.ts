@@ -5,7 +5,8 @@
  * buildTransformer, the CLI and the bench read this table; adding a kind is adding an entry.
  */
 import {AttentionError, show} from '../core/errors';
-import {AttentionLayerArgs, AttentionLayerBase} from './base_attention';
+import {AttentionLayerArgs} from './attention_args';
+import {AttentionLayerBase} from './base_attention';
 import {FlashAttention, FlashAttentionArgs} from './flash_attention';
 import {LinearAttention, LinearAttentionArgs} from './linear_attention';
 import {LocalGlobalAttention, LocalGlobalAttentionArgs} from './local_global_attention';

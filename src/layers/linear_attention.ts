@@ -42,13 +42,11 @@ import {isPlanned, WeightShape} from '../core/limits';
 import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
 import {assertNonNegativeInt, assertOneOf, assertPositiveInt} from '../core/validate';
 import {EMPTY_SHIFT, LinearState, linearStateStep} from '../ops/linear_decode';
-import {
-  AttendOptions, AttentionCache, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
-} from './base_attention';
-
-// tfjs' own Kwargs type is `{[key: string]: any}`.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Kwargs = {[key: string]: any};
+import {AttendOptions, AttentionLayerArgs} from './attention_args';
+import {AttentionLayerBase} from './base_attention';
+import {AttentionCapabilities, FULL_CAPABILITIES} from './capabilities';
+import {CacheStrategy} from './decoding';
+import {Kwargs} from './tfjs_types';
 
 export interface LinearAttentionArgs extends AttentionLayerArgs {
   /** Random features per head M. Default round(D ln D) for head dim D. */
@@ -160,22 +158,25 @@ export class LinearAttention extends AttentionLayerBase {
     }); // [B, H, T, Dv]
   }
 
-  /** The running sums of causal linear attention: kv [B, G, M, Dv + 1], v1 [B, G, 1, Dv + 1], shift [B, G, 1, 1]. */
-  protected override emptyCacheTensors(B: number): Record<string, tf.Tensor> {
-    const {Dv} = this.dims!;
-    const G = this.numKvHeads;
-    const M = this.numFeatures as number;
-    return {kv: tf.zeros([B, G, M, Dv + 1]), v1: tf.zeros([B, G, 1, Dv + 1]), shift: tf.fill([B, G, 1, 1], EMPTY_SHIFT)};
-  }
-
-  /** One step of the recurrence: constant time and memory per position, whatever the length. */
-  protected override attendCached(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cache: AttentionCache)
-      : {output: tf.Tensor4D; tensors: Record<string, tf.Tensor>} {
-    const {kv, v1, shift} = cache.tensors as unknown as LinearState;
-    const {output, state} = linearStateStep(q, k, v, {kv, v1, shift},
-      {projection: this.projectionWeight!.read(), kernel: this.kernel, chunkSize: this.chunkSize});
-    return {output, tensors: {...state}};
-  }
+  /**
+   * Decodes from the running sums of causal linear attention, kv [B, G, M, Dv + 1],
+   * v1 [B, G, 1, Dv + 1] and shift [B, G, 1, 1]: each step is one step of the recurrence,
+   * in constant time and memory per position, whatever the length.
+   */
+  protected override readonly decoding: CacheStrategy = {
+    emptyTensors: (B) => {
+      const {Dv} = this.dims!;
+      const G = this.numKvHeads;
+      const M = this.numFeatures as number;
+      return {kv: tf.zeros([B, G, M, Dv + 1]), v1: tf.zeros([B, G, 1, Dv + 1]), shift: tf.fill([B, G, 1, 1], EMPTY_SHIFT)};
+    },
+    step: (q, k, v, cache) => {
+      const {kv, v1, shift} = cache.tensors as unknown as LinearState;
+      const {output, state} = linearStateStep(q, k, v, {kv, v1, shift},
+        {projection: this.projectionWeight!.read(), kernel: this.kernel, chunkSize: this.chunkSize});
+      return {output, tensors: {...state}};
+    },
+  };
 
   override getConfig(): tf.serialization.ConfigDict {
     return {

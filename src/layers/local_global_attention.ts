@@ -33,9 +33,10 @@ import {WeightShape} from '../core/limits';
 import {LocalGlobalState, localGlobalStep} from '../ops/local_global_decode';
 import {checkGlobalIndices, localBlockSize, localGlobalAttention, validGlobalIndices} from '../ops/local_global';
 import {assertPositiveInt} from '../core/validate';
-import {
-  AttendOptions, AttentionCache, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
-} from './base_attention';
+import {AttendOptions, AttentionLayerArgs} from './attention_args';
+import {AttentionLayerBase} from './base_attention';
+import {AttentionCapabilities, FULL_CAPABILITIES} from './capabilities';
+import {AttentionCache, CachedStep, CacheStrategy} from './decoding';
 
 export interface LocalGlobalAttentionArgs extends AttentionLayerArgs {
   /** W >= 1: each query sees the keys within W positions of it. */
@@ -88,7 +89,7 @@ export class LocalGlobalAttention extends AttentionLayerBase {
     return [...this.indices];
   }
 
-  /** Replaces the global positions for later calls (the seeds' update_global_indices). */
+  /** Replaces the global positions for later calls (checked as the constructor's globalIndices). */
   setGlobalIndices(indices: number[]): void {
     checkGlobalIndices(indices);
     this.indices = [...indices];
@@ -116,23 +117,25 @@ export class LocalGlobalAttention extends AttentionLayerBase {
   }
 
   /**
-   * The last min(W, maxLength) keys and values, and those of the global positions below
-   * maxLength: O(W + Ng) per layer, whatever the length.
+   * Decodes from the last min(W, maxLength) keys and values and those of the global
+   * positions below maxLength: O(W + Ng) per layer, whatever the length.
    */
-  protected override emptyCacheTensors(B: number, L: number): Record<string, tf.Tensor> {
-    const {D, Dv} = this.dims!;
-    const G = this.numKvHeads;
-    const W = Math.min(this.windowSize, L);
-    const Ng = validGlobalIndices(this.indices, L).length;
-    return {
-      windowKey: tf.zeros([B, G, W, D]), windowValue: tf.zeros([B, G, W, Dv]),
-      globalKey: tf.zeros([B, G, Ng, D]), globalValue: tf.zeros([B, G, Ng, Dv]),
-    };
-  }
+  protected override readonly decoding: CacheStrategy = {
+    emptyTensors: (B, L) => {
+      const {D, Dv} = this.dims!;
+      const G = this.numKvHeads;
+      const W = Math.min(this.windowSize, L);
+      const Ng = validGlobalIndices(this.indices, L).length;
+      return {
+        windowKey: tf.zeros([B, G, W, D]), windowValue: tf.zeros([B, G, W, Dv]),
+        globalKey: tf.zeros([B, G, Ng, D]), globalValue: tf.zeros([B, G, Ng, Dv]),
+      };
+    },
+    step: (q, k, v, cache, index) => this.stepCached(q, k, v, cache, index),
+  };
 
   /** The new positions in pieces of at most max(W, 64) rows, each over the window and the globals seen. */
-  protected override attendCached(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cache: AttentionCache, index: number)
-      : {output: tf.Tensor4D; tensors: Record<string, tf.Tensor>} {
+  private stepCached(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cache: AttentionCache, index: number): CachedStep {
     const globals = validGlobalIndices(this.indices, cache.maxLength);
     if (globals.length !== cache.tensors.globalKey.shape[2]) {
       throw new AttentionError('INVALID_CACHE',
@@ -146,8 +149,9 @@ export class LocalGlobalAttention extends AttentionLayerBase {
     const outputs: tf.Tensor4D[] = [];
     for (let s = 0; s < t; s += piece) {
       const n = Math.min(piece, t - s);
-      const cut = (x: tf.Tensor4D, N: number, X: number) => (n === t ? x : tf.slice(x, [0, 0, s, 0], [B, N, n, X]));
-      const step = localGlobalStep(cut(q, H, D), cut(k, G, D), cut(v, G, Dv), state,
+      // Rows s .. s + n - 1 of x [B, N, t, X]: [B, N, n, X].
+      const pieceOf = (x: tf.Tensor4D, N: number, X: number) => (n === t ? x : tf.slice(x, [0, 0, s, 0], [B, N, n, X]));
+      const step = localGlobalStep(pieceOf(q, H, D), pieceOf(k, G, D), pieceOf(v, G, Dv), state,
         {windowSize: this.windowSize, globals, gate: this.gateWeight!.read(), index: index + s});
       outputs.push(step.output);
       state = step.state;

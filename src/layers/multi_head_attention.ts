@@ -31,9 +31,9 @@ import * as tf from '@tensorflow/tfjs';
 import {flashAttention} from '../ops/flash';
 import {AttentionWithWeights, scaledDotProductAttention} from '../ops/sdpa';
 import {assertOneOf} from '../core/validate';
-import {
-  AttendOptions, AttentionCapabilities, AttentionLayerArgs, AttentionLayerBase, FULL_CAPABILITIES,
-} from './base_attention';
+import {AttendOptions, AttentionLayerArgs} from './attention_args';
+import {AttentionLayerBase} from './base_attention';
+import {AttentionCapabilities, FULL_CAPABILITIES} from './capabilities';
 import {flashCapabilities} from './flash_attention';
 
 export const MHA_IMPLEMENTATIONS = ['standard', 'flash', 'auto'] as const;

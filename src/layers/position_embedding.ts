@@ -5,8 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import {LAYER_ARGS} from '../core/arguments';
 import {AttentionError, show} from '../core/errors';
 import {assertOneOf, assertPositiveInt, checkedLayerArgs} from '../core/validate';
-
-type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
+import {LayerArgs} from './tfjs_types';
 
 export interface PositionEmbeddingArgs extends LayerArgs {
   /** The longest sequence the layer accepts. */

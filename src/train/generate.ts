@@ -8,7 +8,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';
-import {AttentionCache, AttentionLayerBase} from '../layers/base_attention';
+import {AttentionLayerBase} from '../layers/base_attention';
+import {AttentionCache} from '../layers/decoding';
 import {matMul} from '../ops/matmul';
 import {uniform} from '../ops/random_features';
 import {assertNonNegativeInt, assertPositiveInt, checkArgNames} from '../core/validate';

@@ -6,7 +6,8 @@
 // maxLength); no leaks over 200 steps; rewinding an exact-attention cache; and the errors
 // of a misused cache.
 import * as tf from '@tensorflow/tfjs';
-import {AttentionCache, AttentionLayerBase, cacheBytes} from '../../src/layers/base_attention';
+import {AttentionLayerBase} from '../../src/layers/base_attention';
+import {AttentionCache, cacheBytes} from '../../src/layers/decoding';
 import {ATTENTION_KINDS, AttentionKind, attentionLayer} from '../../src/layers/factory';
 import {LocalGlobalAttention} from '../../src/layers/local_global_attention';
 import {buildTransformer, TransformerPositions} from '../../src/train/model';
