@@ -22,7 +22,7 @@ import './kernels/backend'; // the kernel and gradient fixes (no backend is regi
 export {AttentionError, AttentionErrorCode} from './core/errors';
 export {selectBackend, BackendChoice, BackendName, BackendOptions} from './kernels/backend';
 export {wasmThreads, ThreadsArg} from './kernels/wasm_threads';
-export {setLibraryKernels, LibraryKernels} from './kernels/wasm_kernels';
+export {setLibraryKernels, LibraryKernels} from './kernels/kernel_setting';
 
 // ops
 export {scaledDotProductAttention, SdpaOptions, AttentionWithWeights} from './ops/sdpa';

@@ -11,10 +11,10 @@ export {
   autoBackends, BACKEND_CHOICES, NODE_BACKEND_CHOICES, BACKEND_ENV_VAR, loadTfjsNode, loadWasmBackend,
 } from './kernels/backend';
 export {MAX_WASM_THREADS, KNOWN_WASM_VERSION} from './kernels/wasm_threads';
-export {
-  wasmKernelStatus, WasmKernelStatus, installSliceFromHeap, isCopyingSlice, installFastProducts, installTileFromHeap,
-  ProductName,
-} from './kernels/wasm_kernels';
+export {wasmKernelStatus, WasmKernelStatus} from './kernels/wasm_kernels';
+export {installSliceFromHeap, isCopyingSlice} from './kernels/wasm_slice';
+export {installFastProducts, ProductName} from './kernels/wasm_matmul';
+export {installTileFromHeap} from './kernels/wasm_tile';
 export {installGatherFromHeap} from './kernels/wasm_gather';
 export {gradientStatus, GradientStatus, GradientState, GradName} from './kernels/gradients';
 export {cpuKernelStatus, CpuKernelStatus, installLinearSegmentSum, isPerSegmentSum} from './kernels/cpu_kernels';

@@ -31,7 +31,7 @@ import {assertPositiveInt} from '../core/validate';
 import {buildTransformer} from '../train/model';
 import {logitsOf, sparseCrossEntropy} from '../train/trainer';
 import {fusedAdam} from '../train/adam';
-import {LibraryKernels, setLibraryKernels} from '../kernels/wasm_kernels';
+import {LibraryKernels, setLibraryKernels} from '../kernels/kernel_setting';
 import {median, profilePeak} from './measure';
 import {fixed, markdownTable} from './report';
 import {collectMeta, BenchMeta} from './meta';

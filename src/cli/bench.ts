@@ -11,7 +11,7 @@ import {formatMeta, formatTable, summarize} from '../bench/report';
 import {DECODE_CONTEXTS, DECODE_ROWS, DecodeRowName, formatDecodeTable, runDecodeBench, summarizeDecode}
   from '../bench/decode';
 import {STEP_ROWS, StepRowName, formatStepTable, runStepBench, summarizeSteps} from '../bench/step';
-import {LibraryKernels} from '../kernels/wasm_kernels';
+import {LibraryKernels} from '../kernels/kernel_setting';
 import {WORKLOADS} from '../bench/workloads';
 import {MATMUL_PATHS, MatMulPath} from '../ops/matmul';
 import {CliIO, intArg, intListArg, namesArg, threadsOption} from './shared';

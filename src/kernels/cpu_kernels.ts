@@ -5,7 +5,7 @@
  *   of the ids equal to s, times x, summed), so it costs numSegments x size(x): for the
  *   graph op, which sums E edges into N nodes, that is O(N * E) time, and training an
  *   embedding (gather's gradient) costs vocabulary x rows. The replacement adds each row
- *   into its segment once (the same plain loop as the wasm kernel), O(size(x)). Its
+ *   into its segment once (segment_sum.ts, as on wasm), O(size(x)). Its
  *   output is int32 for int32 and bool x, as on wasm and TensorFlow (the shipped kernel
  *   gave float32).
  *   Installed only while the registered kernel behaves as the per-segment one
@@ -13,16 +13,12 @@
  *   tfjs's, a user's) is kept.
  */
 import * as tf from '@tensorflow/tfjs';
-import {followLibraryKernels, libraryKernelsInUse, segmentSumKernel} from './wasm_kernels';
-
-interface CpuLikeBackend {
-  readSync(dataId: tf.DataId): tf.backend_util.BackendValues;
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
-  disposeData(dataId: tf.DataId, force?: boolean): boolean;
-}
+import {CpuBackend} from './backend_types';
+import {followLibraryKernels, libraryKernelsInUse} from './kernel_setting';
+import {segmentSumKernel} from './segment_sum';
 
 const segmentSumConfig = segmentSumKernel('cpu', (backend, shape, dtype, values) =>
-  (backend as unknown as CpuLikeBackend).makeTensorInfo(shape, dtype, values));
+  (backend as unknown as CpuBackend).makeTensorInfo(shape, dtype, values));
 
 /** The cpu kernel function this replaced (null until it has). */
 let original: tf.KernelFunc | null = null;
@@ -46,13 +42,13 @@ const PROBE_SEGMENTS = 8;
  * one that fails.
  */
 export function isPerSegmentSum(kernelFunc: tf.KernelFunc, backend: tf.KernelBackend): boolean {
-  const real = backend as unknown as CpuLikeBackend;
+  const real = backend as unknown as CpuBackend;
   let made = 0;
   const counting = new Proxy(backend, {
     get(target, prop) {
       const value = Reflect.get(target, prop, target);
       if (prop === 'makeTensorInfo') {
-        return (...args: Parameters<CpuLikeBackend['makeTensorInfo']>) => { made++; return real.makeTensorInfo(...args); };
+        return (...args: Parameters<CpuBackend['makeTensorInfo']>) => { made++; return real.makeTensorInfo(...args); };
       }
       return typeof value === 'function' ? value.bind(target) : value;
     },

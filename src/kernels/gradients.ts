@@ -2,10 +2,9 @@
  * Gradients of tfjs 4.22 that the library replaces, for every backend and every model.
  *
  * - Tile: tfjs's gradient takes one Slice and one Add per repetition, so the backward of
- *   `tf.tile(x, reps)` runs 2 x prod(reps) kernels. tf.layers.layerNormalization tiles its
- *   mean, variance, gain and bias up to the input's shape: on [8, 128, 128] that is about
- *   10,000 kernels per norm per step. The replacement takes a reshape and a sum per tiled
- *   axis (adjacent tiled axes where x has size 1 together).
+ *   `tf.tile(x, reps)` runs 2 x prod(reps) kernels, and tf.layers.layerNormalization tiles
+ *   its mean, variance, gain and bias up to the input's shape. The replacement takes a
+ *   reshape and a sum per tiled axis (adjacent tiled axes where x has size 1 together).
  * - BatchMatMul: tfjs's gradient gives each operand the gradient of the broadcast output's
  *   batch shape, so `tf.matMul` of a [1, M, K] with a [B, K, N] (or [K, N] with a batch)
  *   fails in backprop ("The gradient of input 'b' has shape ..."). The replacement sums
@@ -148,7 +147,7 @@ const wrappers: Partial<Record<GradName, tf.GradConfig>> = {};
 let enabled = true;
 
 /** The gradient the wrapper of `name` runs: probed once, when first needed (tensor ops need a ready backend). */
-function resolve(name: GradName): tf.GradConfig {
+function gradientInUse(name: GradName): tf.GradConfig {
   const original = originals[name]!;
   if (!enabled) return original;
   if (chosen[name] == null) chosen[name] = PROBES[name](original) ? REPLACEMENTS[name] : original;
@@ -164,13 +163,13 @@ export function gradientStatus(): GradientStatus {
     const g = tf.getGradient(name);
     if (g == null) return 'absent';
     if (g !== wrappers[name] && g.gradFunc !== wrappers[name]?.gradFunc) return 'kept';
-    return resolve(name) === REPLACEMENTS[name] ? 'replaced' : 'kept';
+    return gradientInUse(name) === REPLACEMENTS[name] ? 'replaced' : 'kept';
   };
   return {Tile: state('Tile'), BatchMatMul: state('BatchMatMul')};
 }
 
 /** Registers `config` without tfjs's warning about overriding a gradient. */
-function register(config: tf.GradConfig): void {
+function registerWithoutWarning(config: tf.GradConfig): void {
   const warn = console.warn;
   console.warn = () => undefined;
   try {
@@ -180,7 +179,8 @@ function register(config: tf.GradConfig): void {
   }
 }
 
-const sameList = (x: readonly string[] | undefined, y: readonly string[] | undefined) => (x ?? []).join() === (y ?? []).join();
+const sameList = (x: readonly string[] | undefined, y: readonly string[] | undefined) =>
+  (x ?? []).join() === (y ?? []).join();
 
 /**
  * Wraps the registered Tile and BatchMatMul gradients: when first needed, the wrapper runs
@@ -193,15 +193,17 @@ export function installGradients(): void {
   for (const name of Object.keys(REPLACEMENTS) as GradName[]) {
     const current = tf.getGradient(name);
     if (current == null || current === wrappers[name] || current.gradFunc === wrappers[name]?.gradFunc) continue;
-    if (!sameList(current.inputsToSave, REPLACEMENTS[name].inputsToSave) || (current.outputsToSave ?? []).length > 0) continue;
+    const savesTheSame = sameList(current.inputsToSave, REPLACEMENTS[name].inputsToSave) &&
+      (current.outputsToSave ?? []).length === 0;
+    if (!savesTheSame) continue;
     originals[name] = current;
     delete chosen[name];
     const wrapper: tf.GradConfig = {
       kernelName: name, inputsToSave: REPLACEMENTS[name].inputsToSave,
-      gradFunc: (dy, saved, attrs) => resolve(name).gradFunc(dy, saved, attrs),
+      gradFunc: (dy, saved, attrs) => gradientInUse(name).gradFunc(dy, saved, attrs),
     };
     wrappers[name] = wrapper;
-    register(wrapper);
+    registerWithoutWarning(wrapper);
   }
 }
 

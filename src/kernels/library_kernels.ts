@@ -5,9 +5,7 @@
  *
  * - COLUMN_SUMS ([R, N] -> [N]): the bias and gain gradients of the library's dense, norm and
  *   projection ops (ops/dense.ts columnSums). As a product ones [1, R] x g, tfjs-wasm's fast
- *   path packs all of g (about 4 ns per value, on one thread whatever the thread count):
- *   0.34-0.54 ms for [1024, 128]; the loop here reads g once, 0.15 ms (this project's 2-core
- *   machine).
+ *   path packs all of g, on one thread whatever the thread count; the loop here reads g once.
  * - ADAM (value, gradient, m, v, beta1^t, beta2^t -> value', m', v'): one Adam update of one
  *   variable (the powers are inputs, read where they lie: no synchronous read), the
  *   arithmetic of tfjs 4.22's AdamOptimizer in one pass instead of its fourteen kernels
@@ -17,38 +15,29 @@
  * op whether the active backend has one, and the op takes its tf-op path where not.
  */
 import * as tf from '@tensorflow/tfjs';
+import {CpuBackend, WasmBackend} from './backend_types';
 
 export const COLUMN_SUMS = 'TfjsAttentionColumnSums';
 export const ADAM = 'TfjsAttentionAdam';
 
 /** What a kernel here needs of a backend: a tensor's values as an array it may read, and new outputs to write. */
-interface Values {
+interface FloatAccess {
   /** A new float32 output of `shape`, with a writable view of its values. */
   output(shape: number[]): {info: tf.TensorInfo; values: Float32Array};
   /** A view (or the array) of t's float32 values, valid until the next output is made. */
   read(t: tf.TensorInfo): Float32Array;
 }
 
-interface WasmBackend {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array;
-}
-
-interface CpuBackend {
-  readSync(dataId: tf.DataId): tf.backend_util.BackendValues;
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
-}
-
-const BACKENDS: Readonly<Record<'wasm' | 'cpu', (backend: unknown) => Values>> = {
+const FLOAT_ACCESS: Readonly<Record<'wasm' | 'cpu', (backend: unknown) => FloatAccess>> = {
   wasm: (backend) => {
     const b = backend as WasmBackend;
     return {
       output: (shape) => {
         const info = b.makeOutput(shape, 'float32');
-        return {info, values: b.typedArrayFromHeap(info)};
+        return {info, values: b.typedArrayFromHeap(info) as Float32Array};
       },
       // Views of the heap taken after makeOutput (which may grow and so move the heap).
-      read: (t) => b.typedArrayFromHeap(t),
+      read: (t) => b.typedArrayFromHeap(t) as Float32Array,
     };
   },
   cpu: (backend) => {
@@ -124,7 +113,7 @@ function columnSumsConfig(backendName: 'wasm' | 'cpu'): tf.KernelConfig {
         throw new Error(`${COLUMN_SUMS} takes a float32 matrix, received ${x.dtype} [${x.shape}]`);
       }
       const [R, C] = x.shape;
-      const io = BACKENDS[backendName](backend);
+      const io = FLOAT_ACCESS[backendName](backend);
       const out = io.output([C]);
       sumColumns(io.read(x), R, C, out.values);
       return out.info;
@@ -150,7 +139,7 @@ function adamConfig(backendName: 'wasm' | 'cpu'): tf.KernelConfig {
             `[${value.shape}] and [${t.shape}]`);
         }
       }
-      const io = BACKENDS[backendName](backend);
+      const io = FLOAT_ACCESS[backendName](backend);
       const outs = [io.output(value.shape), io.output(value.shape), io.output(value.shape)];
       // Views of every input and output after the last output was made (see read).
       const views = [value, gradient, m, v].map((t) => io.read(t));
@@ -193,5 +182,7 @@ export function useOwnKernels(on: boolean): void {
 
 /** True when the active backend has the library's kernel `name` (one of the above) and they are in use. */
 export function hasLibraryKernel(name: typeof COLUMN_SUMS | typeof ADAM): boolean {
-  return enabled && CONFIGS.some((c) => c.kernelName === name && tf.getKernel(name, tf.getBackend())?.kernelFunc === c.kernelFunc);
+  if (!enabled) return false;
+  const registered = tf.getKernel(name, tf.getBackend())?.kernelFunc;
+  return CONFIGS.some((c) => c.kernelName === name && registered === c.kernelFunc);
 }

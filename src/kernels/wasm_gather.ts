@@ -1,26 +1,15 @@
 /**
  * GatherV2 on the wasm backend from views of the heap. tfjs-backend-wasm 4.22's native
- * Gather computes every value's index on its own (about 48 ns a value here): an embedding
- * lookup of 1024 rows of 128 takes 6.3 ms, 35x an Add of the same size. The replacement copies
- * each gathered slice whole (`out.set` of a subarray), so a lookup costs a copy of its output.
- * It checks the indices as tfjs does (the same message), gives empty inputs their true shape
- * (tfjs-wasm 4.22's kept a 4-D one) and batched gathers (batchDims > 0) tfjs-cpu's values
- * (tfjs-wasm 4.22's are wrong for some: x [2, 5, 3, 2], indices [2, 3] along axis 1), and hands
- * strings to the original kernel (which refuses them).
- *
- * Installed only while the registered kernel behaves as tfjs-wasm 4.x's (`isNativeGather`, a
- * probe that survives minification); any other kernel (a later tfjs's, a user's) is left alone.
+ * Gather computes every value's index on its own; the replacement copies each gathered slice
+ * whole (`out.set` of a subarray), so a lookup costs a copy of its output. It checks the
+ * indices as tfjs does (the same message), gives empty inputs their true shape (tfjs-wasm
+ * 4.22's kept a 4-D one) and batched gathers (batchDims > 0) tfjs-cpu's values (tfjs-wasm
+ * 4.22's are wrong for some: x [2, 5, 3, 2], indices [2, 3] along axis 1), and hands strings
+ * to the original kernel (which refuses them).
  */
 import * as tf from '@tensorflow/tfjs';
-import {setUpOnFirstUse, stopsAtNativeOutput} from './wasm_matmul';
-
-interface WasmHeapBackend {
-  readSync(dataId: tf.DataId): tf.backend_util.BackendValues;
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
-}
-
-type HeapArray = Float32Array | Int32Array | Uint8Array;
+import {HeapArray, WasmBackend} from './backend_types';
+import {replaceRecognised, setUpOnFirstUse, stopsAtNativeOutput} from './wasm_replacement';
 
 /** Throws as tfjs does for an index outside [0, dim). */
 export function checkIndices(idx: ArrayLike<number>, dim: number): void {
@@ -57,14 +46,15 @@ export function gatherValues(x: HeapArray, idx: ArrayLike<number>, batches: numb
 /** The kernel this replaced (kept for strings and for setLibraryKernels('tfjs')). */
 let original: tf.KernelConfig | null = null;
 
-const gatherFromHeapConfig: tf.KernelConfig = {
+/** The library's GatherV2 kernel. */
+export const GATHER_FROM_HEAP: tf.KernelConfig = {
   kernelName: 'GatherV2',
   backendName: 'wasm',
   kernelFunc: (args) => {
     const {x, indices} = args.inputs as {x: tf.TensorInfo; indices: tf.TensorInfo};
     if (x.dtype === 'string') return restoredGather()!.kernelFunc(args);
     const {axis, batchDims} = args.attrs as unknown as {axis: number; batchDims?: number};
-    const b = args.backend as unknown as WasmHeapBackend;
+    const b = args.backend as unknown as WasmBackend;
     const parsedAxis = tf.util.parseAxisParam(axis, x.shape)[0];
     const info = tf.backend_util.segment_util.collectGatherOpShapeInfo(x as unknown as tf.Tensor,
       indices as unknown as tf.Tensor, parsedAxis, batchDims ?? 0);
@@ -85,7 +75,7 @@ export function replacedGatherKernel(): tf.KernelConfig | null {
 }
 
 /** Our kernel function, to tell it apart from any other registered later. */
-export const libraryGather = gatherFromHeapConfig.kernelFunc;
+export const libraryGather = GATHER_FROM_HEAP.kernelFunc;
 
 /**
  * True when `kernelFunc` behaves as tfjs-backend-wasm 4.x's GatherV2: on a stand-in backend,
@@ -104,20 +94,8 @@ export function isNativeGather(kernelFunc: tf.KernelFunc): boolean {
  * registry holds afterwards: 'replaced' (ours), 'kept' (another) or 'absent'.
  */
 export function installGatherFromHeap(): 'replaced' | 'kept' | 'absent' {
-  const current = tf.getKernel('GatherV2', 'wasm');
-  if (current == null) return 'absent';
-  if (current.kernelFunc === libraryGather) return 'replaced';
-  if (!isNativeGather(current.kernelFunc)) return 'kept';
-  original = {...current} as tf.KernelConfig;
-  tf.unregisterKernel('GatherV2', 'wasm');
-  tf.registerKernel(gatherFromHeapConfig);
-  return 'replaced';
-}
-
-/** What the registry holds for GatherV2 on wasm now. */
-export function gatherStatus(): 'replaced' | 'kept' | 'absent' {
-  const k = tf.getKernel('GatherV2', 'wasm');
-  return k == null ? 'absent' : k.kernelFunc === libraryGather ? 'replaced' : 'kept';
+  return replaceRecognised(GATHER_FROM_HEAP, (current) => isNativeGather(current.kernelFunc),
+    (replaced) => { original = replaced; });
 }
 
 let restored: tf.KernelConfig | null = null;
@@ -127,6 +105,3 @@ export function restoredGather(): tf.KernelConfig | null {
   if (original == null) return null;
   return restored ??= setUpOnFirstUse(original);
 }
-
-/** The library's GatherV2 config (for setLibraryKernels' swap). */
-export const GATHER_FROM_HEAP: tf.KernelConfig = gatherFromHeapConfig;

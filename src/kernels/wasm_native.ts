@@ -5,12 +5,11 @@
  * Attention multiplies many small matrices, one pair per (batch, head): at T = 128 and
  * D = 32, 768 products of 1 MFLOP in one training step of a 4-layer model. Through
  * tfjs-backend-wasm each is one native call that creates an XNNPACK operator and packs its
- * second operand first, on one thread (65-85 us a product on this project's machine, on one
- * thread or two). The kernel here (native/products.ts, AssemblyScript compiled to
- * WebAssembly SIMD, src/kernels/native_module.ts) computes them in place on the backend's own
- * memory, which it imports: no operator, no copy, both operands read where they lie
- * (transposed ones by strides, or a transposed second operand packed once per product into
- * a scratch row block), about 37 us a product on one thread.
+ * second operand first, on one thread. The kernel here (native/products.ts, AssemblyScript
+ * compiled to WebAssembly SIMD, src/kernels/native_module.ts) computes them in place on the
+ * backend's own memory, which it imports: no operator, no copy, both operands read where
+ * they lie (transposed ones by strides, or a transposed second operand packed once per
+ * product into a scratch row block).
  *
  * With the threaded build in Node (`selectBackend('wasm', {threads})`, which hands this
  * module a way to start worker threads: native_workers.ts) the units of a batched product,
@@ -29,28 +28,13 @@
  */
 import {PRODUCTS_PLAIN, PRODUCTS_SHARED} from './native_module';
 import {AttentionError} from '../core/errors';
+import {NativeHost, WasmMemory} from './backend_types';
 
-/** A WebAssembly.Memory (the library's TypeScript settings carry no WebAssembly types). */
-export interface WasmMemory {
-  readonly buffer: ArrayBuffer | SharedArrayBuffer;
-}
 type WasmModuleObject = object;
 /** The WebAssembly API's parts used here. */
 interface WebAssemblyApi {
   Module: new (bytes: Uint8Array) => WasmModuleObject;
   Instance: new (module: WasmModuleObject, imports: object) => {exports: Record<string, unknown>};
-}
-
-/** The parts of tfjs-backend-wasm's Emscripten module used here. */
-export interface NativeHost {
-  /** The threaded build's memory. */
-  wasmMemory?: WasmMemory;
-  /** The one-thread builds' exports, their memory among them. */
-  asm?: {memory?: WasmMemory};
-  _malloc(bytes: number): number;
-  _free(offset: number): void;
-  /** The threads XNNPACK runs (tfjs-backend-wasm's bridge). */
-  tfjs?: {getThreadsCount?(): number};
 }
 
 /** One batched product: C_u = op(A_u) op(B_u) for each unit u. */
@@ -129,7 +113,8 @@ export function panelRows(M: number, groups: number, threads: number): number {
 }
 
 /** A started worker thread (Node's Worker). */
-export type WorkerLike = {unref(): void; terminate(): Promise<number>; on(event: string, f: (...args: unknown[]) => void): void};
+export type WorkerLike =
+  {unref(): void; terminate(): Promise<number>; on(event: string, f: (...args: unknown[]) => void): void};
 /** What a worker is started with: the kernel's module, the backend's memory, the control block and its slot. */
 export interface WorkerData {module: object; memory: WasmMemory; control: SharedArrayBuffer; slot: number}
 /** Starts one worker of the kernel (native_workers.ts in Node). */
@@ -140,7 +125,10 @@ class NativeProducts {
   private ctl: Int32Array | null = null;
   private workers: WorkerLike[] = [];
   private generation = 0;
-  /** Work done so far (tests and the bench read it): batched products' units, 2-D products' panels, and how many of either the workers did. */
+  /**
+   * Work done so far (tests and the bench read it): batched products' units, 2-D products'
+   * panels, and how many of either the workers did.
+   */
   readonly stats = {units: 0, panels: 0, byWorkers: 0};
 
   constructor(private readonly host: NativeHost, private readonly kernels: Kernels,
@@ -322,7 +310,7 @@ export function provideWorkerStarter(start: WorkerStarter | null): void {
 }
 
 /** Bytes of a base64 string (atob: Node >= 16 and browsers). */
-function decode(text: string): Uint8Array {
+function base64Bytes(text: string): Uint8Array {
   const raw = atob(text);
   const bytes = new Uint8Array(raw.length);
   for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
@@ -342,7 +330,7 @@ export function nativeProducts(host: NativeHost): NativeProducts | null {
     if (memory != null && typeof host._malloc === 'function' && typeof host._free === 'function') {
       const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
       const wasm = (globalThis as unknown as {WebAssembly: WebAssemblyApi}).WebAssembly;
-      const module = new wasm.Module(decode(shared ? PRODUCTS_SHARED : PRODUCTS_PLAIN));
+      const module = new wasm.Module(base64Bytes(shared ? PRODUCTS_SHARED : PRODUCTS_PLAIN));
       const instance = new wasm.Instance(module, {env: {memory}});
       const threads = shared && workerStarter != null ? Math.max(1, host.tfjs?.getThreadsCount?.() ?? 1) : 1;
       kernel = new NativeProducts(host, instance.exports as unknown as Kernels, module, memory, threads);

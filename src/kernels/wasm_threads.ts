@@ -17,8 +17,8 @@
  *   4. The flag WASM_HAS_MULTITHREAD_SUPPORT is set and `setThreadsCount(n)` called before
  *      the backend starts.
  * `URL.createObjectURL`, `os.cpus` and the flag are restored as soon as init ends (whether it
- * worked or not). The build keeps a pool of 8 workers (so at most 8 threads, and ~80 MB more
- * resident memory), which are then `unref()`ed so that a program exits when its work is done.
+ * worked or not). The build keeps a pool of 8 workers (so at most 8 threads), which are then
+ * `unref()`ed so that a program exits when its work is done.
  *
  * Anything unexpected (another tfjs-backend-wasm version, a missing file, an ES module that
  * cannot reach Node's modules) falls back to one thread with one warning line. Browsers are
@@ -27,6 +27,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';
 import {errorMessage, isNode, nodeBuiltin, packageRoot} from '../core/runtime';
+import {WasmBackend} from './backend_types';
 
 /** The tfjs-backend-wasm version whose init this module knows how to arrange. */
 export const KNOWN_WASM_VERSION = '4.22.0';
@@ -77,7 +78,7 @@ export function resolveThreads(threads: ThreadsArg): number {
 export function wasmThreads(): number {
   if (tf.getBackend() !== 'wasm') return 1;
   // The running backend's module, however it was imported (selectBackend's import or the user's).
-  const own = (tf.backend() as unknown as {wasm?: {tfjs?: {getThreadsCount?(): number}}}).wasm?.tfjs;
+  const own = (tf.backend() as unknown as Partial<WasmBackend>).wasm?.tfjs;
   try {
     return Math.max(1, own?.getThreadsCount?.() ?? 1);
   } catch {
@@ -215,8 +216,7 @@ export function arrangeThreadedInit(n: number): Arranged | null {
 
 /** Lets the process exit with the threaded build's pooled workers alive (they idle, unref'd). */
 export function releaseWorkers(): void {
-  const backend = tf.engine().registry['wasm'] as unknown as
-    {wasm?: {PThread?: {runningWorkers?: {unref?: () => void}[]; unusedWorkers?: {unref?: () => void}[]}}} | null;
+  const backend = tf.engine().registry['wasm'] as unknown as Partial<WasmBackend> | undefined;
   const pool = backend?.wasm?.PThread;
   if (pool == null) return;
   for (const w of [...(pool.runningWorkers ?? []), ...(pool.unusedWorkers ?? [])]) w.unref?.();

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import '../../src';
 import {ADAM, COLUMN_SUMS, adamValues, hasLibraryKernel, sumColumns} from '../../src/kernels/library_kernels';
 import {columnSums} from '../../src/ops/dense';
-import {setLibraryKernels} from '../../src/kernels/wasm_kernels';
+import {setLibraryKernels} from '../../src/kernels/kernel_setting';
 import {FusedAdamOptimizer, fusedAdam} from '../../src/train/adam';
 import {BACKEND, expectClose, expectNoLeaks, randn, title} from '../support/helpers';
 

@@ -7,7 +7,8 @@
 import * as tf from '@tensorflow/tfjs';
 import '../../src';
 import {gatherValues, installGatherFromHeap, isNativeGather, libraryGather, replacedGatherKernel} from '../../src/kernels/wasm_gather';
-import {setLibraryKernels, wasmKernelStatus} from '../../src/kernels/wasm_kernels';
+import {setLibraryKernels} from '../../src/kernels/kernel_setting';
+import {wasmKernelStatus} from '../../src/kernels/wasm_kernels';
 import {BACKEND, expectOtherKernelKept, title} from '../support/helpers';
 
 /** x gathered along `axis` by `indices` (batchDims leading axes shared), written out. */

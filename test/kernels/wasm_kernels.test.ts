@@ -2,8 +2,10 @@
 import * as tf from '@tensorflow/tfjs';
 import '../../src';
 import {installSliceFromHeap, isCopyingSlice, loadWasmBackend, wasmKernelStatus} from '../../src/internals';
-import {installTileFromHeap, isCopyingIdentity, isNativeTile, replacedSliceKernel, tileValues, unsortedSegmentSumValues}
-  from '../../src/kernels/wasm_kernels';
+import {unsortedSegmentSumValues} from '../../src/kernels/segment_sum';
+import {isCopyingIdentity} from '../../src/kernels/wasm_identity';
+import {replacedSliceKernel} from '../../src/kernels/wasm_slice';
+import {installTileFromHeap, isNativeTile, tileValues} from '../../src/kernels/wasm_tile';
 import {BACKEND, expectNoLeaks, expectOtherKernelKept, title} from '../support/helpers';
 
 // The library imports the wasm backend when selectBackend first tries it, never at import; the

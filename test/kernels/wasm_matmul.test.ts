@@ -7,8 +7,9 @@
 import * as tf from '@tensorflow/tfjs';
 import '../../src';
 import {loadWasmBackend, wasmKernelStatus} from '../../src/internals';
-import {LibraryKernels, replacedProductKernel, setLibraryKernels} from '../../src/kernels/wasm_kernels';
-import {PRODUCT_KERNELS, isTfjsWasmProduct, transposeMatrices} from '../../src/kernels/wasm_matmul';
+import {LibraryKernels, setLibraryKernels} from '../../src/kernels/kernel_setting';
+import {PRODUCT_KERNELS, isTfjsWasmProduct, replacedProductKernel} from '../../src/kernels/wasm_matmul';
+import {transposeMatrices} from '../../src/kernels/wasm_product_paths';
 import {BACKEND, title, seededValues as values} from '../support/helpers';
 
 type Act = 'linear' | 'relu' | 'relu6' | 'prelu' | 'leakyrelu' | 'sigmoid' | 'elu';

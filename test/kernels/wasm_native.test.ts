@@ -10,7 +10,8 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import '../../src';
 import {PRODUCTS_PLAIN, PRODUCTS_SHARED} from '../../src/kernels/native_module';
-import {NativeHost, nativeProducts, PANEL_MIN_ROWS, panelRows, useNativeProducts} from '../../src/kernels/wasm_native';
+import {NativeHost} from '../../src/kernels/backend_types';
+import {nativeProducts, PANEL_MIN_ROWS, panelRows, useNativeProducts} from '../../src/kernels/wasm_native';
 import {BACKEND, title, seededValues as values} from '../support/helpers';
 
 /** op(a) op(b) per batch (both operands' batch axes given whole or as 1), summed in float64. */

@@ -4,7 +4,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '../../src';
 import {getMatMulPath, matMul, setMatMulPath, splitsProducts, tilesAttention} from '../../src/ops/matmul';
-import {setLibraryKernels} from '../../src/kernels/wasm_kernels';
+import {setLibraryKernels} from '../../src/kernels/kernel_setting';
 import {BACKEND, expectClose, expectError, expectNoLeaks, randn, title} from '../support/helpers';
 
 /** tf.matMul, with a 2-D right operand under a batched left one done on a 2-D view (tfjs's 3-D x 2-D gradient is broken). */
