@@ -100,7 +100,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
     'its kernels and its product kernel)', () => {
     const b = bundles.mhaOnly;
     expect(b.libraryFiles).toContain('esm/layers/multi_head_attention.js');
-    expect(b.libraryFiles).toContain('esm/wasm_kernels.js');
+    expect(b.libraryFiles).toContain('esm/kernels/wasm_kernels.js');
     const unneeded = b.libraryFiles.filter((f) => /(train|keras|cli|bench)\/|linear|local_global|random_features/.test(f));
     expect(unneeded).toEqual([]);
     // The core registers the file:// handler on import (a no-op outside Node), so its code
@@ -114,9 +114,9 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
     const bytes = (match: (f: string) => boolean) => Object.entries(b.libraryFileBytes).filter(([f]) => match(f))
       .reduce((n, [, v]) => n + v, 0);
     const io = bytes((f) => f.startsWith('esm/io/'));
-    const kernels = bytes((f) => ['esm/wasm_kernels.js', 'esm/wasm_matmul.js', 'esm/gradients.js', 'esm/wasm_gather.js',
-      'esm/library_kernels.js'].includes(f));
-    const native = bytes((f) => ['esm/wasm_native.js', 'esm/native_module.js'].includes(f));
+    const NATIVE = ['esm/kernels/wasm_native.js', 'esm/kernels/native_module.js'];
+    const kernels = bytes((f) => f.startsWith('esm/kernels/') && !NATIVE.includes(f));
+    const native = bytes((f) => NATIVE.includes(f));
     console.log(`MHA-only bundle: ${b.libraryBytes} bytes of the library: file:// handler ${io}, kernels ${kernels}, ` +
       `product kernel ${native}`);
     expect(native).toBeGreaterThan(0);
@@ -131,7 +131,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
     for (const f of ['multi_head_attention', 'flash_attention', 'linear_attention', 'local_global_attention', 'graph_attention']) {
       expect(files).toContain(`esm/layers/${f}.js`);
     }
-    expect(files).toContain('esm/train/model.js'); // PositionEmbedding
+    expect(files).toContain('esm/layers/position_embedding.js');
     expect(bundles.registerOnly.warnings).toEqual([]);
   });
 
