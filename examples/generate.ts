@@ -7,9 +7,10 @@
  *   npx ts-node examples/generate.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionCache, generate, LinearAttention, selectBackend} from '../src/node';
+import {AttentionCache, generate, LinearAttention} from '../src/node';
 import {cacheBytes} from '../src/internals';
 import {decodeText, encodeText, readTextFile, sampleTextPath, train, unigramEntropy} from '../src/train';
+import {runAsProgram} from './run';
 
 export async function main(log: (line: string) => void = console.log, steps = 60)
     : Promise<{loss: number; entropy: number; text: string; cacheBytes: number[]}> {
@@ -53,6 +54,4 @@ export async function main(log: (line: string) => void = console.log, steps = 60
   return {loss, entropy, text, cacheBytes: sizes};
 }
 
-if (require.main === module) {
-  selectBackend().then(() => main());
-}
+if (require.main === module) runAsProgram(() => main());

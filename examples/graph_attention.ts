@@ -9,7 +9,8 @@
  *   npx ts-node examples/graph_attention.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import {GraphAttention, graphAttention, selectBackend} from '../src/node';
+import {GraphAttention, graphAttention} from '../src/node';
+import {runAsProgram} from './run';
 
 export interface GraphExampleResult {
   /** The output shape [B, N, H * C]. */
@@ -72,7 +73,8 @@ async function layerExample(log: (line: string) => void) {
   const attrs = tf.input({shape: [e, edgeDim]});
   // Seeded initializers, so the run prints the same figures each time.
   const init = (seed: number) => tf.initializers.glorotUniform({seed});
-  const first = new GraphAttention({units: 8, numHeads: 2, name: 'gat', kernelInitializer: init(1), attentionInitializer: init(2)});
+  const first = new GraphAttention({units: 8, numHeads: 2, name: 'gat', kernelInitializer: init(1),
+    attentionInitializer: init(2)});
   let h = first.apply([nodes, edges, attrs]) as tf.SymbolicTensor;             // [B, n, 16]
   h = tf.layers.activation({activation: 'elu'}).apply(h) as tf.SymbolicTensor;
   h = new GraphAttention({units: 8, numHeads: 2, concatHeads: false, version: 'gatv2', name: 'gatv2',
@@ -146,9 +148,4 @@ export async function main(log: (line: string) => void = console.log): Promise<G
   return {shape, alphaSums, gradsOk, ...await layerExample(log)};
 }
 
-if (require.main === module) {
-  selectBackend('wasm').then(() => main()).catch((e) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
-}
+if (require.main === module) runAsProgram(() => main(), 'wasm');

@@ -10,7 +10,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {loadKerasModel, MultiHeadAttention, registerAttentionLayers, selectBackend} from '../src/node';
+import {loadKerasModel, MultiHeadAttention, registerAttentionLayers} from '../src/node';
+import {runAsProgram} from './run';
 
 export interface KerasModelResult {
   /** The attention layer's numHeads and headDim, read from Keras's num_heads / key_dim. */
@@ -59,6 +60,4 @@ export async function main(log: (line: string) => void = console.log): Promise<K
   return result;
 }
 
-if (require.main === module) {
-  selectBackend().then(() => main());
-}
+if (require.main === module) runAsProgram(() => main());

@@ -10,7 +10,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, causalMask, MultiHeadAttention, selectBackend} from '../src/node';
+import {AttentionError, causalMask, MultiHeadAttention} from '../src/node';
+import {runAsProgram} from './run';
 
 export interface KerasSemanticsResult {
   /** max |useCausalMask - explicit top-left mask| and |useCausalMask - causal: 'top-left'|. */
@@ -66,8 +67,8 @@ export async function main(log: (line: string) => void = console.log): Promise<K
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-attention-keras-'));
   fs.writeFileSync(path.join(dir, 'notes.txt'), 'my notes\n');
   const input = tf.input({shape: [5, 16]});
-  const model = tf.model({inputs: input, outputs: new MultiHeadAttention({numHeads: 4}).apply(input, {useCausalMask: true}) as
-    tf.SymbolicTensor});
+  const output = new MultiHeadAttention({numHeads: 4}).apply(input, {useCausalMask: true}) as tf.SymbolicTensor;
+  const model = tf.model({inputs: input, outputs: output});
   await model.save(`file://${dir}`);
   await model.save(`file://${dir}`); // a second save replaces only model.json and its weights
   const notesAfter = fs.readFileSync(path.join(dir, 'notes.txt'), 'utf8');
@@ -83,6 +84,4 @@ export async function main(log: (line: string) => void = console.log): Promise<K
   return {topLeftDiffs, alignmentsDiffer, refused, notesAfter, loadDiff};
 }
 
-if (require.main === module) {
-  selectBackend().then(() => main());
-}
+if (require.main === module) runAsProgram(() => main());

@@ -1,7 +1,7 @@
 /**
  * Local-global attention with an HNSW mask. An HNSW graph links each node to a few near
- * and far neighbours, and lifts a few nodes into upper layers; the seeds use those
- * upper-layer nodes as global tokens. Here:
+ * and far neighbours, and lifts a few nodes into upper layers; local-global attention can
+ * take those upper-layer nodes as its global tokens. Here:
  *   1. HnswMask.adaptive (a local window OR the graph's edges), HnswMask.fromLayers for
  *      the upper layers, and SparseMask.globalIndices for the hubs give one dense mask,
  *      which MultiHeadAttention takes as its attentionMask;

@@ -13,7 +13,8 @@
  * fewer, larger products (faster on wasm) and more memory.
  */
 import * as tf from '@tensorflow/tfjs';
-import {FlashAttention, MultiHeadAttention, selectBackend, wasmThreads} from '../src/node';
+import {FlashAttention, MultiHeadAttention, wasmThreads} from '../src/node';
+import {runAsProgram} from './run';
 
 export interface LongContextResult {
   /** The flash layer's output shape [B, T, units]. */
@@ -63,10 +64,6 @@ export async function main(log: (line: string) => void = console.log, T = 4096, 
 
 if (require.main === module) {
   const [T, threads] = process.argv.slice(2);
-  selectBackend('wasm', {threads: threads != null ? Number(threads) : 'auto'})
-    .then(() => main(console.log, T != null ? Number(T) : undefined))
-    .catch((e) => {
-      console.error(e);
-      process.exitCode = 1;
-    });
+  runAsProgram(() => main(console.log, T != null ? Number(T) : undefined), 'wasm',
+    {threads: threads != null ? Number(threads) : 'auto'});
 }

@@ -12,7 +12,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {MultiHeadAttention} from '../src/node';
-import {MatMulPath, autoBackends, getMatMulPath, matMul, setMatMulPath, splitsProducts, wasmKernelStatus, WasmKernelStatus} from '../src/internals';
+import {
+  MatMulPath, autoBackends, getMatMulPath, matMul, setMatMulPath, splitsProducts, wasmKernelStatus, WasmKernelStatus,
+} from '../src/internals';
 import {runAsProgram} from './run';
 
 export interface PathsResult {

@@ -24,7 +24,8 @@ function makeData(n: number, T: number, vocab: number): {xs: tf.Tensor2D; ys: tf
   return {xs: tf.tensor2d(rows, undefined, 'int32'), ys: tf.tensor2d(labels, [n, 1])};
 }
 
-export async function main(log: (line: string) => void = console.log): Promise<{firstLoss: number; lastLoss: number; maxDiff: number}> {
+export async function main(log: (line: string) => void = console.log):
+    Promise<{firstLoss: number; lastLoss: number; maxDiff: number}> {
   const T = 8;
   const vocab = 16;
   const ids = tf.input({shape: [T], dtype: 'int32'});

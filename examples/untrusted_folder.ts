@@ -13,7 +13,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, loadModel, MultiHeadAttention, selectBackend} from '../src/node';
+import {AttentionError, loadModel, MultiHeadAttention} from '../src/node';
+import {runAsProgram} from './run';
 
 type Json = Record<string, any>;
 
@@ -42,11 +43,16 @@ export async function main(log: (line: string) => void = console.log): Promise<{
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'untrusted-'));
   const outcomes: string[] = [];
   try {
-    const attention = (json: Json) => json.modelTopology.config.layers.find((l: Json) => l.class_name === 'MultiHeadAttention');
+    const attention = (json: Json) =>
+      json.modelTopology.config.layers.find((l: Json) => l.class_name === 'MultiHeadAttention');
     const folders = {
-      'a weights path out of the folder': copyOfGqa(root, 'escape', (j) => { j.weightsManifest[0].paths = ['../weights.bin']; }),
+      'a weights path out of the folder': copyOfGqa(root, 'escape', (j) => {
+        j.weightsManifest[0].paths = ['../weights.bin'];
+      }),
       'weights.bin cut short': copyOfGqa(root, 'short', (_, d) => fs.truncateSync(path.join(d, 'weights.bin'), 100)),
-      'num_heads: 1e7': copyOfGqa(root, 'heads', (j) => { Object.assign(attention(j).config, {num_heads: 1e7, num_kv_heads: 1e7, head_dim: 16}); }),
+      'num_heads: 1e7': copyOfGqa(root, 'heads', (j) => {
+        Object.assign(attention(j).config, {num_heads: 1e7, num_kv_heads: 1e7, head_dim: 16});
+      }),
     };
     for (const [what, dir] of Object.entries(folders)) outcomes.push(`${what}: ${await tryLoad(dir)}`);
 
@@ -75,12 +81,8 @@ export async function main(log: (line: string) => void = console.log): Promise<{
 }
 
 if (require.main === module) {
-  selectBackend().then((name) => {
-    console.log(`backend: ${name}`);
+  runAsProgram(() => {
     tf.env().set('PROD', true);
     return main();
-  }).catch((e) => {
-    console.error(e);
-    process.exitCode = 1;
   });
 }

@@ -48,7 +48,7 @@ export {localGlobalStep, LocalGlobalState} from './ops/local_global_decode';
 export {MHA_IMPLEMENTATIONS, FLASH_AUTO_MIN_SCORES} from './layers/multi_head_attention';
 export {GRAPH_LAYER_ARGS, GRAPH_CALL_ARGS} from './layers/graph_attention';
 export {dense, layerNorm, DENSE_ACTIVATIONS} from './ops/dense';
-export {ATTENTION_KIND_TABLE, AttentionKindEntry, AttentionLayerClass, KindFlag, attentionKinds} from './layers/kinds';
+export {ATTENTION_KIND_TABLE, AttentionKindEntry, AttentionLayerClass, attentionKinds} from './layers/kinds';
 export {LAYER_CLASSES} from './layers/register';
 export {TRANSFORMER_POSITIONS} from './train/model';
 export {

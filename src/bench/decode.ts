@@ -10,7 +10,7 @@
  *
  * Plus, per cached row, the bytes its cache holds at that context (and per position), and
  * an `mqa` row (grouped-query with one key/value head) beside 'mha' and 'gqa'. Layers:
- * B=1, H=8, D=64 (E=512), 'gqa' G=2, each kind's own bench arguments from the table
+ * B=1, H=8, D=64 (E=512), 'gqa' G=2, each kind's own arguments from DECODE_KIND_ARGS
  * (local-global: window 64 and 4 global positions). The first row is run once untimed
  * before the others, so the backend's warm-up is charged to no row.
  */
@@ -23,10 +23,10 @@ import {AttentionError, show} from '../core/errors';
 import {AttentionLayerBase} from '../layers/base_attention';
 import {AttentionCache, cacheBytes} from '../layers/decoding';
 import {attentionLayer} from '../layers/factory';
-import {ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind} from '../layers/kinds';
+import {AnyAttentionArgs, ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind} from '../layers/kinds';
 import {assertPositiveInt} from '../core/validate';
 import {median, timeOnce} from './measure';
-import {fixed, markdownTable} from './report';
+import {fixedOrDash, markdownTable} from './report';
 import {collectMeta, BenchMeta} from './meta';
 
 /** The contexts of the decode rows by default. */
@@ -36,6 +36,14 @@ export const DECODE_SHAPE = {B: 1, H: 8, D: 64, gqaKvHeads: 2};
 /** What a decode row is: a kind of the table, or 'mqa' (grouped-query with one key/value head). */
 export const DECODE_ROWS = [...ATTENTION_KINDS, 'mqa'] as const;
 export type DecodeRowName = typeof DECODE_ROWS[number];
+/** Each kind's layer arguments in the decode rows, beyond heads and causal; every kind has an entry. */
+export const DECODE_KIND_ARGS: Readonly<Record<AttentionKind, Partial<AnyAttentionArgs>>> = {
+  'mha': {},
+  'gqa': {},
+  'flash': {},
+  'linear': {seed: 0},
+  'local-global': {windowSize: 64, globalIndices: [0, 1, 2, 3]},
+};
 
 export interface DecodeRow {
   row: DecodeRowName;
@@ -80,7 +88,7 @@ function decodeLayer(row: DecodeRowName, seed: number): AttentionLayerBase {
   const G = row === 'mqa' ? 1 : ATTENTION_KIND_TABLE[kind].kvHeads(H, kind === 'gqa' ? DECODE_SHAPE.gqaKvHeads : undefined);
   const layer = attentionLayer(kind, {
     numHeads: H, headDim: D, causal: true, ...(G !== H ? {numKvHeads: G} : {}),
-    ...ATTENTION_KIND_TABLE[kind].benchArgs,
+    ...DECODE_KIND_ARGS[kind],
     kernelInitializer: tf.initializers.glorotUniform({seed}),
   });
   layer.build([DECODE_SHAPE.B, null, H * D]);
@@ -88,7 +96,8 @@ function decodeLayer(row: DecodeRowName, seed: number): AttentionLayerBase {
 }
 
 /** Median ms of up to `reps` runs of fn (tensors it returns are waited for and freed) after up to `warmup`. */
-async function timed(fn: () => tf.Tensor[], warmup: number, reps: number, budgetMs: number): Promise<{ms: number; runs: number}> {
+async function medianTime(fn: () => tf.Tensor[], warmup: number, reps: number, budgetMs: number):
+    Promise<{ms: number; runs: number}> {
   const start = performance.now();
   for (let i = 0; i < warmup && performance.now() - start < budgetMs / 2; i++) await timeOnce(fn);
   const times: number[] = [];
@@ -96,8 +105,12 @@ async function timed(fn: () => tf.Tensor[], warmup: number, reps: number, budget
   return {ms: median(times), runs: times.length};
 }
 
+/** The runs and budget of every row: the options with their defaults filled in. */
+type RowSettings = Required<Omit<DecodeBenchOptions, 'outDir' | 'log' | 'backend' | 'threads'>>;
+
+/** Measures one row: the layer of `row`, one token after `context` positions, `mode`'s way. */
 async function measureRow(row: DecodeRowName, mode: DecodeRow['mode'], context: number, backend: string,
-                          o: Required<Omit<DecodeBenchOptions, 'outDir' | 'log' | 'backend' | 'threads'>>): Promise<DecodeRow> {
+                          o: RowSettings): Promise<DecodeRow> {
   const {B, H, D} = DECODE_SHAPE;
   const layer = decodeLayer(row, 1);
   const out: DecodeRow = {row, mode, backend, B, H, G: layer.numKvHeads, D, context, msPerToken: null, runs: 0,
@@ -113,14 +126,15 @@ async function measureRow(row: DecodeRowName, mode: DecodeRow['mode'], context: 
       cache = full;
       out.cacheBytes = cacheBytes(full);
       const last = tf.slice(x, [0, context, 0], [B, 1, H * D]);
-      const m = await timed(() => {
+      const m = await medianTime(() => {
         const [step, next] = layer.apply(last, {cache: full}) as unknown as [tf.Tensor, AttentionCache];
         return [step, ...Object.values(next.tensors)];
       }, o.warmup, o.reps, o.budgetMs);
       last.dispose();
       [out.msPerToken, out.runs] = [m.ms, m.runs];
     } else {
-      const m = await timed(() => [layer.apply(x) as tf.Tensor], Math.min(o.warmup, 1), Math.min(o.reps, 5), o.budgetMs);
+      const m = await medianTime(() => [layer.apply(x) as tf.Tensor], Math.min(o.warmup, 1), Math.min(o.reps, 5),
+        o.budgetMs);
       [out.msPerToken, out.runs] = [m.ms, m.runs];
     }
   } catch (e) {
@@ -138,7 +152,8 @@ export async function runDecodeBench(options: DecodeBenchOptions = {}): Promise<
   const rows = options.rows ?? DECODE_ROWS;
   const bad = rows.filter((r) => !(DECODE_ROWS as readonly string[]).includes(r));
   if (rows.length === 0 || bad.length > 0) {
-    throw new AttentionError('INVALID_CONFIG', `decode rows must be among ${DECODE_ROWS.join(', ')}, received ${show([...rows])}`);
+    throw new AttentionError('INVALID_CONFIG',
+      `decode rows must be among ${DECODE_ROWS.join(', ')}, received ${show([...rows])}`);
   }
   const contexts = options.contexts ?? DECODE_CONTEXTS;
   contexts.forEach((c) => assertPositiveInt('context', c));
@@ -166,10 +181,11 @@ export async function runDecodeBench(options: DecodeBenchOptions = {}): Promise<
 
 /** The rows as a padded markdown table. */
 export function formatDecodeTable(rows: readonly DecodeRow[]): string {
-  const header = ['row', 'mode', 'B', 'H', 'G', 'D', 'context', 'ms/token', 'runs', 'cache KiB', 'cache B/position', 'error'];
-  return markdownTable(header, rows.map((r) => [r.row, r.mode, r.B, r.H, r.G, r.D, r.context, fixed(r.msPerToken, 2),
-    r.runs, fixed(r.cacheBytes == null ? null : r.cacheBytes / 1024, 1),
-    fixed(r.cacheBytes == null ? null : r.cacheBytes / r.context, 0), r.error ?? ''].map(String)));
+  const header = ['row', 'mode', 'B', 'H', 'G', 'D', 'context', 'ms/token', 'runs', 'cache KiB', 'cache B/position',
+    'error'];
+  return markdownTable(header, rows.map((r) => [r.row, r.mode, r.B, r.H, r.G, r.D, r.context, fixedOrDash(r.msPerToken, 2),
+    r.runs, fixedOrDash(r.cacheBytes == null ? null : r.cacheBytes / 1024, 1),
+    fixedOrDash(r.cacheBytes == null ? null : r.cacheBytes / r.context, 0), r.error ?? ''].map(String)));
 }
 
 /** What the rows say: cached vs recompute per kind, and how the cached cost grows with the context. */
@@ -182,8 +198,8 @@ export function summarizeDecode(rows: readonly DecodeRow[]): string[] {
     if (cached.length === 0) continue;
     const parts = cached.map((r) => {
       const full = find(row, 'recompute', r.context);
-      return `c=${r.context} ${r.msPerToken!.toFixed(2)} ms` + (full != null ? ` (${(full.msPerToken! / r.msPerToken!).toFixed(1)}x ` +
-        'faster than recompute)' : '');
+      const speedup = full != null ? ` (${(full.msPerToken! / r.msPerToken!).toFixed(1)}x faster than recompute)` : '';
+      return `c=${r.context} ${r.msPerToken!.toFixed(2)} ms${speedup}`;
     });
     const [first, last] = [cached[0], cached[cached.length - 1]];
     out.push(`${row} cached per token: ${parts.join(', ')}; c=${last.context} / c=${first.context}: ` +

@@ -14,8 +14,8 @@
  * its outputs' data, and reads the size again. The growth counts the inputs too, and is
  * compared with the row's floor (`floorBytes`): the bytes any implementation must hold,
  * for attention q, k, v and the output, plus dOut, dq, dk and dv for forward+backward
- * (at B=1, H=4, T=4096, D=64: 16 MiB and 32 MiB). A trivial op (q + k + v, gradients
- * included) measures about 1.5x its floor: growth steps and the allocator's slack.
+ * (at B=1, H=4, T=4096, D=64: 16 MiB and 32 MiB). Even a trivial op measures above its
+ * floor: the growth steps and the allocator's slack.
  *
  * Only the rows of the built-in tables (IMPLS, WORKLOADS) can be measured this way: the
  * child finds the row by name.
@@ -25,6 +25,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {selectBackend} from '../kernels/backend';
 import {MatMulPath, setMatMulPath} from '../ops/matmul';
+import {attentionWorkload} from './attention_workload';
 import {IMPLS} from './impls';
 import {AttentionShape, Pass} from './measure';
 import {WORKLOADS, Workload} from './workloads';
@@ -55,13 +56,9 @@ export function wasmHeapBytes(): number | null {
 }
 
 /** The row's workload: an attention implementation or a workload from WORKLOADS. */
-async function workloadFor(name: string): Promise<Workload> {
+function workloadFor(name: string): Workload {
   if (name in WORKLOADS) return WORKLOADS[name];
-  if (name in IMPLS) {
-    // Imported here: run.ts imports this module.
-    const {attentionWorkload} = await import('./run');
-    return attentionWorkload(IMPLS[name]);
-  }
+  if (name in IMPLS) return attentionWorkload(IMPLS[name]);
   throw new Error(`no bench row named ${name}`);
 }
 
@@ -69,7 +66,7 @@ async function workloadFor(name: string): Promise<Workload> {
 export async function runHeapJob(job: HeapJob): Promise<HeapMeasurement> {
   await selectBackend('wasm');
   setMatMulPath(job.matmulPath);
-  const workload = await workloadFor(job.impl);
+  const workload = workloadFor(job.impl);
   const start = wasmHeapBytes()!;
   const prepared = workload.prepare(job.shape, job.seed, [job.pass]);
   const fn = prepared.pass(job.pass);
@@ -83,9 +80,9 @@ export async function runHeapJob(job: HeapJob): Promise<HeapMeasurement> {
 }
 
 /** The marker before the child's one line of JSON on stdout. */
-const RESULT = 'HEAP_RESULT ';
+const RESULT_MARKER = 'HEAP_RESULT ';
 /** The marker before the child's error message on stderr. */
-const FAILED = 'HEAP_FAILED ';
+const FAILED_MARKER = 'HEAP_FAILED ';
 
 /** How to start this file as a script: node, with ts-node when running from the TypeScript sources. */
 function childCommand(): string[] {
@@ -111,13 +108,13 @@ export function measureHeap(job: HeapJob): Promise<HeapMeasurement> {
     child.stderr.on('data', (d) => { stderr += d; });
     child.on('error', reject);
     child.on('close', (code, signal) => {
-      const line = stdout.split('\n').find((l) => l.startsWith(RESULT));
+      const line = stdout.split('\n').find((l) => l.startsWith(RESULT_MARKER));
       if (code === 0 && line != null) {
-        resolve(JSON.parse(line.slice(RESULT.length)) as HeapMeasurement);
+        resolve(JSON.parse(line.slice(RESULT_MARKER.length)) as HeapMeasurement);
         return;
       }
       const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '');
-      const last = lines.find((l) => l.startsWith(FAILED))?.slice(FAILED.length) ?? lines.pop() ?? '';
+      const last = lines.find((l) => l.startsWith(FAILED_MARKER))?.slice(FAILED_MARKER.length) ?? lines.pop() ?? '';
       reject(new Error(`heap measurement failed (${signal ?? `exit ${code}`})${last !== '' ? `: ${last.trim()}` : ''}`));
     });
   });
@@ -125,9 +122,10 @@ export function measureHeap(job: HeapJob): Promise<HeapMeasurement> {
 
 if (require.main === module) {
   runHeapJob(JSON.parse(process.argv[2]) as HeapJob).then((m) => {
-    process.stdout.write(`${RESULT}${JSON.stringify(m)}\n`);
+    process.stdout.write(`${RESULT_MARKER}${JSON.stringify(m)}\n`);
   }, (e) => {
-    process.stderr.write(`${(e as Error)?.stack ?? e}\n${FAILED}${String((e as Error)?.message ?? e).split('\n')[0]}\n`);
+    const message = String((e as Error)?.message ?? e).split('\n')[0];
+    process.stderr.write(`${(e as Error)?.stack ?? e}\n${FAILED_MARKER}${message}\n`);
     process.exitCode = 1;
   });
 }

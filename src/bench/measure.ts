@@ -88,7 +88,7 @@ function profilingState(): ProfilingState | null {
  * The most tensor bytes the engine held after any kernel of `fn`: what
  * `tf.profile(fn).peakBytes` reports; and how many kernels `fn` ran. tfjs 4.22 computes that as
  * `Math.max(...kernels.map(...))`, which overflows the call stack once a pass runs more
- * than about 10^5 kernels (flash forward+backward at T=16384 does), so this switches
+ * than about 10^5 kernels (a long flash forward+backward can), so this switches
  * the engine's profiling on itself, as tf.profile does, and takes the maximum in a loop.
  * Falls back to tf.profile where the engine's state has another form.
  */
@@ -131,7 +131,8 @@ export interface PassMeasurement {
 
 /**
  * The peak run (which also warms up, and happens even when warmup is 0), up to
- * warmup - 1 more untimed runs while under half of `budgetMs`, then up to `reps` timed runs while under `budgetMs` (at least one).
+ * warmup - 1 more untimed runs while under half of `budgetMs`, then up to `reps` timed runs
+ * while under `budgetMs` (at least one).
  */
 export async function measurePass(fn: PassFn, warmup: number, reps: number, budgetMs: number): Promise<PassMeasurement> {
   const start = performance.now();

@@ -63,7 +63,7 @@ function memoryValues(rows: BenchRow[]): PlotValue[] {
  * A Vega-Lite spec: y vs T, log-log, a line per impl, a column of panels per pass and,
  * when the values have a measure, a row of panels per measure.
  */
-function spec(all: PlotValue[], yTitle: string, title: string): vl.TopLevelSpec {
+function plotSpec(all: PlotValue[], yTitle: string, title: string): vl.TopLevelSpec {
   const values = all.filter((v) => v.y != null && v.y > 0);
   const byMeasure = values.some((v) => v.measure != null);
   return {
@@ -112,7 +112,8 @@ async function loadVega(): Promise<[Vega, VegaLite] | null> {
   }
 }
 
-async function render([vega, vlc]: [Vega, VegaLite], s: vl.TopLevelSpec): Promise<string> {
+/** The spec drawn as an SVG document. */
+async function renderSvg([vega, vlc]: [Vega, VegaLite], s: vl.TopLevelSpec): Promise<string> {
   const view = new vega.View(vega.parse(vlc.compile(s).spec), {renderer: 'none'});
   try {
     return await view.toSVG();
@@ -145,14 +146,15 @@ export async function writePlots(dir: string, report: BenchReport, log: (line: s
   const {B, H, G, D} = rows[0];
   const where = `${report.meta.backend}, B=${B} H=${H} G=${G} D=${D}`;
   const files: [string, vl.TopLevelSpec][] = [
-    ['time.svg', spec(timeValues(rows), 'median time (ms)', `Time vs length (${where})`)],
-    ['memory.svg', spec(memoryValues(rows), 'MiB', `Memory vs length: tf.profile's peak and the wasm heap's growth (${where})`)],
+    ['time.svg', plotSpec(timeValues(rows), 'median time (ms)', `Time vs length (${where})`)],
+    ['memory.svg', plotSpec(memoryValues(rows), 'MiB',
+      `Memory vs length: tf.profile's peak and the wasm heap's growth (${where})`)],
   ];
   fs.mkdirSync(dir, {recursive: true});
   const written: string[] = [];
   for (const [name, s] of files) {
     const file = path.join(dir, name);
-    fs.writeFileSync(file, await render(vega, s));
+    fs.writeFileSync(file, await renderSvg(vega, s));
     written.push(file);
   }
   return written;

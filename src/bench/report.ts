@@ -28,7 +28,10 @@ export interface BenchRow extends AttentionShape {
   msMedian: number | null;
   /** Peak tensor bytes above the bytes in use before the pass (tf.profile's accounting). */
   peakBytes: number | null;
-  /** Real memory: the wasm heap's growth over one pass in a fresh process, inputs included (heap.ts); null when not measured. */
+  /**
+   * Real memory: the wasm heap's growth over one pass in a fresh process, inputs included
+   * (heap.ts); null when not measured.
+   */
   heapBytes: number | null;
   /** What any implementation must hold: inputs, outputs and, for fwd+bwd, dOut and the forward output (heap.ts). */
   floorBytes: number;
@@ -53,7 +56,7 @@ export interface BenchReport {
 }
 
 /** x with `digits` decimals; null (a failed row) as '-'. */
-export const fixed = (x: number | null, digits: number): string => (x == null ? '-' : x.toFixed(digits));
+export const fixedOrDash = (x: number | null, digits: number): string => (x == null ? '-' : x.toFixed(digits));
 
 /** A markdown table with padded columns, readable in a terminal too. */
 export function markdownTable(header: readonly string[], body: readonly string[][]): string {
@@ -70,19 +73,20 @@ export function formatTable(rows: readonly BenchRow[]): string {
     'GFLOP/s', 'error'];
   return markdownTable(header, rows.map((r) => [
     r.impl, r.pass, r.B, r.H, r.G, r.T, r.S, r.D,
-    fixed(r.msMedian, 2),
+    fixedOrDash(r.msMedian, 2),
     r.runs,
-    fixed(toMiB(r.peakBytes), 1),
-    fixed(toMiB(r.heapBytes), 1),
-    fixed(floorRatio(r), 1),
-    fixed(r.gflops, 2),
+    fixedOrDash(toMiB(r.peakBytes), 1),
+    fixedOrDash(toMiB(r.heapBytes), 1),
+    fixedOrDash(floorRatio(r), 1),
+    fixedOrDash(r.gflops, 2),
     r.error ?? (r.heapError != null ? `heap: ${r.heapError}` : ''),
   ].map(String)));
 }
 
 export function formatMeta(meta: BenchMeta): string {
   return `backend ${meta.backend}, tfjs ${meta.tfjsVersion}, tfjs-attention ${meta.packageVersion}, ` +
-    `node ${meta.nodeVersion}, ${meta.cpuCount} cpus, ${meta.threads ?? 1} thread${(meta.threads ?? 1) === 1 ? '' : 's'}, ${meta.date}; suite ${meta.suite}, matMul path ` +
+    `node ${meta.nodeVersion}, ${meta.cpuCount} cpus, ${meta.threads ?? 1} thread${(meta.threads ?? 1) === 1 ? '' : 's'}, ` +
+    `${meta.date}; suite ${meta.suite}, matMul path ` +
     `${meta.matmulPath} (${meta.splitProducts ? 'split into 2-D products' : 'tf.matMul as is'}); median of up to ` +
     `${meta.reps} runs after up to ${meta.warmup} warm-up, ${meta.budgetMs / 1000} s budget per row`;
 }
@@ -103,7 +107,7 @@ export function writeReport(dir: string, report: BenchReport): string[] {
 /** Rows that are not attention implementations on (q, k, v). */
 export const NOT_ATTENTION_ROWS: readonly string[] = ['matmul', 'mha-layer', 'mha-layer-naive'];
 
-const find = (rows: readonly BenchRow[], impl: string, pass: string, shape: Partial<AttentionShape> = {}) =>
+const findRow = (rows: readonly BenchRow[], impl: string, pass: string, shape: Partial<AttentionShape> = {}) =>
   rows.find((r) => r.impl === impl && r.pass === pass && r.error == null &&
     (Object.keys(shape) as (keyof AttentionShape)[]).every((key) => r[key] === shape[key]));
 
@@ -117,7 +121,7 @@ export function summarize(rows: readonly BenchRow[]): string[] {
   const out: string[] = [];
   for (const layer of rows.filter((r) => r.impl === 'mha-layer' && r.error == null)) {
     const {B, H, G, T, D} = layer;
-    const naive = find(rows, 'mha-layer-naive', layer.pass, {B, H, G, T, D});
+    const naive = findRow(rows, 'mha-layer-naive', layer.pass, {B, H, G, T, D});
     if (naive == null) continue;
     out.push(`mha-layer ${layer.pass} (B=${B}, T=${T}, E=${H * D}, H=${H}, G=${G}): ${layer.msMedian!.toFixed(1)} ms vs ` +
       `mha-layer-naive ${naive.msMedian!.toFixed(1)} ms: ${(naive.msMedian! / layer.msMedian!).toFixed(2)}x faster`);
@@ -126,7 +130,8 @@ export function summarize(rows: readonly BenchRow[]): string[] {
   if (ceiling != null) {
     for (const r of rows.filter((x) => x.impl === 'sdpa' && x.pass === 'fwd+bwd' && x.error == null)) {
       out.push(`sdpa fwd+bwd (B=${r.B}, H=${r.H}, G=${r.G}, T=${r.T}, D=${r.D}): ${r.gflops!.toFixed(2)} GFLOP/s = ` +
-        `${(100 * r.gflops! / ceiling.gflops!).toFixed(0)}% of matmul (n=${ceiling.T}) ${ceiling.gflops!.toFixed(2)} GFLOP/s`);
+        `${(100 * r.gflops! / ceiling.gflops!).toFixed(0)}% of matmul (n=${ceiling.T}) ` +
+        `${ceiling.gflops!.toFixed(2)} GFLOP/s`);
     }
     // The rows that count the products they perform, at their longest T.
     const counted = rows.filter((x) => x.pass === 'fwd+bwd' && x.error == null && x.performedGflops != null);
@@ -153,8 +158,9 @@ export function summarize(rows: readonly BenchRow[]): string[] {
       r.B === B && r.H === H && r.G === G && r.T === T && r.S === S && r.D === D);
     if (others.length === 0) continue;
     out.push(`fwd+bwd at B=${B}, H=${H}, G=${G}, T=${T}, D=${D}, against naive (${naive.msMedian!.toFixed(1)} ms, ` +
-      `peak ${formatMiB(naive.peakBytes!)}): ` + others.map((r) => `${r.impl} ${(naive.msMedian! / r.msMedian!).toFixed(2)}x ` +
-      `faster, peak ${formatMiB(r.peakBytes!)} (${(r.peakBytes! / naive.peakBytes!).toFixed(2)}x)`).join('; '));
+      `peak ${formatMiB(naive.peakBytes!)}): ` + others.map((r) =>
+      `${r.impl} ${(naive.msMedian! / r.msMedian!).toFixed(2)}x faster, peak ${formatMiB(r.peakBytes!)} ` +
+      `(${(r.peakBytes! / naive.peakBytes!).toFixed(2)}x)`).join('; '));
   }
   return out;
 }

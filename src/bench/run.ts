@@ -2,9 +2,9 @@
  * The benchmark suite behind `tfjs-attention bench`: the backend's own matMul, the
  * MultiHeadAttention layer against the same layer written naively, and every attention
  * implementation in IMPLS, forward and forward+backward, over a list of shapes. See
- * measure.ts for what is measured, report.ts and plots.ts for the files written.
+ * suites.ts for the shapes, measure.ts for what is measured, report.ts and plots.ts for the
+ * files written.
  */
-import * as tf from '@tensorflow/tfjs';
 import {BackendChoice, selectBackend} from '../kernels/backend';
 import {ThreadsArg} from '../kernels/wasm_threads';
 import {AttentionError, show} from '../core/errors';
@@ -13,119 +13,13 @@ import {BenchImpl, IMPLS} from './impls';
 import {MatMulPath, getMatMulPath, setMatMulPath} from '../ops/matmul';
 import {isNode} from '../core/runtime';
 import {measureHeap} from './heap';
-import {AttentionShape, Pass, PASSES, PassFn, attentionFloorBytes, attentionFlops, measurePass} from './measure';
+import {attentionWorkload} from './attention_workload';
+import {AttentionShape, Pass, measurePass} from './measure';
 import {collectMeta} from './meta';
 import {removePlots, writePlots} from './plots';
 import {BenchReport, BenchRow, formatMiB, writeReport} from './report';
-import {LAYER_SHAPE, Prepared, WORKLOADS, Workload, graphShape, matmulShape} from './workloads';
-
-const base = {B: 1, H: 8, G: 8, D: 64};
-
-/** B=1, H=8, D=64, T=S in {128, 512} with G=8 (multi-head), plus one GQA row (G=2): the quick suite's shapes. */
-export const QUICK_SHAPES: readonly AttentionShape[] = [
-  {...base, T: 128, S: 128},
-  {...base, T: 512, S: 512},
-  {...base, G: 2, T: 512, S: 512},
-];
-
-/** The lengths of the full suite's sweep. */
-export const SWEEP_LENGTHS: readonly number[] = [128, 256, 512, 1024, 2048, 4096, 8192, 16384];
-/** The sweep's heads: B=1, H=G=4, D=64 (H=8 would not let the dense rows reach T=4096 in wasm's 4 GiB). */
-export const SWEEP_BASE = {B: 1, H: 4, G: 4, D: 64};
-
-/**
- * The full suite's attention shapes: B=1, H=8, T=1024, D=64 (the exact-attention
- * throughput shape), the GQA shape, then the sweep over SWEEP_LENGTHS.
- */
-export const FULL_SHAPES: readonly AttentionShape[] = [
-  {...base, T: 1024, S: 1024},
-  {...base, G: 2, T: 512, S: 512},
-  ...SWEEP_LENGTHS.map((T) => ({...SWEEP_BASE, T, S: T})),
-];
-
-/**
- * The longest T the implementations that form T x S matrices run at: at T=8192 their
- * forward+backward needs more than the 4 GiB a wasm heap can have, and running out
- * aborts the whole process (no catch can stop it). Others run at every length.
- */
-export const DENSE_MAX_T = 4096;
-export const DENSE_IMPLS: readonly string[] = ['naive', 'sdpa', 'sdpa-causal', 'local-global-dense'];
-
-export type SuiteName = 'quick' | 'full';
-export const SUITE_NAMES: readonly SuiteName[] = ['quick', 'full'];
-
-export interface BenchPreset {
-  /** Shapes of the attention rows. */
-  shapes: readonly AttentionShape[];
-  /** Shapes of the layer rows (mha-layer, mha-layer-naive). */
-  layerShapes: readonly AttentionShape[];
-  /** Sizes n of the matmul row. */
-  matmulSizes: readonly number[];
-  /** Edges E of the graph rows (graphShape). */
-  graphEdges: readonly number[];
-  /** Untimed runs before timing; the first is also the peak-memory run. */
-  warmup: number;
-  /** Timed runs; the median is reported. */
-  reps: number;
-  /** A row stops adding warm-up runs after half of this and timed runs after all of it (ms); one timed run at least. */
-  budgetMs: number;
-}
-
-/** The default run: every row at every length memory allows (about half an hour on 2 cores). */
-export const FULL_PRESET: BenchPreset = {
-  shapes: FULL_SHAPES, layerShapes: [LAYER_SHAPE], matmulSizes: [1024], graphEdges: [10_000, 100_000, 1_000_000], warmup: 2,
-  reps: 3, budgetMs: 60_000,
-};
-/** `--suite quick`: T <= 512, the layer rows and matmul; under 3 minutes on 2 cores. */
-export const QUICK_PRESET: BenchPreset = {
-  shapes: QUICK_SHAPES, layerShapes: [LAYER_SHAPE], matmulSizes: [1024], graphEdges: [10_000], warmup: 1, reps: 3,
-  budgetMs: 12_000,
-};
-export const SUITES: Readonly<Record<SuiteName, BenchPreset>> = {quick: QUICK_PRESET, full: FULL_PRESET};
-
-/** What the CLI's --seq, --batch, --heads, --kv-heads and --dim change in a list of shapes. */
-export interface ShapeOverrides {
-  /** Lengths T (= S): one multi-head shape per length (B=1, H=8, D=64 unless overridden) replaces the list. */
-  seq?: readonly number[];
-  /** B */
-  batch?: number;
-  /** H */
-  heads?: number;
-  /** G. Default: H for multi-head shapes (G == H), the shape's own G otherwise. */
-  kvHeads?: number;
-  /** D (= Dv) */
-  dim?: number;
-}
-
-/**
- * `shapes` with the overrides applied, duplicates dropped, in order. Throws
- * AttentionError('INVALID_CONFIG') for a value that is not a positive integer or
- * heads not divisible by the key/value heads.
- */
-export function overrideShapes(shapes: readonly AttentionShape[], o: ShapeOverrides): AttentionShape[] {
-  if (o.seq != null) {
-    if (o.seq.length === 0) throw new AttentionError('INVALID_CONFIG', 'seq must list at least one length');
-    o.seq.forEach((T) => assertPositiveInt('seq', T));
-  }
-  for (const [name, value] of [['batch', o.batch], ['heads', o.heads], ['kvHeads', o.kvHeads], ['dim', o.dim]] as const) {
-    if (value != null) assertPositiveInt(name, value);
-  }
-  const start = o.seq != null ? o.seq.map((T) => ({...base, T, S: T})) : shapes;
-  const out: AttentionShape[] = [];
-  for (const s of start) {
-    const H = o.heads ?? s.H;
-    const G = o.kvHeads ?? (s.G === s.H ? H : s.G);
-    if (H % G !== 0) {
-      throw new AttentionError('INVALID_CONFIG',
-        `heads (${H}) must be divisible by kvHeads (${G}) in the shape with T=${s.T}, S=${s.S}; ` +
-        'set kvHeads (--kv-heads) to a divisor of heads');
-    }
-    const shape = {B: o.batch ?? s.B, H, G, T: s.T, S: s.S, D: o.dim ?? s.D};
-    const same = (x: AttentionShape) => (['B', 'H', 'G', 'T', 'S', 'D'] as const).every((key) => x[key] === shape[key]);
-    if (!out.some(same)) out.push(shape);
-  }
-  return out;
-}
+import {DENSE_IMPLS, DENSE_MAX_T, SUITE_NAMES, SUITES, SuiteName} from './suites';
+import {Prepared, WORKLOADS, Workload, graphShape, matmulShape} from './workloads';
 
 export interface BenchOptions {
   /** Names from the registry and the workloads. Default: all, attention rows in table order, then the workloads. */
@@ -179,26 +73,12 @@ interface Job {
   workload: Workload;
 }
 
-/** An attention implementation as a workload on q, k, v with cotangent dy. */
-export function attentionWorkload(impl: BenchImpl): Workload {
-  return {
-    description: impl.description,
-    passes: PASSES,
-    flops: attentionFlops,
-    ...(impl.performedFlops != null ? {performedFlops: impl.performedFlops} : {}),
-    floorBytes: attentionFloorBytes,
-    prepare(shape, seed, passes = PASSES) {
-      const inputs = makeInputs(shape, seed, passes.includes('fwd+bwd'));
-      return {pass: (p) => passFn(impl, p, inputs), dispose: () => tf.dispose(inputs)};
-    },
-  };
-}
-
 /** Runs the suite and returns `{meta, rows}`, the content of results.json. */
 export async function runBench(options: BenchOptions = {}): Promise<BenchReport> {
   const suite = SUITES[options.suite ?? 'full'];
   if (suite == null) {
-    throw new AttentionError('INVALID_CONFIG', `suite must be one of ${SUITE_NAMES.join(', ')}, received ${show(options.suite)}`);
+    throw new AttentionError('INVALID_CONFIG',
+      `suite must be one of ${SUITE_NAMES.join(', ')}, received ${show(options.suite)}`);
   }
   const registry = options.registry ?? IMPLS;
   const workloads = options.workloads ?? WORKLOADS;
@@ -313,23 +193,6 @@ function rowStart(job: Job, pass: Pass, backend: string): BenchRow {
   const {B, H, G, T, S, D} = job.shape; // in this order in results.json
   return {impl: job.name, pass, backend, B, H, G, T, S, D, msMedian: null, peakBytes: null, heapBytes: null,
     floorBytes: job.workload.floorBytes(job.shape, pass), gflops: null, performedGflops: null, runs: 0};
-}
-
-/** q [B, H, T, D], k and v [B, G, S, D], and (withCotangent) the cotangent dy [B, H, T, D]. */
-function makeInputs({B, H, G, T, S, D}: AttentionShape, seed: number, withCotangent: boolean): tf.Tensor[] {
-  const shapes = [[B, H, T, D], [B, G, S, D], [B, G, S, D], ...(withCotangent ? [[B, H, T, D]] : [])];
-  return shapes.map((s, i) => tf.randomNormal(s, 0, 1, 'float32', seed + i));
-}
-
-/**
- * fwd: the output. fwd+bwd: the gradients for q, k, v of the output with cotangent dy
- * (d/d(q, k, v) of sum(output * dy)), dy handed to tf.grads as the output's gradient, so the
- * pass holds no loss tensors of its own.
- */
-function passFn(impl: BenchImpl, pass: Pass, [q, k, v, dy]: tf.Tensor[]): PassFn {
-  if (pass === 'fwd') return () => [impl.run(q, k, v, {})];
-  const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => impl.run(a, b, c, {});
-  return () => tf.grads(f)([q, k, v], dy);
 }
 
 async function benchPass(job: Job, prepared: Prepared, pass: Pass, backend: string, warmup: number, reps: number,

@@ -1,7 +1,7 @@
 /**
  * The training-step rows of `tfjs-attention bench --suite step`: one full step of a model
  * as a user trains it (forward, backward with `tf.variableGrads`, an Adam update), timed
- * and counted:
+ * and counted. The models (step_models.ts):
  *
  * - `transformer-small`: buildTransformer mha, vocab 100, T=128, E=128, 4 heads, 4 layers,
  *   causal (819k parameters), batch 8; the trainer's loss.
@@ -28,117 +28,17 @@ import {BackendChoice, selectBackend} from '../kernels/backend';
 import {ThreadsArg} from '../kernels/wasm_threads';
 import {AttentionError, show} from '../core/errors';
 import {assertPositiveInt} from '../core/validate';
-import {buildTransformer} from '../train/model';
-import {logitsOf, sparseCrossEntropy} from '../train/trainer';
 import {fusedAdam} from '../train/adam';
 import {LibraryKernels, setLibraryKernels} from '../kernels/kernel_setting';
 import {median, profilePeak} from './measure';
-import {fixed, markdownTable} from './report';
+import {fixedOrDash, markdownTable} from './report';
 import {collectMeta, BenchMeta} from './meta';
-
-export const STEP_ROWS = ['transformer-small', 'transformer-large', 'mlp', 'layernorm'] as const;
-export type StepRowName = typeof STEP_ROWS[number];
-
-/** A row's model and loss, built for one measurement. */
-interface StepModel {
-  model: tf.LayersModel;
-  /** The loss of one batch (inside variableGrads). */
-  loss(): tf.Scalar;
-  /** Model FLOPs of one step. */
-  flops: number;
-  /** The trainer's optimizer (FusedAdamOptimizer) when the library's kernels are on; else tf.train.adam. */
-  trainer: boolean;
-  /** "B=8 T=128 E=128 H=4 layers=4" */
-  shape: string;
-  dispose(): void;
-}
-
-/** Sum of the sizes of the weights used in products (kernels). */
-function productWeights(model: tf.LayersModel): number {
-  return model.trainableWeights.filter((w) => /kernel$/.test(w.name.replace(/_\d+$/, '')))
-    .reduce((s, w) => s + tf.util.sizeFromShape(w.shape as number[]), 0);
-}
-
-function transformerRow(B: number, T: number, E: number, H: number, layers: number): StepModel {
-  const V = 100;
-  const model = buildTransformer({attention: 'mha', vocabSize: V, seqLength: T, modelDim: E, numHeads: H,
-    numLayers: layers, causal: true, seed: 1});
-  const rand = (n: number, seed: number) => Int32Array.from({length: n}, (_, i) => (i * 7919 + seed * 104729) % V);
-  const batch = {inputs: rand(B * T, 1), targets: rand(B * T, 2), weights: new Float32Array(B * T).fill(1), n: B, L: T};
-  const x = tf.tensor2d(batch.inputs, [B, T], 'int32');
-  const D = E / H;
-  const logits = logitsOf(model)!;
-  return {
-    model,
-    loss: () => sparseCrossEntropy(logits(x, true), batch, V),
-    flops: 6 * B * T * productWeights(model) + 12 * B * H * T * T * D * layers,
-    trainer: true,
-    shape: `B=${B} T=${T} E=${E} H=${H} layers=${layers}`,
-    dispose: () => {
-      x.dispose();
-      model.dispose();
-    },
-  };
-}
-
-function mlpRow(): StepModel {
-  const B = 512;
-  const input = tf.input({shape: [512]});
-  let h = input;
-  for (const [i, units] of [1024, 1024].entries()) {
-    h = tf.layers.dense({units, activation: 'relu', name: `mlp_dense${i}`}).apply(h) as tf.SymbolicTensor;
-  }
-  const out = tf.layers.dense({units: 10, name: 'mlp_out'}).apply(h) as tf.SymbolicTensor;
-  const model = tf.model({inputs: input, outputs: out});
-  const x = tf.randomNormal([B, 512], 0, 1, 'float32', 1);
-  const y = tf.oneHot(tf.randomUniform([B], 0, 10, 'int32', 2) as tf.Tensor1D, 10);
-  return {
-    model,
-    loss: () => tf.losses.softmaxCrossEntropy(y, model.apply(x, {training: true}) as tf.Tensor) as tf.Scalar,
-    flops: 6 * B * productWeights(model),
-    trainer: false,
-    shape: `B=${B} 512-1024-1024-10`,
-    dispose: () => {
-      tf.dispose([x, y]);
-      model.dispose();
-    },
-  };
-}
-
-function layerNormRow(): StepModel {
-  const [B, T, E] = [8, 128, 128];
-  const input = tf.input({shape: [T, E]});
-  let h = input;
-  for (let i = 0; i < 4; i++) {
-    h = tf.layers.dense({units: E, activation: 'relu', name: `ln_dense${i}`}).apply(h) as tf.SymbolicTensor;
-    h = tf.layers.layerNormalization({name: `ln_norm${i}`}).apply(h) as tf.SymbolicTensor;
-  }
-  const model = tf.model({inputs: input, outputs: h});
-  const x = tf.randomNormal([B, T, E], 0, 1, 'float32', 1);
-  const y = tf.randomNormal([B, T, E], 0, 1, 'float32', 2);
-  return {
-    model,
-    loss: () => tf.losses.meanSquaredError(y, model.apply(x, {training: true}) as tf.Tensor) as tf.Scalar,
-    flops: 6 * B * T * productWeights(model),
-    trainer: false,
-    shape: `B=${B} T=${T} E=${E} 4 x (dense, layerNorm)`,
-    dispose: () => {
-      tf.dispose([x, y]);
-      model.dispose();
-    },
-  };
-}
-
-const BUILD: Readonly<Record<StepRowName, () => StepModel>> = {
-  'transformer-small': () => transformerRow(8, 128, 128, 4, 4),
-  'transformer-large': () => transformerRow(4, 512, 256, 8, 6),
-  mlp: mlpRow,
-  layernorm: layerNormRow,
-};
+import {STEP_MODELS, STEP_ROWS, StepModel, StepRowName} from './step_models';
 
 /** The rows' kernel settings by default: both for the plain tfjs rows, the library's for the transformers. */
 const DEFAULT_KERNELS: Readonly<Record<StepRowName, readonly LibraryKernels[]>> = {
-  'transformer-small': ['library'], 'transformer-large': ['library'], mlp: ['library', 'tfjs'], layernorm: ['library', 'tfjs'],
+  'transformer-small': ['library'], 'transformer-large': ['library'],
+  mlp: ['library', 'tfjs'], layernorm: ['library', 'tfjs'],
 };
 
 export interface StepRow {
@@ -232,7 +132,7 @@ async function measureStep(name: StepRowName, kernels: LibraryKernels, backend: 
   let operands: [tf.Tensor, tf.Tensor] | null = null;
   let optimizer: tf.Optimizer | null = null;
   try {
-    m = BUILD[name]();
+    m = STEP_MODELS[name]();
     optimizer = m.trainer && kernels === 'library' ? fusedAdam(1e-4) : tf.train.adam(1e-4);
     const opt = optimizer;
     row.shape = m.shape;
@@ -283,7 +183,8 @@ export async function runStepBench(options: StepBenchOptions = {}): Promise<Step
   const rows = options.rows ?? STEP_ROWS;
   const bad = rows.filter((r) => !(STEP_ROWS as readonly string[]).includes(r));
   if (rows.length === 0 || bad.length > 0) {
-    throw new AttentionError('INVALID_CONFIG', `step rows must be among ${STEP_ROWS.join(', ')}, received ${show([...rows])}`);
+    throw new AttentionError('INVALID_CONFIG',
+      `step rows must be among ${STEP_ROWS.join(', ')}, received ${show([...rows])}`);
   }
   const o = {reps: options.reps ?? 5, warmup: options.warmup ?? 1, budgetMs: options.budgetMs ?? 60_000};
   assertPositiveInt('reps', o.reps);
@@ -299,7 +200,8 @@ export async function runStepBench(options: StepBenchOptions = {}): Promise<Step
       const r = await measureStep(name, kernels, backend, n, o);
       options.log?.(`${r.row} (${r.kernels} kernels) ${r.shape}: ` + (r.error != null ? `error: ${r.error}`
         : `${r.msMedian!.toFixed(1)} ms, ${r.kernelsPerStep} kernels, ${(r.flops! / 1e9).toFixed(2)} GFLOP, ` +
-          `${r.gflops!.toFixed(2)} GFLOP/s = ${(100 * r.ofMatMul!).toFixed(0)}% of matMul (${r.matmulGflops!.toFixed(2)}), peak ${fixed(r.peakBytes! / 2 ** 20, 1)} MiB`));
+          `${r.gflops!.toFixed(2)} GFLOP/s = ${(100 * r.ofMatMul!).toFixed(0)}% of matMul ` +
+          `(${r.matmulGflops!.toFixed(2)}), peak ${fixedOrDash(r.peakBytes! / 2 ** 20, 1)} MiB`));
       report.rows.push(r);
       if (options.outDir != null) writeStepReport(options.outDir, report);
     }
@@ -311,10 +213,10 @@ export async function runStepBench(options: StepBenchOptions = {}): Promise<Step
 export function formatStepTable(rows: readonly StepRow[]): string {
   const header = ['row', 'kernels', 'shape', 'ms/step', 'runs', 'kernels/step', 'GFLOP', 'GFLOP/s', 'matMul GFLOP/s',
     '% of matMul', 'peak MiB', 'error'];
-  return markdownTable(header, rows.map((r) => [r.row, r.kernels, r.shape, fixed(r.msMedian, 1), r.runs,
-    r.kernelsPerStep ?? '-', fixed(r.flops == null ? null : r.flops / 1e9, 2), fixed(r.gflops, 2), fixed(r.matmulGflops, 2),
-    fixed(r.ofMatMul == null ? null : 100 * r.ofMatMul, 0), fixed(r.peakBytes == null ? null : r.peakBytes / 2 ** 20, 1),
-    r.error ?? ''].map(String)));
+  return markdownTable(header, rows.map((r) => [r.row, r.kernels, r.shape, fixedOrDash(r.msMedian, 1), r.runs,
+    r.kernelsPerStep ?? '-', fixedOrDash(r.flops == null ? null : r.flops / 1e9, 2), fixedOrDash(r.gflops, 2),
+    fixedOrDash(r.matmulGflops, 2), fixedOrDash(r.ofMatMul == null ? null : 100 * r.ofMatMul, 0),
+    fixedOrDash(r.peakBytes == null ? null : r.peakBytes / 2 ** 20, 1), r.error ?? ''].map(String)));
 }
 
 /** The speed-up of the library's kernels over tfjs's, per plain row run both ways. */
@@ -337,5 +239,6 @@ export function writeStepReport(dir: string, report: StepReport): void {
   const summary = summarizeSteps(report.rows).map((l) => `- ${l}`).join('\n');
   fs.writeFileSync(path.join(dir, 'step.md'), `# tfjs-attention bench --suite step\n\nbackend ${report.meta.backend}, ` +
     `tfjs ${report.meta.tfjsVersion}, ${report.meta.cpuCount} cpus, ${report.meta.date}; 2-D matMul ` +
-    `[${report.matmulSize}]^2 x [${report.matmulSize}]^2: ${report.matmulGflops.toFixed(2)} GFLOP/s\n\n${formatStepTable(report.rows)}\n${summary}\n`);
+    `[${report.matmulSize}]^2 x [${report.matmulSize}]^2: ${report.matmulGflops.toFixed(2)} GFLOP/s\n\n` +
+    `${formatStepTable(report.rows)}\n${summary}\n`);
 }

@@ -167,7 +167,8 @@ export const graphShape = (E: number): AttentionShape =>
   ({B: 1, H: 4, G: 4, T: Math.max(1, Math.round(E / GRAPH_DEGREE)), S: E, D: 16});
 
 const graph: Workload = {
-  description: `graphAttention (GAT): one random graph of E = S edges and N = E/${GRAPH_DEGREE} = T nodes, F = H*D, H heads of D`,
+  description: `graphAttention (GAT): one random graph of E = S edges and N = E/${GRAPH_DEGREE} = T nodes, ` +
+    'F = H*D, H heads of D',
   passes: ['fwd', 'fwd+bwd'],
   // The node projection [N, F] x [F, H*D] and the messages (alpha * x'_j summed: E+N rows of H*D);
   // fwd+bwd: three times that.
@@ -195,7 +196,8 @@ const graph: Workload = {
     const args = [x, w.kernel, w.attentionSource!, w.attentionTarget!];
     return {
       pass: (p) => (p === 'fwd' ? () => [f(x, w.kernel, w.attentionSource!, w.attentionTarget!)]
-        : () => tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, d: tf.Tensor) => tf.sum(tf.mul(f(a, b, c, d), dy!)))(args)),
+        : () => tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, d: tf.Tensor) =>
+          tf.sum(tf.mul(f(a, b, c, d), dy!)))(args)),
       dispose: () => tf.dispose([...args, edges, ...(dy != null ? [dy] : [])]),
     };
   },

@@ -5,12 +5,14 @@ import {Command, Option} from './command';
 import {BackendChoice, NODE_BACKEND_CHOICES} from '../kernels/backend';
 import {AttentionError} from '../core/errors';
 import {IMPLS, IMPL_NAMES} from '../bench/impls';
-import {DENSE_IMPLS, DENSE_MAX_T, FULL_PRESET, QUICK_PRESET, SUITES, SUITE_NAMES, SuiteName, overrideShapes, runBench}
-  from '../bench/run';
+import {runBench} from '../bench/run';
+import {DENSE_IMPLS, DENSE_MAX_T, FULL_PRESET, QUICK_PRESET, SUITES, SUITE_NAMES, SuiteName, overrideShapes}
+  from '../bench/suites';
 import {formatMeta, formatTable, summarize} from '../bench/report';
 import {DECODE_CONTEXTS, DECODE_ROWS, DecodeRowName, formatDecodeTable, runDecodeBench, summarizeDecode}
   from '../bench/decode';
-import {STEP_ROWS, StepRowName, formatStepTable, runStepBench, summarizeSteps} from '../bench/step';
+import {formatStepTable, runStepBench, summarizeSteps} from '../bench/step';
+import {STEP_ROWS, StepRowName} from '../bench/step_models';
 import {LibraryKernels} from '../kernels/kernel_setting';
 import {WORKLOADS} from '../bench/workloads';
 import {MATMUL_PATHS, MatMulPath} from '../ops/matmul';
@@ -18,7 +20,7 @@ import {CliIO, intArg, intListArg, namesArg, threadsOption} from './shared';
 import {ThreadsArg} from '../kernels/wasm_threads';
 
 const ROW_NAMES = [...IMPL_NAMES, ...Object.keys(WORKLOADS)];
-const describe = (n: string) => (IMPLS[n] ?? WORKLOADS[n]).description;
+const rowDescription = (n: string) => (IMPLS[n] ?? WORKLOADS[n]).description;
 
 /** The suites: the attention and layer rows (quick, full), the decode rows, or the training-step rows. */
 const ALL_SUITES = [...SUITE_NAMES, 'decode', 'step'] as const;
@@ -49,13 +51,14 @@ const shapesText = (shapes: typeof FULL_PRESET.shapes) =>
 const suiteText = (name: SuiteName) => {
   const p = SUITES[name];
   return `  ${name}: attention rows at ${shapesText(p.shapes)}\n    layer rows at ${shapesText(p.layerShapes)}; ` +
-    `matmul n=${p.matmulSizes.join(',')}; graph E=${p.graphEdges.join(',')}; up to ${p.warmup} warm-up and ${p.reps} timed runs, ` +
+    `matmul n=${p.matmulSizes.join(',')}; graph E=${p.graphEdges.join(',')}; ` +
+    `up to ${p.warmup} warm-up and ${p.reps} timed runs, ` +
     `${p.budgetMs / 1000} s budget per row`;
 };
 
 export function registerBench(program: Command, io: CliIO): void {
   const width = Math.max(...ROW_NAMES.map((n) => n.length));
-  const implList = ROW_NAMES.map((n) => `  ${n.padEnd(width)}  ${describe(n)}`).join('\n');
+  const implList = ROW_NAMES.map((n) => `  ${n.padEnd(width)}  ${rowDescription(n)}`).join('\n');
   program.command('bench')
     .description('time the attention implementations, the MultiHeadAttention layer and the backend\'s matMul, ' +
       'forward and forward+backward, and write DIR/results.json, DIR/results.md and the plots DIR/time.svg, ' +
@@ -69,8 +72,8 @@ export function registerBench(program: Command, io: CliIO): void {
     .addOption(new Option('--suite <name>', 'which shapes and how many runs (see below)').choices(ALL_SUITES)
       .default('full'))
     .option('--quick', 'the same as --suite quick', false)
-    .option('--warmup <n>', `untimed runs before timing, the first also measures peak memory; 0 counts as 1, as the peak run always happens (default: the suite's)`,
-      intArg(0))
+    .option('--warmup <n>', 'untimed runs before timing, the first also measures peak memory; 0 counts as 1, ' +
+      "as the peak run always happens (default: the suite's)", intArg(0))
     .option('--reps <n>', `timed runs, the median is reported (default: the suite's)`, intArg(1))
     .option('--budget <seconds>', 'per row, no more warm-up runs after half of this and no more timed runs after ' +
       'all of it (at least one); default: the suite\'s', intArg(0))
@@ -89,7 +92,8 @@ export function registerBench(program: Command, io: CliIO): void {
       'must divide H', intArg(1))
     .option('--dim <n>', 'head dim D for every shape', intArg(1))
     .option('--kernels <list>', "with --suite step: run each row with the library's kernels and gradients " +
-      "(library), tfjs's own (tfjs), or both (library,tfjs); default: both for the plain tfjs rows", namesArg(['library', 'tfjs'], 'kernel setting'))
+      "(library), tfjs's own (tfjs), or both (library,tfjs); default: both for the plain tfjs rows",
+      namesArg(['library', 'tfjs'], 'kernel setting'))
     .option('--no-heap', 'skip the real-memory measurement (on wasm, each row\'s heap growth over one pass, ' +
       'measured in a fresh child process: about 2 s more per row)')
     .addHelpText(`\nRows:\n${implList}\n\nSuites:\n${SUITE_NAMES.map(suiteText).join('\n')}\n` +
@@ -116,17 +120,20 @@ export function registerBench(program: Command, io: CliIO): void {
           log: (line) => io.stderr.write(`${line}\n`),
         });
         const summary = summarizeSteps(report.rows).map((l) => `- ${l}\n`).join('');
-        io.stdout.write(`\n2-D matMul: ${report.matmulGflops.toFixed(2)} GFLOP/s\n\n${formatStepTable(report.rows)}\n${summary}` +
+        io.stdout.write(`\n2-D matMul: ${report.matmulGflops.toFixed(2)} GFLOP/s\n\n` +
+          `${formatStepTable(report.rows)}\n${summary}` +
           `wrote ${path.join(flags.out, 'step.json')}, ${path.join(flags.out, 'step.md')}\n`);
         return;
       }
       if (flags.suite === 'decode') {
         const bad = (flags.only ?? []).filter((n) => !(DECODE_ROWS as readonly string[]).includes(n));
         if (bad.length > 0) {
-          throw new AttentionError('INVALID_CONFIG', `--suite decode rows are ${DECODE_ROWS.join(', ')}; received ${bad.join(', ')}`);
+          throw new AttentionError('INVALID_CONFIG',
+            `--suite decode rows are ${DECODE_ROWS.join(', ')}; received ${bad.join(', ')}`);
         }
         const report = await runDecodeBench({
-          rows: flags.only as DecodeRowName[] | undefined, contexts: flags.seq, backend: flags.backend, threads: flags.threads,
+          rows: flags.only as DecodeRowName[] | undefined, contexts: flags.seq, backend: flags.backend,
+          threads: flags.threads,
           reps: flags.reps, warmup: flags.warmup, budgetMs: flags.budget != null ? flags.budget * 1000 : undefined,
           outDir: flags.out, log: (line) => io.stderr.write(`${line}\n`),
         });

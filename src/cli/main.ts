@@ -23,7 +23,8 @@ export {CliIO, EXIT} from './shared';
 export async function main(argv: string[], io: CliIO = process): Promise<number> {
   registerFileRouter(); // convert and inspect --keras read and write file:// URLs
   const program = new Command('tfjs-attention')
-    .description('Attention layers for TensorFlow.js: train toy and text models, evaluate, inspect and decode them, convert Keras models, benchmark.')
+    .description('Attention layers for TensorFlow.js: train toy and text models, evaluate, inspect and decode them, ' +
+      'convert Keras models, benchmark.')
     .version(readPackageJson().version)
     .configureOutput({writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s)});
   registerTrain(program, io);
@@ -42,7 +43,8 @@ export async function main(argv: string[], io: CliIO = process): Promise<number>
     const message = String((e as Error)?.message ?? e).split('\n')[0];
     io.stderr.write(`error: ${message}\n`);
     // Bad values, missing or corrupt model files, and models this cannot run are the caller's to fix: 2.
-    const usage = e instanceof AttentionError && (e.code === 'INVALID_CONFIG' || e.code === 'IO' || e.code === 'UNSUPPORTED');
+    const usage = e instanceof AttentionError &&
+      (e.code === 'INVALID_CONFIG' || e.code === 'IO' || e.code === 'UNSUPPORTED');
     return usage ? EXIT.usage : EXIT.failure;
   }
 }

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import {Command, Option} from './command';
 import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../kernels/backend';
 import {AttentionError} from '../core/errors';
-import {AnyAttentionArgs, ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind, kindFlags} from '../layers/kinds';
+import {ATTENTION_KINDS, AttentionKind} from '../layers/kinds';
 import {loadModel, readTrainingRecord} from '../train/checkpoint';
 import {ALL_TASK_NAMES, GRAPH_TASK, makeTask, TEXT_TASK} from '../train/tasks';
 import {GraphTask, graphBaselines} from '../train/graph_task';
@@ -17,8 +17,9 @@ import {decodeText, DEFAULT_SEQ_LENGTH, encodeText} from '../train/text';
 import {EVAL_SEED_OFFSET, evaluate, Metrics, StepInfo, train, trainDefaults} from '../train/trainer';
 import {loadKerasModel} from '../keras/load';
 import {flagKey} from './command';
+import {addKindFlags, kindArgs, kindFlags} from './kind_flags';
 import {ProgressBar} from './progress_bar';
-import {CliIO, describeLayers, floatArg, intArg, intListArg, kerasUrl, maxBytesOption, threadsOption} from './shared';
+import {CliIO, describeLayers, floatArg, intArg, kerasUrl, maxBytesOption, threadsOption} from './shared';
 import {ThreadsArg} from '../kernels/wasm_threads';
 
 /** What `npm run train` trains with no flags: a small GQA model on `reverse`. */
@@ -37,28 +38,6 @@ interface TrainFlags {
   nodes?: number; colours?: number; maxDegree?: number; hops?: number; graphVersion?: GraphVersion;
   /** The kinds' own flags (see kindFlags), by their camel-case key. */
   [kindFlag: string]: unknown;
-}
-
-
-/**
- * The layer arguments the kinds' own flags set for `kind`: given flags, else the kind's CLI
- * defaults. A flag of another kind is refused, except when resuming (the checkpoint rules).
- */
-function kindArgs(f: TrainFlags, kind: AttentionKind, resuming: boolean): Partial<AnyAttentionArgs> {
-  const args: Record<string, unknown> = {};
-  const own = ATTENTION_KIND_TABLE[kind].flags;
-  for (const {flag, kinds} of kindFlags()) {
-    const value = f[flagKey(flag.flag)];
-    if (own.some((o) => o.flag === flag.flag)) {
-      const given = value ?? own.find((o) => o.flag === flag.flag)!.cliDefault;
-      if (given !== undefined) args[flag.arg] = given;
-    } else if (value != null && !resuming) {
-      const name = flag.flag.replace(/ .*$/, '');
-      throw new AttentionError('INVALID_CONFIG',
-        `${name} is for --attention ${kinds.join(' or ')}, not '${kind}'`);
-    }
-  }
-  return args as Partial<AnyAttentionArgs>;
 }
 
 /** Progress on stderr: a bar on a terminal, plain lines otherwise (or with --quiet). */
@@ -112,10 +91,7 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--hops <n>', `${GRAPH_TASK}: how far upstream a label looks (default 2)`, intArg(1))
     .addOption(new Option('--graph-version <v>', `${GRAPH_TASK}: GraphAttention's scoring rule (default gat)`)
       .choices(GRAPH_VERSIONS))
-  for (const {flag} of kindFlags()) {
-    const parse = (flag.parse === 'int' ? intArg(flag.min) : intListArg(flag.min)) as (value: string) => number;
-    command.option(flag.flag, flag.description, parse);
-  }
+  addKindFlags(command);
   command
     .option('--steps <n>', 'optimizer steps at most', intArg(1), d.steps)
     .option('--batch-size <n>', 'examples per step', intArg(1), d.batchSize)

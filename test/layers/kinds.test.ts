@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {ATTENTION_KINDS, attentionLayer, AttentionLayerBase, buildTransformer} from '../../src';
 import {ATTENTION_KIND_TABLE, attentionKinds} from '../../src/internals';
-import {kindFlags} from '../../src/layers/kinds';
+import {kindFlags} from '../../src/cli/kind_flags';
 import {expectError, expectNoLeaks} from '../support/helpers';
 
 /** Arguments every kind takes, plus what a kind needs (windowSize, fewer kv heads). */
