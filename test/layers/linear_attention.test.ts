@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import {LinearAttention, MultiHeadAttention} from '../../src';
 import {linearAttention} from '../../src/ops/linear';
 import {orthogonalProjection} from '../../src/ops/random_features';
-import {adamTrainer, expectClose, expectError, expectLayerNoLeaks, expectNoLeaks, headsOf, maxDiff, maxRelError, randn, title} from '../support/helpers';
+import {expectClose, expectError, expectLayerNoLeaks, expectNoLeaks, headsOf, maxDiff, maxRelError, randn, title} from '../support/helpers';
 
 
 const projectionOf = (layer: LinearAttention) => layer.weights[layer.weights.length - 1].read();
@@ -238,30 +238,6 @@ describe(title('LinearAttention layer'), () => {
       tf.dispose([x, before, after]);
       model.dispose();
       loaded.dispose();
-    });
-
-    test('trains: an Adam step moves every trainable weight, not the projection; loss falls; no leaks over steps', () => {
-      const model = linearModel();
-      const x = randn([8, 6, 8], 6);
-      const y = tf.tidy(() => tf.matMul(tf.reshape(x, [48, 8]), randn([8, 2], 8)).reshape([8, 6, 2]));
-      const {optimizer, step} = adamTrainer(model, x, y);
-      const before = model.weights.map((w) => w.read().clone());
-      const first = step();
-      model.weights.forEach((w, i) => {
-        const moved = maxDiff(w.read(), before[i]);
-        if (w.trainable && !(moved > 0)) throw new Error(`${w.name} did not move`);
-        if (!w.trainable) expect(moved).toBe(0);
-      });
-      const frozen = model.weights.filter((w) => !w.trainable).map((w) => w.name);
-      expect(frozen).toHaveLength(2);
-      frozen.forEach((n) => expect(n).toMatch(/^(linear|relu)\/projection(_\d+)?$/));
-      expectNoLeaks(() => { for (let i = 0; i < 5; i++) step(); });
-      let last = first;
-      for (let i = 0; i < 30; i++) last = step();
-      expect(last).toBeLessThan(first * 0.5);
-      tf.dispose([x, y, before]);
-      optimizer.dispose();
-      model.dispose();
     });
   });
 
