@@ -1,5 +1,5 @@
-// The sparse mask builders against plain loop translations of the seeds' definitions
-// (SparseMask and HNSWMask of the sparse-attention design), the seeds' own test cases,
+// The sparse mask builders against plain loop translations of SparseMask and HNSWMask in the
+// Rust sparse-attention design the project started from, that design's own test cases,
 // seeding, the additive form, sparsity/density, the text picture, use as an sdpa mask,
 // and errors.
 import * as tf from '@tensorflow/tfjs';
@@ -11,8 +11,8 @@ import {referenceAttention} from '../support/reference';
 
 type Grid = boolean[][];
 
-/** The seeds' loops, translated line by line (range ends exclusive, as Rust's `a..b`). */
-const seeds = {
+/** The Rust design's loops, translated line by line (range ends exclusive, as Rust's `a..b`). */
+const rustDesign = {
   localWindow(T: number, w: number): Grid {
     const m = grid(T);
     for (let i = 0; i < T; i++) {
@@ -38,7 +38,7 @@ const seeds = {
     return m;
   },
   strided(T: number, w: number, stride: number): Grid {
-    const m = seeds.localWindow(T, w);
+    const m = rustDesign.localWindow(T, w);
     for (let i = 0; i < T; i++) for (let j = 0; j < T; j += stride) m[i][j] = true;
     return m;
   },
@@ -80,7 +80,7 @@ function read(mask: tf.Tensor, T: number): Grid {
 
 
 describe(title('sparse mask builders'), () => {
-  test("the seeds' test cases: local window 5/1, global indices 5/[0,2], HNSW layers [[0,1,2,3],[0,2],[0]]", () => {
+  test("the Rust design's test cases: local window 5/1, global indices 5/[0,2], HNSW layers [[0,1,2,3],[0,2],[0]]", () => {
     const local = read(SparseMask.localWindow(5, 1), 5);
     expect([local[0][0], local[0][1], local[0][2]]).toEqual([true, true, false]);
     expect([local[2][1], local[2][2], local[2][3], local[2][4]]).toEqual([true, true, true, false]);
@@ -94,29 +94,29 @@ describe(title('sparse mask builders'), () => {
   const lengths = [1, 5, 7, 16, 23];
   test.each(lengths)('localWindow, globalIndices, localGlobal == the loops (T=%i, W = 0, 1, 3, 30)', (T) => {
     for (const W of [0, 1, 3, 30]) {
-      expect(read(SparseMask.localWindow(T, W), T)).toEqual(seeds.localWindow(T, W));
+      expect(read(SparseMask.localWindow(T, W), T)).toEqual(rustDesign.localWindow(T, W));
       const idx = [0, 3, 3, 6, T, T + 4];
-      expect(read(SparseMask.globalIndices(T, idx), T)).toEqual(seeds.globalIndices(T, idx));
-      expect(read(SparseMask.localGlobal(T, W, idx), T)).toEqual(or(seeds.localWindow(T, W), seeds.globalIndices(T, idx)));
+      expect(read(SparseMask.globalIndices(T, idx), T)).toEqual(rustDesign.globalIndices(T, idx));
+      expect(read(SparseMask.localGlobal(T, W, idx), T)).toEqual(or(rustDesign.localWindow(T, W), rustDesign.globalIndices(T, idx)));
     }
     expect(read(SparseMask.globalIndices(T, []), T)).toEqual(grid(T));
   });
 
   test.each(lengths)('blockDiagonal and strided == the loops (T=%i)', (T) => {
-    for (const block of [1, 2, 4, 5, 40]) expect(read(SparseMask.blockDiagonal(T, block), T)).toEqual(seeds.blockDiagonal(T, block));
+    for (const block of [1, 2, 4, 5, 40]) expect(read(SparseMask.blockDiagonal(T, block), T)).toEqual(rustDesign.blockDiagonal(T, block));
     for (const [W, stride] of [[0, 1], [1, 2], [2, 3], [0, 7], [3, 50]]) {
-      expect(read(SparseMask.strided(T, W, stride), T)).toEqual(seeds.strided(T, W, stride));
+      expect(read(SparseMask.strided(T, W, stride), T)).toEqual(rustDesign.strided(T, W, stride));
     }
   });
 
-  // Nodes >= T are dropped, as the seeds drop them, only when asked (dropOutOfRange); see below.
+  // Nodes >= T are dropped, as the Rust design drops them, only when asked (dropOutOfRange); see below.
   test.each(lengths)('HnswMask.fromLayers, fromEdges, adaptive == the loops (T=%i)', (T) => {
     const drop = {dropOutOfRange: true};
     const layers = [[0, 1, 2, 3, 4, 5, 6, 30], [1, 4, 6], [4, 9]];
-    expect(read(HnswMask.fromLayers(T, layers, drop), T)).toEqual(seeds.fromLayers(T, layers));
+    expect(read(HnswMask.fromLayers(T, layers, drop), T)).toEqual(rustDesign.fromLayers(T, layers));
     const edges: [number, number][] = [[0, 3], [2, 2], [4, 1], [6, 0], [1, 99]];
-    expect(read(HnswMask.fromEdges(T, edges, drop), T)).toEqual(seeds.fromEdges(T, edges));
-    expect(read(HnswMask.adaptive(T, 1, edges, drop), T)).toEqual(or(seeds.localWindow(T, 1), seeds.fromEdges(T, edges)));
+    expect(read(HnswMask.fromEdges(T, edges, drop), T)).toEqual(rustDesign.fromEdges(T, edges));
+    expect(read(HnswMask.adaptive(T, 1, edges, drop), T)).toEqual(or(rustDesign.localWindow(T, 1), rustDesign.fromEdges(T, edges)));
     expect(read(HnswMask.fromLayers(T, []), T)).toEqual(grid(T));
   });
 
@@ -130,7 +130,7 @@ describe(title('sparse mask builders'), () => {
       /dropOutOfRange must be a boolean/);
     const before = tf.memory().numTensors;
     const m = HnswMask.fromEdges(4, [[0, 9], [1, 2]], {dropOutOfRange: true});
-    expect(read(m, 4)).toEqual(seeds.fromEdges(4, [[1, 2]])); // (read disposes it)
+    expect(read(m, 4)).toEqual(rustDesign.fromEdges(4, [[1, 2]])); // (read disposes it)
     expect(tf.memory().numTensors).toBe(before);
   });
 
@@ -161,7 +161,7 @@ describe(title('sparse mask builders'), () => {
     tf.dispose([mask, add, numeric]);
   });
 
-  test('visualize: at most 20 x 20, one line per row, the seeds\' characters', () => {
+  test('visualize: at most 20 x 20, one line per row, the Rust design\'s characters', () => {
     const small = SparseMask.localWindow(3, 0);
     expect(SparseMask.visualize(small)).toBe('█··\n·█·\n··█\n');
     const big = SparseMask.localWindow(30, 1);
@@ -179,7 +179,7 @@ describe(title('sparse mask builders'), () => {
       const v = randn([2, 2, 9, 8], 3);
       const mask = SparseMask.localGlobal(9, 2, [0, 5]);
       const out = scaledDotProductAttention(q, k, v, {mask});
-      const plain = tf.tensor2d(or(seeds.localWindow(9, 2), seeds.globalIndices(9, [0, 5])).map((r) => r.map(Number)));
+      const plain = tf.tensor2d(or(rustDesign.localWindow(9, 2), rustDesign.globalIndices(9, [0, 5])).map((r) => r.map(Number)));
       expectClose(out, referenceAttention(q, k, v, {mask: plain}));
     });
   });
