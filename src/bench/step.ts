@@ -29,7 +29,7 @@ import {ThreadsArg} from '../kernels/wasm_threads';
 import {AttentionError, show} from '../core/errors';
 import {assertPositiveInt} from '../core/validate';
 import {buildTransformer} from '../train/model';
-import {logitsOf, sparseCrossEntropy} from '../train/trainer';
+import {logitsOf, sparseCrossEntropy} from '../train/losses';
 import {fusedAdam} from '../train/adam';
 import {LibraryKernels, setLibraryKernels} from '../kernels/wasm_kernels';
 import {median, profilePeak} from './measure';
