@@ -6,6 +6,7 @@
  * entry (index.ts) and in `tfjs-attention/train`.
  */
 import './kernels/backend'; // the kernel and gradient fixes, as the core entry
+import './train/checkpoint_format'; // saves into a folder spare its checkpoint files, as through the core entry
 
 export {
   autoBackends, BACKEND_CHOICES, NODE_BACKEND_CHOICES, BACKEND_ENV_VAR, loadTfjsNode, loadWasmBackend,

@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {buildTransformer} from '../train/model';
-import {logitsOf, sparseCrossEntropy} from '../train/trainer';
+import {logitsOf, sparseCrossEntropy} from '../train/losses';
 
 /** The training-step rows, in the order they run. */
 export const STEP_ROWS = ['transformer-small', 'transformer-large', 'mlp', 'layernorm'] as const;

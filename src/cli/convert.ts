@@ -7,7 +7,7 @@
 import {Command, Option} from './command';
 import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../kernels/backend';
 import {AttentionError} from '../core/errors';
-import {checkOutputFolder} from '../io/folder';
+import {checkOutputFolder} from '../io/output_folder';
 import {loadKerasModel} from '../keras/load';
 import {node} from '../core/runtime';
 import {CliIO, kerasJsonPath, maxBytesOption} from './shared';

@@ -7,14 +7,20 @@ import * as tf from '@tensorflow/tfjs';
 import {Command, Option} from './command';
 import {BackendChoice, NODE_BACKEND_CHOICES, selectBackend} from '../kernels/backend';
 import {AttentionError} from '../core/errors';
-import {ATTENTION_KINDS, AttentionKind} from '../layers/kinds';
+import {AttentionKind} from '../layers/kinds';
 import {loadModel, readTrainingRecord} from '../train/checkpoint';
 import {ALL_TASK_NAMES, GRAPH_TASK, makeTask, TEXT_TASK} from '../train/tasks';
+import {
+  familyAttentions, familyOfAttention, familyOfTask, MODEL_FAMILIES, ModelFamily, ModelFamilyName,
+} from '../train/families';
+import {GRAPH_ATTENTION} from '../train/graph_network';
 import {GraphTask, graphBaselines} from '../train/graph_task';
 import {GRAPH_VERSIONS, GraphVersion} from '../ops/graph';
 import {TRANSFORMER_POSITIONS, TransformerPositions} from '../train/model';
 import {decodeText, DEFAULT_SEQ_LENGTH, encodeText} from '../train/text';
-import {EVAL_SEED_OFFSET, evaluate, Metrics, StepInfo, train, trainDefaults} from '../train/trainer';
+import {EVAL_SEED_OFFSET, evaluate} from '../train/evaluate';
+import {train} from '../train/trainer';
+import {Metrics, StepInfo, trainDefaults, TrainOptions} from '../train/train_options';
 import {loadKerasModel} from '../keras/load';
 import {flagKey} from './command';
 import {addKindFlags, kindArgs, kindFlags} from './kind_flags';
@@ -30,7 +36,7 @@ export const TRAIN_DEFAULTS = {
 };
 
 interface TrainFlags {
-  task: string; data?: string; seqLength?: number; positions: TransformerPositions; attention: AttentionKind | 'graph'; length: number; vocabSize: number; noiseLength: number; modelDim: number;
+  task: string; data?: string; seqLength?: number; positions: TransformerPositions; attention: AttentionKind | typeof GRAPH_ATTENTION; length: number; vocabSize: number; noiseLength: number; modelDim: number;
   heads: number; kvHeads: number; layers: number; ffDim?: number; dropout: number; causal: boolean; steps: number; batchSize: number; lr: number;
   warmup: number; clipNorm: number; evalEvery: number; evalBatches: number; targetAccuracy: number; seed: number;
   out?: string; checkpointEvery: number; resume?: string; backend?: BackendChoice; threads: ThreadsArg; quiet: boolean;
@@ -60,6 +66,68 @@ function progress(io: CliIO, quiet: boolean, steps: number) {
   };
 }
 
+/** How the train command reads a model family's flags. */
+interface FamilyFlags {
+  /** The flags (camel-case keys) that only runs of this family read. */
+  flags: readonly string[];
+  /** The message refusing one of them for `task`, a task of another family. */
+  refusal(flag: string, task: string): string;
+  /** The task's options, from the flags. */
+  taskOptions(f: TrainFlags): TrainOptions['taskOptions'];
+  /** The model's options, from the flags (`resuming`: the checkpoint's options rule). */
+  model(f: TrainFlags, resuming: boolean): TrainOptions['model'];
+}
+
+const FAMILY_FLAGS: Record<ModelFamilyName, FamilyFlags> = {
+  transformer: {
+    flags: ['length', 'vocabSize', 'noiseLength', 'kvHeads', 'ffDim', 'causal', 'positions'],
+    refusal: (flag, task) => `${flag} is not an option of --task ${task}`,
+    taskOptions: (f) => f.task === TEXT_TASK
+      ? {...(f.data != null ? {data: f.data} : {}), ...(f.seqLength != null ? {seqLength: f.seqLength} : {})}
+      : {length: f.length, vocabSize: f.vocabSize, noiseLength: f.noiseLength},
+    model: (f, resuming) => ({attention: f.attention as AttentionKind, modelDim: f.modelDim, numHeads: f.heads,
+      numKvHeads: f.attention === 'gqa' ? f.kvHeads : undefined, numLayers: f.layers, ffDim: f.ffDim,
+      // A model that saw the next character would learn nothing: the text task is always causal.
+      dropout: f.dropout, causal: f.causal || f.task === TEXT_TASK,
+      attentionArgs: kindArgs(f, f.attention as AttentionKind, resuming), positions: f.positions}),
+  },
+  graph: {
+    flags: ['nodes', 'colours', 'maxDegree', 'hops', 'graphVersion'],
+    refusal: (flag, task) => `${flag} is for --task ${MODEL_FAMILIES.graph.tasks.join(' or ')}, not '${task}'`,
+    taskOptions: (f) => Object.fromEntries(Object.entries({nodes: f.nodes, colours: f.colours, maxDegree: f.maxDegree,
+      hops: f.hops}).filter(([, v]) => v != null)),
+    model: (f) => ({attention: GRAPH_ATTENTION, modelDim: f.modelDim, numHeads: f.heads, numLayers: f.layers,
+      dropout: f.dropout, version: f.graphVersion ?? 'gat'}),
+  },
+};
+
+/**
+ * Refuses, for a new run, what the task's model family does not read: an attention of
+ * another family, a kind's own flag where the family has no such kind, and a flag that
+ * only another family's runs read.
+ */
+function refuseOtherFamilies(f: TrainFlags, family: ModelFamily, fromCli: (name: string) => boolean): void {
+  const attentionFamily = familyOfAttention(f.attention);
+  if (fromCli('attention') && attentionFamily != null && attentionFamily !== family) {
+    throw new AttentionError('INVALID_CONFIG', family.attentions.length === 1
+      ? `--task ${f.task} trains ${family.description}: use --attention ${family.attentions[0]} (or leave it out)`
+      : `--attention ${f.attention} is for --task ${attentionFamily.tasks.join(' or ')}, not '${f.task}'`);
+  }
+  const kindFlag = kindFlags().find(({flag, kinds}) => f[flagKey(flag.flag)] != null &&
+    !kinds.some((kind) => family.attentions.includes(kind)));
+  if (kindFlag != null) {
+    throw new AttentionError('INVALID_CONFIG',
+      `${kindFlag.flag.flag.replace(/ .*$/, '')} is for --attention ${kindFlag.kinds.join(' or ')}, not --task ${f.task}`);
+  }
+  for (const other of Object.values(MODEL_FAMILIES).filter((o) => o !== family)) {
+    const foreign = FAMILY_FLAGS[other.name].flags.filter(fromCli);
+    if (foreign.length > 0) {
+      const flag = '--' + foreign[0].replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+      throw new AttentionError('INVALID_CONFIG', FAMILY_FLAGS[other.name].refusal(flag, f.task));
+    }
+  }
+}
+
 export function registerTrain(program: Command, io: CliIO): void {
   const d = TRAIN_DEFAULTS;
   const backendOption = () => new Option('--backend <name>', 'tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)')
@@ -74,7 +142,7 @@ export function registerTrain(program: Command, io: CliIO): void {
     .addOption(new Option('--positions <kind>', "positions: a learned table of the task's length, or rotary ('rope') " +
       'inside every attention layer').choices(TRANSFORMER_POSITIONS).default('learned'))
     .addOption(new Option('--attention <kind>', `attention of every block ('graph': GraphAttention layers, for --task ` +
-      `${GRAPH_TASK}, where it is the default)`).choices([...ATTENTION_KINDS, 'graph']).default(d.attention))
+      `${GRAPH_TASK}, where it is the default)`).choices(familyAttentions()).default(d.attention))
     .option('--length <n>', 'task length: symbols (selective-copy: marked tokens)', intArg(1), d.length)
     .option('--vocab-size <n>', 'vocabulary, BLANK and SEP included', intArg(3), d.vocabSize)
     .option('--noise-length <n>', 'selective-copy: positions the marked tokens hide in', intArg(1), d.noiseLength)
@@ -113,49 +181,20 @@ export function registerTrain(program: Command, io: CliIO): void {
     .addHelpText('\nExample: train --task reverse --attention gqa --steps 600\n')
     .action(async (f: TrainFlags, cmd: Command) => {
       const fromCli = (name: string) => cmd.getOptionValueSource(name) === 'cli';
-      const graph = f.task === GRAPH_TASK;
-      const graphFlags = ['nodes', 'colours', 'maxDegree', 'hops', 'graphVersion'] as const;
-      if (f.resume == null) {
-        if (graph && fromCli('attention') && f.attention !== 'graph') {
-          throw new AttentionError('INVALID_CONFIG',
-            `--task ${GRAPH_TASK} trains GraphAttention layers over the graphs' edges: use --attention graph (or leave it out)`);
-        }
-        if (!graph && f.attention === 'graph') {
-          throw new AttentionError('INVALID_CONFIG', `--attention graph is for --task ${GRAPH_TASK}, not '${f.task}'`);
-        }
-        const kindFlag = graph ? kindFlags().find(({flag}) => f[flagKey(flag.flag)] != null) : undefined;
-        if (kindFlag != null) {
-          throw new AttentionError('INVALID_CONFIG',
-            `${kindFlag.flag.flag.replace(/ .*$/, '')} is for --attention ${kindFlag.kinds.join(' or ')}, not --task ${GRAPH_TASK}`);
-        }
-        const foreign = graph ? ['length', 'vocabSize', 'noiseLength', 'kvHeads', 'ffDim', 'causal', 'positions']
-          .filter(fromCli) : graphFlags.filter((k) => f[k] != null);
-        if (foreign.length > 0) {
-          const flag = '--' + foreign[0].replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
-          throw new AttentionError('INVALID_CONFIG', graph ? `${flag} is not an option of --task ${GRAPH_TASK}`
-            : `${flag} is for --task ${GRAPH_TASK}, not '${f.task}'`);
-        }
-      }
-      const attention = graph ? 'graph' : f.attention;
+      const family = familyOfTask(f.task);
+      if (f.resume == null) refuseOtherFamilies(f, family, fromCli);
       const backend = await selectBackend(f.backend, {threads: f.threads});
-      const attentionArgs = graph ? {} : kindArgs(f, f.attention as AttentionKind, f.resume != null);
-      const out = f.out ?? f.resume ?? `checkpoints/${f.task}-${attention}`;
+      const familyFlags = FAMILY_FLAGS[family.name];
+      const modelOptions = familyFlags.model(f, f.resume != null);
+      const out = f.out ?? f.resume ?? `checkpoints/${f.task}-${modelOptions.attention}`;
       const text = f.task === TEXT_TASK;
       if (!text && f.resume == null && (f.data != null || f.seqLength != null)) {
         throw new AttentionError('INVALID_CONFIG', `--data and --seq-length are for --task text, not '${f.task}'`);
       }
-      const graphTaskOptions = {nodes: f.nodes, colours: f.colours, maxDegree: f.maxDegree, hops: f.hops};
       const options = trainDefaults({
         task: f.task,
-        taskOptions: text ? {...(f.data != null ? {data: f.data} : {}), ...(f.seqLength != null ? {seqLength: f.seqLength} : {})}
-          : graph ? Object.fromEntries(Object.entries(graphTaskOptions).filter(([, v]) => v != null))
-          : {length: f.length, vocabSize: f.vocabSize, noiseLength: f.noiseLength},
-        model: graph ? {attention: 'graph', modelDim: f.modelDim, numHeads: f.heads, numLayers: f.layers, dropout: f.dropout,
-          version: f.graphVersion ?? 'gat'}
-          : {attention: f.attention as AttentionKind, modelDim: f.modelDim, numHeads: f.heads,
-            numKvHeads: f.attention === 'gqa' ? f.kvHeads : undefined, numLayers: f.layers, ffDim: f.ffDim,
-            // A model that saw the next character would learn nothing: the text task is always causal.
-            dropout: f.dropout, causal: f.causal || text, attentionArgs, positions: f.positions},
+        taskOptions: familyFlags.taskOptions(f),
+        model: modelOptions,
         seed: f.seed, steps: f.steps, batchSize: f.batchSize, learningRate: f.lr, warmupSteps: f.warmup,
         clipNorm: f.clipNorm, evalEvery: f.evalEvery, evalBatches: f.evalBatches, targetAccuracy: f.targetAccuracy,
         outDir: out, checkpointEvery: f.checkpointEvery, saveOptimizerState: f.optimizerState,

@@ -30,13 +30,13 @@ import {checkArgNames} from '../core/validate';
 import {
   checkRelativeName, closeFile, ModelFolder, modelFolder, OpenFile, openInFolder, readJsonInFolder, readOpenFile,
 } from './confined';
-import {MODEL_JSON, saveFolder, weightsPaths} from './folder';
+import {saveFolder} from './folder';
+import {MODEL_JSON, WEIGHTS_BIN, weightsPaths} from './folder_files';
 import {FILE_HANDLER, LoadLimits, loadLimits, MAX_JSON_BYTES, provideFileLoader} from './load_limits';
 import {checkPlan, ModelPlan, planModel} from './model_plan';
 import {decodedBytes, manifestBytes} from './specs';
 
 const SCHEME = 'file://';
-const WEIGHTS_BIN = 'weights.bin';
 
 /** A Node Buffer as a standalone ArrayBuffer (a Buffer may be a view into a larger pool; copied only then). */
 function toArrayBuffer(b: Buffer): ArrayBuffer {

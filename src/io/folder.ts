@@ -1,12 +1,13 @@
 /**
  * Atomic saves of a set of files into a folder that holds other files too.
  *
- * `saveFolder` writes the files of one save (a model's `weights.bin`; a checkpoint's
- * `weights.bin`, `optimizer.json`, `optimizer.bin`, `training.json`) and the `model.json`
- * that lists them. Its single commit point is the rename of `model.json`; it never renames,
- * moves or deletes the folder, nor any entry in it that it did not write or that the old
- * `model.json` does not list as replaced. It ends with the canonical names, through hard
- * links, so the final layout is what tfjs-node writes (`model.json` + `weights.bin`).
+ * `saveFolder` writes the files of one save (a model's `weights.bin`, and whatever
+ * companion files the caller keeps beside it: a checkpoint's `optimizer.json`,
+ * `optimizer.bin`, `training.json`) and the `model.json` that lists them. Its single commit
+ * point is the rename of `model.json`; it never renames, moves or deletes the folder, nor
+ * any entry in it that it did not write or that the old `model.json` does not list as
+ * replaced. It ends with the canonical names, through hard links, so the final layout is
+ * what tfjs-node writes (`model.json` + `weights.bin`).
  *
  * One save with token t = `<pid>-<8 base36 chars>`:
  *   0. mkdir -p DIR (a DIR that is not a folder: IO error); take the folder's lock (lock.ts:
@@ -39,8 +40,9 @@
  *
  * Why a kill (SIGKILL) at any instant leaves DIR loading as the old model or the new one,
  * and recovery removes exactly the leftovers. M0, M1, M2: model.json before the save, after
- * commit 1, after commit 2; L(M) the names M lists (weights, checkpoint files); R the
- * replaced names, U the unique names, C the usable canonical names.
+ * commit 1, after commit 2; L(M) the names M accounts for (folder_files.ts: its weights and
+ * the companion files of every described format); R the replaced names, U the unique
+ * names, C the usable canonical names.
  *   1. model.json only changes by rename, which is atomic: at every instant it is M0, M1 or
  *      M2, each complete (written and fsynced under its temp name first).
  *   2. R is a subset of L(M0) (enforced here), and step 6 runs after commit 1: while M0 is
@@ -60,9 +62,12 @@
  *      L(M0), R included. M1 current: it deletes R, the links C and the temp json, keeps U.
  *      M2 current: it deletes R, the linked U and the temp json, keeps the final names.
  *      Each time what stays is the current model's files plus what the save never named.
- *   8. A legacy checkpoint's model.json (no `checkpoint` field) lists only its weights, but
- *      a checkpoint save replaces its training.json and optimizer.*: L counts them for such
- *      a model.json (sparing a name can only keep a file, never delete one).
+ *   8. L may count names M does not list (a legacy checkpoint's model.json, without a
+ *      `checkpoint` field, lists only its weights, but a checkpoint save replaces its
+ *      training.json and optimizer.*: train/checkpoint_format.ts counts them for such a
+ *      model.json): sparing a name can only keep a file, never delete one. L is the same
+ *      for every save of the process (one set of described formats), so a plain model save
+ *      spares a checkpoint's files as a checkpoint save does.
  *   9. Recovery is itself safe to kill: it only deletes names no model.json lists, and the
  *      journal goes last, so the next recovery finishes the work.
  *
@@ -75,28 +80,14 @@
 import {AttentionError} from '../core/errors';
 import {errno, errorMessage as message, node} from '../core/runtime';
 import {existsInFolder, modelFolder, readInFolder, readJsonInFolder} from './confined';
+import {isPlainName, listedNames, MODEL_JSON, uniqueName, uniqueNameWriter} from './folder_files';
 import {MAX_JSON_BYTES} from './load_limits';
 import {DEFAULT_LOCK_TIMEOUT, FolderLock, LOCK_TEMP, lockFolder, removeDeadTakeover} from './lock';
+import {checkFolderTarget} from './output_folder';
 import {endSave, saveGone, startSave} from './saves';
 
-
-/** The commit point of every save. */
-export const MODEL_JSON = 'model.json';
-/** The names a legacy checkpoint (model.json without a `checkpoint` field) keeps beside its weights. */
-export const LEGACY_CHECKPOINT_FILES = ['training.json', 'optimizer.json', 'optimizer.bin'] as const;
-
+/** A save's journal and temp model.json: `.model.json.journal-<token>`, `.model.json.tmp-<token>`. */
 const TEMP_NAME = /^\.model\.json\.(journal|tmp)-(\d+)-([0-9a-z]{8})$/;
-/** The names a save writes its files under before linking them (`uniqueName` of the library's own files). */
-const UNIQUE_NAME = /^(weights|optimizer|training)\.((\d+)-([0-9a-z]{8}))\.(bin|json)$/;
-
-/** The `checkpoint` field of a checkpoint's model.json: the checkpoint's own files. tfjs readers ignore it. */
-export interface CheckpointField {
-  format: 1;
-  /** Optimizer steps done, as in training.json and the optimizer's `iter`. */
-  step: number;
-  training: string;
-  optimizer: {specs: string; weights: string} | null;
-}
 
 /** One file of a save: its canonical name (`weights.bin`) and its bytes. */
 export interface FolderFile {
@@ -110,49 +101,15 @@ export interface FolderSave {
   files: FolderFile[];
   /** model.json's text, given the name each canonical name ended up with. */
   modelJSON(names: Record<string, string>): string;
-  /** The old files this save replaces, from the old model.json (null: none, or unparseable); only names it lists count. */
+  /**
+   * The old files this save replaces, from the old model.json (null: none, or unparseable); only names that
+   * model.json accounts for (folder_files.ts) count.
+   */
   replaces(old: object | null): string[] | Promise<string[]>;
   /** Start of the error message; default `cannot save model to '<dir>'`. */
   errorPrefix?: string;
   /** How long to wait for another save's lock on the folder, in ms; default 30000. */
   lockTimeout?: number;
-}
-
-
-/** True for a plain file name inside the folder: no separator, not `.`/`..`, not model.json. */
-export function isPlainName(name: unknown): name is string {
-  return typeof name === 'string' && name !== '' && name !== '.' && name !== '..' && name !== MODEL_JSON &&
-    !name.includes('/') && !name.includes('\\') && !name.includes('\0');
-}
-
-/** The weights files a parsed model.json lists (`weightsManifest[].paths`), plain names only. */
-export function weightsPaths(json: unknown): string[] {
-  const manifest = (json as {weightsManifest?: unknown} | null)?.weightsManifest;
-  if (!Array.isArray(manifest)) return [];
-  return manifest.flatMap((group) => (Array.isArray(group?.paths) ? group.paths : [])).filter(isPlainName);
-}
-
-/** The `checkpoint` field of a parsed model.json, or null when it has none (a plain model, or a legacy checkpoint). */
-export function checkpointField(json: unknown): CheckpointField | null {
-  const field = (json as {checkpoint?: unknown} | null)?.checkpoint as CheckpointField | undefined;
-  return field != null && typeof field === 'object' ? field : null;
-}
-
-/** The checkpoint files named in a `checkpoint` field, plain names only. */
-export function checkpointFiles(field: CheckpointField): string[] {
-  return [field.training, field.optimizer?.specs, field.optimizer?.weights].filter(isPlainName);
-}
-
-/** Every name a parsed model.json accounts for: its weights, and its checkpoint's files (legacy: the canonical ones). */
-function listedNames(json: object): Set<string> {
-  const field = checkpointField(json);
-  return new Set([...weightsPaths(json), ...(field != null ? checkpointFiles(field) : LEGACY_CHECKPOINT_FILES)]);
-}
-
-/** `<stem>.<token><ext>`: weights.bin -> weights.<token>.bin. */
-function uniqueName(name: string, token: string): string {
-  const dot = name.lastIndexOf('.');
-  return dot > 0 ? `${name.slice(0, dot)}.${token}${name.slice(dot)}` : `${name}.${token}`;
 }
 
 /** fsync of a folder, so that the names in it survive a power cut; a no-op where folders cannot be opened (Windows). */
@@ -259,9 +216,9 @@ export async function recoverFolder(dir: string): Promise<void> {
 }
 
 /**
- * Removes the library's own weights and checkpoint files (`weights.<pid>-<8 chars>.bin`,
- * `optimizer.<...>.json|bin`, `training.<...>.json`: names only a save writes) whose
- * writer is gone (the pid no longer runs, or is this process and no save of it uses the
+ * Removes the library's own weights and companion files (`weights.<pid>-<8 chars>.bin`, a
+ * checkpoint's `optimizer.<...>.json|bin` and `training.<...>.json`: uniqueNameWriter, names
+ * only a save writes) whose writer is gone (the pid no longer runs, or is this process and no save of it uses the
  * token), that the current model.json does not list and no remaining journal names: what
  * saves racing without a lock (earlier versions) left behind. Run under the folder's lock,
  * after recovery. Any other name is the user's and is never touched; so is everything when
@@ -282,62 +239,11 @@ async function removeOrphans(dir: string): Promise<void> {
     }
   }
   for (const name of entries) {
-    const m = UNIQUE_NAME.exec(name);
-    if (m != null && !keep.has(name) && saveGone(Number(m[3]), `${m[3]}-${m[4]}`)) await remove(dir, name);
+    const writer = uniqueNameWriter(name);
+    if (writer != null && !keep.has(name) && saveGone(writer.pid, writer.token)) await remove(dir, name);
   }
 }
 
-/**
- * Refuses a target folder that cannot be one: `dir` or its nearest existing ancestor is
- * not a directory. Throws AttentionError('IO') with `prefix` (e.g. "cannot save model to 'DIR'").
- */
-export function checkFolderTarget(dir: string, prefix: string): void {
-  const {fs, path} = node();
-  let at = path.resolve(dir);
-  for (;;) {
-    let info: import('fs').Stats | undefined;
-    try {
-      info = fs.statSync(at, {throwIfNoEntry: false});
-    } catch (e) {
-      if (errno(e) !== 'ENOTDIR') throw e; // an ancestor is a file: found further up
-    }
-    if (info != null) {
-      if (!info.isDirectory()) {
-        const why = at === path.resolve(dir) ? 'it exists and is not a directory' : `'${at}' is not a directory`;
-        throw new AttentionError('IO', `${prefix}: ${why}`);
-      }
-      return;
-    }
-    if (path.dirname(at) === at) return;
-    at = path.dirname(at);
-  }
-}
-
-/**
- * Refuses an output folder before any work is done for it: the root of the file system, an
- * existing file (or a path under one), or a folder this process cannot write (when missing:
- * its nearest existing ancestor). Throws AttentionError('IO') with `prefix`.
- */
-export function checkOutputFolder(dir: string, prefix: string): void {
-  const {fs, path} = node();
-  let abs = path.resolve(dir);
-  try {
-    abs = fs.realpathSync(abs); // a symlink to the root is the root
-  } catch {
-    // missing: checked below through its ancestors
-  }
-  if (path.parse(abs).root === abs) {
-    throw new AttentionError('IO', `${prefix}: it is the root of the file system; give a folder of its own for the model`);
-  }
-  checkFolderTarget(abs, prefix);
-  let at = abs;
-  while (!fs.existsSync(at)) at = path.dirname(at);
-  try {
-    fs.accessSync(at, fs.constants.W_OK);
-  } catch {
-    throw new AttentionError('IO', `${prefix}: ${at === abs ? 'it' : `'${at}'`} is not writable by this process`);
-  }
-}
 
 /**
  * Saves `save.files` and the model.json that lists them into `dir` (created with its

@@ -49,6 +49,20 @@ export interface WeightNaming {
 
 const NO_NAMING: WeightNaming = {wrapped: {}, saved: {}};
 
+/** Keras's to_snake_case of a class name: MultiHeadAttention -> multi_head_attention, Conv1D -> conv1d. */
+function snakeCase(className: string): string {
+  return className.replace(/\W+/g, '').replace(/(.)([A-Z][a-z]+)/g, '$1_$2').replace(/([a-z])([A-Z])/g, '$1_$2')
+    .toLowerCase();
+}
+
+/** Records the key a `.keras` weights file gives this layer: its snake-case class name, then _1, _2, ... */
+export function recordSavedKey(className: string, name: string, used: Map<string, number>, naming: WeightNaming): void {
+  const base = snakeCase(className);
+  const n = used.get(base);
+  used.set(base, n == null ? 0 : n + 1);
+  naming.saved[n == null ? base : `${base}_${n + 1}`] = name;
+}
+
 /** A weight name as comparable tokens (see the module comment, step 1). */
 export function weightTokens(name: string, naming: WeightNaming = NO_NAMING): string[] {
   const raw = name.replace(/:\d+$/, '').split('/');

@@ -1,47 +1,27 @@
 /**
- * Training checkpoints: one folder with
- *   model.json + weights.bin   the model, in the standard tfjs layout (file:// router)
- *   optimizer.json + .bin      Adam's state (tf.io weight specs and their bytes)
- *   training.json              the training record: every option, the task, the seed,
- *                              the step, the metrics history and the package version
- * written through `saveFolder` (io/folder.ts): model.json is the one commit point and names
- * the checkpoint's own files in a top-level `checkpoint` field that tfjs readers ignore,
- * so weights, Adam's state and the step always come from the same save, whatever instant a
- * crash strikes. Every other file in the folder is kept. A folder whose model.json has no
+ * Training checkpoints (checkpoint_format.ts): one folder with model.json + weights.bin,
+ * Adam's state and the training record, written through `saveFolder` (io/folder.ts):
+ * model.json is the one commit point and names the checkpoint's own files, so weights,
+ * Adam's state and the step always come from the same save, whatever instant a crash
+ * strikes. Every other file in the folder is kept. A folder whose model.json has no
  * `checkpoint` field (an earlier version's, e.g. models/*) is read from the canonical names.
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, brief} from '../core/errors';
 import {existsInFolder, ModelFolder, modelFolder, readInFolder, readJsonInFolder} from '../io/confined';
 import {FileSystemOptions, fromModelJSON, modelJSONFor, readModelJSON, weightBytes} from '../io/file_system';
+import {saveFolder} from '../io/folder';
+import {isPlainName, MODEL_JSON, WEIGHTS_BIN} from '../io/folder_files';
 import {LoadLimits, loadLimits, MAX_JSON_BYTES} from '../io/load_limits';
+import {checkOutputFolder} from '../io/output_folder';
 import {manifestBytes} from '../io/specs';
 import {checkArgNames} from '../core/validate';
 import {registerAttentionLayers} from '../layers/register';
 import {assertNode, node} from '../core/runtime';
 import {
-  checkOutputFolder, CheckpointField, checkpointField, checkpointFiles, isPlainName, LEGACY_CHECKPOINT_FILES,
-  MODEL_JSON, saveFolder, weightsPaths,
-} from '../io/folder';
-import type {TransformerOptions} from './model';
-import type {GraphNetworkOptions} from './graph_task';
-import type {Metrics, TrainOptions} from './trainer';
-
-export interface TrainingRecord {
-  format: 1;
-  packageVersion: string;
-  task: {name: string; [option: string]: unknown};
-  /** The model's options: a transformer's, or for the graph task a graph network's (attention 'graph'). */
-  model: Required<TransformerOptions> | Required<GraphNetworkOptions>;
-  options: TrainOptions;
-  /** Optimizer steps done. */
-  step: number;
-  history: Metrics[];
-  trainingSeconds: number;
-  parameters: number;
-  /** False while a run is under way (a checkpoint to resume), true when it ended. */
-  finished: boolean;
-}
+  checkpointField, checkpointFieldFor, OPTIMIZER_BIN, OPTIMIZER_JSON, replacedFiles, TRAINING_JSON,
+} from './checkpoint_format';
+import {isTrainingRecord, TrainingRecord} from './record';
 
 export interface Checkpoint {
   model: tf.LayersModel;
@@ -49,38 +29,11 @@ export interface Checkpoint {
   record: TrainingRecord;
 }
 
-const WEIGHTS_BIN = 'weights.bin';
 /** Adam's state beyond its two moments: the step count (and room for a few scalars). */
 const ADAM_EXTRA_BYTES = 64;
-const [TRAINING_JSON, OPTIMIZER_JSON, OPTIMIZER_BIN] = LEGACY_CHECKPOINT_FILES;
 
 function utf8(text: string): Uint8Array {
   return new TextEncoder().encode(text);
-}
-
-
-/** True when `r` has every field of a TrainingRecord that readers use. */
-function isTrainingRecord(r: unknown): r is TrainingRecord {
-  const x = r as TrainingRecord | null;
-  return x != null && typeof x === 'object' && x.format === 1 && typeof x.step === 'number' &&
-    typeof x.trainingSeconds === 'number' && x.model != null && typeof x.model.seqLength === 'number' &&
-    typeof x.model.vocabSize === 'number' && x.options != null && typeof x.options.task === 'string' &&
-    x.task != null && typeof x.task.name === 'string' && Array.isArray(x.history);
-}
-
-/** The old checkpoint's files a checkpoint save replaces: those its model.json names, or a legacy folder's. */
-function replacedFiles(dir: string, old: object | null): string[] {
-  if (old == null) return [];
-  const field = checkpointField(old);
-  if (field != null) return [...weightsPaths(old), ...checkpointFiles(field)];
-  // A legacy checkpoint: its training.json counts as ours only when it parses as our record.
-  let ours = false;
-  try {
-    ours = isTrainingRecord(readJsonInFolder(modelFolder(dir), TRAINING_JSON, TRAINING_JSON));
-  } catch {
-    ours = false; // missing, unreadable, not JSON, or not a file inside the folder: the user's
-  }
-  return [...weightsPaths(old), ...(ours ? LEGACY_CHECKPOINT_FILES : [])];
 }
 
 /**
@@ -127,11 +80,8 @@ export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimiz
   // 2. One atomic save; model.json names the checkpoint's files and replaces the old checkpoint's.
   await saveFolder(abs, {
     files,
-    modelJSON: (names) => {
-      const checkpoint: CheckpointField = {format: 1, step: record.step, training: names[TRAINING_JSON],
-        optimizer: optimizer != null ? {specs: names[OPTIMIZER_JSON], weights: names[OPTIMIZER_BIN]} : null};
-      return JSON.stringify({...modelJSONFor(artifacts!, names[WEIGHTS_BIN]), checkpoint});
-    },
+    modelJSON: (names) => JSON.stringify({...modelJSONFor(artifacts!, names[WEIGHTS_BIN]),
+      checkpoint: checkpointFieldFor(names, record.step, optimizer != null)}),
     replaces: (old) => replacedFiles(abs, old),
     errorPrefix: `cannot write checkpoint '${dir}'`,
   });

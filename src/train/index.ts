@@ -17,12 +17,11 @@ export {
   TextTaskOptions, TextSourceOptions,
 } from './text';
 export {FusedAdamOptimizer, fusedAdam} from './adam';
-export {
-  makeGraphTask, GraphTask, GraphTaskOptions, GRAPH_TASK, GRAPH_TASK_OPTIONS, graphBaselines, buildGraphNetwork,
-  GraphNetworkOptions, GRAPH_NETWORK_OPTIONS,
-} from './graph_task';
-export {
-  train, evaluate, maskedLoss, sparseCrossEntropy, logitsOf, batchInputs, TrainOptions, TrainResult, Metrics, StepInfo,
-  learningRateAt, ResumeFrom, TrainCallbacks,
-} from './trainer';
-export {saveCheckpoint, loadCheckpoint, readTrainingRecord, TrainingRecord, Checkpoint} from './checkpoint';
+export {makeGraphTask, GraphTask, GraphTaskOptions, GRAPH_TASK, GRAPH_TASK_OPTIONS, graphBaselines} from './graph_task';
+export {buildGraphNetwork, GraphNetworkOptions, GRAPH_NETWORK_OPTIONS} from './graph_network';
+export {train, TrainResult, ResumeFrom, TrainCallbacks} from './trainer';
+export {TrainOptions, Metrics, StepInfo, learningRateAt} from './train_options';
+export {evaluate, batchInputs} from './evaluate';
+export {maskedLoss, sparseCrossEntropy, logitsOf} from './losses';
+export {saveCheckpoint, loadCheckpoint, readTrainingRecord, Checkpoint} from './checkpoint';
+export {TrainingRecord} from './record';

@@ -1,10 +1,9 @@
 /**
  * The training loop: batches from a task (a toy task, the text task or the graph task, see
- * makeTask; a graph task's model is buildGraphNetwork's and takes [tokens, edges]), Adam
- * with linear warm-up and cosine decay,
- * gradient clipping by global norm, periodic evaluation (token and sequence accuracy),
- * early stop at a target accuracy, and checkpoints that a later run can resume from with
- * the same result as an uninterrupted run of the same seed.
+ * makeTask) for a model of the task's family (families.ts), Adam with linear warm-up and
+ * cosine decay (train_options.ts), gradient clipping by global norm, periodic evaluation
+ * (evaluate.ts), early stop at a target accuracy, and checkpoints that a later run can
+ * resume from with the same result as an uninterrupted run of the same seed.
  *
  * Determinism: batch s of training is task.batch(batchSize, seed, s, 'train') and evaluation
  * uses its own stream (seed + EVAL_SEED_OFFSET) of the 'validation' split (the held-out end
@@ -13,79 +12,20 @@
  * random numbers (an unseeded mask per step), so only runs without dropout resume exactly.
  */
 import * as tf from '@tensorflow/tfjs';
-import {AttentionError, show} from '../core/errors';
 import {assertNode} from '../core/runtime';
 import {VERSION} from '../core/version';
-import {assertNonNegativeInt, assertPositiveInt, assertPositiveNumber, checkArgNames} from '../core/validate';
-import {
-  Checkpoint, checkCheckpointFolder, loadCheckpoint, ModelLoadOptions, saveCheckpoint, TrainingRecord,
-} from './checkpoint';
+import {checkArgNames} from '../core/validate';
 import {fusedAdam} from './adam';
-import {buildTransformer, TRANSFORMER_OPTIONS, transformerDefaults, TransformerOptions} from './model';
-import {AnyTaskOptions, GRAPH_TASK, makeTask, Split, Task, TaskBatch, TEXT_TASK} from './tasks';
-import {buildGraphNetwork, GRAPH_NETWORK_OPTIONS, graphNetworkDefaults, GraphNetworkOptions} from './graph_task';
-
-/** Evaluation batches come from this offset of the seed, apart from the training stream. */
-export const EVAL_SEED_OFFSET = 1_000_003;
-
-export interface TrainOptions {
-  /**
-   * Task name (ALL_TASK_NAMES: a toy task or 'text') and its options (see makeTask). The
-   * training record stores a text task's options with its vocabulary, never the text: a
-   * run on an inline text is resumed by passing the same taskOptions.text again.
-   */
-  task: string;
-  taskOptions?: AnyTaskOptions;
-  /**
-   * The model, less what the task fixes (vocabSize, seqLength, and a graph task's
-   * edgesPerExample): a transformer's options, or for the graph task buildGraphNetwork's.
-   */
-  model: Omit<TransformerOptions, 'vocabSize' | 'seqLength' | 'seed'> |
-    Omit<GraphNetworkOptions, 'vocabSize' | 'seqLength' | 'seed' | 'edgesPerExample'>;
-  /** Seed of the weights and the data. Default 0. */
-  seed?: number;
-  /** Optimizer steps at most. Default 1000. */
-  steps?: number;
-  /** Examples per step. Default 32. */
-  batchSize?: number;
-  /** Peak learning rate. Default 3e-3. */
-  learningRate?: number;
-  /** Steps of linear warm-up from 0 to the peak. Default 50. */
-  warmupSteps?: number;
-  /** The cosine decay ends at learningRate * minLearningRateRatio on the last step. Default 0.1. */
-  minLearningRateRatio?: number;
-  /** Clip gradients to this global norm (0 = no clipping). Default 1. */
-  clipNorm?: number;
-  /** Evaluate every this many steps (and at the end). Default 50. */
-  evalEvery?: number;
-  /** Batches of batchSize in each evaluation. Default 4. */
-  evalBatches?: number;
-  /** Stop once evaluation token accuracy reaches this (1.01 = never). Default 1.01. */
-  targetAccuracy?: number;
-  /** Folder of the checkpoint; none is written when absent. */
-  outDir?: string;
-  /** Also checkpoint every this many steps (0 = only at the end). Default 0. */
-  checkpointEvery?: number;
-  /** Stop after this step without finishing (simulates a crash; for tests). */
-  stopAfter?: number;
-  /** Save Adam's state with the final checkpoint, so the run can be resumed. Default true. */
-  saveOptimizerState?: boolean;
-}
-
-export interface Metrics {
-  step: number;
-  loss: number;
-  tokenAccuracy: number;
-  sequenceAccuracy: number;
-}
-
-export interface StepInfo {
-  step: number;
-  steps: number;
-  loss: number;
-  learningRate: number;
-  tokensPerSecond: number;
-}
+import {Checkpoint, checkCheckpointFolder, loadCheckpoint, ModelLoadOptions, saveCheckpoint} from './checkpoint';
+import {batchInputs, evaluate} from './evaluate';
+import {familyOfTask} from './families';
+import {logitsOf, maskedLoss, sparseCrossEntropy} from './losses';
+import {TrainingRecord} from './record';
+import {makeTask, Task} from './tasks';
+import {
+  checkTrainOptions, learningRateAt, Metrics, recordedOptions, resumedOptions, StepInfo, TRAIN_OPTIONS, trainDefaults,
+  TrainOptions,
+} from './train_options';
 
 export interface TrainCallbacks {
   onStep?(info: StepInfo): void;
@@ -95,166 +35,6 @@ export interface TrainCallbacks {
 export interface TrainResult {
   model: tf.LayersModel;
   record: TrainingRecord;
-}
-
-/** Learning rate of step s (0-based): linear warm-up, then cosine decay to min ratio. */
-export function learningRateAt(s: number, o: Required<Pick<TrainOptions, 'learningRate' | 'warmupSteps' |
-    'minLearningRateRatio' | 'steps'>>): number {
-  if (s < o.warmupSteps) return o.learningRate * (s + 1) / o.warmupSteps;
-  const span = Math.max(1, o.steps - o.warmupSteps);
-  const progress = Math.min(1, (s - o.warmupSteps) / span);
-  const floor = o.learningRate * o.minLearningRateRatio;
-  return floor + (o.learningRate - floor) * 0.5 * (1 + Math.cos(Math.PI * progress));
-}
-
-/** The option names of train(). */
-export const TRAIN_OPTIONS = [
-  'task', 'taskOptions', 'model', 'seed', 'steps', 'batchSize', 'learningRate', 'warmupSteps', 'minLearningRateRatio',
-  'clipNorm', 'evalEvery', 'evalBatches', 'targetAccuracy', 'outDir', 'checkpointEvery', 'stopAfter', 'saveOptimizerState',
-] as const;
-/** The transformer options that the task and the run fix, so options.model does not take them. */
-const FIXED_BY_TASK: readonly string[] = ['vocabSize', 'seqLength', 'seed', 'edgesPerExample'];
-
-/** The model's inputs for a batch: tokens [n, L] int32, and a graph task's edges [n, E, 2] int32. */
-export function batchInputs(batch: TaskBatch): tf.Tensor | tf.Tensor[] {
-  const tokens = tf.tensor2d(batch.inputs, [batch.n, batch.L], 'int32');
-  if (batch.edges == null) return tokens;
-  return [tokens, tf.tensor3d(batch.edges, [batch.n, batch.E as number, 2], 'int32')];
-}
-
-/** The filled-in model options of a run: a transformer's, or a graph network's for a graph task. */
-function modelDefaults(model: TrainOptions['model'], task: Task, seed: number)
-    : Required<TransformerOptions> | Required<GraphNetworkOptions> {
-  const fixed = {vocabSize: task.vocabSize, seqLength: task.seqLength, seed};
-  if (task.edgesPerExample != null) {
-    return graphNetworkDefaults({...model as GraphNetworkOptions, ...fixed, attention: 'graph',
-      edgesPerExample: task.edgesPerExample});
-  }
-  return transformerDefaults({...model as TransformerOptions, ...fixed});
-}
-
-/** Every option with its default. */
-export function trainDefaults(o: TrainOptions): Required<TrainOptions> {
-  return {
-    task: o.task, taskOptions: o.taskOptions ?? {}, model: o.model, seed: o.seed ?? 0, steps: o.steps ?? 1000,
-    batchSize: o.batchSize ?? 32, learningRate: o.learningRate ?? 3e-3, warmupSteps: o.warmupSteps ?? 50,
-    minLearningRateRatio: o.minLearningRateRatio ?? 0.1, clipNorm: o.clipNorm ?? 1, evalEvery: o.evalEvery ?? 50,
-    evalBatches: o.evalBatches ?? 4, targetAccuracy: o.targetAccuracy ?? 1.01, outDir: o.outDir ?? '',
-    checkpointEvery: o.checkpointEvery ?? 0, stopAfter: o.stopAfter ?? Infinity,
-    saveOptimizerState: o.saveOptimizerState ?? true,
-  };
-}
-
-function checkOptions(o: Required<TrainOptions>): void {
-  for (const key of ['steps', 'batchSize', 'evalEvery', 'evalBatches'] as const) assertPositiveInt(key, o[key]);
-  for (const key of ['warmupSteps', 'checkpointEvery'] as const) assertNonNegativeInt(key, o[key]);
-  assertPositiveNumber('learningRate', o.learningRate);
-  if (!(o.minLearningRateRatio >= 0 && o.minLearningRateRatio <= 1)) {
-    throw new AttentionError('INVALID_CONFIG', `minLearningRateRatio must be in [0, 1], received ${show(o.minLearningRateRatio)}`);
-  }
-  if (!(o.clipNorm >= 0)) throw new AttentionError('INVALID_CONFIG', `clipNorm must be >= 0, received ${show(o.clipNorm)}`);
-  if (!Number.isInteger(o.seed)) throw new AttentionError('INVALID_CONFIG', `seed must be an integer, received ${show(o.seed)}`);
-}
-
-/**
- * Mean cross-entropy over the scored positions from logits [n, L, V]: logsumexp(z) minus the
- * target's logit, with no log of a softmax (what the trainer minimises; the same value as
- * maskedLoss of softmax(logits), to rounding). Its gradient is one op: per row, softmax(z)
- * minus the target's one-hot, times the row's weight over the sum of the weights.
- */
-export function sparseCrossEntropy(logits: tf.Tensor, batch: TaskBatch, V: number): tf.Scalar {
-  const N = batch.n * batch.L;
-  // Unscored positions (weight 0) may hold any target: any index in range serves.
-  const targets = Int32Array.from(batch.targets, (t) => Math.min(V - 1, Math.max(0, t)));
-  const total = batch.weights.reduce((a, w) => a + w, 0);
-  const scale = Float32Array.from(batch.weights, (w) => w / total); // each position's share of the mean
-  // One custom gradient, softmax(z) - onehot(target) per row times its share: tfjs's gradient
-  // of the max inside logSumExp compares z with its broadcast row max, a kernel that takes
-  // longer than the rest of the loss together on wasm.
-  const loss = tf.customGrad(((z: tf.Tensor, save: tf.GradSaveFunc) => {
-    const z2 = tf.reshape(z, [N, V]);
-    const lse = tf.logSumExp(z2, 1, true);                                            // [N, 1]
-    const at = Int32Array.from(targets, (t, i) => i * V + t);
-    const picked = tf.gather(tf.reshape(z2, [N * V]), tf.tensor1d(at, 'int32'));    // [N]
-    save([z2, lse]);
-    return {
-      value: tf.sum(tf.mul(tf.sub(tf.reshape(lse, [N]), picked), tf.tensor1d(scale))),
-      gradFunc: (dy: tf.Tensor, [sz, slse]: tf.Tensor[]) => tf.tidy(() => {
-        const p = tf.exp(tf.sub(sz, slse));                                            // softmax [N, V]
-        const dz = tf.sub(p, tf.oneHot(tf.tensor1d(targets, 'int32'), V));
-        return tf.reshape(tf.mul(dz, tf.mul(tf.reshape(tf.tensor1d(scale), [N, 1]), dy)), z.shape);
-      }),
-    };
-  }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (z: tf.Tensor) => tf.Scalar;
-  return loss(logits);
-}
-
-/**
- * The logits [..., V] of a model whose output layer is a Dense named 'head' with a softmax
- * (buildTransformer's, the graph networks'): the layers before the head, then the head's
- * kernel and bias without its softmax. Null for any other model (the trainer then takes the
- * loss from the probabilities).
- */
-export function logitsOf(model: tf.LayersModel): ((x: tf.Tensor | tf.Tensor[], training: boolean) => tf.Tensor) | null {
-  const head = model.layers.find((l) => l.name === 'head');
-  if (head == null || model.outputs.length !== 1 || model.outputs[0].sourceLayer !== head) return null;
-  const config = head.getConfig();
-  if (head.getClassName() !== 'Dense' || config.activation !== 'softmax' || head.inboundNodes.length !== 1) return null;
-  const [kernel, bias] = head.trainableWeights;
-  if (kernel == null || kernel.shape.length !== 2) return null;
-  const trunk = tf.model({inputs: model.inputs, outputs: head.input as tf.SymbolicTensor});
-  const [E, V] = kernel.shape as number[];
-  return (x, training) => tf.tidy(() => {
-    const h = trunk.apply(x, {training}) as tf.Tensor;
-    const flat = tf.matMul(tf.reshape(h, [-1, E]), kernel.read());
-    const z = bias != null ? tf.add(flat, bias.read()) : flat;
-    return tf.reshape(z, [...h.shape.slice(0, -1), V]);
-  });
-}
-
-/** Mean cross-entropy over the scored positions; probs [n, L, V]. */
-export function maskedLoss(probs: tf.Tensor, batch: TaskBatch, V: number): tf.Scalar {
-  return tf.tidy(() => {
-    const p = tf.reshape(probs, [batch.n * batch.L, V]);
-    const picked = tf.sum(tf.mul(p, tf.oneHot(tf.tensor1d(batch.targets, 'int32'), V)), 1); // [n*L]
-    const w = tf.tensor1d(batch.weights);
-    return tf.div(tf.neg(tf.sum(tf.mul(tf.log(tf.add(picked, 1e-9)), w))), tf.sum(w)) as tf.Scalar;
-  });
-}
-
-/**
- * Token and sequence accuracy and loss of `model` on `batches` batches of the evaluation
- * stream (seed + EVAL_SEED_OFFSET) of `split`, by default 'validation'.
- */
-export async function evaluate(model: tf.LayersModel, task: Task, seed: number, batchSize: number, batches: number,
-                               split: Split = 'validation')
-    : Promise<{tokenAccuracy: number; sequenceAccuracy: number; loss: number}> {
-  let right = 0;
-  let scored = 0;
-  let sequencesRight = 0;
-  let lossSum = 0;
-  for (let b = 0; b < batches; b++) {
-    const batch = task.batch(batchSize, seed + EVAL_SEED_OFFSET, b, split);
-    const [argMax, lossTensor] = tf.tidy(() => {
-      const probs = model.predict(batchInputs(batch)) as tf.Tensor;
-      return [tf.argMax(probs, -1), maskedLoss(probs, batch, task.vocabSize)];
-    });
-    // Asynchronous reads only: a synchronous one can crash a webgpu page.
-    const [predicted, loss] = await Promise.all([argMax.data(), lossTensor.data()]).finally(() =>
-      tf.dispose([argMax, lossTensor]));
-    lossSum += loss[0];
-    for (let r = 0; r < batch.n; r++) {
-      let all = true;
-      for (let i = r * batch.L; i < (r + 1) * batch.L; i++) {
-        if (batch.weights[i] === 0) continue;
-        scored++;
-        if (predicted[i] === batch.targets[i]) right++;
-        else all = false;
-      }
-      if (all) sequencesRight++;
-    }
-  }
-  return {tokenAccuracy: right / scored, sequenceAccuracy: sequencesRight / (batches * batchSize), loss: lossSum / batches};
 }
 
 /**
@@ -293,41 +73,24 @@ async function clipByGlobalNorm(grads: tf.NamedTensorMap, clipNorm: number): Pro
   return out;
 }
 
-/** What a record stores of the options: a text task's filled-in options (never the text), not the caller's. */
-function recordedOptions(o: Required<TrainOptions>, task: Task): TrainOptions {
-  const taskOptions = task.name === TEXT_TASK ? task.options : o.taskOptions;
-  return {...o, taskOptions, stopAfter: undefined} as unknown as TrainOptions;
-}
-
-/**
- * The stored options of a run to resume. A run on an inline text stored `text: null`: the
- * caller's taskOptions.text stands in for it (makeTask refuses the null when none is given).
- */
-function resumedOptions(stored: TrainOptions, options: TrainOptions): Required<TrainOptions> {
-  let taskOptions = stored.taskOptions;
-  if (stored.task === TEXT_TASK && taskOptions?.text === null) {
-    taskOptions = {...taskOptions, text: options.taskOptions?.text ?? null};
-  }
-  return trainDefaults({...stored, taskOptions, steps: options.steps ?? stored.steps,
-    outDir: options.outDir ?? stored.outDir, stopAfter: options.stopAfter});
-}
-
 /** A checkpoint to resume from, with loadCheckpoint's limits (ModelLoadOptions). */
 export interface ResumeFrom extends ModelLoadOptions {
   dir: string;
 }
 
 /**
- * Trains a transformer on a task (or goes on from the checkpoint in `resumeFrom`) and
- * returns the model and the training record. With outDir, checkpoints go there (a folder,
- * created if missing, whose other files are kept; an existing file there is refused with
+ * Trains a model of the task's family (a transformer, or a graph network for the graph
+ * task) on a task (or goes on from the checkpoint in `resumeFrom`) and returns the model
+ * and the training record. With outDir, checkpoints go there (a folder, created if
+ * missing, whose other files are kept; an existing file there is refused with
  * AttentionError('IO') before the first step).
  */
 export async function train(options: TrainOptions, callbacks: TrainCallbacks = {},
                             resumeFrom?: string | ResumeFrom): Promise<TrainResult> {
   checkArgNames('train', options, TRAIN_OPTIONS);
-  const modelNames = options?.task === GRAPH_TASK ? GRAPH_NETWORK_OPTIONS : TRANSFORMER_OPTIONS;
-  checkArgNames('train options.model', options?.model, modelNames.filter((k) => !FIXED_BY_TASK.includes(k)));
+  const family = familyOfTask(options?.task);
+  const modelNames = family.optionNames.filter((k) => !family.fixedByTask.includes(k));
+  checkArgNames('train options.model', options?.model, modelNames);
   let checkpoint: Checkpoint | null = null;
   let o: Required<TrainOptions>;
   if (resumeFrom != null) {
@@ -340,7 +103,7 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
   }
   let task: Task;
   try {
-    checkOptions(o);
+    checkTrainOptions(o);
     if (o.outDir !== '') {
       assertNode('train({outDir})', "in a browser, train without outDir and save the model it returns with " +
         "model.save('indexeddb://NAME')");
@@ -354,10 +117,8 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
     }
     throw e;
   }
-  const modelOptions = modelDefaults(o.model, task, o.seed);
-  const model = checkpoint?.model ?? (modelOptions.attention === 'graph'
-    ? buildGraphNetwork(modelOptions as Required<GraphNetworkOptions>)
-    : buildTransformer(modelOptions as Required<TransformerOptions>));
+  const modelOptions = familyOfTask(task.name).defaults(o.model, task, o.seed);
+  const model = checkpoint?.model ?? familyOfTask(task.name).build(modelOptions);
   const optimizer = fusedAdam(o.learningRate);
   if (checkpoint != null) {
     await optimizer.setWeights(checkpoint.optimizerWeights);

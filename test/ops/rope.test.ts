@@ -15,7 +15,8 @@ import {rotaryEmbedding} from '../../src/ops/rope';
 import {buildTransformer} from '../../src/train/model';
 import {PositionEmbedding} from '../../src/layers/position_embedding';
 import {makeToyTask} from '../../src/train/tasks';
-import {evaluate, train} from '../../src/train/trainer';
+import {evaluate} from '../../src/train/evaluate';
+import {train} from '../../src/train/trainer';
 import {expectClose, expectError, headsOf, maxDiff, randn, title} from '../support/helpers';
 import {referenceAttention} from '../support/reference';
 

@@ -8,7 +8,8 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {registerFileRouter} from '../../src/io/file_system';
 import {loadCheckpoint, loadModel, readTrainingRecord, saveCheckpoint} from '../../src/train/checkpoint';
-import {train, TrainOptions} from '../../src/train/trainer';
+import {train} from '../../src/train/trainer';
+import {TrainOptions} from '../../src/train/train_options';
 import {title} from '../support/helpers';
 
 registerFileRouter();

@@ -10,7 +10,8 @@ import * as tf from '@tensorflow/tfjs';
 import {BackendName, selectBackend} from '../../src/kernels/backend';
 import {main} from '../../src/cli/main';
 import {loadCheckpoint, loadModel} from '../../src/train/checkpoint';
-import {train, TrainOptions} from '../../src/train/trainer';
+import {train} from '../../src/train/trainer';
+import {TrainOptions} from '../../src/train/train_options';
 import {Gated, killChildren, spawnGated} from '../fixtures/gate';
 import {BACKEND, maxDiff, title} from '../support/helpers';
 

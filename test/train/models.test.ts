@@ -7,7 +7,7 @@ import {ATTENTION_KINDS} from '../../src/layers/factory';
 import {loadModel, readTrainingRecord} from '../../src/train/checkpoint';
 import {GRAPH_TASK, makeTask, makeToyTask} from '../../src/train/tasks';
 import {GraphTask, graphBaselines} from '../../src/train/graph_task';
-import {EVAL_SEED_OFFSET, evaluate} from '../../src/train/trainer';
+import {EVAL_SEED_OFFSET, evaluate} from '../../src/train/evaluate';
 import {title} from '../support/helpers';
 
 const MODELS = path.join(__dirname, '..', '..', 'models');

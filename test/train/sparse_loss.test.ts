@@ -4,8 +4,8 @@
 import * as tf from '@tensorflow/tfjs';
 import '../../src';
 import {buildTransformer} from '../../src/train/model';
-import {buildGraphNetwork} from '../../src/train/graph_task';
-import {logitsOf, maskedLoss, sparseCrossEntropy} from '../../src/train/trainer';
+import {buildGraphNetwork} from '../../src/train/graph_network';
+import {logitsOf, maskedLoss, sparseCrossEntropy} from '../../src/train/losses';
 import {title} from '../support/helpers';
 
 const close = (a: ArrayLike<number>, b: ArrayLike<number>, tol: number) => {

@@ -12,7 +12,9 @@ import {ALL_TASK_NAMES, makeTask, TASK_NAMES, TaskBatch, TEXT_TASK} from '../../
 import {
   decodeText, encodeText, makeTextTask, readTextFile, SAMPLE_TEXT, sampleTextPath, unigramEntropy,
 } from '../../src/train/text';
-import {evaluate, train, TrainOptions} from '../../src/train/trainer';
+import {evaluate} from '../../src/train/evaluate';
+import {train} from '../../src/train/trainer';
+import {TrainOptions} from '../../src/train/train_options';
 import {expectError, maxDiff, title} from '../support/helpers';
 
 const ROOT = path.join(__dirname, '..', '..');

@@ -12,7 +12,9 @@ import {
 } from '../../src';
 import {loadCheckpoint, saveCheckpoint} from '../../src/train/checkpoint';
 import {makeToyTask} from '../../src/train/tasks';
-import {learningRateAt, maskedLoss, train, TrainOptions} from '../../src/train/trainer';
+import {maskedLoss} from '../../src/train/losses';
+import {train} from '../../src/train/trainer';
+import {learningRateAt, TrainOptions} from '../../src/train/train_options';
 import {expectError, maxDiff, title} from '../support/helpers';
 
 const small = {modelDim: 16, numHeads: 2, numLayers: 1, ffDim: 32};
