@@ -14,8 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import {HnswMask, LocalGlobalAttention, MultiHeadAttention, SparseMask} from '../src/node';
 import {runAsProgram} from './run';
 
-export async function main(log: (line: string) => void = console.log)
-    : Promise<{picture: string; sparsity: number; shapes: number[][]}> {
+export async function main(log: (line: string) => void = console.log): Promise<{picture: string; sparsity: number; shapes: number[][]}> {
   const T = 16;
   // A small-world graph: each node linked 5 ahead; nodes 0, 5 and 11 in layer 1, node 5 in layer 2.
   const edges = Array.from({length: T}, (_, i) => [i, (i + 5) % T] as [number, number]);

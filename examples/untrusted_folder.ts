@@ -16,6 +16,8 @@ import * as tf from '@tensorflow/tfjs';
 import {AttentionError, loadModel, MultiHeadAttention} from '../src/node';
 import {runAsProgram} from './run';
 
+// A parsed model.json, edited in place.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON of any shape
 type Json = Record<string, any>;
 
 /** A copy of models/gqa in `root`, with `damage` done to its parsed model.json (and its folder). */

@@ -133,13 +133,12 @@ export const CHROMIUM_ARGS = [
 /** An HTML page that loads the module `script`. */
 export function pageHtml(title: string, script: string, body = ''): string {
   return `<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>${title}</title>` +
-    `<meta name="viewport" content="width=device-width, initial-scale=1"></head>` +
+    '<meta name="viewport" content="width=device-width, initial-scale=1"></head>' +
     `<body>${body}<script type="module" src="${script}"></script></body></html>\n`;
 }
 
 /** Bundles the demo into `dir` (demo.js, index.html) and returns the routes that serve it. */
-export async function buildDemo(dir: string, packageDir: string | null = null)
-    : Promise<{routes: Record<string, string>; bundle: BundleResult}> {
+export async function buildDemo(dir: string, packageDir: string | null = null): Promise<{routes: Record<string, string>; bundle: BundleResult}> {
   const here = path.join(__dirname, 'page');
   const result = await bundle(path.join(here, 'demo.ts'), path.join(dir, 'demo.js'), packageDir);
   return {

@@ -13,7 +13,6 @@ import * as path from 'path';
 import type * as vl from 'vega-lite';
 import {BenchReport, BenchRow, NOT_ATTENTION_ROWS, toMiB} from './report';
 
-
 /** The attention rows of the group (B, H, G, D, T = S) with the most distinct lengths; [] when none. */
 export function sweepRows(rows: readonly BenchRow[]): BenchRow[] {
   const groups = new Map<string, BenchRow[]>();
@@ -134,8 +133,7 @@ export function removePlots(dir: string): void {
  * without vega (then `log` says so in one line), it writes none and removes those of an
  * earlier run, so the folder never shows plots of other results.
  */
-export async function writePlots(dir: string, report: BenchReport, log: (line: string) => void = () => {})
-  : Promise<string[]> {
+export async function writePlots(dir: string, report: BenchReport, log: (line: string) => void = () => {}): Promise<string[]> {
   const rows = sweepRows(report.rows);
   const vega = rows.length > 0 ? await loadVega() : null;
   if (rows.length === 0 || vega == null) {

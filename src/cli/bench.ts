@@ -66,7 +66,7 @@ export function registerBench(program: Command, io: CliIO): void {
     .addOption(new Option('--only <names>', `comma-separated rows to run: ${ROW_NAMES.join(', ')}; ` +
       `with --suite decode: ${DECODE_ROWS.join(', ')}; with --suite step: ${STEP_ROWS.join(', ')}`)
       .argParser(namesArg([...new Set([...ROW_NAMES, ...DECODE_ROWS, ...STEP_ROWS])], 'row')))
-    .addOption(new Option('--backend <name>', `tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)`)
+    .addOption(new Option('--backend <name>', 'tfjs backend (default: $TFJS_ATTENTION_BACKEND, else auto)')
       .choices(NODE_BACKEND_CHOICES))
     .addOption(threadsOption())
     .addOption(new Option('--suite <name>', 'which shapes and how many runs (see below)').choices(ALL_SUITES)
@@ -74,14 +74,14 @@ export function registerBench(program: Command, io: CliIO): void {
     .option('--quick', 'the same as --suite quick', false)
     .option('--warmup <n>', 'untimed runs before timing, the first also measures peak memory; 0 counts as 1, ' +
       "as the peak run always happens (default: the suite's)", intArg(0))
-    .option('--reps <n>', `timed runs, the median is reported (default: the suite's)`, intArg(1))
+    .option('--reps <n>', 'timed runs, the median is reported (default: the suite\'s)', intArg(1))
     .option('--budget <seconds>', 'per row, no more warm-up runs after half of this and no more timed runs after ' +
       'all of it (at least one); default: the suite\'s', intArg(0))
     .addOption(new Option('--matmul-path <path>', 'how the library computes products: auto (split into 2-D ' +
       "products on wasm while tfjs's own product kernels are registered), split (always), batched (plain " +
       'tf.matMul); default auto').choices(MATMUL_PATHS))
     .option('--out <dir>', 'folder for results.json, results.md, time.svg and memory.svg', 'bench-results')
-    .option('--graph-edges <list>', "comma-separated edge counts E of the graph rows (N = E/10 nodes; default: the " +
+    .option('--graph-edges <list>', 'comma-separated edge counts E of the graph rows (N = E/10 nodes; default: the ' +
       "suite's)", intListArg(1))
     .option('--seq <list>', 'comma-separated lengths T (= S), e.g. 512,2048,4096: one multi-head shape ' +
       'per length (B=1, H=8, D=64 unless set below) instead of the suite\'s attention shapes; with --suite ' +

@@ -141,7 +141,7 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--seq-length <n>', `text: characters per training window (default ${DEFAULT_SEQ_LENGTH})`, intArg(2))
     .addOption(new Option('--positions <kind>', "positions: a learned table of the task's length, or rotary ('rope') " +
       'inside every attention layer').choices(TRANSFORMER_POSITIONS).default('learned'))
-    .addOption(new Option('--attention <kind>', `attention of every block ('graph': GraphAttention layers, for --task ` +
+    .addOption(new Option('--attention <kind>', 'attention of every block (\'graph\': GraphAttention layers, for --task ' +
       `${GRAPH_TASK}, where it is the default)`).choices(familyAttentions()).default(d.attention))
     .option('--length <n>', 'task length: symbols (selective-copy: marked tokens)', intArg(1), d.length)
     .option('--vocab-size <n>', 'vocabulary, BLANK and SEP included', intArg(3), d.vocabSize)
@@ -158,7 +158,7 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--max-degree <n>', `${GRAPH_TASK}: the most edges into a node (default 3)`, intArg(1))
     .option('--hops <n>', `${GRAPH_TASK}: how far upstream a label looks (default 2)`, intArg(1))
     .addOption(new Option('--graph-version <v>', `${GRAPH_TASK}: GraphAttention's scoring rule (default gat)`)
-      .choices(GRAPH_VERSIONS))
+      .choices(GRAPH_VERSIONS));
   addKindFlags(command);
   command
     .option('--steps <n>', 'optimizer steps at most', intArg(1), d.steps)
@@ -227,7 +227,7 @@ export function registerTrain(program: Command, io: CliIO): void {
     .addOption(threadsOption())
     .addOption(maxBytesOption())
     .action(async (f: {model: string; batches: number; seed?: number; backend?: BackendChoice; threads: ThreadsArg;
-                       maxBytes?: number}) => {
+                       maxBytes?: number;}) => {
       await selectBackend(f.backend, {threads: f.threads});
       const record = readTrainingRecord(f.model);
       const model = await loadModel(f.model, {maxBytes: f.maxBytes});
@@ -242,7 +242,7 @@ export function registerTrain(program: Command, io: CliIO): void {
     });
 
   program.command('predict')
-    .description("run a saved model on one input sequence and print its output tokens")
+    .description('run a saved model on one input sequence and print its output tokens')
     .requiredOption('--model <dir>', 'model folder written by train')
     .requiredOption('--input <tokens>', 'space-separated token ids of the task\'s inputs (0 BLANK, 1 SEP, 2.. symbols), ' +
       'e.g. "2 3 4 5 6 7 8 9" for models/gqa; shorter inputs are padded with 0 (BLANK)')

@@ -65,22 +65,22 @@ export const KERAS_LAYER_NAMES: Readonly<Record<string, ForeignName>> = {
 export const KERAS_CALL_NAMES: Readonly<Record<string, ForeignName>> = {
   causal: {code: 'INVALID_CONFIG', advice: "'causal' is a constructor argument; at call time pass useCausalMask: true (top-left)"},
   isCausal: {code: 'INVALID_CONFIG', advice: "use useCausalMask: true (top-left, as PyTorch's is_causal)"},
-  attnMask: {code: 'INVALID_CONFIG', advice: "use attentionMask (bool or 0/1, 1 = may attend)"},
-  returnWeights: {code: 'INVALID_CONFIG', advice: "layers call it returnAttentionScores"},
+  attnMask: {code: 'INVALID_CONFIG', advice: 'use attentionMask (bool or 0/1, 1 = may attend)'},
+  returnWeights: {code: 'INVALID_CONFIG', advice: 'layers call it returnAttentionScores'},
   cacheUpdateIndex: {code: 'INVALID_CONFIG', advice: 'use cacheIndex (the position of the first new row)'},
   pastKeyValues: {code: 'INVALID_CONFIG', advice: 'use cache: layer.createCache(batchSize, maxLength)'},
 };
 
 /** Names users pass to the ops (PyTorch's scaled_dot_product_attention and the layers' names). */
 export const OP_NAMES: Readonly<Record<string, ForeignName>> = {
-  attnMask: {code: 'INVALID_CONFIG', advice: "use mask: bool or 0/1, 1 = may attend (an additive float mask is not read as one)"},
-  attentionMask: {code: 'INVALID_CONFIG', advice: "the ops call it mask (bool or 0/1, 1 = may attend)"},
+  attnMask: {code: 'INVALID_CONFIG', advice: 'use mask: bool or 0/1, 1 = may attend (an additive float mask is not read as one)'},
+  attentionMask: {code: 'INVALID_CONFIG', advice: 'the ops call it mask (bool or 0/1, 1 = may attend)'},
   isCausal: {code: 'INVALID_CONFIG', advice: "use causal: 'top-left' (PyTorch's is_causal) or causal: true (bottom-right)"},
   useCausalMask: {code: 'INVALID_CONFIG', advice: "use causal: 'top-left'"},
-  dropoutP: {code: 'INVALID_CONFIG', advice: "use dropout (scaledDotProductAttention only)"},
+  dropoutP: {code: 'INVALID_CONFIG', advice: 'use dropout (scaledDotProductAttention only)'},
   enableGqa: {code: 'INVALID_CONFIG', inert: (v) => v == null || v === true,
     advice: 'grouped-query attention is automatic: give k and v G heads, G dividing the H heads of q'},
-  returnAttentionScores: {code: 'INVALID_CONFIG', advice: "the ops call it returnWeights (scaledDotProductAttention only)"},
+  returnAttentionScores: {code: 'INVALID_CONFIG', advice: 'the ops call it returnWeights (scaledDotProductAttention only)'},
 };
 
 /** For the ops that never form the attention probabilities: asking for them is unsupported. */

@@ -33,6 +33,7 @@ export class AttentionError extends Error {
  */
 export function brief(e: unknown, max = 300): string {
   const m = (e as Error)?.message;
+  // eslint-disable-next-line no-control-regex -- control characters are what it replaces
   const text = (typeof m === 'string' ? m : String(e)).split('\n')[0].replace(/[\x00-\x1f\x7f]/g, '?');
   return text.length > max ? `${text.slice(0, max - 3)}...` : text;
 }

@@ -48,6 +48,7 @@ export function nodeBuiltin(name: string): unknown {
   // CommonJS: the module-scope require (never `eval`, so bundlers have nothing to warn of).
   // In an ES module bundle `require` may be a bundler's stand-in that throws: none, then.
   try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- a Node builtin, found only when asked for
     return typeof require === 'function' ? require(name) : null;
   } catch {
     return null;

@@ -25,7 +25,6 @@ import {AttentionError, brief} from '../core/errors';
 import {errno, errorMessage, node} from '../core/runtime';
 import {MAX_JSON_BYTES} from './load_limits';
 
-
 /** A model's folder: the path as given and its real path, which every file read must lie inside. */
 export interface ModelFolder {
   dir: string;

@@ -56,7 +56,7 @@ export function weightBytes(data: tf.io.WeightData | undefined): Uint8Array {
  */
 export function modelJSONFor(artifacts: tf.io.ModelArtifacts, weightsFile = WEIGHTS_BIN): tf.io.ModelJSON {
   const json: tf.io.ModelJSON = {
-    modelTopology: artifacts.modelTopology as {},
+    modelTopology: artifacts.modelTopology as object,
     format: artifacts.format,
     generatedBy: artifacts.generatedBy,
     convertedBy: artifacts.convertedBy,
@@ -161,8 +161,7 @@ function checkedManifest(json: tf.io.ModelJSON, jsonPath: string): tf.io.Weights
  * (model_plan.ts). A config that does not build (an unknown class, a bad layer config) is
  * refused too: tfjs would create the weights of the layers before the failing one first.
  */
-async function checkConfigBytes(topology: unknown, folder: ModelFolder, jsonPath: string, limits: LoadLimits)
-    : Promise<void> {
+async function checkConfigBytes(topology: unknown, folder: ModelFolder, jsonPath: string, limits: LoadLimits): Promise<void> {
   let plan: ModelPlan;
   try {
     plan = await planModel(topology as object);
@@ -301,6 +300,6 @@ export function registerFileRouter(): void {
   registered = true;
   // tfjs types a router as always returning a handler, but its registry skips null.
   type Router = Parameters<typeof tf.io.registerSaveRouter>[0];
-  tf.io.registerSaveRouter(makeRouter(url => tf.io.getSaveHandlers(url)) as Router);
-  tf.io.registerLoadRouter(makeRouter(url => tf.io.getLoadHandlers(url)) as Router);
+  tf.io.registerSaveRouter(makeRouter((url) => tf.io.getSaveHandlers(url)) as Router);
+  tf.io.registerLoadRouter(makeRouter((url) => tf.io.getLoadHandlers(url)) as Router);
 }

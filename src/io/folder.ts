@@ -244,7 +244,6 @@ async function removeOrphans(dir: string): Promise<void> {
   }
 }
 
-
 /**
  * Saves `save.files` and the model.json that lists them into `dir` (created with its
  * parents if missing), atomically: a process killed at any instant leaves `dir` loading as

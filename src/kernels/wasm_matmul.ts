@@ -44,7 +44,7 @@ export const NATIVE_PRODUCT_B = 16384;
 export function fastProduct(args: ProductArgs, backend: WasmBackend): tf.TensorInfo {
   const {a, b, transposeA, transposeB} = args;
   if (a.dtype !== 'float32' || b.dtype !== 'float32') {
-    throw new Error(`BatchMatMul for non non-float32 tensors not yet supported.`);
+    throw new Error('BatchMatMul for non non-float32 tensors not yet supported.');
   }
   const [ra, rb] = [a.shape.length, b.shape.length];
   const M = transposeA ? a.shape[ra - 1] : a.shape[ra - 2];

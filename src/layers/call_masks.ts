@@ -56,8 +56,7 @@ export function paddingOnly(parts: MaskParts, who: string): {query: tf.Tensor4D 
  * all the parts combined (and no query padding left to zero); without, paddingOnly's key
  * padding, and its query padding for zeroPaddedQueries. `who` names the layer.
  */
-export function attendMask(parts: MaskParts, fullMasks: boolean, who: string)
-    : {mask: tf.Tensor4D | null; queryPadding: tf.Tensor4D | null} {
+export function attendMask(parts: MaskParts, fullMasks: boolean, who: string): {mask: tf.Tensor4D | null; queryPadding: tf.Tensor4D | null} {
   if (!fullMasks) {
     const padding = paddingOnly(parts, who);
     return {mask: padding.key, queryPadding: padding.query};
@@ -91,8 +90,7 @@ function boolMask(m: tf.Tensor): tf.Tensor {
 }
 
 /** [queryMask, valueMask, keyMask] from the propagated mask(s) or the inputs' kerasMask. */
-function propagatedMasks(inputs: tf.Tensor | tf.Tensor[], mask: CallMasks['mask'])
-    : [tf.Tensor | null, tf.Tensor | null, tf.Tensor | null] {
+function propagatedMasks(inputs: tf.Tensor | tf.Tensor[], mask: CallMasks['mask']): [tf.Tensor | null, tf.Tensor | null, tf.Tensor | null] {
   const list = Array.isArray(inputs) ? inputs : [inputs];
   let masks: (tf.Tensor | null | undefined)[];
   if (mask == null) {

@@ -134,11 +134,11 @@ export class GraphAttention extends tf.layers.Layer {
   edgeDim: number | null;
   private readonly edgeDimArg: number | null;
   private readonly init: {kernel: ReturnType<typeof getInitializer>; attention: ReturnType<typeof getInitializer>;
-    bias: ReturnType<typeof getInitializer>};
+    bias: ReturnType<typeof getInitializer>;};
   private readonly regularizer: {kernel: ReturnType<typeof getRegularizer>; attention: ReturnType<typeof getRegularizer>;
-    bias: ReturnType<typeof getRegularizer>};
+    bias: ReturnType<typeof getRegularizer>;};
   private readonly constraint: {kernel: ReturnType<typeof getConstraint>; attention: ReturnType<typeof getConstraint>;
-    bias: ReturnType<typeof getConstraint>};
+    bias: ReturnType<typeof getConstraint>;};
   /** The node features F the layer was built with. */
   private features: number | null = null;
   private vars: Partial<Record<keyof GraphWeights, tf.LayerVariable>> = {};
@@ -299,7 +299,7 @@ export class GraphAttention extends tf.layers.Layer {
       const edges = list[1] as tf.SymbolicTensor;
       if (edges.dtype !== 'int32') {
         throw new AttentionError('INVALID_CONFIG',
-          `edges must be int32 (source, target) node indices: make the input with tf.input({shape: [E, 2], dtype: 'int32'}), ` +
+          'edges must be int32 (source, target) node indices: make the input with tf.input({shape: [E, 2], dtype: \'int32\'}), ' +
           `received dtype ${edges.dtype}`);
       }
       this.graphFlags.remember(flags);

@@ -86,7 +86,7 @@ export function dense(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | null, a
  */
 export function layerNorm(x: tf.Tensor, gamma: tf.Tensor | null, beta: tf.Tensor | null, epsilon = 1e-3): tf.Tensor {
   if (x.rank < 1) {
-    throw new AttentionError('DIMENSION_MISMATCH', `layerNorm: input must be [..., features], received a scalar`);
+    throw new AttentionError('DIMENSION_MISMATCH', 'layerNorm: input must be [..., features], received a scalar');
   }
   const E = x.shape[x.rank - 1];
   for (const [name, w] of [['gamma', gamma], ['beta', beta]] as const) {

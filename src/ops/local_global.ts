@@ -54,9 +54,9 @@ export const LOCAL_GLOBAL_OPTIONS = ['windowSize', 'globalIndices', 'gate', 'cau
 
 const LOCAL_GLOBAL_NAMES: Readonly<Record<string, ForeignName>> = {
   ...noProbabilities('localGlobalAttention'),
-  window: {code: 'INVALID_CONFIG', advice: "use windowSize"},
-  slidingWindow: {code: 'INVALID_CONFIG', advice: "use windowSize"},
-  globals: {code: 'INVALID_CONFIG', advice: "use globalIndices"},
+  window: {code: 'INVALID_CONFIG', advice: 'use windowSize'},
+  slidingWindow: {code: 'INVALID_CONFIG', advice: 'use windowSize'},
+  globals: {code: 'INVALID_CONFIG', advice: 'use globalIndices'},
 };
 
 /**
@@ -98,7 +98,7 @@ export function localGlobalAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, o
   assertPositiveInt('windowSize', options.windowSize);
   if (T !== S) {
     throw new AttentionError('UNSUPPORTED',
-      `local-global attention needs queries and keys of the same length (positions are shared), ` +
+      'local-global attention needs queries and keys of the same length (positions are shared), ' +
       `received T=${T} and S=${S}`);
   }
   const gate = options.gate;

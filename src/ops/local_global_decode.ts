@@ -24,8 +24,7 @@ export interface LocalGlobalState {
  * local over keys j with p - W <= j <= p, global over the globals g <= p (zero when none).
  */
 export function localGlobalStep(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, state: LocalGlobalState,
-    options: {windowSize: number; globals: readonly number[]; gate: tf.Tensor; index: number})
-    : {output: tf.Tensor4D; state: LocalGlobalState} {
+    options: {windowSize: number; globals: readonly number[]; gate: tf.Tensor; index: number}): {output: tf.Tensor4D; state: LocalGlobalState} {
   return tf.tidy(() => {
     const {globals, index} = options;
     const [, H, t] = q.shape as number[];

@@ -156,7 +156,7 @@ export const SparseMask = {
     if (!(mask instanceof tf.Tensor) || !(mask.rank === 2 || mask.rank === 3) ||
         mask.shape[mask.rank - 1] !== mask.shape[mask.rank - 2]) {
       throw new AttentionError('INVALID_MASK',
-        `toEdges takes a square mask [T, T] or a batch [B, T, T] (positions are the graph's nodes), received ` +
+        'toEdges takes a square mask [T, T] or a batch [B, T, T] (positions are the graph\'s nodes), received ' +
         (mask instanceof tf.Tensor ? `shape ${show(mask.shape)}` : show(mask)));
     }
     const T = mask.shape[mask.rank - 1] as number;

@@ -21,8 +21,7 @@ export function batchInputs(batch: TaskBatch): tf.Tensor | tf.Tensor[] {
  * stream (seed + EVAL_SEED_OFFSET) of `split`, by default 'validation'.
  */
 export async function evaluate(model: tf.LayersModel, task: Task, seed: number, batchSize: number, batches: number,
-                               split: Split = 'validation')
-    : Promise<{tokenAccuracy: number; sequenceAccuracy: number; loss: number}> {
+                               split: Split = 'validation'): Promise<{tokenAccuracy: number; sequenceAccuracy: number; loss: number}> {
   let right = 0;
   let scored = 0;
   let sequencesRight = 0;

@@ -138,7 +138,7 @@ export function transformerDecoder(model: tf.LayersModel): TransformerDecoder {
     checkTokens(tokens);
     if (cache == null) return run(tokens, null).logits;
     if (cache.layers == null || cache.layers.length !== blocks.length) {
-      throw new AttentionError('INVALID_CACHE', `the cache is not one of this decoder's (createCache makes one)`);
+      throw new AttentionError('INVALID_CACHE', 'the cache is not one of this decoder\'s (createCache makes one)');
     }
     // Before the position table is read: past the cache's end is CACHE_FULL, whatever the positions.
     const t = tokens.shape[1] as number;
@@ -275,8 +275,7 @@ function checkGenerateOptions(options: GenerateOptions):
  * sees padding and each prompt gets what it would alone (with greedy decoding, or with the
  * same seed: row i of the batch samples from the stream seed + i).
  */
-export async function generate(model: tf.LayersModel, prompts: number[][], options: GenerateOptions = {})
-    : Promise<number[][]> {
+export async function generate(model: tf.LayersModel, prompts: number[][], options: GenerateOptions = {}): Promise<number[][]> {
   const o = checkGenerateOptions(options);
   const decoder = transformerDecoder(model);
   const V = decoder.vocabSize;

@@ -61,7 +61,7 @@ export function makeGraphTask(options: GraphTaskOptions = {}): GraphTask {
   const smallest = smallestGraph(N);
   return {
     name: GRAPH_TASK, options: o, vocabSize: o.colours + FIRST_SYMBOL, seqLength: N, edgesPerExample: E,
-    description: `label each node with the colour most common among itself and the nodes with a path of at most ` +
+    description: 'label each node with the colour most common among itself and the nodes with a path of at most ' +
       `${o.hops} edge(s) into it (${o.colours} colours, graphs of ${smallest}-${N} nodes, 1-${o.maxDegree} ` +
       'edges into each; ties unscored)',
     batch(n: number, seed: number, index: number): TaskBatch { // one stream: the split makes no difference
@@ -120,8 +120,7 @@ export function makeGraphTask(options: GraphTaskOptions = {}): GraphTask {
  * the task's stream `seed`: always the most common label of those batches ('majority'),
  * and each node's own colour ('ownColour').
  */
-export function graphBaselines(task: GraphTask, seed: number, batchSize: number, batches: number)
-    : {majority: number; ownColour: number} {
+export function graphBaselines(task: GraphTask, seed: number, batchSize: number, batches: number): {majority: number; ownColour: number} {
   const labels = new Map<number, number>();
   let scored = 0;
   let own = 0;

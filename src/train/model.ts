@@ -19,7 +19,6 @@ import {PositionEmbedding} from '../layers/position_embedding';
 import {AnyAttentionArgs, ATTENTION_KIND_TABLE, ATTENTION_KINDS, AttentionKind} from '../layers/kinds';
 import {assertOneOf, assertPositiveInt, assertRate, checkArgNames} from '../core/validate';
 
-
 export interface TransformerOptions {
   /** Which attention every block uses. */
   attention: AttentionKind;

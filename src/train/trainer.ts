@@ -105,7 +105,7 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
   try {
     checkTrainOptions(o);
     if (o.outDir !== '') {
-      assertNode('train({outDir})', "in a browser, train without outDir and save the model it returns with " +
+      assertNode('train({outDir})', 'in a browser, train without outDir and save the model it returns with ' +
         "model.save('indexeddb://NAME')");
       checkCheckpointFolder(o.outDir);
     } // an existing file: refused before any step, never replaced

@@ -9,6 +9,8 @@ import {cli} from '../support/cli_helper';
 const TINY = ['--length', '3', '--vocab-size', '5', '--model-dim', '8', '--heads', '2', '--kv-heads', '1', '--layers', '1',
   '--steps', '2', '--batch-size', '2', '--eval-batches', '1', '--quiet'];
 
+// A parsed model.json, edited in place.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON of any shape
 type Json = Record<string, any>;
 const readJson = (file: string): Json => JSON.parse(fs.readFileSync(file, 'utf8'));
 const writeJson = (file: string, json: unknown) => fs.writeFileSync(file, JSON.stringify(json));

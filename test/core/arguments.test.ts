@@ -172,7 +172,7 @@ describe(title('no silent arguments'), () => {
       expectError(() => scaledDotProductAttention(a, a, a, {enableGqa: false} as never), 'INVALID_CONFIG',
         /grouped-query attention is automatic/);
       expectError(() => scaledDotProductAttention(a, a, a, 3 as never), 'INVALID_CONFIG', /options must be an object/);
-      tf.dispose(scaledDotProductAttention(a, a, a, {enableGqa: true} as {})); // what it asks for is what happens
+      tf.dispose(scaledDotProductAttention(a, a, a, {enableGqa: true} as object)); // what it asks for is what happens
       a.dispose();
     });
 

@@ -136,7 +136,7 @@ describe(title('io file://'), () => {
     const fromHandler = await tf.loadLayersModel(fileSystem(path.join(dir, 'model.json')));
     expect(predictionGap(model, fromDir, x)).toBeLessThanOrEqual(1e-6);
     expect(predictionGap(model, fromHandler, x)).toBeLessThanOrEqual(1e-6);
-    [model, fromDir, fromHandler].forEach(m => m.dispose());
+    [model, fromDir, fromHandler].forEach((m) => m.dispose());
   });
 
   it('creates missing parent folders', async () => {
@@ -164,7 +164,7 @@ describe(title('io file://'), () => {
     const loaded = await tf.loadLayersModel(`file://${dir}/model.json`);
     expect(predictionGap(second, loaded, x)).toBeLessThanOrEqual(1e-6);
     expect(predictionGap(first, loaded, x)).toBeGreaterThan(1e-3);
-    [first, second, loaded].forEach(m => m.dispose());
+    [first, second, loaded].forEach((m) => m.dispose());
   });
 
   it('a save under a parent that is a file fails with IO and leaves nothing behind', async () => {
@@ -208,7 +208,7 @@ describe(title('io file://'), () => {
     expect(fs.readdirSync(root)).toEqual(['model']);
     const loaded = await tf.loadLayersModel(`file://${dir}/model.json`);
     expect(predictionGap(kept, loaded, x)).toBeLessThanOrEqual(1e-6);
-    [kept, other, loaded].forEach(m => m.dispose());
+    [kept, other, loaded].forEach((m) => m.dispose());
   });
 
   it('loading a missing model.json throws IO naming the path', async () => {
@@ -247,7 +247,7 @@ describe(title('io file://'), () => {
   it('yields to another router that already handles the URL (as tfjs-node would)', () => {
     const other: tf.io.IOHandler = {save: async () => ({modelArtifactsInfo: {} as tf.io.ModelArtifactsInfo})};
     // tfjs types a router as never returning null, though its registry skips null.
-    tf.io.registerSaveRouter(url =>
+    tf.io.registerSaveRouter((url) =>
       (typeof url === 'string' && url.startsWith('file:///other/') ? other : null) as tf.io.IOHandler);
     expect(tf.io.getSaveHandlers('file:///other/model')).toEqual([other]);
     expect(tf.io.getSaveHandlers('file:///elsewhere/model')).toHaveLength(1);

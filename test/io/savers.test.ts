@@ -180,7 +180,7 @@ describe('the folder lock', () => {
     const dir = await locked('live', lockText(sleeper.pid!));
     const before = snapshot(dir);
     const {error, ms} = await saveRefused(dir, 300);
-    expect(error.message).toMatch(new RegExp(`cannot save model to '.*live': another save into this folder holds its lock ` +
+    expect(error.message).toMatch(new RegExp('cannot save model to \'.*live\': another save into this folder holds its lock ' +
       `\\(pid ${sleeper.pid} on host '${os.hostname()}', since .*\\) and did not finish within 300 ms; if that process ` +
       `is gone, delete '.*${LOCK.replace(/\./g, '\\.')}'`));
     expect(ms).toBeGreaterThanOrEqual(300);

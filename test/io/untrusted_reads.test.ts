@@ -28,6 +28,8 @@ const GiB = 2 ** 30;
 const TINY = ['--task', 'reverse', '--length', '3', '--vocab-size', '5', '--model-dim', '8', '--heads', '2',
   '--kv-heads', '1', '--layers', '1', '--steps', '2', '--batch-size', '2', '--eval-batches', '1', '--causal', '--quiet'];
 
+// A parsed model.json, edited in place.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON of any shape
 type Json = Record<string, any>;
 type Kind = 'ours' | 'keras';
 const readJson = (file: string): Json => JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -170,7 +172,7 @@ const CASES: Case[] = [
     config.num_heads = 1e7;
     if ('key_dim' in config) config.key_dim = 8; else config.head_dim = 8;
   }), refusal: /MultiHeadAttention's weights would take [4-9]\.\d+ GiB .* more than the 2\.00 GiB/},
-  {name: "a tfjs Dense layer with units 1e8 (3.2 GB of kernel)", kind: 'ours', damage: (d) => editModel(d, (j) => {
+  {name: 'a tfjs Dense layer with units 1e8 (3.2 GB of kernel)', kind: 'ours', damage: (d) => editModel(d, (j) => {
     j.modelTopology.config.layers.find((l: Json) => l.name === 'block0_ff1').config.units = 1e8;
   }), refusal: /its config builds \d+ weights of [6-9]\.\d+ GiB .*over the limit of 2\.00 GiB .*the largest: 'block0_ff\d\/kernel' of shape .*nothing was allocated/},
   {name: 'training.json a symlink to a secret outside', record: true, damage: (d) => {
@@ -388,4 +390,3 @@ describe('untrusted model folders: configs sized before anything is allocated', 
     }
   });
 });
-

@@ -99,8 +99,7 @@ const CASES: Case[] = [
  * Keras order, and its output equal to the Keras reference on the tensors it is called
  * on. Returns the tensors it made (to dispose).
  */
-function checkAttention(model: tf.LayersModel, c: Case, stored: ReturnType<typeof storedWeights>, xs: tf.Tensor[])
-    : tf.Tensor[] {
+function checkAttention(model: tf.LayersModel, c: Case, stored: ReturnType<typeof storedWeights>, xs: tf.Tensor[]): tf.Tensor[] {
   const feed = xs.length === 1 ? xs[0] : xs;
   // The attention layer is this library's, with the stored bytes in Keras order.
   const layer = model.getLayer(c.attentionLayer);

@@ -97,7 +97,7 @@ describe(title('cpu kernels'), () => {
     }
   });
 
-  test("the shipped kernel is recognised by what it does (work per segment), under any name; ours and broken ones are not", () => {
+  test('the shipped kernel is recognised by what it does (work per segment), under any name; ours and broken ones are not', () => {
     const shipped = replacedSegmentSumKernel()!;
     const renamed = {Qa: (a: Parameters<tf.KernelFunc>[0]) => shipped(a)}.Qa;
     expect(isPerSegmentSum(renamed, cpu())).toBe(true);

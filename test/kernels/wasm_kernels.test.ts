@@ -251,7 +251,7 @@ describe(title('Identity shares its buffer'), () => {
   test('tfjs-wasm\'s copying Identity is recognised by behaviour, the sharing one is not', () => {
     const copying: tf.KernelFunc = ({inputs, backend}) => {
       const b = backend as unknown as {makeOutput(s: number[], d: string): tf.TensorInfo;
-        typedArrayFromHeap(t: tf.TensorInfo): Float32Array};
+        typedArrayFromHeap(t: tf.TensorInfo): Float32Array;};
       const x = inputs.x as tf.TensorInfo;
       const out = b.makeOutput(x.shape, x.dtype);
       b.typedArrayFromHeap(out).set(b.typedArrayFromHeap(x));

@@ -51,8 +51,7 @@ function tokens(seqs: number[][], from: number, to: number): tf.Tensor2D {
 }
 
 /** One cached layer call; the old cache is disposed. */
-function step(layer: AttentionLayerBase, x: tf.Tensor, cache: AttentionCache, cacheIndex?: number)
-    : [tf.Tensor, AttentionCache] {
+function step(layer: AttentionLayerBase, x: tf.Tensor, cache: AttentionCache, cacheIndex?: number): [tf.Tensor, AttentionCache] {
   const [y, next] = layer.apply(x, {cache, ...(cacheIndex != null ? {cacheIndex} : {})}) as unknown as
     [tf.Tensor, AttentionCache];
   tf.dispose(Object.values(cache.tensors));

@@ -76,7 +76,6 @@ function expectSameLayer(expected: Layer, actual: Layer, xs: tf.Tensor[], cot: t
   tf.dispose([e.out, e.inputGrads, e.weightGrads, a.out, a.inputGrads, a.weightGrads]);
 }
 
-
 describe(title('FlashAttention layer'), () => {
   for (const c of cases) {
     test(`FlashAttention == MultiHeadAttention with the same weights, forward and gradients (${c.name})`, () => {

@@ -10,9 +10,7 @@ import {linearAttention} from '../../src/ops/linear';
 import {orthogonalProjection} from '../../src/ops/random_features';
 import {expectClose, expectError, expectLayerNoLeaks, expectNoLeaks, headsOf, maxDiff, maxRelError, randn, title} from '../support/helpers';
 
-
 const projectionOf = (layer: LinearAttention) => layer.weights[layer.weights.length - 1].read();
-
 
 describe(title('LinearAttention layer'), () => {
   test('weights: the Keras projections, then the non-trainable projection [round(D ln D), D]; config', () => {

@@ -6,9 +6,6 @@ import {LocalGlobalAttention} from '../../src';
 import {localGlobalAttention} from '../../src/ops/local_global';
 import {expectClose, expectError, headsOf, maxDiff, randn, title} from '../support/helpers';
 
-
-
-
 describe(title('LocalGlobalAttention layer'), () => {
   test('weights: the Keras projections, then the trainable gate [H, Dv] initialised to zeros; config', () => {
     const layer = new LocalGlobalAttention({numHeads: 4, numKvHeads: 2, headDim: 3, valueDim: 5, windowSize: 2,

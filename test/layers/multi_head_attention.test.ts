@@ -250,7 +250,6 @@ describe(title('MultiHeadAttention'), () => {
       try { config(args)(); } catch (e) { expect((e as AttentionError).code).toBe('INVALID_CONFIG'); }
     });
 
-
     test('build rejects a query dim not divisible by numHeads without headDim', () => {
       const x = tf.zeros([1, 2, 10]);
       expectError(() => new MultiHeadAttention({numHeads: 4}).apply(x), 'INVALID_CONFIG',

@@ -138,7 +138,6 @@ describe(title('flashAttention'), () => {
     beforeAll(() => { q = tf.zeros([1, 4, 3, 8]); k = tf.zeros([1, 2, 5, 8]); });
     afterAll(() => tf.dispose([q, k]));
 
-
     test('bad blockSize, shapes and masks throw AttentionError', () => {
       expectError(() => flashAttention(q, k, k, {blockSize: 0}), 'INVALID_CONFIG', /blockSize must be a positive integer, received 0/);
       expectError(() => flashAttention(q, k, k, {blockSize: 2.5}), 'INVALID_CONFIG', /blockSize must be a positive integer, received 2\.5/);

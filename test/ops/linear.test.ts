@@ -12,7 +12,6 @@ import {allFinite, gradsOf, makeMask, MaskKind} from '../support/cases';
 import {expectClose, expectError, expectNoLeaks, randn, title} from '../support/helpers';
 import {referenceLinear} from '../support/reference';
 
-
 const rows2d = (t: tf.Tensor) => t.arraySync() as number[][];
 
 describe(title('orthogonalProjection'), () => {
@@ -220,7 +219,7 @@ describe(title('linearAttention'), () => {
   // see no key, keys no query sees, queries past the last key), more queries than one
   // non-causal piece of 512, MHA / MQA / GQA, key padding.
   const WHOLE: {B: number; H: number; G: number; T: number; S: number; causal: false | 'bottom-right' | 'top-left';
-    mask: MaskKind; kernel: 'softmax' | 'relu'; chunkSize: number}[] = [
+    mask: MaskKind; kernel: 'softmax' | 'relu'; chunkSize: number;}[] = [
     {B: 2, H: 4, G: 2, T: 600, S: 37, causal: false, mask: 'padding', kernel: 'softmax', chunkSize: 64},
     {B: 1, H: 2, G: 2, T: 9, S: 4, causal: false, mask: 'none', kernel: 'relu', chunkSize: 64},
     {B: 2, H: 2, G: 2, T: 1, S: 3, causal: 'bottom-right', mask: 'none', kernel: 'softmax', chunkSize: 4},

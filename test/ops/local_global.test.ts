@@ -61,7 +61,6 @@ function reference(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, gate: tf.Tensor, c:
     tf.mul(tf.sub(1, s), referenceAttention(q, k, v, {mask: global})));
 }
 
-
 describe(title('localGlobalAttention'), () => {
   GRID.forEach((c, n) => {
     test(`== dense-mask reference, forward and gradients for q, k, v, gate (${name(c)})`, () => {

@@ -78,7 +78,6 @@ function read(mask: tf.Tensor, T: number): Grid {
   return rows;
 }
 
-
 describe(title('sparse mask builders'), () => {
   test("the Rust design's test cases: local window 5/1, global indices 5/[0,2], HNSW layers [[0,1,2,3],[0,2],[0]]", () => {
     const local = read(SparseMask.localWindow(5, 1), 5);

@@ -31,10 +31,16 @@ interface CheckResult {
   train: {steps: number; loss: number};
   generate: {reference: number[][]; tokens: number[][]};
   slice: null | {Slice: string; UnsortedSegmentSum: string; wholeInputReads: number; sliceMs: number; valuesRight: boolean;
-    unknownLeftAlone: boolean};
+    unknownLeftAlone: boolean;};
   nodeOnly: Record<string, string>;
   kernels: Record<string, unknown>;
   stepKernels: {transformer: number; transformerTfjs: number; plain: number; plainTfjs: number};
+}
+
+/** What the test pages put on `window`, as seen from the page's side of page.evaluate. */
+interface PageGlobals {
+  checks: {run(backend: string): Promise<unknown>; autoPick(): Promise<string>};
+  demo: {test(options: {steps: number}): Promise<unknown>};
 }
 
 /**
@@ -142,7 +148,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
       try {
         await page.goto(`${server.url}checks`);
         await page.waitForFunction('window.checks != null', {timeout: 60000});
-        const r = await page.evaluate((b) => (globalThis as any).checks.run(b), backend) as CheckResult;
+        const r = await page.evaluate((b) => (globalThis as unknown as PageGlobals).checks.run(b), backend) as CheckResult;
         results[backend] = r;
         const worst = Math.max(...Object.values(r.diffs));
         console.log(`${backend}: ${Object.keys(r.diffs).length} cases (ops, layers, a Keras model), max |diff| vs cpu ${worst.toExponential(2)}; ` +
@@ -195,7 +201,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
     try {
       await page.goto(`${server.url}checks`);
       await page.waitForFunction('window.checks != null', {timeout: 60000});
-      expect(await page.evaluate(() => (globalThis as any).checks.autoPick())).toBe('webgpu');
+      expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).checks.autoPick())).toBe('webgpu');
     } finally {
       await page.close();
     }
@@ -208,7 +214,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
       await page.setViewport({width: 1280, height: 900});
       await page.goto(server.url);
       await page.waitForFunction('window.demo != null', {timeout: 60000});
-      const r = await page.evaluate(() => (globalThis as any).demo.test({steps: 12})) as {
+      const r = await page.evaluate(() => (globalThis as unknown as PageGlobals).demo.test({steps: 12})) as {
         backend: string; losses: number[]; chartInk: number; heatmaps: number; heatmapInk: number[]; prediction: string;
       };
       console.log(`demo on ${r.backend}: ${r.losses.length} steps, loss ${r.losses[0].toFixed(3)} -> ` +

@@ -41,7 +41,6 @@ export function caseName(c: Case): string {
   return parts.join(', ');
 }
 
-
 export function inputs(c: Case, seed: number): {q: tf.Tensor; k: tf.Tensor; v: tf.Tensor; cot: tf.Tensor} {
   return {
     q: randn([c.B, c.H, c.T, c.D], seed),
@@ -64,7 +63,6 @@ export function maxAbs(t: tf.Tensor): number {
 export function allFinite(t: tf.Tensor): boolean {
   return t.dataSync().every((x) => Number.isFinite(x));
 }
-
 
 /**
  * q [1, 2, 7, 12], k [1, 1, 8, 12] whose logits (scale 1) are integers near +-1e4, a
