@@ -101,7 +101,9 @@ async function medianTime(fn: () => tf.Tensor[], warmup: number, reps: number, b
   const start = performance.now();
   for (let i = 0; i < warmup && performance.now() - start < budgetMs / 2; i++) await timeOnce(fn);
   const times: number[] = [];
-  while (times.length < reps && (times.length === 0 || performance.now() - start < budgetMs)) times.push(await timeOnce(fn));
+  while (times.length < reps && (times.length === 0 || performance.now() - start < budgetMs)) {
+    times.push(await timeOnce(fn));
+  }
   return {ms: median(times), runs: times.length};
 }
 
@@ -157,7 +159,8 @@ export async function runDecodeBench(options: DecodeBenchOptions = {}): Promise<
   }
   const contexts = options.contexts ?? DECODE_CONTEXTS;
   contexts.forEach((c) => assertPositiveInt('context', c));
-  const o = {rows, contexts, reps: options.reps ?? 20, warmup: options.warmup ?? 3, budgetMs: options.budgetMs ?? 20_000};
+  const o = {rows, contexts, reps: options.reps ?? 20, warmup: options.warmup ?? 3,
+    budgetMs: options.budgetMs ?? 20_000};
   assertPositiveInt('reps', o.reps);
   const backend = await selectBackend(options.backend, {threads: options.threads});
   const meta = collectMeta(backend, o.warmup, o.reps, {suite: 'decode', budgetMs: o.budgetMs, maxT: {}, heap: false});
@@ -183,15 +186,16 @@ export async function runDecodeBench(options: DecodeBenchOptions = {}): Promise<
 export function formatDecodeTable(rows: readonly DecodeRow[]): string {
   const header = ['row', 'mode', 'B', 'H', 'G', 'D', 'context', 'ms/token', 'runs', 'cache KiB', 'cache B/position',
     'error'];
-  return markdownTable(header, rows.map((r) => [r.row, r.mode, r.B, r.H, r.G, r.D, r.context, fixedOrDash(r.msPerToken, 2),
-    r.runs, fixedOrDash(r.cacheBytes == null ? null : r.cacheBytes / 1024, 1),
+  return markdownTable(header, rows.map((r) => [r.row, r.mode, r.B, r.H, r.G, r.D, r.context,
+    fixedOrDash(r.msPerToken, 2), r.runs, fixedOrDash(r.cacheBytes == null ? null : r.cacheBytes / 1024, 1),
     fixedOrDash(r.cacheBytes == null ? null : r.cacheBytes / r.context, 0), r.error ?? ''].map(String)));
 }
 
 /** What the rows say: cached vs recompute per kind, and how the cached cost grows with the context. */
 export function summarizeDecode(rows: readonly DecodeRow[]): string[] {
   const ok = rows.filter((r) => r.error == null && r.msPerToken != null);
-  const find = (row: string, mode: string, c: number) => ok.find((r) => r.row === row && r.mode === mode && r.context === c);
+  const find = (row: string, mode: string, c: number) =>
+    ok.find((r) => r.row === row && r.mode === mode && r.context === c);
   const out: string[] = [];
   for (const row of DECODE_ROWS) {
     const cached = ok.filter((r) => r.row === row && r.mode === 'cached').sort((a, b) => a.context - b.context);

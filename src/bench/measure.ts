@@ -134,7 +134,8 @@ export interface PassMeasurement {
  * warmup - 1 more untimed runs while under half of `budgetMs`, then up to `reps` timed runs
  * while under `budgetMs` (at least one).
  */
-export async function measurePass(fn: PassFn, warmup: number, reps: number, budgetMs: number): Promise<PassMeasurement> {
+export async function measurePass(fn: PassFn, warmup: number, reps: number,
+    budgetMs: number): Promise<PassMeasurement> {
   const start = performance.now();
   const elapsed = () => performance.now() - start;
   const peak = await peakBytes(fn);

@@ -133,7 +133,8 @@ export function removePlots(dir: string): void {
  * without vega (then `log` says so in one line), it writes none and removes those of an
  * earlier run, so the folder never shows plots of other results.
  */
-export async function writePlots(dir: string, report: BenchReport, log: (line: string) => void = () => {}): Promise<string[]> {
+export async function writePlots(dir: string, report: BenchReport,
+    log: (line: string) => void = () => {}): Promise<string[]> {
   const rows = sweepRows(report.rows);
   const vega = rows.length > 0 ? await loadVega() : null;
   if (rows.length === 0 || vega == null) {

@@ -37,7 +37,10 @@ export interface BenchRow extends AttentionShape {
   floorBytes: number;
   /** FLOPs (see meta.flops) / time, in 1e9 per second. */
   gflops: number | null;
-  /** The FLOPs of the products the row actually computes / time (rows that count them: linear, local-global), else null. */
+  /**
+   * The FLOPs of the products the row actually computes / time (rows that count them: linear,
+   * local-global), else null.
+   */
   performedGflops?: number | null;
   /** Timed runs behind msMedian (the time budget can stop a row before `reps`). */
   runs: number;

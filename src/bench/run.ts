@@ -169,8 +169,8 @@ function planJobs(names: readonly string[], registry: Readonly<Record<string, Be
 }
 
 /** True when the row is the built-in one of that name (the heap's child process finds it by name). */
-function isBuiltIn(job: Job, registry: Readonly<Record<string, BenchImpl>>, workloads: Readonly<Record<string, Workload>>):
-    boolean {
+function isBuiltIn(job: Job, registry: Readonly<Record<string, BenchImpl>>,
+    workloads: Readonly<Record<string, Workload>>): boolean {
   return job.name in registry ? registry[job.name] === IMPLS[job.name] : workloads[job.name] === WORKLOADS[job.name];
 }
 

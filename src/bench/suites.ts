@@ -63,8 +63,8 @@ export interface BenchPreset {
 
 /** The default run: every row at every length memory allows. */
 export const FULL_PRESET: BenchPreset = {
-  shapes: FULL_SHAPES, layerShapes: [LAYER_SHAPE], matmulSizes: [1024], graphEdges: [10_000, 100_000, 1_000_000], warmup: 2,
-  reps: 3, budgetMs: 60_000,
+  shapes: FULL_SHAPES, layerShapes: [LAYER_SHAPE], matmulSizes: [1024], graphEdges: [10_000, 100_000, 1_000_000],
+  warmup: 2, reps: 3, budgetMs: 60_000,
 };
 /** `--suite quick`: T <= 512, the layer rows and matmul, with fewer runs and a smaller budget per row. */
 export const QUICK_PRESET: BenchPreset = {

@@ -39,7 +39,10 @@ export interface Workload {
    * fwd+bwd, the forward output and the cotangent (see heap.ts). Float32 throughout.
    */
   floorBytes(shape: AttentionShape, pass: Pass): number;
-  /** Makes the row's inputs; `passes` are those that will be asked for (default all), so a fwd run makes no cotangent. */
+  /**
+   * Makes the row's inputs; `passes` are those that will be asked for (default all), so a fwd
+   * run makes no cotangent.
+   */
   prepare(shape: AttentionShape, seed: number, passes?: readonly Pass[]): Prepared;
 }
 

@@ -57,7 +57,9 @@ export function registerGenerate(program: Command, io: CliIO): void {
       const prompt = vocabulary != null ? encodeText(vocabulary, f.prompt) : parseTokens(f.prompt, V);
       if (prompt.length === 0) throw new AttentionError('INVALID_CONFIG', '--prompt is empty');
       let stopToken: number | null = null;
-      if (f.stop != null) stopToken = vocabulary != null ? encodeText(vocabulary, f.stop)[0] : parseTokens(f.stop, V)[0];
+      if (f.stop != null) {
+        stopToken = vocabulary != null ? encodeText(vocabulary, f.stop)[0] : parseTokens(f.stop, V)[0];
+      }
       const show = (ids: number[]) => (vocabulary != null ? decodeText(vocabulary, ids) : `${ids.join(' ')} `);
       const tty = (io.stdout as {isTTY?: boolean}).isTTY === true;
       const model = await loadModel(f.model, {maxBytes: f.maxBytes});

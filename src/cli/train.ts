@@ -36,8 +36,10 @@ export const TRAIN_DEFAULTS = {
 };
 
 interface TrainFlags {
-  task: string; data?: string; seqLength?: number; positions: TransformerPositions; attention: AttentionKind | typeof GRAPH_ATTENTION; length: number; vocabSize: number; noiseLength: number; modelDim: number;
-  heads: number; kvHeads: number; layers: number; ffDim?: number; dropout: number; causal: boolean; steps: number; batchSize: number; lr: number;
+  task: string; data?: string; seqLength?: number; positions: TransformerPositions;
+  attention: AttentionKind | typeof GRAPH_ATTENTION; length: number; vocabSize: number; noiseLength: number;
+  modelDim: number; heads: number; kvHeads: number; layers: number; ffDim?: number; dropout: number; causal: boolean;
+  steps: number; batchSize: number; lr: number;
   warmup: number; clipNorm: number; evalEvery: number; evalBatches: number; targetAccuracy: number; seed: number;
   out?: string; checkpointEvery: number; resume?: string; backend?: BackendChoice; threads: ThreadsArg; quiet: boolean;
   optimizerState: boolean; maxBytes?: number;
@@ -249,7 +251,8 @@ export function registerTrain(program: Command, io: CliIO): void {
     .addOption(backendOption())
     .addOption(threadsOption())
     .addOption(maxBytesOption())
-    .action(async (f: {model: string; input: string; backend?: BackendChoice; threads: ThreadsArg; maxBytes?: number}) => {
+    .action(async (f: {model: string; input: string; backend?: BackendChoice; threads: ThreadsArg;
+      maxBytes?: number;}) => {
       await selectBackend(f.backend, {threads: f.threads});
       const record = readTrainingRecord(f.model);
       if (record.task.name === GRAPH_TASK) {
@@ -295,7 +298,8 @@ export function registerTrain(program: Command, io: CliIO): void {
     .addOption(backendOption())
     .addOption(threadsOption())
     .addOption(maxBytesOption())
-    .action(async (f: {model?: string; keras?: string; backend?: BackendChoice; threads: ThreadsArg; maxBytes?: number}) => {
+    .action(async (f: {model?: string; keras?: string; backend?: BackendChoice; threads: ThreadsArg;
+      maxBytes?: number;}) => {
       if ((f.model == null) === (f.keras == null)) {
         throw new AttentionError('INVALID_CONFIG', 'inspect takes one of --model <dir> or --keras <path>');
       }

@@ -18,7 +18,8 @@ export const TFJS_KWARGS = ['mask', 'training'] as const;
 
 const nullish = (value: unknown): boolean => value == null;
 const sequenceAxis = (value: unknown): boolean =>
-  value == null || value === 1 || value === -2 || (Array.isArray(value) && value.length === 1 && [1, -2].includes(value[0]));
+  value == null || value === 1 || value === -2 ||
+    (Array.isArray(value) && value.length === 1 && [1, -2].includes(value[0]));
 
 /** Call arguments given to a constructor: where they belong. */
 function callArgument(name: string, extra = ''): ForeignName {

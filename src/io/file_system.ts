@@ -147,7 +147,8 @@ export function readModelJSON(folder: ModelFolder, name = MODEL_JSON, maxJsonByt
 function checkedManifest(json: tf.io.ModelJSON, jsonPath: string): tf.io.WeightsManifestConfig {
   const manifest = json.weightsManifest as unknown;
   if (manifest == null) return [];
-  if (!Array.isArray(manifest) || !manifest.every((g) => g != null && Array.isArray(g.paths) && Array.isArray(g.weights))) {
+  if (!Array.isArray(manifest) ||
+      !manifest.every((g) => g != null && Array.isArray(g.paths) && Array.isArray(g.weights))) {
     throw new AttentionError('IO', `corrupt model.json '${jsonPath}': weightsManifest is not a list of {paths, weights}`);
   }
   for (const group of manifest as tf.io.WeightsManifestConfig) {
@@ -161,7 +162,8 @@ function checkedManifest(json: tf.io.ModelJSON, jsonPath: string): tf.io.Weights
  * (model_plan.ts). A config that does not build (an unknown class, a bad layer config) is
  * refused too: tfjs would create the weights of the layers before the failing one first.
  */
-async function checkConfigBytes(topology: unknown, folder: ModelFolder, jsonPath: string, limits: LoadLimits): Promise<void> {
+async function checkConfigBytes(topology: unknown, folder: ModelFolder, jsonPath: string,
+    limits: LoadLimits): Promise<void> {
   let plan: ModelPlan;
   try {
     plan = await planModel(topology as object);

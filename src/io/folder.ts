@@ -326,7 +326,9 @@ export async function saveFolder(dir: string, save: FolderSave): Promise<void> {
     const final = {...current};
     for (let i = 0; i < save.files.length; i++) {
       const name = save.files[i].name;
-      if (usable[i] && await fs.promises.link(at(unique[i]), at(name)).then(() => true, () => false)) final[name] = name;
+      if (usable[i] && await fs.promises.link(at(unique[i]), at(name)).then(() => true, () => false)) {
+        final[name] = name;
+      }
     }
     const linked = unique.filter((u, i) => final[save.files[i].name] !== u);
     if (linked.length > 0) {

@@ -84,7 +84,10 @@ function holderGone(h: Holder): boolean {
   return h.host === hostName() && saveGone(h.pid, h.token, typeof h.start === 'string' ? h.start : null);
 }
 
-/** The file `name` of `dir`: its inode, age and parsed holder (null: not a regular file, or unparseable); null if absent. */
+/**
+ * The file `name` of `dir`: its inode, age and parsed holder (null: not a regular file, or
+ * unparseable); null if absent.
+ */
 function readLock(dir: string, name = LOCK_NAME): {ino: number; ageMs: number; holder: Holder | null} | null {
   const {fs, path} = node();
   let stats: import('fs').Stats;

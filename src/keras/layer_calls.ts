@@ -37,7 +37,9 @@ export function tensorRefs(v: Json): [string, number, number][] | null {
   if (one != null) return [one];
   if (Array.isArray(v) && v.length > 0) {
     const all = v.map(tensorRefs);
-    if (all.every((r) => r != null)) return ([] as [string, number, number][]).concat(...all as [string, number, number][][]);
+    if (all.every((r) => r != null)) {
+      return ([] as [string, number, number][]).concat(...all as [string, number, number][][]);
+    }
   }
   return null;
 }
@@ -70,7 +72,8 @@ export function nodeData(node: Json, layer: string, className: string, rewrite: 
     (key.endsWith('mask') ? '; use padding masks that propagate (Embedding(mask_zero=True)) or use_causal_mask' : ''));
   if (className === 'MultiHeadAttention' || className === 'GroupedQueryAttention') {
     const named: Dict = {};
-    const flat = args.length === 1 && tensorRefs(args[0]) != null && tensorRef(args[0]) == null ? args[0] as Json[] : args;
+    const flat = args.length === 1 && tensorRefs(args[0]) != null && tensorRef(args[0]) == null ?
+      args[0] as Json[] : args;
     flat.forEach((a, i) => { named[ATTENTION_PARAMS[i] ?? `argument ${i}`] = a; });
     Object.assign(named, kwargs);
     inputs = [];

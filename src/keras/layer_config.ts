@@ -65,7 +65,8 @@ function plain(value: Json, layer: string): Json {
 }
 
 /** Throws UNSUPPORTED unless `config[key]` is absent or inert; the key is dropped either way. */
-function dropDefault(config: Dict, key: string, inert: (v: Json) => boolean, layer: string, className: string, why: string) {
+function dropDefault(config: Dict, key: string, inert: (v: Json) => boolean, layer: string,
+    className: string, why: string) {
   if (!(key in config)) return;
   if (!inert(config[key])) {
     throw new AttentionError('UNSUPPORTED',
@@ -92,7 +93,8 @@ export function layerConfig(entry: Dict, rewrite: TopologyRewrite): {class_name:
   }
   if ((KERAS_ATTENTION_CLASSES as readonly string[]).includes(className) && !isOwnAttentionConfig(className, raw)) {
     // Naming the class (not its string) keeps it, and its registration, in a tree-shaken bundle.
-    return {class_name: MultiHeadAttention.className, config: attentionConfigFromKeras(className, config, name) as Dict};
+    return {class_name: MultiHeadAttention.className,
+      config: attentionConfigFromKeras(className, config, name) as Dict};
   }
   for (const key of IGNORED_KEYS) delete config[key];
   dropDefault(config, 'lora_rank', (v) => v == null || v === 0, name, className, 'LoRA is not implemented; merge the LoRA weights first');

@@ -52,7 +52,8 @@ const FILE_SCHEME = 'file://';
  * is always read by this library's handler, with `limits` (the config is sized after the
  * rewrite, so not by the handler).
  */
-function handlerFor(urlOrHandler: string | tf.io.IOHandler, options: tf.io.LoadOptions, limits: LoadLimits): tf.io.IOHandler {
+function handlerFor(urlOrHandler: string | tf.io.IOHandler, options: tf.io.LoadOptions,
+    limits: LoadLimits): tf.io.IOHandler {
   if (typeof urlOrHandler !== 'string') {
     if (urlOrHandler == null || typeof (urlOrHandler as tf.io.IOHandler).load !== 'function') {
       throw new AttentionError('INVALID_CONFIG',
@@ -106,7 +107,8 @@ function checkWeightBytes(artifacts: tf.io.ModelArtifacts, source: string, limit
  * whose weights do not fit the model (naming the weight); 'UNSUPPORTED' for a layer, key
  * or call this cannot run (naming the layer and the key); 'INVALID_CONFIG' for options.
  */
-export async function loadKerasModel(urlOrHandler: string | tf.io.IOHandler, options: KerasLoadOptions = {}): Promise<tf.LayersModel> {
+export async function loadKerasModel(urlOrHandler: string | tf.io.IOHandler,
+    options: KerasLoadOptions = {}): Promise<tf.LayersModel> {
   checkArgNames('loadKerasModel', options, KERAS_LOAD_OPTIONS);
   const {maxBytes, maxJsonBytes, ...fetchOptions} = options ?? {};
   // A handler of fileSystem(path, {maxBytes}) keeps its limits unless options give others.

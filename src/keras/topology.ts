@@ -35,14 +35,16 @@ import {recordSavedKey, WeightNaming} from './weights';
 function endpoints(v: Json, key: string, rewrite: TopologyRewrite): Json[] {
   if (tensorRef(v) != null) return [v];
   if (Array.isArray(v) && v.every((e) => tensorRef(e) != null)) return v;
-  if (isDict(v)) return Object.keys(v).sort().map((k) => endpoints(v[k], key, rewrite)[0]); // Keras flattens dicts by key
+  // Keras flattens dicts by key
+  if (isDict(v)) return Object.keys(v).sort().map((k) => endpoints(v[k], key, rewrite)[0]);
   throw rewrite.io(`${key} must list [layer, node, tensor] entries, received ${show(v)}`);
 }
 
 /** The config of a Functional / Sequential model, rewritten. */
 function modelConfig(className: string, config: Json, rewrite: TopologyRewrite): Dict {
   if (className === 'Sequential') {
-    const layers = Array.isArray(config) ? config : isDict(config) && Array.isArray(config.layers) ? config.layers : null;
+    const layers = Array.isArray(config) ? config :
+      isDict(config) && Array.isArray(config.layers) ? config.layers : null;
     if (layers == null) throw rewrite.io(`a Sequential config needs a layers list, received ${show(config)}`);
     const out = layers.map((l) => {
       if (!isDict(l)) throw rewrite.io(`a layer entry must be an object, received ${show(l)}`);

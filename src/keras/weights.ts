@@ -91,7 +91,8 @@ function endsWith(a: string[], b: string[], storedFirst = false): boolean {
   });
 }
 
-const sameShape = (a: readonly (number | null)[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
+const sameShape = (a: readonly (number | null)[], b: readonly number[]) =>
+  a.length === b.length && a.every((d, i) => d === b[i]);
 
 interface Target {
   weight: tf.LayerVariable;

@@ -88,7 +88,10 @@ function probeQuietly(backend: tf.KernelBackend, probe: () => boolean): boolean 
 
 /** What the registry holds for the cpu backend's UnsortedSegmentSum. */
 export interface CpuKernelStatus {
-  /** 'replaced': ours is registered; 'kept': another kernel is (not recognised as the per-segment one); 'absent': none. */
+  /**
+   * 'replaced': ours is registered; 'kept': another kernel is (not recognised as the
+   * per-segment one); 'absent': none.
+   */
   UnsortedSegmentSum: 'replaced' | 'kept' | 'absent';
 }
 

@@ -125,7 +125,8 @@ export function isUnreducedMatMulGrad(config: tf.GradConfig): boolean {
     const b = tf.ones([3, 2, 2]);
     const dy = tf.ones([3, 2, 2]);
     try {
-      const g = config.gradFunc(dy, [a, b], {transposeA: false, transposeB: false} as unknown as tf.NamedAttrMap) as GradMap;
+      const g = config.gradFunc(dy, [a, b],
+        {transposeA: false, transposeB: false} as unknown as tf.NamedAttrMap) as GradMap;
       return g.a().shape.join() === '3,2,2';
     } catch {
       return false;

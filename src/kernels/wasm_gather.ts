@@ -84,8 +84,8 @@ export const libraryGather = GATHER_FROM_HEAP.kernelFunc;
  * (for the native call, which the probe never reaches).
  */
 export function isNativeGather(kernelFunc: tf.KernelFunc): boolean {
-  return stopsAtNativeOutput(kernelFunc, {x: {shape: [3, 2]}, indices: {shape: [2]}}, {axis: 0, batchDims: 0}, [1, 1, 2, 2],
-    {indices: new Int32Array([2, 0])});
+  return stopsAtNativeOutput(kernelFunc, {x: {shape: [3, 2]}, indices: {shape: [2]}}, {axis: 0, batchDims: 0},
+    [1, 1, 2, 2], {indices: new Int32Array([2, 0])});
 }
 
 /**

@@ -162,7 +162,8 @@ function tfjsSmallProduct(args: ProductArgs, backend: WasmBackend): tf.TensorInf
   if (tfjs == null || args.bias != null) return null;
   const [aCount, bCount] = [args.a, args.b].map((t) => tf.util.sizeFromShape(t.shape.slice(0, -2)));
   if (aCount !== bCount && aCount !== 1 && bCount !== 1) return null;
-  if (fused && (args.a.shape.length !== 3 || args.b.shape.length !== 3)) return null; // its fused kernel takes rank 3 only
+  // its fused kernel takes rank 3 only
+  if (fused && (args.a.shape.length !== 3 || args.b.shape.length !== 3)) return null;
   const {a, b, transposeA, transposeB, activation, preluActivationWeights, leakyreluAlpha} = args;
   return tfjs.kernelFunc({
     inputs: (fused ? {a, b, ...(preluActivationWeights != null ? {preluActivationWeights} : {})} : {a, b}) as

@@ -250,7 +250,8 @@ class NativeProducts {
       this.host._free(scratch);
       if (failed) {
         this.stop();
-        // eslint-disable-next-line no-unsafe-finally -- a failed worker is the error to report, whatever the share threw
+        /* eslint-disable-next-line no-unsafe-finally --
+           a failed worker is the error to report, whatever the share threw */
         throw new AttentionError('UNSUPPORTED', 'a worker thread of the wasm product kernel failed; ' +
           'its workers are off, and later products run on the calling thread');
       }

@@ -175,7 +175,8 @@ export function libraryKernelProduct(args: ProductArgs, dims: ProductDims, backe
     const offset = (t: tf.TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
     const [aBase, bBase, outBase] = [offset(args.a), offset(args.b), offset(out)];
     if (count === 1) {
-      native.product({a: aBase, b: bBase, c: outBase, M, K, N, transposeA: args.transposeA, transposeB: args.transposeB});
+      native.product({a: aBase, b: bBase, c: outBase, M, K, N, transposeA: args.transposeA,
+        transposeB: args.transposeB});
       return out;
     }
     const [ia, ib] = [batchIndex(aBatch, outBatch), batchIndex(bBatch, outBatch)];
@@ -253,7 +254,9 @@ export function xnnpackProduct(args: ProductArgs, dims: ProductDims, backend: Wa
     } else {
       const ia = batchIndex(aBatch, outBatch);
       const ib = batchIndex(bBatch, outBatch);
-      for (let i = 0; i < count; i++) run(aBase + 4 * ia(i) * M * K, bBase + 4 * ib(i) * K * N, outBase + 4 * i * M * N, M);
+      for (let i = 0; i < count; i++) {
+        run(aBase + 4 * ia(i) * M * K, bBase + 4 * ib(i) * K * N, outBase + 4 * i * M * N, M);
+      }
     }
     // What the native call did not fuse: the bias (and so the activation), or the activation.
     if (!fuseBias) return addBiasThenActivate(out, bias, activation, prelu, args.leakyreluAlpha, backend, temps);

@@ -106,7 +106,8 @@ export function stopsAtNativeOutput(kernelFunc: tf.KernelFunc, inputs: Record<st
     },
   };
   try {
-    kernelFunc({inputs: infos as unknown as tf.NamedTensorInfoMap, backend: backend as unknown as tf.KernelBackend, attrs});
+    kernelFunc({inputs: infos as unknown as tf.NamedTensorInfoMap,
+      backend: backend as unknown as tf.KernelBackend, attrs});
   } catch (e) {
     return e === stop && made.length === 1 && made[0].join() === shape.join() &&
       Object.keys(reads).every((k) => readCount.get(k) === 1);

@@ -271,7 +271,8 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
    * q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv] from the inputs, with RoPE (when on)
    * rotating q and k from position `start`.
    */
-  private project(query: tf.Tensor, value: tf.Tensor, key: tf.Tensor, start: number): [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D] {
+  private project(query: tf.Tensor, value: tf.Tensor, key: tf.Tensor,
+      start: number): [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D] {
     let q = projectToHeads(query, this.queryKernel.read(), this.queryBias?.read() ?? null); // [B, H, T, D]
     let k = projectToHeads(key, this.keyKernel.read(), this.keyBias?.read() ?? null);       // [B, G, S, D]
     const v = projectToHeads(value, this.valueKernel.read(), this.valueBias?.read() ?? null); // [B, G, S, Dv]
@@ -297,7 +298,8 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     assertPositiveInt('batchSize', batchSize);
     assertPositiveInt('maxLength', maxLength);
     checkCacheable(`${this.getClassName()} '${this.name}'`, this.causalAlign != null, this.dims != null);
-    return {layer: this.name, batchSize, maxLength, length: 0, tensors: this.decoding.emptyTensors(batchSize, maxLength)};
+    return {layer: this.name, batchSize, maxLength, length: 0,
+      tensors: this.decoding.emptyTensors(batchSize, maxLength)};
   }
 
   /**

@@ -56,7 +56,8 @@ export function paddingOnly(parts: MaskParts, who: string): {query: tf.Tensor4D 
  * all the parts combined (and no query padding left to zero); without, paddingOnly's key
  * padding, and its query padding for zeroPaddedQueries. `who` names the layer.
  */
-export function attendMask(parts: MaskParts, fullMasks: boolean, who: string): {mask: tf.Tensor4D | null; queryPadding: tf.Tensor4D | null} {
+export function attendMask(parts: MaskParts, fullMasks: boolean,
+    who: string): {mask: tf.Tensor4D | null; queryPadding: tf.Tensor4D | null} {
   if (!fullMasks) {
     const padding = paddingOnly(parts, who);
     return {mask: padding.key, queryPadding: padding.query};

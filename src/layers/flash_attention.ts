@@ -37,7 +37,10 @@ import {AttentionLayerBase} from './base_attention';
 import {AttentionCapabilities, FULL_CAPABILITIES} from './capabilities';
 
 export interface FlashAttentionArgs extends AttentionLayerArgs {
-  /** Query positions per tile, and keys per tile unless keyBlockSize is given; a positive integer or null (flashAttention's default). */
+  /**
+   * Query positions per tile, and keys per tile unless keyBlockSize is given; a positive
+   * integer or null (flashAttention's default).
+   */
   blockSize?: number | null;
   /** Keys per tile; a positive integer or null (blockSize when given, else flashAttention's default). */
   keyBlockSize?: number | null;

@@ -135,8 +135,8 @@ export class GraphAttention extends tf.layers.Layer {
   private readonly edgeDimArg: number | null;
   private readonly init: {kernel: ReturnType<typeof getInitializer>; attention: ReturnType<typeof getInitializer>;
     bias: ReturnType<typeof getInitializer>;};
-  private readonly regularizer: {kernel: ReturnType<typeof getRegularizer>; attention: ReturnType<typeof getRegularizer>;
-    bias: ReturnType<typeof getRegularizer>;};
+  private readonly regularizer: {kernel: ReturnType<typeof getRegularizer>;
+    attention: ReturnType<typeof getRegularizer>; bias: ReturnType<typeof getRegularizer>;};
   private readonly constraint: {kernel: ReturnType<typeof getConstraint>; attention: ReturnType<typeof getConstraint>;
     bias: ReturnType<typeof getConstraint>;};
   /** The node features F the layer was built with. */
@@ -175,8 +175,8 @@ export class GraphAttention extends tf.layers.Layer {
       attention: getInitializer(args.attentionInitializer ?? 'glorotUniform'),
       bias: getInitializer(args.biasInitializer ?? 'zeros'),
     };
-    this.regularizer = {kernel: getRegularizer(args.kernelRegularizer), attention: getRegularizer(args.attentionRegularizer),
-      bias: getRegularizer(args.biasRegularizer)};
+    this.regularizer = {kernel: getRegularizer(args.kernelRegularizer),
+      attention: getRegularizer(args.attentionRegularizer), bias: getRegularizer(args.biasRegularizer)};
     this.constraint = {kernel: getConstraint(args.kernelConstraint), attention: getConstraint(args.attentionConstraint),
       bias: getConstraint(args.biasConstraint)};
   }
@@ -314,7 +314,8 @@ export class GraphAttention extends tf.layers.Layer {
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor | tf.Tensor[] {
     const [nodes, edges, edgeAttr] = inputList(inputs, 'GraphAttention.call') as tf.Tensor[];
     this.checkShapes([nodes.shape, edges.shape, ...(edgeAttr != null ? [edgeAttr.shape] : [])]);
-    const weights = Object.fromEntries(Object.entries(this.vars).map(([k, v]) => [k, v!.read()])) as unknown as GraphWeights;
+    const weights = Object.fromEntries(
+      Object.entries(this.vars).map(([k, v]) => [k, v!.read()])) as unknown as GraphWeights;
     const returnAttentionScores = kwargs?.returnAttentionScores === true;
     const result = graphAttention(nodes, edges, weights, {
       edgeAttr, version: this.version, negativeSlope: this.negativeSlope, addSelfLoops: this.addSelfLoops,
@@ -348,10 +349,11 @@ export class GraphAttention extends tf.layers.Layer {
       units: this.units, numHeads: this.numHeads, concatHeads: this.concatHeads, negativeSlope: this.negativeSlope,
       edgeDim: this.edgeDim, dropout: this.dropout, useBias: this.useBias, version: this.version,
       addSelfLoops: this.addSelfLoops,
-      kernelInitializer: s(this.init.kernel), attentionInitializer: s(this.init.attention), biasInitializer: s(this.init.bias),
-      kernelRegularizer: s(this.regularizer.kernel), attentionRegularizer: s(this.regularizer.attention),
-      biasRegularizer: s(this.regularizer.bias), kernelConstraint: s(this.constraint.kernel),
-      attentionConstraint: s(this.constraint.attention), biasConstraint: s(this.constraint.bias),
+      kernelInitializer: s(this.init.kernel), attentionInitializer: s(this.init.attention),
+      biasInitializer: s(this.init.bias), kernelRegularizer: s(this.regularizer.kernel),
+      attentionRegularizer: s(this.regularizer.attention), biasRegularizer: s(this.regularizer.bias),
+      kernelConstraint: s(this.constraint.kernel), attentionConstraint: s(this.constraint.attention),
+      biasConstraint: s(this.constraint.bias),
     };
   }
 }

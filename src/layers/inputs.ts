@@ -49,7 +49,8 @@ export function assertFloat32Inputs(query: tf.Tensor, value: tf.Tensor, key: tf.
  * dim equal to the one the layer was built with (`built` [Eq, Ev, Ek], null before build),
  * one batch size, and key and value of one length. Sizes still unknown (null) pass.
  */
-export function checkInputShapes(inputShape: Shape | Shape[], built: [number, number, number] | null): [Shape, Shape, Shape] {
+export function checkInputShapes(inputShape: Shape | Shape[],
+    built: [number, number, number] | null): [Shape, Shape, Shape] {
   if (!Array.isArray(inputShape) || inputShape.length === 0) {
     throw new AttentionError('DIMENSION_MISMATCH', `expected input shapes, received ${show(inputShape)}`);
   }

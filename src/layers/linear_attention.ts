@@ -168,7 +168,8 @@ export class LinearAttention extends AttentionLayerBase {
       const {Dv} = this.dims!;
       const G = this.numKvHeads;
       const M = this.numFeatures as number;
-      return {kv: tf.zeros([B, G, M, Dv + 1]), v1: tf.zeros([B, G, 1, Dv + 1]), shift: tf.fill([B, G, 1, 1], EMPTY_SHIFT)};
+      return {kv: tf.zeros([B, G, M, Dv + 1]), v1: tf.zeros([B, G, 1, Dv + 1]),
+        shift: tf.fill([B, G, 1, 1], EMPTY_SHIFT)};
     },
     step: (q, k, v, cache) => {
       const {kv, v1, shift} = cache.tensors as unknown as LinearState;

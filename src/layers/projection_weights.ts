@@ -25,7 +25,8 @@ export interface ProjectionArgs {
  * to the query's last dim / H (which must divide it), Dv to D and Eout to the query's
  * last dim. Weights: query, key, value, attention_output, each kernel then bias.
  */
-export function planProjections([qs, vs, ks]: [Shape, Shape, Shape], args: ProjectionArgs): {dims: LayerDims; projections: WeightShape[]} {
+export function planProjections([qs, vs, ks]: [Shape, Shape, Shape],
+    args: ProjectionArgs): {dims: LayerDims; projections: WeightShape[]} {
   const Eq = qs[2] as number;
   const Ev = vs[2] as number;
   const Ek = ks[2] as number;

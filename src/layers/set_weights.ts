@@ -10,7 +10,8 @@ import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';
 
 /** Checks `weights` against `layer.weights`, then calls `set` (the base class's setWeights) with copies. */
-export function setWeightCopies(layer: tf.layers.Layer, weights: tf.Tensor[], set: (copies: tf.Tensor[]) => void): void {
+export function setWeightCopies(layer: tf.layers.Layer, weights: tf.Tensor[],
+    set: (copies: tf.Tensor[]) => void): void {
   const params = layer.weights;
   const short = (p: tf.LayerVariable) => p.originalName.replace(`${layer.name}/`, '');
   if (!Array.isArray(weights) || weights.length !== params.length) {

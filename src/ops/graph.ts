@@ -253,9 +253,11 @@ function segmentSoftmax(scores: tf.Tensor, dst: tf.Tensor1D, dstValues: Int32Arr
  * zeros of their shapes rather than missing.
  */
 function emptyGraphs(nodes: tf.Tensor, weights: GraphWeights, attr: tf.Tensor | undefined, B: number, N: number,
-                     width: number, plan: EdgePlan, H: number, returnScores: boolean): tf.Tensor3D | GraphAttentionWithScores {
+                     width: number, plan: EdgePlan, H: number,
+                     returnScores: boolean): tf.Tensor3D | GraphAttentionWithScores {
   return tf.tidy(() => {
-    const given = [nodes, ...Object.values(weights).filter((w): w is tf.Tensor => w instanceof tf.Tensor), ...(attr != null ? [attr] : [])];
+    const given = [nodes, ...Object.values(weights).filter((w): w is tf.Tensor => w instanceof tf.Tensor),
+      ...(attr != null ? [attr] : [])];
     const tie = tf.mul(tf.addN(given.map((t) => tf.sum(t))), 0);
     let out = tf.add(tf.zeros([B, N, width]), tie);
     if (weights.bias != null) out = tf.add(out, weights.bias);
@@ -270,9 +272,12 @@ function emptyGraphs(nodes: tf.Tensor, weights: GraphWeights, attr: tf.Tensor | 
  * Returns [B, N, H * C] (concatHeads, the default) or [B, N, C]; with returnAttentionScores,
  * {output, scores}.
  */
-export function graphAttention(nodes: tf.Tensor, edges: tf.Tensor, weights: GraphWeights, options?: GraphOptions & {returnAttentionScores?: false}): tf.Tensor3D;
-export function graphAttention(nodes: tf.Tensor, edges: tf.Tensor, weights: GraphWeights, options: GraphOptions & {returnAttentionScores: true}): GraphAttentionWithScores;
-export function graphAttention(nodes: tf.Tensor, edges: tf.Tensor, weights: GraphWeights, options?: GraphOptions): tf.Tensor3D | GraphAttentionWithScores;
+export function graphAttention(nodes: tf.Tensor, edges: tf.Tensor, weights: GraphWeights,
+                               options?: GraphOptions & {returnAttentionScores?: false}): tf.Tensor3D;
+export function graphAttention(nodes: tf.Tensor, edges: tf.Tensor, weights: GraphWeights,
+                               options: GraphOptions & {returnAttentionScores: true}): GraphAttentionWithScores;
+export function graphAttention(nodes: tf.Tensor, edges: tf.Tensor, weights: GraphWeights,
+                               options?: GraphOptions): tf.Tensor3D | GraphAttentionWithScores;
 export function graphAttention(nodes: tf.Tensor, edges: tf.Tensor, weights: GraphWeights,
                                options: GraphOptions = {}): tf.Tensor3D | GraphAttentionWithScores {
   options = options ?? {};

@@ -55,7 +55,8 @@ export function decodeAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D):
       logits = tf.add(logits, tf.tensor2d(penalty, [R * t, S]));
     }
     const p = tf.softmax(logits);                                                          // [B, G, R*t, S]
-    const out = tf.sum(tf.mul(tf.reshape(p, [B, G, R * t, S, 1]), tf.reshape(v, [B, G, 1, S, Dv])), 3); // [B, G, R*t, Dv]
+    const out = tf.sum(tf.mul(tf.reshape(p, [B, G, R * t, S, 1]),
+      tf.reshape(v, [B, G, 1, S, Dv])), 3);                                                // [B, G, R*t, Dv]
     return tf.reshape(out, [B, H, t, Dv]) as tf.Tensor4D;                                 // [B, H, t, Dv]
   });
 }

@@ -28,7 +28,8 @@ export const EMPTY_SHIFT = -1e30;
  * that of linearAttention over the whole prefix, not an approximation of it.
  */
 export function linearStateStep(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, state: LinearState,
-    options: {projection: tf.Tensor; kernel: FeatureKernel; chunkSize?: number}): {output: tf.Tensor4D; state: LinearState} {
+    options: {projection: tf.Tensor; kernel: FeatureKernel; chunkSize?: number}):
+    {output: tf.Tensor4D; state: LinearState} {
   return tf.tidy(() => {
     const [B, G, t] = k.shape as number[];
     const Dv = v.shape[3] as number;
@@ -48,11 +49,13 @@ export function linearStateStep(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, 
     } else {
       const floor = SOFTMAX_STABILIZER / Math.sqrt(M);
       const a = softmaxKeyLogits(k, options.projection);                                    // [B, G, t, M]
-      shift = tf.maximum(state.shift, tf.add(tf.max(a, [2, 3], true), 0.5 * Math.log(M))) as tf.Tensor4D; // [B, G, 1, 1]
+      shift = tf.maximum(state.shift,
+        tf.add(tf.max(a, [2, 3], true), 0.5 * Math.log(M))) as tf.Tensor4D;                  // [B, G, 1, 1]
       const decay = tf.exp(tf.sub(state.shift, shift));                                      // [B, G, 1, 1]
       const e = tf.exp(tf.sub(a, shift));                                                    // [B, G, t, M]
       const old = tf.mul(state.kv, decay);                                                   // [B, G, M, Dv+1]
-      initial = tf.add(old, tf.mul(state.v1, floor));                                        // the earlier keys' phi^T [v, 1]
+      // the earlier keys' phi^T [v, 1]
+      initial = tf.add(old, tf.mul(state.v1, floor));
       kf = tf.add(e, floor);
       kv = tf.add(old, matMul(e, vAug, true, false)) as tf.Tensor4D;
     }

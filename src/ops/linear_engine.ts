@@ -129,7 +129,8 @@ function unitBackward(p: FavorPlan, u: Unit, inp: UnitInputs, grad: {dO: GroupRo
       const dO = unitRows(grad.dO, u, c.t0, c.nq);                                  // [N, R*nq, Dv]
       const inv = unitRows(grad.inv, u, c.t0, c.nq);                                // [N, R*nq, 1]
       const dDen = tf.neg(tf.mul(tf.sum(tf.mul(dO, unitRows(grad.out, u, c.t0, c.nq)), -1, true), inv));
-      const gc = tf.concat([tf.mul(dO, inv), dDen], 2);                             // [N, R*nq, X], 0 on rows that see no key
+      // [N, R*nq, X], 0 on rows that see no key
+      const gc = tf.concat([tf.mul(dO, inv), dDen], 2);
       let dqf = unitMatMul(gc, state);                                              // [N, R*nq, M]
       let grown = state;
       const block = c.nb > 0 ? keyRows(p, u, inp, shift, keep, c.s0, c.nb) : [];
@@ -186,7 +187,8 @@ function unitBackward(p: FavorPlan, u: Unit, inp: UnitInputs, grad: {dO: GroupRo
   // 3. The keys every query sees.
   if (prefix != null) {
     const next = tf.tidy(() => {
-      const [kp, xp, vp] = prefix;                                                  // [N, first, M], [N, first, D], [N, first, X]
+      // [N, first, M], [N, first, D], [N, first, X]
+      const [kp, xp, vp] = prefix;
       let dkf = unitMatMul(vp, dS);                                                 // [N, first, M]
       const dva = unitMatMul(kp, swapLast(dS));                                     // [N, first, X]
       if (keep != null) dkf = tf.mul(dkf, sliceRows(keep, 0, p.first));

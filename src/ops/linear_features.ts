@@ -104,7 +104,8 @@ export function favorFeatures(x: tf.Tensor, projection: tf.Tensor, options: Feat
 
 /** Throws DIMENSION_MISMATCH unless `projection` is a [numFeatures, D] tensor with numFeatures >= 1. */
 export function checkProjection(projection: tf.Tensor, D: number): void {
-  if (!(projection instanceof tf.Tensor) || projection.rank !== 2 || projection.shape[1] !== D || projection.shape[0] === 0) {
+  if (!(projection instanceof tf.Tensor) || projection.rank !== 2 || projection.shape[1] !== D ||
+      projection.shape[0] === 0) {
     const got = projection instanceof tf.Tensor ? `shape ${show(projection.shape)}` : show(projection);
     throw new AttentionError('DIMENSION_MISMATCH',
       `projection must be a [numFeatures, ${D}] tensor (its last dim the head dim), received ${got}`);

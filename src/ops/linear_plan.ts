@@ -38,7 +38,9 @@ export function favorPlan(dims: AttentionDims, M: number, kernel: FeatureKernel,
   const {T, S} = dims;
   const chunks: Chunk[] = [];
   if (offset == null) {
-    for (let t0 = 0; t0 < T; t0 += QUERY_PIECE) chunks.push({t0, nq: Math.min(QUERY_PIECE, T - t0), s0: S, nb: 0, d: 0});
+    for (let t0 = 0; t0 < T; t0 += QUERY_PIECE) {
+      chunks.push({t0, nq: Math.min(QUERY_PIECE, T - t0), s0: S, nb: 0, d: 0});
+    }
     return {...dims, M, kernel, scale, first: S, chunks};
   }
   const clamp = (x: number) => Math.min(Math.max(x, 0), S);

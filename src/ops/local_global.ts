@@ -90,7 +90,8 @@ export function checkGlobalIndices(indices: unknown): asserts indices is number[
  * attention: queries and keys share positions, so T == S) with G dividing H. Returns
  * [B, H, T, Dv].
  */
-export function localGlobalAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options: LocalGlobalOptions): tf.Tensor4D {
+export function localGlobalAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor,
+    options: LocalGlobalOptions): tf.Tensor4D {
   if (options == null) throw new AttentionError('INVALID_CONFIG', 'localGlobalAttention needs options {windowSize, gate}');
   checkArgNames('localGlobalAttention', options, LOCAL_GLOBAL_OPTIONS, LOCAL_GLOBAL_NAMES);
   const dims = attentionDims(q, k, v);
@@ -218,7 +219,8 @@ export function localGlobalAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, o
     };
   }) as Parameters<typeof tf.customGrad>[0]);
 
-  const inputs = [q, k, v, gate, ...(localKeep != null ? [localKeep] : []), ...(globalKeep != null ? [globalKeep] : [])];
+  const inputs = [q, k, v, gate, ...(localKeep != null ? [localKeep] : []),
+    ...(globalKeep != null ? [globalKeep] : [])];
   const out = run(...inputs);
   tf.dispose([localKeep, globalKeep].filter((t) => t != null) as tf.Tensor[]);
   return out as tf.Tensor4D;

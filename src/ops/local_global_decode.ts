@@ -24,7 +24,8 @@ export interface LocalGlobalState {
  * local over keys j with p - W <= j <= p, global over the globals g <= p (zero when none).
  */
 export function localGlobalStep(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, state: LocalGlobalState,
-    options: {windowSize: number; globals: readonly number[]; gate: tf.Tensor; index: number}): {output: tf.Tensor4D; state: LocalGlobalState} {
+    options: {windowSize: number; globals: readonly number[]; gate: tf.Tensor; index: number}):
+    {output: tf.Tensor4D; state: LocalGlobalState} {
   return tf.tidy(() => {
     const {globals, index} = options;
     const [, H, t] = q.shape as number[];
@@ -62,7 +63,8 @@ export function localGlobalStep(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, 
     }
     // 3. The gate blend, and the window moved on by t.
     const s = tf.reshape(tf.sigmoid(options.gate), [1, H, 1, Dv]);                          // [1, H, 1, Dv]
-    const output = globalOut == null ? tf.mul(s, localOut) : tf.add(tf.mul(s, localOut), tf.mul(tf.sub(1, s), globalOut));
+    const output = globalOut == null ? tf.mul(s, localOut) :
+      tf.add(tf.mul(s, localOut), tf.mul(tf.sub(1, s), globalOut));
     const [B, G] = k.shape as number[];
     const D = k.shape[3] as number;
     return {

@@ -300,7 +300,8 @@ export const HnswMask = {
   },
 
   /** localWindow(T, W) OR fromEdges(T, edges, options). */
-  adaptive(T: number, W: number, edges: readonly (readonly [number, number])[], options?: HnswMaskOptions): tf.Tensor2D {
+  adaptive(T: number, W: number, edges: readonly (readonly [number, number])[],
+      options?: HnswMaskOptions): tf.Tensor2D {
     // Checked before the first mask exists, so bad edges leak nothing.
     assertLength(T);
     assertEdges(edges);

@@ -109,7 +109,10 @@ export function makeBand(p: TilePlan): Band | null {
   return {band, c};
 }
 
-/** What a tile needs besides q k^T: an additive mask and a 0/1 keep, each broadcastable to [nb, ng, R, bq, n] viewed as rank 4. */
+/**
+ * What a tile needs besides q k^T: an additive mask and a 0/1 keep, each broadcastable to
+ * [nb, ng, R, bq, n] viewed as rank 4.
+ */
 export interface TileMask {
   /** Added to the scores [nb*ng, R, bq, n]; null when nothing in the tile is masked. */
   add: tf.Tensor | null;
@@ -177,8 +180,10 @@ export function tileMask(p: TilePlan, u: Unit, band: Band | null, keep: tf.Tenso
     let m = tf.slice(keep, [bRange[0], hRange[0], tRange[0], sRange[0]], [bRange[1], hRange[1], tRange[1], sRange[1]]);
     // [nb, heads, tq, tk] -> [nb*ng or 1, R or 1, tq, tk]: heads h = g*R + r of the unit.
     const [mb, mh, mt, ms] = m.shape as number[];
-    if (mh === 1 && mb > 1 && u.ng > 1) m = tf.broadcastTo(m, [mb, u.ng, mt, ms]); // one mask per batch entry, every group
-    m = tf.reshape(m, mh === 1 ? [(m.shape as number[])[0] * (m.shape as number[])[1], 1, mt, ms] : [mb * u.ng, p.R, mt, ms]);
+    // one mask per batch entry, every group
+    if (mh === 1 && mb > 1 && u.ng > 1) m = tf.broadcastTo(m, [mb, u.ng, mt, ms]);
+    m = tf.reshape(m, mh === 1 ? [(m.shape as number[])[0] * (m.shape as number[])[1], 1, mt, ms] :
+      [mb * u.ng, p.R, mt, ms]);
     const userAdd = tf.mul(tf.sub(1, m), MASKED_LOGIT);
     add = add == null ? userAdd : tf.add(add, userAdd);
     mul = mul == null ? m : tf.mul(mul, m);

@@ -65,7 +65,9 @@ export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tens
       pieces[bi][ui] = tf.tidy(() => {
         const heads = u.nb * u.ng * p.R;
         const tiles = blockTiles(p, t0, bq);
-        if (tiles.length === 0) return [tf.zeros([heads, bq, Dv]), tf.fill([heads, bq, 1], NO_KEYS_MAX), tf.zeros([heads, bq, 1])];
+        if (tiles.length === 0) {
+          return [tf.zeros([heads, bq, Dv]), tf.fill([heads, bq, 1], NO_KEYS_MAX), tf.zeros([heads, bq, 1])];
+        }
         const qi = tf.mul(queryRows(p, u, q3, t0, bq), p.scale); // [nb, ng, R*bq, D], scaled
         if (tiles.length === 1) {
           // All the block's keys in one tile: the probabilities in one softmax (see the file
@@ -102,7 +104,8 @@ export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tens
         const lSafe = tf.where(seen, l!, tf.onesLike(l!));
         const o = tf.div(acc!, lSafe);
         const mOut = tf.where(seen, m!, tf.fill(m!.shape, NO_KEYS_MAX));
-        return [tf.reshape(o, [heads, bq, Dv]), tf.reshape(mOut, [heads, bq, 1]), tf.reshape(tf.log(lSafe), [heads, bq, 1])];
+        return [tf.reshape(o, [heads, bq, Dv]), tf.reshape(mOut, [heads, bq, 1]),
+          tf.reshape(tf.log(lSafe), [heads, bq, 1])];
       });
     });
     tf.dispose([kT, vU]);
@@ -123,15 +126,16 @@ export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tens
  * forward's probabilities where it kept them (tiledForward's keepProbs), else null.
  */
 export function tiledBackward(p: TilePlan, dO: tf.Tensor, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, O: tf.Tensor,
-                              M: tf.Tensor, LL: tf.Tensor, keep: tf.Tensor | null, probs: tf.Tensor | null = null): tf.Tensor[] {
+                              M: tf.Tensor, LL: tf.Tensor, keep: tf.Tensor | null,
+                              probs: tf.Tensor | null = null): tf.Tensor[] {
   const {B, H, G, T, S, D, Dv} = p;
   const band = makeBand(p);
   const q3 = tf.reshape(q, [B * H, T, D]);
   const dO3 = tf.reshape(dO, [B * H, T, Dv]);
   // D = rowsum(dO * O), as row-by-row products: the kernel that computes dO v^T, so where a row
   // sees one key (O = v, P = 1) dP - D is exactly 0, as the softmax's own gradient gives.
-  const Dsum = tf.tidy(() => tf.reshape(tf.matMul(tf.reshape(dO3, [B * H * T, 1, Dv]), tf.reshape(O, [B * H * T, Dv, 1])),
-    [B * H, T, 1]));                                                                        // [B*H, T, 1]
+  const Dsum = tf.tidy(() => tf.reshape(tf.matMul(tf.reshape(dO3, [B * H * T, 1, Dv]),
+    tf.reshape(O, [B * H * T, Dv, 1])), [B * H, T, 1]));                                    // [B*H, T, 1]
   const us = tileUnits(p);
   const qBlocks = blocks(T, p.bq);
   const dqPieces = qBlocks.map(() => us.map(() => null as tf.Tensor | null));
@@ -234,7 +238,8 @@ export function tiledBackward(p: TilePlan, dO: tf.Tensor, q: tf.Tensor, k: tf.Te
  * zeros): the forward saves the output and the row logsumexp parts, the backward is
  * tiledBackward. The keep mask is the caller's to dispose.
  */
-export function tiledAttention(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, keep: tf.Tensor | null): tf.Tensor {
+export function tiledAttention(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor,
+    keep: tf.Tensor | null): tf.Tensor {
   const run = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const save = args.pop() as tf.GradSaveFunc;
     const [qq, kk, vv, kp] = args as tf.Tensor[];

@@ -43,14 +43,16 @@ export class FusedAdamOptimizer extends tf.AdamOptimizer {
 
   override applyGradients(variableGradients: Gradients): void {
     const self = this as unknown as AdamState;
-    if (!hasLibraryKernel(ADAM) || !(self.accBeta1 instanceof tf.Variable) || !Array.isArray(self.accumulatedFirstMoment)) {
+    if (!hasLibraryKernel(ADAM) || !(self.accBeta1 instanceof tf.Variable) ||
+        !Array.isArray(self.accumulatedFirstMoment)) {
       super.applyGradients(variableGradients);
       return;
     }
     const list = Array.isArray(variableGradients) ? variableGradients : null;
     const names = list != null ? list.map((v) => v.name) : Object.keys(variableGradients);
     const variables = tf.engine().registeredVariables;
-    const gradientOf = (name: string, i: number) => (list != null ? list[i].tensor : (variableGradients as tf.NamedTensorMap)[name]);
+    const gradientOf = (name: string, i: number) =>
+      (list != null ? list[i].tensor : (variableGradients as tf.NamedTensorMap)[name]);
     // Checked before any update, so a refused call changes nothing.
     names.forEach((name, i) => {
       const [value, gradient] = [variables[name], gradientOf(name, i)];
@@ -64,7 +66,8 @@ export class FusedAdamOptimizer extends tf.AdamOptimizer {
       }
     });
     tf.tidy(() => {
-      const attrs: AdamAttrs = {beta1: self.beta1, beta2: self.beta2, epsilon: self.epsilon, learningRate: self.learningRate};
+      const attrs: AdamAttrs = {beta1: self.beta1, beta2: self.beta2, epsilon: self.epsilon,
+        learningRate: self.learningRate};
       names.forEach((name, i) => {
         const value = variables[name];
         const moment = (suffix: string) => ({originalName: `${name}/${suffix}`,

@@ -152,7 +152,10 @@ async function modelOf(folder: Folder, limits: LoadLimits): Promise<tf.LayersMod
   }
 }
 
-/** The training record of the model folder `dir` (the training.json its model.json names). Throws AttentionError('IO'). */
+/**
+ * The training record of the model folder `dir` (the training.json its model.json names).
+ * Throws AttentionError('IO').
+ */
 export function readTrainingRecord(dir: string): TrainingRecord {
   assertNode('readTrainingRecord(dir)', "in a browser, a model's record is not stored with it");
   return recordOf(readFolder(dir, false));

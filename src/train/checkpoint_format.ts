@@ -58,7 +58,8 @@ export const CHECKPOINT_FILES: CompanionFiles = {
 describeCompanions(CHECKPOINT_FILES);
 
 /** The model.json `checkpoint` field of a save, given the name each canonical name ended up with. */
-export function checkpointFieldFor(names: Record<string, string>, step: number, withOptimizer: boolean): CheckpointField {
+export function checkpointFieldFor(names: Record<string, string>, step: number,
+    withOptimizer: boolean): CheckpointField {
   return {format: 1, step, training: names[TRAINING_JSON],
     optimizer: withOptimizer ? {specs: names[OPTIMIZER_JSON], weights: names[OPTIMIZER_BIN]} : null};
 }

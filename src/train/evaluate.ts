@@ -47,5 +47,6 @@ export async function evaluate(model: tf.LayersModel, task: Task, seed: number, 
       if (all) sequencesRight++;
     }
   }
-  return {tokenAccuracy: right / scored, sequenceAccuracy: sequencesRight / (batches * batchSize), loss: lossSum / batches};
+  return {tokenAccuracy: right / scored, sequenceAccuracy: sequencesRight / (batches * batchSize),
+    loss: lossSum / batches};
 }

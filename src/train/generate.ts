@@ -275,7 +275,8 @@ function checkGenerateOptions(options: GenerateOptions):
  * sees padding and each prompt gets what it would alone (with greedy decoding, or with the
  * same seed: row i of the batch samples from the stream seed + i).
  */
-export async function generate(model: tf.LayersModel, prompts: number[][], options: GenerateOptions = {}): Promise<number[][]> {
+export async function generate(model: tf.LayersModel, prompts: number[][],
+    options: GenerateOptions = {}): Promise<number[][]> {
   const o = checkGenerateOptions(options);
   const decoder = transformerDecoder(model);
   const V = decoder.vocabSize;

@@ -79,7 +79,10 @@ export function buildGraphNetwork(options: GraphNetworkOptions): tf.LayersModel 
   return model;
 }
 
-/** Draws the kernels (Glorot-uniform), attention vectors and embedding again from `seed`: the same seed, the same model. */
+/**
+ * Draws the kernels (Glorot-uniform), attention vectors and embedding again from `seed`: the
+ * same seed, the same model.
+ */
 function seedWeights(model: tf.LayersModel, seed: number): void {
   model.trainableWeights.forEach((w, i) => {
     const shape = w.shape as number[];

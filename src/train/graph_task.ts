@@ -120,7 +120,8 @@ export function makeGraphTask(options: GraphTaskOptions = {}): GraphTask {
  * the task's stream `seed`: always the most common label of those batches ('majority'),
  * and each node's own colour ('ownColour').
  */
-export function graphBaselines(task: GraphTask, seed: number, batchSize: number, batches: number): {majority: number; ownColour: number} {
+export function graphBaselines(task: GraphTask, seed: number, batchSize: number,
+    batches: number): {majority: number; ownColour: number} {
   const labels = new Map<number, number>();
   let scored = 0;
   let own = 0;

@@ -47,7 +47,10 @@ export interface TextSourceOptions extends TextTaskOptions {
   text?: string | null;
 }
 
-/** What a training record stores of a text task: every option, the vocabulary, where the text came from; never the text. */
+/**
+ * What a training record stores of a text task: every option, the vocabulary, where the text
+ * came from; never the text.
+ */
 export type RecordedTextOptions = Required<TextTaskOptions> & {data?: string; text?: null};
 
 export interface TextTask<Options extends object = Required<TextTaskOptions>> extends Task<typeof TEXT_TASK, Options> {
@@ -100,7 +103,10 @@ export function encodeText(vocabulary: string, s: string): number[] {
   return Array.from(encodeChars(vocabularyIndex(vocabulary), Array.from(s)));
 }
 
-/** The text of `ids` in `vocabulary`. Throws INVALID_CONFIG for an id that is not an integer in [0, vocabulary size). */
+/**
+ * The text of `ids` in `vocabulary`. Throws INVALID_CONFIG for an id that is not an integer in
+ * [0, vocabulary size).
+ */
 export function decodeText(vocabulary: string, ids: ArrayLike<number>): string {
   const chars = Array.from(vocabularyIndex(vocabulary).keys());
   let out = '';

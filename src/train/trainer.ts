@@ -61,7 +61,8 @@ async function clipByGlobalNorm(grads: tf.NamedTensorMap, clipNorm: number): Pro
   if (clipNorm <= 0) return grads;
   const names = Object.keys(grads);
   // Added in pairs, not with tf.addN: webgpu's AddN binds every input at once and fails past 8.
-  const normTensor = tf.tidy(() => tf.sqrt(names.map((n) => tf.sum(tf.square(grads[n]))).reduce((a, b) => tf.add(a, b))));
+  const normTensor = tf.tidy(() =>
+    tf.sqrt(names.map((n) => tf.sum(tf.square(grads[n]))).reduce((a, b) => tf.add(a, b))));
   const norm = (await normTensor.data().finally(() => normTensor.dispose()))[0];
   if (!(norm > clipNorm)) return grads;
   const factor = clipNorm / norm;
@@ -172,7 +173,8 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
       const last = s + 1 === o.steps;
       if ((s + 1) % o.evalEvery === 0 || last) {
         const m = await evaluate(model, task, o.seed, o.batchSize, o.evalBatches);
-        const metrics = {step: s + 1, loss: m.loss, tokenAccuracy: m.tokenAccuracy, sequenceAccuracy: m.sequenceAccuracy};
+        const metrics = {step: s + 1, loss: m.loss, tokenAccuracy: m.tokenAccuracy,
+          sequenceAccuracy: m.sequenceAccuracy};
         record.history.push(metrics);
         callbacks.onEval?.(metrics);
         if (m.tokenAccuracy >= o.targetAccuracy) stopped = true;
