@@ -12,7 +12,8 @@ import {cacheBytes} from '../src/internals';
 import {decodeText, encodeText, readTextFile, sampleTextPath, train, unigramEntropy} from '../src/train';
 import {runAsProgram} from './run';
 
-export async function main(log: (line: string) => void = console.log, steps = 60): Promise<{loss: number; entropy: number; text: string; cacheBytes: number[]}> {
+export async function main(log: (line: string) => void = console.log,
+    steps = 60): Promise<{loss: number; entropy: number; text: string; cacheBytes: number[]}> {
   // 1. A character model of the shipped text: causal attention, rotary positions, no position table.
   const {model, record} = await train({
     task: 'text', taskOptions: {seqLength: 32},

@@ -9,7 +9,8 @@ import * as tf from '@tensorflow/tfjs';
 import {LinearAttention} from '../src/node';
 import {runAsProgram} from './run';
 
-export async function main(log: (line: string) => void = console.log, T = 8192): Promise<{shape: number[]; finite: boolean; peakMiB: number}> {
+export async function main(log: (line: string) => void = console.log,
+    T = 8192): Promise<{shape: number[]; finite: boolean; peakMiB: number}> {
   const layer = new LinearAttention({numHeads: 2, headDim: 16, causal: true, seed: 1});
   const x = tf.randomNormal([1, T, 32], 0, 1, 'float32', 2);
   const start = Date.now();

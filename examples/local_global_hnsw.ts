@@ -14,13 +14,15 @@ import * as tf from '@tensorflow/tfjs';
 import {HnswMask, LocalGlobalAttention, MultiHeadAttention, SparseMask} from '../src/node';
 import {runAsProgram} from './run';
 
-export async function main(log: (line: string) => void = console.log): Promise<{picture: string; sparsity: number; shapes: number[][]}> {
+export async function main(
+    log: (line: string) => void = console.log): Promise<{picture: string; sparsity: number; shapes: number[][]}> {
   const T = 16;
   // A small-world graph: each node linked 5 ahead; nodes 0, 5 and 11 in layer 1, node 5 in layer 2.
   const edges = Array.from({length: T}, (_, i) => [i, (i + 5) % T] as [number, number]);
   const upperLayers = [[0, 5, 11], [5]];
   const upper = [...new Set(upperLayers.flat())].sort((a, b) => a - b);
-  const parts = [HnswMask.adaptive(T, 2, edges), HnswMask.fromLayers(T, upperLayers), SparseMask.globalIndices(T, upper)];
+  const parts = [HnswMask.adaptive(T, 2, edges), HnswMask.fromLayers(T, upperLayers),
+    SparseMask.globalIndices(T, upper)];
   const mask = tf.tidy(() => parts.reduce((a, b) => tf.logicalOr(a, b)) as tf.Tensor2D);
   tf.dispose(parts);
   const picture = SparseMask.visualize(mask);

@@ -12,7 +12,8 @@ import {readTrainingRecord} from '../src/train';
 import {runAsProgram} from './run';
 
 export async function main(log: (line: string) => void = console.log,
-                           inputs: number[][] = [[2, 3, 4, 5, 6, 7, 8, 9], [11, 2, 11, 5, 5, 3, 10, 4]]): Promise<{outputs: number[][]}> {
+                           inputs: number[][] = [[2, 3, 4, 5, 6, 7, 8, 9],
+                             [11, 2, 11, 5, 5, 3, 10, 4]]): Promise<{outputs: number[][]}> {
   const dir = path.join(__dirname, '..', 'models', 'gqa');
   const record = readTrainingRecord(dir); // the task and model options it was trained with
   const model = await loadModel(dir);

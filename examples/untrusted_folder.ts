@@ -41,7 +41,8 @@ async function tryLoad(dir: string, maxBytes?: number): Promise<string> {
   }
 }
 
-export async function main(log: (line: string) => void = console.log): Promise<{outcomes: string[]; savedFiles: string[]}> {
+export async function main(
+    log: (line: string) => void = console.log): Promise<{outcomes: string[]; savedFiles: string[]}> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'untrusted-'));
   const outcomes: string[] = [];
   try {

@@ -138,7 +138,8 @@ export function pageHtml(title: string, script: string, body = ''): string {
 }
 
 /** Bundles the demo into `dir` (demo.js, index.html) and returns the routes that serve it. */
-export async function buildDemo(dir: string, packageDir: string | null = null): Promise<{routes: Record<string, string>; bundle: BundleResult}> {
+export async function buildDemo(dir: string,
+    packageDir: string | null = null): Promise<{routes: Record<string, string>; bundle: BundleResult}> {
   const here = path.join(__dirname, 'page');
   const result = await bundle(path.join(here, 'demo.ts'), path.join(dir, 'demo.js'), packageDir);
   return {

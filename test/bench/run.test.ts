@@ -41,8 +41,9 @@ describe(title('bench'), () => {
 
     const json = JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8'));
     expect(json).toEqual(JSON.parse(JSON.stringify(report)));
-    expect(json.meta).toMatchObject({format: 4, threads: 1, heapMeasured: false, backend: backend(), packageVersion: version, warmup: 0, reps: 1,
-      suite: 'full', matmulPath: getMatMulPath(), splitProducts: false}); // with the library's wasm product kernels, nothing splits
+    expect(json.meta).toMatchObject({format: 4, threads: 1, heapMeasured: false, backend: backend(),
+      packageVersion: version, warmup: 0, reps: 1, suite: 'full', matmulPath: getMatMulPath(),
+      splitProducts: false}); // with the library's wasm product kernels, nothing splits
     const impls = ['naive', 'sdpa', 'sdpa-causal', 'flash', 'flash-causal', 'linear', 'linear-causal', 'local-global',
       'local-global-dense'];
     expect(json.rows.map((r: BenchRow) => `${r.impl} ${r.pass} G=${r.G}`)).toEqual([
@@ -89,7 +90,8 @@ describe(title('bench'), () => {
         return IMPLS.sdpa.run(q, k, v, {});
       }},
     };
-    await runBench({registry, workloads: {}, shapes: [tiny], backend: backend(), heap: false, warmup: 0, reps: 1, outDir: dir});
+    await runBench({registry, workloads: {}, shapes: [tiny], backend: backend(), heap: false, warmup: 0, reps: 1,
+      outDir: dir});
     expect(seen.length).toBeGreaterThan(0);
     expect(seen[0]).toBe(2);
     expect(Math.max(...seen)).toBe(3); // during peek's fwd+bwd row, its fwd row is written too
@@ -101,7 +103,8 @@ describe(title('bench'), () => {
       sdpa: IMPLS.sdpa,
     };
     const before = tf.memory().numTensors;
-    const {rows} = await runBench({registry, workloads: {}, shapes: [tiny], backend: backend(), heap: false, warmup: 0, reps: 1});
+    const {rows} = await runBench({registry, workloads: {}, shapes: [tiny], backend: backend(), heap: false, warmup: 0,
+      reps: 1});
     expect(tf.memory().numTensors).toBe(before);
     expect(rows.map((r) => [r.impl, r.error ?? null, r.msMedian == null])).toEqual([
       ['boom', 'out of memory', true], ['boom', 'out of memory', true], ['sdpa', null, false], ['sdpa', null, false],

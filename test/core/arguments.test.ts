@@ -68,7 +68,8 @@ describe(title('no silent arguments'), () => {
 
     test("Keras defaults that ask for nothing, tfjs' LayerArgs and undefined values are accepted", () => {
       const layer = build({
-        attentionAxes: [1], useGate: false, slidingWindow: null, lora: false, activityRegularizer: null, extra: undefined,
+        attentionAxes: [1], useGate: false, slidingWindow: null, lora: false, activityRegularizer: null,
+        extra: undefined,
         name: `ok_${name}`, trainable: true, dtype: 'float32', inputShape: [3, 8], batchSize: 2, inputDType: 'float32',
       });
       const model = tf.sequential({layers: [layer]});

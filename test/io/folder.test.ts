@@ -247,7 +247,8 @@ describe(title('file:// saves into folders with other files'), () => {
     const json = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8')) as tf.io.ModelJSON;
     const artifacts = await tf.io.getModelArtifactsForJSON(json, async (manifest) => {
       const specs = manifest.flatMap((group) => group.weights);
-      const buffers = manifest.flatMap((group) => group.paths).map((p) => new Uint8Array(fs.readFileSync(path.join(dir, p))));
+      const buffers = manifest.flatMap((group) => group.paths)
+        .map((p) => new Uint8Array(fs.readFileSync(path.join(dir, p))));
       const data = new Uint8Array(buffers.reduce((n, b) => n + b.length, 0));
       buffers.reduce((at, b) => (data.set(b, at), at + b.length), 0);
       return [specs, data.buffer];

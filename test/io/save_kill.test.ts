@@ -56,7 +56,9 @@ describe(title('file:// save killed at random instants'), () => {
       return which;
     };
     const checkFolder = () => {
-      for (const [name, data] of Object.entries(user)) expect(fs.readFileSync(path.join(dir, name)).equals(data)).toBe(true);
+      for (const [name, data] of Object.entries(user)) {
+        expect(fs.readFileSync(path.join(dir, name)).equals(data)).toBe(true);
+      }
       const ours = fs.readdirSync(dir).filter((n) => !['notes.txt', 'weights.old.bin', 'sub'].includes(n));
       expect(ours.filter((n) => n !== 'model.json' && n !== 'weights.bin' && !LEFTOVER.test(n))).toEqual([]);
       expect(ours).toContain('model.json');

@@ -193,7 +193,8 @@ describe('the folder lock', () => {
     await model.save(fileSystem(dir, {lockTimeout: 0}));
     expect(fs.readdirSync(dir).sort()).toEqual(['model.json', 'weights.bin']);
     const loaded = await tf.loadLayersModel(`file://${dir}`);
-    expect(bytes(loaded.getWeights()[0].dataSync() as Float32Array).equals(bytes(denseWeights(6, 10).kernel))).toBe(true);
+    expect(bytes(loaded.getWeights()[0].dataSync() as Float32Array)
+      .equals(bytes(denseWeights(6, 10).kernel))).toBe(true);
     [model, loaded].forEach((m) => m.dispose());
   });
 

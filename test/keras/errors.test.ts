@@ -118,8 +118,8 @@ describe(title('loadKerasModel: refused Keras keys'), () => {
     await expectRefused(() => loadKerasModel(handler(json, Buffer.concat([bytes, Buffer.alloc(4 * extra)]))), 'UNSUPPORTED',
       message);
   }
-  const entry = (cls: string, name: string, config: Dict, input: Dict) => ({class_name: cls, config: {name, trainable: true,
-    dtype: 'float32', ...config}, name, inbound_nodes: [{args: [input], kwargs: {}}]});
+  const entry = (cls: string, name: string, config: Dict, input: Dict) => ({class_name: cls,
+    config: {name, trainable: true, dtype: 'float32', ...config}, name, inbound_nodes: [{args: [input], kwargs: {}}]});
 
   test('a shared attention layer whose later call reads a masked value listed after it: UNSUPPORTED', async () => {
     await paddingRefused((json) => {

@@ -99,7 +99,8 @@ const CASES: Case[] = [
  * Keras order, and its output equal to the Keras reference on the tensors it is called
  * on. Returns the tensors it made (to dispose).
  */
-function checkAttention(model: tf.LayersModel, c: Case, stored: ReturnType<typeof storedWeights>, xs: tf.Tensor[]): tf.Tensor[] {
+function checkAttention(model: tf.LayersModel, c: Case, stored: ReturnType<typeof storedWeights>,
+    xs: tf.Tensor[]): tf.Tensor[] {
   const feed = xs.length === 1 ? xs[0] : xs;
   // The attention layer is this library's, with the stored bytes in Keras order.
   const layer = model.getLayer(c.attentionLayer);
@@ -171,7 +172,8 @@ describe(title('loadKerasModel: fixtures'), () => {
       const y2 = back.predict(feed);
       const [a, b] = [Array.isArray(y) ? y : [y], Array.isArray(y2) ? y2 : [y2]];
       expect(b.length).toBe(a.length);
-      a.forEach((t, i) => expect(tf.tidy(() => tf.max(tf.abs(tf.sub(t, b[i]))).dataSync()[0])).toBeLessThanOrEqual(1e-6));
+      a.forEach((t, i) =>
+        expect(tf.tidy(() => tf.max(tf.abs(tf.sub(t, b[i]))).dataSync()[0])).toBeLessThanOrEqual(1e-6));
 
       tf.dispose([...xs, ...outs, ...a, ...b]);
       model.dispose();
@@ -227,7 +229,8 @@ describe(title('loadKerasModel: call forms'), () => {
     config.output_layers = [['mha', 0, 0], ['mha', 0, 1]];
     const bytes = fs.readFileSync(path.join(dir, 'weights.bin'));
     const model = await loadKerasModel(tf.io.fromMemory({modelTopology: json.modelTopology,
-      weightSpecs: json.weightsManifest[0].weights, weightData: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)}));
+      weightSpecs: json.weightsManifest[0].weights,
+      weightData: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)}));
     const x = tf.tensor(denseValues(5, 2 * 6 * 8), [2, 6, 8]);
     const [out, scores] = model.predict(x) as tf.Tensor[];
     expect(out.shape).toEqual([2, 6, 8]);
@@ -270,7 +273,8 @@ describe(title('loadKerasModel: models as layers'), () => {
         {...inner, config: {...inner.config, name: 'block'}, name: 'block', inbound_nodes: [{args: [kt('outer_x')], kwargs: {}}]},
       ], input_layers: ['outer_x', 0, 0], output_layers: ['block', 0, 0]}}};
     const bytes = fs.readFileSync(path.join(dir, 'weights.bin'));
-    const model = await loadKerasModel(tf.io.fromMemory({modelTopology: outer, weightSpecs: json.weightsManifest[0].weights,
+    const model = await loadKerasModel(tf.io.fromMemory({modelTopology: outer,
+      weightSpecs: json.weightsManifest[0].weights,
       weightData: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)}));
     const plain = await loadKerasModel(urlOf(dir));
     const x = tf.tensor(denseValues(9, 2 * 6 * 8), [2, 6, 8]);

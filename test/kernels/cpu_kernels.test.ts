@@ -18,7 +18,8 @@ const cpu = () => tf.findBackend('cpu') as CpuBackend;
 
 /** Runs `kernel` on the cpu backend for x (shape) and ids (idsShape); returns shape and values. */
 function run(kernel: tf.KernelFunc, x: number[], shape: number[], dtype: 'float32' | 'int32' | 'bool',
-             ids: number[], idsShape: number[], numSegments: number): {shape: number[]; dtype: string; values: number[]} {
+             ids: number[], idsShape: number[],
+             numSegments: number): {shape: number[]; dtype: string; values: number[]} {
   const b = cpu();
   const xi = b.makeTensorInfo(shape, dtype,
     dtype === 'float32' ? new Float32Array(x) : dtype === 'bool' ? Uint8Array.from(x) : new Int32Array(x));
@@ -49,7 +50,8 @@ describe(title('cpu kernels'), () => {
       const x = Array.from({length: size}, (_, i) =>
         (dtype === 'int32' ? (i * 5) % 11 - 4 : dtype === 'bool' ? (i % 3 === 0 ? 1 : 0) : Math.sin(i + 1) * 3));
       const rows = idsShape.reduce((a, b) => a * b, 1);
-      const ids = Array.from({length: rows}, (_, i) => (i === 1 ? -1 : i === 2 ? n : (i * 3) % n)); // -1 and n are dropped
+      const ids = Array.from({length: rows},
+        (_, i) => (i === 1 ? -1 : i === 2 ? n : (i * 3) % n)); // -1 and n are dropped
       const ours = run(tf.getKernel('UnsortedSegmentSum', 'cpu')!.kernelFunc, x, shape, dtype, ids, idsShape, n);
       const shipped = run(replacedSegmentSumKernel()!, x, shape, dtype, ids, idsShape, n);
       expect(ours.shape).toEqual([n, ...shape.slice(idsShape.length)]);

@@ -43,7 +43,9 @@ async function gradAndKernels(f: (x: tf.Tensor) => tf.Tensor, x: tf.Tensor, dy: 
 
 function expectClose(got: ArrayLike<number>, want: ArrayLike<number>): void {
   expect(got.length).toBe(want.length);
-  for (let i = 0; i < want.length; i++) expect(Math.abs(got[i] - want[i])).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(want[i])));
+  for (let i = 0; i < want.length; i++) {
+    expect(Math.abs(got[i] - want[i])).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(want[i])));
+  }
 }
 
 describe(title('gradients replaced for every model'), () => {
@@ -72,7 +74,8 @@ describe(title('gradients replaced for every model'), () => {
       const ours = await gradAndKernels(f, x, dy);
       const theirs = await withTfjsGradientsAsync(() => gradAndKernels(f, x, dy));
       expectClose(ours.g, theirs.g);
-      // Ours: the forward tile, a reshape and a sum per tiled axis, and tf.grads' own few; tfjs's grow with the repetitions.
+      // Ours: the forward tile, a reshape and a sum per tiled axis, and tf.grads' own few;
+      // tfjs's grow with the repetitions.
       const repeats = reps.reduce((p, r) => p * r, 1);
       const bound = 3 + 2 * reps.filter((r) => r !== 1).length;
       expect({shape, reps, ours: ours.kernels <= bound, theirs: theirs.kernels >= repeats}).toEqual(

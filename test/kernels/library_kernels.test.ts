@@ -99,7 +99,8 @@ describe(title('library kernels'), () => {
   });
 
   test('adamValues is tfjs\'s Adam arithmetic on one value', () => {
-    const s = {beta1: 0.8, beta2: 0.99, epsilon: 1e-7, learningRate: 0.05, correction1: 1 - 0.8 ** 3, correction2: 1 - 0.99 ** 3};
+    const s = {beta1: 0.8, beta2: 0.99, epsilon: 1e-7, learningRate: 0.05, correction1: 1 - 0.8 ** 3,
+      correction2: 1 - 0.99 ** 3};
     const [w, g, m, v] = [[1.5], [-0.25], [0.1], [0.02]].map((a) => Float32Array.from(a));
     const out = [new Float32Array(1), new Float32Array(1), new Float32Array(1)];
     adamValues(w, g, m, v, s, out[0], out[1], out[2]);

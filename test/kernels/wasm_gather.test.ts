@@ -38,7 +38,8 @@ function gathered(x: number[], shape: number[], indices: number[], indicesShape:
 type Case = {shape: number[]; indices: number[]; indicesShape: number[]; axis: number; batchDims: number};
 
 const CASES: Case[] = [
-  {shape: [100, 128], indices: Array.from({length: 1024}, (_, i) => (i * 7) % 100), indicesShape: [8, 128], axis: 0, batchDims: 0},
+  {shape: [100, 128], indices: Array.from({length: 1024}, (_, i) => (i * 7) % 100), indicesShape: [8, 128], axis: 0,
+    batchDims: 0},
   {shape: [7], indices: [6, 0, 3, 3], indicesShape: [4], axis: 0, batchDims: 0},
   {shape: [1], indices: [0], indicesShape: [1], axis: 0, batchDims: 0},
   {shape: [3, 97], indices: [96, 0, 50], indicesShape: [3], axis: 1, batchDims: 0},
@@ -65,8 +66,8 @@ describe(title('GatherV2'), () => {
       const n = c.shape.reduce((a, b) => a * b, 1);
       for (const dtype of ['float32', 'int32', 'bool'] as const) {
         const vals = Array.from({length: n}, (_, i) => (dtype === 'bool' ? i % 2 : i * 3 - 5));
-        expect({c, dtype, ...run(c, dtype)}).toEqual({c, dtype, ...gathered(vals, c.shape, c.indices, c.indicesShape, c.axis,
-          c.batchDims)});
+        expect({c, dtype, ...run(c, dtype)})
+          .toEqual({c, dtype, ...gathered(vals, c.shape, c.indices, c.indicesShape, c.axis, c.batchDims)});
       }
     }
   });

@@ -189,8 +189,8 @@ describe(title('Tile from the heap'), () => {
   }
 
   test('tileValues writes what tiling means', () => {
-    const cases: [number[], number[]][] = [[[], []], [[3], [4]], [[2, 3], [3, 2]], [[1, 1, 5], [4, 3, 1]], [[4, 3, 1], [1, 1, 5]],
-      [[2, 1, 3, 2], [2, 3, 1, 2]], [[2, 2, 1, 2, 1], [1, 2, 3, 1, 2]]];
+    const cases: [number[], number[]][] = [[[], []], [[3], [4]], [[2, 3], [3, 2]], [[1, 1, 5], [4, 3, 1]],
+      [[4, 3, 1], [1, 1, 5]], [[2, 1, 3, 2], [2, 3, 1, 2]], [[2, 2, 1, 2, 1], [1, 2, 3, 1, 2]]];
     for (const [shape, reps] of cases) {
       const n = shape.reduce((a, b) => a * b, 1);
       const xs = Float32Array.from({length: n}, (_, i) => i + 1);
@@ -201,15 +201,16 @@ describe(title('Tile from the heap'), () => {
   });
 
   test(`tf.tile on ${BACKEND}: float32, int32 and bool, ranks 1 to 5, repetitions of 1 and 0`, () => {
-    const cases: [number[], number[]][] = [[[3], [4]], [[2, 3], [1, 5]], [[8, 16, 1], [1, 1, 6]], [[1, 1, 6], [8, 16, 1]],
-      [[2, 1, 3, 1], [1, 4, 2, 3]], [[2, 3], [0, 2]], [[2, 1, 2, 1, 2], [1, 3, 1, 2, 1]]];
+    const cases: [number[], number[]][] = [[[3], [4]], [[2, 3], [1, 5]], [[8, 16, 1], [1, 1, 6]],
+      [[1, 1, 6], [8, 16, 1]], [[2, 1, 3, 1], [1, 4, 2, 3]], [[2, 3], [0, 2]], [[2, 1, 2, 1, 2], [1, 3, 1, 2, 1]]];
     for (const [shape, reps] of cases) {
       const n = shape.reduce((a, b) => a * b, 1);
       for (const dtype of ['float32', 'int32', 'bool'] as const) {
         const vals = Array.from({length: n}, (_, i) => (dtype === 'bool' ? i % 2 : i * 3 - 5));
         const x = tf.tensor(vals, shape, dtype);
         const y = tf.tile(x, reps);
-        expect({shape, reps, dtype, got: Array.from(y.dataSync())}).toEqual({shape, reps, dtype, got: tiled(vals, shape, reps)});
+        expect({shape, reps, dtype, got: Array.from(y.dataSync())})
+          .toEqual({shape, reps, dtype, got: tiled(vals, shape, reps)});
         expect(y.shape).toEqual(shape.map((s, i) => s * reps[i]));
         tf.dispose([x, y]);
       }

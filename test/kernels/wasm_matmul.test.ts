@@ -71,7 +71,15 @@ function oracle(c: Case, a: Float32Array, b: Float32Array, bias: Float32Array | 
   const biasAt = (i: number, m: number, n: number) => {
     // The bias broadcast against [...outB, M, N].
     const full = [...outB, M, N];
-    const coords = [...(() => { const cs: number[] = []; let r = i; for (let d = outB.length - 1; d >= 0; d--) { cs.unshift(r % outB[d]); r = Math.floor(r / outB[d]); } return cs; })(), m, n];
+    const coords = [...(() => {
+      const cs: number[] = [];
+      let r = i;
+      for (let d = outB.length - 1; d >= 0; d--) {
+        cs.unshift(r % outB[d]);
+        r = Math.floor(r / outB[d]);
+      }
+      return cs;
+    })(), m, n];
     const pad = full.length - biasShape.length;
     let flat = 0;
     for (let d = 0; d < biasShape.length; d++) flat = flat * biasShape[d] + (biasShape[d] === 1 ? 0 : coords[pad + d]);
@@ -115,12 +123,16 @@ function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: stri
 }
 
 /** [a, b] physical shapes for batch axes, (M, K, N) and the transposes. */
-function shapes(aBatch: number[], bBatch: number[], [M, K, N]: number[], tA: boolean, tB: boolean): [number[], number[]] {
+function shapes(aBatch: number[], bBatch: number[], [M, K, N]: number[], tA: boolean,
+    tB: boolean): [number[], number[]] {
   return [[...aBatch, ...(tA ? [K, M] : [M, K])], [...bBatch, ...(tB ? [N, K] : [K, N])]];
 }
 
 const TRANSPOSES: [boolean, boolean][] = [[false, false], [true, false], [false, true], [true, true]];
-/** Batch axes of a and b: none, equal, 1 against B both ways, a matrix against a batch, rank 4 with both broadcasting. */
+/**
+ * Batch axes of a and b: none, equal, 1 against B both ways, a matrix against a batch,
+ * rank 4 with both broadcasting.
+ */
 const BATCHES: [number[], number[]][] = [[[], []], [[3], [3]], [[3], [1]], [[1], [3]], [[3], []], [[], [3]],
   [[2, 3], [2, 3]], [[2, 3], [3]],
   // tfjs-cpu 4.22's kernel pairs the batches of [2, 1] and [1, 3] wrongly (not the library's kernel): wasm only.

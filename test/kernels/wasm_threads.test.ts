@@ -10,7 +10,14 @@ import {selectBackend} from '../../src/kernels/backend';
 import {AttentionError} from '../../src/core/errors';
 import {checkThreads, resolveThreads} from '../../src/kernels/wasm_threads';
 
-interface ChildResult {code: number | null; signal: string | null; stdout: string; stderr: string; result: {threads: number; workers: {ready: number; took: number; splitItems: number; afterStop: {took: number; same: boolean}}; hashes: Record<string, string>; again: Record<string, string>} | null}
+interface ChildResult {
+  code: number | null; signal: string | null; stdout: string; stderr: string;
+  result: {
+    threads: number;
+    workers: {ready: number; took: number; splitItems: number; afterStop: {took: number; same: boolean}};
+    hashes: Record<string, string>; again: Record<string, string>;
+  } | null;
+}
 
 const CHILD = path.join(__dirname, '..', 'fixtures', 'threads_child.ts');
 /** Long enough for a cold start; a child still running then did not exit by itself. */

@@ -76,7 +76,8 @@ function bigWindow(T: number, W: number): unknown {
   tf.dispose(full.apply(x) as tf.Tensor);
   full.setWeights(big.getWeights());
   expect(maxDiff(out, full.apply(x) as tf.Tensor)).toBeLessThanOrEqual(1e-6);
-  expect(maxDiff(grads[0], tf.grads((a: tf.Tensor) => tf.sum(full.apply(a) as tf.Tensor))([x])[0])).toBeLessThanOrEqual(1e-5);
+  expect(maxDiff(grads[0], tf.grads((a: tf.Tensor) => tf.sum(full.apply(a) as tf.Tensor))([x])[0]))
+    .toBeLessThanOrEqual(1e-5);
   big.dispose();
   full.dispose();
   return out;
@@ -189,7 +190,8 @@ const CASES: [string, () => unknown, Outcome][] = [
   ['a local-global window of 1e7 on 1 token', () => bigWindow(1, 1e7), {check: (o) => expect(tensorOf(o).shape).toEqual([2, 1, 8])}],
   ['a local-global blockSize of 1e6 on 7 tokens', () => localGlobalAttention(r([1, 2, 7, 4]), r([1, 2, 7, 4]), r([1, 2, 7, 4]),
     {windowSize: 3, blockSize: 1e6, gate: gate()}), {check: (o) => {
-    const same = localGlobalAttention(r([1, 2, 7, 4]), r([1, 2, 7, 4]), r([1, 2, 7, 4]), {windowSize: 3, blockSize: 7, gate: gate()});
+    const same = localGlobalAttention(r([1, 2, 7, 4]), r([1, 2, 7, 4]), r([1, 2, 7, 4]),
+      {windowSize: 3, blockSize: 7, gate: gate()});
     expect(maxDiff(tensorOf(o), same)).toBeLessThanOrEqual(1e-6);
   }}],
 ];

@@ -51,7 +51,8 @@ function tokens(seqs: number[][], from: number, to: number): tf.Tensor2D {
 }
 
 /** One cached layer call; the old cache is disposed. */
-function step(layer: AttentionLayerBase, x: tf.Tensor, cache: AttentionCache, cacheIndex?: number): [tf.Tensor, AttentionCache] {
+function step(layer: AttentionLayerBase, x: tf.Tensor, cache: AttentionCache,
+    cacheIndex?: number): [tf.Tensor, AttentionCache] {
   const [y, next] = layer.apply(x, {cache, ...(cacheIndex != null ? {cacheIndex} : {})}) as unknown as
     [tf.Tensor, AttentionCache];
   tf.dispose(Object.values(cache.tensors));
@@ -166,7 +167,8 @@ describe(title('layer.apply with a cache == the whole sequence'), () => {
           // Position 29 depends on position 27 (inside every window): a cache that lost it would differ.
           const other = layer.apply(tf.concat([tf.slice(x, [0, 0, 0], [2, 27, E]), randn([2, 1, E], 6),
             tf.slice(x, [0, 28, 0], [2, 2, E])], 1)) as tf.Tensor;
-          expect(maxDiff(tf.slice(other, [0, 29, 0], [2, 1, E]), tf.slice(full, [0, 29, 0], [2, 1, E]))).toBeGreaterThan(1e-4);
+          expect(maxDiff(tf.slice(other, [0, 29, 0], [2, 1, E]), tf.slice(full, [0, 29, 0], [2, 1, E])))
+            .toBeGreaterThan(1e-4);
         });
         layer.dispose();
       });

@@ -39,7 +39,8 @@ function caseInputs(c: Case, B: number) {
   const key = c.cross === 'key' ? randn([B, c.S, c.E - 2], 3) : value;
   const xs = c.cross === 'key' ? [query, value, key] : c.cross === 'value' ? [query, value] : [query];
   // Key padding: the last two keys of batch 1 are padding.
-  const rows = Array.from({length: B}, (_, b) => Array.from({length: c.S}, (_, j) => (b === 1 && j >= c.S - 2 ? 0 : 1)));
+  const rows = Array.from({length: B}, (_, b) =>
+    Array.from({length: c.S}, (_, j) => (b === 1 && j >= c.S - 2 ? 0 : 1)));
   const attentionMask = c.padding ? tf.tensor3d(rows.map((row, b) => Array.from({length: c.T},
     (_, i) => (c.fullRow && b === 0 && i === 0 ? row.map(() => 0) : row)))) : undefined;
   return {xs, attentionMask};
@@ -116,7 +117,8 @@ describe(title('FlashAttention layer'), () => {
     expect(layer.getClassName()).toBe('FlashAttention');
     expect(new FlashAttention({numHeads: 2, blockSize: 16}).getConfig()).toMatchObject({numHeads: 2, blockSize: 16,
       keyBlockSize: null});
-    expect(new FlashAttention({numHeads: 2, keyBlockSize: 8}).getConfig()).toMatchObject({blockSize: null, keyBlockSize: 8});
+    expect(new FlashAttention({numHeads: 2, keyBlockSize: 8}).getConfig())
+      .toMatchObject({blockSize: null, keyBlockSize: 8});
     expect(() => new FlashAttention({numHeads: 2, keyBlockSize: 0})).toThrow(/keyBlockSize/);
     tf.dispose([q, v, out]);
     layer.dispose();
@@ -151,8 +153,8 @@ describe(title('FlashAttention layer'), () => {
       expect(tf.max(tf.abs(tf.sub(before, after))).dataSync()[0]).toBeLessThanOrEqual(1e-6);
       const flash = loaded.getLayer('flash');
       expect(flash).toBeInstanceOf(FlashAttention);
-      expect([(flash as FlashAttention).blockSize, (flash as FlashAttention).numKvHeads, (flash as FlashAttention).causal])
-        .toEqual([4, 2, true]);
+      expect([(flash as FlashAttention).blockSize, (flash as FlashAttention).numKvHeads,
+        (flash as FlashAttention).causal]).toEqual([4, 2, true]);
       expect((loaded.getLayer('mha') as MultiHeadAttention).implementation).toBe('flash');
       expect(loaded.getWeights().map((w) => w.shape)).toEqual(model.getWeights().map((w) => w.shape));
       tf.dispose([x, ctx, before, after]);
@@ -182,8 +184,8 @@ describe(title('FlashAttention layer'), () => {
       const why = /FlashAttention cannot return attention scores: flash attention never materialises/;
       expectError(() => layer.apply(x, {returnAttentionScores: true}), 'UNSUPPORTED', why);
       expectError(() => layer.call(x, {returnAttentionScores: true}), 'UNSUPPORTED', why);
-      expectError(() => new FlashAttention({numHeads: 2}).apply(tf.input({shape: [3, 4]}), {returnAttentionScores: true}),
-        'UNSUPPORTED', why);
+      expectError(() => new FlashAttention({numHeads: 2}).apply(tf.input({shape: [3, 4]}),
+        {returnAttentionScores: true}), 'UNSUPPORTED', why);
       x.dispose();
       layer.dispose();
     });

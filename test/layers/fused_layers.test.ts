@@ -53,9 +53,11 @@ describe(title('dense op'), () => {
           const K = shape[shape.length - 1];
           const [x, w, b] = [randn(shape, 1), randn([K, N], 2, 0.5), randn([N], 3)];
           const relu = activation === 'relu';
-          expectSameGrads((a, c, d) => dense(a, c, d, activation), (a, c, d) => plainDense(a, c, d, relu), [x, w, b], 4);
+          expectSameGrads((a, c, d) => dense(a, c, d, activation), (a, c, d) => plainDense(a, c, d, relu),
+            [x, w, b], 4);
           expectSameGrads((a, c) => dense(a, c, null, activation), (a, c) => plainDense(a, c, null, relu), [x, w], 5);
-          expectNoLeaks(() => tf.dispose(tf.grads((a: tf.Tensor, c: tf.Tensor, d: tf.Tensor) => tf.sum(dense(a, c, d, activation)))([x, w, b])));
+          expectNoLeaks(() => tf.dispose(tf.grads((a: tf.Tensor, c: tf.Tensor, d: tf.Tensor) =>
+            tf.sum(dense(a, c, d, activation)))([x, w, b])));
           tf.dispose([x, w, b]);
         });
       }
@@ -102,13 +104,20 @@ describe(title('layerNorm op'), () => {
       const E = shape[shape.length - 1];
       const [x, g, b] = [randn(shape, 1, 3), randn([E], 2), randn([E], 3)];
       for (const eps of [1e-3, 1e-5]) {
-        expectSameGrads((a, c, d) => layerNorm(a, c, d, eps), (a, c, d) => plainLayerNorm(a, c, d, eps), [x, g, b], 4, 2e-4);
-        expectSameGrads((a, c) => layerNorm(a, c, null, eps), (a, c) => plainLayerNorm(a, c, null, eps), [x, g], 5, 2e-4);
-        expectSameGrads((a, d) => layerNorm(a, null, d, eps), (a, d) => plainLayerNorm(a, null, d, eps), [x, b], 6, 2e-4);
+        expectSameGrads((a, c, d) => layerNorm(a, c, d, eps), (a, c, d) => plainLayerNorm(a, c, d, eps),
+          [x, g, b], 4, 2e-4);
+        expectSameGrads((a, c) => layerNorm(a, c, null, eps), (a, c) => plainLayerNorm(a, c, null, eps),
+          [x, g], 5, 2e-4);
+        expectSameGrads((a, d) => layerNorm(a, null, d, eps), (a, d) => plainLayerNorm(a, null, d, eps),
+          [x, b], 6, 2e-4);
         // Rows of one feature normalize to 0 whatever x; the gradient is still finite.
-        if (E > 1) expectSameGrads((a) => layerNorm(a, null, null, eps), (a) => plainLayerNorm(a, null, null, eps), [x], 7, 2e-4);
+        if (E > 1) {
+          expectSameGrads((a) => layerNorm(a, null, null, eps), (a) => plainLayerNorm(a, null, null, eps),
+            [x], 7, 2e-4);
+        }
       }
-      expectNoLeaks(() => tf.dispose(tf.grads((a: tf.Tensor, c: tf.Tensor, d: tf.Tensor) => tf.sum(tf.square(layerNorm(a, c, d))))([x, g, b])));
+      expectNoLeaks(() => tf.dispose(tf.grads((a: tf.Tensor, c: tf.Tensor, d: tf.Tensor) =>
+        tf.sum(tf.square(layerNorm(a, c, d))))([x, g, b])));
       tf.dispose([x, g, b]);
     });
   }
@@ -138,8 +147,8 @@ describe(title('attention projections as one op each'), () => {
       if (b != null) y = tf.add(y, b);
       return tf.reshape(y, [B, T, E]);
     };
-    const [x, kIn, bIn, o, kOut, bOut] = [randn([B, T, E], 1), randn([E, N, X], 2), randn([N, X], 3), randn([B, N, T, X], 4),
-      randn([N, X, E], 5), randn([E], 6)];
+    const [x, kIn, bIn, o, kOut, bOut] = [randn([B, T, E], 1), randn([E, N, X], 2), randn([N, X], 3),
+      randn([B, N, T, X], 4), randn([N, X, E], 5), randn([E], 6)];
     expectSameGrads((a, k, b) => projectToHeads(a, k, b), toHeads, [x, kIn, bIn], 7);
     expectSameGrads((a, k) => projectToHeads(a, k, null), (a, k) => toHeads(a, k), [x, kIn], 8);
     expectSameGrads((a, k, b) => projectFromHeads(a, k, b), fromHeads, [o, kOut, bOut], 9);
@@ -183,13 +192,16 @@ describe(title('FusedDense and FusedLayerNormalization layers'), () => {
       theirs.apply(x);
       expect(ours.weights.map((w) => [w.originalName.split('/').pop(), w.shape]))
         .toEqual(theirs.weights.map((w) => [w.originalName.split('/').pop(), w.shape]));
-      theirs.setWeights(ours.getWeights().map((w, i) => tf.add(w, randn(w.shape, 10 + i, 0.3)))); // not the initial values
+      theirs.setWeights(ours.getWeights().map((w, i) =>
+        tf.add(w, randn(w.shape, 10 + i, 0.3)))); // not the initial values
       ours.setWeights(theirs.getWeights());
-      const run = (layer: tf.layers.Layer) => tf.variableGrads(() => tf.sum(tf.square(layer.apply(x, {training: true}) as tf.Tensor)),
+      const run = (layer: tf.layers.Layer) => tf.variableGrads(
+        () => tf.sum(tf.square(layer.apply(x, {training: true}) as tf.Tensor)),
         layer.trainableWeights.map((w) => w.read() as tf.Variable));
       const a = run(ours);
       const b = run(theirs);
-      expect(Math.abs(a.value.dataSync()[0] - b.value.dataSync()[0])).toBeLessThan(1e-3 * Math.abs(b.value.dataSync()[0]));
+      expect(Math.abs(a.value.dataSync()[0] - b.value.dataSync()[0]))
+        .toBeLessThan(1e-3 * Math.abs(b.value.dataSync()[0]));
       const ga = Object.values(a.grads);
       const gb = Object.values(b.grads);
       expect(ga.length).toBe(ours.trainableWeights.length);
@@ -233,7 +245,8 @@ describe(title('FusedDense and FusedLayerNormalization layers'), () => {
     const x = randn([4, 32, 64], 1);
     const build = (fused: boolean) => {
       const input = tf.input({shape: [32, 64]});
-      let h = (fused ? new FusedLayerNormalization() : tf.layers.layerNormalization()).apply(input) as tf.SymbolicTensor;
+      let h = (fused ? new FusedLayerNormalization() : tf.layers.layerNormalization())
+        .apply(input) as tf.SymbolicTensor;
       h = (fused ? new FusedDense({units: 256, activation: 'relu'}) : tf.layers.dense({units: 256, activation: 'relu'})).apply(h) as tf.SymbolicTensor;
       h = (fused ? new FusedDense({units: 64}) : tf.layers.dense({units: 64})).apply(h) as tf.SymbolicTensor;
       return tf.model({inputs: input, outputs: h});

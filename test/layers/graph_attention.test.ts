@@ -67,7 +67,8 @@ describe(title('GraphAttention layer against the reference'), () => {
         const ws: Record<string, tf.Tensor> = {};
         order.forEach((n, i) => { ws[n] = a[i]; });
         const aa = attr != null ? a[a.length - 1] : null;
-        return tf.sum(tf.mul(referenceGraph(a[order.length], EDGES, ws as unknown as GraphReferenceWeights, aa, opts).output, cot));
+        return tf.sum(tf.mul(
+          referenceGraph(a[order.length], EDGES, ws as unknown as GraphReferenceWeights, aa, opts).output, cot));
       })([...values, ...diffs]);
       layer.weights.forEach((v, i) => {
         const g = grads[v.name];
@@ -75,7 +76,8 @@ describe(title('GraphAttention layer against the reference'), () => {
         expect(tf.tidy(() => tf.max(tf.abs(g)).dataSync()[0])).toBeGreaterThan(0);
       });
       gInputs.forEach((g, i) => expectClose(g, refGrads[order.length + i]));
-      tf.dispose([x, edges, attr, ...values, cot, ours, ref.output, ...Object.values(grads), ...gInputs, ...refGrads] as tf.Tensor[]);
+      tf.dispose([x, edges, attr, ...values, cot, ours, ref.output,
+        ...Object.values(grads), ...gInputs, ...refGrads] as tf.Tensor[]);
       layer.dispose();
     });
 });
@@ -135,7 +137,8 @@ describe(title('GraphAttention in a tf.model'), () => {
       return {modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(a)};
     }));
     const loaded = await tf.loadLayersModel(tf.io.fromMemory(artifacts!));
-    const json = (o: object) => JSON.parse(JSON.stringify(o, (_k, v) => (v === undefined ? null : v))); // as saved: undefined seeds become null
+    const json = (o: object) =>
+      JSON.parse(JSON.stringify(o, (_k, v) => (v === undefined ? null : v))); // as saved: undefined seeds become null
     expect(json(loaded.getLayer('gat1').getConfig())).toEqual(json(model.getLayer('gat1').getConfig()));
     expect(json(loaded.getLayer('gat2').getConfig())).toEqual(json(model.getLayer('gat2').getConfig()));
     expect(model.getLayer('gat1').getConfig()).toMatchObject({units: C, numHeads: H, edgeDim: D, version: 'gat',
@@ -150,7 +153,8 @@ describe(title('GraphAttention in a tf.model'), () => {
     // alpha sums to 1 over each node's incoming edges (its self loop included).
     const alpha = s1.arraySync() as number[][][];
     for (let i = 0; i < N; i++) {
-      const rows = [...EDGES[1].map(([s, t], e) => (t === i && s !== -1 && s !== t ? e : -1)).filter((e) => e >= 0), E + i];
+      const rows = [...EDGES[1].map(([s, t], e) => (t === i && s !== -1 && s !== t ? e : -1))
+        .filter((e) => e >= 0), E + i];
       for (let h = 0; h < H; h++) expect(rows.reduce((a, r) => a + alpha[1][r][h], 0)).toBeCloseTo(1, 5);
     }
     tf.dispose([x, edges, attr, y, o1, s1, o2, s2]);
@@ -257,7 +261,8 @@ describe(title('GraphAttention: bad inputs and arguments'), () => {
       const {value, grads} = tf.variableGrads(() => tf.sum(layer.apply([x, edges, attr]) as tf.Tensor) as tf.Scalar);
       tf.dispose([value, ...Object.values(grads)]);
     });
-    expectNoLeaks(() => tf.dispose(tf.grads((a: tf.Tensor) => tf.sum(layer.apply([a, edges, attr]) as tf.Tensor))([x])));
+    expectNoLeaks(() =>
+      tf.dispose(tf.grads((a: tf.Tensor) => tf.sum(layer.apply([a, edges, attr]) as tf.Tensor))([x])));
     expectNoLeaks(() => layer.setWeights(layer.getWeights()));
     expectError(() => layer.setWeights(layer.getWeights().slice(1)), 'DIMENSION_MISMATCH', /takes 6 weights \(kernel,/);
     tf.dispose([x, edges, attr]);

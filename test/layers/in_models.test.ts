@@ -82,7 +82,8 @@ describe(title('MultiHeadAttention in models'), () => {
     const y = tf.tidy(() => tf.tile(tf.expandDims(tf.matMul(tf.mean(ctx, 1), randn([5, 2], 8)), 1), [1, 6, 1]));
     const optimizer = tf.train.adam(0.01);
     const step = () => {
-      const l = optimizer.minimize(() => tf.losses.meanSquaredError(y, model.apply([x, ctx]) as tf.Tensor) as tf.Scalar, true)!;
+      const l = optimizer.minimize(
+        () => tf.losses.meanSquaredError(y, model.apply([x, ctx]) as tf.Tensor) as tf.Scalar, true)!;
       const v = l.dataSync()[0];
       l.dispose();
       return v;

@@ -19,7 +19,8 @@ describe('kind table', () => {
   it("buildTransformer takes each kind's key/value heads and block arguments from the table", () => {
     const model = buildTransformer({attention: 'linear', vocabSize: 5, seqLength: 4, modelDim: 8, numHeads: 2,
       numLayers: 2, seed: 7});
-    const seeds = model.layers.filter((l) => l instanceof AttentionLayerBase).map((l) => (l as unknown as {seed: number}).seed);
+    const seeds = model.layers.filter((l) => l instanceof AttentionLayerBase)
+      .map((l) => (l as unknown as {seed: number}).seed);
     expect(seeds).toEqual([7, 8]);
     model.dispose();
     const gqa = buildTransformer({attention: 'gqa', vocabSize: 5, seqLength: 4, modelDim: 8, numHeads: 4, numLayers: 1});

@@ -240,7 +240,8 @@ describe(title('LinearAttention layer'), () => {
   });
 
   test('no leaked tensors after a forward pass, tf.grads, tf.variableGrads and training calls that redraw', () => {
-    const layer = new LinearAttention({numHeads: 4, numKvHeads: 2, causal: true, chunkSize: 2, featureRedrawInterval: 1});
+    const layer = new LinearAttention({numHeads: 4, numKvHeads: 2, causal: true, chunkSize: 2,
+      featureRedrawInterval: 1});
     const x = randn([2, 5, 8], 1);
     const mask = tf.ones([2, 1, 5]);
     tf.dispose(layer.apply(x) as tf.Tensor); // weights are created on the first call
@@ -270,8 +271,8 @@ describe(title('LinearAttention layer'), () => {
       tf.dispose(layer.apply(x) as tf.Tensor);
       const why = /LinearAttention cannot return attention scores: linear attention never forms/;
       expectError(() => layer.apply(x, {returnAttentionScores: true}), 'UNSUPPORTED', why);
-      expectError(() => new LinearAttention({numHeads: 2}).apply(tf.input({shape: [3, 4]}), {returnAttentionScores: true}),
-        'UNSUPPORTED', why);
+      expectError(() => new LinearAttention({numHeads: 2}).apply(tf.input({shape: [3, 4]}),
+        {returnAttentionScores: true}), 'UNSUPPORTED', why);
       x.dispose();
       layer.dispose();
     });

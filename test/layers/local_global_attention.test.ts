@@ -29,8 +29,8 @@ describe(title('LocalGlobalAttention layer'), () => {
 
   test('output == projections, then localGlobalAttention with the layer gate, then the output projection', () => {
     tf.tidy(() => {
-      const layer = new LocalGlobalAttention({numHeads: 4, numKvHeads: 2, headDim: 6, windowSize: 3, globalIndices: [2, 9, 40],
-        causal: true, biasInitializer: 'randomNormal'});
+      const layer = new LocalGlobalAttention({numHeads: 4, numKvHeads: 2, headDim: 6, windowSize: 3,
+        globalIndices: [2, 9, 40], causal: true, biasInitializer: 'randomNormal'});
       const x = randn([2, 11, 8], 1);
       tf.dispose(layer.apply(x) as tf.Tensor);
       const weights = layer.getWeights();

@@ -72,7 +72,8 @@ describe(title('MultiHeadAttention'), () => {
       const key = c.cross === 'key' ? randn([B, c.S, c.E - 2], 3) : value;
       const inputs = c.cross === 'key' ? [query, value, key] : c.cross === 'value' ? [query, value] : query;
       // Key padding: the last two keys of batch 1 are padding.
-      const maskData = Array.from({length: B}, (_, b) => Array.from({length: c.S}, (_, j) => (b === 1 && j >= c.S - 2 ? 0 : 1)));
+      const maskData = Array.from({length: B}, (_, b) =>
+        Array.from({length: c.S}, (_, j) => (b === 1 && j >= c.S - 2 ? 0 : 1)));
       const attentionMask = c.padding ? tf.tensor3d(maskData.map((row, b) => Array.from({length: c.T},
         (_, i) => (c.fullRow && b === 0 && i === 0 ? row.map(() => 0) : row)))) : undefined;
       layer.apply(inputs, {attentionMask}); // build
@@ -85,10 +86,12 @@ describe(title('MultiHeadAttention'), () => {
 
       // Gradients for every weight: through the layer's variables, and for the reference
       // through the same values passed as arguments.
-      const {grads} = tf.variableGrads(() => tf.sum(tf.mul(layer.apply(inputs, {attentionMask}) as tf.Tensor, cot)) as tf.Scalar,
+      const {grads} = tf.variableGrads(
+        () => tf.sum(tf.mul(layer.apply(inputs, {attentionMask}) as tf.Tensor, cot)) as tf.Scalar,
         layer.trainableWeights.map((w) => (w as unknown as {val: tf.Variable}).val));
       const refGrads = tf.grads((...w: tf.Tensor[]) =>
-        tf.sum(tf.mul(refLayer(query, value, key, w, c.useBias ?? true, {mask: attentionMask, causal: c.causal}), cot)))(weights);
+        tf.sum(tf.mul(refLayer(query, value, key, w, c.useBias ?? true,
+          {mask: attentionMask, causal: c.causal}), cot)))(weights);
       // The key bias shifts every logit of a query row by the same q.b, which softmax
       // ignores: its true gradient is zero, so both sides must be float noise around 0.
       const scale = Math.max(...refGrads.map((g) => tf.max(tf.abs(g)).dataSync()[0]));
@@ -105,10 +108,12 @@ describe(title('MultiHeadAttention'), () => {
 
       // Gradients for the inputs.
       const xs = c.cross === 'key' ? [query, value, key] : c.cross === 'value' ? [query, value] : [query];
-      const layerIn = (...x: tf.Tensor[]) => tf.sum(tf.mul(layer.apply(x.length === 1 ? x[0] : x, {attentionMask}) as tf.Tensor, cot));
+      const layerIn = (...x: tf.Tensor[]) =>
+        tf.sum(tf.mul(layer.apply(x.length === 1 ? x[0] : x, {attentionMask}) as tf.Tensor, cot));
       const refIn = (...x: tf.Tensor[]) => {
         const [qq, vv = qq, kk = vv] = x;
-        return tf.sum(tf.mul(refLayer(qq, vv, kk, weights, c.useBias ?? true, {mask: attentionMask, causal: c.causal}), cot));
+        return tf.sum(tf.mul(refLayer(qq, vv, kk, weights, c.useBias ?? true,
+          {mask: attentionMask, causal: c.causal}), cot));
       };
       const gl = tf.grads(layerIn)(xs);
       const gr = tf.grads(refIn)(xs);
@@ -227,7 +232,8 @@ describe(title('MultiHeadAttention'), () => {
     const k = tf.input({shape: [7, 2]});
     expect((layer.apply(q) as tf.SymbolicTensor).shape).toEqual([null, 4, 5]);
     expect((new MultiHeadAttention({numHeads: 2}).apply([q, v]) as tf.SymbolicTensor).shape).toEqual([null, 4, 6]);
-    const withScores = new MultiHeadAttention({numHeads: 3, headDim: 2}).apply([q, v, k], {returnAttentionScores: true}) as tf.SymbolicTensor[];
+    const withScores = new MultiHeadAttention({numHeads: 3, headDim: 2})
+      .apply([q, v, k], {returnAttentionScores: true}) as tf.SymbolicTensor[];
     expect(withScores.map((s) => s.shape)).toEqual([[null, 4, 6], [null, 3, 4, 7]]);
   });
 

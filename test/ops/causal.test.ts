@@ -172,7 +172,8 @@ describe(title('causal alignments'), () => {
       const q = tf.input({shape: [T, 8]});
       const v = tf.input({shape: [S, 8]});
       const layer = make(false);
-      const model = tf.model({inputs: [q, v], outputs: layer.apply([q, v], {useCausalMask: true}) as tf.SymbolicTensor});
+      const model = tf.model({inputs: [q, v],
+        outputs: layer.apply([q, v], {useCausalMask: true}) as tf.SymbolicTensor});
       const x = [randn([2, T, 8], 14), randn([2, S, 8], 15)];
       const eager = layer.apply(x, {useCausalMask: true}) as tf.Tensor;
       const predicted = model.predict(x) as tf.Tensor;

@@ -81,7 +81,8 @@ describe(title('split products == tf.matMul products'), () => {
   test('flash: GQA, causal, masked, tiles that do not divide T', () => {
     const padding = keyPadding();
     expectSamePaths((q, k, v) => flashAttention(q, k, v, {blockSize: 3}), [2, 4, 2, 5, 7, 8], 10);
-    expectSamePaths((q, k, v) => flashAttention(q, k, v, {blockSize: 4, causal: true, mask: padding}), [2, 4, 2, 5, 7, 8], 11);
+    expectSamePaths((q, k, v) => flashAttention(q, k, v, {blockSize: 4, causal: true, mask: padding}),
+      [2, 4, 2, 5, 7, 8], 11);
     tf.dispose(padding);
   });
 
@@ -89,7 +90,8 @@ describe(title('split products == tf.matMul products'), () => {
     const projection = orthogonalProjection(12, 8, 0);
     const padding = keyPadding();
     expectSamePaths((q, k, v) => linearAttention(q, k, v, {projection, mask: padding}), [2, 4, 2, 5, 7, 8], 20);
-    expectSamePaths((q, k, v) => linearAttention(q, k, v, {projection, causal: true, chunkSize: 3}), [2, 4, 2, 7, 7, 8], 21);
+    expectSamePaths((q, k, v) => linearAttention(q, k, v, {projection, causal: true, chunkSize: 3}),
+      [2, 4, 2, 7, 7, 8], 21);
     tf.dispose([projection, padding]);
   });
 
@@ -119,7 +121,8 @@ describe(title('split products == tf.matMul products'), () => {
           return tf.tidy(() => {
             const weights = layer.trainableWeights.map((w) => w.read() as tf.Variable);
             const {value, grads} = tf.variableGrads(() => tf.sum(tf.square(layer.apply(x) as tf.Tensor)), weights);
-            return [value, ...weights.map((w) => grads[w.name]), ...tf.grads((a: tf.Tensor) => tf.sum(tf.square(layer.apply(a) as tf.Tensor)))([x])];
+            return [value, ...weights.map((w) => grads[w.name]),
+              ...tf.grads((a: tf.Tensor) => tf.sum(tf.square(layer.apply(a) as tf.Tensor)))([x])];
           });
         } finally {
           setMatMulPath(previous);

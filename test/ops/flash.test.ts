@@ -38,8 +38,8 @@ describe(title('flashAttention'), () => {
         const {q, k, v, cot} = inputs(c, 100 + 10 * n);
         const mask = makeMask(c.mask, c.B, c.H, c.T, c.S, 7 + n);
         const opts = {causal: c.causal, mask, scale: c.scale};
-        const flash = (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) => flashAttention(a, b, d, {...opts, blockSize: c.blockSize,
-          keyBlockSize: c.keyBlockSize});
+        const flash = (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) =>
+          flashAttention(a, b, d, {...opts, blockSize: c.blockSize, keyBlockSize: c.keyBlockSize});
         const out = flash(q, k, v);
         expectClose(out, referenceAttention(q, k, v, opts));
         expectClose(out, scaledDotProductAttention(q, k, v, opts));
@@ -91,7 +91,8 @@ describe(title('flashAttention'), () => {
       // Random logits of 1e4 in several tiles: finite everywhere.
       const qb = randn([1, 2, 13, 12], 61, 100);
       const kb = randn([1, 2, 13, 12], 62, 100);
-      const grads = gradsOf((a, b, c) => flashAttention(a, b, c, {causal: true, blockSize: 4}), qb, kb, randn([1, 2, 13, 12], 63), randn([1, 2, 13, 12], 64));
+      const grads = gradsOf((a, b, c) => flashAttention(a, b, c, {causal: true, blockSize: 4}), qb, kb,
+        randn([1, 2, 13, 12], 63), randn([1, 2, 13, 12], 64));
       grads.forEach((g) => expect(allFinite(g)).toBe(true));
     });
   });

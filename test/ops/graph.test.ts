@@ -48,7 +48,8 @@ describe(title('graphAttention against the reference'), () => {
         const cot = randn([B, N, concat ? H * C : C], 13);
         const opts = {version, negativeSlope: 0.2, concatHeads: concat, ...(attr != null ? {edgeAttr: attr} : {})};
         const ours = graphAttention(x, edges, w as unknown as GraphWeights, {...opts, returnAttentionScores: true});
-        const ref = referenceGraph(x, EDGES, w as unknown as GraphReferenceWeights, attr, {version, slope: 0.2, selfLoops: true, concat});
+        const ref = referenceGraph(x, EDGES, w as unknown as GraphReferenceWeights, attr,
+          {version, slope: 0.2, selfLoops: true, concat});
         expectClose(ours.output, ref.output);
         // Scores: row e of graph b for its input edge e (0 when padding or a dropped self
         // loop), row E + i for node i's self loop.
@@ -62,7 +63,9 @@ describe(title('graphAttention against the reference'), () => {
               for (let h = 0; h < H; h++) expect(Math.abs(scores[b][e][h] - ref.alpha[b][i][k][h])).toBeLessThan(1e-5);
               k++;
             });
-            for (let h = 0; h < H; h++) expect(Math.abs(scores[b][E + i][h] - ref.alpha[b][i][k][h])).toBeLessThan(1e-5);
+            for (let h = 0; h < H; h++) {
+              expect(Math.abs(scores[b][E + i][h] - ref.alpha[b][i][k][h])).toBeLessThan(1e-5);
+            }
             expect(ref.alpha[b][i]).toHaveLength(k + 1); // the reference lists exactly these edges and the self loop
           }
           EDGES[b].forEach(([s, t], e) => {
@@ -78,16 +81,19 @@ describe(title('graphAttention against the reference'), () => {
         };
         const g1 = tf.grads((...args: tf.Tensor[]) => {
           const {xx, ws, aa} = split(args);
-          return tf.sum(tf.mul(graphAttention(xx, edges, ws as unknown as GraphWeights, {...opts, ...(aa != null ? {edgeAttr: aa} : {})}), cot));
+          return tf.sum(tf.mul(graphAttention(xx, edges, ws as unknown as GraphWeights,
+            {...opts, ...(aa != null ? {edgeAttr: aa} : {})}), cot));
         })(inputs);
         const g2 = tf.grads((...args: tf.Tensor[]) => {
           const {xx, ws, aa} = split(args);
-          return tf.sum(tf.mul(referenceGraph(xx, EDGES, ws as unknown as GraphReferenceWeights, aa, {version, slope: 0.2, selfLoops: true, concat}).output, cot));
+          return tf.sum(tf.mul(referenceGraph(xx, EDGES, ws as unknown as GraphReferenceWeights, aa,
+            {version, slope: 0.2, selfLoops: true, concat}).output, cot));
         })(inputs);
         g1.forEach((g, i) => expectClose(g, g2[i]));
         // Every gradient carries signal (a test that could not fail on zeros otherwise).
         g1.forEach((g) => expect(tf.tidy(() => tf.max(tf.abs(g)).dataSync()[0])).toBeGreaterThan(0));
-        tf.dispose([x, edges, attr, ...Object.values(w), cot, ours.output, ours.scores, ref.output, ...g1, ...g2] as tf.Tensor[]);
+        tf.dispose([x, edges, attr, ...Object.values(w), cot, ours.output, ours.scores, ref.output,
+          ...g1, ...g2] as tf.Tensor[]);
       } finally {
         setMatMulPath(previous);
       }
@@ -98,7 +104,8 @@ describe(title('graphAttention against the reference'), () => {
     const x = randn([B, N, F], 21);
     const edges = tf.tensor3d(EDGES, [B, E, 2], 'int32');
     const w = weightsFor('gat', 0, true);
-    const ours = graphAttention(x, edges, w as unknown as GraphWeights, {addSelfLoops: false, returnAttentionScores: true});
+    const ours = graphAttention(x, edges, w as unknown as GraphWeights,
+      {addSelfLoops: false, returnAttentionScores: true});
     const ref = referenceGraph(x, EDGES, w as unknown as GraphReferenceWeights, null, {version: 'gat', slope: 0.2, selfLoops: false, concat: true});
     expectClose(ours.output, ref.output);
     expect(ours.scores.shape).toEqual([B, E, H]);
@@ -128,7 +135,8 @@ describe(title('graphAttention: the segment softmax'), () => {
     const big: Record<string, tf.Tensor> = {...w};
     for (const name of ['attentionSource', 'attentionTarget', 'attention']) if (w[name] != null) big[name] = scale(w[name]);
     const ours = graphAttention(x, edges, big as unknown as GraphWeights, {version, returnAttentionScores: true});
-    const ref = referenceGraph(x, edges2, big as unknown as GraphReferenceWeights, null, {version, slope: 0.2, selfLoops: true, concat: true});
+    const ref = referenceGraph(x, edges2, big as unknown as GraphReferenceWeights, null,
+      {version, slope: 0.2, selfLoops: true, concat: true});
     // The scores really are large: the spread of one node's incoming scores exceeds exp's range.
     const spread = tf.tidy(() => {
       const xp = tf.reshape(tf.matMul(tf.reshape(x, [B * N2, F]), tf.reshape(big.kernel, [F, H * C])), [B * N2, H, C]);
@@ -158,13 +166,17 @@ describe(title('graphAttention: the segment softmax'), () => {
     const segments = lengths.length;
     const dst: number[] = [];
     lengths.forEach((n, i) => { for (let r = 0; r < n; r++) dst.push(i); });
-    for (let k = dst.length - 1; k > 0; k--) { const j = (k * 7919) % (k + 1); [dst[k], dst[j]] = [dst[j], dst[k]]; } // shuffled
+    for (let k = dst.length - 1; k > 0; k--) { // shuffled
+      const j = (k * 7919) % (k + 1);
+      [dst[k], dst[j]] = [dst[j], dst[k]];
+    }
     const H2 = 3;
     // Each segment's largest score sits on its first row (in the rows' order), the one the
     // last row reaches only after the final scan step.
     const noise = randn([dst.length, H2], 44, 50);
     const first = dst.map((i, k) => dst.indexOf(i) === k);
-    const scores = tf.tidy(() => tf.add(noise, tf.mul(tf.tensor2d(first.map((f) => [f ? 500 : 0]), [dst.length, 1]), tf.ones([1, H2]))));
+    const scores = tf.tidy(() =>
+      tf.add(noise, tf.mul(tf.tensor2d(first.map((f) => [f ? 500 : 0]), [dst.length, 1]), tf.ones([1, H2]))));
     noise.dispose();
     expectNoLeaks(() => {
       const got = segmentMax(scores, Int32Array.from(dst), segments);
@@ -195,7 +207,8 @@ describe(title('graphAttention: the segment softmax'), () => {
     let grads: tf.Tensor[];
     try {
       grads = tf.grads((xx: tf.Tensor, ww: tf.Tensor) =>
-        tf.sum(graphAttention(xx, edges, {...w, kernel: ww} as unknown as GraphWeights, {edgeAttr: attr})))([x, w.kernel]);
+        tf.sum(graphAttention(xx, edges, {...w, kernel: ww} as unknown as GraphWeights,
+          {edgeAttr: attr})))([x, w.kernel]);
     } finally {
       Object.assign(proto, saved);
     }
@@ -276,18 +289,21 @@ describe(title('graphAttention: bad inputs and leaks'), () => {
         const ws = weightsFor(version, withAttr ? D : 0, true);
         const opts = {version, ...(attr != null ? {edgeAttr: attr} : {})};
         expectNoLeaks(() => {
-          const {output, scores} = graphAttention(xs, edges, ws as unknown as GraphWeights, {...opts, returnAttentionScores: true});
+          const {output, scores} = graphAttention(xs, edges, ws as unknown as GraphWeights,
+            {...opts, returnAttentionScores: true});
           expect([name, version, output.shape]).toEqual([name, version, [b, n, H * C]]);
           expect(scores.shape).toEqual([b, e + n, H]);
           // Every node has only its self loop: alpha 1 on it, the output its own x W plus the bias.
-          const want = tf.tidy(() => tf.add(tf.reshape(tf.matMul(tf.reshape(xs, [b * n, F]), tf.reshape(ws.kernel, [F, H * C])), [b, n, H * C]), ws.bias));
+          const want = tf.tidy(() => tf.add(tf.reshape(
+            tf.matMul(tf.reshape(xs, [b * n, F]), tf.reshape(ws.kernel, [F, H * C])), [b, n, H * C]), ws.bias));
           expectClose(output, want);
           if (b * n > 0) {
             const [loops, ones] = [tf.slice(scores, [0, e, 0], [b, n, H]), tf.ones([b, n, H])];
             expectClose(loops, ones);
             tf.dispose([loops, ones]);
           }
-          const g = tf.grads((a: tf.Tensor, k: tf.Tensor) => tf.sum(graphAttention(a, edges, {...ws, kernel: k} as unknown as GraphWeights, opts)))([xs, ws.kernel]);
+          const g = tf.grads((a: tf.Tensor, k: tf.Tensor) =>
+            tf.sum(graphAttention(a, edges, {...ws, kernel: k} as unknown as GraphWeights, opts)))([xs, ws.kernel]);
           expect(g[0].shape).toEqual([b, n, F]);
           expect(g[1].shape).toEqual([F, H, C]);
           expect(g.every((t) => t.dataSync().every(Number.isFinite))).toBe(true);
@@ -325,7 +341,8 @@ describe(title('graphAttention: bad inputs and leaks'), () => {
     const edges = tf.tensor3d([[[0, 1], [1, 2], [2, 0], [-1, -1]]], [1, 4, 2], 'int32');
     expectNoLeaks(() => {
       tf.dispose(graphAttention(xs, edges, ws, {returnAttentionScores: true}) as never);
-      const g = tf.grads((a: tf.Tensor, k: tf.Tensor) => tf.sum(graphAttention(a, edges, {...ws, kernel: k})))([xs, ws.kernel]);
+      const g = tf.grads((a: tf.Tensor, k: tf.Tensor) =>
+        tf.sum(graphAttention(a, edges, {...ws, kernel: k})))([xs, ws.kernel]);
       tf.dispose(g);
     });
     tf.dispose([xs, edges, ...Object.values(ws)]);

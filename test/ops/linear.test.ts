@@ -285,8 +285,11 @@ describe(title('linearAttention'), () => {
       const [q, k, v] = [randn([2, 4, 3, 4], 1), randn([2, 2, 0, 4], 2), randn([2, 2, 0, 5], 3)];
       for (const causal of [false, true, 'top-left'] as const) {
         for (const mask of [undefined, tf.ones([2, 1, 1, 0])]) {
-          const ops = [(a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) => linearAttention(a, b, d, {projection, causal, mask}),
-            (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) => scaledDotProductAttention(a, b, d, {causal, mask}) as tf.Tensor];
+          const ops = [
+            (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) => linearAttention(a, b, d, {projection, causal, mask}),
+            (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) =>
+              scaledDotProductAttention(a, b, d, {causal, mask}) as tf.Tensor,
+          ];
           const [linear, sdpa] = ops.map((f) => f(q, k, v));
           expect(linear.shape).toEqual([2, 4, 3, 5]);
           expect(linear.arraySync()).toEqual(sdpa.arraySync());

@@ -75,8 +75,9 @@ describe(title('localGlobalAttention'), () => {
           {windowSize: c.W, globalIndices: c.globals, gate: g, causal: c.causal, mask, blockSize: c.blockSize});
         const ref = (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor, g: tf.Tensor) => reference(a, b, d, g, c);
         expectClose(op(q, k, v, gate), ref(q, k, v, gate));
-        const grads = (f: (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor, g: tf.Tensor) => tf.Tensor) => tf.grads((a: tf.Tensor, b: tf.Tensor, d: tf.Tensor, g: tf.Tensor) =>
-          tf.sum(tf.mul(f(a, b, d, g), cot)))([q, k, v, gate]);
+        const grads = (f: (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor, g: tf.Tensor) => tf.Tensor) =>
+          tf.grads((a: tf.Tensor, b: tf.Tensor, d: tf.Tensor, g: tf.Tensor) =>
+            tf.sum(tf.mul(f(a, b, d, g), cot)))([q, k, v, gate]);
         const want = grads(ref);
         grads(op).forEach((g, i) => expectClose(g, want[i]));
       });
@@ -98,7 +99,8 @@ describe(title('localGlobalAttention'), () => {
         Array.from({length: T}, (__, j) => (Math.abs(i - j) <= 2 ? 1 : 0))))}), 1e-5);
       // Globals all out of range: the global branch contributes zeros.
       const gate = randn([H, D], 4);
-      expectClose(run(gate, [9, 50]), tf.mul(tf.reshape(tf.sigmoid(gate), [1, H, 1, D]), run(tf.fill([H, D], 30), [])), 1e-5);
+      expectClose(run(gate, [9, 50]),
+        tf.mul(tf.reshape(tf.sigmoid(gate), [1, H, 1, D]), run(tf.fill([H, D], 30), [])), 1e-5);
     });
   });
 

@@ -7,7 +7,10 @@ import {getMatMulPath, matMul, setMatMulPath, splitsProducts, tilesAttention} fr
 import {setLibraryKernels} from '../../src/kernels/kernel_setting';
 import {BACKEND, expectClose, expectError, expectNoLeaks, randn, title} from '../support/helpers';
 
-/** tf.matMul, with a 2-D right operand under a batched left one done on a 2-D view (tfjs's 3-D x 2-D gradient is broken). */
+/**
+ * tf.matMul, with a 2-D right operand under a batched left one done on a 2-D view
+ * (tfjs's 3-D x 2-D gradient is broken).
+ */
 function reference(a: tf.Tensor, b: tf.Tensor, tA: boolean, tB: boolean): tf.Tensor {
   if (a.rank > 2 && b.rank === 2) {
     const k = a.shape[a.rank - 1] as number;
@@ -18,7 +21,8 @@ function reference(a: tf.Tensor, b: tf.Tensor, tA: boolean, tB: boolean): tf.Ten
 }
 
 /** [output, da, db] of sum(product(a, b) * dy). */
-function withGrads(f: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor, a: tf.Tensor, b: tf.Tensor, dy: tf.Tensor): tf.Tensor[] {
+function withGrads(f: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor, a: tf.Tensor, b: tf.Tensor,
+    dy: tf.Tensor): tf.Tensor[] {
   return tf.tidy(() => [f(a, b), ...tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(f(x, y), dy)))([a, b])]);
 }
 

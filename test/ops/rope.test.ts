@@ -172,8 +172,8 @@ describe(title("layers with positionEncoding 'rope'"), () => {
         const q = tf.tensor(ropeReference(rows(headsOf(x, qk, qb)), 0, 100, ropeDim));
         const k = tf.tensor(ropeReference(rows(headsOf(x, kk, kb)), 0, 100, ropeDim));
         const o = referenceAttention(q, k, headsOf(x, vk, vb), {causal});       // [B, H, T, Dv]
-        const expected = tf.add(tf.matMul(tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [14, 8]), tf.reshape(ok, [8, 8])), ob)
-          .reshape([2, 7, 8]);
+        const expected = tf.add(tf.matMul(tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [14, 8]),
+          tf.reshape(ok, [8, 8])), ob).reshape([2, 7, 8]);
         expectClose(y, expected, 1e-5);
         // The same weights without RoPE give other outputs.
         const plain = new MultiHeadAttention({numHeads: 2, numKvHeads: 1, headDim: 4, causal});
@@ -270,7 +270,8 @@ describe(title("buildTransformer({positions: 'rope'})"), () => {
   test('gradients reach every weight (finite; query and key kernels non-zero), with RoPE between them', () => {
     const model = buildTransformer({attention: 'mha', ...tiny, seed: 4});
     const x = tf.tensor2d([[1, 5, 2, 9, 3, 7, 4]], [1, 7], 'int32');
-    const {value, grads} = tf.variableGrads(() => tf.mean(tf.log(tf.add(model.apply(x) as tf.Tensor, 1e-6))) as tf.Scalar);
+    const {value, grads} = tf.variableGrads(() =>
+      tf.mean(tf.log(tf.add(model.apply(x) as tf.Tensor, 1e-6))) as tf.Scalar);
     const names = Object.keys(grads);
     expect(names.length).toBe(model.trainableWeights.length);
     for (const name of names) {

@@ -177,7 +177,8 @@ describe(title('scaledDotProductAttention'), () => {
         const v = randn([2, 2, 7, 12], 63);
         const out = scaledDotProductAttention(q, k, v, {causal: true});
         expect(allFinite(out)).toBe(true);
-        const grads = gradsOf((a, b, c) => scaledDotProductAttention(a, b, c, {causal: true}), q, k, v, randn([2, 2, 7, 12], 64));
+        const grads = gradsOf((a, b, c) => scaledDotProductAttention(a, b, c, {causal: true}), q, k, v,
+          randn([2, 2, 7, 12], 64));
         grads.forEach((g) => expect(allFinite(g)).toBe(true));
       });
     });
@@ -237,7 +238,8 @@ describe(title('scaledDotProductAttention'), () => {
         const {q, k, v} = identityInputs();
         const plain = scaledDotProductAttention(q, k, v, {causal: true});
         expectClose(scaledDotProductAttention(q, k, v, {causal: true, dropout: 0.5}), plain, 0);
-        expectClose(scaledDotProductAttention(q, k, v, {causal: true, dropout: 0.5, training: false, seed: 1}), plain, 0);
+        expectClose(scaledDotProductAttention(q, k, v, {causal: true, dropout: 0.5, training: false, seed: 1}),
+          plain, 0);
       });
     });
 

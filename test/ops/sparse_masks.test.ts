@@ -96,13 +96,16 @@ describe(title('sparse mask builders'), () => {
       expect(read(SparseMask.localWindow(T, W), T)).toEqual(rustDesign.localWindow(T, W));
       const idx = [0, 3, 3, 6, T, T + 4];
       expect(read(SparseMask.globalIndices(T, idx), T)).toEqual(rustDesign.globalIndices(T, idx));
-      expect(read(SparseMask.localGlobal(T, W, idx), T)).toEqual(or(rustDesign.localWindow(T, W), rustDesign.globalIndices(T, idx)));
+      expect(read(SparseMask.localGlobal(T, W, idx), T))
+        .toEqual(or(rustDesign.localWindow(T, W), rustDesign.globalIndices(T, idx)));
     }
     expect(read(SparseMask.globalIndices(T, []), T)).toEqual(grid(T));
   });
 
   test.each(lengths)('blockDiagonal and strided == the loops (T=%i)', (T) => {
-    for (const block of [1, 2, 4, 5, 40]) expect(read(SparseMask.blockDiagonal(T, block), T)).toEqual(rustDesign.blockDiagonal(T, block));
+    for (const block of [1, 2, 4, 5, 40]) {
+      expect(read(SparseMask.blockDiagonal(T, block), T)).toEqual(rustDesign.blockDiagonal(T, block));
+    }
     for (const [W, stride] of [[0, 1], [1, 2], [2, 3], [0, 7], [3, 50]]) {
       expect(read(SparseMask.strided(T, W, stride), T)).toEqual(rustDesign.strided(T, W, stride));
     }
@@ -115,7 +118,8 @@ describe(title('sparse mask builders'), () => {
     expect(read(HnswMask.fromLayers(T, layers, drop), T)).toEqual(rustDesign.fromLayers(T, layers));
     const edges: [number, number][] = [[0, 3], [2, 2], [4, 1], [6, 0], [1, 99]];
     expect(read(HnswMask.fromEdges(T, edges, drop), T)).toEqual(rustDesign.fromEdges(T, edges));
-    expect(read(HnswMask.adaptive(T, 1, edges, drop), T)).toEqual(or(rustDesign.localWindow(T, 1), rustDesign.fromEdges(T, edges)));
+    expect(read(HnswMask.adaptive(T, 1, edges, drop), T))
+      .toEqual(or(rustDesign.localWindow(T, 1), rustDesign.fromEdges(T, edges)));
     expect(read(HnswMask.fromLayers(T, []), T)).toEqual(grid(T));
   });
 
@@ -178,7 +182,8 @@ describe(title('sparse mask builders'), () => {
       const v = randn([2, 2, 9, 8], 3);
       const mask = SparseMask.localGlobal(9, 2, [0, 5]);
       const out = scaledDotProductAttention(q, k, v, {mask});
-      const plain = tf.tensor2d(or(rustDesign.localWindow(9, 2), rustDesign.globalIndices(9, [0, 5])).map((r) => r.map(Number)));
+      const plain = tf.tensor2d(or(rustDesign.localWindow(9, 2), rustDesign.globalIndices(9, [0, 5]))
+        .map((r) => r.map(Number)));
       expectClose(out, referenceAttention(q, k, v, {mask: plain}));
     });
   });

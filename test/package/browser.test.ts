@@ -30,8 +30,8 @@ interface CheckResult {
   graph: {firstLoss: number; lastLoss: number; predictFinite: number};
   train: {steps: number; loss: number};
   generate: {reference: number[][]; tokens: number[][]};
-  slice: null | {Slice: string; UnsortedSegmentSum: string; wholeInputReads: number; sliceMs: number; valuesRight: boolean;
-    unknownLeftAlone: boolean;};
+  slice: null | {Slice: string; UnsortedSegmentSum: string; wholeInputReads: number; sliceMs: number;
+    valuesRight: boolean; unknownLeftAlone: boolean;};
   nodeOnly: Record<string, string>;
   kernels: Record<string, unknown>;
   stepKernels: {transformer: number; transformerTfjs: number; plain: number; plainTfjs: number};
@@ -148,7 +148,8 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
       try {
         await page.goto(`${server.url}checks`);
         await page.waitForFunction('window.checks != null', {timeout: 60000});
-        const r = await page.evaluate((b) => (globalThis as unknown as PageGlobals).checks.run(b), backend) as CheckResult;
+        const r = await page.evaluate(
+          (b) => (globalThis as unknown as PageGlobals).checks.run(b), backend) as CheckResult;
         results[backend] = r;
         const worst = Math.max(...Object.values(r.diffs));
         console.log(`${backend}: ${Object.keys(r.diffs).length} cases (ops, layers, a Keras model), max |diff| vs cpu ${worst.toExponential(2)}; ` +

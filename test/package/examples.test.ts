@@ -64,7 +64,9 @@ describe(title('examples'), () => {
     const tensors = tf.memory().numTensors;
     const r = await graphExample((l) => lines.push(l));
     expect(r.shape).toEqual([2, 4, 10]);
-    for (const graph of r.alphaSums) for (const node of graph) for (const s of node) expect(Math.abs(s - 1)).toBeLessThan(1e-5);
+    for (const graph of r.alphaSums) {
+      for (const node of graph) for (const s of node) expect(Math.abs(s - 1)).toBeLessThan(1e-5);
+    }
     expect(r.gradsOk).toBe(true);
     // The targets are the in-neighbours' mean: a model blind to the edges does no better than a constant.
     expect(r.lastLoss).toBeLessThan(r.firstLoss);
@@ -80,7 +82,8 @@ describe(title('examples'), () => {
   test('long_context: a FlashAttention layer with blockSize and keyBlockSize equals MultiHeadAttention, trains, no leaks', async () => {
     const lines: string[] = [];
     const tensors = tf.memory().numTensors;
-    const r = await longContext((l) => lines.push(l), 384, 128, 256); // 3 query blocks, 2 key tiles (the last one short)
+    // 3 query blocks, 2 key tiles (the last one short)
+    const r = await longContext((l) => lines.push(l), 384, 128, 256);
     expect(r.tile).toEqual([128, 256]);
     expect(r.shape).toEqual([1, 384, 32]);
     expect(r.maxDiff).toBeLessThan(1e-5);
@@ -156,7 +159,8 @@ describe(title('examples'), () => {
     const r = await trainingStep((l) => lines.push(l), 3);
     expect(tf.memory().numTensors).toBe(tensors);
     expect(r.plainLosses.library).toHaveLength(3);
-    r.plainLosses.library.forEach((l, i) => expect(Math.abs(l - r.plainLosses.tfjs[i])).toBeLessThan(1e-4 * Math.abs(l)));
+    r.plainLosses.library.forEach((l, i) =>
+      expect(Math.abs(l - r.plainLosses.tfjs[i])).toBeLessThan(1e-4 * Math.abs(l)));
     expect(r.plainLosses.library[2]).toBeLessThan(r.plainLosses.library[0]);
     // The fused layers compute what tfjs's do, holding fewer tensor bytes through the step.
     expect(Math.abs(r.fused.fused.loss - r.fused.tfjs.loss)).toBeLessThan(1e-4 * r.fused.tfjs.loss);

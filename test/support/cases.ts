@@ -13,7 +13,8 @@ export type MaskKind = 'none' | 'padding' | 'btS' | 'perHead';
  * btS:     [B, T, S] random 0/1 (about 75% kept), the same for every head.
  * perHead: [B, H, T, S] random 0/1, different per head.
  */
-export function makeMask(kind: MaskKind, B: number, H: number, T: number, S: number, seed: number): tf.Tensor | undefined {
+export function makeMask(kind: MaskKind, B: number, H: number, T: number, S: number,
+    seed: number): tf.Tensor | undefined {
   const r = rng(seed);
   if (kind === 'none') return undefined;
   if (kind === 'padding') {

@@ -5,6 +5,7 @@ import {main} from '../../src/cli/main';
 export async function cli(...argv: string[]): Promise<{code: number; stdout: string; stderr: string}> {
   let stdout = '';
   let stderr = '';
-  const code = await main(argv, {stdout: {write: (s: string) => (stdout += s)}, stderr: {write: (s: string) => (stderr += s)}});
+  const code = await main(argv, {stdout: {write: (s: string) => (stdout += s)},
+    stderr: {write: (s: string) => (stderr += s)}});
   return {code, stdout, stderr};
 }

@@ -75,7 +75,8 @@ export function maxDiff(a: tf.Tensor, b: tf.Tensor): number {
 export function headsOf(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor): tf.Tensor4D {
   const [B, T, E] = x.shape;
   const [, N, X] = kernel.shape;
-  const y = tf.add(tf.reshape(tf.matMul(tf.reshape(x, [B * T, E]), tf.reshape(kernel, [E, N * X])), [B, T, N, X]), bias);
+  const y = tf.add(tf.reshape(tf.matMul(tf.reshape(x, [B * T, E]), tf.reshape(kernel, [E, N * X])), [B, T, N, X]),
+    bias);
   return tf.transpose(y, [0, 2, 1, 3]) as tf.Tensor4D;
 }
 

@@ -509,7 +509,8 @@ export function referenceGraph(x: tf.Tensor, edges: number[][][], w: GraphRefere
           const D = attr!.shape[2] as number;
           if (e !== 'mean') return tf.reshape(tf.slice(attr!, [b, e, 0], [1, 1, D]), [1, D]);
           if (others.length === 0) return tf.zeros([1, D]);
-          return tf.div(tf.addN(others.map((o) => tf.reshape(tf.slice(attr!, [b, o, 0], [1, 1, D]), [1, D]))), others.length);
+          return tf.div(tf.addN(others.map((o) => tf.reshape(tf.slice(attr!, [b, o, 0], [1, 1, D]), [1, D]))),
+            others.length);
         };
         const heads: tf.Tensor[] = [];
         const headAlpha: number[][] = list.map(() => []);
@@ -524,7 +525,8 @@ export function referenceGraph(x: tf.Tensor, edges: number[][][], w: GraphRefere
           const lrelu = (t: tf.Tensor) => tf.maximum(t, tf.mul(t, opts.slope)); // 0 <= slope <= 1
           const scores = list.map(([s, e]) => {
             if (opts.version === 'gat') {
-              let z = tf.add(tf.sum(tf.mul(proj(s, Wh), vec(w.attentionSource!))), tf.sum(tf.mul(proj(i, Wh), vec(w.attentionTarget!))));
+              let z = tf.add(tf.sum(tf.mul(proj(s, Wh), vec(w.attentionSource!))),
+                tf.sum(tf.mul(proj(i, Wh), vec(w.attentionTarget!))));
               if (attr != null) z = tf.add(z, tf.sum(tf.mul(edgeProj(e), vec(w.attentionEdge!))));
               return lrelu(z);
             }

@@ -70,7 +70,9 @@ describe(title('checkpoints killed at random instants'), () => {
       const fresh = () => spawnGated(CHILD, ['train', ...TINY, '--out', dir, '--backend', BACKEND]);
       const resume = () => spawnGated(CHILD, ['train', '--resume', dir, '--quiet', '--backend', BACKEND]);
       const checkFolder = () => {
-        for (const [name, data] of Object.entries(user)) expect(fs.readFileSync(path.join(dir, name)).equals(data)).toBe(true);
+        for (const [name, data] of Object.entries(user)) {
+          expect(fs.readFileSync(path.join(dir, name)).equals(data)).toBe(true);
+        }
         const ours = fs.readdirSync(dir).filter((n) => !['README.md', 'weights.mine.bin', 'runs'].includes(n));
         expect(ours.filter((n) => !OWN.includes(n) && !LEFTOVER.test(n))).toEqual([]);
         expect(ours).toContain('model.json');

@@ -120,7 +120,8 @@ describe(title('sampleToken'), () => {
     return e.map((x) => x / s);
   };
   /** Frequencies of N draws. */
-  const frequencies = (options: {temperature: number; topK: number; topP: number}, l: number[], N: number, seed: number) => {
+  const frequencies = (options: {temperature: number; topK: number; topP: number}, l: number[], N: number,
+    seed: number) => {
     const next = uniform(seed);
     const counts = new Array(l.length).fill(0);
     for (let i = 0; i < N; i++) counts[sampleToken(l, options, next)] += 1;

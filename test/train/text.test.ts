@@ -247,7 +247,8 @@ describe(title('text task: the shipped sample and makeTask'), () => {
     const text = readTextFile(SAMPLE);
     const task = makeTask('text');
     expect(task.name).toBe('text');
-    expect(task.options).toEqual({seqLength: 64, vocabulary: makeTextTask(text).options.vocabulary, validationFraction: 0.1});
+    expect(task.options).toEqual({seqLength: 64, vocabulary: makeTextTask(text).options.vocabulary,
+      validationFraction: 0.1});
     expect(task.vocabSize).toBe(new Set(Array.from(text)).size);
     expect(unigramEntropy(text)).toBeGreaterThan(2.5); // English letters: about 3 nats
     expect(unigramEntropy(text)).toBeLessThan(Math.log(task.vocabSize));
@@ -264,7 +265,8 @@ describe(title('text task: the shipped sample and makeTask'), () => {
     }
     const text = 'one two three four five six seven eight nine ten. ';
     const task = makeTask('text', {text: text.repeat(4), seqLength: 8});
-    expect(task.options).toEqual({seqLength: 8, vocabulary: makeTextTask(text.repeat(4), {seqLength: 8}).options.vocabulary,
+    expect(task.options).toEqual({seqLength: 8,
+      vocabulary: makeTextTask(text.repeat(4), {seqLength: 8}).options.vocabulary,
       validationFraction: 0.1, text: null});
     expect(JSON.stringify(task.options)).not.toContain('three');
   });
@@ -331,7 +333,8 @@ describe(title('text task: train()'), () => {
       c.model.dispose();
       tf.dispose(c.optimizerWeights.map((w) => w.tensor));
       return c.record.options.taskOptions;
-    }))).toEqual({seqLength: 16, vocabulary: makeTextTask(text).options.vocabulary, validationFraction: 0.1, text: null});
+    }))).toEqual({seqLength: 16, vocabulary: makeTextTask(text).options.vocabulary, validationFraction: 0.1,
+      text: null});
     whole.model.dispose();
     resumed.model.dispose();
     expect(tf.memory().numTensors).toBe(before);

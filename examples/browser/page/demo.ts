@@ -294,7 +294,8 @@ async function init(): Promise<void> {
   $('train').addEventListener('click', () => void start(Number($<HTMLInputElement>('steps').value) || 300));
   $('stop').addEventListener('click', () => { if (state != null) state.stop = true; });
   $('input').addEventListener('input', () => void refresh());
-  // For the browser test: train `steps` steps (of `kind` on `task`, else the current choices) and report what was drawn.
+  // For the browser test: train `steps` steps (of `kind` on `task`, else the current choices) and report
+  // what was drawn.
   (window as unknown as {demo: unknown}).demo = {
     async test({steps, kind, task}: {steps: number; kind?: AttentionKind; task?: TaskName}) {
       $<HTMLInputElement>('steps').value = String(steps);

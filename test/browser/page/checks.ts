@@ -122,7 +122,8 @@ function fusedCase(): Record<string, tf.Tensor> {
   const out: Record<string, tf.Tensor> = {};
   let seed = 400;
   for (const activation of ['linear', 'relu', 'relu6', 'prelu', 'leakyrelu', 'sigmoid', 'elu'] as const) {
-    for (const [tA, tB, biasShape] of [[false, false, [29]], [true, true, [29]], [false, true, [33, 29]]] as [boolean, boolean, number[]][]) {
+    for (const [tA, tB, biasShape] of
+      [[false, false, [29]], [true, true, [29]], [false, true, [33, 29]]] as [boolean, boolean, number[]][]) {
       const a = rand([2, ...(tA ? [17, 33] : [33, 17])], seed++);
       const b = rand([2, ...(tB ? [29, 17] : [17, 29])], seed++);
       out[`${activation} ${tA} ${tB} ${biasShape}`] = tf.fused.matMul({a, b, transposeA: tA, transposeB: tB,
