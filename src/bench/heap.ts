@@ -21,6 +21,7 @@
  * child finds the row by name.
  */
 import {spawn} from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {selectBackend} from '../kernels/backend';
@@ -84,11 +85,36 @@ const RESULT_MARKER = 'HEAP_RESULT ';
 /** The marker before the child's error message on stderr. */
 const FAILED_MARKER = 'HEAP_FAILED ';
 
-/** How to start this file as a script: node, with ts-node when running from the TypeScript sources. */
+/**
+ * From the TypeScript sources, this file bundled into one script (by esbuild, a dev
+ * dependency), made once per process, so that a child loads one file instead of compiling
+ * the library's modules; null when esbuild is not installed.
+ */
+let bundled: string | null | undefined;
+function bundledChild(file: string): string | null {
+  if (bundled !== undefined) return bundled;
+  bundled = null;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- a dev dependency, used only when present
+    const esbuild = require('esbuild') as typeof import('esbuild');
+    const out = path.join(__dirname, '..', '..', 'node_modules', '.cache', 'tfjs-attention', `heap-${process.pid}.js`);
+    esbuild.buildSync({entryPoints: [file], outfile: out, bundle: true, platform: 'node', format: 'cjs',
+      target: 'node18', packages: 'external', logLevel: 'error'});
+    process.once('exit', () => fs.rmSync(out, {force: true}));
+    bundled = out;
+  } catch {
+    // No esbuild: the child compiles the sources with ts-node.
+  }
+  return bundled;
+}
+
+/** How to start this file as a script: node; from the TypeScript sources, its bundle or ts-node. */
 function childCommand(): string[] {
   const ext = path.extname(__filename);
   const file = path.join(__dirname, `heap${ext}`);
-  return ext === '.ts' ? ['-r', require.resolve('ts-node/register/transpile-only'), file] : [file];
+  if (ext !== '.ts') return [file];
+  const bundle = bundledChild(file);
+  return bundle != null ? [bundle] : ['-r', require.resolve('ts-node/register/transpile-only'), file];
 }
 
 /**

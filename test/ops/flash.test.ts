@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import {flashAttention} from '../../src/ops/flash';
 import {scaledDotProductAttention} from '../../src/ops/sdpa';
 import {allFinite, Case, caseName, gradsOf, inputs, largeLogitCase, makeMask} from '../support/cases';
-import {expectClose, expectError, expectNoLeaks, randn, title} from '../support/helpers';
+import {BACKEND, expectClose, expectError, expectNoLeaks, randn, title} from '../support/helpers';
 import {referenceAttention} from '../support/reference';
 
 type FlashCase = Case & {blockSize?: number; keyBlockSize?: number};
@@ -26,7 +26,7 @@ const GRID: FlashCase[] = [
   {B: 2, H: 4, G: 2, T: 97, S: 97, D: 8, Dv: 8, causal: true, mask: 'none', blockSize: 16, keyBlockSize: 40},
   {B: 1, H: 4, G: 1, T: 33, S: 70, D: 8, Dv: 6, causal: true, mask: 'btS', blockSize: 8, keyBlockSize: 5},
   {B: 2, H: 4, G: 2, T: 130, S: 130, D: 8, Dv: 8, causal: true, mask: 'padding', keyBlockSize: 48},
-  {B: 2, H: 4, G: 2, T: 300, S: 300, D: 8, Dv: 8, causal: false, mask: 'none'},
+  {B: 1, H: 4, G: 2, T: 300, S: 300, D: 8, Dv: 8, causal: false, mask: 'none'},
   {B: 1, H: 2, G: 1, T: 300, S: 260, D: 8, Dv: 8, causal: true, mask: 'perHead'},
 ];
 
@@ -97,7 +97,9 @@ describe(title('flashAttention'), () => {
     });
   });
 
-  test('peak bytes of forward+backward at T=1024 (B=1, H=2, D=32, blockSize 256) are below 1/4 of sdpa\'s', async () => {
+  // Memory is the algorithm's, the same on every backend: checked once, on wasm (cpu takes 40 s here).
+  const onWasm = BACKEND === 'wasm' ? test : test.skip;
+  onWasm('peak bytes of forward+backward at T=1024 (B=1, H=2, D=32, blockSize 256) are below 1/4 of sdpa\'s', async () => {
     const [B, H, T, D] = [1, 2, 1024, 32];
     const q = randn([B, H, T, D], 1);
     const k = randn([B, H, T, D], 2);
