@@ -21,7 +21,7 @@ const common = {
   testEnvironment: 'node',
   testPathIgnorePatterns: ['/node_modules/', ...ONCE.map((f) => f.replace('<rootDir>', ''))],
   setupFilesAfterEnv: ['<rootDir>/test/setup/backend.ts'],
-  transform: {'^.+\\.ts$': ['ts-jest', {tsconfig: '<rootDir>/tsconfig.json', diagnostics: false}]},
+  transform: {'^.+\\.ts$': ['ts-jest', {tsconfig: '<rootDir>/tsconfig.jest.json', diagnostics: false}]},
 };
 
 module.exports = {

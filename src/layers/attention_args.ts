@@ -15,6 +15,7 @@ import {MaskParts} from './call_masks';
 import {ConstraintArg, InitializerArg, RegularizerArg} from './config';
 import {AttentionCache} from './decoding';
 import {LayerArgs} from './tfjs_types';
+import {ProjectionArgs} from './projection_weights';
 
 export const DEFAULT_KERNEL_INITIALIZER = 'glorotUniform';
 export const DEFAULT_BIAS_INITIALIZER = 'zeros';
@@ -152,13 +153,7 @@ export function checkedAttentionArgs(args: AttentionLayerArgs, cls: AttentionCla
 }
 
 /** The shared arguments of a layer, checked, with their defaults (null: derived from the input at build time). */
-export interface SharedAttentionArgs {
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number | null;
-  valueDim: number | null;
-  outputDim: number | null;
-  useBias: boolean;
+export interface SharedAttentionArgs extends ProjectionArgs {
   dropout: number;
   causal: CausalArg;
   /** The alignment `causal` asks for; null when not causal. */

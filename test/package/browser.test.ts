@@ -215,12 +215,12 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
       await page.setViewport({width: 1280, height: 900});
       await page.goto(server.url);
       await page.waitForFunction('window.demo != null', {timeout: 60000});
-      const r = await page.evaluate(() => (globalThis as unknown as PageGlobals).demo.test({steps: 12})) as {
+      const r = await page.evaluate(() => (globalThis as unknown as PageGlobals).demo.test({steps: 6})) as {
         backend: string; losses: number[]; chartInk: number; heatmaps: number; heatmapInk: number[]; prediction: string;
       };
       console.log(`demo on ${r.backend}: ${r.losses.length} steps, loss ${r.losses[0].toFixed(3)} -> ` +
         `${r.losses[r.losses.length - 1].toFixed(3)}, ${r.heatmaps} heatmaps, prediction '${r.prediction}'`);
-      expect(r.losses.length).toBe(12);
+      expect(r.losses.length).toBe(6);
       expect(r.losses.every(Number.isFinite)).toBe(true);
       expect(r.chartInk).toBeGreaterThan(100); // pixels of the loss curve
       expect(r.heatmaps).toBeGreaterThan(0);
