@@ -77,7 +77,7 @@ export function addKindFlags(command: Command): void {
 export function kindArgs(flags: Readonly<Record<string, unknown>>, kind: AttentionKind, resuming: boolean):
     Partial<AnyAttentionArgs> {
   const args: Record<string, unknown> = {};
-  const own = KIND_FLAGS[kind];
+  const own = KIND_FLAGS[kind] ?? []; // none for another family's attention on --resume
   for (const {flag, kinds} of kindFlags()) {
     const value = flags[flagKey(flag.flag)];
     const ownFlag = own.find((o) => o.flag === flag.flag);

@@ -48,6 +48,12 @@ describe(title('cli train, eval, predict, inspect'), () => {
     const resumed = await cli('train', '--resume', out, '--steps', '6', '--quiet', '--backend', backend);
     expect(resumed.code).toBe(0);
     expect(resumed.stdout).toMatch(/6 steps/);
+    // The checkpoint's options rule, even against another family's --attention.
+    const graphFlag = await cli('train', '--resume', out, '--steps', '7', '--attention', 'graph', '--quiet',
+      '--backend', backend);
+    expect(graphFlag.code).toBe(0);
+    expect(graphFlag.stderr).not.toMatch(/error/i);
+    expect(graphFlag.stdout).toMatch(/^trained gqa on reverse .*7 steps/);
 
     // A truncated weights.bin: exit 2 and one clear line; the folder is left as it was.
     const weights = path.join(out, 'weights.bin');
