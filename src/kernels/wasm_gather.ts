@@ -9,7 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {HeapArray, WasmBackend} from './backend_types';
-import {replaceRecognised, setUpOnFirstUse, stopsAtNativeOutput} from './wasm_replacement';
+import {KernelReplacement, stopsAtNativeOutput} from './wasm_replacement';
 
 /** Throws as tfjs does for an index outside [0, dim). */
 export function checkIndices(idx: ArrayLike<number>, dim: number): void {
@@ -43,9 +43,6 @@ export function gatherValues(x: HeapArray, idx: ArrayLike<number>, batches: numb
   }
 }
 
-/** The kernel this replaced (kept for strings and for setLibraryKernels('tfjs')). */
-let original: tf.KernelConfig | null = null;
-
 /** The library's GatherV2 kernel. */
 export const GATHER_FROM_HEAP: tf.KernelConfig = {
   kernelName: 'GatherV2',
@@ -71,7 +68,7 @@ export const GATHER_FROM_HEAP: tf.KernelConfig = {
 
 /** The GatherV2 kernel that the replacement took the place of (null until it has). */
 export function replacedGatherKernel(): tf.KernelConfig | null {
-  return original;
+  return GATHER.replaced;
 }
 
 /** Our kernel function, to tell it apart from any other registered later. */
@@ -88,20 +85,19 @@ export function isNativeGather(kernelFunc: tf.KernelFunc): boolean {
     [1, 1, 2, 2], {indices: new Int32Array([2, 0])});
 }
 
+/** Our GatherV2, in place of tfjs's native one. */
+const GATHER = new KernelReplacement(GATHER_FROM_HEAP, (current) => isNativeGather(current.kernelFunc));
+
 /**
  * Puts the library's GatherV2 in place of the registered wasm one when that behaves as
  * tfjs's (`isNativeGather`); any other kernel is left alone. Idempotent. Returns what the
  * registry holds afterwards: 'replaced' (ours), 'kept' (another) or 'absent'.
  */
 export function installGatherFromHeap(): 'replaced' | 'kept' | 'absent' {
-  return replaceRecognised(GATHER_FROM_HEAP, (current) => isNativeGather(current.kernelFunc),
-    (replaced) => { original = replaced; });
+  return GATHER.install();
 }
-
-let restored: tf.KernelConfig | null = null;
 
 /** tfjs's GatherV2 as setLibraryKernels('tfjs') registers it again, or null before the replacement. */
 export function restoredGather(): tf.KernelConfig | null {
-  if (original == null) return null;
-  return restored ??= setUpOnFirstUse(original);
+  return GATHER.restored();
 }

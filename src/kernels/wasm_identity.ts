@@ -6,10 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {WasmBackend} from './backend_types';
-import {replaceRecognised} from './wasm_replacement';
-
-/** The Identity kernel the replacement took the place of. */
-let originalIdentity: tf.KernelFunc | null = null;
+import {KernelReplacement} from './wasm_replacement';
 
 /** The library's Identity kernel. */
 export const SHARED_IDENTITY: tf.KernelConfig = {
@@ -17,7 +14,7 @@ export const SHARED_IDENTITY: tf.KernelConfig = {
   backendName: 'wasm',
   kernelFunc: (args) => {
     const x = args.inputs.x as tf.TensorInfo;
-    if (x.dtype === 'string') return originalIdentity!(args);
+    if (x.dtype === 'string') return IDENTITY.replaced!.kernelFunc(args);
     (args.backend as unknown as WasmBackend).incRef(x.dataId);
     return {dataId: x.dataId, shape: x.shape, dtype: x.dtype};
   },
@@ -50,17 +47,16 @@ export function isCopyingIdentity(kernelFunc: tf.KernelFunc): boolean {
   return made === 1 && output.join() === '1,2,3';
 }
 
+/** Our Identity, in place of tfjs's copying one (no setup function). */
+const IDENTITY = new KernelReplacement(SHARED_IDENTITY,
+  (current) => current.setupFunc == null && isCopyingIdentity(current.kernelFunc));
+
 /** Puts the sharing Identity in place of tfjs-wasm's copying one (`isCopyingIdentity`); any other is left alone. */
 export function installSharedIdentity(): 'replaced' | 'kept' | 'absent' {
-  return replaceRecognised(SHARED_IDENTITY,
-    (current) => current.setupFunc == null && isCopyingIdentity(current.kernelFunc),
-    (replaced) => { originalIdentity = replaced.kernelFunc; });
+  return IDENTITY.install();
 }
-
-let restored: tf.KernelConfig | null = null;
 
 /** tfjs's Identity as setLibraryKernels('tfjs') registers it again, or null before the replacement. */
 export function restoredIdentity(): tf.KernelConfig | null {
-  if (originalIdentity == null) return null;
-  return restored ??= {kernelName: 'Identity', backendName: 'wasm', kernelFunc: originalIdentity};
+  return IDENTITY.restored();
 }

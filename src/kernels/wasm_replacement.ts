@@ -37,6 +37,35 @@ export function replaceRecognised(ours: tf.KernelConfig, recognises: (current: t
 }
 
 /**
+ * One replacement: the library's kernel `ours`, how tfjs's kernel is recognised, and tfjs's
+ * kernel once replaced (for the inputs ours hands back to it, and for setLibraryKernels('tfjs')).
+ */
+export class KernelReplacement {
+  private theirs: tf.KernelConfig | null = null;
+  private restoredConfig: tf.KernelConfig | null = null;
+
+  constructor(readonly ours: tf.KernelConfig, private readonly recognises: (current: tf.KernelConfig) => boolean) {}
+
+  /** Registers ours in place of tfjs's kernel (see replaceRecognised). */
+  install(): ReplacementState {
+    return replaceRecognised(this.ours, this.recognises, (replaced) => { this.theirs = replaced; });
+  }
+
+  /** tfjs's kernel that ours took the place of; null until it has. */
+  get replaced(): tf.KernelConfig | null {
+    return this.theirs;
+  }
+
+  /** tfjs's kernel as setLibraryKernels('tfjs') registers it again, or null before the replacement. */
+  restored(): tf.KernelConfig | null {
+    if (this.theirs == null) return null;
+    return this.restoredConfig ??= this.theirs.setupFunc == null
+      ? {kernelName: this.theirs.kernelName, backendName: 'wasm', kernelFunc: this.theirs.kernelFunc}
+      : setUpOnFirstUse(this.theirs);
+  }
+}
+
+/**
  * tfjs's kernel `original` registered again after its backend started (setLibraryKernels('tfjs')):
  * tfjs runs a kernel's setup only when its backend starts, so this one sets itself up on
  * first use with each backend.

@@ -8,10 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {WasmBackend} from './backend_types';
-import {replaceRecognised} from './wasm_replacement';
-
-/** The tfjs kernel function this replaces (kept for the cases it still serves). */
-let originalSlice: tf.KernelFunc | null = null;
+import {KernelReplacement} from './wasm_replacement';
 
 /** Copies rows of a strided slice of `x` (shape, strides) into `out`; rank <= 4. */
 function copyStrided(x: ArrayLike<number> & {subarray(a: number, b: number): ArrayLike<number>},
@@ -42,7 +39,7 @@ export const SLICE_FROM_HEAP: tf.KernelConfig = {
   kernelFunc: (args) => {
     const {inputs, backend, attrs} = args;
     const x = inputs.x as tf.TensorInfo;
-    if (x.dtype === 'string' || x.shape.length > 4) return originalSlice!(args);
+    if (x.dtype === 'string' || x.shape.length > 4) return SLICE.replaced!.kernelFunc(args);
     const {begin, size} = attrs as unknown as {begin: number | number[]; size: number | number[]};
     const [begin_, size_] = tf.slice_util.parseSliceParams(x as unknown as tf.Tensor, begin, size);
     const b = backend as unknown as WasmBackend;
@@ -64,7 +61,7 @@ export const SLICE_FROM_HEAP: tf.KernelConfig = {
 
 /** The Slice kernel that the replacement took the place of (null until it has). */
 export function replacedSliceKernel(): tf.KernelFunc | null {
-  return originalSlice;
+  return SLICE.replaced?.kernelFunc ?? null;
 }
 
 /**
@@ -101,21 +98,20 @@ export function isCopyingSlice(kernelFunc: tf.KernelFunc): boolean {
   return reads === 1 && output[0] === 11 && output[1] === 12;
 }
 
+/** Our Slice, in place of tfjs's copying one (no setup function). */
+const SLICE = new KernelReplacement(SLICE_FROM_HEAP,
+  (current) => current.setupFunc == null && isCopyingSlice(current.kernelFunc));
+
 /**
  * Puts the library's Slice kernel in place of the registered wasm one when that one is
  * recognised as tfjs's copying kernel (`isCopyingSlice`, no setup function); any other
  * kernel is left alone. Idempotent. Returns what the registry holds afterwards.
  */
 export function installSliceFromHeap(): 'replaced' | 'kept' | 'absent' {
-  return replaceRecognised(SLICE_FROM_HEAP,
-    (current) => current.setupFunc == null && isCopyingSlice(current.kernelFunc),
-    (replaced) => { originalSlice = replaced.kernelFunc; });
+  return SLICE.install();
 }
-
-let restored: tf.KernelConfig | null = null;
 
 /** tfjs's Slice as setLibraryKernels('tfjs') registers it again, or null before the replacement. */
 export function restoredSlice(): tf.KernelConfig | null {
-  if (originalSlice == null) return null;
-  return restored ??= {kernelName: 'Slice', backendName: 'wasm', kernelFunc: originalSlice};
+  return SLICE.restored();
 }

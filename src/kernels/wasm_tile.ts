@@ -5,10 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {HeapArray, WasmBackend} from './backend_types';
-import {replaceRecognised, setUpOnFirstUse, stopsAtNativeOutput} from './wasm_replacement';
-
-/** The Tile kernel the replacement took the place of. */
-let originalTile: tf.KernelConfig | null = null;
+import {KernelReplacement, stopsAtNativeOutput} from './wasm_replacement';
 
 /**
  * Writes x (values `xs`, shape `shape`) tiled `reps` times into `out`: each axis's first
@@ -71,19 +68,18 @@ export function isNativeTile(kernelFunc: tf.KernelFunc): boolean {
   return stopsAtNativeOutput(kernelFunc, {x: {shape: [2, 3]}}, {reps: [2, 1]}, [4, 3]);
 }
 
+/** Our Tile, in place of tfjs's native one. */
+const TILE = new KernelReplacement(TILE_FROM_HEAP, (current) => isNativeTile(current.kernelFunc));
+
 /**
  * Puts the library's Tile (tileValues on heap views) in place of tfjs's, recognised by
  * `isNativeTile`; any other kernel is left alone. Idempotent.
  */
 export function installTileFromHeap(): 'replaced' | 'kept' | 'absent' {
-  return replaceRecognised(TILE_FROM_HEAP, (current) => isNativeTile(current.kernelFunc),
-    (replaced) => { originalTile = replaced; });
+  return TILE.install();
 }
-
-let restored: tf.KernelConfig | null = null;
 
 /** tfjs's Tile as setLibraryKernels('tfjs') registers it again (and strings run), or null before the replacement. */
 export function restoredTile(): tf.KernelConfig | null {
-  if (originalTile == null) return null;
-  return restored ??= setUpOnFirstUse(originalTile);
+  return TILE.restored();
 }
