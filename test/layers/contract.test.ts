@@ -142,6 +142,29 @@ describe.each(KINDS)(title('contract: %s'), (kind, entry) => {
     layer.dispose();
   });
 
+  test('padding masks: padded keys change no other row; a padded query gives the output bias alone', () => {
+    tf.tidy(() => {
+      // headDim 4: linear's default features for D = 2 would be one, which no query changes.
+      const layer = make(kind, {headDim: 4, biasInitializer: 'randomNormal'});
+      const x = randn([2, 6, E], 11);
+      const keys = tf.tensor3d([[[1, 1, 1, 1, 1, 1]], [[1, 1, 1, 1, 0, 0]]]); // [B, 1, S]: batch 1 pads 4, 5
+      const out = layer.apply(x, {attentionMask: keys}) as tf.Tensor;
+      // Other inputs at batch 1's padded positions change only its rows 4, 5 (as queries).
+      const changed = tf.concat([x.slice([0, 0, 0], [1, 6, E]),
+        tf.concat([x.slice([1, 0, 0], [1, 4, E]), randn([1, 2, E], 12)], 1)], 0);
+      const out2 = layer.apply(changed, {attentionMask: keys}) as tf.Tensor;
+      expect(maxDiff(out2.slice([0, 0, 0], [2, 4, E]), out.slice([0, 0, 0], [2, 4, E]))).toBeLessThan(1e-5);
+      expect(maxDiff(out2, out)).toBeGreaterThan(1e-3);
+      expect(maxDiff(layer.apply(x) as tf.Tensor, out)).toBeGreaterThan(1e-4); // the mask matters at all
+      const queries = tf.tensor3d([[[1], [1], [1], [0], [1], [1]], [[1], [1], [1], [1], [1], [1]]]); // [B, T, 1]
+      const q = layer.apply(x, {attentionMask: queries}) as tf.Tensor;
+      const bias = layer.weights.find((w) => /attention_output\/bias/.test(w.name))!.read();
+      expect(maxDiff(q.slice([0, 3, 0], [1, 1, E]).reshape([E]), bias)).toBeLessThan(1e-6);
+      expect(maxDiff(bias, tf.zerosLike(bias))).toBeGreaterThan(1e-3); // a bias that is not 0
+      layer.dispose();
+    });
+  });
+
   test('what the capabilities rule out is refused (UNSUPPORTED); what they allow works', () => {
     const layer = make(kind);
     const caps = layer.capabilities;
@@ -157,7 +180,8 @@ describe.each(KINDS)(title('contract: %s'), (kind, entry) => {
       }
       const mask = tf.ones([1, 5, 5], 'bool');
       if (!caps.fullMasks) {
-        expectError(() => layer.apply(x, {attentionMask: mask}), 'UNSUPPORTED', /takes only key padding/);
+        expectError(() => layer.apply(x, {attentionMask: mask}), 'UNSUPPORTED',
+          new RegExp(`${entry.layer.className} takes only key padding .* received one of shape \\[1, 1, 5, 5\\]`));
       } else {
         tf.dispose(layer.apply(x, {attentionMask: mask}) as tf.Tensor);
       }

@@ -101,29 +101,6 @@ describe(title('LinearAttention layer'), () => {
     });
   });
 
-  test('masks: key padding ignores padded keys, query padding gives the output bias, [B, T, S] is UNSUPPORTED', () => {
-    tf.tidy(() => {
-      const layer = new LinearAttention({numHeads: 2, headDim: 4, seed: 1, biasInitializer: 'randomNormal'});
-      const x = randn([2, 6, 8], 1);
-      const keys = tf.tensor3d([[[1, 1, 1, 1, 1, 1]], [[1, 1, 1, 1, 0, 0]]]); // [B, 1, S]: batch 1 pads 4, 5
-      const out = layer.apply(x, {attentionMask: keys}) as tf.Tensor;
-      // Changing batch 1's padded inputs changes only batch 1's rows 4, 5 (as queries), nothing else.
-      const changed = tf.concat([x.slice([0, 0, 0], [1, 6, 8]),
-        tf.concat([x.slice([1, 0, 0], [1, 4, 8]), randn([1, 2, 8], 5)], 1)], 0);
-      const out2 = layer.apply(changed, {attentionMask: keys}) as tf.Tensor;
-      expectClose(out2.slice([0, 0, 0], [2, 4, 8]), out.slice([0, 0, 0], [2, 4, 8]), 1e-5);
-      expect(maxDiff(out2, out)).toBeGreaterThan(1e-3); // and the mask matters at all:
-      expect(maxDiff(layer.apply(x) as tf.Tensor, out)).toBeGreaterThan(1e-3);
-      // Query padding [B, T, 1]: padded queries give the output bias alone.
-      const queries = tf.tensor3d([[[1], [1], [1], [0], [1], [1]], [[1], [1], [1], [1], [1], [1]]]);
-      const q = (layer.apply(x, {attentionMask: queries}) as tf.Tensor).arraySync() as number[][][];
-      const bias = Array.from(layer.getWeights()[7].dataSync());
-      q[0][3].forEach((value, i) => expect(value).toBeCloseTo(bias[i], 6));
-      expectError(() => layer.apply(x, {attentionMask: tf.ones([2, 6, 6])}), 'UNSUPPORTED',
-        /LinearAttention takes only key padding .* received one of shape \[2, 1, 6, 6\]/);
-    });
-  });
-
   test('propagated padding mask (embedding maskZero) keeps padded keys out, in a functional model', () => {
     const ids = tf.input({shape: [5], dtype: 'int32'});
     const emb = tf.layers.embedding({inputDim: 10, outputDim: 8, maskZero: true}).apply(ids) as tf.SymbolicTensor;

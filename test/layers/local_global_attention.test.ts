@@ -63,27 +63,6 @@ describe(title('LocalGlobalAttention layer'), () => {
     });
   });
 
-  test('masks: key padding ignores padded keys, query padding gives the output bias, [B, T, S] is UNSUPPORTED', () => {
-    tf.tidy(() => {
-      const layer = new LocalGlobalAttention({numHeads: 2, headDim: 4, windowSize: 2, globalIndices: [0, 5],
-        biasInitializer: 'randomNormal'});
-      const x = randn([2, 6, 8], 1);
-      const keys = tf.tensor3d([[[1, 1, 1, 1, 1, 1]], [[1, 1, 1, 1, 0, 0]]]); // [B, 1, S]: batch 1 pads 4, 5
-      const out = layer.apply(x, {attentionMask: keys}) as tf.Tensor;
-      const changed = tf.concat([x.slice([0, 0, 0], [1, 6, 8]),
-        tf.concat([x.slice([1, 0, 0], [1, 4, 8]), randn([1, 2, 8], 5)], 1)], 0);
-      const out2 = layer.apply(changed, {attentionMask: keys}) as tf.Tensor;
-      expectClose(out2.slice([0, 0, 0], [2, 4, 8]), out.slice([0, 0, 0], [2, 4, 8]), 1e-5);
-      expect(maxDiff(layer.apply(x) as tf.Tensor, out)).toBeGreaterThan(1e-4);
-      const queries = tf.tensor3d([[[1], [1], [1], [0], [1], [1]], [[1], [1], [1], [1], [1], [1]]]); // [B, T, 1]
-      const q = (layer.apply(x, {attentionMask: queries}) as tf.Tensor).arraySync() as number[][][];
-      const bias = Array.from(layer.getWeights()[7].dataSync());
-      q[0][3].forEach((value, i) => expect(value).toBeCloseTo(bias[i], 6));
-      expectError(() => layer.apply(x, {attentionMask: tf.ones([2, 6, 6])}), 'UNSUPPORTED',
-        /LocalGlobalAttention takes only key padding .* received one of shape \[2, 1, 6, 6\]/);
-    });
-  });
-
   describe('errors', () => {
     test.each([
       [{numHeads: 2, windowSize: 0}, /windowSize must be a positive integer, received 0/],
