@@ -2,7 +2,8 @@
 // attention scores and every gradient, for GAT and GATv2, with and without edge features,
 // concatenated and averaged heads, on both product paths; then bad edges and leaks.
 import * as tf from '@tensorflow/tfjs';
-import {graphAttention, GraphWeights, segmentMax} from '../../src/ops/graph';
+import {graphAttention, GraphWeights} from '../../src/ops/graph';
+import {segmentMax} from '../../src/ops/segments';
 import {setMatMulPath} from '../../src/ops/matmul';
 import {expectClose, expectError, expectNoLeaks, randn, title} from '../support/helpers';
 import {GraphReferenceWeights, referenceGraph} from '../support/reference';
