@@ -32,6 +32,9 @@ export {FeatureKernel} from './ops/linear_features';
 export {orthogonalProjection} from './ops/random_features';
 export {localGlobalAttention, LocalGlobalOptions} from './ops/local_global';
 export {graphAttention, GraphWeights, GraphOptions, GraphAttentionWithScores, GraphVersion} from './ops/graph';
+export {
+  equivariantAttention, EquivariantWeights, EquivariantOptions, CoordinateAggregation, COORDINATE_AGGREGATIONS,
+} from './ops/equivariant';
 export {rotaryEmbedding, RopeOptions} from './ops/rope';
 export {causalMask, CausalAlignment, CausalArg} from './ops/causal';
 export {SparseMask, HnswMask, HnswMaskOptions} from './ops/sparse_masks';
@@ -47,6 +50,7 @@ export {FlashAttention, FlashAttentionArgs} from './layers/flash_attention';
 export {LinearAttention, LinearAttentionArgs} from './layers/linear_attention';
 export {LocalGlobalAttention, LocalGlobalAttentionArgs} from './layers/local_global_attention';
 export {GraphAttention, GraphAttentionArgs} from './layers/graph_attention';
+export {EquivariantAttention, EquivariantAttentionArgs} from './layers/equivariant_attention';
 export {FusedDense, FusedDenseArgs} from './layers/fused_dense';
 export {DenseActivation} from './ops/dense';
 export {FusedLayerNormalization, FusedLayerNormalizationArgs} from './layers/fused_layer_norm';

@@ -12,7 +12,7 @@ import {loadModel, readTrainingRecord} from '../train/checkpoint';
 import {generate} from '../train/generate';
 import {BLANK, SEP, TEXT_TASK} from '../train/tasks';
 import {decodeText, encodeText} from '../train/text';
-import {CliIO, floatArg, intArg, threadsOption, maxBytesOption} from './shared';
+import {CliIO, floatArg, intArg, maxBytesOption, threadsOption, transformerOptions} from './shared';
 import {ThreadsArg} from '../kernels/wasm_threads';
 
 interface GenerateFlags {
@@ -52,7 +52,7 @@ export function registerGenerate(program: Command, io: CliIO): void {
     .action(async (f: GenerateFlags) => {
       await selectBackend(f.backend, {threads: f.threads});
       const record = readTrainingRecord(f.model);
-      const V = record.model.vocabSize;
+      const V = transformerOptions(record, 'generate').vocabSize;
       const vocabulary = record.task.name === TEXT_TASK ? String(record.task.vocabulary) : null;
       const prompt = vocabulary != null ? encodeText(vocabulary, f.prompt) : parseTokens(f.prompt, V);
       if (prompt.length === 0) throw new AttentionError('INVALID_CONFIG', '--prompt is empty');

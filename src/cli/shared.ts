@@ -3,6 +3,10 @@ import * as tf from '@tensorflow/tfjs';
 import {InvalidArgumentError, Option} from './command';
 import {node} from '../core/runtime';
 import {MAX_WASM_THREADS, ThreadsArg} from '../kernels/wasm_threads';
+import {AttentionError} from '../core/errors';
+import {familyOfAttention} from '../train/families';
+import type {TransformerOptions} from '../train/model';
+import type {TrainingRecord} from '../train/record';
 
 /** Where a command writes; `process` in the real CLI, string buffers in tests. */
 export interface CliIO {
@@ -117,4 +121,18 @@ export function kerasJsonPath(p: string): string {
 /** A `file://` URL for a model.json path, or for the folder holding model.json. */
 export function kerasUrl(p: string): string {
   return `file://${kerasJsonPath(p)}`;
+}
+
+/**
+ * The options of a saved transformer, for the commands that read token sequences (`predict`,
+ * `generate`). UNSUPPORTED for a model of another family: a graph network also needs its
+ * graphs' edges, an n-body network reads particles.
+ */
+export function transformerOptions(record: TrainingRecord, command: string): Required<TransformerOptions> {
+  const family = familyOfAttention(record.model.attention);
+  if (family?.name !== 'transformer') {
+    throw new AttentionError('UNSUPPORTED', `${command} reads one token sequence, and this model (${record.task.name}) ` +
+      `is ${family?.description ?? `a '${record.model.attention}' model`}: use eval, or call model.predict from the API`);
+  }
+  return record.model as Required<TransformerOptions>;
 }

@@ -1,7 +1,7 @@
 /**
- * `tfjs-attention train | eval | predict | inspect`: train a transformer on a toy task (or
- * a graph network on the graph task) and save it, then evaluate it, run it on one input,
- * or describe a saved model folder.
+ * `tfjs-attention train | eval | predict | inspect`: train a transformer on a toy task (a
+ * graph network on the graph task, an n-body network on the n-body task) and save it, then
+ * evaluate it, run it on one input, or describe a saved model folder.
  */
 import * as tf from '@tensorflow/tfjs';
 import {Command, Option} from './command';
@@ -15,6 +15,8 @@ import {
 } from '../train/families';
 import {GRAPH_ATTENTION} from '../train/graph_network';
 import {GraphTask, graphBaselines} from '../train/graph_task';
+import {NBODY_ATTENTION, nbodyTestError} from '../train/nbody_network';
+import {NBODY_TASK, nbodyBaselines, NBodyTask} from '../train/nbody_task';
 import {GRAPH_VERSIONS, GraphVersion} from '../ops/graph';
 import {TRANSFORMER_POSITIONS, TransformerPositions} from '../train/model';
 import {decodeText, DEFAULT_SEQ_LENGTH, encodeText} from '../train/text';
@@ -25,7 +27,9 @@ import {loadKerasModel} from '../keras/load';
 import {flagKey} from './command';
 import {addKindFlags, kindArgs, kindFlags} from './kind_flags';
 import {ProgressBar} from './progress_bar';
-import {CliIO, describeLayers, floatArg, intArg, kerasUrl, maxBytesOption, threadsOption} from './shared';
+import {
+  CliIO, describeLayers, floatArg, intArg, kerasUrl, maxBytesOption, threadsOption, transformerOptions,
+} from './shared';
 import {ThreadsArg} from '../kernels/wasm_threads';
 
 /** What `npm run train` trains with no flags: a small GQA model on `reverse`. */
@@ -37,13 +41,15 @@ export const TRAIN_DEFAULTS = {
 
 interface TrainFlags {
   task: string; data?: string; seqLength?: number; positions: TransformerPositions;
-  attention: AttentionKind | typeof GRAPH_ATTENTION; length: number; vocabSize: number; noiseLength: number;
+  attention: AttentionKind | typeof GRAPH_ATTENTION | typeof NBODY_ATTENTION;
+  length: number; vocabSize: number; noiseLength: number;
   modelDim: number; heads: number; kvHeads: number; layers: number; ffDim?: number; dropout: number; causal: boolean;
   steps: number; batchSize: number; lr: number;
   warmup: number; clipNorm: number; evalEvery: number; evalBatches: number; targetAccuracy: number; seed: number;
   out?: string; checkpointEvery: number; resume?: string; backend?: BackendChoice; threads: ThreadsArg; quiet: boolean;
   optimizerState: boolean; maxBytes?: number;
   nodes?: number; colours?: number; maxDegree?: number; hops?: number; graphVersion?: GraphVersion;
+  particles?: number; trainExamples?: number;
   /** The kinds' own flags (see kindFlags), by their camel-case key. */
   [kindFlag: string]: unknown;
 }
@@ -58,14 +64,18 @@ function progress(io: CliIO, quiet: boolean, steps: number) {
       bar?.update(info.step, `loss ${info.loss.toFixed(4)} acc ${acc} ${Math.round(info.tokensPerSecond)} tok/s`, info.steps);
     },
     eval(m: Metrics) {
-      acc = m.tokenAccuracy.toFixed(4);
-      if (bar == null) {
-        io.stderr.write(`step ${m.step}: eval loss ${m.loss.toFixed(4)} token accuracy ${m.tokenAccuracy.toFixed(4)} ` +
-          `sequence accuracy ${m.sequenceAccuracy.toFixed(4)}\n`);
-      }
+      acc = m.tokenAccuracy?.toFixed(4) ?? '-';
+      if (bar == null) io.stderr.write(`step ${m.step}: eval ${describeMetrics(m)}\n`);
     },
     stop() { bar?.stop(); },
   };
+}
+
+/** An evaluation in words: the loss, and a token task's accuracies. */
+function describeMetrics(m: Partial<Metrics> | undefined): string {
+  if (m?.tokenAccuracy == null) return `loss ${m?.loss?.toFixed(5) ?? '-'}`;
+  return `loss ${m.loss?.toFixed(4)} token accuracy ${m.tokenAccuracy.toFixed(4)} sequence accuracy ` +
+    `${m.sequenceAccuracy?.toFixed(4)}`;
 }
 
 /** How the train command reads a model family's flags. */
@@ -78,6 +88,9 @@ interface FamilyFlags {
   taskOptions(f: TrainFlags): TrainOptions['taskOptions'];
   /** The model's options, from the flags (`resuming`: the checkpoint's options rule). */
   model(f: TrainFlags, resuming: boolean): TrainOptions['model'];
+  /** The family's own defaults of the shared flags, where they differ from TRAIN_DEFAULTS. */
+  defaults?: Partial<Record<'modelDim' | 'layers' | 'batchSize' | 'lr' | 'warmup' | 'clipNorm' | 'evalEvery' | 'evalBatches' |
+    'steps', number>>;
 }
 
 const FAMILY_FLAGS: Record<ModelFamilyName, FamilyFlags> = {
@@ -100,6 +113,16 @@ const FAMILY_FLAGS: Record<ModelFamilyName, FamilyFlags> = {
       hops: f.hops}).filter(([, v]) => v != null)),
     model: (f) => ({attention: GRAPH_ATTENTION, modelDim: f.modelDim, numHeads: f.heads, numLayers: f.layers,
       dropout: f.dropout, version: f.graphVersion ?? 'gat'}),
+  },
+  nbody: {
+    flags: ['particles', 'trainExamples'],
+    refusal: (flag, task) => `${flag} is for --task ${NBODY_TASK}, not '${task}'`,
+    taskOptions: (f) => Object.fromEntries(Object.entries({particles: f.particles, trainExamples: f.trainExamples})
+      .filter(([, v]) => v != null)),
+    model: (f) => ({attention: NBODY_ATTENTION, modelDim: f.modelDim, numLayers: f.layers}),
+    // EGNN's settings for the task (batches of 100, Adam at 5e-4, no clipping), 30 batches an epoch.
+    defaults: {modelDim: 64, layers: 4, batchSize: 100, lr: 5e-4, warmup: 30, clipNorm: 0, evalEvery: 150,
+      evalBatches: 20, steps: 3000},
   },
 };
 
@@ -160,7 +183,9 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--max-degree <n>', `${GRAPH_TASK}: the most edges into a node (default 3)`, intArg(1))
     .option('--hops <n>', `${GRAPH_TASK}: how far upstream a label looks (default 2)`, intArg(1))
     .addOption(new Option('--graph-version <v>', `${GRAPH_TASK}: GraphAttention's scoring rule (default gat)`)
-      .choices(GRAPH_VERSIONS));
+      .choices(GRAPH_VERSIONS))
+    .option('--particles <n>', `${NBODY_TASK}: charged particles per system (default 5)`, intArg(2))
+    .option('--train-examples <n>', `${NBODY_TASK}: training trajectories (default 3000)`, intArg(1));
   addKindFlags(command);
   command
     .option('--steps <n>', 'optimizer steps at most', intArg(1), d.steps)
@@ -187,6 +212,7 @@ export function registerTrain(program: Command, io: CliIO): void {
       if (f.resume == null) refuseOtherFamilies(f, family, fromCli);
       const backend = await selectBackend(f.backend, {threads: f.threads});
       const familyFlags = FAMILY_FLAGS[family.name];
+      for (const [flag, value] of Object.entries(familyFlags.defaults ?? {})) if (!fromCli(flag)) f[flag] = value;
       const modelOptions = familyFlags.model(f, f.resume != null);
       const out = f.out ?? f.resume ?? `checkpoints/${f.task}-${modelOptions.attention}`;
       const text = f.task === TEXT_TASK;
@@ -212,8 +238,8 @@ export function registerTrain(program: Command, io: CliIO): void {
         bar.stop();
         const last = record.history[record.history.length - 1];
         io.stdout.write(`trained ${record.model.attention} on ${record.task.name} (${backend}): ${record.step} steps in ` +
-          `${((Date.now() - started) / 1000).toFixed(1)} s, token accuracy ${last?.tokenAccuracy.toFixed(4)}, ` +
-          `sequence accuracy ${last?.sequenceAccuracy.toFixed(4)}, ${record.parameters} parameters; saved to ${out}\n`);
+          `${((Date.now() - started) / 1000).toFixed(1)} s, ${describeMetrics(last).replace(/ (token|sequence)/g, ', $1')}, ` +
+          `${record.parameters} parameters; saved to ${out}\n`);
         model.dispose();
       } finally {
         bar.stop();
@@ -234,6 +260,15 @@ export function registerTrain(program: Command, io: CliIO): void {
       const record = readTrainingRecord(f.model);
       const model = await loadModel(f.model, {maxBytes: f.maxBytes});
       const task = makeTask(record.task.name, record.options.taskOptions);
+      if (task.name === NBODY_TASK) {
+        // A fixed benchmark: the whole test split, beside the answers without a model.
+        const mse = await nbodyTestError(model, task as NBodyTask);
+        io.stdout.write(JSON.stringify({model: f.model, task: task.name, examples: (task as NBodyTask).sizes.test,
+          trainingExamples: (task as NBodyTask).sizes.train, parameters: model.countParams(), testMse: mse,
+          baselines: nbodyBaselines(task as NBodyTask)}) + '\n');
+        model.dispose();
+        return;
+      }
       const seed = f.seed ?? (record.options.seed ?? 0) + 1;
       const m = await evaluate(model, task, seed, 32, f.batches);
       // A graph task also reports what answers that ignore the graph score on the same nodes.
@@ -255,12 +290,7 @@ export function registerTrain(program: Command, io: CliIO): void {
       maxBytes?: number;}) => {
       await selectBackend(f.backend, {threads: f.threads});
       const record = readTrainingRecord(f.model);
-      if (record.task.name === GRAPH_TASK) {
-        throw new AttentionError('UNSUPPORTED', `predict reads one token sequence, and a ${GRAPH_TASK} model also needs ` +
-          "the graph's edges: use eval, or call model.predict([tokens, edges]) from the API");
-      }
-      const L = record.model.seqLength;
-      const V = record.model.vocabSize;
+      const {seqLength: L, vocabSize: V} = transformerOptions(record, 'predict');
       const vocabulary = record.task.name === TEXT_TASK ? String(record.task.vocabulary) : null;
       if (vocabulary != null) {
         // A text model: the next character at every position of the input text.

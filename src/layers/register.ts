@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import {FlashAttention} from './flash_attention';
 import {FusedDense} from './fused_dense';
 import {FusedLayerNormalization} from './fused_layer_norm';
+import {EquivariantAttention} from './equivariant_attention';
 import {GraphAttention} from './graph_attention';
 import {LinearAttention} from './linear_attention';
 import {LocalGlobalAttention} from './local_global_attention';
@@ -17,11 +18,11 @@ import {MultiHeadAttention} from './multi_head_attention';
 import {PositionEmbedding} from './position_embedding';
 
 /**
- * The serializable classes: the four attention layers, GraphAttention, and buildTransformer's
- * PositionEmbedding, FusedDense and FusedLayerNormalization.
+ * The serializable classes: the four attention layers, the graph and geometric layers, and
+ * buildTransformer's PositionEmbedding, FusedDense and FusedLayerNormalization.
  */
 export const LAYER_CLASSES = [MultiHeadAttention, FlashAttention, LinearAttention, LocalGlobalAttention, GraphAttention,
-  PositionEmbedding, FusedDense, FusedLayerNormalization];
+  EquivariantAttention, PositionEmbedding, FusedDense, FusedLayerNormalization];
 
 /** Registers every class in LAYER_CLASSES (idempotent). */
 export function registerAttentionLayers(): void {

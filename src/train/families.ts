@@ -12,14 +12,19 @@ import {
 } from './graph_network';
 import {GRAPH_TASK} from './graph_task';
 import {buildTransformer, TRANSFORMER_OPTIONS, transformerDefaults, TransformerOptions} from './model';
+import {
+  buildNBodyNetwork, NBODY_ATTENTION, NBODY_NETWORK_OPTIONS, NBODY_OBJECTIVE, nbodyNetworkDefaults, NBodyNetworkOptions,
+} from './nbody_network';
+import {NBODY_TASK} from './nbody_task';
+import {Objective, TOKEN_OBJECTIVE} from './objective';
 import {Task} from './task_base';
 import {TASK_NAMES} from './tasks';
 import {TEXT_TASK} from './text';
 
 /** A family's model options with every default filled in, as its builder uses (and training.json stores) them. */
-export type ModelOptions = Required<TransformerOptions> | Required<GraphNetworkOptions>;
+export type ModelOptions = Required<TransformerOptions> | Required<GraphNetworkOptions> | Required<NBodyNetworkOptions>;
 
-export const MODEL_FAMILY_NAMES = ['transformer', 'graph'] as const;
+export const MODEL_FAMILY_NAMES = ['transformer', 'graph', 'nbody'] as const;
 export type ModelFamilyName = typeof MODEL_FAMILY_NAMES[number];
 
 /** One model family of the trainer. */
@@ -39,6 +44,8 @@ export interface ModelFamily {
   defaults(model: object, task: Task, seed: number): ModelOptions;
   /** Builds the model (options as `defaults` returns them). */
   build(options: ModelOptions): tf.LayersModel;
+  /** Its models' inputs, loss and evaluation. */
+  objective: Objective;
 }
 
 export const MODEL_FAMILIES: Readonly<Record<ModelFamilyName, ModelFamily>> = {
@@ -52,6 +59,7 @@ export const MODEL_FAMILIES: Readonly<Record<ModelFamilyName, ModelFamily>> = {
     defaults: (model, task, seed) =>
       transformerDefaults({...model as TransformerOptions, vocabSize: task.vocabSize, seqLength: task.seqLength, seed}),
     build: (options) => buildTransformer(options as Required<TransformerOptions>),
+    objective: TOKEN_OBJECTIVE,
   },
   graph: {
     name: 'graph',
@@ -63,6 +71,19 @@ export const MODEL_FAMILIES: Readonly<Record<ModelFamilyName, ModelFamily>> = {
     defaults: (model, task, seed) => graphNetworkDefaults({...model as GraphNetworkOptions, vocabSize: task.vocabSize,
       seqLength: task.seqLength, seed, attention: GRAPH_ATTENTION, edgesPerExample: task.edgesPerExample as number}),
     build: (options) => buildGraphNetwork(options as Required<GraphNetworkOptions>),
+    objective: TOKEN_OBJECTIVE,
+  },
+  nbody: {
+    name: 'nbody',
+    description: 'EquivariantAttention layers over charged particles (the EGNN paper\'s n-body model)',
+    attentions: [NBODY_ATTENTION],
+    tasks: [NBODY_TASK],
+    optionNames: NBODY_NETWORK_OPTIONS,
+    fixedByTask: ['seqLength', 'seed'],
+    defaults: (model, task, seed) => nbodyNetworkDefaults({...model as NBodyNetworkOptions, seqLength: task.seqLength,
+      seed, attention: NBODY_ATTENTION}),
+    build: (options) => buildNBodyNetwork(options as Required<NBodyNetworkOptions>),
+    objective: NBODY_OBJECTIVE,
   },
 };
 

@@ -3,6 +3,7 @@
  * what it measured, enough to resume it or to read its model's task and options back.
  */
 import type {GraphNetworkOptions} from './graph_network';
+import type {NBodyNetworkOptions} from './nbody_network';
 import type {TransformerOptions} from './model';
 import type {Metrics, TrainOptions} from './train_options';
 
@@ -11,10 +12,11 @@ export interface TrainingRecord {
   packageVersion: string;
   task: {name: string; [option: string]: unknown};
   /**
-   * The model's options, every default filled in: a transformer's, or for the graph task a
-   * graph network's (attention 'graph'); `attention` names the model family (families.ts).
+   * The model's options, every default filled in: a transformer's, for the graph task a graph
+   * network's (attention 'graph'), for the n-body task an n-body network's (attention
+   * 'equivariant'); `attention` names the model family (families.ts).
    */
-  model: Required<TransformerOptions> | Required<GraphNetworkOptions>;
+  model: Required<TransformerOptions> | Required<GraphNetworkOptions> | Required<NBodyNetworkOptions>;
   options: TrainOptions;
   /** Optimizer steps done. */
   step: number;
@@ -30,6 +32,6 @@ export function isTrainingRecord(r: unknown): r is TrainingRecord {
   const x = r as TrainingRecord | null;
   return x != null && typeof x === 'object' && x.format === 1 && typeof x.step === 'number' &&
     typeof x.trainingSeconds === 'number' && x.model != null && typeof x.model.seqLength === 'number' &&
-    typeof x.model.vocabSize === 'number' && x.options != null && typeof x.options.task === 'string' &&
+    typeof x.model.attention === 'string' && x.options != null && typeof x.options.task === 'string' &&
     x.task != null && typeof x.task.name === 'string' && Array.isArray(x.history);
 }

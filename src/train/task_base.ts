@@ -4,9 +4,12 @@
  * text.ts, and text.ts need not import each other.
  */
 
-/** The part of a task's data a batch is drawn from; toy tasks have one stream and ignore it. */
-export type Split = 'train' | 'validation';
-export const SPLITS: readonly Split[] = ['train', 'validation'];
+/**
+ * The part of a task's data a batch is drawn from; toy tasks have one stream and ignore it,
+ * the text task has no test part, the n-body task has all three.
+ */
+export type Split = 'train' | 'validation' | 'test';
+export const SPLITS: readonly Split[] = ['train', 'validation', 'test'];
 
 export interface TaskBatch {
   /** [n, L] token ids. */
@@ -21,6 +24,11 @@ export interface TaskBatch {
   edges?: Int32Array;
   /** Graph tasks: edges per example. */
   E?: number;
+  /**
+   * Regression tasks (the n-body task): named float arrays, row-major, n examples first; the
+   * token fields are then empty.
+   */
+  values?: Record<string, Float32Array>;
 }
 
 export interface Task<Name extends string = string, Options extends object = object> {

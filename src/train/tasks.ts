@@ -10,7 +10,8 @@
  * stream of examples: it ignores the split argument of `batch`.
  *
  * makeTask(name, options) makes any task: a toy one by its name, the character-level
- * text task (text.ts) as 'text', or the graph task (graph_task.ts) as 'graph-majority'.
+ * text task (text.ts) as 'text', the graph task (graph_task.ts) as 'graph-majority', or the
+ * n-body task (nbody_task.ts) as 'nbody'.
  */
 import {AttentionError, show} from '../core/errors';
 import {uniform} from '../ops/random_features';
@@ -18,10 +19,12 @@ import {assertOneOf, assertPositiveInt, checkArgNames} from '../core/validate';
 import {batchSeed, Task, TaskBatch} from './task_base';
 import {TEXT_TASK, TextSourceOptions, textTaskFrom} from './text';
 import {GRAPH_TASK, GraphTaskOptions, makeGraphTask} from './graph_task';
+import {makeNBodyTask, NBODY_TASK, NBodyTaskOptions} from './nbody_task';
 
 export {batchSeed, Split, SPLITS, Task, TaskBatch} from './task_base';
 export {TEXT_TASK} from './text';
 export {GRAPH_TASK} from './graph_task';
+export {NBODY_TASK} from './nbody_task';
 
 export const BLANK = 0;
 export const SEP = 1;
@@ -30,8 +33,8 @@ export const FIRST_SYMBOL = 2;
 
 export const TASK_NAMES = ['copy', 'reverse', 'sort', 'associative-recall', 'selective-copy'] as const;
 export type TaskName = typeof TASK_NAMES[number];
-/** Every task makeTask makes: the toy tasks, the text task and the graph task. */
-export const ALL_TASK_NAMES = [...TASK_NAMES, TEXT_TASK, GRAPH_TASK] as const;
+/** Every task makeTask makes: the toy tasks, the text task, the graph task and the n-body task. */
+export const ALL_TASK_NAMES = [...TASK_NAMES, TEXT_TASK, GRAPH_TASK, NBODY_TASK] as const;
 export type AnyTaskName = typeof ALL_TASK_NAMES[number];
 
 export interface TaskOptions {
@@ -46,8 +49,8 @@ export interface TaskOptions {
 /** A toy task: its name and its options with every default filled in. */
 export type ToyTask = Task<TaskName, Required<TaskOptions>>;
 
-/** Options of makeTask: a toy task's (TaskOptions), the text task's (TextSourceOptions) or the graph task's. */
-export type AnyTaskOptions = TaskOptions & TextSourceOptions & GraphTaskOptions;
+/** Options of makeTask: a toy task's (TaskOptions), the text task's (TextSourceOptions), the graph or n-body task's. */
+export type AnyTaskOptions = TaskOptions & TextSourceOptions & GraphTaskOptions & NBodyTaskOptions;
 
 /** A builder of one example: fills row r of the batch from the generator `next` ([0, 1) numbers). */
 type Example = (row: {inputs: Int32Array; targets: Int32Array; weights: Float32Array}, next: () => number) => void;
@@ -181,7 +184,7 @@ export function makeToyTask(name: string, options: TaskOptions = {}): ToyTask {
 }
 
 /**
- * Any task by name: a toy task (TASK_NAMES, options TaskOptions) or TEXT_TASK, the
+ * Any task by name: GRAPH_TASK, NBODY_TASK, a toy task (TASK_NAMES, options TaskOptions) or TEXT_TASK, the
  * character-level text task (options TextSourceOptions: the text from `text`, from the
  * file `data` in Node, or by default the shipped sample; see text.ts).
  * Throws INVALID_CONFIG for an unknown name or bad options; the text task also IO for a
@@ -190,5 +193,6 @@ export function makeToyTask(name: string, options: TaskOptions = {}): ToyTask {
 export function makeTask(name: string, options: AnyTaskOptions = {}): Task {
   assertOneOf('task', name, ALL_TASK_NAMES);
   if (name === GRAPH_TASK) return makeGraphTask(options as GraphTaskOptions);
+  if (name === NBODY_TASK) return makeNBodyTask(options as NBodyTaskOptions);
   return name === TEXT_TASK ? textTaskFrom(options) : makeToyTask(name, options);
 }

@@ -16,7 +16,11 @@ import {uniform} from '../ops/random_features';
 import {readUserFile} from '../io/confined';
 import {assertNode, errorMessage, node, packageRoot} from '../core/runtime';
 import {assertOneOf, assertPositiveInt, checkArgNames} from '../core/validate';
-import {batchSeed, Split, SPLITS, Task, TaskBatch} from './task_base';
+import {batchSeed, Split, Task, TaskBatch} from './task_base';
+
+/** The parts of a text: it has no test part. */
+const TEXT_SPLITS = ['train', 'validation'] as const;
+type TextSplit = typeof TEXT_SPLITS[number];
 
 export const TEXT_TASK = 'text';
 export const DEFAULT_SEQ_LENGTH = 64;
@@ -55,7 +59,7 @@ export type RecordedTextOptions = Required<TextTaskOptions> & {data?: string; te
 
 export interface TextTask<Options extends object = Required<TextTaskOptions>> extends Task<typeof TEXT_TASK, Options> {
   /** The characters of each part: train is the first lengths.train, validation the rest. */
-  lengths: Record<Split, number>;
+  lengths: Record<TextSplit, number>;
 }
 
 /** `"é" (U+00E9)`: a character as an error message shows it, control characters escaped. */
@@ -160,14 +164,15 @@ export function makeTextTask(text: string, options: TextTaskOptions = {}): TextT
     [...new Set(chars)].sort((a, b) => a.codePointAt(0)! - b.codePointAt(0)!).join('');
   const index = vocabularyIndex(vocabulary);
   const N = chars.length;
-  const lengths: Record<Split, number> = {train: N - Math.floor(N * fraction), validation: Math.floor(N * fraction)};
+  const lengths: Record<TextSplit, number> = {train: N - Math.floor(N * fraction),
+    validation: Math.floor(N * fraction)};
   if (lengths.train < L + 1 || lengths.validation < L + 1) {
     throw new AttentionError('INVALID_CONFIG', `a text of ${N} characters is too short for seqLength ${L} with ` +
       `validationFraction ${fraction}: its training part has ${lengths.train} characters and its validation part ` +
       `${lengths.validation}, and each needs at least seqLength + 1 = ${L + 1}`);
   }
   const ids = encodeChars(index, chars);
-  const starts: Record<Split, number> = {train: 0, validation: lengths.train};
+  const starts: Record<TextSplit, number> = {train: 0, validation: lengths.train};
   return {
     name: TEXT_TASK,
     options: {seqLength: L, vocabulary, validationFraction: fraction},
@@ -177,7 +182,7 @@ export function makeTextTask(text: string, options: TextTaskOptions = {}): TextT
     lengths,
     batch(n: number, seed: number, batchIndex: number, split: Split = 'train'): TaskBatch {
       assertPositiveInt('batch size', n);
-      assertOneOf('split', split, SPLITS);
+      assertOneOf('split', split, TEXT_SPLITS);
       const next = uniform(batchSeed(seed, batchIndex));
       const windows = lengths[split] - L; // offsets whose L + 1 characters lie inside the part
       const inputs = new Int32Array(n * L);

@@ -6,6 +6,7 @@
 import {AttentionError, show} from '../core/errors';
 import {assertNonNegativeInt, assertPositiveInt, assertPositiveNumber} from '../core/validate';
 import type {GraphNetworkOptions} from './graph_network';
+import type {NBodyNetworkOptions} from './nbody_network';
 import type {TransformerOptions} from './model';
 import {AnyTaskOptions, Task, TEXT_TASK} from './tasks';
 
@@ -19,10 +20,12 @@ export interface TrainOptions {
   taskOptions?: AnyTaskOptions;
   /**
    * The model, less what the task fixes (vocabSize, seqLength, and a graph task's
-   * edgesPerExample): a transformer's options, or for the graph task buildGraphNetwork's.
+   * edgesPerExample): a transformer's options, for the graph task buildGraphNetwork's, for
+   * the n-body task buildNBodyNetwork's.
    */
   model: Omit<TransformerOptions, 'vocabSize' | 'seqLength' | 'seed'> |
-    Omit<GraphNetworkOptions, 'vocabSize' | 'seqLength' | 'seed' | 'edgesPerExample'>;
+    Omit<GraphNetworkOptions, 'vocabSize' | 'seqLength' | 'seed' | 'edgesPerExample'> |
+    Omit<NBodyNetworkOptions, 'seqLength' | 'seed'>;
   /** Seed of the weights and the data. Default 0. */
   seed?: number;
   /** Optimizer steps at most. Default 1000. */
@@ -53,11 +56,12 @@ export interface TrainOptions {
   saveOptimizerState?: boolean;
 }
 
+/** An evaluation during training: the loss (the n-body task: the MSE), and a token task's accuracies. */
 export interface Metrics {
   step: number;
   loss: number;
-  tokenAccuracy: number;
-  sequenceAccuracy: number;
+  tokenAccuracy?: number;
+  sequenceAccuracy?: number;
 }
 
 export interface StepInfo {

@@ -17,9 +17,7 @@ import {VERSION} from '../core/version';
 import {checkArgNames} from '../core/validate';
 import {fusedAdam} from './adam';
 import {Checkpoint, checkCheckpointFolder, loadCheckpoint, ModelLoadOptions, saveCheckpoint} from './checkpoint';
-import {batchInputs, evaluate} from './evaluate';
 import {familyOfTask} from './families';
-import {logitsOf, maskedLoss, sparseCrossEntropy} from './losses';
 import {TrainingRecord} from './record';
 import {makeTask, Task} from './tasks';
 import {
@@ -135,8 +133,8 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
   if (checkpoint != null) tf.dispose(checkpoint.optimizerWeights.map((w) => w.tensor));
 
   const vars = model.trainableWeights.map((w) => (w as unknown as {val: tf.Variable}).val);
-  // The loss from the head's logits where the model has one (no log of a softmax; one op for its gradient).
-  const logits = logitsOf(model);
+  const objective = familyOfTask(task.name).objective;
+  const lossOf = objective.lossFor(model, task);
   const started = Date.now() - record.trainingSeconds * 1000;
   const save = async (final = false) => {
     record.trainingSeconds = (Date.now() - started) / 1000;
@@ -151,11 +149,7 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
       const learningRate = learningRateAt(s, o);
       // Adam reads its learningRate field on every update; tfjs types it protected.
       (optimizer as unknown as {learningRate: number}).learningRate = learningRate;
-      const {value, grads} = tf.tidy(() => {
-        const x = batchInputs(batch);
-        return tf.variableGrads(() => (logits != null ? sparseCrossEntropy(logits(x, true), batch, task.vocabSize)
-          : maskedLoss(model.apply(x, {training: true}) as tf.Tensor, batch, task.vocabSize)), vars);
-      });
+      const {value, grads} = tf.tidy(() => tf.variableGrads(() => lossOf(batch), vars));
       let loss: number;
       try {
         // Values are read asynchronously only (a synchronous read can crash a webgpu page).
@@ -172,12 +166,10 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
         tokensPerSecond: (batch.n * batch.L) / seconds});
       const last = s + 1 === o.steps;
       if ((s + 1) % o.evalEvery === 0 || last) {
-        const m = await evaluate(model, task, o.seed, o.batchSize, o.evalBatches);
-        const metrics = {step: s + 1, loss: m.loss, tokenAccuracy: m.tokenAccuracy,
-          sequenceAccuracy: m.sequenceAccuracy};
+        const metrics = {step: s + 1, ...await objective.evaluate(model, task, o.seed, o.batchSize, o.evalBatches)};
         record.history.push(metrics);
         callbacks.onEval?.(metrics);
-        if (m.tokenAccuracy >= o.targetAccuracy) stopped = true;
+        if (metrics.tokenAccuracy != null && metrics.tokenAccuracy >= o.targetAccuracy) stopped = true;
       }
       if (stopped || last) break; // before stopAfter: a run that reached its target is finished
       if (s + 1 >= o.stopAfter) {

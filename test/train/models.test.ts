@@ -20,7 +20,7 @@ describe(title('models/'), () => {
       expect(bytes).toBeLessThan(1024 * 1024);
       const record = readTrainingRecord(dir);
       expect(record.model.attention).toBe(kind);
-      const recorded = record.history[record.history.length - 1].tokenAccuracy;
+      const recorded = record.history[record.history.length - 1].tokenAccuracy as number;
       const model = await loadModel(dir);
       const task = makeToyTask(record.task.name, record.options.taskOptions);
       const fresh = await evaluate(model, task, (record.options.seed ?? 0) + 1, 32, 4); // never trained or evaluated on
@@ -36,7 +36,7 @@ describe(title('models/'), () => {
     const record = readTrainingRecord(dir);
     expect(record.model.attention).toBe('graph');
     expect(record.task.name).toBe(GRAPH_TASK);
-    const recorded = record.history[record.history.length - 1].tokenAccuracy;
+    const recorded = record.history[record.history.length - 1].tokenAccuracy as number;
     const model = await loadModel(dir);
     expect(model.layers.filter((l) => l.getClassName() === 'GraphAttention')).toHaveLength(2);
     const task = makeTask(record.task.name, record.options.taskOptions) as GraphTask;
