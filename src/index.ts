@@ -35,6 +35,7 @@ export {graphAttention, GraphWeights, GraphOptions, GraphAttentionWithScores, Gr
 export {
   equivariantAttention, EquivariantWeights, EquivariantOptions, CoordinateAggregation, COORDINATE_AGGREGATIONS,
 } from './ops/equivariant';
+export {radiusGraph, knnGraph, RadiusGraphOptions, KnnGraphOptions} from './ops/neighbours';
 export {rotaryEmbedding, RopeOptions} from './ops/rope';
 export {causalMask, CausalAlignment, CausalArg} from './ops/causal';
 export {SparseMask, HnswMask, HnswMaskOptions} from './ops/sparse_masks';
