@@ -36,6 +36,9 @@ export {
   equivariantAttention, EquivariantWeights, EquivariantOptions, CoordinateAggregation, COORDINATE_AGGREGATIONS,
 } from './ops/equivariant';
 export {radiusGraph, knnGraph, RadiusGraphOptions, KnnGraphOptions} from './ops/neighbours';
+export {
+  geometricAttention, GeometricWeights, GeometricOptions, GeometricAttentionWithScores,
+} from './ops/geometric';
 export {rotaryEmbedding, RopeOptions} from './ops/rope';
 export {causalMask, CausalAlignment, CausalArg} from './ops/causal';
 export {SparseMask, HnswMask, HnswMaskOptions} from './ops/sparse_masks';
@@ -52,6 +55,7 @@ export {LinearAttention, LinearAttentionArgs} from './layers/linear_attention';
 export {LocalGlobalAttention, LocalGlobalAttentionArgs} from './layers/local_global_attention';
 export {GraphAttention, GraphAttentionArgs} from './layers/graph_attention';
 export {EquivariantAttention, EquivariantAttentionArgs} from './layers/equivariant_attention';
+export {GeometricAttention, GeometricAttentionArgs} from './layers/geometric_attention';
 export {FusedDense, FusedDenseArgs} from './layers/fused_dense';
 export {DenseActivation} from './ops/dense';
 export {FusedLayerNormalization, FusedLayerNormalizationArgs} from './layers/fused_layer_norm';

@@ -11,6 +11,7 @@ import {FlashAttention} from './flash_attention';
 import {FusedDense} from './fused_dense';
 import {FusedLayerNormalization} from './fused_layer_norm';
 import {EquivariantAttention} from './equivariant_attention';
+import {GeometricAttention} from './geometric_attention';
 import {GraphAttention} from './graph_attention';
 import {LinearAttention} from './linear_attention';
 import {LocalGlobalAttention} from './local_global_attention';
@@ -22,7 +23,7 @@ import {PositionEmbedding} from './position_embedding';
  * buildTransformer's PositionEmbedding, FusedDense and FusedLayerNormalization.
  */
 export const LAYER_CLASSES = [MultiHeadAttention, FlashAttention, LinearAttention, LocalGlobalAttention, GraphAttention,
-  EquivariantAttention, PositionEmbedding, FusedDense, FusedLayerNormalization];
+  GeometricAttention, EquivariantAttention, PositionEmbedding, FusedDense, FusedLayerNormalization];
 
 /** Registers every class in LAYER_CLASSES (idempotent). */
 export function registerAttentionLayers(): void {
