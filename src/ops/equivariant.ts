@@ -28,7 +28,7 @@ import {AttentionError, show} from '../core/errors';
 import {assertBoolean, assertOneOf, checkArgNames, ForeignName} from '../core/validate';
 import {planEdges} from './graph';
 import {matMul} from './matmul';
-import {gatherRows} from './segments';
+import {gatherRows, segmentSum} from './segments';
 
 /** How a node's coordinate updates are combined: EGNN's coords_agg. */
 export const COORDINATE_AGGREGATIONS = ['mean', 'sum'] as const;
@@ -308,7 +308,7 @@ export function equivariantAttention(features: tf.Tensor, positions: tf.Tensor, 
     const m = tf.mul(gate, m0);
     // 4. x'_i = x_i + coordsWeight AGG_j (x_i - x_j) phi_x(m_ij) [+ phi_v(h_i) v_i].
     const phiX = dense(dense(m, w.coordKernel0, w.coordBias0, act), w.coordKernel1, null, null); // [K, 1]
-    let shift = tf.unsortedSegmentSum(tf.mul(diff, phiX), dst, BN);          // [BN, d]
+    let shift = segmentSum(tf.mul(diff, phiX), dst, plan.dst, BN);          // [BN, d]
     if (aggregation === 'mean') {
       shift = tf.div(shift, tf.tensor2d(Float32Array.from(plan.inDegree, (n) => Math.max(n, 1)), [BN, 1]));
     }
@@ -319,7 +319,7 @@ export function equivariantAttention(features: tf.Tensor, positions: tf.Tensor, 
       xOut = tf.add(xOut, tf.mul(phiV, tf.reshape(vel, [BN, d])));             // [BN, 1] * [BN, d]
     }
     // 5. h'_i = [h_i +] phi_h([h_i, sum_j m_ij]).
-    const agg = tf.unsortedSegmentSum(m, dst, BN);                            // [BN, U]
+    const agg = segmentSum(m, dst, plan.dst, BN);                              // [BN, U]
     let hOut = dense(dense(tf.concat([h, agg], 1), w.nodeKernel0, w.nodeBias0, act), w.nodeKernel1, w.nodeBias1, null);
     if (residual) hOut = tf.add(h, hOut);
     const out = [tf.reshape(hOut, [B, N, units]), tf.reshape(xOut, [B, N, d])]; // [B, N, units], [B, N, d]

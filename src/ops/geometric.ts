@@ -35,7 +35,7 @@ import {AttentionError, show} from '../core/errors';
 import {assertBoolean, assertDivisible, assertPositiveInt, checkArgNames} from '../core/validate';
 import {EdgePlan, planEdges} from './graph';
 import {matMul} from './matmul';
-import {gatherRows, segmentSoftmax} from './segments';
+import {gatherRows, segmentSoftmax, segmentSum} from './segments';
 
 /** The weights of geometricAttention; the GeometricAttention layer's names in brackets. */
 export interface GeometricWeights {
@@ -251,7 +251,7 @@ export function geometricAttention(
     const value = tf.add(gatherRows(v, src), delta);                                      // [K, C]
     const msg = H == null ? tf.mul(alpha, value)
       : tf.reshape(tf.mul(tf.expandDims(alpha, -1), tf.reshape(value, [K, H, C / H])), [K, C]); // heads' groups
-    let out = tf.reshape(tf.unsortedSegmentSum(msg, dst, BN), [B, N, C]);
+    let out = tf.reshape(segmentSum(msg, dst, plan.dst, BN), [B, N, C]);
     if (weights.bias != null) out = tf.add(out, weights.bias);
     if (!returnScores) return out as tf.Tensor3D;
     const rows = plan.selfLoops ? plan.E + N : plan.E;

@@ -28,7 +28,7 @@ import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';
 import {assertBoolean, assertOneOf, assertRate, checkArgNames, ForeignName} from '../core/validate';
 import {matMul} from './matmul';
-import {gatherRows, segmentSoftmax} from './segments';
+import {gatherRows, segmentSoftmax, segmentSum} from './segments';
 
 /** The scoring rules: GAT's (a . [x'_i || x'_j]) and GATv2's (a . LeakyReLU(W [x_i || x_j])). */
 export const GRAPH_VERSIONS = ['gat', 'gatv2'] as const;
@@ -309,7 +309,7 @@ export function graphAttention(nodes: tf.Tensor, edges: tf.Tensor, weights: Grap
     const alpha = K > 0 ? segmentSoftmax(e, dst, plan.dst, BN) : e;                  // [K, H]
     const used = options.training === true && rate > 0 ? tf.dropout(alpha, rate, undefined, options.seed) : alpha;
     const msg = tf.mul(tf.expandDims(used, -1), xj);                                 // [K, H, C]
-    const agg = tf.unsortedSegmentSum(msg, dst, BN);                                 // [BN, H, C]
+    const agg = segmentSum(msg, dst, plan.dst, BN);                                   // [BN, H, C]
     let out = concat ? tf.reshape(agg, [B, N, H * C]) : tf.reshape(tf.mean(agg, 1), [B, N, C]);
     if (weights.bias != null) out = tf.add(out, weights.bias);
     if (!returnScores) return out as tf.Tensor3D;

@@ -86,3 +86,22 @@ export function segmentSoftmax(scores: tf.Tensor, dst: tf.Tensor1D, dstValues: I
   }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return f(scores) as tf.Tensor;
 }
+
+/**
+ * tf.unsortedSegmentSum of the rows of x [K, ...] by ids (values idValues, every one in
+ * [0, segments)): the same sums, with a gradient of one gather of dy. tfjs's gradient also
+ * masks out negative ids, with a broadcast logicalAnd and a select that are the slowest
+ * kernels of a geometric layer's training step on wasm; these ids have none.
+ */
+export function segmentSum(x: tf.Tensor, ids: tf.Tensor1D, idValues: Int32Array, segments: number): tf.Tensor {
+  if (x.shape[0] === 0) return tf.unsortedSegmentSum(x, ids, segments);
+  const f = tf.customGrad(((v: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([]);
+    return {
+      value: tf.unsortedSegmentSum(v, ids, segments),
+      // The caller's ids may be disposed by the time of the backward: it makes its own.
+      gradFunc: (dy: tf.Tensor) => tf.gather(dy, tf.tensor1d(idValues, 'int32')),
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return f(x) as tf.Tensor;
+}
