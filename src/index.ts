@@ -39,6 +39,7 @@ export {radiusGraph, knnGraph, RadiusGraphOptions, KnnGraphOptions} from './ops/
 export {
   geometricAttention, GeometricWeights, GeometricOptions, GeometricAttentionWithScores,
 } from './ops/geometric';
+export {distanceAttention, DistanceOptions} from './ops/distance';
 export {rotaryEmbedding, RopeOptions} from './ops/rope';
 export {causalMask, CausalAlignment, CausalArg} from './ops/causal';
 export {SparseMask, HnswMask, HnswMaskOptions} from './ops/sparse_masks';
