@@ -49,7 +49,7 @@ interface TrainFlags {
   out?: string; checkpointEvery: number; resume?: string; backend?: BackendChoice; threads: ThreadsArg; quiet: boolean;
   optimizerState: boolean; maxBytes?: number;
   nodes?: number; colours?: number; maxDegree?: number; hops?: number; graphVersion?: GraphVersion;
-  particles?: number; trainExamples?: number;
+  particles?: number; trainExamples?: number; validationExamples?: number; testExamples?: number;
   /** The kinds' own flags (see kindFlags), by their camel-case key. */
   [kindFlag: string]: unknown;
 }
@@ -115,10 +115,10 @@ const FAMILY_FLAGS: Record<ModelFamilyName, FamilyFlags> = {
       dropout: f.dropout, version: f.graphVersion ?? 'gat'}),
   },
   nbody: {
-    flags: ['particles', 'trainExamples'],
+    flags: ['particles', 'trainExamples', 'validationExamples', 'testExamples'],
     refusal: (flag, task) => `${flag} is for --task ${NBODY_TASK}, not '${task}'`,
-    taskOptions: (f) => Object.fromEntries(Object.entries({particles: f.particles, trainExamples: f.trainExamples})
-      .filter(([, v]) => v != null)),
+    taskOptions: (f) => Object.fromEntries(Object.entries({particles: f.particles, trainExamples: f.trainExamples,
+      validationExamples: f.validationExamples, testExamples: f.testExamples}).filter(([, v]) => v != null)),
     model: (f) => ({attention: NBODY_ATTENTION, modelDim: f.modelDim, numLayers: f.layers}),
     // EGNN's settings for the task (batches of 100, Adam at 5e-4, no clipping), 30 batches an epoch.
     defaults: {modelDim: 64, layers: 4, batchSize: 100, lr: 5e-4, warmup: 30, clipNorm: 0, evalEvery: 150,
@@ -185,7 +185,9 @@ export function registerTrain(program: Command, io: CliIO): void {
     .addOption(new Option('--graph-version <v>', `${GRAPH_TASK}: GraphAttention's scoring rule (default gat)`)
       .choices(GRAPH_VERSIONS))
     .option('--particles <n>', `${NBODY_TASK}: charged particles per system (default 5)`, intArg(2))
-    .option('--train-examples <n>', `${NBODY_TASK}: training trajectories (default 3000)`, intArg(1));
+    .option('--train-examples <n>', `${NBODY_TASK}: training trajectories (default 3000)`, intArg(1))
+    .option('--validation-examples <n>', `${NBODY_TASK}: validation trajectories (default 2000)`, intArg(1))
+    .option('--test-examples <n>', `${NBODY_TASK}: test trajectories, what eval scores (default 2000)`, intArg(1));
   addKindFlags(command);
   command
     .option('--steps <n>', 'optimizer steps at most', intArg(1), d.steps)
