@@ -20,8 +20,8 @@ export {FusedAdamOptimizer, fusedAdam} from './adam';
 export {makeGraphTask, GraphTask, GraphTaskOptions, GRAPH_TASK, GRAPH_TASK_OPTIONS, graphBaselines} from './graph_task';
 export {buildGraphNetwork, GraphNetworkOptions, GRAPH_NETWORK_OPTIONS} from './graph_network';
 export {
-  makeNBodyTask, NBodyTask, NBodyTaskOptions, NBodyExample, NBODY_TASK, NBODY_TASK_OPTIONS, NBODY_SIMULATION, initialState,
-  simulateCharged, nbodyBaselines, meanSquaredError,
+  makeNBodyTask, NBodyTask, NBodyTaskOptions, NBodyExample, NBODY_TASK, NBODY_TASK_OPTIONS, NBODY_SIMULATION,
+  initialState, simulateCharged, nbodyBaselines, meanSquaredError,
 } from './nbody_task';
 export {
   buildNBodyNetwork, NBodyNetworkOptions, NBODY_NETWORK_OPTIONS, nbodyInputs, completeGraph, nbodyTestError,
