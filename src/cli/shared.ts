@@ -131,8 +131,9 @@ export function kerasUrl(p: string): string {
 export function transformerOptions(record: TrainingRecord, command: string): Required<TransformerOptions> {
   const family = familyOfAttention(record.model.attention);
   if (family?.name !== 'transformer') {
-    throw new AttentionError('UNSUPPORTED', `${command} reads one token sequence, and this model (${record.task.name}) ` +
-      `is ${family?.description ?? `a '${record.model.attention}' model`}: use eval, or call model.predict from the API`);
+    throw new AttentionError('UNSUPPORTED', `${command} reads one token sequence, and the model in this folder (task ` +
+      `${record.task.name}) is made of ${family?.description ?? `'${record.model.attention}' layers`}: use eval, or call ` +
+      'model.predict from the API');
   }
   return record.model as Required<TransformerOptions>;
 }

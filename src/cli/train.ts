@@ -239,9 +239,11 @@ export function registerTrain(program: Command, io: CliIO): void {
         const {model, record} = await train(run, {onStep: bar.step, onEval: bar.eval}, resume);
         bar.stop();
         const last = record.history[record.history.length - 1];
+        const measured = last?.tokenAccuracy != null
+          ? `token accuracy ${last.tokenAccuracy.toFixed(4)}, sequence accuracy ${last.sequenceAccuracy?.toFixed(4)}`
+          : `validation loss ${last?.loss.toFixed(5)}`;
         io.stdout.write(`trained ${record.model.attention} on ${record.task.name} (${backend}): ${record.step} steps in ` +
-          `${((Date.now() - started) / 1000).toFixed(1)} s, ${describeMetrics(last).replace(/ (token|sequence)/g, ', $1')}, ` +
-          `${record.parameters} parameters; saved to ${out}\n`);
+          `${((Date.now() - started) / 1000).toFixed(1)} s, ${measured}, ${record.parameters} parameters; saved to ${out}\n`);
         model.dispose();
       } finally {
         bar.stop();

@@ -124,7 +124,7 @@ describe(title('graph-majority training'), () => {
     expect(inspected.stdout).toMatch(/block1_graph \(GraphAttention\)/);
     const predicted = await cli('predict', '--model', out, '--input', '2 3', '--backend', backend);
     expect(predicted).toMatchObject({code: 2});
-    expect(predicted.stderr).toMatch(/needs the graph's edges/);
+    expect(predicted.stderr).toMatch(/predict reads one token sequence, and the model in this folder \(task graph-majority\) is made of GraphAttention layers/);
     for (const [argv, message] of [
       [['--task', 'graph-majority', '--attention', 'mha'], /use --attention graph/],
       [['--task', 'copy', '--attention', 'graph'], /--attention graph is for --task graph-majority/],

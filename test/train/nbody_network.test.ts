@@ -140,7 +140,7 @@ describe(title('n-body network'), () => {
           '--test-examples', '10', '--batch-size', '10', '--steps', '2', '--model-dim', '8', '--layers', '2',
           '--eval-batches', '1', '--quiet', '--out', out);
         expect(trained.code).toBe(0);
-        expect(trained.stdout).toMatch(/^trained equivariant on nbody \(wasm\): 2 steps in [\d.]+ s, loss [\d.]+, \d+ parameters/);
+        expect(trained.stdout).toMatch(/^trained equivariant on nbody \(wasm\): 2 steps in [\d.]+ s, validation loss [\d.]+, \d+ parameters/);
         const evaluated = await cli('eval', '--model', out);
         expect(evaluated.code).toBe(0);
         const r = JSON.parse(evaluated.stdout);
@@ -150,7 +150,7 @@ describe(title('n-body network'), () => {
         expect((await cli('inspect', '--model', out)).stdout).toMatch(/EquivariantAttention/);
         const predicted = await cli('predict', '--model', out, '--input', '2 3');
         expect(predicted.code).not.toBe(0);
-        expect(predicted.stderr).toMatch(/predict reads one token sequence, and this model \(nbody\) is EquivariantAttention/);
+        expect(predicted.stderr).toMatch(/predict reads one token sequence, and the model in this folder \(task nbody\) is made of EquivariantAttention/);
         const generated = await cli('generate', '--model', out, '--prompt', '2 3');
         expect(generated.stderr).toMatch(/generate reads one token sequence/);
         const foreign = await cli('train', '--task', 'nbody', '--nodes', '5', '--steps', '1', '--out', path.join(dir, 'x'));

@@ -187,7 +187,7 @@ describe(title('text task: errors'), () => {
     ['makeTask with a text option for a toy task', () => makeTask('copy', {seqLength: 4}),
       /unknown argument 'seqLength' for makeToyTask/],
     ['makeTask with an unknown name', () => makeTask('poem'),
-      /task must be one of 'copy', 'reverse', 'sort', 'associative-recall', 'selective-copy', 'text', 'graph-majority', received 'poem'/],
+      /task must be one of 'copy', 'reverse', 'sort', 'associative-recall', 'selective-copy', 'text', 'graph-majority', 'nbody', received 'poem'/],
   ])('rejects %s with INVALID_CONFIG', (_, fn, message) => {
     expectError(fn, 'INVALID_CONFIG', message);
   });
@@ -257,7 +257,7 @@ describe(title('text task: the shipped sample and makeTask'), () => {
   });
 
   test('makeTask: the toy tasks as makeToyTask makes them, and an inline text recorded as text: null', () => {
-    expect(ALL_TASK_NAMES).toEqual([...TASK_NAMES, 'text', 'graph-majority']);
+    expect(ALL_TASK_NAMES).toEqual([...TASK_NAMES, 'text', 'graph-majority', 'nbody']);
     for (const name of TASK_NAMES) {
       const task = makeTask(name, {length: 4});
       expect(task.name).toBe(name);
