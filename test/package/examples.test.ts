@@ -3,6 +3,7 @@ import {main as encoderDecoder} from '../../examples/encoder_decoder';
 import {main as generateExample} from '../../examples/generate';
 import {main as kerasModel} from '../../examples/keras_model';
 import {main as kerasSemantics} from '../../examples/keras_semantics';
+import {main as geometricExample} from '../../examples/geometric_attention';
 import {main as graphExample} from '../../examples/graph_attention';
 import {main as linearLong} from '../../examples/linear_long';
 import {main as localGlobalHnsw} from '../../examples/local_global_hnsw';
@@ -76,6 +77,26 @@ describe(title('examples'), () => {
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(/^graph attention: output \[2,4,10\]; graph 1, node 0/);
     expect(lines[1]).toMatch(/^graph attention layers: model\.fit mse [\d.]+ -> [\d.]+ over 40 epochs/);
+    expect(tf.memory().numTensors).toBe(tensors);
+  });
+
+  test('geometric_attention: a GeometricAttention model learns a density only the positions tell and reloads equal; EquivariantAttention moves with a rotated, reflected, translated cloud; no leaks', async () => {
+    const lines: string[] = [];
+    const tensors = tf.memory().numTensors;
+    const r = await geometricExample((l) => lines.push(l));
+    expect(r.edgeShape).toEqual([48, 24 * 4, 2]);
+    // Every point has the same features: a model blind to the positions does no better than a constant.
+    expect(r.lastLoss).toBeLessThan(r.firstLoss);
+    expect(r.lastLoss).toBeLessThan(0.1 * r.constantLoss);
+    expect(r.weightNames).toEqual(['kernel', 'source_kernel', 'target_kernel', 'position_kernel_0', 'position_bias_0',
+      'position_kernel_1', 'position_bias_1', 'attention_kernel_0', 'attention_bias_0']);
+    expect(r.reloadDiff).toBe(0);
+    expect(r.moved).toBeGreaterThan(0.1);
+    expect(r.positionError).toBeLessThan(1e-4);
+    expect(r.featureError).toBeLessThan(1e-4);
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(/^geometric attention: knnGraph edges \[48,96,2\]; model\.fit mse [\d.]+ -> [\d.]+ over 20 epochs/);
+    expect(lines[1]).toMatch(/^equivariant attention: points moved up to [\d.]+; rotated, reflected and translated input: /);
     expect(tf.memory().numTensors).toBe(tensors);
   });
 
