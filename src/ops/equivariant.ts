@@ -40,29 +40,29 @@ export const EQUIVARIANT_ACTIVATIONS = ['swish', 'relu', 'elu', 'selu', 'relu6',
 
 /** The weights of equivariantAttention, by the names the EquivariantAttention layer gives them. */
 export interface EquivariantWeights {
-  /** [2F + 1 + A, U]: phi_e's first layer over [h_i, h_j, ||x_i - x_j||^2, a_ij]. */
+  /** Shape [2F + 1 + A, U]: phi_e's first layer over [h_i, h_j, ||x_i - x_j||^2, a_ij]. */
   edgeKernel0: tf.Tensor;
   /** [U] */
   edgeBias0: tf.Tensor;
-  /** [U, U]: phi_e's second layer. */
+  /** Shape [U, U]: phi_e's second layer. */
   edgeKernel1: tf.Tensor;
   /** [U] */
   edgeBias1: tf.Tensor;
-  /** [U, 1]: the attention gate e_ij = sigmoid(m_ij W + b). */
+  /** Shape [U, 1]: the attention gate e_ij = sigmoid(m_ij W + b). */
   attentionKernel: tf.Tensor;
   /** [1] */
   attentionBias: tf.Tensor;
-  /** [U, U]: phi_x's first layer. */
+  /** Shape [U, U]: phi_x's first layer. */
   coordKernel0: tf.Tensor;
   /** [U] */
   coordBias0: tf.Tensor;
-  /** [U, 1]: phi_x's output, without bias. */
+  /** Shape [U, 1]: phi_x's output, without bias. */
   coordKernel1: tf.Tensor;
-  /** [F + U, U]: phi_h's first layer over [h_i, sum_j m_ij]. */
+  /** Shape [F + U, U]: phi_h's first layer over [h_i, sum_j m_ij]. */
   nodeKernel0: tf.Tensor;
   /** [U] */
   nodeBias0: tf.Tensor;
-  /** [U, units]: phi_h's output. */
+  /** Shape [U, units]: phi_h's output. */
   nodeKernel1: tf.Tensor;
   /** [units] */
   nodeBias1: tf.Tensor;
@@ -70,7 +70,7 @@ export interface EquivariantWeights {
   velocityKernel0?: tf.Tensor;
   /** [U] */
   velocityBias0?: tf.Tensor;
-  /** [U, 1]: phi_v's output. */
+  /** Shape [U, 1]: phi_v's output. */
   velocityKernel1?: tf.Tensor;
   /** [1] */
   velocityBias1?: tf.Tensor;

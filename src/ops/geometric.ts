@@ -39,11 +39,11 @@ import {gatherRows, segmentSoftmax, segmentSum} from './segments';
 
 /** The weights of geometricAttention; the GeometricAttention layer's names in brackets. */
 export interface GeometricWeights {
-  /** [F, C]: W, the value projection (`kernel`). */
+  /** Shape [F, C]: W, the value projection (`kernel`). */
   kernel: tf.Tensor;
-  /** [F, C]: W_src, the source node's part of the attention (`source_kernel`). */
+  /** Shape [F, C]: W_src, the source node's part of the attention (`source_kernel`). */
   sourceKernel: tf.Tensor;
-  /** [F, C]: W_dst, the target node's part (`target_kernel`). */
+  /** Shape [F, C]: W_dst, the target node's part (`target_kernel`). */
   targetKernel: tf.Tensor;
   /** h's kernels [d, u1], [u1, u2], ..., [uk, C] (`position_kernel_0`, ...); at least one. */
   positionKernels: tf.Tensor[];

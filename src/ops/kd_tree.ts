@@ -27,7 +27,7 @@ const SLACK = 1 + 1e-9;
 
 export class KdTree {
   private readonly d: number;
-  /** [n, d]: the points in tree order. */
+  /** Shape [n, d]: the points in tree order. */
   private readonly pts: Float64Array;
   /** The original index of the point at each tree position. */
   readonly ids: Int32Array;

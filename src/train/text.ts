@@ -59,7 +59,7 @@ export type RecordedTextOptions = Required<TextTaskOptions> & {data?: string; te
 
 export interface TextTask<Options extends object = Required<TextTaskOptions>> extends Task<typeof TEXT_TASK, Options> {
   /** The characters of each part: train is the first lengths.train, validation the rest. */
-  lengths: Record<TextSplit, number>;
+  lengths: Record<'train' | 'validation', number>;
 }
 
 /** `"é" (U+00E9)`: a character as an error message shows it, control characters escaped. */
