@@ -74,14 +74,17 @@ export function collectMeta(backend: string, warmup: number, reps: number, setti
     splitProducts: splitsProducts(),
     flops: 'attention rows: the attention matmuls only, fwd 4*B*H*T*S*D, fwd+bwd 12*B*H*T*S*D; ' +
       'mha-layer rows: that plus the projections, fwd 2*B*T*E*(H+2G)*D + 2*B*T*H*D*E with E = H*D, fwd+bwd 3x; ' +
-      'matmul: 2*T*S*D for [T, D] x [D, S]; gflops = flops / msMedian / 1e6',
+      'matmul: 2*T*S*D for [T, D] x [D, S]; geometric, equivariant: their products (and geometric\'s message sums) ' +
+      'on N = T points and E = S edges, fwd+bwd 3x; knn-graph: not counted (gflops null); ' +
+      'gflops = flops / msMedian / 1e6',
     peakBytes: 'tf.profile().peakBytes minus tf.memory().numBytes before the pass (inputs not counted); ' +
       'tfjs counts every live tensor in full, reshape views included',
     heapMeasured: settings.heap,
     heap: settings.heap ? 'heapBytes is the wasm heap\'s growth over one pass in a fresh child process per row (on one thread), ' +
       'inputs included (the heap never shrinks and grows 20% at a time); floorBytes is what any implementation must ' +
       'hold: q, k, v and the output, plus dOut, dq, dk and dv for fwd+bwd (layer rows: x, the weights and the output, ' +
-      'doubled for fwd+bwd; matmul: a, b and the product); x floor = heapBytes / floorBytes'
+      'doubled for fwd+bwd; matmul: a, b and the product; point rows: features, positions, edges, weights and ' +
+      'outputs, plus cotangents and gradients for fwd+bwd); x floor = heapBytes / floorBytes'
       : 'not measured (wasm in Node only)',
   };
 }

@@ -9,6 +9,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import {POINT_NEIGHBOURS, POINT_WORKLOADS} from './geometric_workloads';
 import {BenchMeta} from './meta';
 import {AttentionShape, Pass} from './measure';
 
@@ -107,8 +108,11 @@ export function writeReport(dir: string, report: BenchReport): string[] {
   return [json, md];
 }
 
+/** The rows on point clouds, whose size is N (T) alone. */
+const POINT_ROWS = Object.keys(POINT_WORKLOADS);
+
 /** Rows that are not attention implementations on (q, k, v). */
-export const NOT_ATTENTION_ROWS: readonly string[] = ['matmul', 'mha-layer', 'mha-layer-naive'];
+export const NOT_ATTENTION_ROWS: readonly string[] = ['matmul', 'mha-layer', 'mha-layer-naive', ...POINT_ROWS];
 
 const findRow = (rows: readonly BenchRow[], impl: string, pass: string, shape: Partial<AttentionShape> = {}) =>
   rows.find((r) => r.impl === impl && r.pass === pass && r.error == null &&
@@ -117,8 +121,9 @@ const findRow = (rows: readonly BenchRow[], impl: string, pass: string, shape: P
 /**
  * The comparisons the suite exists for, in words, from whatever rows are there:
  * mha-layer vs mha-layer-naive, sdpa's GFLOP/s as a share of matmul's, each attention
- * shape's real memory (heap growth against the floor) where measured, and at each
- * length where naive ran, every other implementation's time and peak against it.
+ * shape's real memory (heap growth against the floor) where measured, each point row's
+ * time and real memory against N, and at each length where naive ran, every other
+ * implementation's time and peak against it.
  */
 export function summarize(rows: readonly BenchRow[]): string[] {
   const out: string[] = [];
@@ -154,6 +159,14 @@ export function summarize(rows: readonly BenchRow[]): string[] {
       x.B === B && x.H === H && x.G === G && x.T === T && x.S === S && x.D === D);
     out.push(`real memory, fwd+bwd at B=${B}, H=${H}, G=${G}, T=${T}, D=${D} (floor ${formatMiB(r.floorBytes)}): ` +
       group.map((x) => `${x.impl} ${formatMiB(x.heapBytes!)} (${floorRatio(x)!.toFixed(1)}x)`).join('; '));
+  }
+  for (const impl of POINT_ROWS) {
+    for (const pass of ['fwd', 'fwd+bwd']) {
+      const done = rows.filter((r) => r.impl === impl && r.pass === pass && r.error == null).sort((a, b) => a.T - b.T);
+      if (done.length === 0) continue;
+      out.push(`${impl} ${pass} against N (k = ${POINT_NEIGHBOURS}, D=${done[0].D}): ` + done.map((r) =>
+        `N=${r.T} ${r.msMedian!.toFixed(1)} ms` + (r.heapBytes != null ? `, heap ${formatMiB(r.heapBytes)}` : '')).join('; '));
+    }
   }
   for (const naive of rows.filter((r) => r.impl === 'naive' && r.pass === 'fwd+bwd' && r.error == null)) {
     const {B, H, G, T, S, D} = naive;

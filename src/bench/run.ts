@@ -1,6 +1,7 @@
 /**
  * The benchmark suite behind `tfjs-attention bench`: the backend's own matMul, the
- * MultiHeadAttention layer against the same layer written naively, and every attention
+ * MultiHeadAttention layer against the same layer written naively, graph attention, the
+ * point-cloud rows (kNN graph, geometric and equivariant attention), and every attention
  * implementation in IMPLS, forward and forward+backward, over a list of shapes. See
  * suites.ts for the shapes, measure.ts for what is measured, report.ts and plots.ts for the
  * files written.
@@ -20,6 +21,7 @@ import {removePlots, writePlots} from './plots';
 import {BenchReport, BenchRow, formatMiB, writeReport} from './report';
 import {DENSE_IMPLS, DENSE_MAX_T, SUITE_NAMES, SUITES, SuiteName} from './suites';
 import {Prepared, WORKLOADS, Workload, graphShape, matmulShape} from './workloads';
+import {POINT_SHAPES} from './geometric_workloads';
 
 export interface BenchOptions {
   /** Names from the registry and the workloads. Default: all, attention rows in table order, then the workloads. */
@@ -38,6 +40,8 @@ export interface BenchOptions {
   matmulSizes?: readonly number[];
   /** Edges of the graph rows. Default: the suite's. */
   graphEdges?: readonly number[];
+  /** Points N of the point rows (knn-graph, geometric, equivariant; POINT_SHAPES). Default: the suite's. */
+  points?: readonly number[];
   /** Longest T per implementation; longer shapes are skipped. Default DENSE_MAX_T for DENSE_IMPLS. */
   maxT?: Readonly<Record<string, number>>;
   /** Passed to selectBackend: default TFJS_ATTENTION_BACKEND, else 'auto'. */
@@ -96,10 +100,13 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
   if (typeof budgetMs !== 'number' || !(budgetMs >= 0)) {
     throw new AttentionError('INVALID_CONFIG', `budgetMs must be a number >= 0, received ${show(budgetMs)}`);
   }
+  const points = options.points ?? suite.points;
+  if (points.length === 0) throw new AttentionError('INVALID_CONFIG', 'points must list at least one count');
+  points.forEach((N) => assertPositiveInt('points', N));
   const maxT = options.maxT ?? Object.fromEntries(DENSE_IMPLS.map((n) => [n, DENSE_MAX_T]));
-  const jobs = planJobs(names, registry, workloads, options.shapes ?? suite.shapes,
-    options.layerShapes ?? suite.layerShapes, options.matmulSizes ?? suite.matmulSizes,
-    options.graphEdges ?? suite.graphEdges, maxT);
+  const jobs = planJobs(names, registry, workloads, options.shapes ?? suite.shapes, {
+    layers: options.layerShapes ?? suite.layerShapes, matmul: options.matmulSizes ?? suite.matmulSizes,
+    graph: options.graphEdges ?? suite.graphEdges, points}, maxT);
 
   const backend = await selectBackend(options.backend, {threads: options.threads});
   const previousPath = options.matmulPath != null ? setMatMulPath(options.matmulPath) : null;
@@ -113,6 +120,17 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
     };
     if (options.outDir != null) removePlots(options.outDir);
     for (const job of jobs) {
+      const tooLarge = backend === 'wasm' && job.shape.T > (job.workload.wasmMaxT ?? Infinity);
+      if (tooLarge) {
+        for (const pass of job.workload.passes) {
+          const row = {...rowStart(job, pass, backend), error: `not run: T=${job.shape.T} needs more than the 4 GiB ` +
+            `wasm heap (this row runs up to T=${job.workload.wasmMaxT} there)`};
+          log(progressLine(row));
+          rows.push(row);
+        }
+        write();
+        continue;
+      }
       let prepared: Prepared | null = null;
       try {
         prepared = job.workload.prepare(job.shape, options.seed ?? 0);
@@ -148,15 +166,23 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
   }
 }
 
-/** Workload rows first (matmul, then layers), then every attention shape with its implementations. */
+/** The sizes of the workload rows: layer shapes, matmul n, graph edges E, points N. */
+interface WorkloadSizes {
+  layers: readonly AttentionShape[];
+  matmul: readonly number[];
+  graph: readonly number[];
+  points: readonly number[];
+}
+
+/** Workload rows first (matmul, layers, graph, points: in `names`' order), then each attention shape's rows. */
 function planJobs(names: readonly string[], registry: Readonly<Record<string, BenchImpl>>,
                   workloads: Readonly<Record<string, Workload>>, shapes: readonly AttentionShape[],
-                  layerShapes: readonly AttentionShape[], matmulSizes: readonly number[],
-                  graphEdges: readonly number[], maxT: Readonly<Record<string, number>>): Job[] {
+                  sizes: WorkloadSizes, maxT: Readonly<Record<string, number>>): Job[] {
   const jobs: Job[] = [];
   for (const name of names.filter((n) => n in workloads)) {
-    const list = name === 'matmul' ? matmulSizes.map(matmulShape)
-      : name === 'graph' ? graphEdges.map(graphShape) : layerShapes;
+    const list = name === 'matmul' ? sizes.matmul.map(matmulShape)
+      : name === 'graph' ? sizes.graph.map(graphShape)
+        : name in POINT_SHAPES ? sizes.points.map(POINT_SHAPES[name]) : sizes.layers;
     for (const shape of list) jobs.push({name, shape, workload: workloads[name]});
   }
   for (const shape of shapes) {
@@ -205,7 +231,8 @@ async function benchPass(job: Job, prepared: Prepared, pass: Pass, backend: stri
     row.msMedian = m.msMedian;
     row.peakBytes = m.peakBytes;
     row.runs = m.runs;
-    row.gflops = job.workload.flops(job.shape, pass) / m.msMedian / 1e6;
+    const flops = job.workload.flops(job.shape, pass);
+    row.gflops = flops != null ? flops / m.msMedian / 1e6 : null;
     if (job.workload.performedFlops != null) {
       row.performedGflops = job.workload.performedFlops(job.shape, pass) / m.msMedian / 1e6;
     }
@@ -218,7 +245,8 @@ async function benchPass(job: Job, prepared: Prepared, pass: Pass, backend: stri
 function progressLine(r: BenchRow): string {
   const shape = `B=${r.B} H=${r.H} G=${r.G} T=${r.T} S=${r.S} D=${r.D}`;
   const result = r.error != null ? `error: ${r.error}`
-    : `${r.msMedian!.toFixed(2)} ms, ${r.gflops!.toFixed(2)} GFLOP/s, peak ${formatMiB(r.peakBytes!)}` +
+    : `${r.msMedian!.toFixed(2)} ms, ${r.gflops != null ? `${r.gflops.toFixed(2)} GFLOP/s, ` : ''}` +
+      `peak ${formatMiB(r.peakBytes!)}` +
       (r.heapBytes != null ? `, heap ${formatMiB(r.heapBytes)} (${(r.heapBytes / r.floorBytes).toFixed(1)}x floor)` : '') +
       (r.heapError != null ? `, heap: ${r.heapError}` : '');
   return `${r.impl} ${r.pass} ${shape}: ${result}`;

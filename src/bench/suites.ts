@@ -53,6 +53,8 @@ export interface BenchPreset {
   matmulSizes: readonly number[];
   /** Edges E of the graph rows (graphShape). */
   graphEdges: readonly number[];
+  /** Points N of the point rows: knn-graph, geometric, equivariant (k = 16; geometric_workloads.ts). */
+  points: readonly number[];
   /** Untimed runs before timing; the first is also the peak-memory run. */
   warmup: number;
   /** Timed runs; the median is reported. */
@@ -64,12 +66,12 @@ export interface BenchPreset {
 /** The default run: every row at every length memory allows. */
 export const FULL_PRESET: BenchPreset = {
   shapes: FULL_SHAPES, layerShapes: [LAYER_SHAPE], matmulSizes: [1024], graphEdges: [10_000, 100_000, 1_000_000],
-  warmup: 2, reps: 3, budgetMs: 60_000,
+  points: [1_000, 10_000, 100_000], warmup: 2, reps: 3, budgetMs: 60_000,
 };
 /** `--suite quick`: T <= 512, the layer rows and matmul, with fewer runs and a smaller budget per row. */
 export const QUICK_PRESET: BenchPreset = {
-  shapes: QUICK_SHAPES, layerShapes: [LAYER_SHAPE], matmulSizes: [1024], graphEdges: [10_000], warmup: 1, reps: 3,
-  budgetMs: 12_000,
+  shapes: QUICK_SHAPES, layerShapes: [LAYER_SHAPE], matmulSizes: [1024], graphEdges: [10_000], points: [1_000],
+  warmup: 1, reps: 3, budgetMs: 12_000,
 };
 export const SUITES: Readonly<Record<SuiteName, BenchPreset>> = {quick: QUICK_PRESET, full: FULL_PRESET};
 

@@ -10,10 +10,12 @@
  * - `graph`: the graphAttention op (GAT, self loops added) on one random graph of E = S
  *   edges among N = T nodes (graphShape: N = E / GRAPH_DEGREE), F = H * D features in,
  *   H heads of D channels out; fwd+bwd takes gradients for the nodes and every weight.
+ * - `knn-graph`, `geometric`, `equivariant`: the rows on point clouds (geometric_workloads.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import {MultiHeadAttention} from '../layers/multi_head_attention';
 import {graphAttention, GraphWeights} from '../ops/graph';
+import {POINT_WORKLOADS} from './geometric_workloads';
 import {AttentionShape, PASSES, Pass, PassFn} from './measure';
 import {naiveAttention} from './naive';
 
@@ -27,8 +29,14 @@ export interface Workload {
   description: string;
   /** The passes it has. */
   passes: readonly Pass[];
-  /** Multiply-adds * 2 of one pass (what gflops divides by). */
-  flops(shape: AttentionShape, pass: Pass): number;
+  /**
+   * The largest T it runs at on wasm: above it a pass needs more than the 4 GiB a wasm heap can
+   * have, and running out aborts the whole process, so larger shapes are recorded as error rows
+   * without running there. Default: no limit.
+   */
+  wasmMaxT?: number;
+  /** Multiply-adds * 2 of one pass (what gflops divides by); null when not counted (gflops null). */
+  flops(shape: AttentionShape, pass: Pass): number | null;
   /**
    * Multiply-adds * 2 of the products the implementation actually computes (its tiles,
    * masked entries included), where that differs from `flops`; what performedGflops divides by.
@@ -211,6 +219,7 @@ export const WORKLOADS: Readonly<Record<string, Workload>> = {
   'mha-layer': mhaLayer,
   'mha-layer-naive': mhaLayerNaive,
   graph,
+  ...POINT_WORKLOADS,
 };
 
 /** The layer rows' default shape: B=4, T=S=512, E=256, 8 heads, 2 kv heads (D = 32). */

@@ -42,6 +42,7 @@ interface BenchFlags {
   kvHeads?: number;
   dim?: number;
   graphEdges?: number[];
+  points?: number[];
   heap: boolean;
   threads: ThreadsArg;
 }
@@ -51,7 +52,7 @@ const shapesText = (shapes: typeof FULL_PRESET.shapes) =>
 const suiteText = (name: SuiteName) => {
   const p = SUITES[name];
   return `  ${name}: attention rows at ${shapesText(p.shapes)}\n    layer rows at ${shapesText(p.layerShapes)}; ` +
-    `matmul n=${p.matmulSizes.join(',')}; graph E=${p.graphEdges.join(',')}; ` +
+    `matmul n=${p.matmulSizes.join(',')}; graph E=${p.graphEdges.join(',')}; point rows N=${p.points.join(',')}; ` +
     `up to ${p.warmup} warm-up and ${p.reps} timed runs, ` +
     `${p.budgetMs / 1000} s budget per row`;
 };
@@ -83,6 +84,8 @@ export function registerBench(program: Command, io: CliIO): void {
     .option('--out <dir>', 'folder for results.json, results.md, time.svg and memory.svg', 'bench-results')
     .option('--graph-edges <list>', 'comma-separated edge counts E of the graph rows (N = E/10 nodes; default: the ' +
       "suite's)", intListArg(1))
+    .option('--points <list>', 'comma-separated point counts N of the point rows (knn-graph, geometric, equivariant: ' +
+      "N random 3-D points, k = 16 nearest; T = N, S = E = 16 N edges; default: the suite's)", intListArg(1))
     .option('--seq <list>', 'comma-separated lengths T (= S), e.g. 512,2048,4096: one multi-head shape ' +
       'per length (B=1, H=8, D=64 unless set below) instead of the suite\'s attention shapes; with --suite ' +
       `decode, the contexts (default ${DECODE_CONTEXTS.join(',')})`, intListArg(1))
@@ -163,6 +166,7 @@ export function registerBench(program: Command, io: CliIO): void {
         budgetMs: flags.budget != null ? flags.budget * 1000 : undefined,
         matmulPath: flags.matmulPath,
         graphEdges: flags.graphEdges,
+        points: flags.points,
         heap: flags.heap,
         outDir: flags.out,
         log: (line) => io.stderr.write(`${line}\n`),

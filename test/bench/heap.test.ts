@@ -6,10 +6,12 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import {POINT_SHAPES} from '../../src/bench/geometric_workloads';
 import {HeapJob, measureHeap} from '../../src/bench/heap';
 import {IMPLS} from '../../src/bench/impls';
 import {attentionFloorBytes} from '../../src/bench/measure';
 import {runBench} from '../../src/bench/run';
+import {WORKLOADS} from '../../src/bench/workloads';
 
 const MiB = 2 ** 20;
 const job = (impl: string, T: number, pass: HeapJob['pass'] = 'fwd+bwd'): HeapJob =>
@@ -52,6 +54,16 @@ describe('heap (wasm, fresh processes)', () => {
     expect(attentionFloorBytes(shape, 'fwd')).toBe(16 * MiB);
     expect(attentionFloorBytes(shape, 'fwd+bwd')).toBe(32 * MiB);
     expect(attentionFloorBytes({...shape, G: 1}, 'fwd')).toBe(10 * MiB); // k and v of one head
+  });
+
+  it('the point rows are found by name in the child: geometric and equivariant hold more than their floor at N=2000', async () => {
+    for (const [impl, pass] of [['knn-graph', 'fwd'], ['geometric', 'fwd+bwd'], ['equivariant', 'fwd+bwd']] as const) {
+      const shape = POINT_SHAPES[impl](2000);
+      const {heapBytes} = await measureHeap({impl, shape, pass, seed: 0, matmulPath: 'auto'});
+      expect(Number.isInteger(heapBytes)).toBe(true);
+      // knn-graph's 0.3 MiB of edges can fit in the heap the backend starts with.
+      expect(heapBytes).toBeGreaterThanOrEqual(impl === 'knn-graph' ? 0 : WORKLOADS[impl].floorBytes(shape, pass));
+    }
   });
 
   it('a failing child rejects with its last line of stderr', async () => {
