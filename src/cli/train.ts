@@ -88,9 +88,11 @@ interface FamilyFlags {
   taskOptions(f: TrainFlags): TrainOptions['taskOptions'];
   /** The model's options, from the flags (`resuming`: the checkpoint's options rule). */
   model(f: TrainFlags, resuming: boolean): TrainOptions['model'];
-  /** The family's own defaults of the shared flags, where they differ from TRAIN_DEFAULTS. */
-  defaults?: Partial<Record<'modelDim' | 'layers' | 'batchSize' | 'lr' | 'warmup' | 'clipNorm' | 'evalEvery' | 'evalBatches' |
-    'steps', number>>;
+  /** The family's own defaults of the shared flags where they differ from TRAIN_DEFAULTS, given the flags. */
+  defaults?(f: TrainFlags, fromCli: (name: string) => boolean): Partial<Record<'modelDim' | 'layers' | 'batchSize' | 'lr' | 'warmup' | 'clipNorm' |
+    'evalEvery' | 'evalBatches' | 'steps', number>>;
+  /** Shared flags its runs do not read: refused when given. */
+  unread?: readonly string[];
 }
 
 const FAMILY_FLAGS: Record<ModelFamilyName, FamilyFlags> = {
@@ -123,8 +125,12 @@ const FAMILY_FLAGS: Record<ModelFamilyName, FamilyFlags> = {
     // EGNN's settings for the task (64 units, 4 layers, batches of 100: 30 an epoch, no clipping), with a peak
     // learning rate of 1e-3 (EGNN: 5e-4 for up to 10,000 epochs) decayed over 200 epochs; every evaluation reads
     // the whole validation split.
-    defaults: {modelDim: 64, layers: 4, batchSize: 100, lr: 1e-3, warmup: 100, clipNorm: 0, evalEvery: 300,
-      evalBatches: 20, steps: 6000},
+    defaults: (f, fromCli) => {
+      const batchSize = fromCli('batchSize') ? f.batchSize : 100;
+      return {modelDim: 64, layers: 4, batchSize, lr: 1e-3, warmup: 100, clipNorm: 0, evalEvery: 300, steps: 6000,
+        evalBatches: Math.max(1, Math.floor((f.validationExamples ?? 2000) / batchSize))};
+    },
+    unread: ['heads', 'dropout', 'targetAccuracy'],
   },
 };
 
@@ -209,14 +215,24 @@ export function registerTrain(program: Command, io: CliIO): void {
     .addOption(backendOption())
     .addOption(threadsOption())
     .option('--quiet', 'plain progress lines, no bar', false)
-    .addHelpText('\nExample: train --task reverse --attention gqa --steps 600\n')
+    .addHelpText('\n--task nbody has defaults of its own: --model-dim 64 --layers 4 --batch-size 100 --lr 1e-3 ' +
+      '--warmup 100 --clip-norm 0 --eval-every 300 --steps 6000, and --eval-batches covering the validation split.\n' +
+      '\nExample: train --task reverse --attention gqa --steps 600\n')
     .action(async (f: TrainFlags, cmd: Command) => {
       const fromCli = (name: string) => cmd.getOptionValueSource(name) === 'cli';
       const family = familyOfTask(f.task);
       if (f.resume == null) refuseOtherFamilies(f, family, fromCli);
       const backend = await selectBackend(f.backend, {threads: f.threads});
       const familyFlags = FAMILY_FLAGS[family.name];
-      for (const [flag, value] of Object.entries(familyFlags.defaults ?? {})) if (!fromCli(flag)) f[flag] = value;
+      if (f.resume == null) {
+        const unread = (familyFlags.unread ?? []).find(fromCli);
+        if (unread != null) {
+          throw new AttentionError('INVALID_CONFIG', `--${unread.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} ` +
+            `is not read by --task ${f.task} (${family.description})`);
+        }
+      }
+      const defaults = familyFlags.defaults?.(f, fromCli) ?? {};
+      for (const [flag, value] of Object.entries(defaults)) if (!fromCli(flag)) f[flag] = value;
       const modelOptions = familyFlags.model(f, f.resume != null);
       const out = f.out ?? f.resume ?? `checkpoints/${f.task}-${modelOptions.attention}`;
       const text = f.task === TEXT_TASK;
@@ -261,9 +277,15 @@ export function registerTrain(program: Command, io: CliIO): void {
     .addOption(threadsOption())
     .addOption(maxBytesOption())
     .action(async (f: {model: string; batches: number; seed?: number; backend?: BackendChoice; threads: ThreadsArg;
-                       maxBytes?: number;}) => {
+                       maxBytes?: number;}, cmd: Command) => {
       await selectBackend(f.backend, {threads: f.threads});
       const record = readTrainingRecord(f.model);
+      for (const flag of ['batches', 'seed'] as const) {
+        if (record.task.name === NBODY_TASK && cmd.getOptionValueSource(flag) === 'cli') {
+          throw new AttentionError('INVALID_CONFIG', `--${flag} is not read for an ${NBODY_TASK} model: eval scores ` +
+            'its whole test split');
+        }
+      }
       const model = await loadModel(f.model, {maxBytes: f.maxBytes});
       const task = makeTask(record.task.name, record.options.taskOptions);
       if (task.name === NBODY_TASK) {

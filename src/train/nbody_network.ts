@@ -93,6 +93,10 @@ export function buildNBodyNetwork(options: NBodyNetworkOptions): tf.LayersModel 
     throw new AttentionError('INVALID_CONFIG', `buildNBodyNetwork takes an options object, received ${show(options)}`);
   }
   checkArgNames('buildNBodyNetwork', options, NBODY_NETWORK_OPTIONS);
+  if (options.attention !== undefined && options.attention !== NBODY_ATTENTION) {
+    throw new AttentionError('INVALID_CONFIG', `an n-body network's attention is '${NBODY_ATTENTION}', received ` +
+      `${show(options.attention)}`);
+  }
   const o = nbodyNetworkDefaults(options);
   for (const key of ['seqLength', 'modelDim', 'numLayers'] as const) assertPositiveInt(key, o[key]);
   const N = o.seqLength;
@@ -135,6 +139,16 @@ export const NBODY_OBJECTIVE: Objective = {
   inputs(batch) {
     const v = batchValues(batch);
     return nbodyInputs(v.positions, v.velocities, v.charges, batch.n, batch.L);
+  },
+  checkRun(task, batchSize, evalBatches) {
+    const {sizes} = task as NBodyTask;
+    if (batchSize > sizes.train) {
+      throw new AttentionError('INVALID_CONFIG', `batchSize ${batchSize} is larger than the training set (${sizes.train})`);
+    }
+    if (batchSize * evalBatches > sizes.validation) {
+      throw new AttentionError('INVALID_CONFIG', `evalBatches ${evalBatches} of batchSize ${batchSize} read ` +
+        `${batchSize * evalBatches} validation systems, and there are ${sizes.validation} (validationExamples)`);
+    }
   },
   lossFor(model) {
     return (batch) => tf.tidy(() => {

@@ -21,6 +21,8 @@ export interface Objective {
   inputs(batch: TaskBatch): tf.Tensor | tf.Tensor[];
   /** The training loss of `model` on a batch (called inside tf.variableGrads). */
   lossFor(model: tf.LayersModel, task: Task): (batch: TaskBatch) => tf.Scalar;
+  /** Throws INVALID_CONFIG, before any step, for batches the task cannot give. */
+  checkRun?(task: Task, batchSize: number, evalBatches: number): void;
   /** Evaluates on `batches` batches of `batchSize` from `split` (default 'validation'). */
   evaluate(model: tf.LayersModel, task: Task, seed: number, batchSize: number, batches: number,
            split?: Split): Promise<Evaluation>;

@@ -109,6 +109,7 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
       checkCheckpointFolder(o.outDir);
     } // an existing file: refused before any step, never replaced
     task = makeTask(o.task, o.taskOptions);
+    familyOfTask(task.name).objective.checkRun?.(task, o.batchSize, o.evalBatches);
   } catch (e) {
     if (checkpoint != null) {
       checkpoint.model.dispose();

@@ -77,6 +77,8 @@ describe(title('n-body network'), () => {
     tf.dispose([a, b, c].map((m) => m.dispose()) as never);
     expectError(() => buildNBodyNetwork({attention: 'equivariant', seqLength: 5, hidden: 3} as never), 'INVALID_CONFIG',
       /hidden/);
+    expectError(() => buildNBodyNetwork({attention: 'mha', seqLength: 5} as never), 'INVALID_CONFIG',
+      /an n-body network's attention is 'equivariant', received 'mha'/);
   });
 
   test('the whole model is E(3)-equivariant: rotating or reflecting and translating the input moves the output alike', () => {
@@ -124,6 +126,10 @@ describe(title('n-body network'), () => {
       expect(Math.abs(again.loss - record.history[1].loss)).toBeLessThan(1e-6);
       expect(readTrainingRecord(dir).model).toEqual({attention: 'equivariant', seqLength: 5, modelDim: 8, numLayers: 2,
         seed: 0});
+      // Batches the task cannot give are refused before the first step.
+      await expect(train({task: 'nbody', taskOptions: {trainExamples: 40, validationExamples: 20, testExamples: 20},
+        model: {attention: 'equivariant'}, batchSize: 10, evalBatches: 3})).rejects.toThrow(
+        /evalBatches 3 of batchSize 10 read 30 validation systems, and there are 20/);
       tf.dispose([model, untrained, loaded].map((m) => m.dispose()) as never);
       expect(tf.memory().numTensors).toBe(before);
     } finally {
@@ -138,7 +144,7 @@ describe(title('n-body network'), () => {
       try {
         const trained = await cli('train', '--task', 'nbody', '--train-examples', '20', '--validation-examples', '10',
           '--test-examples', '10', '--batch-size', '10', '--steps', '2', '--model-dim', '8', '--layers', '2',
-          '--eval-batches', '1', '--quiet', '--out', out);
+          '--quiet', '--out', out);
         expect(trained.code).toBe(0);
         expect(trained.stdout).toMatch(/^trained equivariant on nbody \(wasm\): 2 steps in [\d.]+ s, validation loss [\d.]+, \d+ parameters/);
         const evaluated = await cli('eval', '--model', out);
@@ -159,6 +165,28 @@ describe(title('n-body network'), () => {
         expect(particles.stderr).toMatch(/--particles is for --task nbody, not 'reverse'/);
         const attention = await cli('train', '--task', 'nbody', '--attention', 'gqa', '--steps', '1', '--out', path.join(dir, 'z'));
         expect(attention.stderr).toMatch(/--task nbody trains .*use --attention equivariant/);
+        for (const [flag, value] of [['--heads', '2'], ['--dropout', '0.1'], ['--target-accuracy', '0.9']]) {
+          const unread = await cli('train', '--task', 'nbody', flag, value, '--steps', '1', '--out', path.join(dir, 'u'));
+          expect(unread.stderr).toMatch(new RegExp(`${flag} is not read by --task nbody`));
+        }
+        const batches = await cli('eval', '--model', out, '--batches', '2');
+        expect(batches.stderr).toMatch(/--batches is not read for an nbody model: eval scores its whole test split/);
+        expect(fs.existsSync(path.join(dir, 'u'))).toBe(false);
+      } finally {
+        fs.rmSync(dir, {recursive: true, force: true});
+      }
+    });
+
+  test('CLI: train --task nbody defaults to the run of models/nbody (batches of 100, lr 1e-3, the whole validation split)',
+    async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nbody-defaults-'));
+      const out = path.join(dir, 'model');
+      try {
+        const r = await cli('train', '--task', 'nbody', '--train-examples', '100', '--validation-examples', '200',
+          '--test-examples', '10', '--steps', '1', '--model-dim', '4', '--layers', '1', '--quiet', '--out', out);
+        expect(r.code).toBe(0);
+        expect(readTrainingRecord(out).options).toMatchObject({batchSize: 100, learningRate: 1e-3, warmupSteps: 100,
+          clipNorm: 0, evalEvery: 300, evalBatches: 2});
       } finally {
         fs.rmSync(dir, {recursive: true, force: true});
       }
