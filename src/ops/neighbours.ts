@@ -31,7 +31,11 @@ export interface RadiusGraphOptions {
    * arbitrary subset of the neighbours instead of the nearest.
    */
   maxNeighbors?: number;
-  /** Include the edge i -> i of every node (its distance 0 is within any r). Default false. */
+  /**
+   * Include the edge i -> i of every node (its distance 0 is within any r), unless maxNeighbors
+   * is filled by duplicates of i with lower indices (distance 0 too: ties go to the lower index).
+   * Default false.
+   */
   loop?: boolean;
 }
 

@@ -90,8 +90,8 @@ export function segmentSoftmax(scores: tf.Tensor, dst: tf.Tensor1D, dstValues: I
 /**
  * tf.unsortedSegmentSum of the rows of x [K, ...] by ids (values idValues, every one in
  * [0, segments)): the same sums, with a gradient of one gather of dy. tfjs's gradient also
- * masks out negative ids, with a broadcast logicalAnd and a select that are the slowest
- * kernels of a geometric layer's training step on wasm; these ids have none.
+ * masks out negative ids, with a broadcast logicalAnd and a select over the whole gradient
+ * (slow on wasm: docs/benchmarks.md); these ids have none.
  */
 export function segmentSum(x: tf.Tensor, ids: tf.Tensor1D, idValues: Int32Array, segments: number): tf.Tensor {
   if (x.shape[0] === 0) return tf.unsortedSegmentSum(x, ids, segments);

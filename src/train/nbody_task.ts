@@ -50,7 +50,7 @@ export const NBODY_TASK_OPTIONS = ['particles', 'trainExamples', 'validationExam
 
 /** The simulator's constants (ChargedParticlesSim's defaults and the nbody_small settings). */
 export const NBODY_SIMULATION = {
-  dimensions: 3, boxSize: 5, positionStd: 1, speed: 0.5, strength: 1, dt: 0.001, maxForce: 100,
+  boxSize: 5, positionStd: 1, speed: 0.5, strength: 1, dt: 0.001, maxForce: 100,
   sampleEvery: 100, inputSample: 30, targetSample: 40,
 } as const;
 

@@ -13,10 +13,6 @@ export function arr(t: tf.Tensor): Arr {
   return {shape: t.shape.slice(), data: Float64Array.from(t.dataSync())};
 }
 
-export function toTensor(a: Arr): tf.Tensor {
-  return tf.tensor(Float32Array.from(a.data), a.shape, 'float32');
-}
-
 export interface ReferenceOptions {
   coordsWeight: number;
   aggregation: 'mean' | 'sum';
