@@ -36,7 +36,8 @@ function reference(points: number[][][], r: number | null, cap: number, loop: bo
 function cloud(B: number, N: number, d: number, seed: number): number[][][] {
   const v = seededValues(B * N * d, seed);
   return Array.from({length: B}, (_, b) => Array.from({length: N}, (_, n) =>
-    Array.from(v.subarray((b * N + n) * d, (b * N + n + 1) * d), (x) => Math.fround(x * (1 + b))))); // what the op reads
+    // Rounded to float32: the coordinates the op reads.
+    Array.from(v.subarray((b * N + n) * d, (b * N + n + 1) * d), (x) => Math.fround(x * (1 + b)))));
 }
 
 function tensorOf(points: number[][][], d: number): tf.Tensor3D {
