@@ -48,7 +48,7 @@ import {
 import {
   ConstraintArg, getConstraint, getInitializer, getRegularizer, InitializerArg, RegularizerArg, serializeObject,
 } from './config';
-import {GraphCallFlags} from './graph_call_flags';
+import {graphApply, GraphCallFlags} from './graph_call_flags';
 import {Shape} from './inputs';
 import {setWeightCopies} from './set_weights';
 import {Kwargs, LayerArgs} from './tfjs_types';
@@ -305,25 +305,10 @@ export class EquivariantAttention extends tf.layers.Layer {
   override apply(inputs: tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[],
                  kwargs?: Kwargs): tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[] {
     const list = inputList(inputs, 'EquivariantAttention.apply');
-    checkArgNames('EquivariantAttention.apply', kwargs, EQUIVARIANT_CALL_ARGS);
-    for (const flag of ['returnAttentionScores', 'training'] as const) {
-      if (kwargs?.[flag] != null) assertBoolean(flag, kwargs[flag]);
-    }
-    if (list[0] instanceof tf.SymbolicTensor) {
-      const flags = this.graphFlags.forGraph(this.name, kwargs);
-      const edges = list[2] as tf.SymbolicTensor;
-      if (edges.dtype !== 'int32') {
-        throw new AttentionError('INVALID_CONFIG',
-          'edges must be int32 (source, target) node indices: make the input with tf.input({shape: [E, 2], dtype: \'int32\'}), ' +
-          `received dtype ${edges.dtype}`);
-      }
-      this.graphFlags.remember(flags);
-      this.returnScores = flags.returnAttentionScores;
-      return super.apply(inputs, kwargs);
-    }
-    const flags = this.graphFlags.forCall(kwargs);
-    this.returnScores = flags.returnAttentionScores;
-    return super.apply(inputs, {...kwargs, ...flags});
+    const call = graphApply('EquivariantAttention', this.name, list, ['features', 'positions'], kwargs,
+      EQUIVARIANT_CALL_ARGS, this.graphFlags);
+    this.returnScores = call.returnScores;
+    return super.apply(inputs, call.kwargs);
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor | tf.Tensor[] {

@@ -50,7 +50,7 @@ import {
   ConstraintArg, getConstraint, getInitializer, getRegularizer, InitializerArg, RegularizerArg, serializeObject,
 } from './config';
 import {Shape} from './inputs';
-import {GraphCallFlags} from './graph_call_flags';
+import {graphApply, GraphCallFlags} from './graph_call_flags';
 import {setWeightCopies} from './set_weights';
 import {Kwargs, LayerArgs} from './tfjs_types';
 
@@ -273,28 +273,10 @@ export class GeometricAttention extends tf.layers.Layer {
   override apply(inputs: tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[],
                  kwargs?: Kwargs): tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[] {
     const list = inputList(inputs, 'GeometricAttention.apply');
-    checkArgNames('GeometricAttention.apply', kwargs, GEOMETRIC_CALL_ARGS);
-    for (const flag of ['returnAttentionScores', 'training'] as const) {
-      if (kwargs?.[flag] != null) assertBoolean(flag, kwargs[flag]);
-    }
-    if (list[0] instanceof tf.SymbolicTensor) {
-      const flags = this.graphFlags.forGraph(this.name, kwargs);
-      const [features, positions, edges] = list as tf.SymbolicTensor[];
-      if (edges.dtype !== 'int32') {
-        throw new AttentionError('INVALID_CONFIG',
-          'edges must be int32 (source, target) node indices: make the input with tf.input({shape: [E, 2], dtype: \'int32\'}), ' +
-          `received dtype ${edges.dtype}`);
-      }
-      for (const [name, t] of [['features', features], ['positions', positions]] as const) {
-        if (t.dtype !== 'float32') throw new AttentionError('INVALID_CONFIG', `${name} must be float32, received dtype ${t.dtype}`);
-      }
-      this.graphFlags.remember(flags);
-      this.returnScores = flags.returnAttentionScores;
-      return super.apply(inputs, kwargs);
-    }
-    const flags = this.graphFlags.forCall(kwargs);
-    this.returnScores = flags.returnAttentionScores;
-    return super.apply(inputs, {...kwargs, ...flags});
+    const call = graphApply('GeometricAttention', this.name, list, ['features', 'positions'], kwargs,
+      GEOMETRIC_CALL_ARGS, this.graphFlags);
+    this.returnScores = call.returnScores;
+    return super.apply(inputs, call.kwargs);
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor | tf.Tensor[] {

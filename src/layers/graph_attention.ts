@@ -34,7 +34,7 @@ import {
   ConstraintArg, getConstraint, getInitializer, getRegularizer, InitializerArg, RegularizerArg, serializeObject,
 } from './config';
 import {Shape} from './inputs';
-import {GraphCallFlags} from './graph_call_flags';
+import {graphApply, GraphCallFlags} from './graph_call_flags';
 import {setWeightCopies} from './set_weights';
 import {Kwargs, LayerArgs} from './tfjs_types';
 
@@ -290,25 +290,9 @@ export class GraphAttention extends tf.layers.Layer {
   override apply(inputs: tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[],
                  kwargs?: Kwargs): tf.Tensor | tf.Tensor[] | tf.SymbolicTensor | tf.SymbolicTensor[] {
     const list = inputList(inputs, 'GraphAttention.apply');
-    checkArgNames('GraphAttention.apply', kwargs, GRAPH_CALL_ARGS);
-    for (const flag of ['returnAttentionScores', 'training'] as const) {
-      if (kwargs?.[flag] != null) assertBoolean(flag, kwargs[flag]);
-    }
-    if (list[0] instanceof tf.SymbolicTensor) {
-      const flags = this.graphFlags.forGraph(this.name, kwargs);
-      const edges = list[1] as tf.SymbolicTensor;
-      if (edges.dtype !== 'int32') {
-        throw new AttentionError('INVALID_CONFIG',
-          'edges must be int32 (source, target) node indices: make the input with tf.input({shape: [E, 2], dtype: \'int32\'}), ' +
-          `received dtype ${edges.dtype}`);
-      }
-      this.graphFlags.remember(flags);
-      this.returnScores = flags.returnAttentionScores;
-      return super.apply(inputs, kwargs);
-    }
-    const flags = this.graphFlags.forCall(kwargs);
-    this.returnScores = flags.returnAttentionScores;
-    return super.apply(inputs, {...kwargs, ...flags});
+    const call = graphApply('GraphAttention', this.name, list, ['nodes'], kwargs, GRAPH_CALL_ARGS, this.graphFlags);
+    this.returnScores = call.returnScores;
+    return super.apply(inputs, call.kwargs);
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor | tf.Tensor[] {

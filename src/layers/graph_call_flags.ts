@@ -4,7 +4,9 @@
  * graph, so a layer keeps the flags of its graph nodes and uses them in the calls that do
  * not say otherwise.
  */
+import * as tf from '@tensorflow/tfjs';
 import {AttentionError} from '../core/errors';
+import {assertBoolean, checkArgNames} from '../core/validate';
 import {Kwargs} from './tfjs_types';
 
 /** The boolean call arguments `Name` of one layer, as its graph nodes set them. */
@@ -45,4 +47,43 @@ export class GraphCallFlags<Name extends string> {
   private collect(flag: (name: Name) => boolean): Record<Name, boolean> {
     return Object.fromEntries(this.names.map((name) => [name, flag(name)])) as Record<Name, boolean>;
   }
+}
+
+/** What a graph layer's apply passes on to tfjs' Layer.apply. */
+export interface GraphApply {
+  kwargs: Kwargs | undefined;
+  /** Whether this call returns attention scores (computeOutputShape needs it). */
+  returnScores: boolean;
+}
+
+/**
+ * The checks the graph layers (GraphAttention, GeometricAttention, EquivariantAttention) make
+ * in apply before tfjs' Layer.apply: the call arguments by name and type; on symbolic inputs,
+ * edges (inputs[floatNames.length]) int32 and the inputs before them (named floatNames)
+ * float32, and the graph node's returnAttentionScores remembered for predict and fit; on
+ * tensors, the flags of the call or else of the layer's graph nodes.
+ */
+export function graphApply(who: string, layer: string, inputs: unknown[], floatNames: readonly string[],
+                           kwargs: Kwargs | undefined, callArgs: readonly string[],
+                           flags: GraphCallFlags<'returnAttentionScores'>): GraphApply {
+  checkArgNames(`${who}.apply`, kwargs, callArgs);
+  for (const flag of ['returnAttentionScores', 'training'] as const) {
+    if (kwargs?.[flag] != null) assertBoolean(flag, kwargs[flag]);
+  }
+  if (!(inputs[0] instanceof tf.SymbolicTensor)) {
+    const given = flags.forCall(kwargs);
+    return {kwargs: {...kwargs, ...given}, returnScores: given.returnAttentionScores};
+  }
+  const graph = flags.forGraph(layer, kwargs);
+  const edges = inputs[floatNames.length] as tf.SymbolicTensor;
+  if (edges.dtype !== 'int32') {
+    throw new AttentionError('INVALID_CONFIG', 'edges must be int32 (source, target) node indices: make the input ' +
+      `with tf.input({shape: [E, 2], dtype: 'int32'}), received dtype ${edges.dtype}`);
+  }
+  floatNames.forEach((name, k) => {
+    const t = inputs[k] as tf.SymbolicTensor;
+    if (t.dtype !== 'float32') throw new AttentionError('INVALID_CONFIG', `${name} must be float32, received dtype ${t.dtype}`);
+  });
+  flags.remember(graph);
+  return {kwargs, returnScores: graph.returnAttentionScores};
 }
