@@ -26,7 +26,7 @@ import {equivariantAttention, equivariantWeightShapes, EquivariantWeights} from 
 import {geometricAttention, GeometricWeights} from '../ops/geometric';
 import {knnGraph} from '../ops/neighbours';
 import {AttentionShape, Pass, PASSES} from './measure';
-import type {Prepared, Workload} from './workloads';
+import type {Prepared, Workload} from './workload_types';
 
 /** k of the point rows' kNN graphs. */
 export const POINT_NEIGHBOURS = 16;

@@ -16,43 +16,11 @@ import * as tf from '@tensorflow/tfjs';
 import {MultiHeadAttention} from '../layers/multi_head_attention';
 import {graphAttention, GraphWeights} from '../ops/graph';
 import {POINT_WORKLOADS} from './geometric_workloads';
-import {AttentionShape, PASSES, Pass, PassFn} from './measure';
+import {AttentionShape, PASSES, Pass} from './measure';
+import {Workload} from './workload_types';
+
+export {Prepared, Workload} from './workload_types';
 import {naiveAttention} from './naive';
-
-/** A prepared row: its pass functions and the tensors to free afterwards. */
-export interface Prepared {
-  pass(p: Pass): PassFn | null;
-  dispose(): void;
-}
-
-export interface Workload {
-  description: string;
-  /** The passes it has. */
-  passes: readonly Pass[];
-  /**
-   * The largest T it runs at on wasm: above it a pass needs more than the 4 GiB a wasm heap can
-   * have, and running out aborts the whole process, so larger shapes are recorded as error rows
-   * without running there. Default: no limit.
-   */
-  wasmMaxT?: number;
-  /** Multiply-adds * 2 of one pass (what gflops divides by); null when not counted (gflops null). */
-  flops(shape: AttentionShape, pass: Pass): number | null;
-  /**
-   * Multiply-adds * 2 of the products the implementation actually computes (its tiles,
-   * masked entries included), where that differs from `flops`; what performedGflops divides by.
-   */
-  performedFlops?(shape: AttentionShape, pass: Pass): number;
-  /**
-   * The bytes any implementation of the pass must hold: its inputs, its outputs and, for
-   * fwd+bwd, the forward output and the cotangent (see heap.ts). Float32 throughout.
-   */
-  floorBytes(shape: AttentionShape, pass: Pass): number;
-  /**
-   * Makes the row's inputs; `passes` are those that will be asked for (default all), so a fwd
-   * run makes no cotangent.
-   */
-  prepare(shape: AttentionShape, seed: number, passes?: readonly Pass[]): Prepared;
-}
 
 /**
  * The `matmul` row's shape: n = T = S = D (B = H = G = 1): a [T, D] x [D, S] product.
