@@ -86,19 +86,28 @@ function clip(f: number, limit: number): number {
   return f > limit ? limit : f < -limit ? -limit : f;
 }
 
-/** Adds dt * F(x) to v: the clipped Coulomb forces of the file comment. x, v [N, 3] row-major. */
-function kick(x: Float64Array, v: Float64Array, q: Float64Array, N: number): void {
+/**
+ * Adds dt * F(x) to v: the clipped Coulomb forces of the file comment. x, v [N, 3] row-major;
+ * scale [N, N] scratch. Each pair's q_i q_j / r^3 is computed once (it is the same both ways,
+ * to the bit), then each force is summed over j in order, as the authors' code sums it.
+ */
+function kick(x: Float64Array, v: Float64Array, q: Float64Array, N: number, scale: Float64Array): void {
   const {dt, maxForce, strength} = NBODY_SIMULATION;
+  for (let i = 0; i < N; i++) {
+    for (let j = i + 1; j < N; j++) {
+      const dx = x[i * 3] - x[j * 3], dy = x[i * 3 + 1] - x[j * 3 + 1], dz = x[i * 3 + 2] - x[j * 3 + 2];
+      const r2 = dx * dx + dy * dy + dz * dz;
+      scale[i * N + j] = scale[j * N + i] = strength * q[i] * q[j] / (r2 * Math.sqrt(r2));
+    }
+  }
   for (let i = 0; i < N; i++) {
     let fx = 0, fy = 0, fz = 0;
     for (let j = 0; j < N; j++) {
       if (j === i) continue;
-      const dx = x[i * 3] - x[j * 3], dy = x[i * 3 + 1] - x[j * 3 + 1], dz = x[i * 3 + 2] - x[j * 3 + 2];
-      const r2 = dx * dx + dy * dy + dz * dz;
-      const s = strength * q[i] * q[j] / (r2 * Math.sqrt(r2));
-      fx += s * dx;
-      fy += s * dy;
-      fz += s * dz;
+      const s = scale[i * N + j];
+      fx += s * (x[i * 3] - x[j * 3]);
+      fy += s * (x[i * 3 + 1] - x[j * 3 + 1]);
+      fz += s * (x[i * 3 + 2] - x[j * 3 + 2]);
     }
     v[i * 3] += dt * clip(fx, maxForce);
     v[i * 3 + 1] += dt * clip(fy, maxForce);
@@ -135,8 +144,9 @@ export function simulateCharged(state: {charges: Float64Array; positions: Float6
   const N = q.length;
   const x = state.positions.slice();
   const v = state.velocities.slice();
+  const scale = new Float64Array(N * N);
   reflect(x, v, c.boxSize);
-  kick(x, v, q, N);
+  kick(x, v, q, N, scale);
   const out: Partial<NBodyExample> = {charges: q};
   const last = (c.targetSample + 1) * c.sampleEvery;
   for (let step = 1; step <= last; step++) {
@@ -146,7 +156,7 @@ export function simulateCharged(state: {charges: Float64Array; positions: Float6
       out.velocities = v.slice();
     }
     if (step === last) out.target = x.slice();
-    kick(x, v, q, N);
+    kick(x, v, q, N, scale);
   }
   return out as NBodyExample;
 }
