@@ -23,7 +23,8 @@ export function gatherRows(params: tf.Tensor, indices: tf.Tensor1D): tf.Tensor {
  * sorted by segment (the order comes from dst, known in JavaScript), then for d = 1, 2, 4, ...
  * below the longest segment, m[p] = max(m[p], m[max(p - d, start of p's segment)]), after
  * which the last row of each segment holds its maximum. log2(longest segment) gathers of
- * [K, H]; the indices are built from dst alone.
+ * [K, H]; the indices are built from dst alone. When every segment has the same length, one
+ * max over the sorted rows reshaped to [segments, length, H] does it.
  */
 export function segmentMax(scores: tf.Tensor, dstValues: Int32Array, segments: number): tf.Tensor {
   const K = dstValues.length;
@@ -45,6 +46,15 @@ export function segmentMax(scores: tf.Tensor, dstValues: Int32Array, segments: n
     start[p] = offset[dstValues[k]];
   }
   const last = Int32Array.from(dstValues, (i) => offset[i] + count[i] - 1); // row -> its segment's last position
+  if (K > 0 && count.every((c) => c === longest)) {
+    // Every segment has the same length L (a kNN graph with self loops, a complete graph): the sorted
+    // rows reshape to [segments, L, ...] and one max over L gives every segment's maximum.
+    return tf.tidy(() => {
+      const sorted = tf.gather(scores, tf.tensor1d(order, 'int32'));                   // [K, ...]
+      const blocks = tf.reshape(sorted, [segments, longest, ...scores.shape.slice(1)]); // [segments, L, ...]
+      return tf.gather(tf.max(blocks, 1), tf.tensor1d(dstValues, 'int32'));             // [K, ...]
+    });
+  }
   return tf.tidy(() => {
     let m = tf.gather(scores, tf.tensor1d(order, 'int32'));
     for (let d = 1; d < longest; d *= 2) {

@@ -193,6 +193,22 @@ describe(title('graphAttention: the segment softmax'), () => {
     scores.dispose();
   });
 
+  test('segmentMax with every segment of one length (a kNN graph with self loops): the exact maxima, [K, 2, 3] rows', () => {
+    const segments = 12, L = 5;
+    const dst = Array.from({length: segments * L}, (_, k) => (k * 7) % segments); // every segment L rows, interleaved
+    const scores = randn([dst.length, 2, 3], 45, 10);
+    expectNoLeaks(() => {
+      const got = segmentMax(scores, Int32Array.from(dst), segments);
+      expect(got.shape).toEqual([dst.length, 2, 3]);
+      const values = scores.arraySync() as number[][][];
+      const want = dst.map((i) => [0, 1].map((a) => [0, 1, 2].map((b) =>
+        Math.max(...dst.flatMap((j, k) => (j === i ? [values[k][a][b]] : []))))));
+      expect(got.arraySync()).toEqual(want);
+      got.dispose();
+    });
+    scores.dispose();
+  });
+
   test('forward and backward read nothing back from a tensor but the edges (the scores\' maxima are tf ops)', () => {
     const x = randn([B, N2, F], 42);
     const edges = tf.tensor3d(edges2, [B, E2, 2], 'int32');
