@@ -5,7 +5,9 @@
 // outputs; getConfig round trips; bad arguments and inputs are refused with codes. No leaks.
 import * as tf from '@tensorflow/tfjs';
 import {EquivariantAttention} from '../../src/layers/equivariant_attention';
-import {expectClose, expectError, expectNoLeaks, maxDiff, randn, title} from '../support/helpers';
+import {
+  asSaved, expectClose, expectError, expectNoLeaks, maxDiff, randn, reloadedInMemory, title,
+} from '../support/helpers';
 import {arr, referenceEquivariant} from '../support/equivariant_reference';
 
 const B = 2, N = 4, F = 3, U = 5, A = 2, E = 6, D = 3;
@@ -125,13 +127,8 @@ describe(title('EquivariantAttention in a tf.model'), () => {
   test('save -> tf.loadLayersModel gives the same configs and identical outputs (gates included)', async () => {
     const model = egnnModel(true);
     const {h, x, edges, attr, vel} = data();
-    let artifacts: tf.io.ModelArtifacts | null = null;
-    await model.save(tf.io.withSaveHandler(async (a) => {
-      artifacts = a;
-      return {modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(a)};
-    }));
-    const loaded = await tf.loadLayersModel(tf.io.fromMemory(artifacts!));
-    const json = (o: object) => JSON.parse(JSON.stringify(o, (_k, v) => (v === undefined ? null : v)));
+    const loaded = await reloadedInMemory(model);
+    const json = asSaved;
     for (const name of ['egnn1', 'egnn2']) {
       expect(json(loaded.getLayer(name).getConfig())).toEqual(json(model.getLayer(name).getConfig()));
     }

@@ -6,7 +6,9 @@
 import * as tf from '@tensorflow/tfjs';
 import {GeometricAttention, GeometricAttentionArgs} from '../../src/layers/geometric_attention';
 import {geometricAttention, GeometricWeights} from '../../src/ops/geometric';
-import {expectClose, expectError, expectNoLeaks, maxDiff, randn, title} from '../support/helpers';
+import {
+  asSaved, expectClose, expectError, expectNoLeaks, maxDiff, randn, reloadedInMemory, title,
+} from '../support/helpers';
 import {flat, referenceGeometric, tensorOf} from '../support/geometric_reference';
 
 const B = 2, N = 5, F = 3, C = 4, D = 3, E = 7;
@@ -156,13 +158,8 @@ describe(title('GeometricAttention in a tf.model'), () => {
   test('save -> tf.loadLayersModel gives the same config and identical outputs (alpha included)', async () => {
     const model = geometricModel(true);
     const {x, p, edges, y} = data();
-    let artifacts: tf.io.ModelArtifacts | null = null;
-    await model.save(tf.io.withSaveHandler(async (a) => {
-      artifacts = a;
-      return {modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(a)};
-    }));
-    const loaded = await tf.loadLayersModel(tf.io.fromMemory(artifacts!));
-    const json = (o: object) => JSON.parse(JSON.stringify(o, (_k, v) => (v === undefined ? null : v)));
+    const loaded = await reloadedInMemory(model);
+    const json = asSaved;
     for (const name of ['geo1', 'geo2']) {
       expect(loaded.getLayer(name)).toBeInstanceOf(GeometricAttention);
       expect(json(loaded.getLayer(name).getConfig())).toEqual(json(model.getLayer(name).getConfig()));

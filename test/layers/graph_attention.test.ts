@@ -6,7 +6,9 @@
 import * as tf from '@tensorflow/tfjs';
 import {GraphAttention} from '../../src/layers/graph_attention';
 import {registerAttentionLayers} from '../../src/layers/register';
-import {expectClose, expectError, expectNoLeaks, maxDiff, randn, title} from '../support/helpers';
+import {
+  asSaved, expectClose, expectError, expectNoLeaks, maxDiff, randn, reloadedInMemory, title,
+} from '../support/helpers';
 import {GraphReferenceWeights, referenceGraph} from '../support/reference';
 
 const B = 2, N = 5, F = 3, H = 2, C = 4, D = 2, E = 7;
@@ -131,14 +133,8 @@ describe(title('GraphAttention in a tf.model'), () => {
     registerAttentionLayers();
     const {model} = graphModel(true);
     const {x, edges, attr, y} = data();
-    let artifacts: tf.io.ModelArtifacts | null = null;
-    await model.save(tf.io.withSaveHandler(async (a) => {
-      artifacts = a;
-      return {modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(a)};
-    }));
-    const loaded = await tf.loadLayersModel(tf.io.fromMemory(artifacts!));
-    const json = (o: object) =>
-      JSON.parse(JSON.stringify(o, (_k, v) => (v === undefined ? null : v))); // as saved: undefined seeds become null
+    const loaded = await reloadedInMemory(model);
+    const json = asSaved;
     expect(json(loaded.getLayer('gat1').getConfig())).toEqual(json(model.getLayer('gat1').getConfig()));
     expect(json(loaded.getLayer('gat2').getConfig())).toEqual(json(model.getLayer('gat2').getConfig()));
     expect(model.getLayer('gat1').getConfig()).toMatchObject({units: C, numHeads: H, edgeDim: D, version: 'gat',

@@ -129,3 +129,18 @@ export function expectOtherKernelKept(name: string, install: () => string): void
   }
   expect(install()).toBe('replaced');
 }
+
+/** The model saved to memory (tf.io.withSaveHandler) and loaded back with tf.loadLayersModel. */
+export async function reloadedInMemory(model: tf.LayersModel): Promise<tf.LayersModel> {
+  let artifacts: tf.io.ModelArtifacts | null = null;
+  await model.save(tf.io.withSaveHandler(async (a) => {
+    artifacts = a;
+    return {modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(a)};
+  }));
+  return tf.loadLayersModel(tf.io.fromMemory(artifacts!));
+}
+
+/** A config as model.json holds it: undefined entries (an initializer's seed) become null. */
+export function asSaved(config: object): unknown {
+  return JSON.parse(JSON.stringify(config, (_k, v) => (v === undefined ? null : v)));
+}
