@@ -42,6 +42,12 @@ export {
 export {distanceAttention, DistanceOptions} from './ops/distance';
 export {rotaryEmbedding, RopeOptions} from './ops/rope';
 export {causalMask, CausalAlignment, CausalArg} from './ops/causal';
+export {flexAttention, FlexOptions, FlexWithLse} from './ops/flex';
+export {createBlockMask, BlockMask, BlockMaskOptions} from './ops/block_mask';
+export {
+  slidingWindow, prefixLm, documentMask, andMasks, orMasks, alibi, alibiSlopes, softcap, relativePositionBias, capturing,
+} from './ops/flex_mods';
+export {MaskMod, ScoreMod, ModContext, ModSpec} from './ops/flex_types';
 export {SparseMask, HnswMask, HnswMaskOptions} from './ops/sparse_masks';
 
 // layers

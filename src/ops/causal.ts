@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';
 import {assertNonNegativeInt, assertOneOf} from '../core/validate';
 import {assertFits} from './heads';
+import {MaskMod, ModContext} from './flex_types';
 
 export const CAUSAL_ALIGNMENTS = ['top-left', 'bottom-right'] as const;
 /**
@@ -45,8 +46,15 @@ export function strictestCausal(a: CausalAlignment | null, b: CausalAlignment | 
 /**
  * Causal mask [T, S] (bool): query i sees key j iff j <= i + offset, with offset S - T for
  * 'bottom-right' (the default, as FlashAttention-2 aligns it) and 0 for 'top-left'.
+ *
+ * Called without the lengths (`causalMask()`, `causalMask('top-left')`), the same rule as a
+ * mask mod for flexAttention and createBlockMask, which never forms the [T, S] tensor.
  */
-export function causalMask(T: number, S: number, alignment: CausalAlignment = 'bottom-right'): tf.Tensor2D {
+export function causalMask(T: number, S: number, alignment?: CausalAlignment): tf.Tensor2D;
+export function causalMask(alignment?: CausalAlignment | boolean): MaskMod;
+export function causalMask(T?: number | CausalAlignment | boolean, S?: number,
+                           alignment: CausalAlignment = 'bottom-right'): tf.Tensor2D | MaskMod {
+  if (typeof T !== 'number') return causalMod(T ?? 'bottom-right');
   assertNonNegativeInt('T', T);
   assertNonNegativeInt('S', S);
   assertOneOf('alignment', alignment, CAUSAL_ALIGNMENTS);
@@ -57,4 +65,18 @@ export function causalMask(T: number, S: number, alignment: CausalAlignment = 'b
     const j = tf.reshape(tf.range(0, S, 1, 'int32'), [1, S]);               // [1, S]
     return tf.lessEqual(j, i) as tf.Tensor2D;                               // [T, S]
   });
+}
+
+/** Query positions of a mod's tile on the keys' axis: qIdx, shifted by S - T when aligned bottom-right. */
+export function alignedQueries(qIdx: tf.Tensor, context: ModContext, alignment: CausalAlignment): tf.Tensor {
+  const offset = causalOffset(alignment, context.queryLength, context.keyLength);
+  return offset === 0 ? qIdx : tf.add(qIdx, tf.scalar(offset, 'int32'));
+}
+
+/** The causal rule as a mask mod: key j visible from query i iff j <= i + offset (as causalMask). */
+function causalMod(alignment: CausalAlignment | boolean): MaskMod {
+  const a = causalAlignment(alignment, 'alignment') ?? 'bottom-right';
+  const mod: MaskMod = (_b, _h, q, kv, context) => tf.lessEqual(kv, alignedQueries(q, context, a));
+  mod.spec = {name: 'causal', alignment: a};
+  return mod;
 }
