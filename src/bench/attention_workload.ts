@@ -15,6 +15,7 @@ export function attentionWorkload(impl: BenchImpl): Workload {
     passes: PASSES,
     flops: attentionFlops,
     ...(impl.performedFlops != null ? {performedFlops: impl.performedFlops} : {}),
+    ...(impl.computedFraction != null ? {computedFraction: impl.computedFraction} : {}),
     floorBytes: attentionFloorBytes,
     prepare(shape, seed, passes = PASSES) {
       const inputs = makeInputs(shape, seed, passes.includes('fwd+bwd'));

@@ -11,23 +11,12 @@ import {localBlockSize, localGlobalAttention} from '../ops/local_global';
 import {SparseMask} from '../ops/sparse_masks';
 import {defaultNumFeatures, orthogonalProjection} from '../ops/random_features';
 import {scaledDotProductAttention} from '../ops/sdpa';
+import {FLEX_IMPLS} from './flex_impls';
 import {naiveAttention} from './naive';
 import {AttentionShape, Pass} from './measure';
+import {BenchImpl} from './workload_types';
 
-/** Options every implementation receives; all are optional so defaults match the ops. */
-export interface BenchRunOptions {
-  /** Multiplies q k^T. Default 1 / sqrt(D). */
-  scale?: number;
-}
-
-export interface BenchImpl {
-  /** One line for `--help` and the report. */
-  description: string;
-  /** q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv] -> [B, H, T, Dv]. Must be differentiable. */
-  run(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options: BenchRunOptions): tf.Tensor;
-  /** Multiply-adds * 2 of the products it actually computes (see Workload.performedFlops). */
-  performedFlops?(shape: AttentionShape, pass: Pass): number;
-}
+export {BenchImpl, BenchRunOptions} from './workload_types';
 
 /**
  * The random features of the linear rows: M = round(D ln D), seed 0. The numbers are
@@ -172,6 +161,7 @@ export const IMPLS: Readonly<Record<string, BenchImpl>> = {
     description: 'the same local-global attention from two dense [T, T] SparseMask masks and sdpa (the baseline)',
     run: (q, k, v, {scale}) => localGlobalDense(q, k, v, evenGate(q, v), scale),
   },
+  ...FLEX_IMPLS,
 };
 
 export const IMPL_NAMES: readonly string[] = Object.keys(IMPLS);

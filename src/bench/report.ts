@@ -43,6 +43,8 @@ export interface BenchRow extends AttentionShape {
    * local-global), else null.
    */
   performedGflops?: number | null;
+  /** The share of the T x S tiles the row computes (rows with a block mask), else absent. */
+  computed?: number | null;
   /** Timed runs behind msMedian (the time budget can stop a row before `reps`). */
   runs: number;
   /** First line of the error when the pass threw. */
@@ -74,7 +76,7 @@ export function markdownTable(header: readonly string[], body: readonly string[]
 /** The rows as a markdown table. */
 export function formatTable(rows: readonly BenchRow[]): string {
   const header = ['impl', 'pass', 'B', 'H', 'G', 'T', 'S', 'D', 'ms', 'runs', 'peak MiB', 'heap MiB', 'x floor',
-    'GFLOP/s', 'error'];
+    'GFLOP/s', 'tiles', 'error'];
   return markdownTable(header, rows.map((r) => [
     r.impl, r.pass, r.B, r.H, r.G, r.T, r.S, r.D,
     fixedOrDash(r.msMedian, 2),
@@ -83,6 +85,7 @@ export function formatTable(rows: readonly BenchRow[]): string {
     fixedOrDash(toMiB(r.heapBytes), 1),
     fixedOrDash(floorRatio(r), 1),
     fixedOrDash(r.gflops, 2),
+    r.computed != null ? `${(100 * r.computed).toFixed(1)}%` : '',
     r.error ?? (r.heapError != null ? `heap: ${r.heapError}` : ''),
   ].map(String)));
 }
@@ -149,6 +152,7 @@ export function summarize(rows: readonly BenchRow[]): string[] {
         `GFLOP/s in the products it performs = ${(100 * r.performedGflops! / ceiling.gflops!).toFixed(0)}% of matmul`);
     }
   }
+  out.push(...flexSummary(rows));
   const seen = new Set<string>();
   for (const r of rows.filter((x) => x.pass === 'fwd+bwd' && x.heapBytes != null && !NOT_ATTENTION_ROWS.includes(x.impl))) {
     const {B, H, G, T, S, D} = r;
@@ -177,6 +181,36 @@ export function summarize(rows: readonly BenchRow[]): string[] {
       `peak ${formatMiB(naive.peakBytes!)}): ` + others.map((r) =>
       `${r.impl} ${(naive.msMedian! / r.msMedian!).toFixed(2)}x faster, peak ${formatMiB(r.peakBytes!)} ` +
       `(${(r.peakBytes! / naive.peakBytes!).toFixed(2)}x)`).join('; '));
+  }
+  return out;
+}
+
+/**
+ * The flex rows against full attention at each shape (fwd+bwd): flex with no mod against the
+ * fastest of sdpa and flash, and each flex row with a block mask against the fastest full
+ * attention's time scaled by the share of tiles it computes.
+ */
+function flexSummary(rows: readonly BenchRow[]): string[] {
+  const out: string[] = [];
+  const ok = rows.filter((r) => r.pass === 'fwd+bwd' && r.error == null);
+  for (const flex of ok.filter((r) => r.impl === 'flex')) {
+    const {B, H, G, T, S, D} = flex;
+    const at = (impl: string) => findRow(ok, impl, 'fwd+bwd', {B, H, G, T, S, D});
+    const full = ['sdpa', 'flash'].map(at).filter((r) => r != null) as BenchRow[];
+    const shape = `B=${B}, H=${H}, G=${G}, T=${T}, D=${D}`;
+    if (full.length > 0) {
+      const best = full.reduce((a, b) => (b.msMedian! < a.msMedian! ? b : a));
+      out.push(`flex fwd+bwd (${shape}): ${flex.msMedian!.toFixed(1)} ms = ${(flex.msMedian! / best.msMedian!).toFixed(2)}x ` +
+        `the fastest full attention (${best.impl} ${best.msMedian!.toFixed(1)} ms)`);
+    }
+    const fullMs = Math.min(flex.msMedian!, ...full.map((r) => r.msMedian!));
+    const masked = ok.filter((r) => r.impl.startsWith('flex-') && r.computed != null &&
+      r.B === B && r.H === H && r.G === G && r.T === T && r.S === S && r.D === D);
+    if (masked.length > 0) {
+      out.push(`flex block masks fwd+bwd (${shape}), time / (full ${fullMs.toFixed(1)} ms x tiles computed): ` +
+        masked.map((r) => `${r.impl} ${r.msMedian!.toFixed(1)} ms at ${(100 * r.computed!).toFixed(1)}% = ` +
+          `${(r.msMedian! / (fullMs * r.computed!)).toFixed(2)}`).join('; '));
+    }
   }
   return out;
 }

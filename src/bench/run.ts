@@ -233,6 +233,7 @@ async function benchPass(job: Job, prepared: Prepared, pass: Pass, backend: stri
     row.runs = m.runs;
     const flops = job.workload.flops(job.shape, pass);
     row.gflops = flops != null ? flops / m.msMedian / 1e6 : null;
+    if (job.workload.computedFraction != null) row.computed = job.workload.computedFraction(job.shape);
     if (job.workload.performedFlops != null) {
       row.performedGflops = job.workload.performedFlops(job.shape, pass) / m.msMedian / 1e6;
     }

@@ -1,8 +1,9 @@
 /**
- * What a bench row is: a workload (its passes, FLOP counts, floor and inputs) and a prepared
- * row. Apart from workloads.ts, so that the tables of rows in other files (the point-cloud
+ * What a bench row is: a workload (its passes, FLOP counts, floor and inputs), a prepared
+ * row, and the attention implementations that become workloads (impls.ts). Apart from workloads.ts, so that the tables of rows in other files (the point-cloud
  * rows) and workloads.ts do not import each other.
  */
+import * as tf from '@tensorflow/tfjs';
 import {AttentionShape, Pass, PassFn} from './measure';
 
 /** A prepared row: its pass functions and the tensors to free afterwards. */
@@ -28,6 +29,8 @@ export interface Workload {
    * masked entries included), where that differs from `flops`; what performedGflops divides by.
    */
   performedFlops?(shape: AttentionShape, pass: Pass): number;
+  /** The share of the T x S tiles it computes (rows with a block mask), reported beside its time. */
+  computedFraction?(shape: AttentionShape): number;
   /**
    * The bytes any implementation of the pass must hold: its inputs, its outputs and, for
    * fwd+bwd, the forward output and the cotangent (see heap.ts). Float32 throughout.
@@ -38,4 +41,21 @@ export interface Workload {
    * run makes no cotangent.
    */
   prepare(shape: AttentionShape, seed: number, passes?: readonly Pass[]): Prepared;
+}
+
+/** Options every implementation receives; all are optional so defaults match the ops. */
+export interface BenchRunOptions {
+  /** Multiplies q k^T. Default 1 / sqrt(D). */
+  scale?: number;
+}
+
+export interface BenchImpl {
+  /** One line for `--help` and the report. */
+  description: string;
+  /** q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv] -> [B, H, T, Dv]. Must be differentiable. */
+  run(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options: BenchRunOptions): tf.Tensor;
+  /** Multiply-adds * 2 of the products it actually computes (see Workload.performedFlops). */
+  performedFlops?(shape: AttentionShape, pass: Pass): number;
+  /** The share of the T x S tiles it computes (rows with a block mask). */
+  computedFraction?(shape: AttentionShape): number;
 }

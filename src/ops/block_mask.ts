@@ -1,18 +1,27 @@
 /**
  * Block masks (FlexAttention's create_block_mask): a mask mod evaluated once, block by block,
  * into which (query block, key block) tiles are empty (never computed), full (computed without
- * a mask) or partial (computed with the mod applied). Built once per shape and reused across
- * layers and steps; it holds no tensor.
+ * a mask) or partial (computed with the mask applied). Built once per shape and reused across
+ * layers and steps. The partial tiles' masks are kept from that evaluation (as additive
+ * MASKED_LOGIT / 0 tiles, up to MAX_KEPT_MASK_ENTRIES in all), so calls apply them without
+ * running the mod again; past that budget the engine runs the mod on each partial tile.
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';
 import {assertNonNegativeInt, assertPositiveInt, checkArgNames} from '../core/validate';
 import {maskOf} from './flex_mods';
+import {MASKED_LOGIT} from './masks';
 import {MaskMod, ModContext} from './flex_types';
 import {blocks} from './tile_plan';
 
 /** Block size of createBlockMask when none is given (PyTorch's default). */
 export const DEFAULT_FLEX_BLOCK = 128;
+
+/**
+ * Entries of the partial tiles a block mask keeps (2^24: 64 MiB of float32); a mask with more
+ * keeps none, and the mod is evaluated on each partial tile at every call instead.
+ */
+export const MAX_KEPT_MASK_ENTRIES = 2 ** 24;
 
 /** What a tile of a block mask is. */
 export const EMPTY = 0;
@@ -31,11 +40,47 @@ export interface BlockMaskOptions {
 export class BlockMask {
   /** Per (b, h) pair (index b * heads + h), per tile (i * numKeyBlocks + j): EMPTY, PARTIAL or FULL. */
   private readonly states: Uint8Array[];
+  /** Per pair, per query block: 1 when a query of the block sees no key at all. */
+  private readonly keyless: Uint8Array[];
+  /** Per pair, per tile: the partial tile's additive mask [bq, bk] (MASKED_LOGIT where masked), when kept. */
+  private tiles: Map<number, tf.Tensor>[] | null;
 
   constructor(readonly maskMod: MaskMod, readonly batch: number, readonly heads: number,
               readonly queryLength: number, readonly keyLength: number,
-              readonly queryBlockSize: number, readonly keyBlockSize: number, states: Uint8Array[]) {
+              readonly queryBlockSize: number, readonly keyBlockSize: number, states: Uint8Array[],
+              keyless: Uint8Array[], tiles: Map<number, tf.Tensor>[] | null) {
     this.states = states;
+    this.keyless = keyless;
+    this.tiles = tiles;
+  }
+
+  /** True when the partial tiles' masks are kept (calls then never run the mod). */
+  get keepsTiles(): boolean { return this.tiles != null; }
+
+  /**
+   * The kept additive mask of partial tile (i, j) for batch entry b and head h: [bq, bk]
+   * (the block's own sizes at the edges), MASKED_LOGIT where masked, else 0. Null when not kept.
+   */
+  tileMask(b: number, h: number, i: number, j: number): tf.Tensor | null {
+    return this.tiles?.[this.pair(b, h)].get(i * this.numKeyBlocks + j) ?? null;
+  }
+
+  /** True when some query of block i sees no key, for any of batch entries [b0, b0 + nb) and heads [h0, h0 + nh). */
+  hasKeylessRows(b0: number, nb: number, h0: number, nh: number, i: number): boolean {
+    const bs = this.batch === 1 ? [0] : range(b0, nb);
+    const hs = this.heads === 1 ? [0] : range(h0, nh);
+    return bs.some((b) => hs.some((h) => this.keyless[b * this.heads + h][i] === 1));
+  }
+
+  /** Frees the kept tiles; the mask still works after, running the mod on partial tiles. */
+  dispose(): void {
+    if (this.tiles == null) return;
+    for (const m of this.tiles) for (const t of m.values()) t.dispose();
+    this.tiles = null;
+  }
+
+  private pair(b: number, h: number): number {
+    return (this.batch === 1 ? 0 : b) * this.heads + (this.heads === 1 ? 0 : h);
   }
 
   get numQueryBlocks(): number { return Math.ceil(this.queryLength / this.queryBlockSize); }
@@ -43,8 +88,7 @@ export class BlockMask {
 
   /** The state of tile (i, j) for batch entry b and head h (taken as 0 where the mask has one). */
   state(b: number, h: number, i: number, j: number): number {
-    const pair = (this.batch === 1 ? 0 : b) * this.heads + (this.heads === 1 ? 0 : h);
-    return this.states[pair][i * this.numKeyBlocks + j];
+    return this.states[this.pair(b, h)][i * this.numKeyBlocks + j];
   }
 
   /** The key blocks query block i sees wholly (full) and in part (partial), in order. */
@@ -121,8 +165,10 @@ function range(start: number, n: number): number[] {
 /**
  * Evaluates `maskMod` block row by block row (a [B, H, blockSize, S] tensor at a time, never
  * [T, S]) and sorts each tile of blockSize queries x blockSize keys into empty, full and
- * partial. B or H of 1 builds one mask shared by every batch entry or head (the mod is then
- * evaluated at b = 0 or h = 0 only). Reads the counts back synchronously (dataSync).
+ * partial, keeping the partial tiles' masks (up to MAX_KEPT_MASK_ENTRIES entries). B or H of 1
+ * builds one mask shared by every batch entry or head (the mod is then evaluated at b = 0 or
+ * h = 0 only). Reads each row's counts back synchronously (dataSync). The mask holds tensors
+ * (its kept tiles): dispose() it when done.
  */
 export function createBlockMask(maskMod: MaskMod, B: number | null, H: number | null, T: number, S: number,
                                 options: BlockMaskOptions = {}): BlockMask {
@@ -145,31 +191,57 @@ export function createBlockMask(maskMod: MaskMod, B: number | null, H: number | 
   const rows = blocks(T, bq);
   const cols = blocks(S, bk);
   const nK = cols.length;
-  const states = Array.from({length: Bm * Hm}, () => new Uint8Array(rows.length * nK));
+  const P = Bm * Hm;
+  const states = Array.from({length: P}, () => new Uint8Array(rows.length * nK));
+  const keyless = Array.from({length: P}, () => new Uint8Array(rows.length));
+  let tiles: Map<number, tf.Tensor>[] | null = Array.from({length: P}, () => new Map<number, tf.Tensor>());
+  let kept = 0;
+  const drop = () => {
+    tiles?.forEach((m) => m.forEach((t) => t.dispose()));
+    tiles = null;
+  };
   if (rows.length > 0 && nK > 0) {
     const context: ModContext = {batch: Bm, heads: Hm, queryLength: T, keyLength: S};
-    const counts = tf.tidy(() => {
-      const b = tf.reshape(tf.range(0, Bm, 1, 'int32'), [Bm, 1, 1, 1]);
-      const h = tf.reshape(tf.range(0, Hm, 1, 'int32'), [1, Hm, 1, 1]);
-      const kv = tf.reshape(tf.range(0, S, 1, 'int32'), [1, 1, 1, S]);
-      // Per block row: the visible pairs of each tile, [Bm, Hm, nK], stacked to [rows, Bm, Hm, nK].
-      return tf.stack(rows.map(([t0, n]) => tf.tidy(() => {
+    const [b, h, kv] = [[Bm, 1, 1, 1], [1, Hm, 1, 1], [1, 1, 1, S]].map((shape) =>
+      tf.reshape(tf.range(0, shape.reduce((x, y) => x * y), 1, 'int32'), shape));
+    try {
+      rows.forEach(([t0, n], i) => {
         const q = tf.reshape(tf.range(t0, t0 + n, 1, 'int32'), [1, 1, n, 1]);
-        const m = tf.cast(tf.broadcastTo(maskOf(maskMod, b, h, q, kv, context), [Bm, Hm, n, S]), 'int32');
-        const padded = nK * bk === S ? m : tf.pad(m, [[0, 0], [0, 0], [0, 0], [0, nK * bk - S]]);
-        return tf.sum(tf.reshape(padded, [Bm, Hm, n, nK, bk]), [2, 4]);                  // [Bm, Hm, nK]
-      })));
-    });
-    const c = counts.dataSync();
-    counts.dispose();
-    rows.forEach(([, n], i) => {
-      for (let p = 0; p < Bm * Hm; p++) {
-        cols.forEach(([, w], j) => {
-          const x = c[(i * Bm * Hm + p) * nK + j];
-          states[p][i * nK + j] = x === 0 ? EMPTY : x === n * w ? FULL : PARTIAL;
+        const m = tf.tidy(() => tf.cast(tf.broadcastTo(maskOf(maskMod, b, h, q, kv, context), [Bm, Hm, n, S]), 'int32'));
+        q.dispose();
+        // Per tile the visible pairs [Bm, Hm, nK], and per pair the fewest keys a row sees [Bm, Hm].
+        const [counts, fewest] = tf.tidy(() => {
+          const padded = nK * bk === S ? m : tf.pad(m, [[0, 0], [0, 0], [0, 0], [0, nK * bk - S]]);
+          return [tf.sum(tf.reshape(padded, [Bm, Hm, n, nK, bk]), [2, 4]), tf.min(tf.sum(m, 3), 2)];
         });
-      }
-    });
+        const c = counts.dataSync();
+        const f = fewest.dataSync();
+        tf.dispose([counts, fewest]);
+        for (let p = 0; p < P; p++) {
+          keyless[p][i] = f[p] === 0 ? 1 : 0;
+          cols.forEach(([s0, w], j) => {
+            const x = c[p * nK + j];
+            states[p][i * nK + j] = x === 0 ? EMPTY : x === n * w ? FULL : PARTIAL;
+            if (states[p][i * nK + j] !== PARTIAL || tiles == null) return;
+            if (kept + n * w > MAX_KEPT_MASK_ENTRIES) {
+              drop();
+              return;
+            }
+            kept += n * w;
+            const [pb, ph] = [Math.floor(p / Hm), p % Hm];
+            // Kept: the mask owns its tiles, even when built inside a caller's tidy.
+            tiles[p].set(i * nK + j, tf.keep(tf.tidy(() => tf.mul(tf.sub(1, tf.cast(                       // [n, w]
+              tf.reshape(tf.slice(m, [pb, ph, 0, s0], [1, 1, n, w]), [n, w]), 'float32')), MASKED_LOGIT))));
+          });
+        }
+        m.dispose();
+      });
+    } catch (e) {
+      drop();
+      throw e;
+    } finally {
+      tf.dispose([b, h, kv]);
+    }
   }
-  return new BlockMask(maskMod, Bm, Hm, T, S, bq, bk, states);
+  return new BlockMask(maskMod, Bm, Hm, T, S, bq, bk, states, keyless, tiles);
 }

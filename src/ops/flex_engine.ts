@@ -17,7 +17,7 @@ import * as tf from '@tensorflow/tfjs';
 import {AttentionDims} from './heads';
 import {MASKED_LOGIT} from './masks';
 import {swapLast} from './matmul';
-import {BlockMask, EMPTY, PARTIAL} from './block_mask';
+import {BlockMask, EMPTY, FULL, PARTIAL} from './block_mask';
 import {maskOf} from './flex_mods';
 import {ModContext, ScoreMod} from './flex_types';
 import {blocks, queryRows, TilePlan, tileUnits, Unit, unitPart} from './tile_plan';
@@ -39,9 +39,10 @@ export interface FlexPlan extends AttentionDims {
 /** A run of consecutive visible key blocks: keys [a, a + n), with the key ranges of its partial blocks. */
 interface Run {a: number; n: number; partial: [number, number][]}
 
-/** The plan as tile_plan's helpers take it (no causal band; tiles of maxRun keys). */
+/** The plan as tile_plan's helpers take it: no causal band, tiles of a group's rows by maxRun keys at most. */
 function tilePlan(p: FlexPlan): TilePlan {
-  return {...p, causal: false, offset: 0, bk: p.maxRun};
+  const rows = Math.min(p.T, Math.max(p.bq, Math.floor(FLEX_GROUP_SCORES / (p.R * p.maxRun))));
+  return {...p, causal: false, offset: 0, bq: rows, bk: p.maxRun};
 }
 
 /** The units of a flex call (tile_plan's, with tiles of R * bq rows by maxRun keys). */
@@ -58,7 +59,7 @@ function runsOf(p: FlexPlan, u: Unit, i: number): Run[] {
   let cur: Run | null = null;
   let count = 0;
   grid.forEach(([s0, w], j) => {
-    const st = bm == null ? 2 : bm.unionState(u.b, u.nb, u.g * p.R, u.ng * p.R, i, j);
+    const st = bm == null ? FULL : bm.unionState(u.b, u.nb, u.g * p.R, u.ng * p.R, i, j);
     if (st === EMPTY) {
       cur = null;
       return;
@@ -77,6 +78,36 @@ function runsOf(p: FlexPlan, u: Unit, i: number): Run[] {
     }
   });
   return runs;
+}
+
+/**
+ * Scores a group of query blocks may span (2^21, 8 MiB of float32, as flash's tiles): consecutive
+ * blocks that see the same runs (a document's blocks, every block without a mask) are worked as
+ * one, so their products are larger and fewer.
+ */
+export const FLEX_GROUP_SCORES = 2 ** 21;
+
+/** Consecutive query blocks [i0, i0 + count) worked as one: rows [t0, t0 + bq) and their common runs. */
+interface Group {t0: number; bq: number; i0: number; count: number; runs: Run[]}
+
+/** The query blocks of unit u, grouped where consecutive ones see the same runs. */
+function groupsOf(p: FlexPlan, u: Unit): Group[] {
+  const out: Group[] = [];
+  let key = '';
+  blocks(p.T, p.bq).forEach(([t0, bq], i) => {
+    const runs = runsOf(p, u, i);
+    const k = JSON.stringify(runs);
+    const last = out[out.length - 1];
+    const widest = Math.max(1, ...runs.map((r) => r.n));
+    if (last != null && k === key && p.R * (last.bq + bq) * widest <= FLEX_GROUP_SCORES) {
+      last.bq += bq;
+      last.count++;
+    } else {
+      out.push({t0, bq, i0: i, count: 1, runs});
+      key = k;
+    }
+  });
+  return out;
 }
 
 /**
@@ -111,28 +142,64 @@ function positions(start: number, n: number, shape: number[]): tf.Tensor {
   return tf.reshape(tf.range(start, start + n, 1, 'int32'), shape);
 }
 
+/** A run's masks, heads view, broadcastable to [nb, heads, bq, n]: added to the scores, and the 0/1 keep. */
+interface RunMask {
+  add: tf.Tensor | null;
+  /** Multiplies the probabilities where some row of the block sees no key (their exp would not vanish). */
+  keep: tf.Tensor | null;
+}
+
 /**
- * The keep (0/1 float) of a run's keys for query block [t0, t0 + bq): the mask mod on its
- * partial blocks, ones on the full ones; broadcastable to [nb, heads, bq, n]. Null when no
- * block of the run is partial.
+ * The masks of a run of a group of query blocks: the block mask's kept tiles for its partial
+ * blocks (0 on full ones, MASKED_LOGIT on blocks empty for some of the unit's pairs), or where
+ * it keeps none the mask mod evaluated on the partial blocks, ones elsewhere. Nulls when no block
+ * of the run is partial.
  */
-function runKeep(p: FlexPlan, ix: Indices, t0: number, bq: number, run: Run): tf.Tensor | null {
-  if (run.partial.length === 0) return null;
+function runMask(p: FlexPlan, u: Unit, ix: Indices, g: Group, run: Run): RunMask {
+  if (run.partial.length === 0) return {add: null, keep: null};
+  const bm = p.blockMask!;
+  const {t0, bq} = g;
+  const [h0, nh] = [u.g * p.R, u.ng * p.R];
+  const blockIds = Array.from({length: g.count}, (_, x) => g.i0 + x);
+  const keyless = blockIds.some((i) => bm.hasKeylessRows(u.b, u.nb, h0, nh, i));
+  if (bm.keepsTiles) {
+    const bs = bm.batch === 1 ? [0] : Array.from({length: u.nb}, (_, x) => u.b + x);
+    const hs = bm.heads === 1 ? [0] : Array.from({length: nh}, (_, x) => h0 + x);
+    const j0 = Math.floor(run.a / p.bk);
+    const grid = blocks(p.S, p.bk).slice(j0).filter(([s0]) => s0 < run.a + run.n);
+    const rows = blocks(p.T, p.bq);
+    // Pair (b, h)'s mask over the group's rows and the run's keys: block by block, [bq, n].
+    const maskOfPair = (b: number, h: number) => concatAndDispose(blockIds.map((i) => concatAndDispose(
+      grid.map(([, w], x) => {
+        const st = bm.state(b, h, i, j0 + x);
+        const n = rows[i][1];
+        return st === PARTIAL ? tf.clone(bm.tileMask(b, h, i, j0 + x)!) : st === EMPTY ? tf.fill([n, w], MASKED_LOGIT)
+          : tf.zeros([n, w]);
+      }), 1)), 0);
+    const add = tf.reshape(tf.stack(bs.map((b) => tf.stack(hs.map((h) => maskOfPair(b, h))))),
+      [bs.length, hs.length, bq, run.n]);                                         // [nb|1, heads|1, bq, n]
+    return {add, keep: keyless ? tf.cast(tf.equal(add, 0), 'float32') : null};
+  }
   const qIdx = positions(t0, bq, [1, 1, bq, 1]);
   const parts = run.partial.map(([a, n]) =>
-    tf.cast(maskOf(p.blockMask!.maskMod, ix.b, ix.h, qIdx, positions(a, n, [1, 1, 1, n]), ix.context), 'float32'));
-  if (parts.length === 1 && run.partial[0][0] === run.a && run.partial[0][1] === run.n) return parts[0];
-  // A common shape for the pieces: each axis of the tile where any piece varies along it.
-  const lead = [0, 1, 2].map((ax) => Math.max(...parts.map((x) => x.shape[ax + x.rank - 4] ?? 1)));
-  const pieces: tf.Tensor[] = [];
-  let at = run.a;
-  run.partial.forEach(([a, n], x) => {
-    if (a > at) pieces.push(tf.ones([...lead, a - at]));
-    pieces.push(tf.broadcastTo(parts[x], [...lead, n]));
-    at = a + n;
-  });
-  if (at < run.a + run.n) pieces.push(tf.ones([...lead, run.a + run.n - at]));
-  return tf.concat(pieces, 3);                                                    // [nb|1, heads|1, bq|1, n]
+    tf.cast(maskOf(bm.maskMod, ix.b, ix.h, qIdx, positions(a, n, [1, 1, 1, n]), ix.context), 'float32'));
+  let keep: tf.Tensor;
+  if (parts.length === 1 && run.partial[0][0] === run.a && run.partial[0][1] === run.n) {
+    keep = parts[0];
+  } else {
+    // A common shape for the pieces: each axis of the tile where any piece varies along it.
+    const lead = [0, 1, 2].map((ax) => Math.max(...parts.map((x) => x.shape[ax + x.rank - 4] ?? 1)));
+    const pieces: tf.Tensor[] = [];
+    let at = run.a;
+    run.partial.forEach(([a, n], x) => {
+      if (a > at) pieces.push(tf.ones([...lead, a - at]));
+      pieces.push(tf.broadcastTo(parts[x], [...lead, n]));
+      at = a + n;
+    });
+    if (at < run.a + run.n) pieces.push(tf.ones([...lead, run.a + run.n - at]));
+    keep = tf.concat(pieces, 3);                                                  // [nb|1, heads|1, bq|1, n]
+  }
+  return {add: tf.mul(tf.sub(1, keep), MASKED_LOGIT), keep: keyless ? keep : null};
 }
 
 /** The unit's heads view of scores [nb, ng, R*bq, n] <-> [nb, heads, bq, n] (the same data). */
@@ -157,14 +224,14 @@ function modScores(mod: ScoreMod, s4: tf.Tensor, ix: Indices, t0: number, bq: nu
 }
 
 /**
- * A run's scores, heads view [nb, heads, bq, n]: q k^T (q scaled), the score mod, the mask added
- * (MASKED_LOGIT where keep is 0); with the pre-mod scores when the backward needs them.
+ * A run's scores, heads view [nb, heads, bq, n]: q k^T (q scaled), the score mod, the additive
+ * mask; with the pre-mod scores when the backward needs them.
  */
 function runScores(p: FlexPlan, ix: Indices | null, qi: tf.Tensor, kT: tf.Tensor, t0: number, bq: number, run: Run,
-                   keep: tf.Tensor | null): {s: tf.Tensor; pre: tf.Tensor | null} {
+                   add: tf.Tensor | null): {s: tf.Tensor; pre: tf.Tensor | null} {
   const pre = disposeAfter(unitMatMul(qi, sliceColumns(kT, run.a, run.n)), (x) => headsView(x, bq));
   let s = p.scoreMod != null ? modScores(p.scoreMod, pre, ix!, t0, bq, run.a, run.n) : pre;
-  if (keep != null) s = tf.add(s, tf.mul(tf.sub(1, keep), MASKED_LOGIT));
+  if (add != null) s = tf.add(s, add);
   return {s, pre: p.scoreMod != null ? pre : null};
 }
 
@@ -182,25 +249,24 @@ export function flexForward(p: FlexPlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tenso
   const {B, H, T, D, Dv} = p;
   const q3 = tf.reshape(q, [B * H, T, D]);                                        // [B*H, T, D]
   const us = flexUnits(p);
-  const qBlocks = blocks(T, p.bq);
-  const pieces = qBlocks.map(() => us.map(() => [] as tf.Tensor[]));
   const mods = p.blockMask != null || p.scoreMod != null;
-  us.forEach((u, ui) => {
+  // Per unit its outputs [heads, T, X], from its groups' pieces joined along T.
+  const units = us.map((u) => {
     const ix = mods ? unitIndices(p, u) : null;
     const kT = tf.tidy(() => swapLast(unitPart(u, k)));                           // [nb, ng, D, S]
     const vU = unitPart(u, v);                                                    // [nb, ng, S, Dv]
-    qBlocks.forEach(([t0, bq], bi) => {
-      pieces[bi][ui] = tf.tidy(() => {
+    const pieces = groupsOf(p, u).map((g) => {
+      const {t0, bq, runs} = g;
+      return tf.tidy(() => {
         const heads = u.nb * u.ng * p.R;
-        const runs = runsOf(p, u, bi);
         const none = () => [tf.zeros([heads, bq, Dv]), tf.fill([heads, bq, 1], NO_KEYS_MAX), tf.zeros([heads, bq, 1]),
           ...(lse ? [tf.fill([heads, bq, 1], -Infinity)] : [])];
         if (runs.length === 0) return none();
-        const qi = tf.mul(queryRows(tilePlan(p), u, q3, t0, bq), p.scale);                // [nb, ng, R*bq, D], scaled
+        const qi = tf.mul(queryRows(p, u, q3, t0, bq), p.scale);                // [nb, ng, R*bq, D], scaled
         if (runs.length === 1) {
           const run = runs[0];
-          const keep = runKeep(p, ix!, t0, bq, run);
-          const {s} = runScores(p, ix, qi, kT, t0, bq, run, keep);                // [nb, heads, bq, n]
+          const {add, keep} = runMask(p, u, ix!, g, run);
+          const {s} = runScores(p, ix, qi, kT, t0, bq, run, add);                 // [nb, heads, bq, n]
           const pr = kept(tf.softmax(s), keep);
           const o = unitMatMul(groupsView(pr, u.ng), sliceRows(vU, run.a, run.n)); // [nb, ng, R*bq, Dv]
           const out = [tf.reshape(o, [heads, bq, Dv]), tf.zeros([heads, bq, 1]), tf.zeros([heads, bq, 1])];
@@ -217,8 +283,8 @@ export function flexForward(p: FlexPlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tenso
         let acc: tf.Tensor | null = null;
         for (const run of runs) {
           const next = tf.tidy(() => {
-            const keep = runKeep(p, ix!, t0, bq, run);
-            const {s} = runScores(p, ix, qi, kT, t0, bq, run, keep);              // [nb, heads, bq, n]
+            const {add, keep} = runMask(p, u, ix!, g, run);
+            const {s} = runScores(p, ix, qi, kT, t0, bq, run, add);               // [nb, heads, bq, n]
             const rowMax = tf.max(s, -1, true);
             const mNew = m == null ? rowMax : tf.maximum(m, rowMax);
             const pr = kept(tf.exp(tf.sub(s, mNew)), keep);
@@ -245,9 +311,10 @@ export function flexForward(p: FlexPlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tenso
       });
     });
     tf.dispose([kT, vU, ...(ix != null ? [ix.b, ix.h] : [])]);
+    return pieces[0].map((_, which) => concatAndDispose(pieces.map((x) => x[which]), 1));
   });
-  const join = (which: number) =>
-    concatAndDispose(pieces.map((row) => concatAndDispose(row.map((x) => x[which]), 0)), 1);
+  // Units in order are heads in order.
+  const join = (which: number) => concatAndDispose(units.map((x) => x[which]), 0);
   const O = disposeAfter(join(0), (x) => tf.reshape(x, [B, H, T, Dv]));
   const out = [O, join(1), join(2), ...(lse ? [join(3)] : [])];
   q3.dispose();
@@ -272,35 +339,31 @@ export function flexBackward(p: FlexPlan, dO: tf.Tensor, dLse: tf.Tensor | null,
   const capGrads: tf.Tensor[] = caps.map((c) => tf.zeros(c.shape));
   const differentiable = caps.map((c) => c.dtype === 'float32');
   const us = flexUnits(p);
-  const qBlocks = blocks(T, p.bq);
   const grid = blocks(S, p.bk);
-  const dqPieces = qBlocks.map(() => us.map(() => null as tf.Tensor | null));
+  const dqUnits: tf.Tensor[] = [];
   const dkUnits: tf.Tensor[] = [];
   const dvUnits: tf.Tensor[] = [];
   const mods = p.blockMask != null || p.scoreMod != null;
-  us.forEach((u, ui) => {
+  us.forEach((u) => {
     const ix = mods ? unitIndices(p, u) : null;
     const kU = unitPart(u, k);                                                    // [nb, ng, S, D]
     const kT = tf.tidy(() => swapLast(kU));                                       // [nb, ng, D, S]
     const vT = tf.tidy(() => swapLast(unitPart(u, v)));                           // [nb, ng, Dv, S]
     const dKb: (tf.Tensor | null)[] = grid.map(() => null);                       // [nb, ng, w, D] each
     const dVb: (tf.Tensor | null)[] = grid.map(() => null);                       // [nb, ng, w, Dv] each
-    qBlocks.forEach(([t0, bq], bi) => {
+    const dqPieces = groupsOf(p, u).map((g) => {
+      const {t0, bq, runs} = g;
       const heads = u.nb * u.ng * p.R;
-      const runs = runsOf(p, u, bi);
-      if (runs.length === 0) {
-        dqPieces[bi][ui] = tf.zeros([heads, bq, D]);
-        return;
-      }
-      const qi = tf.tidy(() => tf.mul(queryRows(tilePlan(p), u, q3, t0, bq), p.scale));   // [nb, ng, R*bq, D], scaled
-      const dOi = queryRows(tilePlan(p), u, dO3, t0, bq);                                   // [nb, ng, R*bq, Dv]
-      const [Mi, LLi, Di] = [M, LL, Dsum].map((x) => tf.tidy(() => headsView(queryRows(tilePlan(p), u, x, t0, bq), bq)));
+      if (runs.length === 0) return tf.zeros([heads, bq, D]);
+      const qi = tf.tidy(() => tf.mul(queryRows(p, u, q3, t0, bq), p.scale));   // [nb, ng, R*bq, D], scaled
+      const dOi = queryRows(p, u, dO3, t0, bq);                                   // [nb, ng, R*bq, Dv]
+      const [Mi, LLi, Di] = [M, LL, Dsum].map((x) => tf.tidy(() => headsView(queryRows(p, u, x, t0, bq), bq)));
       let dQ: tf.Tensor | null = null;
       for (const run of runs) {
         const next = tf.tidy(() => {
           // 1. The probabilities, as the forward had them.
-          const keep = runKeep(p, ix!, t0, bq, run);
-          const {s, pre} = runScores(p, ix, qi, kT, t0, bq, run, keep);           // [nb, heads, bq, n]
+          const {add, keep} = runMask(p, u, ix!, g, run);
+          const {s, pre} = runScores(p, ix, qi, kT, t0, bq, run, add);            // [nb, heads, bq, n]
           const pr = kept(runs.length === 1 ? tf.softmax(s) : tf.exp(tf.sub(tf.sub(s, Mi), LLi)), keep);
           const pg = groupsView(pr, u.ng);                                        // [nb, ng, R*bq, n]
           // 2. dV = P^T dO; dP = dO V^T; dS = P (dP - D).
@@ -347,9 +410,11 @@ export function flexBackward(p: FlexPlan, dO: tf.Tensor, dLse: tf.Tensor | null,
           if (covered.length > 1) part.dispose();
         }
       }
-      dqPieces[bi][ui] = tf.tidy(() => tf.reshape(tf.mul(dQ!, p.scale), [heads, bq, D]));
+      const dq = tf.tidy(() => tf.reshape(tf.mul(dQ!, p.scale), [heads, bq, D]));
       tf.dispose([qi, dOi, Mi, LLi, Di, dQ!]);
+      return dq;
     });
+    dqUnits.push(concatAndDispose(dqPieces, 1));                                  // [heads, T, D]
     const gather = (parts: (tf.Tensor | null)[], X: number) => tf.tidy(() => {
       const full = parts.map((t, j) => t ?? tf.zeros([u.nb, u.ng, grid[j][1], X]));
       return full.length === 1 ? tf.clone(full[0]) : tf.concat(full, 2);         // [nb, ng, S, X]
@@ -368,7 +433,7 @@ export function flexBackward(p: FlexPlan, dO: tf.Tensor, dLse: tf.Tensor | null,
   };
   const dk = joinUnits(dkUnits);
   const dv = joinUnits(dvUnits);
-  const dq3 = concatAndDispose(dqPieces.map((row) => concatAndDispose(row as tf.Tensor[], 0)), 1); // [B*H, T, D]
+  const dq3 = concatAndDispose(dqUnits, 0);                                       // [B*H, T, D]
   const dq = disposeAfter(dq3, (x) => tf.reshape(x, [B, H, T, D]));
   tf.dispose([q3, dO3, Dsum]);
   return [dq, dk, dv, ...capGrads];

@@ -67,7 +67,7 @@ export function blocks(n: number, bs: number): [number, number][] {
 }
 
 /** Rows [t0, t0 + bq) of the unit's query heads of x3 [B*H, T, X], as [nb, ng, R*bq, X]. */
-export function queryRows(p: TilePlan, u: Unit, x3: tf.Tensor, t0: number, bq: number): tf.Tensor {
+export function queryRows(p: Pick<TilePlan, 'H' | 'R'>, u: Unit, x3: tf.Tensor, t0: number, bq: number): tf.Tensor {
   const X = x3.shape[2] as number;
   const h0 = u.b * p.H + u.g * p.R;
   const heads = u.nb * u.ng * p.R; // a single unit's R heads, or all B*H
