@@ -1,7 +1,8 @@
 /**
  * What a bench row is: a workload (its passes, FLOP counts, floor and inputs), a prepared
- * row, and the attention implementations that become workloads (impls.ts). Apart from workloads.ts, so that the tables of rows in other files (the point-cloud
- * rows) and workloads.ts do not import each other.
+ * row, and the attention implementations that become workloads (impls.ts). Apart from
+ * workloads.ts, so that the tables of rows in other files (the point-cloud rows, the flex
+ * rows) and the files that gather them do not import each other.
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionShape, Pass, PassFn} from './measure';

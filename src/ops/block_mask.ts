@@ -203,12 +203,13 @@ export function createBlockMask(maskMod: MaskMod, B: number | null, H: number | 
   if (rows.length > 0 && nK > 0) {
     const context: ModContext = {batch: Bm, heads: Hm, queryLength: T, keyLength: S};
     const [b, h, kv] = [[Bm, 1, 1, 1], [1, Hm, 1, 1], [1, 1, 1, S]].map((shape) =>
-      tf.reshape(tf.range(0, shape.reduce((x, y) => x * y), 1, 'int32'), shape));
+      tf.tidy(() => tf.reshape(tf.range(0, shape.reduce((x, y) => x * y), 1, 'int32'), shape)));
     try {
       rows.forEach(([t0, n], i) => {
-        const q = tf.reshape(tf.range(t0, t0 + n, 1, 'int32'), [1, 1, n, 1]);
-        const m = tf.tidy(() => tf.cast(tf.broadcastTo(maskOf(maskMod, b, h, q, kv, context), [Bm, Hm, n, S]), 'int32'));
-        q.dispose();
+        const m = tf.tidy(() => {
+          const q = tf.reshape(tf.range(t0, t0 + n, 1, 'int32'), [1, 1, n, 1]);
+          return tf.cast(tf.broadcastTo(maskOf(maskMod, b, h, q, kv, context), [Bm, Hm, n, S]), 'int32');
+        });
         // Per tile the visible pairs [Bm, Hm, nK], and per pair the fewest keys a row sees [Bm, Hm].
         const [counts, fewest] = tf.tidy(() => {
           const padded = nK * bk === S ? m : tf.pad(m, [[0, 0], [0, 0], [0, 0], [0, nK * bk - S]]);

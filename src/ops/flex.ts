@@ -113,10 +113,12 @@ export function flexAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor,
   }) as Parameters<typeof tf.customGrad>[0]);
   const out = run(q, k, v, ...caps);
   if (!returnLse) return out as tf.Tensor4D;
-  return tf.tidy(() => ({
+  const parts = tf.tidy(() => ({
     output: tf.slice(out, [0, 0, 0, 0], [B, H, T, Dv]) as tf.Tensor4D,
     lse: tf.reshape(tf.slice(out, [0, 0, 0, Dv], [B, H, T, 1]), [B, H, T]) as tf.Tensor3D,
   }));
+  out.dispose();
+  return parts;
 }
 
 /** Throws unless blockMask is null or a BlockMask built for these dims (B and H may be 1 there). */
@@ -139,7 +141,8 @@ function checkBlockMask(blockMask: unknown, {B, H, T, S}: AttentionDims): void {
  * The tiles of a flex call: the block mask's blocks (query blocks of its size, runs of up to
  * FLASH_TILE_SCORES / (R * bq) keys), or without one flash's default blocks.
  */
-function flexPlan(dims: AttentionDims, scale: number, blockMask: BlockMask | null, scoreMod: ScoreMod | null): FlexPlan {
+function flexPlan(dims: AttentionDims, scale: number, blockMask: BlockMask | null,
+                  scoreMod: ScoreMod | null): FlexPlan {
   const {T, S, R} = dims;
   const bq = Math.min(blockMask?.queryBlockSize ?? DEFAULT_BLOCK_SIZE, T);
   const span = Math.max(bq, Math.floor(FLASH_TILE_SCORES / (R * bq)));

@@ -14,6 +14,7 @@
  * declares) comes from autograd over the mod on each tile.
  */
 import * as tf from '@tensorflow/tfjs';
+import {AttentionError, show} from '../core/errors';
 import {AttentionDims} from './heads';
 import {MASKED_LOGIT} from './masks';
 import {swapLast} from './matmul';
@@ -217,8 +218,8 @@ function groupsView(s: tf.Tensor, ng: number): tf.Tensor {
 function modScores(mod: ScoreMod, s4: tf.Tensor, ix: Indices, t0: number, bq: number, a: number, n: number): tf.Tensor {
   const out = mod(s4, ix.b, ix.h, positions(t0, bq, [1, 1, bq, 1]), positions(a, n, [1, 1, 1, n]), ix.context);
   if (!(out instanceof tf.Tensor) || out.dtype !== 'float32' || out.shape.join() !== s4.shape.join()) {
-    throw new TypeError(`a score mod must return a float32 tensor of the score's shape [${s4.shape}], ` +
-      `received ${out instanceof tf.Tensor ? `${out.dtype} [${out.shape}]` : typeof out}`);
+    throw new AttentionError('DIMENSION_MISMATCH',
+      `a score mod must return a float32 tensor of the score's shape ${show(s4.shape)}, received ${show(out)}`);
   }
   return out;
 }
@@ -273,7 +274,8 @@ export function flexForward(p: FlexPlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tenso
           if (lse) {
             // Rows whose every key is masked have a max near MASKED_LOGIT: no key, -Infinity.
             const rowMax = tf.max(s, -1, true);
-            const l = tf.where(tf.less(rowMax, MASKED_LOGIT / 2), tf.fill(rowMax.shape, -Infinity), tf.logSumExp(s, -1, true));
+            const noKey = tf.less(rowMax, MASKED_LOGIT / 2);
+            const l = tf.where(noKey, tf.fill(rowMax.shape, -Infinity), tf.logSumExp(s, -1, true));
             out.push(tf.reshape(l, [heads, bq, 1]));
           }
           return out;
@@ -288,7 +290,8 @@ export function flexForward(p: FlexPlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tenso
             const rowMax = tf.max(s, -1, true);
             const mNew = m == null ? rowMax : tf.maximum(m, rowMax);
             const pr = kept(tf.exp(tf.sub(s, mNew)), keep);
-            const pv = headsView(unitMatMul(groupsView(pr, u.ng), sliceRows(vU, run.a, run.n)), bq); // [nb, heads, bq, Dv]
+            const pv = headsView(unitMatMul(groupsView(pr, u.ng), sliceRows(vU, run.a, run.n)), bq);
+            // pv: [nb, heads, bq, Dv]
             const rowSum = tf.sum(pr, -1, true);
             if (m == null) return {m: mNew, l: rowSum, acc: pv};
             const alpha = tf.exp(tf.sub(m, mNew));
@@ -332,7 +335,8 @@ export function flexBackward(p: FlexPlan, dO: tf.Tensor, dLse: tf.Tensor | null,
   const dO3 = tf.reshape(dO, [B * H, T, Dv]);
   // D = rowsum(dO * O) (minus the logsumexp's gradient: d lse / d s = P), as row-by-row products.
   const Dsum = tf.tidy(() => {
-    const d = tf.reshape(tf.matMul(tf.reshape(dO3, [B * H * T, 1, Dv]), tf.reshape(O, [B * H * T, Dv, 1])), [B * H, T, 1]);
+    const rows = tf.matMul(tf.reshape(dO3, [B * H * T, 1, Dv]), tf.reshape(O, [B * H * T, Dv, 1]));
+    const d = tf.reshape(rows, [B * H, T, 1]);
     return dLse == null ? d : tf.sub(d, dLse);                                    // [B*H, T, 1]
   });
   const caps = (p.scoreMod?.tensors ?? []);

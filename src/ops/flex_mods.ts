@@ -139,7 +139,7 @@ export function maskOf(mod: MaskMod, b: tf.Tensor, h: tf.Tensor, q: tf.Tensor, k
   const m = mod(b, h, q, kv, context);
   const tile = [b.size, h.size, q.size, kv.size];
   if (!(m instanceof tf.Tensor) || m.rank > 4 || !broadcastsTo(m.shape, tile)) {
-    throw new AttentionError('INVALID_MASK', `a mask mod must return a bool tensor broadcastable to the tile ` +
+    throw new AttentionError('INVALID_MASK', 'a mask mod must return a bool tensor broadcastable to the tile ' +
       `${show(tile)} of its index tensors, received ${show(m)}`);
   }
   if (m.dtype === 'bool') return m;
@@ -177,7 +177,7 @@ export function alibi(slopes?: tf.Tensor | readonly number[] | null,
   const a = causalAlignment(alignment, 'alignment') ?? 'bottom-right';
   if (slopes != null && !(slopes instanceof tf.Tensor) &&
       !(Array.isArray(slopes) && slopes.every((x) => typeof x === 'number' && Number.isFinite(x)))) {
-    throw new AttentionError('INVALID_CONFIG', `alibi slopes must be a [heads] tensor or array of numbers, ` +
+    throw new AttentionError('INVALID_CONFIG', 'alibi slopes must be a [heads] tensor or array of numbers, ' +
       `received ${show(slopes)}`);
   }
   if (slopes instanceof tf.Tensor && (slopes.rank !== 1 || slopes.dtype !== 'float32')) {
@@ -226,10 +226,12 @@ export function relativePositionBias(table: tf.Tensor, alignment: CausalAlignmen
         `relativePositionBias's table has ${Ht} rows, but the attention ${context.heads} heads (or give 1 row)`);
     }
     const rows = Ht === 1 ? table : tf.gather(table, tf.reshape(h, [-1]));                // [heads|1, 2M+1]
-    const d = tf.clipByValue(tf.sub(kv, alignedQueries(q, context, a)), -M, M);           // [1, 1, bq, n]
+    // Clipped with maximum and minimum: wasm's ClipByValue does not clip int32.
+    const d = tf.minimum(tf.maximum(tf.sub(kv, alignedQueries(q, context, a)), tf.scalar(-M, 'int32')),
+      tf.scalar(M, 'int32'));                                                               // [1, 1, bq, n]
     const idx = tf.add(d, tf.scalar(M, 'int32'));
     const [bq, n] = [q.size, kv.size];
-    const bias = tf.gather(rows, tf.reshape(tf.broadcastTo(idx, [bq, n]), [bq * n]), 1);  // [heads|1, bq*n]
+    const bias = tf.gather(rows, tf.reshape(tf.broadcastTo(idx, [1, 1, bq, n]), [bq * n]), 1);  // [heads|1, bq*n]
     return tf.add(score, tf.reshape(bias, [1, rows.shape[0] as number, bq, n]));
   };
   f.tensors = [table];
