@@ -14,6 +14,7 @@ import {
 import {MaskParts} from './call_masks';
 import {ConstraintArg, InitializerArg, RegularizerArg} from './config';
 import {AttentionCache} from './decoding';
+import {FLEX_CALL_ARGS, FlexCallArgs} from './flex_layer';
 import {LayerArgs} from './tfjs_types';
 import {ProjectionArgs} from './projection_weights';
 
@@ -34,7 +35,7 @@ export type PositionEncoding = typeof POSITION_ENCODINGS[number];
 /** The keyword arguments of an attention layer's apply / call (tfjs' own `mask` and `training` among them). */
 export const ATTENTION_CALL_ARGS = [
   'attentionMask', 'returnAttentionScores', 'useCausalMask', 'queryMask', 'valueMask', 'keyMask', 'cache', 'cacheIndex',
-  ...TFJS_KWARGS,
+  ...FLEX_CALL_ARGS, ...TFJS_KWARGS,
 ] as const;
 
 /** Arguments shared by every attention layer. */
@@ -83,8 +84,8 @@ export interface AttentionLayerArgs extends LayerArgs {
   ropeDim?: number | null;
 }
 
-/** Keyword arguments of `apply`/`call`. */
-export interface AttentionCallArgs {
+/** Keyword arguments of `apply`/`call` (maskMod, scoreMod and blockMask: FlexCallArgs, on the kinds that take them). */
+export interface AttentionCallArgs extends FlexCallArgs {
   /** Bool or 0/1, 1 = may attend: [B, T, S], or [T, S], or broadcastable to [B, H, T, S]. */
   attentionMask?: tf.Tensor | null;
   /** Enables dropout. */
@@ -127,6 +128,8 @@ export interface AttendOptions {
   causal: CausalAlignment | null;
   training: boolean;
   returnScores: boolean;
+  /** The call's mods and block mask (the kinds with flexMods). */
+  flex?: FlexCallArgs;
 }
 
 /** A layer class as the argument checks see it: its names and the arguments it adds. */

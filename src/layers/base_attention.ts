@@ -7,6 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {KERAS_CALL_NAMES} from '../core/arguments';
+import {AttentionError} from '../core/errors';
 import {checkLayerWeights, WeightShape} from '../core/limits';
 import {CausalAlignment, CausalArg, strictestCausal} from '../ops/causal';
 import {AttentionWithWeights} from '../ops/sdpa';
@@ -22,6 +23,7 @@ import {getConstraint, getInitializer, getRegularizer, serializeObject} from './
 import {
   AttentionCache, cachedCallInput, cachedStepIndex, CacheStrategy, checkCacheable, cloneTensors, keyValueCache,
 } from './decoding';
+import {FLEX_CALL_ARGS, FlexCallArgs, checkFlexCall} from './flex_layer';
 import {GraphCallFlags} from './graph_call_flags';
 import {assertFloat32Inputs, assertInputs, checkInputShapes, graphInputs, Shape, unpackInputs} from './inputs';
 import {projectFromHeads, projectToHeads} from './projection';
@@ -116,6 +118,7 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     this.supportsMasking = true;
     this.decoding = keyValueCache({
       numHeads: this.numHeads, numKvHeads: this.numKvHeads, headDims: () => this.dims!,
+      ownAttention: () => this.attendsWithMods(),
       attendCausal: (q, k, v) => {
         const attended = this.attend(q, k, v, {mask: null, parts: {query: null, key: null, attention: null},
           causal: 'bottom-right', training: false, returnScores: false});
@@ -172,6 +175,11 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     this.built = true;
   }
 
+  /** True when the layer's own mods change its attention (cached steps then take attend() at any size). */
+  protected attendsWithMods(): boolean {
+    return false;
+  }
+
   /** Layer-specific weights, created after the projections (so they follow them in getWeights()). */
   protected buildExtra(_dims: {D: number; Dv: number}): void {}
 
@@ -221,12 +229,23 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
       if (kwargs?.[flag] != null) assertBoolean(flag, kwargs[flag]);
     }
     enforceCapabilities(this.capabilities, who, {returnScores: kwargs?.returnAttentionScores === true});
+    const flexGiven = FLEX_CALL_ARGS.filter((name) => kwargs?.[name] != null);
+    if (flexGiven.length > 0 && !this.capabilities.flexMods) {
+      throw new AttentionError('UNSUPPORTED', `${who} does not take ${flexGiven.join(', ')}: mask and score mods ` +
+        'run in flexAttention, which MultiHeadAttention and FlashAttention use');
+    }
+    if (flexGiven.length > 0) checkFlexCall(kwargs as FlexCallArgs);
     if (kwargs?.cache != null || kwargs?.cacheIndex != null) {
       const x = cachedCallInput(inputs, kwargs, `${this.getClassName()}.apply`);
       return this.decode(x, kwargs.cache, kwargs.cacheIndex ?? undefined) as unknown as tf.Tensor[];
     }
     if ((Array.isArray(inputs) ? inputs[0] : inputs) instanceof tf.SymbolicTensor) {
       refuseMasksInGraph(kwargs);
+      if (flexGiven.length > 0) {
+        throw new AttentionError('UNSUPPORTED', `${flexGiven.join(', ')} cannot be given when building a model graph ` +
+          '(tfjs does not pass call arguments on in predict/fit): give built-in mods as the layer\'s maskMod and ' +
+          'scoreMod, or call the layer on tensors');
+      }
       const flags = this.graphFlags.forGraph(this.name, kwargs);
       this.graphFlags.remember(flags);
       this.returnScores = flags.returnAttentionScores;
@@ -254,7 +273,8 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
       // Without a cache, queries are at positions 0 .. T - 1 and keys at 0 .. S - 1.
       const [q, k, v] = this.project(query, value, key, 0); // [B, H, T, D], [B, G, S, D], [B, G, S, Dv]
       const returnScores = args.returnAttentionScores === true;
-      const attended = this.attend(q, k, v, {mask, parts, causal, training: args.training === true, returnScores});
+      const flex = {maskMod: args.maskMod, scoreMod: args.scoreMod, blockMask: args.blockMask};
+      const attended = this.attend(q, k, v, {mask, parts, causal, training: args.training === true, returnScores, flex});
       const o = zeroPaddedQueries(attended instanceof tf.Tensor ? attended as tf.Tensor4D : attended.output,
         queryPadding); // [B, H, T, Dv]
       const out = projectFromHeads(o, this.outputKernel.read(), this.outputBias?.read() ?? null); // [B, T, Eout]

@@ -29,6 +29,8 @@ export interface AttentionCapabilities {
    * go back (cacheIndex below cache.length overwrites from there).
    */
   appendOnlyCache: boolean;
+  /** Takes mask and score mods and block masks (FlexLayerArgs, FlexCallArgs): attends through flexAttention. */
+  flexMods: boolean;
   /** The causal alignments `causal` may ask for. */
   causalAlignments: readonly CausalAlignment[];
   /**
@@ -43,7 +45,7 @@ export interface AttentionCapabilities {
 /** Everything: what MultiHeadAttention with the standard implementation does. */
 export const FULL_CAPABILITIES: Readonly<AttentionCapabilities> = {
   scores: true, dropout: true, fullMasks: true, crossLengths: true, causalAlignments: ['top-left', 'bottom-right'],
-  appendOnlyCache: false,
+  appendOnlyCache: false, flexMods: true,
 };
 
 const NO_LIMITS = {why: 'it does not form the attention probabilities', scores: 'use MultiHeadAttention for them',

@@ -74,6 +74,8 @@ export interface KeyValueLayer {
   readonly numKvHeads: number;
   /** The head sizes D and Dv of the built layer. */
   headDims(): {D: number; Dv: number};
+  /** True when the layer's attention is not plain exact attention (its mods): every step then takes attendCausal. */
+  ownAttention?: () => boolean;
   /** The layer's own attention, causal aligned bottom-right, unmasked and not training. */
   attendCausal(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D): tf.Tensor4D;
 }
@@ -102,7 +104,8 @@ export function keyValueCache(layer: KeyValueLayer): CacheStrategy {
       const S = key.shape[2];
       const t = q.shape[2];
       const rows = (layer.numHeads / layer.numKvHeads) * t; // query rows per key/value head
-      const output = rows <= DECODE_BROADCAST_MAX_ROWS ? decodeAttention(q, key, value)
+      const output = layer.ownAttention?.() === true ? layer.attendCausal(q, key, value)
+        : rows <= DECODE_BROADCAST_MAX_ROWS ? decodeAttention(q, key, value)
         : t * S < DECODE_DENSE_SCORES ? scaledDotProductAttention(q, key, value, {causal: 'bottom-right'})
         : layer.attendCausal(q, key, value);
       return {output, tensors: {key, value}};
@@ -142,6 +145,12 @@ export function cachedCallInput(inputs: tf.Tensor | tf.Tensor[] | tf.SymbolicTen
   for (const name of ['attentionMask', 'queryMask', 'valueMask', 'keyMask', 'mask', 'useCausalMask'] as const) {
     if (kwargs[name] != null && kwargs[name] !== false) {
       throw new AttentionError('UNSUPPORTED', `${who}: ${name} cannot be given with a cache (decoding is causal and unpadded)`);
+    }
+  }
+  for (const name of ['maskMod', 'scoreMod', 'blockMask'] as const) {
+    if (kwargs[name] != null) {
+      throw new AttentionError('UNSUPPORTED', `${who}: ${name} cannot be given with a cache; a cached step applies the ` +
+        "layer's own maskMod and scoreMod (constructor arguments) to its new rows");
     }
   }
   if (kwargs.returnAttentionScores === true || kwargs.training === true) {

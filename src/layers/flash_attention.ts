@@ -35,8 +35,9 @@ import {assertPositiveInt} from '../core/validate';
 import {AttendOptions, AttentionLayerArgs} from './attention_args';
 import {AttentionLayerBase} from './base_attention';
 import {AttentionCapabilities, FULL_CAPABILITIES} from './capabilities';
+import {checkFlexArgs, FLEX_LAYER_ARGS, FlexConfig, flexConfigOf, FlexLayerArgs, flexAttend, usesFlex} from './flex_layer';
 
-export interface FlashAttentionArgs extends AttentionLayerArgs {
+export interface FlashAttentionArgs extends AttentionLayerArgs, FlexLayerArgs {
   /**
    * Query positions per tile, and keys per tile unless keyBlockSize is given; a positive
    * integer or null (flashAttention's default).
@@ -62,9 +63,11 @@ export function flashCapabilities(subject?: string): AttentionCapabilities {
 
 export class FlashAttention extends AttentionLayerBase {
   static className = 'FlashAttention';
-  static override readonly ownArgs: readonly string[] = ['blockSize', 'keyBlockSize'];
+  static override readonly ownArgs: readonly string[] = ['blockSize', 'keyBlockSize', ...FLEX_LAYER_ARGS];
   readonly blockSize: number | null;
   readonly keyBlockSize: number | null;
+  /** The layer's mask and score mods (flexAttention then computes every call). */
+  readonly flex: FlexConfig;
 
   static override capabilitiesFor(): AttentionCapabilities {
     return flashCapabilities();
@@ -76,15 +79,23 @@ export class FlashAttention extends AttentionLayerBase {
     this.keyBlockSize = args.keyBlockSize ?? null;
     if (this.blockSize != null) assertPositiveInt('blockSize', this.blockSize);
     if (this.keyBlockSize != null) assertPositiveInt('keyBlockSize', this.keyBlockSize);
+    this.flex = checkFlexArgs(args);
+  }
+
+  protected override attendsWithMods(): boolean {
+    return usesFlex(this.flex, undefined);
   }
 
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions): tf.Tensor4D {
+    if (usesFlex(this.flex, options.flex)) {
+      return flexAttend(q, k, v, this.flex, options.flex ?? {}, options.mask, options.causal);
+    }
     return flashAttention(q, k, v, {mask: options.mask, causal: options.causal ?? false, blockSize: this.blockSize,
       keyBlockSize: this.keyBlockSize});
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return {...super.getConfig(), blockSize: this.blockSize, keyBlockSize: this.keyBlockSize};
+    return {...super.getConfig(), blockSize: this.blockSize, keyBlockSize: this.keyBlockSize, ...flexConfigOf(this.flex)};
   }
 }
 tf.serialization.registerClass(FlashAttention);

@@ -78,7 +78,7 @@ export class LinearAttention extends AttentionLayerBase {
   /** Padding masks only, no scores, no dropout: the [T, S] matrix is never formed. */
   static override capabilitiesFor(): AttentionCapabilities {
     return {
-      ...FULL_CAPABILITIES, scores: false, dropout: false, fullMasks: false, appendOnlyCache: true,
+      ...FULL_CAPABILITIES, scores: false, dropout: false, fullMasks: false, appendOnlyCache: true, flexMods: false,
       limits: {
         why: 'linear attention never forms the [batch, heads, targetLength, sourceLength] attention matrix',
         scores: 'use MultiHeadAttention for that', dropout: 'MultiHeadAttention for attention dropout',

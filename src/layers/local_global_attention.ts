@@ -59,6 +59,7 @@ export class LocalGlobalAttention extends AttentionLayerBase {
   static override capabilitiesFor(): AttentionCapabilities {
     return {
       ...FULL_CAPABILITIES, scores: false, dropout: false, fullMasks: false, crossLengths: false, appendOnlyCache: true,
+      flexMods: false,
       limits: {
         why: 'it never forms the [batch, heads, targetLength, sourceLength] attention probabilities',
         scores: 'use MultiHeadAttention with a SparseMask for that',

@@ -28,12 +28,15 @@
  * [output, scores] with scores [batch, H, targetLength, sourceLength].
  */
 import * as tf from '@tensorflow/tfjs';
+import {AttentionError} from '../core/errors';
 import {flashAttention} from '../ops/flash';
 import {AttentionWithWeights, scaledDotProductAttention} from '../ops/sdpa';
 import {assertOneOf} from '../core/validate';
 import {AttendOptions, AttentionLayerArgs} from './attention_args';
 import {AttentionLayerBase} from './base_attention';
 import {AttentionCapabilities, FULL_CAPABILITIES} from './capabilities';
+import {checkFlexArgs, FLEX_LAYER_ARGS, FlexConfig, flexConfigOf, FlexLayerArgs, flexAttend, usesFlex} from './flex_layer';
+
 import {flashCapabilities} from './flash_attention';
 
 export const MHA_IMPLEMENTATIONS = ['standard', 'flash', 'auto'] as const;
@@ -45,7 +48,7 @@ export type MhaImplementation = typeof MHA_IMPLEMENTATIONS[number];
  */
 export const FLASH_AUTO_MIN_SCORES = 1024 * 1024;
 
-export interface MultiHeadAttentionArgs extends AttentionLayerArgs {
+export interface MultiHeadAttentionArgs extends AttentionLayerArgs, FlexLayerArgs {
   /**
    * How attention is computed: 'standard' (scaledDotProductAttention), 'flash'
    * (flashAttention: no dropout, no scores) or 'auto' (flash when T * S >=
@@ -56,8 +59,10 @@ export interface MultiHeadAttentionArgs extends AttentionLayerArgs {
 
 export class MultiHeadAttention extends AttentionLayerBase {
   static className = 'MultiHeadAttention';
-  static override readonly ownArgs: readonly string[] = ['implementation'];
+  static override readonly ownArgs: readonly string[] = ['implementation', ...FLEX_LAYER_ARGS];
   readonly implementation: MhaImplementation;
+  /** The layer's mask and score mods (flexAttention then computes every call). */
+  readonly flex: FlexConfig;
 
   /** With implementation 'flash', no scores and no dropout (the probabilities are never formed). */
   static override capabilitiesFor(args: MultiHeadAttentionArgs): AttentionCapabilities {
@@ -70,6 +75,15 @@ export class MultiHeadAttention extends AttentionLayerBase {
     assertOneOf('implementation', args?.implementation ?? 'standard', MHA_IMPLEMENTATIONS);
     super(args);
     this.implementation = args.implementation ?? 'standard';
+    this.flex = checkFlexArgs(args);
+    if (usesFlex(this.flex, undefined) && this.dropout > 0) {
+      throw new AttentionError('UNSUPPORTED', `a layer with maskMod or scoreMod attends through flexAttention, which ` +
+        `has no attention dropout (received dropout ${this.dropout}): use dropout 0`);
+    }
+  }
+
+  protected override attendsWithMods(): boolean {
+    return usesFlex(this.flex, undefined);
   }
 
   /** Whether this call runs flashAttention: always for 'flash', by size and need for 'auto'. */
@@ -81,6 +95,17 @@ export class MultiHeadAttention extends AttentionLayerBase {
 
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D,
                    options: AttendOptions): tf.Tensor | AttentionWithWeights {
+    if (usesFlex(this.flex, options.flex)) {
+      if (options.returnScores) {
+        throw new AttentionError('UNSUPPORTED', 'a call with mask or score mods attends through flexAttention, which ' +
+          'never forms the attention scores: leave returnAttentionScores out');
+      }
+      if (options.training && this.dropout > 0) {
+        throw new AttentionError('UNSUPPORTED', `a call with mask or score mods attends through flexAttention, which ` +
+          `has no attention dropout (the layer's dropout is ${this.dropout}): call with training false or use dropout 0`);
+      }
+      return flexAttend(q, k, v, this.flex, options.flex ?? {}, options.mask, options.causal);
+    }
     if (this.usesFlash(q.shape[2], k.shape[2], options)) {
       return flashAttention(q, k, v, {mask: options.mask, causal: options.causal ?? false});
     }
@@ -94,7 +119,7 @@ export class MultiHeadAttention extends AttentionLayerBase {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return {...super.getConfig(), implementation: this.implementation};
+    return {...super.getConfig(), implementation: this.implementation, ...flexConfigOf(this.flex)};
   }
 }
 tf.serialization.registerClass(MultiHeadAttention);

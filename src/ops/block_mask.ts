@@ -12,6 +12,7 @@ import {assertNonNegativeInt, assertPositiveInt, checkArgNames} from '../core/va
 import {maskOf} from './flex_mods';
 import {MASKED_LOGIT} from './masks';
 import {MaskMod, ModContext} from './flex_types';
+import {untaped} from './tape';
 import {blocks} from './tile_plan';
 
 /** Block size of createBlockMask when none is given (PyTorch's default). */
@@ -172,6 +173,12 @@ function range(start: number, n: number): number[] {
  */
 export function createBlockMask(maskMod: MaskMod, B: number | null, H: number | null, T: number, S: number,
                                 options: BlockMaskOptions = {}): BlockMask {
+  // Off the tape: inside a training step it would hold every block row until the backward ends.
+  return untaped(() => buildBlockMask(maskMod, B, H, T, S, options));
+}
+
+function buildBlockMask(maskMod: MaskMod, B: number | null, H: number | null, T: number, S: number,
+                        options: BlockMaskOptions): BlockMask {
   if (typeof maskMod !== 'function') {
     throw new AttentionError('INVALID_CONFIG', `createBlockMask takes a mask mod function, received ${show(maskMod)}`);
   }

@@ -22,6 +22,7 @@ import {BlockMask, EMPTY, FULL, PARTIAL} from './block_mask';
 import {maskOf} from './flex_mods';
 import {ModContext, ScoreMod} from './flex_types';
 import {blocks, queryRows, TilePlan, tileUnits, Unit, unitPart} from './tile_plan';
+import {innerGradients} from './tape';
 import {NO_KEYS_MAX} from './tiled';
 import {concatAndDispose, disposeAfter, sliceColumns, sliceRows, unitMatMul, unitMatMulTransposeA} from './units';
 
@@ -109,23 +110,6 @@ function groupsOf(p: FlexPlan, u: Unit): Group[] {
     }
   });
   return out;
-}
-
-/**
- * The gradients of f's result (with cotangent dy) for xs, null where xs[i] does not reach it,
- * during another backward pass: tfjs's engine keeps one tape, which a gradient taken inside a
- * gradient function would replace and drop (its saved tensors then leak and the outer pass
- * fails), so the outer tape is set aside while the inner one runs and frees its own tensors.
- */
-function innerGradients(f: () => tf.Tensor, xs: tf.Tensor[], dy: tf.Tensor): (tf.Tensor | null)[] {
-  const state = (tf.engine() as unknown as {state: {gradientDepth: number; activeTape: unknown[] | null}}).state;
-  const outer = state.gradientDepth === 0 ? state.activeTape : null;
-  if (outer != null) state.activeTape = null;
-  try {
-    return tf.engine().gradients(f, xs, dy as never, true).grads.map((g) => g ?? null);
-  } finally {
-    if (outer != null) state.activeTape = outer;
-  }
 }
 
 /** The index tensors of a unit's tiles (int32, shaped to broadcast over [nb, heads, bq, n]). */

@@ -13,7 +13,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';
 import {assertPositiveInt, assertNonNegativeInt, assertPositiveNumber} from '../core/validate';
-import {alignedQueries, CausalAlignment, causalAlignment} from './causal';
+import {alignedQueries, CausalAlignment, causalAlignment, causalMask} from './causal';
 import {MaskMod, ModContext, ModSpec, ScoreMod} from './flex_types';
 
 /**
@@ -79,7 +79,7 @@ export function documentMask(docIds: tf.Tensor): MaskMod {
       `docIds must be an int32 tensor of shape [S] or [B, S], received ${show(docIds)}`);
   }
   const ids = docIds;
-  return described((b, _h, q, kv, context) => {
+  return (b, _h, q, kv, context) => {
     const Bd = ids.rank === 2 ? ids.shape[0] as number : 1;
     const S = ids.shape[ids.rank - 1] as number;
     if (S !== context.keyLength) {
@@ -100,7 +100,7 @@ export function documentMask(docIds: tf.Tensor): MaskMod {
     const qDoc = tf.reshape(tf.gather(rows, qPos, 1), [nb, 1, q.size, 1]);      // [nb, 1, bq, 1]
     const kDoc = tf.reshape(tf.gather(rows, tf.reshape(kv, [-1]), 1), [nb, 1, 1, kv.size]); // [nb, 1, 1, n]
     return tf.equal(qDoc, kDoc);
-  }, {name: 'document'});
+  };
 }
 
 /** Keys every mod allows. */
@@ -236,4 +236,65 @@ export function relativePositionBias(table: tf.Tensor, alignment: CausalAlignmen
   };
   f.tensors = [table];
   return f;
+}
+
+/** Score mods applied one after the other (each gets the score the previous one returned). */
+export function chainScores(...mods: ScoreMod[]): ScoreMod {
+  if (mods.length === 0 || mods.some((m) => typeof m !== 'function')) {
+    throw new AttentionError('INVALID_CONFIG', `chainScores takes one or more score mods (functions), received ${show(mods)}`);
+  }
+  if (mods.length === 1) return mods[0];
+  const f: ScoreMod = (score, b, h, q, kv, context) => mods.reduce((s, m) => m(s, b, h, q, kv, context), score);
+  const tensors = mods.flatMap((m) => m.tensors ?? []);
+  if (tensors.length > 0) f.tensors = tensors;
+  const specs = specsOf(mods);
+  if (specs != null) f.spec = {name: 'chain', mods: specs};
+  return f;
+}
+
+/** The mask mods a spec can name (the built-ins without tensors). */
+export const MASK_SPECS = ['causal', 'slidingWindow', 'prefixLm', 'and', 'or'] as const;
+/** The score mods a spec can name. */
+export const SCORE_SPECS = ['alibi', 'softcap', 'chain'] as const;
+
+/** The built-in mask mod a spec describes (as its `spec` property gives it). Throws INVALID_CONFIG for any other. */
+export function maskModFromSpec(spec: ModSpec): MaskMod {
+  const s = checkSpec(spec, MASK_SPECS, 'a mask mod');
+  const alignment = (s.alignment ?? 'bottom-right') as CausalAlignment;
+  switch (s.name) {
+    case 'causal': return causalMask(alignment);
+    case 'slidingWindow': return slidingWindow(s.window as number, alignment);
+    case 'prefixLm': return prefixLm(s.prefix as number, alignment);
+    default: {
+      const mods = listOf(s).map(maskModFromSpec);
+      return s.name === 'and' ? andMasks(...mods) : orMasks(...mods);
+    }
+  }
+}
+
+/** The built-in score mod a spec describes. Throws INVALID_CONFIG for any other. */
+export function scoreModFromSpec(spec: ModSpec): ScoreMod {
+  const s = checkSpec(spec, SCORE_SPECS, 'a score mod');
+  switch (s.name) {
+    case 'alibi': return alibi(s.slopes as number[] | null, (s.alignment ?? 'bottom-right') as CausalAlignment);
+    case 'softcap': return softcap(s.cap as number);
+    default: return chainScores(...listOf(s).map(scoreModFromSpec));
+  }
+}
+
+function checkSpec(spec: unknown, names: readonly string[], what: string): ModSpec {
+  const s = spec as ModSpec;
+  if (s == null || typeof s !== 'object' || !names.includes(s.name)) {
+    throw new AttentionError('INVALID_CONFIG', `${show(spec)} does not describe ${what}: a spec is the \`spec\` of a ` +
+      `built-in, {name, ...} with name one of ${names.map((n) => `'${n}'`).join(', ')}`);
+  }
+  return s;
+}
+
+function listOf(s: ModSpec): ModSpec[] {
+  if (!Array.isArray(s.mods) || s.mods.length === 0) {
+    throw new AttentionError('INVALID_CONFIG', `the spec ${show(s.name)} must list the specs of its mods, received ` +
+      `${show(s.mods)} (a combination of mods that are not all built-ins has no spec)`);
+  }
+  return s.mods as ModSpec[];
 }

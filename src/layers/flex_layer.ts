@@ -1,0 +1,145 @@
+/**
+ * Masks and scores as functions in the layers (MultiHeadAttention, FlashAttention): the
+ * built-in mods a layer keeps in its config (saved as their specs), the mods and block mask a
+ * call may add, and the attention of a call through flexAttention with the layer's causal
+ * rule and the call's padding and attention masks folded into one mask mod.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {AttentionError, show} from '../core/errors';
+import {BlockMask, createBlockMask} from '../ops/block_mask';
+import {CausalAlignment, causalMask} from '../ops/causal';
+import {flexAttention} from '../ops/flex';
+import {andMasks, chainScores, maskModFromSpec, scoreModFromSpec} from '../ops/flex_mods';
+import {MaskMod, ModSpec, ScoreMod} from '../ops/flex_types';
+
+/** The constructor arguments of the layers that take mods. */
+export const FLEX_LAYER_ARGS = ['maskMod', 'scoreMod'] as const;
+/** The call arguments that add mods to a call. */
+export const FLEX_CALL_ARGS = ['maskMod', 'scoreMod', 'blockMask'] as const;
+
+export interface FlexLayerArgs {
+  /**
+   * A built-in mask mod (causalMask(), slidingWindow(w), prefixLm(n), andMasks / orMasks of
+   * them) or its spec: every call attends through flexAttention with it (and the layer's
+   * `causal`). Saved in the config. Default null.
+   */
+  maskMod?: MaskMod | ModSpec | null;
+  /** A built-in score mod (softcap(c), alibi(), chainScores of them) or its spec, as maskMod. Default null. */
+  scoreMod?: ScoreMod | ModSpec | null;
+}
+
+/** The mods of one call, besides the layer's (eager calls only; not saved). */
+export interface FlexCallArgs {
+  /** Which keys a query may see, with the layer's masks. */
+  maskMod?: MaskMod | null;
+  /** Applied after the layer's scoreMod. Its `tensors` get gradients. */
+  scoreMod?: ScoreMod | null;
+  /** A block mask for the call's [B, H, T, S] (B and H may be 1); its mod joins the layer's masks. */
+  blockMask?: BlockMask | null;
+}
+
+/** A layer's own mods, checked. */
+export interface FlexConfig {
+  maskMod: MaskMod | null;
+  scoreMod: ScoreMod | null;
+}
+
+/** Checks a layer's maskMod and scoreMod: built-ins (with a spec) or specs. */
+export function checkFlexArgs(args: FlexLayerArgs): FlexConfig {
+  return {
+    maskMod: layerMod('maskMod', args.maskMod, maskModFromSpec),
+    scoreMod: layerMod('scoreMod', args.scoreMod, scoreModFromSpec),
+  };
+}
+
+function layerMod<M extends MaskMod | ScoreMod>(name: string, value: M | ModSpec | null | undefined,
+                                                  fromSpec: (s: ModSpec) => M): M | null {
+  if (value == null) return null;
+  if (typeof value === 'function') {
+    if (value.spec == null || (value as ScoreMod).tensors != null) {
+      throw new AttentionError('INVALID_CONFIG',
+        `a layer's ${name} must be a built-in without tensors (it is saved in the config as its spec); ` +
+        `give other mods at call time: layer.apply(x, {${name}})`);
+    }
+    return fromSpec(value.spec);  // checks the spec names a mod of this kind
+  }
+  return fromSpec(value);
+}
+
+/** The specs of a layer's mods, for getConfig (only those it has: configs of layers without mods stay as they were). */
+export function flexConfigOf(cfg: FlexConfig): {maskMod?: ModSpec; scoreMod?: ModSpec} {
+  return {...(cfg.maskMod != null ? {maskMod: cfg.maskMod.spec!} : {}),
+    ...(cfg.scoreMod != null ? {scoreMod: cfg.scoreMod.spec!} : {})};
+}
+
+/** True when a call attends through flexAttention: the layer or the call has a mod or a block mask. */
+export function usesFlex(cfg: FlexConfig, call: FlexCallArgs | undefined): boolean {
+  return cfg.maskMod != null || cfg.scoreMod != null || call?.maskMod != null || call?.scoreMod != null ||
+    call?.blockMask != null;
+}
+
+/** Checks a call's mods (types only; the block mask's dims are flexAttention's to check). */
+export function checkFlexCall(call: FlexCallArgs): void {
+  for (const name of ['maskMod', 'scoreMod'] as const) {
+    if (call[name] != null && typeof call[name] !== 'function') {
+      throw new AttentionError('INVALID_CONFIG', `${name} must be a function, received ${show(call[name])}`);
+    }
+  }
+  if (call.blockMask != null && !(call.blockMask instanceof BlockMask)) {
+    throw new AttentionError('INVALID_CONFIG', `blockMask must come from createBlockMask, received ${show(call.blockMask)}`);
+  }
+}
+
+/**
+ * A mask mod reading a bool mask [Bm, Hm, Tm, Sm] (each 1 or the full size) at the tile's
+ * indices: the padding and attention masks of a call, as a mod.
+ */
+export function tensorMaskMod(mask: tf.Tensor4D): MaskMod {
+  return (b, h, q, kv) => {
+    let m: tf.Tensor = tf.cast(mask, 'int32');
+    [b, h, q, kv].forEach((idx, axis) => {
+      if (m.shape[axis] !== 1) m = tf.gather(m, tf.reshape(idx, [-1]), axis);
+    });
+    return tf.notEqual(m, 0);                                                      // [nb|1, heads|1, bq|1, n|1]
+  };
+}
+
+/**
+ * The attention of q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv] through flexAttention with
+ * the layer's mods and the call's, `causal` and `mask` (bool, broadcastable to [B, H, T, S]):
+ * one block mask for the call, built from every mask together (or the call's own block mask
+ * when nothing joins it).
+ */
+export function flexAttend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cfg: FlexConfig, call: FlexCallArgs,
+                           mask: tf.Tensor4D | null, causal: CausalAlignment | null): tf.Tensor4D {
+  const [B, H, T] = q.shape;
+  const S = k.shape[2];
+  const mods: MaskMod[] = [];
+  if (causal != null) mods.push(causalMask(causal));
+  if (cfg.maskMod != null) mods.push(cfg.maskMod);
+  if (call.maskMod != null) mods.push(call.maskMod);
+  if (mask != null) mods.push(tensorMaskMod(mask));
+  const scores = [cfg.scoreMod, call.scoreMod].filter((m) => m != null) as ScoreMod[];
+  const scoreMod = scores.length === 0 ? null : chainScores(...scores);
+  const given = call.blockMask ?? null;
+  if (given != null && (given.queryLength !== T || given.keyLength !== S || ![1, B].includes(given.batch) ||
+      ![1, H].includes(given.heads))) {
+    throw new AttentionError('DIMENSION_MISMATCH', `the call's block mask was built for [B, H, T, S] = ` +
+      `${show([given.batch, given.heads, given.queryLength, given.keyLength])}, the call is ${show([B, H, T, S])} ` +
+      '(B and H may be 1 in the mask)');
+  }
+  let own: BlockMask | null = null;
+  if (mods.length > 0) {
+    // A call's mod or a mask may differ per batch entry or head; the layer's built-ins do not.
+    const perBatch = call.maskMod != null || (mask != null && mask.shape[0] > 1) || (given?.batch ?? 1) > 1;
+    const perHead = call.maskMod != null || (mask != null && mask.shape[1] > 1) || (given?.heads ?? 1) > 1;
+    const all = given != null ? [given.maskMod, ...mods] : mods;
+    own = createBlockMask(all.length === 1 ? all[0] : andMasks(...all), perBatch ? B : 1, perHead ? H : 1, T, S,
+      given != null ? {blockSize: [given.queryBlockSize, given.keyBlockSize]} : {});
+  }
+  try {
+    return flexAttention(q, k, v, {scoreMod, blockMask: own ?? given});
+  } finally {
+    own?.dispose();
+  }
+}
