@@ -46,6 +46,7 @@ export {flexAttention, FlexOptions, FlexWithLse} from './ops/flex';
 export {createBlockMask, BlockMask, BlockMaskOptions} from './ops/block_mask';
 export {
   slidingWindow, prefixLm, documentMask, andMasks, orMasks, alibi, alibiSlopes, softcap, relativePositionBias, capturing,
+  chainScores,
 } from './ops/flex_mods';
 export {MaskMod, ScoreMod, ModContext, ModSpec} from './ops/flex_types';
 export {SparseMask, HnswMask, HnswMaskOptions} from './ops/sparse_masks';

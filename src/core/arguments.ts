@@ -41,8 +41,8 @@ export const KERAS_LAYER_NAMES: Readonly<Record<string, ForeignName>> = {
   useGate: {code: 'UNSUPPORTED', inert: NULL_OR_FALSE,
     advice: 'gated attention outputs have no equivalent yet; leave useGate out'},
   slidingWindow: {code: 'UNSUPPORTED', inert: nullish,
-    advice: 'for a sliding window use SparseMask.localWindow(T, W) as the attentionMask, or ' +
-      'LocalGlobalAttention({windowSize: W}), which never forms the T x S matrix'},
+    advice: 'for a sliding window of W positions give maskMod: slidingWindow(W) (MultiHeadAttention, FlashAttention), ' +
+      'or use LocalGlobalAttention({windowSize: W}); neither forms the T x S matrix'},
   lora: {code: 'UNSUPPORTED', inert: NULL_OR_FALSE,
     advice: 'LoRA is not implemented: train the full weights, or freeze the layer with trainable: false'},
   loraRank: {code: 'UNSUPPORTED', inert: (v) => v == null || v === 0,

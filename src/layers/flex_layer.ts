@@ -134,8 +134,9 @@ export function flexAttend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cfg: 
     const perBatch = call.maskMod != null || (mask != null && mask.shape[0] > 1) || (given?.batch ?? 1) > 1;
     const perHead = call.maskMod != null || (mask != null && mask.shape[1] > 1) || (given?.heads ?? 1) > 1;
     const all = given != null ? [given.maskMod, ...mods] : mods;
+    // Every partial tile kept: the call's masks are gone by the backward, which reads the tiles the forward saved.
     own = createBlockMask(all.length === 1 ? all[0] : andMasks(...all), perBatch ? B : 1, perHead ? H : 1, T, S,
-      given != null ? {blockSize: [given.queryBlockSize, given.keyBlockSize]} : {});
+      {maxKeptEntries: Infinity, ...(given != null ? {blockSize: [given.queryBlockSize, given.keyBlockSize]} : {})});
   }
   try {
     return flexAttention(q, k, v, {scoreMod, blockMask: own ?? given});

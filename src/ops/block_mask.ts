@@ -32,6 +32,12 @@ export const FULL = 2;
 export interface BlockMaskOptions {
   /** Query positions and keys per block: one number for both, or [queries, keys]. Default 128. */
   blockSize?: number | readonly [number, number];
+  /**
+   * The most entries of partial tiles to keep (Infinity: all). A mask with more keeps none and
+   * runs the mod on every partial tile at each call, backward included: the tensors the mod
+   * reads must then live until the backward is done. Default MAX_KEPT_MASK_ENTRIES.
+   */
+  maxKeptEntries?: number;
 }
 
 /**
@@ -71,6 +77,24 @@ export class BlockMask {
     const bs = this.batch === 1 ? [0] : range(b0, nb);
     const hs = this.heads === 1 ? [0] : range(h0, nh);
     return bs.some((b) => hs.some((h) => this.keyless[b * this.heads + h][i] === 1));
+  }
+
+  /** The kept tiles in a fixed order (pairs, then tiles in order), for withTiles. Empty when none are kept. */
+  tileTensors(): tf.Tensor[] {
+    return this.tiles == null ? [] : this.tiles.flatMap((m) => [...m.entries()].sort((a, b) => a[0] - b[0]).map((e) => e[1]));
+  }
+
+  /**
+   * The same mask over `tiles`, tensors with the values of tileTensors() in its order (the
+   * copies a gradient saved): what flexAttention's backward reads, whatever became of this
+   * mask's own tiles since the forward.
+   */
+  withTiles(tiles: readonly tf.Tensor[]): BlockMask {
+    if (this.tiles == null || tiles.length === 0) return this;
+    let at = 0;
+    const maps = this.tiles.map((m) => new Map([...m.keys()].sort((a, b) => a - b).map((key) => [key, tiles[at++]])));
+    return new BlockMask(this.maskMod, this.batch, this.heads, this.queryLength, this.keyLength, this.queryBlockSize,
+      this.keyBlockSize, this.states, this.keyless, maps);
   }
 
   /** Frees the kept tiles; the mask still works after, running the mod on partial tiles. */
@@ -188,7 +212,11 @@ function buildBlockMask(maskMod: MaskMod, B: number | null, H: number | null, T:
   assertPositiveInt('H', Hm);
   assertNonNegativeInt('T', T);
   assertNonNegativeInt('S', S);
-  checkArgNames('createBlockMask', options, ['blockSize']);
+  checkArgNames('createBlockMask', options, ['blockSize', 'maxKeptEntries']);
+  const maxKept = options?.maxKeptEntries ?? MAX_KEPT_MASK_ENTRIES;
+  if (typeof maxKept !== 'number' || !(maxKept >= 0)) {
+    throw new AttentionError('INVALID_CONFIG', `maxKeptEntries must be a number >= 0 (or Infinity), received ${show(maxKept)}`);
+  }
   const size = options?.blockSize ?? DEFAULT_FLEX_BLOCK;
   const [bq, bk] = typeof size === 'number' ? [size, size] : Array.isArray(size) && size.length === 2 ? size : [NaN, NaN];
   if (!Number.isInteger(bq) || !Number.isInteger(bk) || bq < 1 || bk < 1) {
@@ -231,7 +259,7 @@ function buildBlockMask(maskMod: MaskMod, B: number | null, H: number | null, T:
             const x = c[p * nK + j];
             states[p][i * nK + j] = x === 0 ? EMPTY : x === n * w ? FULL : PARTIAL;
             if (states[p][i * nK + j] !== PARTIAL || tiles == null) return;
-            if (kept + n * w > MAX_KEPT_MASK_ENTRIES) {
+            if (kept + n * w > maxKept) {
               drop();
               return;
             }

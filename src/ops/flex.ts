@@ -91,17 +91,19 @@ export function flexAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor,
     const save = args.pop() as tf.GradSaveFunc;
     const [qq, kk, vv] = args as tf.Tensor[];
     const [O, M, LL, lse] = flexForward(plan, qq, kk, vv, returnLse);
-    save([qq, kk, vv, O, M, LL]);
+    // The block mask's kept tiles are saved too: the backward reads them even once the caller disposed the mask.
+    save([qq, kk, vv, O, M, LL, ...(blockMask?.tileTensors() ?? [])]);
     // One output (customGrad's rule): the logsumexp rides along as a last channel.
     const value = lse == null ? O : tf.tidy(() => tf.concat([O, tf.reshape(lse, [B, H, T, 1])], 3));
     if (lse != null) tf.dispose([O, lse]);
     return {
       value,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sq, sk, sv, sO, sM, sLL] = saved;
+        const [sq, sk, sv, sO, sM, sLL, ...tiles] = saved;
+        const backPlan = blockMask == null ? plan : {...plan, blockMask: blockMask.withTiles(tiles)};
         const dO = returnLse ? tf.slice(dy, [0, 0, 0, 0], [B, H, T, Dv]) : dy;
         const dLse = returnLse ? tf.reshape(tf.slice(dy, [0, 0, 0, Dv], [B, H, T, 1]), [B * H, T, 1]) : null;
-        const grads = flexBackward(plan, dO, dLse, sq, sk, sv, sO, sM, sLL);
+        const grads = flexBackward(backPlan, dO, dLse, sq, sk, sv, sO, sM, sLL);
         if (returnLse) tf.dispose([dO, dLse!]);
         // Tensors the mod declares that are not float32 (indices) are no inputs.
         const all = scoreMod?.tensors ?? [];
