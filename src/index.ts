@@ -45,8 +45,8 @@ export {causalMask, CausalAlignment, CausalArg} from './ops/causal';
 export {flexAttention, FlexOptions, FlexWithLse} from './ops/flex';
 export {createBlockMask, BlockMask, BlockMaskOptions} from './ops/block_mask';
 export {
-  slidingWindow, prefixLm, documentMask, andMasks, orMasks, alibi, alibiSlopes, softcap, relativePositionBias, capturing,
-  chainScores,
+  slidingWindow, prefixLm, documentMask, andMasks, orMasks, alibi, alibiSlopes, softcap, relativePositionBias,
+  capturing, chainScores,
 } from './ops/flex_mods';
 export {MaskMod, ScoreMod, ModContext, ModSpec} from './ops/flex_types';
 export {SparseMask, HnswMask, HnswMaskOptions} from './ops/sparse_masks';
@@ -70,6 +70,7 @@ export {FusedLayerNormalization, FusedLayerNormalizationArgs} from './layers/fus
 export {attentionLayer} from './layers/factory';
 export {ATTENTION_KINDS, AttentionKind, AnyAttentionArgs} from './layers/kinds';
 export {registerAttentionLayers} from './layers/register';
+export {withAttentionMods, FlexLayerArgs, FlexCallArgs} from './layers/flex_layer';
 
 // models: build, decode, save and load
 export {buildTransformer, TransformerOptions, TransformerPositions} from './train/model';

@@ -19,7 +19,7 @@ import {NBODY_ATTENTION, nbodyTestError} from '../train/nbody_network';
 import {NBODY_TASK, nbodyBaselines, NBodyTask} from '../train/nbody_task';
 import {GRAPH_VERSIONS, GraphVersion} from '../ops/graph';
 import {TRANSFORMER_POSITIONS, TransformerPositions} from '../train/model';
-import {decodeText, DEFAULT_SEQ_LENGTH, encodeText} from '../train/text';
+import {decodeText, DEFAULT_SEQ_LENGTH, encodeText, TEXT_DOCUMENTS, TextDocuments} from '../train/text';
 import {EVAL_SEED_OFFSET, evaluate} from '../train/evaluate';
 import {train} from '../train/trainer';
 import {Metrics, StepInfo, trainDefaults, TrainOptions} from '../train/train_options';
@@ -32,6 +32,9 @@ import {
 } from './shared';
 import {ThreadsArg} from '../kernels/wasm_threads';
 
+/** The attention kinds that take a document mask (they attend through flexAttention): what --pack needs. */
+const FLEX_KINDS: readonly AttentionKind[] = ['mha', 'gqa', 'flash'];
+
 /** What `npm run train` trains with no flags: a small GQA model on `reverse`. */
 export const TRAIN_DEFAULTS = {
   task: 'reverse', attention: 'gqa' as AttentionKind, length: 8, vocabSize: 12, noiseLength: 64, modelDim: 64,
@@ -40,7 +43,8 @@ export const TRAIN_DEFAULTS = {
 };
 
 interface TrainFlags {
-  task: string; data?: string; seqLength?: number; positions: TransformerPositions;
+  task: string; data?: string; seqLength?: number; positions: TransformerPositions; documents?: TextDocuments;
+  pack?: boolean;
   attention: AttentionKind | typeof GRAPH_ATTENTION | typeof NBODY_ATTENTION;
   length: number; vocabSize: number; noiseLength: number;
   modelDim: number; heads: number; kvHeads: number; layers: number; ffDim?: number; dropout: number; causal: boolean;
@@ -100,7 +104,8 @@ const FAMILY_FLAGS: Record<ModelFamilyName, FamilyFlags> = {
     flags: ['length', 'vocabSize', 'noiseLength', 'kvHeads', 'ffDim', 'causal', 'positions'],
     refusal: (flag, task) => `${flag} is not an option of --task ${task}`,
     taskOptions: (f) => f.task === TEXT_TASK
-      ? {...(f.data != null ? {data: f.data} : {}), ...(f.seqLength != null ? {seqLength: f.seqLength} : {})}
+      ? {...(f.data != null ? {data: f.data} : {}), ...(f.seqLength != null ? {seqLength: f.seqLength} : {}),
+        ...(f.documents != null ? {documents: f.documents} : {})}
       : {length: f.length, vocabSize: f.vocabSize, noiseLength: f.noiseLength},
     model: (f, resuming) => ({attention: f.attention as AttentionKind, modelDim: f.modelDim, numHeads: f.heads,
       numKvHeads: f.attention === 'gqa' ? f.kvHeads : undefined, numLayers: f.layers, ffDim: f.ffDim,
@@ -172,6 +177,9 @@ export function registerTrain(program: Command, io: CliIO): void {
       .choices(ALL_TASK_NAMES).default(d.task))
     .option('--data <file>', 'text: a UTF-8 file to learn (default: the shipped data/text/attention.txt)')
     .option('--seq-length <n>', `text: characters per training window (default ${DEFAULT_SEQ_LENGTH})`, intArg(2))
+    .addOption(new Option('--documents <mode>', 'text: learn within documents (paragraphs): one per row padded to ' +
+      "the batch's longest ('pad'), or packed into full rows with a document mask ('pack')").choices(TEXT_DOCUMENTS))
+    .option('--pack', 'text: the same as --documents pack (attention mha, gqa or flash)')
     .addOption(new Option('--positions <kind>', "positions: a learned table of the task's length, or rotary ('rope') " +
       'inside every attention layer').choices(TRANSFORMER_POSITIONS).default('learned'))
     .addOption(new Option('--attention <kind>', 'attention of every block (\'graph\': GraphAttention layers, for --task ' +
@@ -236,8 +244,19 @@ export function registerTrain(program: Command, io: CliIO): void {
       const modelOptions = familyFlags.model(f, f.resume != null);
       const out = f.out ?? f.resume ?? `checkpoints/${f.task}-${modelOptions.attention}`;
       const text = f.task === TEXT_TASK;
-      if (!text && f.resume == null && (f.data != null || f.seqLength != null)) {
-        throw new AttentionError('INVALID_CONFIG', `--data and --seq-length are for --task text, not '${f.task}'`);
+      if (f.pack === true) {
+        if (f.documents != null && f.documents !== 'pack') {
+          throw new AttentionError('INVALID_CONFIG', `--pack means --documents pack; it cannot go with --documents ${f.documents}`);
+        }
+        f.documents = 'pack';
+      }
+      if (!text && f.resume == null && (f.data != null || f.seqLength != null || f.documents != null)) {
+        throw new AttentionError('INVALID_CONFIG', '--data, --seq-length, --documents and --pack are for --task text, ' +
+          `not '${f.task}'`);
+      }
+      if (f.documents === 'pack' && f.resume == null && !FLEX_KINDS.includes(f.attention as AttentionKind)) {
+        throw new AttentionError('INVALID_CONFIG', '--pack needs an attention that takes a document mask (' +
+          `${FLEX_KINDS.join(', ')}), not '${f.attention}'`);
       }
       const options = trainDefaults({
         task: f.task,

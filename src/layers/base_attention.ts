@@ -23,7 +23,7 @@ import {getConstraint, getInitializer, getRegularizer, serializeObject} from './
 import {
   AttentionCache, cachedCallInput, cachedStepIndex, CacheStrategy, checkCacheable, cloneTensors, keyValueCache,
 } from './decoding';
-import {FLEX_CALL_ARGS, FlexCallArgs, checkFlexCall} from './flex_layer';
+import {callMods, checkFlexCall, FLEX_CALL_ARGS, FlexCallArgs, modsInContext} from './flex_layer';
 import {GraphCallFlags} from './graph_call_flags';
 import {assertFloat32Inputs, assertInputs, checkInputShapes, graphInputs, Shape, unpackInputs} from './inputs';
 import {projectFromHeads, projectToHeads} from './projection';
@@ -235,6 +235,7 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
         'run in flexAttention, which MultiHeadAttention and FlashAttention use');
     }
     if (flexGiven.length > 0) checkFlexCall(kwargs as FlexCallArgs);
+
     if (kwargs?.cache != null || kwargs?.cacheIndex != null) {
       const x = cachedCallInput(inputs, kwargs, `${this.getClassName()}.apply`);
       return this.decode(x, kwargs.cache, kwargs.cacheIndex ?? undefined) as unknown as tf.Tensor[];
@@ -258,6 +259,11 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
 
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor | tf.Tensor[] {
     const args = (kwargs ?? {}) as AttentionCallArgs;
+    // Here, not in apply: a functional model calls its layers' call directly.
+    if (modsInContext() && !this.capabilities.flexMods) {
+      throw new AttentionError('UNSUPPORTED', `${this.kind} was called within withAttentionMods, but takes no mask or ` +
+        'score mods: they run in flexAttention, which MultiHeadAttention and FlashAttention use');
+    }
     return tf.tidy(() => {
       const isList = Array.isArray(inputs);
       const [query, value, key] = unpackInputs<tf.Tensor>(inputs, isList);
@@ -273,8 +279,9 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
       // Without a cache, queries are at positions 0 .. T - 1 and keys at 0 .. S - 1.
       const [q, k, v] = this.project(query, value, key, 0); // [B, H, T, D], [B, G, S, D], [B, G, S, Dv]
       const returnScores = args.returnAttentionScores === true;
-      const flex = {maskMod: args.maskMod, scoreMod: args.scoreMod, blockMask: args.blockMask};
-      const attended = this.attend(q, k, v, {mask, parts, causal, training: args.training === true, returnScores, flex});
+      const flex = callMods({maskMod: args.maskMod, scoreMod: args.scoreMod, blockMask: args.blockMask});
+      const training = args.training === true;
+      const attended = this.attend(q, k, v, {mask, parts, causal, training, returnScores, flex});
       const o = zeroPaddedQueries(attended instanceof tf.Tensor ? attended as tf.Tensor4D : attended.output,
         queryPadding); // [B, H, T, Dv]
       const out = projectFromHeads(o, this.outputKernel.read(), this.outputBias?.read() ?? null); // [B, T, Eout]
@@ -329,6 +336,10 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
   decode(x: tf.Tensor, cache: AttentionCache, cacheIndex?: number): [tf.Tensor3D, AttentionCache] {
     const who = `${this.getClassName()} '${this.name}'`;
     checkCacheable(who, this.causalAlign != null, this.dims != null);
+    if (modsInContext()) {
+      throw new AttentionError('UNSUPPORTED', `${who}: a cached step cannot take the mods of withAttentionMods; it ` +
+        "applies the layer's own maskMod and scoreMod to its new rows");
+    }
     const {Eq, Eout} = this.dims!;
     const index = cachedStepIndex(who, {name: this.name, Eq, capabilities: this.capabilities}, cache, x, cacheIndex);
     const [B, t] = x.shape as number[];

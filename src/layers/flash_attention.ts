@@ -95,7 +95,8 @@ export class FlashAttention extends AttentionLayerBase {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return {...super.getConfig(), blockSize: this.blockSize, keyBlockSize: this.keyBlockSize, ...flexConfigOf(this.flex)};
+    return {...super.getConfig(), blockSize: this.blockSize, keyBlockSize: this.keyBlockSize,
+      ...flexConfigOf(this.flex)};
   }
 }
 tf.serialization.registerClass(FlashAttention);

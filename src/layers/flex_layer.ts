@@ -124,7 +124,7 @@ export function flexAttend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cfg: 
   const given = call.blockMask ?? null;
   if (given != null && (given.queryLength !== T || given.keyLength !== S || ![1, B].includes(given.batch) ||
       ![1, H].includes(given.heads))) {
-    throw new AttentionError('DIMENSION_MISMATCH', `the call's block mask was built for [B, H, T, S] = ` +
+    throw new AttentionError('DIMENSION_MISMATCH', 'the call\'s block mask was built for [B, H, T, S] = ' +
       `${show([given.batch, given.heads, given.queryLength, given.keyLength])}, the call is ${show([B, H, T, S])} ` +
       '(B and H may be 1 in the mask)');
   }
@@ -143,4 +143,50 @@ export function flexAttend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cfg: 
   } finally {
     own?.dispose();
   }
+}
+
+/** The mods of the innermost withAttentionMods under way, or null. */
+let contextMods: FlexCallArgs | null = null;
+
+/**
+ * f() with `mods` added to every call of a MultiHeadAttention or FlashAttention layer made
+ * during it, as if each call were given them (a call's own mods join them): how a model's
+ * layers get a mask for one batch in a training loop or `model.predict`, which pass no call
+ * arguments to the layers inside (packed sequences: `withAttentionMods({maskMod:
+ * documentMask(ids)}, () => model.apply(x))`). Any other attention layer called during it
+ * throws UNSUPPORTED. Synchronous: the mods hold while f runs, not across an await.
+ */
+export function withAttentionMods<T>(mods: FlexCallArgs, f: () => T): T {
+  checkFlexCall(mods ?? {});
+  const outer = contextMods;
+  contextMods = outer == null ? mods : joinMods(outer, mods);
+  try {
+    return f();
+  } finally {
+    contextMods = outer;
+  }
+}
+
+/** The mods of withAttentionMods under way joined with a call's own (null when neither has any). */
+export function callMods(call: FlexCallArgs): FlexCallArgs {
+  return contextMods == null ? call : joinMods(contextMods, call);
+}
+
+/** True while withAttentionMods adds mods to the calls. */
+export function modsInContext(): boolean {
+  return contextMods != null && usesFlex({maskMod: null, scoreMod: null}, contextMods);
+}
+
+function joinMods(a: FlexCallArgs, b: FlexCallArgs): FlexCallArgs {
+  if (a.blockMask != null && b.blockMask != null) {
+    throw new AttentionError('INVALID_CONFIG', 'two block masks for one call (withAttentionMods and the call): give one, ' +
+      'or give mask mods instead');
+  }
+  const masks = [a.maskMod, b.maskMod].filter((m) => m != null) as MaskMod[];
+  const scores = [a.scoreMod, b.scoreMod].filter((m) => m != null) as ScoreMod[];
+  return {
+    maskMod: masks.length === 0 ? null : masks.length === 1 ? masks[0] : andMasks(...masks),
+    scoreMod: scores.length === 0 ? null : chainScores(...scores),
+    blockMask: a.blockMask ?? b.blockMask ?? null,
+  };
 }

@@ -77,7 +77,7 @@ export class MultiHeadAttention extends AttentionLayerBase {
     this.implementation = args.implementation ?? 'standard';
     this.flex = checkFlexArgs(args);
     if (usesFlex(this.flex, undefined) && this.dropout > 0) {
-      throw new AttentionError('UNSUPPORTED', `a layer with maskMod or scoreMod attends through flexAttention, which ` +
+      throw new AttentionError('UNSUPPORTED', 'a layer with maskMod or scoreMod attends through flexAttention, which ' +
         `has no attention dropout (received dropout ${this.dropout}): use dropout 0`);
     }
   }
@@ -101,7 +101,7 @@ export class MultiHeadAttention extends AttentionLayerBase {
           'never forms the attention scores: leave returnAttentionScores out');
       }
       if (options.training && this.dropout > 0) {
-        throw new AttentionError('UNSUPPORTED', `a call with mask or score mods attends through flexAttention, which ` +
+        throw new AttentionError('UNSUPPORTED', 'a call with mask or score mods attends through flexAttention, which ' +
           `has no attention dropout (the layer's dropout is ${this.dropout}): call with training false or use dropout 0`);
       }
       return flexAttend(q, k, v, this.flex, options.flex ?? {}, options.mask, options.causal);

@@ -51,6 +51,8 @@ export class BlockMask {
   private readonly keyless: Uint8Array[];
   /** Per pair, per tile: the partial tile's additive mask [bq, bk] (MASKED_LOGIT where masked), when kept. */
   private tiles: Map<number, tf.Tensor>[] | null;
+  /** Per pair, the tiles kept when built (in order), remembered after dispose() for withTiles. */
+  private readonly tileKeys: number[][] | null;
 
   constructor(readonly maskMod: MaskMod, readonly batch: number, readonly heads: number,
               readonly queryLength: number, readonly keyLength: number,
@@ -59,6 +61,7 @@ export class BlockMask {
     this.states = states;
     this.keyless = keyless;
     this.tiles = tiles;
+    this.tileKeys = tiles?.map((m) => [...m.keys()].sort((a, b) => a - b)) ?? null;
   }
 
   /** True when the partial tiles' masks are kept (calls then never run the mod). */
@@ -81,7 +84,8 @@ export class BlockMask {
 
   /** The kept tiles in a fixed order (pairs, then tiles in order), for withTiles. Empty when none are kept. */
   tileTensors(): tf.Tensor[] {
-    return this.tiles == null ? [] : this.tiles.flatMap((m) => [...m.entries()].sort((a, b) => a[0] - b[0]).map((e) => e[1]));
+    const tiles = this.tiles;
+    return tiles == null ? [] : this.tileKeys!.flatMap((keys, p) => keys.map((key) => tiles[p].get(key)!));
   }
 
   /**
@@ -90,9 +94,9 @@ export class BlockMask {
    * mask's own tiles since the forward.
    */
   withTiles(tiles: readonly tf.Tensor[]): BlockMask {
-    if (this.tiles == null || tiles.length === 0) return this;
+    if (this.tileKeys == null || tiles.length === 0) return this;
     let at = 0;
-    const maps = this.tiles.map((m) => new Map([...m.keys()].sort((a, b) => a - b).map((key) => [key, tiles[at++]])));
+    const maps = this.tileKeys.map((keys) => new Map(keys.map((key) => [key, tiles[at++]])));
     return new BlockMask(this.maskMod, this.batch, this.heads, this.queryLength, this.keyLength, this.queryBlockSize,
       this.keyBlockSize, this.states, this.keyless, maps);
   }

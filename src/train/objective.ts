@@ -5,7 +5,7 @@
  * positions (mean squared error).
  */
 import * as tf from '@tensorflow/tfjs';
-import {batchInputs, evaluate} from './evaluate';
+import {batchInputs, evaluate, fitBatch, withDocuments} from './evaluate';
 import {logitsOf, maskedLoss, sparseCrossEntropy} from './losses';
 import {Split, Task, TaskBatch} from './task_base';
 
@@ -33,10 +33,13 @@ export const TOKEN_OBJECTIVE: Objective = {
   inputs: batchInputs,
   lossFor(model, task) {
     const logits = logitsOf(model);
-    return (batch) => {
-      const x = batchInputs(batch);
-      return logits != null ? sparseCrossEntropy(logits(x, true), batch, task.vocabSize)
-        : maskedLoss(model.apply(x, {training: true}) as tf.Tensor, batch, task.vocabSize);
+    return (given) => {
+      const batch = fitBatch(given, model);
+      return withDocuments(batch, () => {
+        const x = batchInputs(batch);
+        return logits != null ? sparseCrossEntropy(logits(x, true), batch, task.vocabSize)
+          : maskedLoss(model.apply(x, {training: true}) as tf.Tensor, batch, task.vocabSize);
+      });
     };
   },
   evaluate,

@@ -20,6 +20,11 @@ export interface TaskBatch {
   weights: Float32Array;
   n: number;
   L: number;
+  /**
+   * Packed rows (the text task's documents 'pack'): [n, L] the document of each position,
+   * numbered within its row; a position attends only to its own document.
+   */
+  documents?: Int32Array;
   /** Graph tasks: [n, E, 2] int32 edges ([source, target] positions, [-1, -1] padding). */
   edges?: Int32Array;
   /** Graph tasks: edges per example. */

@@ -9,6 +9,13 @@
  * consecutive characters at seeded random offsets in its part: inputs the first L, targets
  * the last L. It depends only on (n, seed, index, split).
  *
+ * With `documents`, the text is a list of documents (paragraphs: runs of characters between
+ * blank lines) and an example never reads across two: 'pad' gives one document per row (its
+ * first L + 1 characters), rows padded to the batch's longest; 'pack' fills every row with
+ * documents drawn one after the other (the last cut to fit) and gives each position's document,
+ * so the model attends within documents (documentMask). Either way the last character of a
+ * document predicts nothing (weight 0).
+ *
  * Browser-safe: only readTextFile and the shipped sample (sampleTextPath) need Node.
  */
 import {AttentionError, show} from '../core/errors';
@@ -38,7 +45,15 @@ export interface TextTaskOptions {
   vocabulary?: string;
   /** The last this fraction of the text (by characters) is the validation part; in (0, 1). Default 0.1. */
   validationFraction?: number;
+  /**
+   * null: windows of the continuous text. 'pad': one document (paragraph) per row, padded to the
+   * batch's longest. 'pack': documents packed into full rows, attending within themselves. Default null.
+   */
+  documents?: TextDocuments | null;
 }
+
+export const TEXT_DOCUMENTS = ['pad', 'pack'] as const;
+export type TextDocuments = typeof TEXT_DOCUMENTS[number];
 
 /** The text task's options in makeTask: where the text comes from, and TextTaskOptions. */
 export interface TextSourceOptions extends TextTaskOptions {
@@ -55,9 +70,81 @@ export interface TextSourceOptions extends TextTaskOptions {
  * What a training record stores of a text task: every option, the vocabulary, where the text
  * came from; never the text.
  */
-export type RecordedTextOptions = Required<TextTaskOptions> & {data?: string; text?: null};
+export type RecordedTextOptions = FilledTextOptions & {data?: string; text?: null};
 
-export interface TextTask<Options extends object = Required<TextTaskOptions>> extends Task<typeof TEXT_TASK, Options> {
+/** The documents of ids (paragraphs: split at lines with nothing but spaces), each at least 2 characters. */
+function paragraphs(chars: string[], ids: Int32Array, start: number, end: number): Int32Array[] {
+  const docs: Int32Array[] = [];
+  let from = start;
+  let i = start;
+  const close = (to: number) => {
+    // Trim the line breaks and spaces around a document.
+    let a = from;
+    let b = to;
+    while (a < b && /\s/.test(chars[a])) a++;
+    while (b > a && /\s/.test(chars[b - 1])) b--;
+    if (b - a >= 2) docs.push(ids.subarray(a, b));
+  };
+  while (i < end) {
+    if (chars[i] === '\n') {
+      let j = i + 1;
+      while (j < end && chars[j] !== '\n' && /\s/.test(chars[j])) j++;
+      if (j < end && chars[j] === '\n') {
+        close(i);
+        while (j < end && /\s/.test(chars[j])) j++;
+        from = j;
+        i = j;
+        continue;
+      }
+    }
+    i++;
+  }
+  close(end);
+  return docs;
+}
+
+/** Row r of a batch filled from documents: inputs, targets, weights (and document ids when packing). */
+function documentBatch(docs: Int32Array[], mode: TextDocuments, n: number, L: number, next: () => number): TaskBatch {
+  const draw = () => docs[Math.floor(next() * docs.length)];
+  if (mode === 'pad') {
+    const rows = Array.from({length: n}, () => draw().subarray(0, L + 1));
+    const Lb = Math.max(...rows.map((d) => d.length - 1));
+    const inputs = new Int32Array(n * Lb);
+    const targets = new Int32Array(n * Lb);
+    const weights = new Float32Array(n * Lb);
+    rows.forEach((d, r) => {
+      inputs.set(d.subarray(0, d.length - 1), r * Lb);
+      targets.set(d.subarray(1), r * Lb);
+      weights.fill(1, r * Lb, r * Lb + d.length - 1);
+    });
+    return {inputs, targets, weights, n, L: Lb};
+  }
+  const inputs = new Int32Array(n * L);
+  const targets = new Int32Array(n * L);
+  const weights = new Float32Array(n * L);
+  const documents = new Int32Array(n * L);
+  for (let r = 0; r < n; r++) {
+    // L + 1 positions: the inputs are the first L, the targets the last L.
+    const row = new Int32Array(L + 1);
+    const doc = new Int32Array(L + 1);
+    for (let at = 0, k = 0; at < L + 1; k++) {
+      const d = draw().subarray(0, L + 1 - at);
+      row.set(d, at);
+      doc.fill(k, at, at + d.length);
+      at += d.length;
+    }
+    inputs.set(row.subarray(0, L), r * L);
+    targets.set(row.subarray(1), r * L);
+    documents.set(doc.subarray(0, L), r * L);
+    for (let p = 0; p < L; p++) weights[r * L + p] = doc[p] === doc[p + 1] ? 1 : 0;
+  }
+  return {inputs, targets, weights, n, L, documents};
+}
+
+/** The options with their defaults filled in; documents only when given (records of other runs stay as they were). */
+export type FilledTextOptions = Required<Omit<TextTaskOptions, 'documents'>> & {documents?: TextDocuments};
+
+export interface TextTask<Options extends object = FilledTextOptions> extends Task<typeof TEXT_TASK, Options> {
   /** The characters of each part: train is the first lengths.train, validation the rest. */
   lengths: Record<'train' | 'validation', number>;
 }
@@ -151,7 +238,9 @@ export function unigramEntropy(text: string): number {
  * window (seqLength + 1 characters).
  */
 export function makeTextTask(text: string, options: TextTaskOptions = {}): TextTask {
-  checkArgNames('makeTextTask', options, ['seqLength', 'vocabulary', 'validationFraction']);
+  checkArgNames('makeTextTask', options, ['seqLength', 'vocabulary', 'validationFraction', 'documents']);
+  const documents = options?.documents ?? null;
+  if (documents != null) assertOneOf('documents', documents, TEXT_DOCUMENTS);
   if (typeof text !== 'string') throw new AttentionError('INVALID_CONFIG', `text must be a string, received ${show(text)}`);
   const L = options?.seqLength ?? DEFAULT_SEQ_LENGTH;
   const fraction = options?.validationFraction ?? DEFAULT_VALIDATION_FRACTION;
@@ -173,17 +262,27 @@ export function makeTextTask(text: string, options: TextTaskOptions = {}): TextT
   }
   const ids = encodeChars(index, chars);
   const starts: Record<TextSplit, number> = {train: 0, validation: lengths.train};
+  const docs = documents == null ? null : {train: paragraphs(chars, ids, 0, lengths.train),
+    validation: paragraphs(chars, ids, lengths.train, N)};
+  if (docs != null && (docs.train.length === 0 || docs.validation.length === 0)) {
+    throw new AttentionError('INVALID_CONFIG', `documents '${documents}' needs documents (paragraphs of at least 2 ` +
+      `characters, between blank lines) in both parts; the training part has ${docs.train.length} and the ` +
+      `validation part ${docs.validation.length}`);
+  }
   return {
     name: TEXT_TASK,
-    options: {seqLength: L, vocabulary, validationFraction: fraction},
+    options: {seqLength: L, vocabulary, validationFraction: fraction, ...(documents != null ? {documents} : {})},
     vocabSize: index.size,
     seqLength: L,
-    description: `predict the next character at each of ${L} positions of a ${N}-character text (${index.size} distinct)`,
+    description: `predict the next character at each of ${L} positions of a ${N}-character text (${index.size} distinct)` +
+      (docs == null ? '' : `, within its document (${docs.train.length + docs.validation.length} paragraphs, ` +
+        (documents === 'pack' ? 'packed into full rows)' : 'one per row, padded)')),
     lengths,
     batch(n: number, seed: number, batchIndex: number, split: Split = 'train'): TaskBatch {
       assertPositiveInt('batch size', n);
       assertOneOf('split', split, TEXT_SPLITS);
       const next = uniform(batchSeed(seed, batchIndex));
+      if (docs != null) return documentBatch(docs[split as TextSplit], documents!, n, L, next);
       const windows = lengths[split] - L; // offsets whose L + 1 characters lie inside the part
       const inputs = new Int32Array(n * L);
       const targets = new Int32Array(n * L);
@@ -259,7 +358,7 @@ export function readTextFile(file: string): string {
  * `text: null` for an inline text, never the text itself.
  */
 export function textTaskFrom(options: TextSourceOptions = {}): TextTask<RecordedTextOptions> {
-  checkArgNames('the text task', options, ['data', 'text', 'seqLength', 'vocabulary', 'validationFraction']);
+  checkArgNames('the text task', options, ['data', 'text', 'seqLength', 'vocabulary', 'validationFraction', 'documents']);
   const {data, text, ...rest} = options ?? {};
   if (data !== undefined && text !== undefined) {
     throw new AttentionError('INVALID_CONFIG', 'the text task takes one of data (a file path) or text (the text ' +
