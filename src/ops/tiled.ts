@@ -219,8 +219,10 @@ export function tiledBackward(p: TilePlan, dO: tf.Tensor, q: tf.Tensor, k: tf.Te
       ...(dVt.filter((t) => t != null) as tf.Tensor[])]);
   });
   const joinUnits = (parts: tf.Tensor[]) => {
-    // Units are (b, g) in order, or one unit of everything: [B, G, S, X].
+    // Units are (b, g) in order, or one unit of everything: [B, G, S, X]. Units of whole batch
+    // entries follow each other along the batch (along the groups, their entries would interleave).
     if (parts.length === 1) return parts[0];
+    if (us[0].ng === G) return concatAndDispose(parts, 0);                              // [B, G, S, X]
     const X = parts[0].shape[3] as number;
     return disposeAfter(concatAndDispose(parts, 1), (x) => tf.reshape(x, [B, G, S, X])); // [B, G, S, X]
   };

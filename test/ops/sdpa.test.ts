@@ -36,6 +36,23 @@ function expectAttentionError(fn: () => unknown, code: AttentionErrorCode, messa
 }
 
 describe(title('scaledDotProductAttention'), () => {
+  // On wasm the (batch, group) pairs of a longer sequence go in units of several whole batch
+  // entries (B=14, G=1, T=S=256: two units of 7); their dk and dv must come back in batch order.
+  test('gradients for each batch entry == that entry alone, when the tiled engine works several entries at once ' +
+       '(B=14, H=2, G=1, T=S=256)', () => {
+    tf.tidy(() => {
+      const c: Case = {B: 14, H: 2, G: 1, T: 256, S: 256, D: 8, Dv: 8, causal: true, mask: 'none'};
+      const {q, k, v, cot} = inputs(c, 41);
+      const f = (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) => scaledDotProductAttention(a, b, d, {causal: true});
+      const all = gradsOf(f, q, k, v, cot);
+      const entry = (x: tf.Tensor, b: number) => tf.slice(x, [b, 0, 0, 0], [1, -1, -1, -1]);
+      for (const b of [0, 3, 8, 13]) {
+        const alone = gradsOf(f, entry(q, b), entry(k, b), entry(v, b), entry(cot, b));
+        all.forEach((g, i) => expectClose(entry(g, b), alone[i], 1e-5));
+      }
+    });
+  });
+
   describe('forward and gradients == reference', () => {
     GRID.forEach((c, n) => {
       test(`sdpa == reference (${caseName(c)})`, () => {
