@@ -73,10 +73,19 @@ export function alignedQueries(qIdx: tf.Tensor, context: ModContext, alignment: 
   return offset === 0 ? qIdx : tf.add(qIdx, tf.scalar(offset, 'int32'));
 }
 
+/**
+ * a - b as float32 over their broadcast shape (index tensors: exact below 2^24). The built-in
+ * mods compare this difference with a scalar: on wasm a broadcasting comparison or int32
+ * subtraction runs a scalar loop some 50x slower than float32 arithmetic.
+ */
+export function indexDifference(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  return tf.sub(tf.cast(a, 'float32'), tf.cast(b, 'float32'));
+}
+
 /** The causal rule as a mask mod: key j visible from query i iff j <= i + offset (as causalMask). */
 function causalMod(alignment: CausalAlignment | boolean): MaskMod {
   const a = causalAlignment(alignment, 'alignment') ?? 'bottom-right';
-  const mod: MaskMod = (_b, _h, q, kv, context) => tf.lessEqual(kv, alignedQueries(q, context, a));
+  const mod: MaskMod = (_b, _h, q, kv, context) => tf.lessEqual(indexDifference(kv, alignedQueries(q, context, a)), 0);
   mod.spec = {name: 'causal', alignment: a};
   return mod;
 }

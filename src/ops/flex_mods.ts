@@ -13,7 +13,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';
 import {assertPositiveInt, assertNonNegativeInt, assertPositiveNumber} from '../core/validate';
-import {alignedQueries, CausalAlignment, causalAlignment, causalMask} from './causal';
+import {alignedQueries, CausalAlignment, causalAlignment, causalMask, indexDifference} from './causal';
 import {MaskMod, ModContext, ModSpec, ScoreMod} from './flex_types';
 
 /**
@@ -49,7 +49,7 @@ export function slidingWindow(window: number, alignment: CausalAlignment | boole
   assertPositiveInt('window', window);
   const a = causalAlignment(alignment, 'alignment') ?? 'bottom-right';
   return described((_b, _h, q, kv, context) => {
-    const d = tf.sub(alignedQueries(q, context, a), kv); // i' - j
+    const d = indexDifference(alignedQueries(q, context, a), kv); // i' - j, [1, 1, bq, n]
     return tf.logicalAnd(tf.greaterEqual(d, 0), tf.less(d, window));
   }, {name: 'slidingWindow', window, alignment: a});
 }
@@ -61,8 +61,11 @@ export function slidingWindow(window: number, alignment: CausalAlignment | boole
 export function prefixLm(prefix: number, alignment: CausalAlignment | boolean = 'bottom-right'): MaskMod {
   assertNonNegativeInt('prefix', prefix);
   const a = causalAlignment(alignment, 'alignment') ?? 'bottom-right';
-  return described((_b, _h, q, kv, context) =>
-    tf.logicalOr(tf.less(kv, prefix), tf.lessEqual(kv, alignedQueries(q, context, a))),
+  return described((_b, _h, q, kv, context) => {
+    const past = tf.lessEqual(indexDifference(kv, alignedQueries(q, context, a)), 0);             // [1, 1, bq, n]
+    const [prompt, causal] = sameShape([tf.less(kv, prefix), past]);
+    return tf.logicalOr(prompt, causal);
+  },
   {name: 'prefixLm', prefix, alignment: a});
 }
 
@@ -99,7 +102,7 @@ export function documentMask(docIds: tf.Tensor): MaskMod {
     const qPos = tf.reshape(alignedQueries(q, context, 'bottom-right'), [-1]);
     const qDoc = tf.reshape(tf.gather(rows, qPos, 1), [nb, 1, q.size, 1]);      // [nb, 1, bq, 1]
     const kDoc = tf.reshape(tf.gather(rows, tf.reshape(kv, [-1]), 1), [nb, 1, 1, kv.size]); // [nb, 1, 1, n]
-    return tf.equal(qDoc, kDoc);
+    return tf.equal(indexDifference(qDoc, kDoc), 0);                             // [nb, 1, bq, n]
   };
 }
 
@@ -107,7 +110,7 @@ export function documentMask(docIds: tf.Tensor): MaskMod {
 export function andMasks(...mods: MaskMod[]): MaskMod {
   checkMods('andMasks', mods);
   return described((b, h, q, kv, context) =>
-    mods.map((m) => maskOf(m, b, h, q, kv, context)).reduce((x, y) => tf.logicalAnd(x, y)),
+    sameShape(mods.map((m) => maskOf(m, b, h, q, kv, context))).reduce((x, y) => tf.logicalAnd(x, y)),
   {name: 'and', mods: specsOf(mods)});
 }
 
@@ -115,8 +118,18 @@ export function andMasks(...mods: MaskMod[]): MaskMod {
 export function orMasks(...mods: MaskMod[]): MaskMod {
   checkMods('orMasks', mods);
   return described((b, h, q, kv, context) =>
-    mods.map((m) => maskOf(m, b, h, q, kv, context)).reduce((x, y) => tf.logicalOr(x, y)),
+    sameShape(mods.map((m) => maskOf(m, b, h, q, kv, context))).reduce((x, y) => tf.logicalOr(x, y)),
   {name: 'or', mods: specsOf(mods)});
+}
+
+/**
+ * Tensors broadcast to their common shape (tf.broadcastTo copies fast; a broadcasting logical op
+ * on wasm is a slow scalar loop).
+ */
+function sameShape(xs: tf.Tensor[]): tf.Tensor[] {
+  const shape = xs.reduce((s: number[], x) => tf.backend_util.assertAndGetBroadcastShape(s, x.shape), []);
+  return xs.map((x) => (x.shape.length === shape.length && x.shape.every((d, i) => d === shape[i]) ? x
+    : tf.broadcastTo(x, shape)));
 }
 
 function checkMods(who: string, mods: unknown[]): void {
@@ -191,7 +204,7 @@ export function alibi(slopes?: tf.Tensor | readonly number[] | null,
     }
     const table = given instanceof tf.Tensor ? given : tf.tensor1d(given ?? alibiSlopes(H));
     const slope = tf.reshape(tf.gather(table, tf.reshape(h, [-1])), [1, h.size, 1, 1]);   // [1, heads, 1, 1]
-    const distance = tf.cast(tf.sub(kv, alignedQueries(q, context, a)), 'float32');         // [1, 1, bq, n]
+    const distance = indexDifference(kv, alignedQueries(q, context, a));                      // [1, 1, bq, n]
     return tf.add(score, tf.mul(slope, distance));
   };
   if (slopes instanceof tf.Tensor) f.tensors = [slopes];
@@ -226,10 +239,8 @@ export function relativePositionBias(table: tf.Tensor, alignment: CausalAlignmen
         `relativePositionBias's table has ${Ht} rows, but the attention ${context.heads} heads (or give 1 row)`);
     }
     const rows = Ht === 1 ? table : tf.gather(table, tf.reshape(h, [-1]));                // [heads|1, 2M+1]
-    // Clipped with maximum and minimum: wasm's ClipByValue does not clip int32.
-    const d = tf.minimum(tf.maximum(tf.sub(kv, alignedQueries(q, context, a)), tf.scalar(-M, 'int32')),
-      tf.scalar(M, 'int32'));                                                               // [1, 1, bq, n]
-    const idx = tf.add(d, tf.scalar(M, 'int32'));
+    const d = tf.clipByValue(indexDifference(kv, alignedQueries(q, context, a)), -M, M);    // [1, 1, bq, n]
+    const idx = tf.cast(tf.add(d, M), 'int32');
     const [bq, n] = [q.size, kv.size];
     const bias = tf.gather(rows, tf.reshape(tf.broadcastTo(idx, [1, 1, bq, n]), [bq * n]), 1);  // [heads|1, bq*n]
     return tf.add(score, tf.reshape(bias, [1, rows.shape[0] as number, bq, n]));
