@@ -13,9 +13,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {noProbabilities} from '../core/arguments';
-import {AttentionError, show} from '../core/errors';
 import {assertPositiveInt, checkArgNames} from '../core/validate';
-import {AttentionDims, assertFits, attentionDims, isEmptyAttention, zeroAttention} from './heads';
+import {AttentionDims, assertFits, attentionDims, isEmptyAttention, zeroAttention, attentionScale} from './heads';
 import {CausalAlignment, CausalArg, causalAlignment, causalOffset} from './causal';
 import {normalizeMask} from './masks';
 import {TilePlan} from './tile_plan';
@@ -82,10 +81,7 @@ export function flashAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, options
   options = options ?? {};
   checkArgNames('flashAttention', options, FLASH_OPTIONS, noProbabilities('flashAttention'));
   const dims = attentionDims(q, k, v);
-  const scale = options.scale ?? 1 / Math.sqrt(dims.D);
-  if (typeof scale !== 'number' || !Number.isFinite(scale)) {
-    throw new AttentionError('INVALID_CONFIG', `scale must be a finite number, received ${show(options.scale)}`);
-  }
+  const scale = attentionScale(options.scale, dims.D);
   if (options.blockSize != null) assertPositiveInt('blockSize', options.blockSize);
   if (options.keyBlockSize != null) assertPositiveInt('keyBlockSize', options.keyBlockSize);
   const alignment = causalAlignment(options.causal);

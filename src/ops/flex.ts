@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';
 import {assertBoolean, checkArgNames, ForeignName} from '../core/validate';
 import {noProbabilities} from '../core/arguments';
-import {assertFits, attentionDims, AttentionDims, isEmptyAttention} from './heads';
+import {assertFits, attentionDims, AttentionDims, isEmptyAttention, attentionScale} from './heads';
 import {BlockMask} from './block_mask';
 import {ScoreMod} from './flex_types';
 import {DEFAULT_BLOCK_SIZE, FLASH_TILE_SCORES} from './flash';
@@ -67,10 +67,7 @@ export function flexAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor,
   checkArgNames('flexAttention', options, FLEX_OPTIONS, FLEX_NAMES);
   const dims = attentionDims(q, k, v);
   const {B, H, T, D, Dv} = dims;
-  const scale = options.scale ?? 1 / Math.sqrt(D);
-  if (typeof scale !== 'number' || !Number.isFinite(scale)) {
-    throw new AttentionError('INVALID_CONFIG', `scale must be a finite number, received ${show(options.scale)}`);
-  }
+  const scale = attentionScale(options.scale, D);
   const returnLse = options.returnLse ?? false;
   assertBoolean('returnLse', returnLse);
   const scoreMod = options.scoreMod ?? null;

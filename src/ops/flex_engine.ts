@@ -23,7 +23,7 @@ import {maskOf} from './flex_mods';
 import {ModContext, ScoreMod} from './flex_types';
 import {blocks, queryRows, TilePlan, tileUnits, Unit, unitPart} from './tile_plan';
 import {innerGradients} from './tape';
-import {NO_KEYS_MAX} from './tiled';
+import {finishOnline, NO_KEYS_MAX, OnlineSoftmax, onlineTile} from './tiled';
 import {concatAndDispose, disposeAfter, sliceColumns, sliceRows, unitMatMul, unitMatMulTransposeA} from './units';
 
 export interface FlexPlan extends AttentionDims {
@@ -83,11 +83,12 @@ function runsOf(p: FlexPlan, u: Unit, i: number): Run[] {
 }
 
 /**
- * Scores a group of query blocks may span (2^21, 8 MiB of float32, as flash's tiles): consecutive
- * blocks that see the same runs (a document's blocks, every block without a mask) are worked as
- * one, so their products are larger and fewer.
+ * Scores a group of query blocks may span (2^20, 4 MiB of float32): consecutive blocks that see
+ * the same runs (a document's blocks, every block without a mask) are worked as one, so their
+ * products are larger and fewer. At 2^21, T = 2048 without a mask held 3.9x the floor of real
+ * memory (groups of 1024 rows); at 2^20 T = 4096 runs groups of 256 rows, flash's blocks.
  */
-export const FLEX_GROUP_SCORES = 2 ** 21;
+export const FLEX_GROUP_SCORES = 2 ** 20;
 
 /** Consecutive query blocks [i0, i0 + count) worked as one: rows [t0, t0 + bq) and their common runs. */
 interface Group {t0: number; bq: number; i0: number; count: number; runs: Run[]}
@@ -264,35 +265,23 @@ export function flexForward(p: FlexPlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tenso
           }
           return out;
         }
-        let m: tf.Tensor | null = null;
-        let l: tf.Tensor | null = null;
-        let acc: tf.Tensor | null = null;
+        let state: OnlineSoftmax | null = null;
         for (const run of runs) {
-          const next = tf.tidy(() => {
+          const next: OnlineSoftmax = tf.tidy(() => {
             const {add, keep} = runMask(p, u, ix!, g, run);
             const {s} = runScores(p, ix, qi, kT, t0, bq, run, add);               // [nb, heads, bq, n]
-            const rowMax = tf.max(s, -1, true);
-            const mNew = m == null ? rowMax : tf.maximum(m, rowMax);
-            const pr = kept(tf.exp(tf.sub(s, mNew)), keep);
-            const pv = headsView(unitMatMul(groupsView(pr, u.ng), sliceRows(vU, run.a, run.n)), bq);
-            // pv: [nb, heads, bq, Dv]
-            const rowSum = tf.sum(pr, -1, true);
-            if (m == null) return {m: mNew, l: rowSum, acc: pv};
-            const alpha = tf.exp(tf.sub(m, mNew));
-            return {m: mNew, l: tf.add(tf.mul(l!, alpha), rowSum), acc: tf.add(tf.mul(acc!, alpha), pv)};
+            return onlineTile(state, s, (pr) => kept(pr, keep),                   // acc: [nb, heads, bq, Dv]
+              (pr) => headsView(unitMatMul(groupsView(pr, u.ng), sliceRows(vU, run.a, run.n)), bq));
           });
-          tf.dispose([m, l, acc] as tf.Tensor[]);
-          ({m, l, acc} = next);
+          if (state != null) tf.dispose([state.m, state.l, state.acc]);
+          state = next;
         }
-        // Rows with no visible key (l = 0) stay zero.
-        const seen = tf.greater(l!, 0);
-        const lSafe = tf.where(seen, l!, tf.onesLike(l!));
-        const o = tf.div(acc!, lSafe);
-        const mOut = tf.where(seen, m!, tf.fill(m!.shape, NO_KEYS_MAX));
-        const out = [tf.reshape(o, [heads, bq, Dv]), tf.reshape(mOut, [heads, bq, 1]),
+        const {o, M, lSafe, seen} = finishOnline(state!);
+        const out = [tf.reshape(o, [heads, bq, Dv]), tf.reshape(M, [heads, bq, 1]),
           tf.reshape(tf.log(lSafe), [heads, bq, 1])];
         if (lse) {
-          out.push(tf.reshape(tf.where(seen, tf.add(m!, tf.log(lSafe)), tf.fill(m!.shape, -Infinity)), [heads, bq, 1]));
+          const rowLse = tf.where(seen, tf.add(state!.m, tf.log(lSafe)), tf.fill(state!.m.shape, -Infinity));
+          out.push(tf.reshape(rowLse, [heads, bq, 1]));
         }
         return out;
       });

@@ -125,3 +125,12 @@ export function assertFits(who: string, what: string, shape: readonly number[]):
       `(${limit.toExponential(2)} entries)`);
   }
 }
+
+/** The scale of q k^T: `scale` when given (a finite number, else INVALID_CONFIG), else 1 / sqrt(D). */
+export function attentionScale(scale: unknown, D: number): number {
+  const value = scale ?? 1 / Math.sqrt(D);
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw new AttentionError('INVALID_CONFIG', `scale must be a finite number, received ${show(scale)}`);
+  }
+  return value;
+}

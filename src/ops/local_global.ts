@@ -19,7 +19,7 @@ import * as tf from '@tensorflow/tfjs';
 import {noProbabilities} from '../core/arguments';
 import {AttentionError, show} from '../core/errors';
 import {assertIndexList, assertPositiveInt, checkArgNames, ForeignName} from '../core/validate';
-import {assertFits, attentionDims, isEmptyAttention, zeroAttention} from './heads';
+import {assertFits, attentionDims, isEmptyAttention, zeroAttention, attentionScale} from './heads';
 import {CausalArg, causalAlignment} from './causal';
 import {keyPaddingKeep} from './masks';
 import {TilePlan} from './tile_plan';
@@ -115,10 +115,7 @@ export function localGlobalAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor,
         `blockSize (${options.blockSize}) must be at least windowSize (${options.windowSize})`);
     }
   }
-  const scale = options.scale ?? 1 / Math.sqrt(D);
-  if (typeof scale !== 'number' || !Number.isFinite(scale)) {
-    throw new AttentionError('INVALID_CONFIG', `scale must be a finite number, received ${show(options.scale)}`);
-  }
+  const scale = attentionScale(options.scale, D);
   const causal = causalAlignment(options.causal) != null;
   const globals = validGlobalIndices(options.globalIndices ?? [], S);
   if (isEmptyAttention(dims)) {

@@ -4,9 +4,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {OP_NAMES} from '../core/arguments';
-import {AttentionError, show} from '../core/errors';
 import {assertBoolean, assertInteger, assertRate, checkArgNames} from '../core/validate';
-import {AttentionDims, assertFits, attentionDims, groupHeads, isEmptyAttention, ungroupHeads, zeroAttention} from './heads';
+import {AttentionDims, assertFits, attentionDims, groupHeads, isEmptyAttention, ungroupHeads, zeroAttention, attentionScale} from './heads';
 import {CausalAlignment, CausalArg, causalAlignment, causalOffset} from './causal';
 import {combineMasks, MASKED_LOGIT, normalizeMask} from './masks';
 import {matMul, tilesAttention} from './matmul';
@@ -60,10 +59,7 @@ export function scaledDotProductAttention(
   checkArgNames('scaledDotProductAttention', options, SDPA_OPTIONS, OP_NAMES);
   const dims = attentionDims(q, k, v);
   const {B, H, T, S, D} = dims;
-  const scale = options.scale ?? 1 / Math.sqrt(D);
-  if (typeof scale !== 'number' || !Number.isFinite(scale)) {
-    throw new AttentionError('INVALID_CONFIG', `scale must be a finite number, received ${show(options.scale)}`);
-  }
+  const scale = attentionScale(options.scale, D);
   const rate = options.dropout ?? 0;
   assertRate('dropout', rate);
   const causal = causalAlignment(options.causal);

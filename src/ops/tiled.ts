@@ -41,6 +41,38 @@ import {concatAndDispose, disposeAfter, sliceColumns, sliceRows, unitMatMul, uni
 /** The row max given to rows with no visible key: exp(s - M) is then 0 for every s. */
 export const NO_KEYS_MAX = 1e30;
 
+/** A query block's online softmax so far: the row max m, the row sum l and the unnormalised output acc. */
+// A type, not an interface: tf.tidy returns it.
+export type OnlineSoftmax = {m: tf.Tensor; l: tf.Tensor; acc: tf.Tensor};
+
+/**
+ * The online softmax after one more tile of scores s (disposed here): its probabilities
+ * keep(exp(s - m')) (keep disposes its input), times the tile's values by `weigh`, in the
+ * layout of acc; earlier tiles rescaled by exp(m - m').
+ */
+export function onlineTile(prev: OnlineSoftmax | null, s: tf.Tensor, keep: (pr: tf.Tensor) => tf.Tensor,
+                           weigh: (pr: tf.Tensor) => tf.Tensor): OnlineSoftmax {
+  const rowMax = tf.max(s, -1, true);
+  const mNew = prev == null ? rowMax : tf.maximum(prev.m, rowMax);
+  const pr = keep(disposeAfter(disposeAfter(s, (x) => tf.sub(x, mNew)), tf.exp));
+  const pv = weigh(pr);
+  const rowSum = tf.sum(pr, -1, true);
+  if (prev == null) return {m: mNew, l: rowSum, acc: pv};
+  const alpha = tf.exp(tf.sub(prev.m, mNew));
+  return {m: mNew, l: tf.add(tf.mul(prev.l, alpha), rowSum), acc: tf.add(tf.mul(prev.acc, alpha), pv)};
+}
+
+/**
+ * The finished online softmax, divided once at the end: the output acc / l (rows with no visible
+ * key, l = 0, stay zero), the row max M (NO_KEYS_MAX for those rows), l with 1 for them, and
+ * which rows saw a key.
+ */
+export function finishOnline({m, l, acc}: OnlineSoftmax): Record<'o' | 'M' | 'lSafe' | 'seen', tf.Tensor> {
+  const seen = tf.greater(l, 0);
+  const lSafe = tf.where(seen, l, tf.onesLike(l));
+  return {o: tf.div(acc, lSafe), M: tf.where(seen, m, tf.fill(m.shape, NO_KEYS_MAX)), lSafe, seen};
+}
+
 /**
  * Forward over q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv] and an optional float keep
  * [Bm, Hm, Tm, Sm]: the output O [B, H, T, Dv] and the logsumexp parts M, LL [B*H, T, 1];
@@ -80,31 +112,19 @@ export function tiledForward(p: TilePlan, q: tf.Tensor, k: tf.Tensor, v: tf.Tens
           return [tf.reshape(o, [heads, bq, Dv]), tf.zeros([heads, bq, 1]), tf.zeros([heads, bq, 1]),
             ...(withProbs ? [pr] : [])];
         }
-        let m: tf.Tensor | null = null;
-        let l: tf.Tensor | null = null;
-        let acc: tf.Tensor | null = null;
+        let state: OnlineSoftmax | null = null;
         for (const {a: s0, n} of tiles) {
-          const next = tf.tidy(() => {
+          const next: OnlineSoftmax = tf.tidy(() => {
             const mask = tileMask(p, u, band, keep, t0, bq, s0, n);
             const s = addMask(p, unitMatMul(qi, sliceColumns(kT, s0, n)), mask.add); // [nb, ng, R*bq, n]
-            const rowMax = tf.max(s, -1, true);
-            const mNew = m == null ? rowMax : tf.maximum(m, rowMax);
-            const pr = applyKeep(p, disposeAfter(disposeAfter(s, (x) => tf.sub(x, mNew)), tf.exp), mask.keep);
-            const pv = unitMatMul(pr, sliceRows(vU, s0, n));                         // [nb, ng, R*bq, Dv]
-            const rowSum = tf.sum(pr, -1, true);
-            if (m == null) return {m: mNew, l: rowSum, acc: pv};
-            const alpha = tf.exp(tf.sub(m, mNew));
-            return {m: mNew, l: tf.add(tf.mul(l!, alpha), rowSum), acc: tf.add(tf.mul(acc!, alpha), pv)};
+            return onlineTile(state, s, (pr) => applyKeep(p, pr, mask.keep),
+              (pr) => unitMatMul(pr, sliceRows(vU, s0, n)));                          // acc: [nb, ng, R*bq, Dv]
           });
-          tf.dispose([m, l, acc] as tf.Tensor[]);
-          ({m, l, acc} = next);
+          if (state != null) tf.dispose([state.m, state.l, state.acc]);
+          state = next;
         }
-        // Divide once at the end; rows with no visible key (l = 0) stay zero.
-        const seen = tf.greater(l!, 0);
-        const lSafe = tf.where(seen, l!, tf.onesLike(l!));
-        const o = tf.div(acc!, lSafe);
-        const mOut = tf.where(seen, m!, tf.fill(m!.shape, NO_KEYS_MAX));
-        return [tf.reshape(o, [heads, bq, Dv]), tf.reshape(mOut, [heads, bq, 1]),
+        const {o, M, lSafe} = finishOnline(state!);
+        return [tf.reshape(o, [heads, bq, Dv]), tf.reshape(M, [heads, bq, 1]),
           tf.reshape(tf.log(lSafe), [heads, bq, 1])];
       });
     });

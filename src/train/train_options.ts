@@ -69,7 +69,10 @@ export interface StepInfo {
   steps: number;
   loss: number;
   learningRate: number;
+  /** Positions of the step's batch (n x L, padding included) per second. */
   tokensPerSecond: number;
+  /** Scored positions (weight 1: real tokens with a target) per second; below tokensPerSecond for padded batches. */
+  scoredTokensPerSecond: number;
 }
 
 /** Learning rate of step s (0-based): linear warm-up, then cosine decay to min ratio. */

@@ -164,7 +164,8 @@ export async function train(options: TrainOptions, callbacks: TrainCallbacks = {
       record.step = s + 1;
       const seconds = Math.max(1e-3, (Date.now() - t0) / 1000);
       callbacks.onStep?.({step: s + 1, steps: o.steps, loss, learningRate,
-        tokensPerSecond: (batch.n * batch.L) / seconds});
+        tokensPerSecond: (batch.n * batch.L) / seconds,
+        scoredTokensPerSecond: batch.weights.reduce((a, w) => a + (w > 0 ? 1 : 0), 0) / seconds});
       const last = s + 1 === o.steps;
       if ((s + 1) % o.evalEvery === 0 || last) {
         const metrics = {step: s + 1, ...await objective.evaluate(model, task, o.seed, o.batchSize, o.evalBatches)};
