@@ -43,7 +43,7 @@ export {distanceAttention, DistanceOptions} from './ops/distance';
 export {rotaryEmbedding, RopeOptions} from './ops/rope';
 export {causalMask, CausalAlignment, CausalArg} from './ops/causal';
 export {flexAttention, FlexOptions, FlexWithLse} from './ops/flex';
-export {createBlockMask, BlockMask, BlockMaskOptions} from './ops/block_mask';
+export {createBlockMask, createBlockMaskAsync, BlockMask, BlockMaskOptions} from './ops/block_mask';
 export {
   slidingWindow, prefixLm, documentMask, andMasks, orMasks, alibi, alibiSlopes, softcap, relativePositionBias,
   capturing, chainScores,
@@ -70,7 +70,7 @@ export {FusedLayerNormalization, FusedLayerNormalizationArgs} from './layers/fus
 export {attentionLayer} from './layers/factory';
 export {ATTENTION_KINDS, AttentionKind, AnyAttentionArgs} from './layers/kinds';
 export {registerAttentionLayers} from './layers/register';
-export {withAttentionMods, FlexLayerArgs, FlexCallArgs} from './layers/flex_layer';
+export {withAttentionMods, FlexLayerArgs, FlexCallArgs, FlexConfig} from './layers/flex_layer';
 
 // models: build, decode, save and load
 export {buildTransformer, TransformerOptions, TransformerPositions} from './train/model';

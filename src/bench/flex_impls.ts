@@ -33,6 +33,15 @@ const MASKS: Readonly<Record<string, (T: number) => {mod: MaskMod; ids?: tf.Tens
 /** One block mask per row, for the length last asked (and the tensor its mod reads). */
 const cache = new Map<string, {T: number; mask: BlockMask; ids?: tf.Tensor}>();
 
+/** Frees the kept block masks and their ids (the end of a bench run). */
+export function releaseFlexMasks(): void {
+  for (const {mask, ids} of cache.values()) {
+    mask.dispose();
+    ids?.dispose();
+  }
+  cache.clear();
+}
+
 /** The block mask of row `name` for self-attention of length T (shared by every batch entry and head). */
 export function flexBlockMask(name: string, T: number): BlockMask {
   const hit = cache.get(name);

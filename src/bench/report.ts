@@ -43,7 +43,7 @@ export interface BenchRow extends AttentionShape {
    * local-global), else null.
    */
   performedGflops?: number | null;
-  /** The share of the T x S tiles the row computes (rows with a block mask), else absent. */
+  /** The share of the T x S tiles the row computes (rows with a block mask), else null. */
   computed?: number | null;
   /** Timed runs behind msMedian (the time budget can stop a row before `reps`). */
   runs: number;

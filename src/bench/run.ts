@@ -10,6 +10,7 @@ import {BackendChoice, selectBackend} from '../kernels/backend';
 import {ThreadsArg} from '../kernels/wasm_threads';
 import {AttentionError, show} from '../core/errors';
 import {assertNonNegativeInt, assertPositiveInt} from '../core/validate';
+import {releaseFlexMasks} from './flex_impls';
 import {BenchImpl, IMPLS} from './impls';
 import {MatMulPath, getMatMulPath, setMatMulPath} from '../ops/matmul';
 import {isNode} from '../core/runtime';
@@ -163,6 +164,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
     return report;
   } finally {
     if (previousPath != null) setMatMulPath(previousPath);
+    releaseFlexMasks(); // the flex rows' block masks, kept across a row's runs
   }
 }
 
@@ -218,7 +220,7 @@ const firstLine = (e: unknown) => String((e as Error)?.message ?? e).split('\n')
 function rowStart(job: Job, pass: Pass, backend: string): BenchRow {
   const {B, H, G, T, S, D} = job.shape; // in this order in results.json
   return {impl: job.name, pass, backend, B, H, G, T, S, D, msMedian: null, peakBytes: null, heapBytes: null,
-    floorBytes: job.workload.floorBytes(job.shape, pass), gflops: null, performedGflops: null, runs: 0};
+    floorBytes: job.workload.floorBytes(job.shape, pass), gflops: null, performedGflops: null, computed: null, runs: 0};
 }
 
 async function benchPass(job: Job, prepared: Prepared, pass: Pass, backend: string, warmup: number, reps: number,

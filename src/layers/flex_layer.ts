@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';
-import {BlockMask, createBlockMask} from '../ops/block_mask';
+import {BlockMask, createBlockMask, readsSynchronously} from '../ops/block_mask';
 import {CausalAlignment, causalMask} from '../ops/causal';
 import {flexAttention} from '../ops/flex';
 import {andMasks, chainScores, maskModFromSpec, scoreModFromSpec} from '../ops/flex_mods';
@@ -129,6 +129,11 @@ export function flexAttend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cfg: 
       '(B and H may be 1 in the mask)');
   }
   let own: BlockMask | null = null;
+  if (mods.length > 0 && !readsSynchronously()) {
+    throw new AttentionError('UNSUPPORTED', 'a layer call with mask mods (or its causal rule or padding masks with ' +
+      `mods) builds a block mask, whose counts it reads synchronously: not on the ${tf.getBackend()} backend. ` +
+      'There, call flexAttention with a mask from await createBlockMaskAsync(...), or give the layer score mods only');
+  }
   if (mods.length > 0) {
     // A call's mod or a mask may differ per batch entry or head; the layer's built-ins do not.
     const perBatch = call.maskMod != null || (mask != null && mask.shape[0] > 1) || (given?.batch ?? 1) > 1;
@@ -157,9 +162,10 @@ let contextMods: FlexCallArgs | null = null;
  * throws UNSUPPORTED. Synchronous: the mods hold while f runs, not across an await.
  */
 export function withAttentionMods<T>(mods: FlexCallArgs, f: () => T): T {
-  checkFlexCall(mods ?? {});
+  const given = mods ?? {}; // null or undefined: no mods
+  checkFlexCall(given);
   const outer = contextMods;
-  contextMods = outer == null ? mods : joinMods(outer, mods);
+  contextMods = outer == null ? given : joinMods(outer, given);
   try {
     return f();
   } finally {

@@ -191,22 +191,69 @@ function range(start: number, n: number): number[] {
   return Array.from({length: n}, (_, i) => start + i);
 }
 
+/** Backends whose tensors sit in CPU memory: a synchronous read there costs a copy, elsewhere a GPU stall. */
+const HOST_BACKENDS = ['cpu', 'wasm', 'tensorflow'];
+
+/** True when createBlockMask (a synchronous read) may run on the active backend. */
+export function readsSynchronously(): boolean {
+  return HOST_BACKENDS.includes(tf.getBackend());
+}
+
 /**
  * Evaluates `maskMod` block row by block row (a [B, H, blockSize, S] tensor at a time, never
  * [T, S]) and sorts each tile of blockSize queries x blockSize keys into empty, full and
  * partial, keeping the partial tiles' masks (up to MAX_KEPT_MASK_ENTRIES entries). B or H of 1
  * builds one mask shared by every batch entry or head (the mod is then evaluated at b = 0 or
- * h = 0 only). Reads each row's counts back synchronously (dataSync). The mask holds tensors
- * (its kept tiles): dispose() it when done.
+ * h = 0 only). Reads each row's counts back synchronously, so on cpu, wasm and tensorflow
+ * only: on webgl and webgpu (a synchronous read stalls or crashes the page) it throws
+ * UNSUPPORTED; use createBlockMaskAsync there. The mask holds tensors (its kept tiles):
+ * dispose() it when done.
  */
 export function createBlockMask(maskMod: MaskMod, B: number | null, H: number | null, T: number, S: number,
                                 options: BlockMaskOptions = {}): BlockMask {
-  // Off the tape: inside a training step it would hold every block row until the backward ends.
-  return untaped(() => buildBlockMask(maskMod, B, H, T, S, options));
+  if (!readsSynchronously()) {
+    throw new AttentionError('UNSUPPORTED', 'createBlockMask reads the mask\'s block counts synchronously, which the ' +
+      `${tf.getBackend()} backend cannot do without stalling the page: use await createBlockMaskAsync(...)`);
+  }
+  const build = blockMaskBuilder(maskMod, B, H, T, S, options);
+  let step = untaped(() => build.next());
+  try {
+    while (!step.done) {
+      const reads = step.value.map((t) => t.dataSync());
+      step = untaped(() => build.next(reads));
+    }
+  } catch (e) {
+    untaped(() => build.return(null as unknown as BlockMask)); // frees what it made
+    throw e;
+  }
+  return step.value;
 }
 
-function buildBlockMask(maskMod: MaskMod, B: number | null, H: number | null, T: number, S: number,
-                        options: BlockMaskOptions): BlockMask {
+/** createBlockMask on any backend: the block counts are read asynchronously. */
+export async function createBlockMaskAsync(maskMod: MaskMod, B: number | null, H: number | null, T: number, S: number,
+                                           options: BlockMaskOptions = {}): Promise<BlockMask> {
+  const build = blockMaskBuilder(maskMod, B, H, T, S, options);
+  let step = untaped(() => build.next());
+  try {
+    while (!step.done) {
+      const reads = await Promise.all(step.value.map((t) => t.data()));
+      step = untaped(() => build.next(reads));
+    }
+  } catch (e) {
+    untaped(() => build.return(null as unknown as BlockMask)); // frees what it made
+    throw e;
+  }
+  return step.value;
+}
+
+/**
+ * The block mask, built row by row: each step yields the tensors whose values it needs (the
+ * row's counts) and takes their values back, so one builder serves the synchronous and the
+ * asynchronous read. Every step runs off the gradient tape (inside a training step the tape
+ * would hold every block row until the backward ends).
+ */
+function* blockMaskBuilder(maskMod: MaskMod, B: number | null, H: number | null, T: number, S: number,
+                           options: BlockMaskOptions): Generator<tf.Tensor[], BlockMask, ArrayLike<number>[]> {
   if (typeof maskMod !== 'function') {
     throw new AttentionError('INVALID_CONFIG', `createBlockMask takes a mask mod function, received ${show(maskMod)}`);
   }
@@ -239,49 +286,56 @@ function buildBlockMask(maskMod: MaskMod, B: number | null, H: number | null, T:
     tiles?.forEach((m) => m.forEach((t) => t.dispose()));
     tiles = null;
   };
-  if (rows.length > 0 && nK > 0) {
-    const context: ModContext = {batch: Bm, heads: Hm, queryLength: T, keyLength: S};
-    const [b, h, kv] = [[Bm, 1, 1, 1], [1, Hm, 1, 1], [1, 1, 1, S]].map((shape) =>
-      tf.tidy(() => tf.reshape(tf.range(0, shape.reduce((x, y) => x * y), 1, 'int32'), shape)));
-    try {
-      rows.forEach(([t0, n], i) => {
-        const m = tf.tidy(() => {
-          const q = tf.reshape(tf.range(t0, t0 + n, 1, 'int32'), [1, 1, n, 1]);
-          return tf.cast(tf.broadcastTo(maskOf(maskMod, b, h, q, kv, context), [Bm, Hm, n, S]), 'int32');
-        });
-        // Per tile the visible pairs [Bm, Hm, nK], and per pair the fewest keys a row sees [Bm, Hm].
-        const [counts, fewest] = tf.tidy(() => {
-          const padded = nK * bk === S ? m : tf.pad(m, [[0, 0], [0, 0], [0, 0], [0, nK * bk - S]]);
-          return [tf.sum(tf.reshape(padded, [Bm, Hm, n, nK, bk]), [2, 4]), tf.min(tf.sum(m, 3), 2)];
-        });
-        const c = counts.dataSync();
-        const f = fewest.dataSync();
-        tf.dispose([counts, fewest]);
-        for (let p = 0; p < P; p++) {
-          keyless[p][i] = f[p] === 0 ? 1 : 0;
-          cols.forEach(([s0, w], j) => {
-            const x = c[p * nK + j];
-            states[p][i * nK + j] = x === 0 ? EMPTY : x === n * w ? FULL : PARTIAL;
-            if (states[p][i * nK + j] !== PARTIAL || tiles == null) return;
-            if (kept + n * w > maxKept) {
-              drop();
-              return;
-            }
-            kept += n * w;
-            const [pb, ph] = [Math.floor(p / Hm), p % Hm];
-            // Kept: the mask owns its tiles, even when built inside a caller's tidy.
-            tiles[p].set(i * nK + j, tf.keep(tf.tidy(() => tf.mul(tf.sub(1, tf.cast(                       // [n, w]
-              tf.reshape(tf.slice(m, [pb, ph, 0, s0], [1, 1, n, w]), [n, w]), 'float32')), MASKED_LOGIT))));
-          });
-        }
-        m.dispose();
+  if (rows.length === 0 || nK === 0) return new BlockMask(maskMod, Bm, Hm, T, S, bq, bk, states, keyless, tiles);
+  const context: ModContext = {batch: Bm, heads: Hm, queryLength: T, keyLength: S};
+  const [b, h, kv] = [[Bm, 1, 1, 1], [1, Hm, 1, 1], [1, 1, 1, S]].map((shape) =>
+    tf.tidy(() => tf.reshape(tf.range(0, shape.reduce((x, y) => x * y), 1, 'int32'), shape)));
+  let m: tf.Tensor | null = null;
+  let done = false;
+  try {
+    for (const [i, [t0, n]] of rows.entries()) {
+      m = tf.tidy(() => {
+        const q = tf.reshape(tf.range(t0, t0 + n, 1, 'int32'), [1, 1, n, 1]);
+        return tf.cast(tf.broadcastTo(maskOf(maskMod, b, h, q, kv, context), [Bm, Hm, n, S]), 'int32');
       });
-    } catch (e) {
-      drop();
-      throw e;
-    } finally {
-      tf.dispose([b, h, kv]);
+      const row = m;
+      // Per tile the visible pairs [Bm, Hm, nK], and per pair the fewest keys a row sees [Bm, Hm].
+      const counts = tf.tidy(() => {
+        const padded = nK * bk === S ? row : tf.pad(row, [[0, 0], [0, 0], [0, 0], [0, nK * bk - S]]);
+        return [tf.sum(tf.reshape(padded, [Bm, Hm, n, nK, bk]), [2, 4]), tf.min(tf.sum(row, 3), 2)];
+      });
+      let c: ArrayLike<number>;
+      let f: ArrayLike<number>;
+      try {
+        [c, f] = yield counts;
+      } finally {
+        tf.dispose(counts);
+      }
+      for (let p = 0; p < P; p++) {
+        keyless[p][i] = f[p] === 0 ? 1 : 0;
+        cols.forEach(([s0, w], j) => {
+          const x = c[p * nK + j];
+          states[p][i * nK + j] = x === 0 ? EMPTY : x === n * w ? FULL : PARTIAL;
+          if (states[p][i * nK + j] !== PARTIAL || tiles == null) return;
+          if (kept + n * w > maxKept) {
+            drop();
+            return;
+          }
+          kept += n * w;
+          const [pb, ph] = [Math.floor(p / Hm), p % Hm];
+          // Kept: the mask owns its tiles, even when built inside a caller's tidy.
+          tiles[p].set(i * nK + j, tf.keep(tf.tidy(() => tf.mul(tf.sub(1, tf.cast(                         // [n, w]
+            tf.reshape(tf.slice(row, [pb, ph, 0, s0], [1, 1, n, w]), [n, w]), 'float32')), MASKED_LOGIT))));
+        });
+      }
+      row.dispose();
+      m = null;
     }
+    done = true;
+  } finally {
+    m?.dispose();
+    tf.dispose([b, h, kv]);
+    if (!done) drop(); // a mod or a read that threw: nothing made is kept
   }
   return new BlockMask(maskMod, Bm, Hm, T, S, bq, bk, states, keyless, tiles);
 }

@@ -46,7 +46,7 @@ const FLEX_NAMES: Readonly<Record<string, ForeignName>> = {
 export interface FlexWithLse {
   /** [B, H, T, Dv] */
   output: tf.Tensor4D;
-  /** [B, H, T]: log sum_j exp(score_ij) over the keys row i sees, -Infinity where it sees none. */
+  /** Shape [B, H, T]: log sum_j exp(score_ij) over the keys row i sees, -Infinity where it sees none. */
   lse: tf.Tensor3D;
 }
 

@@ -6,12 +6,14 @@
  *
  * For each unit and query block the visible key blocks (the union over the unit's batch entries
  * and heads) are merged into runs of consecutive blocks, each one product of R * bq rows by up to
- * `maxRun` keys; empty blocks are never computed, forward or backward. Within a run the mask mod
- * is evaluated on the partial blocks alone and joined with ones for the full ones; where a query
- * block has one run its probabilities come from one tf.softmax (as in tiled.ts). The backward
- * walks the same runs: dQ is summed over a block's runs, dK and dV over the query blocks into
- * the fixed key blocks of the grid. A score mod's gradient (for the score and for the tensors it
- * declares) comes from autograd over the mod on each tile.
+ * `maxRun` keys; empty blocks are never computed, forward or backward. Consecutive query blocks
+ * with the same runs are worked as one group (larger products). A run with partial blocks adds
+ * their masks, the block mask's kept tiles joined with zeros for the full blocks (or, where it
+ * keeps none, the mask mod evaluated on the partial blocks alone); where a group has one run its
+ * probabilities come from one tf.softmax (as in tiled.ts). The backward walks the same runs: dQ
+ * is summed over a group's runs, dK and dV over the groups into the fixed key blocks of the grid.
+ * A score mod's gradient (for the score and for the tensors it declares) comes from autograd over
+ * the mod on each tile.
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';

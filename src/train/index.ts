@@ -14,7 +14,7 @@ export {
 } from './tasks';
 export {
   makeTextTask, encodeText, decodeText, unigramEntropy, readTextFile, sampleTextPath, SAMPLE_TEXT, TextTask,
-  TextTaskOptions, TextSourceOptions,
+  TextTaskOptions, TextSourceOptions, FilledTextOptions, TextDocuments, TEXT_DOCUMENTS,
 } from './text';
 export {FusedAdamOptimizer, fusedAdam} from './adam';
 export {makeGraphTask, GraphTask, GraphTaskOptions, GRAPH_TASK, GRAPH_TASK_OPTIONS, graphBaselines} from './graph_task';

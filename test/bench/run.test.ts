@@ -46,7 +46,7 @@ describe(title('bench'), () => {
       packageVersion: version, warmup: 0, reps: 1, suite: 'full', matmulPath: getMatMulPath(),
       splitProducts: false}); // with the library's wasm product kernels, nothing splits
     const impls = ['naive', 'sdpa', 'sdpa-causal', 'flash', 'flash-causal', 'linear', 'linear-causal', 'local-global',
-      'local-global-dense'];
+      'local-global-dense', 'flex', 'flex-causal', 'flex-document', 'flex-sliding', 'flex-prefix'];
     expect(json.rows.map((r: BenchRow) => `${r.impl} ${r.pass} G=${r.G}`)).toEqual([
       'matmul fwd G=1',
       'mha-layer fwd G=2', 'mha-layer fwd+bwd G=2', 'mha-layer-naive fwd G=2', 'mha-layer-naive fwd+bwd G=2',
@@ -61,7 +61,10 @@ describe(title('bench'), () => {
       expect(row.runs).toBe(1);
       expect(Object.keys(row)).toEqual(
         ['impl', 'pass', 'backend', 'B', 'H', 'G', 'T', 'S', 'D', 'msMedian', 'peakBytes', 'heapBytes', 'floorBytes',
-          'gflops', 'performedGflops', 'runs']);
+          'gflops', 'performedGflops', 'computed', 'runs']);
+      // The flex rows give the share of tiles their block mask computes (all of them without one); the others none.
+      if (row.impl.startsWith('flex')) expect(row.computed).toBeGreaterThan(0);
+      else expect(row.computed).toBeNull();
       expect(row.heapBytes).toBeNull();
       expect(row.floorBytes).toBeGreaterThan(0);
       // knn-graph has no FLOP count, and makes its edges in JavaScript: no kernel, so tf.profile's peak is 0.

@@ -84,7 +84,7 @@ describe(title('cli: text task, generate, bench --suite decode'), () => {
   test('train refuses text flags on a toy task and kind flags on another kind', async () => {
     const r = await cli('train', '--task', 'copy', '--data', 'x.txt', ...tiny(), '--out', path.join(dir, 'x'));
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/--data and --seq-length are for --task text, not 'copy'/);
+    expect(r.stderr).toMatch(/--data, --seq-length, --documents and --pack are for --task text, not 'copy'/);
     const k = await cli('train', '--attention', 'gqa', '--features', '8', ...tiny(), '--out', path.join(dir, 'y'));
     expect(k.code).toBe(2);
     expect(k.stderr).toMatch(/--features is for --attention linear, not 'gqa'/);

@@ -52,7 +52,7 @@ describe(title('no silent arguments'), () => {
     test('Keras names with no equivalent are UNSUPPORTED and say what to use', () => {
       expectError(() => build({useGate: true}), 'UNSUPPORTED', /does not take 'useGate' \(received true\): gated/);
       expectError(() => build({slidingWindow: 4}), 'UNSUPPORTED',
-        /does not take 'slidingWindow' .*SparseMask\.localWindow\(T, W\) as the attentionMask, or LocalGlobalAttention/);
+        /does not take 'slidingWindow' .*give maskMod: slidingWindow\(W\) \(MultiHeadAttention, FlashAttention\), or use LocalGlobalAttention/);
       expectError(() => build({loraRank: 4}), 'UNSUPPORTED', /LoRA is not implemented/);
       expectError(() => build({attentionAxes: [2]}), 'UNSUPPORTED', /attention runs over axis 1/);
       expectError(() => build({activityRegularizer: 'l2'}), 'UNSUPPORTED', /activity regularizers/);

@@ -14,6 +14,7 @@ import {
   AttentionError, FlashAttention, LinearAttention, LocalGlobalAttention, MultiHeadAttention, flashAttention,
   linearAttention, loadModel, localGlobalAttention, scaledDotProductAttention, selectBackend, fileSystem, BackendName,
   loadKerasModel, buildTransformer, generate, GraphAttention, setLibraryKernels, AttentionLayerBase,
+  alibi, BlockMask, createBlockMaskAsync, flexAttention, slidingWindow, softcap,
 } from 'tfjs-attention';
 import {loadCheckpoint, readTrainingRecord, saveCheckpoint, train} from 'tfjs-attention/train';
 import {cpuKernelStatus, gradientStatus, installSliceFromHeap, wasmKernelStatus} from 'tfjs-attention/internals';
@@ -212,6 +213,19 @@ async function stepKernels(): Promise<Record<string, number>> {
   return out;
 }
 
+/** The block mask of the flex case, made on the backend under test. */
+let flexMask: BlockMask | null = null;
+async function makeFlexMask(): Promise<void> {
+  flexMask?.dispose();
+  flexMask = await createBlockMaskAsync(slidingWindow(3), 1, 1, 7, 7, {blockSize: 2});
+}
+
+/**
+ * A layer with mask mods builds a block mask at each call, reading it synchronously: on cpu and
+ * wasm only; webgl and webgpu refuse it (UNSUPPORTED), which run() checks instead.
+ */
+const MODS_LAYER = 'MultiHeadAttention (GQA, causal, maskMod slidingWindow(3), scoreMod softcap(5))';
+
 const CASES: Record<string, Case> = {
   'matMul (transposes, batch broadcast) and gradients': productCase,
   'fused matMul (bias, activations)': fusedCase,
@@ -224,6 +238,12 @@ const CASES: Record<string, Case> = {
     {projection: tf.randomNormal([8, 4], 0, 1, 'float32', 5), causal: true, chunkSize: 3})),
   'local-global (W=2, global 0)': opCase((q, k, v) => localGlobalAttention(q, k, v,
     {windowSize: 2, globalIndices: [0], gate: rand([2, 4], 6)})),
+  // A block mask of blocks of 2 over T = 7 (empty, full and partial tiles), made on each backend by
+  // createBlockMaskAsync (no synchronous read).
+  'flex (slidingWindow(3) blocks of 2, ALiBi, GQA)': opCase((q, k, v) =>
+    flexAttention(q, k, v, {blockMask: flexMask!, scoreMod: alibi()}), 2, 1),
+  [MODS_LAYER]: layerCase(() => new MultiHeadAttention({numHeads: 2, numKvHeads: 1, headDim: 4, causal: true,
+    maskMod: slidingWindow(3), scoreMod: softcap(5)})),
   'MultiHeadAttention (GQA, causal)': layerCase(() => new MultiHeadAttention({numHeads: 2, numKvHeads: 1, headDim: 4, causal: true})),
   'FlashAttention': layerCase(() => new FlashAttention({numHeads: 2, headDim: 4, blockSize: 4})),
   'LinearAttention (causal)': layerCase(() => new LinearAttention({numHeads: 2, headDim: 4, numFeatures: 8, seed: 3, causal: true})),
@@ -417,14 +437,28 @@ async function generated(): Promise<number[][]> {
 
 async function run(backend: BackendName): Promise<Record<string, unknown>> {
   await selectBackend('cpu');
+  await makeFlexMask();
   const reference: Record<string, Values> = {};
   for (const [name, c] of Object.entries(CASES)) reference[name] = await values(c);
   const kerasReference = await kerasPrediction();
   const generateReference = await generated();
   const chosen = await selectBackend(backend);
+  await makeFlexMask();
   const diffs: Record<string, number> = {};
   const before = tf.memory().numTensors;
-  for (const [name, c] of Object.entries(CASES)) diffs[name] = maxDiff(reference[name], await values(c));
+  const gpu = ['webgl', 'webgpu'].includes(tf.getBackend());
+  let modsLayerRefused: string | null = null;
+  for (const [name, c] of Object.entries(CASES)) {
+    if (name === MODS_LAYER && gpu) {
+      try {
+        await values(c);
+      } catch (e) {
+        modsLayerRefused = (e as AttentionError).code ?? String(e);
+      }
+      continue;
+    }
+    diffs[name] = maxDiff(reference[name], await values(c));
+  }
   diffs['loadKerasModel (Keras 3 GQA, over http)'] = maxDiff(kerasReference, await kerasPrediction());
   const leaked = tf.memory().numTensors - before;
   const fit = await fitSaveLoad(backend);
@@ -437,7 +471,10 @@ async function run(backend: BackendName): Promise<Record<string, unknown>> {
   // generate() with every synchronous read refused: the same tokens as on cpu, sampled ones too.
   const generate = {reference: generateReference, tokens: await withoutSyncReads(generated)};
   const slice = tf.getBackend() === 'wasm' ? await sliceCheck() : null;
-  return {backend: chosen, active: tf.getBackend(), diffs, leaked, fit, graph, train: trainResult, slice, generate,
+  flexMask?.dispose();
+  flexMask = null;
+  return {backend: chosen, active: tf.getBackend(), diffs, leaked, modsLayerRefused, fit, graph, train: trainResult, slice,
+    generate,
     nodeOnly: await nodeOnly(), kernels: {...wasmKernelStatus(), cpu: cpuKernelStatus(), gradients: gradientStatus()},
     stepKernels: await stepKernels()};
 }
