@@ -474,7 +474,8 @@ async function run(backend: BackendName): Promise<Record<string, unknown>> {
   flexMask?.dispose();
   flexMask = null;
   return {backend: chosen, active: tf.getBackend(), diffs, leaked, modsLayerRefused, fit, graph, train: trainResult,
-    slice, generate, nodeOnly: await nodeOnly(), kernels: {...wasmKernelStatus(), cpu: cpuKernelStatus(), gradients: gradientStatus()},
+    slice, generate, nodeOnly: await nodeOnly(),
+    kernels: {...wasmKernelStatus(), cpu: cpuKernelStatus(), gradients: gradientStatus()},
     stepKernels: await stepKernels()};
 }
 
