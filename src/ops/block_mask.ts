@@ -248,7 +248,7 @@ export async function createBlockMaskAsync(maskMod: MaskMod, B: number | null, H
 
 /**
  * The block mask, built row by row: each step yields the tensors whose values it needs (the
- * row's counts) and takes their values back, so one builder serves the synchronous and the
+ * row's mask) and takes their values back, so one builder serves the synchronous and the
  * asynchronous read. Every step runs off the gradient tape (inside a training step the tape
  * would hold every block row until the backward ends).
  */
@@ -290,50 +290,57 @@ function* blockMaskBuilder(maskMod: MaskMod, B: number | null, H: number | null,
   const context: ModContext = {batch: Bm, heads: Hm, queryLength: T, keyLength: S};
   const [b, h, kv] = [[Bm, 1, 1, 1], [1, Hm, 1, 1], [1, 1, 1, S]].map((shape) =>
     tf.tidy(() => tf.reshape(tf.range(0, shape.reduce((x, y) => x * y), 1, 'int32'), shape)));
-  let m: tf.Tensor | null = null;
   let done = false;
   try {
     for (const [i, [t0, n]] of rows.entries()) {
-      m = tf.tidy(() => {
+      // The block row's mask [Bm, Hm, n, S], read back whole: the tiles are sorted (and the
+      // partial ones' masks made) in JavaScript, the same on every backend.
+      const row = tf.tidy(() => {
         const q = tf.reshape(tf.range(t0, t0 + n, 1, 'int32'), [1, 1, n, 1]);
         return tf.cast(tf.broadcastTo(maskOf(maskMod, b, h, q, kv, context), [Bm, Hm, n, S]), 'int32');
       });
-      const row = m;
-      // Per tile the visible pairs [Bm, Hm, nK], and per pair the fewest keys a row sees [Bm, Hm].
-      const counts = tf.tidy(() => {
-        const padded = nK * bk === S ? row : tf.pad(row, [[0, 0], [0, 0], [0, 0], [0, nK * bk - S]]);
-        return [tf.sum(tf.reshape(padded, [Bm, Hm, n, nK, bk]), [2, 4]), tf.min(tf.sum(row, 3), 2)];
-      });
-      let c: ArrayLike<number>;
-      let f: ArrayLike<number>;
+      let values: ArrayLike<number>;
       try {
-        [c, f] = yield counts;
+        [values] = yield [row];
       } finally {
-        tf.dispose(counts);
+        row.dispose();
       }
       for (let p = 0; p < P; p++) {
-        keyless[p][i] = f[p] === 0 ? 1 : 0;
+        const base = p * n * S;
+        // One pass: the keys each query sees (the fewest tells a keyless row) and each tile's visible pairs.
+        const counts = new Float64Array(nK);
+        let fewest = S;
+        for (let t = 0; t < n; t++) {
+          let seen = 0;
+          for (let j = 0, at = base + t * S; j < S; j++, at++) {
+            if (values[at]) {
+              seen++;
+              counts[Math.floor(j / bk)]++;
+            }
+          }
+          fewest = Math.min(fewest, seen);
+        }
+        keyless[p][i] = fewest === 0 ? 1 : 0;
         cols.forEach(([s0, w], j) => {
-          const x = c[p * nK + j];
-          states[p][i * nK + j] = x === 0 ? EMPTY : x === n * w ? FULL : PARTIAL;
+          const count = counts[j];
+          states[p][i * nK + j] = count === 0 ? EMPTY : count === n * w ? FULL : PARTIAL;
           if (states[p][i * nK + j] !== PARTIAL || tiles == null) return;
           if (kept + n * w > maxKept) {
             drop();
             return;
           }
           kept += n * w;
-          const [pb, ph] = [Math.floor(p / Hm), p % Hm];
+          const add = new Float32Array(n * w);                                       // [n, w]
+          for (let t = 0; t < n; t++) {
+            for (let x = 0; x < w; x++) if (!values[base + t * S + s0 + x]) add[t * w + x] = MASKED_LOGIT;
+          }
           // Kept: the mask owns its tiles, even when built inside a caller's tidy.
-          tiles[p].set(i * nK + j, tf.keep(tf.tidy(() => tf.mul(tf.sub(1, tf.cast(                         // [n, w]
-            tf.reshape(tf.slice(row, [pb, ph, 0, s0], [1, 1, n, w]), [n, w]), 'float32')), MASKED_LOGIT))));
+          tiles[p].set(i * nK + j, tf.keep(tf.tensor2d(add, [n, w])));
         });
       }
-      row.dispose();
-      m = null;
     }
     done = true;
   } finally {
-    m?.dispose();
     tf.dispose([b, h, kv]);
     if (!done) drop(); // a mod or a read that threw: nothing made is kept
   }
