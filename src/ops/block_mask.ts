@@ -291,52 +291,65 @@ function* blockMaskBuilder(maskMod: MaskMod, B: number | null, H: number | null,
   const [b, h, kv] = [[Bm, 1, 1, 1], [1, Hm, 1, 1], [1, 1, 1, S]].map((shape) =>
     tf.tidy(() => tf.reshape(tf.range(0, shape.reduce((x, y) => x * y), 1, 'int32'), shape)));
   let done = false;
+  // On cpu, wasm and tensorflow the tiles are counted on the device and only the counts read
+  // back; on webgl and webgpu the block row is read back whole and counted in JavaScript (their
+  // int32 reductions gave wrong counts on webgpu).
+  const onDevice = readsSynchronously();
   try {
     for (const [i, [t0, n]] of rows.entries()) {
-      // The block row's mask [Bm, Hm, n, S], read back whole: the tiles are sorted (and the
-      // partial ones' masks made) in JavaScript, the same on every backend.
       const row = tf.tidy(() => {
         const q = tf.reshape(tf.range(t0, t0 + n, 1, 'int32'), [1, 1, n, 1]);
         return tf.cast(tf.broadcastTo(maskOf(maskMod, b, h, q, kv, context), [Bm, Hm, n, S]), 'int32');
-      });
-      let values: ArrayLike<number>;
+      });                                                                            // [Bm, Hm, n, S]
+      let rowCounts: (p: number) => {counts: ArrayLike<number>; fewest: number};
+      let tileOf: (p: number, s0: number, w: number) => tf.Tensor;
       try {
-        [values] = yield [row];
+        if (onDevice) {
+          // Per tile the visible pairs [Bm, Hm, nK], and per pair the fewest keys a row sees [Bm, Hm].
+          const reads = tf.tidy(() => {
+            const padded = nK * bk === S ? row : tf.pad(row, [[0, 0], [0, 0], [0, 0], [0, nK * bk - S]]);
+            return [tf.sum(tf.reshape(padded, [Bm, Hm, n, nK, bk]), [2, 4]), tf.min(tf.sum(row, 3), 2)];
+          });
+          let c: ArrayLike<number>;
+          let f: ArrayLike<number>;
+          try {
+            [c, f] = yield reads;
+          } finally {
+            tf.dispose(reads);
+          }
+          rowCounts = (p) => ({counts: Array.from({length: nK}, (_, j) => c[p * nK + j]), fewest: f[p]});
+          tileOf = (p, s0, w) => tf.tidy(() => tf.mul(tf.sub(1, tf.cast(                                // [n, w]
+            tf.reshape(tf.slice(row, [Math.floor(p / Hm), p % Hm, 0, s0], [1, 1, n, w]), [n, w]), 'float32')),
+          MASKED_LOGIT));
+        } else {
+          const [values] = yield [row];
+          rowCounts = (p) => countRow(values, p * n * S, n, S, bk, nK);
+          tileOf = (p, s0, w) => {
+            const add = new Float32Array(n * w);                                     // [n, w]
+            for (let t = 0; t < n; t++) {
+              for (let x = 0; x < w; x++) if (!values[p * n * S + t * S + s0 + x]) add[t * w + x] = MASKED_LOGIT;
+            }
+            return tf.tensor2d(add, [n, w]);
+          };
+        }
+        for (let p = 0; p < P; p++) {
+          const {counts, fewest} = rowCounts(p);
+          keyless[p][i] = fewest === 0 ? 1 : 0;
+          cols.forEach(([s0, w], j) => {
+            const count = counts[j];
+            states[p][i * nK + j] = count === 0 ? EMPTY : count === n * w ? FULL : PARTIAL;
+            if (states[p][i * nK + j] !== PARTIAL || tiles == null) return;
+            if (kept + n * w > maxKept) {
+              drop();
+              return;
+            }
+            kept += n * w;
+            // Kept: the mask owns its tiles, even when built inside a caller's tidy.
+            tiles[p].set(i * nK + j, tf.keep(tileOf(p, s0, w)));
+          });
+        }
       } finally {
         row.dispose();
-      }
-      for (let p = 0; p < P; p++) {
-        const base = p * n * S;
-        // One pass: the keys each query sees (the fewest tells a keyless row) and each tile's visible pairs.
-        const counts = new Float64Array(nK);
-        let fewest = S;
-        for (let t = 0; t < n; t++) {
-          let seen = 0;
-          for (let j = 0, at = base + t * S; j < S; j++, at++) {
-            if (values[at]) {
-              seen++;
-              counts[Math.floor(j / bk)]++;
-            }
-          }
-          fewest = Math.min(fewest, seen);
-        }
-        keyless[p][i] = fewest === 0 ? 1 : 0;
-        cols.forEach(([s0, w], j) => {
-          const count = counts[j];
-          states[p][i * nK + j] = count === 0 ? EMPTY : count === n * w ? FULL : PARTIAL;
-          if (states[p][i * nK + j] !== PARTIAL || tiles == null) return;
-          if (kept + n * w > maxKept) {
-            drop();
-            return;
-          }
-          kept += n * w;
-          const add = new Float32Array(n * w);                                       // [n, w]
-          for (let t = 0; t < n; t++) {
-            for (let x = 0; x < w; x++) if (!values[base + t * S + s0 + x]) add[t * w + x] = MASKED_LOGIT;
-          }
-          // Kept: the mask owns its tiles, even when built inside a caller's tidy.
-          tiles[p].set(i * nK + j, tf.keep(tf.tensor2d(add, [n, w])));
-        });
       }
     }
     done = true;
@@ -345,4 +358,22 @@ function* blockMaskBuilder(maskMod: MaskMod, B: number | null, H: number | null,
     if (!done) drop(); // a mod or a read that threw: nothing made is kept
   }
   return new BlockMask(maskMod, Bm, Hm, T, S, bq, bk, states, keyless, tiles);
+}
+
+/** The visible pairs of each tile of a block row read back (a pair's from `base`), and the fewest keys a query sees. */
+function countRow(values: ArrayLike<number>, base: number, n: number, S: number, bk: number,
+                  nK: number): {counts: Float64Array; fewest: number} {
+  const counts = new Float64Array(nK);
+  let fewest = S;
+  for (let t = 0; t < n; t++) {
+    let seen = 0;
+    for (let j = 0, at = base + t * S; j < S; j++, at++) {
+      if (values[at]) {
+        seen++;
+        counts[Math.floor(j / bk)]++;
+      }
+    }
+    fewest = Math.min(fewest, seen);
+  }
+  return {counts, fewest};
 }

@@ -45,7 +45,8 @@ interface Run {a: number; n: number; partial: [number, number][]}
 
 /** The plan as tile_plan's helpers take it: no causal band, tiles of a group's rows by maxRun keys at most. */
 function tilePlan(p: FlexPlan): TilePlan {
-  const rows = Math.min(p.T, Math.max(p.bq, Math.floor(FLEX_GROUP_SCORES / (p.R * p.maxRun))));
+  const fit = Math.min(FLEX_GROUP_ROWS, Math.floor(FLEX_GROUP_SCORES / (p.R * p.maxRun)));
+  const rows = Math.min(p.T, Math.max(p.bq, fit));
   return {...p, causal: false, offset: 0, bq: rows, bk: p.maxRun};
 }
 
@@ -85,12 +86,14 @@ function runsOf(p: FlexPlan, u: Unit, i: number): Run[] {
 }
 
 /**
- * Scores a group of query blocks may span (2^20, 4 MiB of float32): consecutive blocks that see
- * the same runs (a document's blocks, every block without a mask) are worked as one, so their
- * products are larger and fewer. At 2^21, T = 2048 without a mask held 3.9x the floor of real
- * memory (groups of 1024 rows); at 2^20 T = 4096 runs groups of 256 rows, flash's blocks.
+ * Scores a group of query blocks may span (2^21, 8 MiB of float32) and the query rows it may
+ * have (512): consecutive blocks that see the same runs (a document's blocks, every block
+ * without a mask) are worked as one, so their products are larger and fewer. Without the row
+ * cap T = 2048 without a mask held 3.9x the floor of real memory (groups of 1024 rows); with
+ * 2^20 scores, T = 4096 ran groups of 256 rows, 1.24x sdpa's time (docs/benchmarks.md).
  */
-export const FLEX_GROUP_SCORES = 2 ** 20;
+export const FLEX_GROUP_SCORES = 2 ** 21;
+export const FLEX_GROUP_ROWS = 512;
 
 /** Consecutive query blocks [i0, i0 + count) worked as one: rows [t0, t0 + bq) and their common runs. */
 interface Group {t0: number; bq: number; i0: number; count: number; runs: Run[]}
@@ -104,7 +107,8 @@ function groupsOf(p: FlexPlan, u: Unit): Group[] {
     const k = JSON.stringify(runs);
     const last = out[out.length - 1];
     const widest = Math.max(1, ...runs.map((r) => r.n));
-    if (last != null && k === key && p.R * (last.bq + bq) * widest <= FLEX_GROUP_SCORES) {
+    if (last != null && k === key && p.R * (last.bq + bq) * widest <= FLEX_GROUP_SCORES &&
+        last.bq + bq <= FLEX_GROUP_ROWS) {
       last.bq += bq;
       last.count++;
     } else {

@@ -4,6 +4,7 @@ import {main as generateExample} from '../../examples/generate';
 import {main as kerasModel} from '../../examples/keras_model';
 import {main as kerasSemantics} from '../../examples/keras_semantics';
 import {main as geometricExample} from '../../examples/geometric_attention';
+import {main as flexExample} from '../../examples/flex_attention';
 import {main as graphExample} from '../../examples/graph_attention';
 import {main as linearLong} from '../../examples/linear_long';
 import {main as localGlobalHnsw} from '../../examples/local_global_hnsw';
@@ -77,6 +78,24 @@ describe(title('examples'), () => {
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(/^graph attention: output \[2,4,10\]; graph 1, node 0/);
     expect(lines[1]).toMatch(/^graph attention layers: model\.fit mse [\d.]+ -> [\d.]+ over 40 epochs/);
+    expect(tf.memory().numTensors).toBe(tensors);
+  });
+
+  test('flex_attention: packed documents == dense attention with most tiles empty; a learned relative bias fits; ' +
+       'a model with a sliding window and softcap in its config fits and reloads equal; no leaks', async () => {
+    const lines: string[] = [];
+    const tensors = tf.memory().numTensors;
+    const r = await flexExample((l) => lines.push(l));
+    // Documents of 100, 60 and 96 in blocks of 32: tiles on the diagonal of each document only.
+    expect(r.packedTiles).toBeLessThan(0.5);
+    expect(r.packedDiff).toBeLessThan(1e-5);
+    expect(r.biasLastLoss).toBeLessThan(0.25 * r.biasFirstLoss);
+    expect(r.maskModSpec).toEqual({name: 'slidingWindow', window: 3, alignment: 'bottom-right'});
+    expect(r.scoreModSpec).toEqual({name: 'softcap', cap: 20});
+    expect(r.lastLoss).toBeLessThan(0.5 * r.firstLoss);
+    expect(r.reloadDiff).toBe(0);
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toMatch(/^packed documents 100, 60, 96 in T=256: [\d.]+% of the tiles computed; max \|flex - dense\| /);
     expect(tf.memory().numTensors).toBe(tensors);
   });
 
