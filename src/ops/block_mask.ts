@@ -122,24 +122,12 @@ export class BlockMask {
 
   /** The key blocks query block i sees wholly (full) and in part (partial), in order. */
   keyBlocks(b: number, h: number, i: number): {full: number[]; partial: number[]} {
-    const out = {full: [] as number[], partial: [] as number[]};
-    for (let j = 0; j < this.numKeyBlocks; j++) {
-      const s = this.state(b, h, i, j);
-      if (s === FULL) out.full.push(j);
-      else if (s === PARTIAL) out.partial.push(j);
-    }
-    return out;
+    return sortedBlocks(this.numKeyBlocks, (j) => this.state(b, h, i, j));
   }
 
   /** The transposed lists: the query blocks that see key block j wholly and in part, in order. */
   queryBlocks(b: number, h: number, j: number): {full: number[]; partial: number[]} {
-    const out = {full: [] as number[], partial: [] as number[]};
-    for (let i = 0; i < this.numQueryBlocks; i++) {
-      const s = this.state(b, h, i, j);
-      if (s === FULL) out.full.push(i);
-      else if (s === PARTIAL) out.partial.push(i);
-    }
-    return out;
+    return sortedBlocks(this.numQueryBlocks, (i) => this.state(b, h, i, j));
   }
 
   /**
@@ -185,6 +173,17 @@ export class BlockMask {
     }
     return out;
   }
+}
+
+/** Blocks 0 .. n - 1 by their state: the full ones and the partial ones, in order. */
+function sortedBlocks(n: number, stateOf: (x: number) => number): {full: number[]; partial: number[]} {
+  const out = {full: [] as number[], partial: [] as number[]};
+  for (let x = 0; x < n; x++) {
+    const s = stateOf(x);
+    if (s === FULL) out.full.push(x);
+    else if (s === PARTIAL) out.partial.push(x);
+  }
+  return out;
 }
 
 function range(start: number, n: number): number[] {
