@@ -193,8 +193,9 @@ function range(start: number, n: number): number[] {
 /** Backends whose tensors sit in CPU memory: a synchronous read there costs a copy, elsewhere a GPU stall. */
 const HOST_BACKENDS = ['cpu', 'wasm', 'tensorflow'];
 
-/** True when createBlockMask (a synchronous read) may run on the active backend. */
+/** True when createBlockMask (a synchronous read) may run on the active backend (started here if need be). */
 export function readsSynchronously(): boolean {
+  tf.backend(); // before any tensor, tfjs has not picked its backend yet: getBackend() would be undefined
   return HOST_BACKENDS.includes(tf.getBackend());
 }
 
