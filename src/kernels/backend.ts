@@ -23,6 +23,7 @@ import {startNativeWorker} from './native_workers';
 import {installLinearSegmentSum} from './cpu_kernels';
 import {registerMissingWasmKernels} from './wasm_kernels';
 import {registerLibraryKernels} from './library_kernels';
+import {registerFlexKernels} from './wasm_flex';
 import {installGradients} from './gradients';
 import {
   arrangeThreadedInit, checkThreads, provideWasmThreadsApi, releaseWorkers, resolveThreads, threadsFellBack, ThreadsArg,
@@ -43,6 +44,7 @@ export function autoBackends(): BackendName[] {
 }
 
 registerLibraryKernels();
+registerFlexKernels();
 installGradients();
 installLinearSegmentSum();
 registerMissingWasmKernels(); // the replacements only where the user imported tfjs-backend-wasm first

@@ -5,6 +5,7 @@
  */
 import {useLibraryGradients} from './gradients';
 import {useOwnKernels} from './library_kernels';
+import {useFlexKernels} from './wasm_flex';
 
 /** Whose kernels and gradients the backends run: the library's replacements, or tfjs's own. */
 export type LibraryKernels = 'library' | 'tfjs';
@@ -36,6 +37,7 @@ export function setLibraryKernels(which: LibraryKernels): LibraryKernels {
   setting = which;
   useLibraryGradients(which === 'library');
   useOwnKernels(which === 'library');
+  useFlexKernels(which === 'library');
   for (const apply of followers) apply(which);
   return previous;
 }

@@ -4,8 +4,8 @@
  * layout wasm_native.ts defines. Only backend.ts imports this file (when it starts the
  * threaded build in Node), so the core reaches no Node module through it.
  */
-import {ARGS, COUNT, DONE, FAILED, KIND, NEXT, READY, SCRATCH, STATE, STOPPED, UNITS, WorkerData, WorkerLike}
-  from './wasm_native';
+import {ARGS, COUNT, DONE, FAILED, FLEX_BACKWARD, FLEX_FORWARD, KIND, NEXT, READY, SCRATCH, STATE, STOPPED, UNITS,
+  WorkerData, WorkerLike} from './wasm_native';
 import {nodeBuiltin} from '../core/runtime';
 
 /** The worker's program (run with `eval`: no file to find in a bundle or an installed package). */
@@ -33,8 +33,13 @@ while (exports != null) {
     const count = ctl[${COUNT}];
     const scratch = ctl[slot + ${SCRATCH}];
     for (let u = Atomics.add(ctl, ${NEXT}, 1); u < count; u = Atomics.add(ctl, ${NEXT}, 1)) {
-      if (ctl[${KIND}] === ${UNITS}) {
+      const kind = ctl[${KIND}];
+      if (kind === ${UNITS}) {
         exports.products(a(0), u, u + 1, a(1), a(2), a(3), a(4), a(5), scratch);
+      } else if (kind === ${FLEX_FORWARD}) {
+        exports.flexForward(a(0), u, u + 1, scratch);
+      } else if (kind === ${FLEX_BACKWARD}) {
+        exports.flexBackward(a(0), u, u + 1, scratch);
       } else {
         exports.panels(a(0), a(1), a(2), a(3), a(4), a(5), a(6), a(7), a(8), a(9), a(10), u, u + 1, scratch);
       }

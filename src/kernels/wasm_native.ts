@@ -22,6 +22,9 @@
  * workers off and the call throws. Workers are `unref()`ed: they never keep a program alive.
  * In a browser the calling thread does all the products.
  *
+ * The same module holds flexAttention's fused forward and backward (native/flex.ts,
+ * wasm_flex.ts), whose work items (query blocks; (batch, group) pairs) go to the same threads.
+ *
  * Anything unavailable (a backend module without the memory or `_malloc`, a module that
  * does not compile) makes `nativeProducts` answer null and the callers keep their other
  * path.
@@ -68,6 +71,9 @@ interface Kernels {
            scratch: number): void;
   panels(a: number, ars: number, acs: number, b: number, brs: number, bcs: number, c: number, M: number, K: number,
          N: number, rows: number, from: number, to: number, scratch: number): void;
+  flexForward(params: number, from: number, to: number, scratch: number): void;
+  flexBackward(params: number, from: number, to: number, scratch: number): void;
+  flexScratchFloats(bq: number, bk: number, D: number, Dv: number, backward: number): number;
 }
 
 // The control block shared with the workers (Int32 slots): the job's kind and arguments,
@@ -85,8 +91,12 @@ export const FIRST_SLOT = 24;
 export const SLOT = 8;
 export const [STATE, DONE, SCRATCH, FAILED, READY] = [0, 1, 2, 3, 4];
 export const STOPPED = -1;
-/** Job kinds: the units of a batched product (`products`), the column panels of one product (`panels`). */
-export const [UNITS, PANELS] = [0, 1];
+/**
+ * Job kinds: the units of a batched product (`products`), the column panels of one product
+ * (`panels`), and flexAttention's query blocks (`flexForward`) and (batch, group) pairs
+ * (`flexBackward`: wasm_flex.ts).
+ */
+export const [UNITS, PANELS, FLEX_FORWARD, FLEX_BACKWARD] = [0, 1, 2, 3];
 /** How long the caller waits for a worker without news before it gives up on the workers. */
 const WORKER_TIMEOUT_MS = 60_000;
 /** Floats of `panels`' scratch: GROUP (4) panels of PANEL_DEPTH (128) x 8, and a 4 x 8 tile. */
@@ -127,9 +137,10 @@ class NativeProducts {
   private generation = 0;
   /**
    * Work done so far (tests and the bench read it): batched products' units, 2-D products'
-   * panels, and how many of either the workers did.
+   * panels, flexAttention's work items and the tiles they computed (each (batch entry, head)
+   * pair's, forward and backward), and how many items of any job the workers did.
    */
-  readonly stats = {units: 0, panels: 0, byWorkers: 0};
+  readonly stats = {units: 0, panels: 0, flexItems: 0, flexTiles: 0, byWorkers: 0};
 
   constructor(private readonly host: NativeHost, private readonly kernels: Kernels,
               private readonly module: WasmModuleObject, private readonly memory: WasmMemory,
@@ -207,6 +218,21 @@ class NativeProducts {
   }
 
   /**
+   * Runs work items [0, count) of flexAttention's forward (query blocks) or backward ((batch,
+   * group) pairs) over the parameter block at `params` (native/flex.ts), shared with the
+   * workers. `tiles`: the tiles those items compute, for the stats.
+   */
+  flex(backward: boolean, params: number, count: number, dims: {bq: number; bk: number; D: number; Dv: number},
+       tiles: number): void {
+    if (count === 0) return;
+    this.stats.flexTiles += tiles;
+    const scratch = this.kernels.flexScratchFloats(dims.bq, dims.bk, dims.D, dims.Dv, backward ? 1 : 0);
+    const run = backward ? this.kernels.flexBackward : this.kernels.flexForward;
+    this.dispatch(backward ? FLEX_BACKWARD : FLEX_FORWARD, [params], count, scratch, this.readyFor(count),
+      (from, to, at) => run(params, from, to, at));
+  }
+
+  /**
    * Runs items [0, count) of a job: on the calling thread alone, or shared with the `ready`
    * workers (readyFor), each thread with its own scratch of `scratchFloats` floats.
    */
@@ -218,7 +244,7 @@ class NativeProducts {
       throw new AttentionError('UNSUPPORTED', "the wasm backend's memory could not hold a product's scratch space");
     }
     const aligned = (p: number) => (scratch + p * scratchBytes + 15) & ~15;
-    this.stats[kind === UNITS ? 'units' : 'panels'] += count;
+    this.stats[kind === UNITS ? 'units' : kind === PANELS ? 'panels' : 'flexItems'] += count;
     const ctl = this.ctl;
     if (ctl == null || ready.length === 0) {
       try {

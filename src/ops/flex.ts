@@ -14,6 +14,7 @@ import {BlockMask} from './block_mask';
 import {ScoreMod} from './flex_types';
 import {DEFAULT_BLOCK_SIZE, FLASH_TILE_SCORES} from './flash';
 import {FlexPlan, flexBackward, flexForward} from './flex_engine';
+import {fusedFlexBackward, fusedFlexForward, fusedFlexRuns} from './flex_native';
 import {zerosWithZeroGrads} from './zeros';
 
 export interface FlexOptions {
@@ -84,23 +85,43 @@ export function flexAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor,
   }
   const plan = flexPlan(dims, scale, blockMask, scoreMod);
   assertFits('flexAttention', 'the scores of a tile', [B * H, plan.bq, plan.maxRun]);
+  const fused = fusedFlexRuns(plan);
   const run = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const save = args.pop() as tf.GradSaveFunc;
     const [qq, kk, vv] = args as tf.Tensor[];
-    const [O, M, LL, lse] = flexForward(plan, qq, kk, vv, returnLse);
-    // The block mask's kept tiles are saved too: the backward reads them even once the caller disposed the mask.
-    save([qq, kk, vv, O, M, LL, ...(blockMask?.tileTensors() ?? [])]);
+    // Saved: the row statistics (the fused kernels': the logsumexp alone), and the block mask's
+    // kept tiles, which the backward reads even once the caller disposed the mask.
+    let O: tf.Tensor;
+    let lse: tf.Tensor | undefined;
+    if (fused) {
+      const [o, rowLse] = fusedFlexForward(plan, qq, kk, vv);
+      O = o;
+      save([qq, kk, vv, O, rowLse, ...blockMask!.tileTensors()]);
+      if (returnLse) lse = rowLse;
+    } else {
+      const [o, M, LL, l] = flexForward(plan, qq, kk, vv, returnLse);
+      O = o;
+      lse = l;
+      save([qq, kk, vv, O, M, LL, ...(blockMask?.tileTensors() ?? [])]);
+    }
     // One output (customGrad's rule): the logsumexp rides along as a last channel.
-    const value = lse == null ? O : tf.tidy(() => tf.concat([O, tf.reshape(lse, [B, H, T, 1])], 3));
+    const value = lse == null ? O : tf.tidy(() => tf.concat([O, tf.reshape(lse!, [B, H, T, 1])], 3));
     if (lse != null) tf.dispose([O, lse]);
     return {
       value,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sq, sk, sv, sO, sM, sLL, ...tiles] = saved;
-        const backPlan = blockMask == null ? plan : {...plan, blockMask: blockMask.withTiles(tiles)};
         const dO = returnLse ? tf.slice(dy, [0, 0, 0, 0], [B, H, T, Dv]) : dy;
         const dLse = returnLse ? tf.reshape(tf.slice(dy, [0, 0, 0, Dv], [B, H, T, 1]), [B * H, T, 1]) : null;
-        const grads = flexBackward(backPlan, dO, dLse, sq, sk, sv, sO, sM, sLL);
+        let grads: tf.Tensor[];
+        if (fused) {
+          const [sq, sk, sv, sO, sLse, ...tiles] = saved;
+          const backPlan = {...plan, blockMask: blockMask!.withTiles(tiles)};
+          grads = fusedFlexBackward(backPlan, dO, dLse, sq, sk, sv, sO, sLse, tiles);
+        } else {
+          const [sq, sk, sv, sO, sM, sLL, ...tiles] = saved;
+          const backPlan = blockMask == null ? plan : {...plan, blockMask: blockMask.withTiles(tiles)};
+          grads = flexBackward(backPlan, dO, dLse, sq, sk, sv, sO, sM, sLL);
+        }
         if (returnLse) tf.dispose([dO, dLse!]);
         // Tensors the mod declares that are not float32 (indices) are no inputs.
         const all = scoreMod?.tensors ?? [];

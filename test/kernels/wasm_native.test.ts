@@ -100,13 +100,13 @@ describe(title('the rows of a 2-D product\'s work items (panelRows)'), () => {
     expect(out).toMatch(/matches/);
   });
 
-  test('each module imports the memory alone, exports the two kernels and has no data, global or start section', () => {
+  test('each module imports the memory alone, exports the product kernels and flexAttention\'s, and has no data, global or start section', () => {
     for (const text of [PRODUCTS_SHARED, PRODUCTS_PLAIN]) {
       const bytes = Uint8Array.from(Buffer.from(text, 'base64'));
       const module = new WasmModule(bytes);
       expect(WasmModule.imports(module)).toEqual([{module: 'env', name: 'memory', kind: 'memory'}]);
       expect(WasmModule.exports(module).filter((e) => e.kind === 'function').map((e) => e.name).sort())
-        .toEqual(['panels', 'products']);
+        .toEqual(['flexBackward', 'flexForward', 'flexScratchFloats', 'panels', 'products']);
       // 6 globals, 8 start, 11 data: none, so instantiating it on tfjs's memory changes nothing there.
       const ids = sectionIds(bytes);
       expect(ids.filter((id) => id === 6 || id === 8 || id === 11)).toEqual([]);

@@ -15,6 +15,7 @@ interface ChildResult {
   result: {
     threads: number;
     workers: {ready: number; took: number; splitItems: number; afterStop: {took: number; same: boolean}};
+    flex: {items: number; took: number};
     hashes: Record<string, string>; again: Record<string, string>;
   } | null;
 }
@@ -45,7 +46,7 @@ function runChild(...args: string[]): Promise<ChildResult> {
 const warnings = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('tfjs-attention:'));
 
 describe('wasm threads in Node (fresh processes)', () => {
-  it('2 threads: the same bits as 1 thread (matMul, batched and transposed products, an attention layer forward and backward), and the process exits by itself', async () => {
+  it('2 threads: the same bits as 1 thread (matMul, batched and transposed products, an attention layer forward and backward, flexAttention with a block mask), and the process exits by itself', async () => {
     const one = await runChild('1');
     const two = await runChild('2');
     for (const r of [one, two]) {
@@ -60,6 +61,12 @@ describe('wasm threads in Node (fresh processes)', () => {
     // the products' units and panels (and gave the same bits); none on one thread.
     expect(two.result!.workers.took).toBeGreaterThan(0);
     expect(one.result!.workers).toEqual({ready: 0, took: 0, splitItems: 2, afterStop: {took: 0, same: true}});
+    // flexAttention's fused kernels: 2 x 4 heads x 7 query blocks forward, twice (the call with
+    // the lse, the gradient's), and 2 x 2 (batch, group) pairs backward; a worker took some.
+    for (const r of [one, two]) expect(r.result!.flex.items).toBe(2 * 2 * 4 * 7 + 2 * 2);
+    expect(one.result!.flex.took).toBe(0);
+    expect(two.result!.flex.took).toBeGreaterThan(0);
+    expect(Object.keys(two.result!.hashes).filter((h) => h.startsWith('flex')).length).toBe(5);
     // A 2-D product of 2 column blocks is cut into 4 blocks of rows with a worker (the same bits).
     expect(two.result!.workers.splitItems).toBe(8);
     // Stopped, the workers take nothing more and the calling thread gives the same bits.

@@ -133,7 +133,10 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
     expect(native).toBeGreaterThan(0);
     expect(io).toBeLessThan(20 * 1024);
     expect(kernels).toBeLessThan(20 * 1024);
-    expect(native).toBeLessThan(12 * 1024);
+    // The native module: the product kernel (under 12 KB until then) and, since the fused
+    // flexAttention kernels joined it (native/flex.ts, about 6 KB of WebAssembly a variant, two
+    // variants in base64), those too.
+    expect(native).toBeLessThan(32 * 1024);
     expect(flex).toBeGreaterThan(0);
     expect(flex).toBeLessThan(26 * 1024);
     expect(b.libraryBytes - io - kernels - native - flex).toBeLessThan(52 * 1024);
