@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';
 import {assertNonNegativeInt, assertPositiveInt, checkArgNames} from '../core/validate';
-import {maskOf} from './flex_mods';
+import {maskValuesOf} from './flex_mods';
 import {MASKED_LOGIT} from './masks';
 import {MaskMod, ModContext} from './flex_types';
 import {untaped} from './tape';
@@ -297,10 +297,12 @@ function* blockMaskBuilder(maskMod: MaskMod, B: number | null, H: number | null,
   const onDevice = readsSynchronously();
   try {
     for (const [i, [t0, n]] of rows.entries()) {
+      // 1 where visible, else 0 (float32: on wasm comparisons and logical ops are slow, see mask_values.ts).
       const row = tf.tidy(() => {
         const q = tf.reshape(tf.range(t0, t0 + n, 1, 'int32'), [1, 1, n, 1]);
-        return tf.cast(tf.broadcastTo(maskOf(maskMod, b, h, q, kv, context), [Bm, Hm, n, S]), 'int32');
+        return tf.broadcastTo(maskValuesOf(maskMod, b, h, q, kv, context), [Bm, Hm, n, S]);
       });                                                                            // [Bm, Hm, n, S]
+      const additive: {row: tf.Tensor | null} = {row: null};                        // the row's MASKED_LOGIT / 0, once
       let rowCounts: (p: number) => {counts: ArrayLike<number>; fewest: number};
       let tileOf: (p: number, s0: number, w: number) => tf.Tensor;
       try {
@@ -308,7 +310,8 @@ function* blockMaskBuilder(maskMod: MaskMod, B: number | null, H: number | null,
           // Per tile the visible pairs [Bm, Hm, nK], and per pair the fewest keys a row sees [Bm, Hm].
           const reads = tf.tidy(() => {
             const padded = nK * bk === S ? row : tf.pad(row, [[0, 0], [0, 0], [0, 0], [0, nK * bk - S]]);
-            return [tf.sum(tf.reshape(padded, [Bm, Hm, n, nK, bk]), [2, 4]), tf.min(tf.sum(row, 3), 2)];
+            // Summed along the keys first (the last axis: no transpose), then the rows.
+            return [tf.sum(tf.sum(tf.reshape(padded, [Bm, Hm, n, nK, bk]), 4), 2), tf.min(tf.sum(row, 3), 2)];
           });
           let c: ArrayLike<number>;
           let f: ArrayLike<number>;
@@ -318,9 +321,11 @@ function* blockMaskBuilder(maskMod: MaskMod, B: number | null, H: number | null,
             tf.dispose(reads);
           }
           rowCounts = (p) => ({counts: Array.from({length: nK}, (_, j) => c[p * nK + j]), fewest: f[p]});
-          tileOf = (p, s0, w) => tf.tidy(() => tf.mul(tf.sub(1, tf.cast(                                // [n, w]
-            tf.reshape(tf.slice(row, [Math.floor(p / Hm), p % Hm, 0, s0], [1, 1, n, w]), [n, w]), 'float32')),
-          MASKED_LOGIT));
+          tileOf = (p, s0, w) => {
+            additive.row ??= tf.tidy(() => tf.mul(tf.sub(1, row), MASKED_LOGIT));
+            return tf.tidy(() => tf.reshape(tf.slice(additive.row!, [Math.floor(p / Hm), p % Hm, 0, s0], [1, 1, n, w]),
+              [n, w]));                                                              // [n, w]
+          };
         } else {
           const [values] = yield [row];
           rowCounts = (p) => countRow(values, p * n * S, n, S, bk, nK);
@@ -350,6 +355,7 @@ function* blockMaskBuilder(maskMod: MaskMod, B: number | null, H: number | null,
         }
       } finally {
         row.dispose();
+        additive.row?.dispose();
       }
     }
     done = true;

@@ -3,6 +3,7 @@
  * between query and key positions, and the [T, S] mask itself.
  */
 import * as tf from '@tensorflow/tfjs';
+import {positive, withMaskValues} from './mask_values';
 import {AttentionError, show} from '../core/errors';
 import {assertNonNegativeInt, assertOneOf} from '../core/validate';
 import {assertFits} from './heads';
@@ -87,5 +88,7 @@ function causalMod(alignment: CausalAlignment | boolean): MaskMod {
   const a = causalAlignment(alignment, 'alignment') ?? 'bottom-right';
   const mod: MaskMod = (_b, _h, q, kv, context) => tf.lessEqual(indexDifference(kv, alignedQueries(q, context, a)), 0);
   mod.spec = {name: 'causal', alignment: a};
-  return mod;
+  // j - i' <= 0 for integer positions: 0.5 - (j - i') > 0.
+  return withMaskValues(mod, (_b, _h, q, kv, context) =>
+    positive(tf.sub(0.5, indexDifference(kv, alignedQueries(q, context, a)))));
 }

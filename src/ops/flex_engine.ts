@@ -14,6 +14,9 @@
  * is summed over a group's runs, dK and dV over the groups into the fixed key blocks of the grid.
  * A score mod's gradient (for the score and for the tensors it declares) comes from autograd over
  * the mod on each tile.
+ *
+ * On wasm a call with a block mask that keeps its tiles and no score mod does not come here:
+ * flex_native.ts runs it on the fused kernels (kernels/wasm_flex.ts, native/flex.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';
@@ -21,7 +24,7 @@ import {AttentionDims} from './heads';
 import {MASKED_LOGIT} from './masks';
 import {swapLast} from './matmul';
 import {BlockMask, EMPTY, FULL, PARTIAL} from './block_mask';
-import {maskOf} from './flex_mods';
+import {maskValuesOf} from './flex_mods';
 import {ModContext, ScoreMod} from './flex_types';
 import {blocks, queryRows, TilePlan, tileUnits, Unit, unitPart} from './tile_plan';
 import {innerGradients} from './tape';
@@ -174,7 +177,7 @@ function runMask(p: FlexPlan, u: Unit, ix: Indices, g: Group, run: Run): RunMask
   }
   const qIdx = positions(t0, bq, [1, 1, bq, 1]);
   const parts = run.partial.map(([a, n]) =>
-    tf.cast(maskOf(bm.maskMod, ix.b, ix.h, qIdx, positions(a, n, [1, 1, 1, n]), ix.context), 'float32'));
+    maskValuesOf(bm.maskMod, ix.b, ix.h, qIdx, positions(a, n, [1, 1, 1, n]), ix.context));
   let keep: tf.Tensor;
   if (parts.length === 1 && run.partial[0][0] === run.a && run.partial[0][1] === run.n) {
     keep = parts[0];

@@ -15,6 +15,7 @@ import {AttentionError, show} from '../core/errors';
 import {assertPositiveInt, assertNonNegativeInt, assertPositiveNumber} from '../core/validate';
 import {alignedQueries, CausalAlignment, causalAlignment, causalMask, indexDifference} from './causal';
 import {MaskMod, ModContext, ModSpec, ScoreMod} from './flex_types';
+import {maskValuesFunction, positive, withMaskValues} from './mask_values';
 
 /**
  * A score mod that reads `tensors` (a learned bias, slopes): they get gradients from
@@ -48,10 +49,14 @@ function described<F extends MaskMod | ScoreMod>(f: F, spec: ModSpec): F {
 export function slidingWindow(window: number, alignment: CausalAlignment | boolean = 'bottom-right'): MaskMod {
   assertPositiveInt('window', window);
   const a = causalAlignment(alignment, 'alignment') ?? 'bottom-right';
-  return described((_b, _h, q, kv, context) => {
+  const mod = described<MaskMod>((_b, _h, q, kv, context) => {
     const d = indexDifference(alignedQueries(q, context, a), kv); // i' - j, [1, 1, bq, n]
     return tf.logicalAnd(tf.greaterEqual(d, 0), tf.less(d, window));
   }, {name: 'slidingWindow', window, alignment: a});
+  return withMaskValues(mod, (_b, _h, q, kv, context) => {
+    const d = indexDifference(alignedQueries(q, context, a), kv);
+    return tf.mul(positive(tf.add(d, 0.5)), positive(tf.sub(window - 0.5, d)));
+  });
 }
 
 /**
@@ -61,12 +66,17 @@ export function slidingWindow(window: number, alignment: CausalAlignment | boole
 export function prefixLm(prefix: number, alignment: CausalAlignment | boolean = 'bottom-right'): MaskMod {
   assertNonNegativeInt('prefix', prefix);
   const a = causalAlignment(alignment, 'alignment') ?? 'bottom-right';
-  return described((_b, _h, q, kv, context) => {
+  const mod = described<MaskMod>((_b, _h, q, kv, context) => {
     const past = tf.lessEqual(indexDifference(kv, alignedQueries(q, context, a)), 0);             // [1, 1, bq, n]
     const [prompt, causal] = sameShape([tf.less(kv, prefix), past]);
     return tf.logicalOr(prompt, causal);
   },
   {name: 'prefixLm', prefix, alignment: a});
+  return withMaskValues(mod, (_b, _h, q, kv, context) => {
+    const prompt = positive(tf.sub(prefix - 0.5, tf.cast(kv, 'float32')));
+    const past = positive(tf.sub(0.5, indexDifference(kv, alignedQueries(q, context, a))));
+    return tf.clipByValue(tf.add(prompt, past), 0, 1);
+  });
 }
 
 /**
@@ -82,7 +92,8 @@ export function documentMask(docIds: tf.Tensor): MaskMod {
       `docIds must be an int32 tensor of shape [S] or [B, S], received ${show(docIds)}`);
   }
   const ids = docIds;
-  return (b, _h, q, kv, context) => {
+  // Each query's and key's document, float32: [nb, 1, bq, 1] and [nb, 1, 1, n].
+  const documents = (b: tf.Tensor, q: tf.Tensor, kv: tf.Tensor, context: ModContext): [tf.Tensor, tf.Tensor] => {
     const Bd = ids.rank === 2 ? ids.shape[0] as number : 1;
     const S = ids.shape[ids.rank - 1] as number;
     if (S !== context.keyLength) {
@@ -102,24 +113,32 @@ export function documentMask(docIds: tf.Tensor): MaskMod {
     const qPos = tf.reshape(alignedQueries(q, context, 'bottom-right'), [-1]);
     const qDoc = tf.reshape(tf.gather(rows, qPos, 1), [nb, 1, q.size, 1]);      // [nb, 1, bq, 1]
     const kDoc = tf.reshape(tf.gather(rows, tf.reshape(kv, [-1]), 1), [nb, 1, 1, kv.size]); // [nb, 1, 1, n]
-    return tf.equal(indexDifference(qDoc, kDoc), 0);                             // [nb, 1, bq, n]
+    return [qDoc, kDoc];
   };
+  const mod: MaskMod = (b, _h, q, kv, context) => tf.equal(indexDifference(...documents(b, q, kv, context)), 0);
+  // The same documents: |doc_i - doc_j| < 0.5.
+  return withMaskValues(mod, (b, _h, q, kv, context) =>
+    positive(tf.sub(0.5, tf.abs(indexDifference(...documents(b, q, kv, context))))));
 }
 
 /** Keys every mod allows. */
 export function andMasks(...mods: MaskMod[]): MaskMod {
   checkMods('andMasks', mods);
-  return described((b, h, q, kv, context) =>
+  const mod = described<MaskMod>((b, h, q, kv, context) =>
     sameShape(mods.map((m) => maskOf(m, b, h, q, kv, context))).reduce((x, y) => tf.logicalAnd(x, y)),
   {name: 'and', mods: specsOf(mods)});
+  return withMaskValues(mod, (b, h, q, kv, context) =>
+    mods.map((m) => maskValuesOf(m, b, h, q, kv, context)).reduce((x, y) => tf.mul(x, y)));
 }
 
 /** Keys any mod allows. */
 export function orMasks(...mods: MaskMod[]): MaskMod {
   checkMods('orMasks', mods);
-  return described((b, h, q, kv, context) =>
+  const mod = described<MaskMod>((b, h, q, kv, context) =>
     sameShape(mods.map((m) => maskOf(m, b, h, q, kv, context))).reduce((x, y) => tf.logicalOr(x, y)),
   {name: 'or', mods: specsOf(mods)});
+  return withMaskValues(mod, (b, h, q, kv, context) =>
+    tf.clipByValue(mods.map((m) => maskValuesOf(m, b, h, q, kv, context)).reduce((x, y) => tf.add(x, y)), 0, 1));
 }
 
 /**
@@ -160,6 +179,16 @@ export function maskOf(mod: MaskMod, b: tf.Tensor, h: tf.Tensor, q: tf.Tensor, k
     throw new AttentionError('INVALID_MASK', `a mask mod must return bool (true = may attend), received dtype ${m.dtype}`);
   }
   return tf.notEqual(m, 0);
+}
+
+/**
+ * A mask mod's result as float32 1 (visible) / 0, broadcastable to the tile: the built-ins'
+ * float form (mask_values.ts), or the mod's own result checked by maskOf and cast.
+ */
+export function maskValuesOf(mod: MaskMod, b: tf.Tensor, h: tf.Tensor, q: tf.Tensor, kv: tf.Tensor,
+                             context: ModContext): tf.Tensor {
+  const values = maskValuesFunction(mod);
+  return values != null ? values(b, h, q, kv, context) : tf.cast(maskOf(mod, b, h, q, kv, context), 'float32');
 }
 
 /** True when `shape` (right-aligned, rank <= 4) broadcasts to `target` without growing it. */
