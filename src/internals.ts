@@ -13,6 +13,7 @@ export {
 } from './kernels/backend';
 export {MAX_WASM_THREADS, KNOWN_WASM_VERSION} from './kernels/wasm_threads';
 export {wasmKernelStatus, WasmKernelStatus} from './kernels/wasm_kernels';
+export {flexKernelRuns} from './kernels/wasm_flex';
 export {installSliceFromHeap, isCopyingSlice} from './kernels/wasm_slice';
 export {installFastProducts, ProductName} from './kernels/wasm_matmul';
 export {installTileFromHeap} from './kernels/wasm_tile';

@@ -28,6 +28,8 @@ interface CheckResult {
   leaked: number;
   /** The code a layer call with mask mods was refused with on webgl and webgpu (null elsewhere: it ran). */
   modsLayerRefused: string | null;
+  /** Whether flexAttention with a block mask and no score mod took the fused kernels. */
+  fusedFlex: boolean;
   fit: {firstLoss: number; lastLoss: number; reloadDiff: number};
   graph: {firstLoss: number; lastLoss: number; predictFinite: number};
   train: {steps: number; loss: number};
@@ -122,7 +124,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
     const bytes = (match: (f: string) => boolean) => Object.entries(b.libraryFileBytes).filter(([f]) => match(f))
       .reduce((n, [, v]) => n + v, 0);
     const io = bytes((f) => f.startsWith('esm/io/'));
-    const NATIVE = ['esm/kernels/wasm_native.js', 'esm/kernels/native_module.js'];
+    const NATIVE = ['esm/kernels/wasm_native.js', 'esm/kernels/native_module.js', 'esm/kernels/wasm_flex.js'];
     const kernels = bytes((f) => f.startsWith('esm/kernels/') && !NATIVE.includes(f));
     const native = bytes((f) => NATIVE.includes(f));
     // MultiHeadAttention takes mask and score mods (maskMod, scoreMod) and attends through
@@ -135,7 +137,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
     expect(kernels).toBeLessThan(20 * 1024);
     // The native module: the product kernel (under 12 KB until then) and, since the fused
     // flexAttention kernels joined it (native/flex.ts, about 6 KB of WebAssembly a variant, two
-    // variants in base64), those too.
+    // variants in base64, and their kernels' glue, wasm_flex.js), those too.
     expect(native).toBeLessThan(32 * 1024);
     expect(flex).toBeGreaterThan(0);
     expect(flex).toBeLessThan(26 * 1024);
@@ -177,6 +179,7 @@ suite('browser (headless Chromium, minified esbuild bundle of the built package)
         expect(Object.entries(r.diffs).filter(([, d]) => !(d <= TOLERANCE))).toEqual([]);
         expect(r.leaked).toBe(0);
         expect(r.modsLayerRefused).toBe(['webgl', 'webgpu'].includes(backend) ? 'UNSUPPORTED' : null);
+        expect(r.fusedFlex).toBe(backend === 'wasm');
         expect(r.fit.lastLoss).toBeLessThan(r.fit.firstLoss);
         expect(r.fit.reloadDiff).toBe(0);
         expect(r.graph.lastLoss).toBeLessThan(r.graph.firstLoss);

@@ -17,7 +17,9 @@ import {
   alibi, BlockMask, createBlockMaskAsync, flexAttention, slidingWindow, softcap,
 } from 'tfjs-attention';
 import {loadCheckpoint, readTrainingRecord, saveCheckpoint, train} from 'tfjs-attention/train';
-import {cpuKernelStatus, gradientStatus, installSliceFromHeap, wasmKernelStatus} from 'tfjs-attention/internals';
+import {
+  cpuKernelStatus, flexKernelRuns, gradientStatus, installSliceFromHeap, wasmKernelStatus,
+} from 'tfjs-attention/internals';
 
 setWasmPaths('/wasm/');
 
@@ -242,6 +244,9 @@ const CASES: Record<string, Case> = {
   // createBlockMaskAsync (no synchronous read).
   'flex (slidingWindow(3) blocks of 2, ALiBi, GQA)': opCase((q, k, v) =>
     flexAttention(q, k, v, {blockMask: flexMask!, scoreMod: alibi()}), 2, 1),
+  // The same mask and no score mod: on wasm the fused kernels (the module without threads).
+  'flex (slidingWindow(3) blocks of 2, GQA, no score mod)': opCase((q, k, v) =>
+    flexAttention(q, k, v, {blockMask: flexMask!}), 2, 1),
   [MODS_LAYER]: layerCase(() => new MultiHeadAttention({numHeads: 2, numKvHeads: 1, headDim: 4, causal: true,
     maskMod: slidingWindow(3), scoreMod: softcap(5)})),
   'MultiHeadAttention (GQA, causal)': layerCase(() => new MultiHeadAttention({numHeads: 2, numKvHeads: 1, headDim: 4, causal: true})),
@@ -479,7 +484,7 @@ async function run(backend: BackendName): Promise<Record<string, unknown>> {
   flexMask?.dispose();
   flexMask = null;
   return {backend: chosen, active: tf.getBackend(), diffs, leaked, modsLayerRefused, fit, graph, train: trainResult,
-    slice, generate, nodeOnly: await nodeOnly(),
+    slice, generate, nodeOnly: await nodeOnly(), fusedFlex: flexKernelRuns(),
     kernels: {...wasmKernelStatus(), cpu: cpuKernelStatus(), gradients: gradientStatus()},
     stepKernels: await stepKernels()};
 }
