@@ -127,16 +127,23 @@ function floatInput(inputs: tf.NamedTensorInfoMap, name: string, size: number): 
   return t;
 }
 
+/** Both kernels' attributes and backend, once q, k and v are checked against the shapes. */
+function checkedCall(inputs: tf.NamedTensorInfoMap, backend: unknown, attrs: tf.NamedAttrMap | undefined):
+    {a: FlexKernelAttrs; b: WasmBackend} {
+  const a = attrs as unknown as FlexKernelAttrs;
+  const {B, H, G, T, S, D, Dv} = a;
+  floatInput(inputs, 'q', B * H * T * D);
+  floatInput(inputs, 'k', B * G * S * D);
+  floatInput(inputs, 'v', B * G * S * Dv);
+  return {a, b: backend as WasmBackend};
+}
+
 const FORWARD: tf.KernelConfig = {
   kernelName: FLEX_FORWARD_KERNEL,
   backendName: 'wasm',
   kernelFunc: ({inputs, backend, attrs}) => {
-    const a = attrs as unknown as FlexKernelAttrs;
-    const b = backend as unknown as WasmBackend;
-    const {B, H, G, T, S, D, Dv} = a;
-    floatInput(inputs, 'q', B * H * T * D);
-    floatInput(inputs, 'k', B * G * S * D);
-    floatInput(inputs, 'v', B * G * S * Dv);
+    const {a, b} = checkedCall(inputs, backend, attrs);
+    const {B, H, T, Dv} = a;
     const o = b.makeOutput([B * H, T, Dv], 'float32');
     const lse = b.makeOutput([B * H, T], 'float32');
     try {
@@ -154,12 +161,8 @@ const BACKWARD: tf.KernelConfig = {
   kernelName: FLEX_BACKWARD_KERNEL,
   backendName: 'wasm',
   kernelFunc: ({inputs, backend, attrs}) => {
-    const a = attrs as unknown as FlexKernelAttrs;
-    const b = backend as unknown as WasmBackend;
+    const {a, b} = checkedCall(inputs, backend, attrs);
     const {B, H, G, T, S, D, Dv} = a;
-    floatInput(inputs, 'q', B * H * T * D);
-    floatInput(inputs, 'k', B * G * S * D);
-    floatInput(inputs, 'v', B * G * S * Dv);
     floatInput(inputs, 'o', B * H * T * Dv);
     floatInput(inputs, 'lse', B * H * T);
     floatInput(inputs, 'dy', B * H * T * Dv);
