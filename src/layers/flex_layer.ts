@@ -129,6 +129,7 @@ export function flexAttend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cfg: 
       '(B and H may be 1 in the mask)');
   }
   let own: BlockMask | null = null;
+  let shared: string | null = null;
   if (mods.length > 0 && !readsSynchronously()) {
     throw new AttentionError('UNSUPPORTED', 'a layer call with mask mods (or its causal rule or padding masks with ' +
       `mods) builds a block mask, whose counts it reads synchronously: not on the ${tf.getBackend()} backend. ` +
@@ -139,15 +140,40 @@ export function flexAttend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cfg: 
     const perBatch = call.maskMod != null || (mask != null && mask.shape[0] > 1) || (given?.batch ?? 1) > 1;
     const perHead = call.maskMod != null || (mask != null && mask.shape[1] > 1) || (given?.heads ?? 1) > 1;
     const all = given != null ? [given.maskMod, ...mods] : mods;
-    // Every partial tile kept: the call's masks are gone by the backward, which reads the tiles the forward saved.
-    own = createBlockMask(all.length === 1 ? all[0] : andMasks(...all), perBatch ? B : 1, perHead ? H : 1, T, S,
-      {maxKeptEntries: Infinity, ...(given != null ? {blockSize: [given.queryBlockSize, given.keyBlockSize]} : {})});
+    // Inside withAttentionMods the calls made from the same masks share one block mask (a
+    // model's layers, one per layer before: the mask's evaluation cost a packed step more than
+    // its attention).
+    shared = scopeMasks == null ? null : [causal ?? '-', idOf(cfg.maskMod), idOf(call.maskMod),
+      mask == null ? '-' : `t${mask.id}`, idOf(given), perBatch ? B : 1, perHead ? H : 1, T, S].join('|');
+    own = shared == null ? null : scopeMasks!.get(shared) ?? null;
+    if (own == null) {
+      // Every partial tile kept: the call's masks are gone by the backward, which reads the tiles the forward saved.
+      own = createBlockMask(all.length === 1 ? all[0] : andMasks(...all), perBatch ? B : 1, perHead ? H : 1, T, S,
+        {maxKeptEntries: Infinity, ...(given != null ? {blockSize: [given.queryBlockSize, given.keyBlockSize]} : {})});
+      if (shared != null) scopeMasks!.set(shared, own);
+    }
   }
   try {
     return flexAttention(q, k, v, {scoreMod, blockMask: own ?? given});
   } finally {
-    own?.dispose();
+    if (shared == null) own?.dispose();
   }
+}
+
+/** The block masks made for the calls of the innermost withAttentionMods under way (freed when it ends). */
+let scopeMasks: Map<string, BlockMask> | null = null;
+/** A number per mod, mask or block mask object, for scopeMasks' keys. */
+const objectIds = new WeakMap<object, number>();
+let nextObjectId = 1;
+
+function idOf(x: object | null | undefined): string {
+  if (x == null) return '-';
+  let id = objectIds.get(x);
+  if (id == null) {
+    id = nextObjectId++;
+    objectIds.set(x, id);
+  }
+  return String(id);
 }
 
 /** The mods of the innermost withAttentionMods under way, or null. */
@@ -159,17 +185,23 @@ let contextMods: FlexCallArgs | null = null;
  * layers get a mask for one batch in a training loop or `model.predict`, which pass no call
  * arguments to the layers inside (packed sequences: `withAttentionMods({maskMod:
  * documentMask(ids)}, () => model.apply(x))`). Any other attention layer called during it
- * throws UNSUPPORTED. Synchronous: the mods hold while f runs, not across an await.
+ * throws UNSUPPORTED. Synchronous: the mods hold while f runs, not across an await. Calls of the
+ * same shape with the same masks (a model's layers) share one block mask, built at the first
+ * and freed when f returns.
  */
 export function withAttentionMods<T>(mods: FlexCallArgs, f: () => T): T {
   const given = mods ?? {}; // null or undefined: no mods
   checkFlexCall(given);
   const outer = contextMods;
+  const outerMasks = scopeMasks;
   contextMods = outer == null ? given : joinMods(outer, given);
+  scopeMasks = new Map();
   try {
     return f();
   } finally {
+    for (const m of scopeMasks.values()) m.dispose();
     contextMods = outer;
+    scopeMasks = outerMasks;
   }
 }
 

@@ -191,6 +191,51 @@ describe(title('withAttentionMods == the same mods on each call'), () => {
   });
 });
 
+describe(title('withAttentionMods: one block mask for the calls made from the same masks'), () => {
+  test('two causal layers in a row evaluate a mask mod as often as one layer does, with the outputs and gradients ' +
+       'of the mod given to each call; a third layer with its own maskMod builds its own; nothing is left', () => {
+    const ids = tf.tensor2d(DOC_IDS, [B, T], 'int32');
+    const documents = documentMask(ids);
+    let evaluations = 0;
+    // A user's mod (no float form): each evaluation is one block row of one block mask.
+    const counted: MaskMod = (b, h, q, kv, context) => {
+      evaluations++;
+      return documents(b, h, q, kv, context);
+    };
+    const [first, second] = [1, 2].map((seed) => new MultiHeadAttention({numHeads: 2, numKvHeads: 1, causal: true,
+      kernelInitializer: tf.initializers.glorotUniform({seed})}));
+    const third = new MultiHeadAttention({numHeads: 2, causal: true, maskMod: slidingWindow(3)});
+    const x = randn([B, T, E], 3);
+    const two = (kwargs: Kwargs) => apply(second, apply(first, x, kwargs), kwargs);
+    tf.dispose([two({}), apply(third, x)]); // builds the weights
+    const weights = [...first.trainableWeights, ...second.trainableWeights].map((w) => w.read() as tf.Variable);
+    const lossOf = (f: () => tf.Tensor) => tf.variableGrads(() => tf.sum(tf.square(f())) as tf.Scalar, weights);
+
+    evaluations = 0;
+    tf.dispose(withAttentionMods({maskMod: counted}, () => apply(first, x)));
+    const perLayer = evaluations;
+    expect(perLayer).toBeGreaterThan(0);
+    evaluations = 0;
+    const tensors = tf.memory().numTensors;
+    const shared = withAttentionMods({maskMod: counted}, () => lossOf(() => two({})));
+    expect(evaluations).toBe(perLayer);
+    evaluations = 0;
+    const each = lossOf(() => two({maskMod: counted}));
+    expect(evaluations).toBe(2 * perLayer);
+    expect(shared.value.dataSync()[0]).toBeCloseTo(each.value.dataSync()[0], 5);
+    for (const w of weights) expect(maxDiff(shared.grads[w.name], each.grads[w.name])).toBeLessThan(1e-6);
+    tf.dispose([shared.value, each.value, ...Object.values(shared.grads), ...Object.values(each.grads)]);
+    expect(tf.memory().numTensors).toBe(tensors);
+    // The third layer's own maskMod joins the context's: another block mask, also freed.
+    evaluations = 0;
+    tf.dispose(withAttentionMods({maskMod: counted}, () => tf.tidy(() => apply(third, apply(first, x)))));
+    expect(evaluations).toBe(2 * perLayer);
+    expect(tf.memory().numTensors).toBe(tensors);
+    tf.dispose([x, ids]);
+    [first, second, third].forEach((l) => l.dispose());
+  });
+});
+
 describe(title('withAttentionMods: refusals'), () => {
   let x: tf.Tensor;
   let ids: tf.Tensor;
