@@ -14,7 +14,7 @@ import {BlockMask} from './block_mask';
 import {ScoreMod} from './flex_types';
 import {DEFAULT_BLOCK_SIZE, FLASH_TILE_SCORES} from './flash';
 import {FlexPlan, flexBackward, flexForward} from './flex_engine';
-import {fusedFlexBackward, fusedFlexForward, fusedFlexRuns} from './flex_native';
+import {fusedFlexAttrs, fusedFlexBackward, fusedFlexForward, fusedFlexRuns} from './flex_native';
 import {zerosWithZeroGrads} from './zeros';
 
 export interface FlexOptions {
@@ -85,7 +85,8 @@ export function flexAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor,
   }
   const plan = flexPlan(dims, scale, blockMask, scoreMod);
   assertFits('flexAttention', 'the scores of a tile', [B * H, plan.bq, plan.maxRun]);
-  const fused = fusedFlexRuns(plan);
+  // On the fused kernels: their tile lists, made once for the forward and the backward.
+  const fused = fusedFlexRuns(plan) ? fusedFlexAttrs(plan) : null;
   const run = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const save = args.pop() as tf.GradSaveFunc;
     const [qq, kk, vv] = args as tf.Tensor[];
@@ -93,10 +94,11 @@ export function flexAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor,
     // kept tiles, which the backward reads even once the caller disposed the mask.
     let O: tf.Tensor;
     let lse: tf.Tensor | undefined;
-    if (fused) {
-      const [o, rowLse] = fusedFlexForward(plan, qq, kk, vv);
+    if (fused != null) {
+      const tiles = blockMask!.tileTensors();
+      const [o, rowLse] = fusedFlexForward(fused, tiles, qq, kk, vv);
       O = o;
-      save([qq, kk, vv, O, rowLse, ...blockMask!.tileTensors()]);
+      save([qq, kk, vv, O, rowLse, ...tiles]);
       if (returnLse) lse = rowLse;
     } else {
       const [o, M, LL, l] = flexForward(plan, qq, kk, vv, returnLse);
@@ -113,10 +115,9 @@ export function flexAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor,
         const dO = returnLse ? tf.slice(dy, [0, 0, 0, 0], [B, H, T, Dv]) : dy;
         const dLse = returnLse ? tf.reshape(tf.slice(dy, [0, 0, 0, Dv], [B, H, T, 1]), [B * H, T, 1]) : null;
         let grads: tf.Tensor[];
-        if (fused) {
+        if (fused != null) {
           const [sq, sk, sv, sO, sLse, ...tiles] = saved;
-          const backPlan = {...plan, blockMask: blockMask!.withTiles(tiles)};
-          grads = fusedFlexBackward(backPlan, dO, dLse, sq, sk, sv, sO, sLse, tiles);
+          grads = fusedFlexBackward(fused, tiles, dO, dLse, sq, sk, sv, sO, sLse);
         } else {
           const [sq, sk, sv, sO, sM, sLL, ...tiles] = saved;
           const backPlan = blockMask == null ? plan : {...plan, blockMask: blockMask.withTiles(tiles)};

@@ -123,22 +123,24 @@ export function documentMask(docIds: tf.Tensor): MaskMod {
 
 /** Keys every mod allows. */
 export function andMasks(...mods: MaskMod[]): MaskMod {
-  checkMods('andMasks', mods);
-  const mod = described<MaskMod>((b, h, q, kv, context) =>
-    sameShape(mods.map((m) => maskOf(m, b, h, q, kv, context))).reduce((x, y) => tf.logicalAnd(x, y)),
-  {name: 'and', mods: specsOf(mods)});
-  return withMaskValues(mod, (b, h, q, kv, context) =>
-    mods.map((m) => maskValuesOf(m, b, h, q, kv, context)).reduce((x, y) => tf.mul(x, y)));
+  return combined('andMasks', 'and', mods, tf.logicalAnd, (xs) => xs.reduce((x, y) => tf.mul(x, y)));
 }
 
 /** Keys any mod allows. */
 export function orMasks(...mods: MaskMod[]): MaskMod {
-  checkMods('orMasks', mods);
+  return combined('orMasks', 'or', mods, tf.logicalOr,
+    (xs) => tf.clipByValue(xs.reduce((x, y) => tf.add(x, y)), 0, 1));
+}
+
+/** A mask mod joining `mods` with a logical op, and its float form joining theirs (mask_values.ts). */
+function combined(who: string, name: 'and' | 'or', mods: MaskMod[], join: (x: tf.Tensor, y: tf.Tensor) => tf.Tensor,
+                  joinValues: (xs: tf.Tensor[]) => tf.Tensor): MaskMod {
+  checkMods(who, mods);
   const mod = described<MaskMod>((b, h, q, kv, context) =>
-    sameShape(mods.map((m) => maskOf(m, b, h, q, kv, context))).reduce((x, y) => tf.logicalOr(x, y)),
-  {name: 'or', mods: specsOf(mods)});
+    sameShape(mods.map((m) => maskOf(m, b, h, q, kv, context))).reduce((x, y) => join(x, y)),
+  {name, mods: specsOf(mods)});
   return withMaskValues(mod, (b, h, q, kv, context) =>
-    tf.clipByValue(mods.map((m) => maskValuesOf(m, b, h, q, kv, context)).reduce((x, y) => tf.add(x, y)), 0, 1));
+    joinValues(mods.map((m) => maskValuesOf(m, b, h, q, kv, context))));
 }
 
 /**
