@@ -94,7 +94,9 @@ export class BlockMask {
    * mask's own tiles since the forward.
    */
   withTiles(tiles: readonly tf.Tensor[]): BlockMask {
-    if (this.tileKeys == null || tiles.length === 0) return this;
+    // A mask that kept no tile (none partial for any one pair, though a unit's union of pairs may
+    // be) still keeps its tiles: empty maps, never the mod, whose tensors may be gone by now.
+    if (this.tileKeys == null) return this;
     let at = 0;
     const maps = this.tileKeys.map((keys) => new Map(keys.map((key) => [key, tiles[at++]])));
     return new BlockMask(this.maskMod, this.batch, this.heads, this.queryLength, this.keyLength, this.queryBlockSize,

@@ -579,6 +579,40 @@ describe(title('flexAttention without mods, products and memory'), () => {
 });
 
 describe(title('flexAttention leaks and errors'), () => {
+  test('the backward needs neither the block mask nor its mod once the forward is done, even where no tile of any ' +
+      'one batch entry is partial (entry 1 sees no key; the units join both entries); with and without a score mod', () => {
+    const [B, H, T, S] = [2, 2, 5, 6];
+    const q = randn([B, H, T, 4], 1);
+    const k = randn([B, H, S, 4], 2);
+    const v = randn([B, H, S, 4], 3);
+    const dy = randn([B, H, T, 4], 4);
+    for (const scoreMod of [softcap(2), null]) {
+      const f = (qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor) => {
+        // Entry 0 sees every key (its tiles full), entry 1 none (empty): the call's own mask and mod, freed here.
+        const keep = tf.tensor2d([[1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0]]);
+        const mod: MaskMod = (b) => tf.reshape(tf.gather(keep, tf.reshape(b, [-1])), [-1, 1, 1, S]);
+        const blockMask = createBlockMask(mod, B, 1, T, S, {blockSize: 4});
+        const out = flexAttention(qq, kk, vv, {blockMask, scoreMod});
+        blockMask.dispose();
+        keep.dispose();
+        return out;
+      };
+      const grads = tf.grads((qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor) => tf.sum(tf.mul(f(qq, kk, vv), dy)))(
+        [q, k, v]);
+      const expected = tf.grads((qq: tf.Tensor, kk: tf.Tensor, vv: tf.Tensor) => {
+        const mask = tf.tensor4d([1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0], [B, 1, 1, S]);
+        const s = scoreMod == null ? null : scoreMod;
+        const out = s == null ? scaledDotProductAttention(qq, kk, vv, {mask})
+          : flexAttention(qq, kk, vv, {scoreMod: s, blockMask: createBlockMask(
+            (b) => tf.reshape(tf.gather(tf.tensor1d([1, 0]), tf.reshape(b, [-1])), [-1, 1, 1, 1]), B, 1, T, S)});
+        return tf.sum(tf.mul(out, dy));
+      })([q, k, v]);
+      grads.forEach((g, i) => expectClose(g, expected[i], 1e-5));
+      tf.dispose([grads, expected]);
+    }
+    tf.dispose([q, k, v, dy]);
+  });
+
   test('createBlockMask leaves no tensor once disposed, nor when its mask mod throws (outside any tidy; T=9, S=11, ' +
       'blocks 4)', () => {
     expectNoLeaks(() => createBlockMask(causalMask(), 1, 1, 9, 11, {blockSize: 4}).dispose());
