@@ -55,6 +55,9 @@ export {SparseMask, HnswMask, HnswMaskOptions} from './ops/sparse_masks';
 export {AttentionLayerBase} from './layers/base_attention';
 export {AttentionLayerArgs, AttentionCallArgs, PositionEncoding} from './layers/attention_args';
 export {AttentionCache} from './layers/decoding';
+export {
+  AttentionOptionArgs, AttentionOptions, DEFAULT_QK_NORM_EPSILON, OUTPUT_GATES, OutputGate, QK_NORMS, QkNorm,
+} from './layers/attention_options';
 export {AttentionCapabilities} from './layers/capabilities';
 export {WeightShape} from './core/limits';
 export {MultiHeadAttention, MultiHeadAttentionArgs, MhaImplementation} from './layers/multi_head_attention';

@@ -17,6 +17,10 @@ import {
   ATTENTION_CALL_ARGS, AttendOptions, AttentionCallArgs, AttentionClassNames, AttentionLayerArgs, checkedAttentionArgs,
   checkSharedArgs, DEFAULT_BIAS_INITIALIZER, DEFAULT_KERNEL_INITIALIZER, kindName, PositionEncoding,
 } from './attention_args';
+import {
+  AttentionOptionArgs, AttentionOptions, changesScores, checkAttentionOptions, gateHeads, NO_OPTION_WEIGHTS,
+  normalizeHeads, OptionMods, optionMods, OptionWeights, optionWeightsOf, optionWeightShapes, ALIBI_INITIALIZER,
+} from './attention_options';
 import {attendMask, callMaskParts, refuseMasksInGraph, zeroPaddedQueries} from './call_masks';
 import {AttentionCapabilities, enforceCapabilities, FULL_CAPABILITIES, scoresError} from './capabilities';
 import {getConstraint, getInitializer, getRegularizer, serializeObject} from './config';
@@ -24,6 +28,7 @@ import {
   AttentionCache, cachedCallInput, cachedStepIndex, CacheStrategy, checkCacheable, cloneTensors, keyValueCache,
 } from './decoding';
 import {callMods, checkFlexCall, FLEX_CALL_ARGS, FlexCallArgs, modsInContext} from './flex_layer';
+import {MaskMod} from '../ops/flex_types';
 import {GraphCallFlags} from './graph_call_flags';
 import {assertFloat32Inputs, assertInputs, checkInputShapes, graphInputs, Shape, unpackInputs} from './inputs';
 import {projectFromHeads, projectToHeads} from './projection';
@@ -75,6 +80,13 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
   protected readonly kernelConstraint: ReturnType<typeof getConstraint>;
   protected readonly biasConstraint: ReturnType<typeof getConstraint>;
 
+  /** The options of today's attention (attention_options.ts); all off on the kinds that do not take them. */
+  readonly attentionOptions: AttentionOptions;
+  /** The weights the options add (null where an option is off), made in build(). */
+  private optionWeights: OptionWeights = NO_OPTION_WEIGHTS;
+  /** The options' window mask mods, one per causal alignment (so calls can share a block mask). */
+  protected readonly optionMasks = new Map<string, MaskMod>();
+
   /** Resolved in build(). */
   protected dims: LayerDims | null = null;
   protected queryKernel!: tf.LayerVariable;
@@ -116,9 +128,11 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     this.kernelConstraint = getConstraint(args.kernelConstraint);
     this.biasConstraint = getConstraint(args.biasConstraint);
     this.supportsMasking = true;
+    this.attentionOptions = checkAttentionOptions(args as AttentionOptionArgs);
     this.decoding = keyValueCache({
       numHeads: this.numHeads, numKvHeads: this.numKvHeads, headDims: () => this.dims!,
-      ownAttention: () => this.attendsWithMods(),
+      ownAttention: () => this.attendsWithMods() || changesScores(this.attentionOptions),
+      window: this.causalAlign != null ? this.attentionOptions.slidingWindow : null,
       attendCausal: (q, k, v) => {
         const attended = this.attend(q, k, v, {mask: null, parts: {query: null, key: null, attention: null},
           causal: 'bottom-right', training: false, returnScores: false});
@@ -139,7 +153,7 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
    */
   weightShapes(inputShape: Shape | Shape[]): WeightShape[] {
     const {dims, projections} = this.planWeights(inputShape);
-    return [...projections, ...this.extraWeightShapes(dims)];
+    return [...projections, ...this.extraWeightShapes(dims), ...this.optionWeightShapes(dims)];
   }
 
   /** The dims and the projection weights for `inputShape`, checked; nothing allocated. */
@@ -154,7 +168,8 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
 
   build(inputShape: Shape | Shape[]): void {
     const {dims, projections} = this.planWeights(inputShape);
-    checkLayerWeights(this.kind, [...projections, ...this.extraWeightShapes(dims)]); // before anything is allocated
+    checkLayerWeights(this.kind, [...projections, ...this.extraWeightShapes(dims), ...this.optionWeightShapes(dims)]);
+    // (checked before anything is allocated)
     this.dims = dims;
     const made = new Map<string, tf.LayerVariable>();
     for (const {name, shape} of projections) {
@@ -172,7 +187,27 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     this.outputKernel = made.get('attention_output/kernel')!;
     this.outputBias = made.get('attention_output/bias') ?? null;
     this.buildExtra(dims);
+    this.buildOptionWeights(dims);
     this.built = true;
+  }
+
+  /** The weights of the options (attention_options.ts), after every other weight. */
+  private optionWeightShapes(dims: LayerDims): (WeightShape & {init?: string})[] {
+    return optionWeightShapes(this.attentionOptions, dims, {H: this.numHeads, useBias: this.useBias});
+  }
+
+  private buildOptionWeights(dims: LayerDims): void {
+    const made = new Map<string, tf.LayerVariable>();
+    for (const {name, shape, init} of optionWeightShapes(this.attentionOptions, dims,
+      {H: this.numHeads, useBias: this.useBias})) {
+      const initializer = init === 'kernel' ? this.kernelInitializer : init === 'bias' ? this.biasInitializer
+        : init === 'ones' ? tf.initializers.ones() : init === 'alibi' ? ALIBI_INITIALIZER : tf.initializers.zeros();
+      const regularizer = init === 'kernel' ? this.kernelRegularizer : init === 'bias' ? this.biasRegularizer : null;
+      const constraint = init === 'kernel' ? this.kernelConstraint : init === 'bias' ? this.biasConstraint : null;
+      made.set(name, this.addWeight(name, [...shape], 'float32', initializer, regularizer ?? undefined, true,
+        constraint ?? undefined));
+    }
+    this.optionWeights = optionWeightsOf(made);
   }
 
   /** True when the layer's own mods change its attention (cached steps then take attend() at any size). */
@@ -284,7 +319,7 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
       const attended = this.attend(q, k, v, {mask, parts, causal, training, returnScores, flex});
       const o = zeroPaddedQueries(attended instanceof tf.Tensor ? attended as tf.Tensor4D : attended.output,
         queryPadding); // [B, H, T, Dv]
-      const out = projectFromHeads(o, this.outputKernel.read(), this.outputBias?.read() ?? null); // [B, T, Eout]
+      const out = projectFromHeads(this.gate(o, query), this.outputKernel.read(), this.outputBias?.read() ?? null);
       if (!returnScores) return out;
       // A kind whose capabilities promise scores returns them; this only guards that promise.
       if (attended instanceof tf.Tensor) {
@@ -303,12 +338,33 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     let q = projectToHeads(query, this.queryKernel.read(), this.queryBias?.read() ?? null); // [B, H, T, D]
     let k = projectToHeads(key, this.keyKernel.read(), this.keyBias?.read() ?? null);       // [B, G, S, D]
     const v = projectToHeads(value, this.valueKernel.read(), this.valueBias?.read() ?? null); // [B, G, S, Dv]
+    const {qkNorm, qkNormEpsilon} = this.attentionOptions;
+    if (qkNorm != null) {
+      q = normalizeHeads(q, this.optionWeights.queryGamma!.read(), qkNorm, qkNormEpsilon);
+      k = normalizeHeads(k, this.optionWeights.keyGamma!.read(), qkNorm, qkNormEpsilon);
+    }
     if (this.positionEncoding === 'rope') {
       const rope = {start, base: this.ropeBase, dim: this.ropeDim ?? undefined};
       q = rotaryEmbedding(q, rope);
       k = rotaryEmbedding(k, rope);
     }
     return [q, k, v];
+  }
+
+  /** o [B, H, T, Dv] through the output gate of the query input x [B, T, Eq] (o itself without one). */
+  private gate(o: tf.Tensor4D, x: tf.Tensor): tf.Tensor4D {
+    const mode = this.attentionOptions.outputGate;
+    if (mode == null) return o;
+    return gateHeads(o, x, this.optionWeights.gateKernel!.read(), this.optionWeights.gateBias?.read() ?? null, mode);
+  }
+
+  /**
+   * The options' mods and sinks for a call aligned `causal` (MultiHeadAttention's and
+   * FlashAttention's attend pass them to denseModAttention or flexAttend).
+   * @internal
+   */
+  protected optionMods(causal: CausalAlignment | null): OptionMods {
+    return optionMods(this.attentionOptions, this.optionWeights, causal, this.optionMasks);
   }
 
   /** Channels RoPE rotates (null until built when not given, or when RoPE is off). */
@@ -347,7 +403,8 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     const {y, tensors} = tf.tidy(() => {
       const [q, k, v] = this.project(x, x, x, index);
       const {output, tensors} = this.decoding.step(q, k, v, cache, index);
-      return {y: projectFromHeads(output, this.outputKernel.read(), this.outputBias?.read() ?? null), tensors};
+      return {y: projectFromHeads(this.gate(output, x), this.outputKernel.read(), this.outputBias?.read() ?? null),
+        tensors};
     });
     return [y, {layer: this.name, batchSize: B, maxLength: cache.maxLength, length: index + t, tensors}];
   }

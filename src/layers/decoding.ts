@@ -78,6 +78,11 @@ export interface KeyValueLayer {
   ownAttention?: () => boolean;
   /** The layer's own attention, causal aligned bottom-right, unmasked and not training. */
   attendCausal(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D): tf.Tensor4D;
+  /**
+   * A sliding window W (each query sees the W positions ending at its own): the cache then holds
+   * only the last W positions. Null or absent: every position.
+   */
+  window?: number | null;
 }
 
 /**
@@ -99,6 +104,7 @@ export function keyValueCache(layer: KeyValueLayer): CacheStrategy {
       return {key: tf.zeros([B, layer.numKvHeads, 0, D]), value: tf.zeros([B, layer.numKvHeads, 0, Dv])};
     },
     step(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cache: AttentionCache, index: number): CachedStep {
+      if (layer.window != null) return windowStep(layer, layer.window, q, k, v, cache, index);
       const key = appendRows(cache.tensors.key, k, index);       // [B, G, index + t, D]
       const value = appendRows(cache.tensors.value, v, index);   // [B, G, index + t, Dv]
       const S = key.shape[2];
@@ -111,6 +117,44 @@ export function keyValueCache(layer: KeyValueLayer): CacheStrategy {
       return {output, tensors: {key, value}};
     },
   };
+}
+
+/**
+ * A step of a sliding-window layer's cache, which holds the keys and values of the last W positions
+ * it saw (positions cache.length - held .. cache.length - 1): the new queries attend to the held
+ * positions their window reaches and to the new ones, and the cache keeps the last W of them all,
+ * so its memory and a step's work stay flat however long the context. A step may start at
+ * cache.length or go back as far as the held positions still cover the window (or to 0, a fresh
+ * start); further back is INVALID_CACHE (those keys are gone).
+ */
+function windowStep(layer: KeyValueLayer, W: number, q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D,
+                    cache: AttentionCache, index: number): CachedStep {
+  const heldKeys = cache.tensors.key;
+  const held = heldKeys.shape[2] as number;
+  const first = cache.length - held;                  // the position of the first held row
+  const from = Math.max(0, index - W + 1);             // the first position the new queries see
+  if (index > 0 && from < first) {
+    throw new AttentionError('INVALID_CACHE', `a sliding-window cache (window ${W}) holds positions ${first} .. ` +
+      `${cache.length - 1}: a step from position ${index} needs position ${from}; give cacheIndex 0 (a fresh ` +
+      `start) or at least ${first + W - 1}`);
+  }
+  return tf.tidy(() => {
+    const t = q.shape[2];
+    const rows = (x: tf.Tensor, n: number) => {
+      const [B, G, , X] = x.shape as number[];
+      return tf.slice(x, [0, 0, from - first, 0], [B, G, n, X]);
+    };
+    const n = index - from;                           // held positions the new queries see
+    const key = n === 0 ? k : tf.concat([rows(heldKeys, n), k], 2) as tf.Tensor4D;                   // [B, G, n + t, D]
+    const value = n === 0 ? v : tf.concat([rows(cache.tensors.value, n), v], 2) as tf.Tensor4D;   // [B, G, n + t, Dv]
+    const output = layer.attendCausal(q, key, value);
+    const keep = Math.min(W, n + t);
+    const last = (x: tf.Tensor) => {
+      const [B, G, L, X] = x.shape as number[];
+      return tf.slice(x, [0, 0, L - keep, 0], [B, G, keep, X]);
+    };
+    return {output, tensors: {key: last(key), value: last(value)}};
+  });
 }
 
 /** Throws unless a layer can decode: causal and built. `who`: "<Class> '<name>'". */

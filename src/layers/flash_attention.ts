@@ -35,9 +35,12 @@ import {assertPositiveInt} from '../core/validate';
 import {AttendOptions, AttentionLayerArgs} from './attention_args';
 import {AttentionLayerBase} from './base_attention';
 import {AttentionCapabilities, FULL_CAPABILITIES} from './capabilities';
+import {ATTENTION_OPTION_ARGS, AttentionOptionArgs, attentionOptionsConfig, changesScores} from './attention_options';
+import {denseModAttention} from '../ops/dense_mods';
+import {readsSynchronously} from '../ops/block_mask';
 import {checkFlexArgs, FLEX_LAYER_ARGS, FlexConfig, flexConfigOf, FlexLayerArgs, flexAttend, usesFlex} from './flex_layer';
 
-export interface FlashAttentionArgs extends AttentionLayerArgs, FlexLayerArgs {
+export interface FlashAttentionArgs extends AttentionLayerArgs, FlexLayerArgs, AttentionOptionArgs {
   /**
    * Query positions per tile, and keys per tile unless keyBlockSize is given; a positive
    * integer or null (flashAttention's default).
@@ -63,7 +66,8 @@ export function flashCapabilities(subject?: string): AttentionCapabilities {
 
 export class FlashAttention extends AttentionLayerBase {
   static className = 'FlashAttention';
-  static override readonly ownArgs: readonly string[] = ['blockSize', 'keyBlockSize', ...FLEX_LAYER_ARGS];
+  static override readonly ownArgs: readonly string[] = ['blockSize', 'keyBlockSize', ...FLEX_LAYER_ARGS,
+    ...ATTENTION_OPTION_ARGS];
   readonly blockSize: number | null;
   readonly keyBlockSize: number | null;
   /** The layer's mask and score mods (flexAttention then computes every call). */
@@ -87,8 +91,15 @@ export class FlashAttention extends AttentionLayerBase {
   }
 
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions): tf.Tensor4D {
-    if (usesFlex(this.flex, options.flex)) {
-      return flexAttend(q, k, v, this.flex, options.flex ?? {}, options.mask, options.causal);
+    const scored = changesScores(this.attentionOptions);
+    if (usesFlex(this.flex, options.flex) || scored) {
+      const mods = scored ? this.optionMods(options.causal) : null;
+      // flexAttention's block masks read their counts synchronously: elsewhere (webgpu) the options
+      // are computed with the whole score matrix, the same exact attention.
+      if (mods != null && !usesFlex(this.flex, options.flex) && !readsSynchronously()) {
+        return denseModAttention(q, k, v, {...mods, mask: options.mask, causal: options.causal}) as tf.Tensor4D;
+      }
+      return flexAttend(q, k, v, this.flex, options.flex ?? {}, options.mask, options.causal, mods);
     }
     return flashAttention(q, k, v, {mask: options.mask, causal: options.causal ?? false, blockSize: this.blockSize,
       keyBlockSize: this.keyBlockSize});
@@ -96,7 +107,7 @@ export class FlashAttention extends AttentionLayerBase {
 
   override getConfig(): tf.serialization.ConfigDict {
     return {...super.getConfig(), blockSize: this.blockSize, keyBlockSize: this.keyBlockSize,
-      ...flexConfigOf(this.flex)};
+      ...flexConfigOf(this.flex), ...attentionOptionsConfig(this.attentionOptions)};
   }
 }
 tf.serialization.registerClass(FlashAttention);

@@ -11,6 +11,7 @@ import {CausalAlignment, causalMask} from '../ops/causal';
 import {flexAttention} from '../ops/flex';
 import {andMasks, chainScores, maskModFromSpec, scoreModFromSpec} from '../ops/flex_mods';
 import {MaskMod, ModSpec, ScoreMod} from '../ops/flex_types';
+import type {OptionMods} from './attention_options';
 
 /** The constructor arguments of the layers that take mods. */
 export const FLEX_LAYER_ARGS = ['maskMod', 'scoreMod'] as const;
@@ -43,6 +44,9 @@ export interface FlexConfig {
   maskMod: MaskMod | null;
   scoreMod: ScoreMod | null;
 }
+
+/** A layer without mods of its own. */
+export const NO_FLEX: FlexConfig = {maskMod: null, scoreMod: null};
 
 /** Checks a layer's maskMod and scoreMod: built-ins (with a spec) or specs. */
 export function checkFlexArgs(args: FlexLayerArgs): FlexConfig {
@@ -111,15 +115,17 @@ export function tensorMaskMod(mask: tf.Tensor4D): MaskMod {
  * when nothing joins it).
  */
 export function flexAttend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cfg: FlexConfig, call: FlexCallArgs,
-                           mask: tf.Tensor4D | null, causal: CausalAlignment | null): tf.Tensor4D {
+                           mask: tf.Tensor4D | null, causal: CausalAlignment | null,
+                           options: OptionMods | null = null): tf.Tensor4D {
   const [B, H, T] = q.shape;
   const S = k.shape[2];
   const mods: MaskMod[] = [];
   if (causal != null) mods.push(causalMask(causal));
   if (cfg.maskMod != null) mods.push(cfg.maskMod);
+  if (options?.maskMod != null) mods.push(options.maskMod);
   if (call.maskMod != null) mods.push(call.maskMod);
   if (mask != null) mods.push(tensorMaskMod(mask));
-  const scores = [cfg.scoreMod, call.scoreMod].filter((m) => m != null) as ScoreMod[];
+  const scores = [cfg.scoreMod, options?.scoreMod, call.scoreMod].filter((m) => m != null) as ScoreMod[];
   const scoreMod = scores.length === 0 ? null : chainScores(...scores);
   const given = call.blockMask ?? null;
   if (given != null && (given.queryLength !== T || given.keyLength !== S || ![1, B].includes(given.batch) ||
@@ -143,7 +149,7 @@ export function flexAttend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cfg: 
     // Inside withAttentionMods the calls made from the same masks share one block mask (a
     // model's layers, one per layer before: the mask's evaluation cost a packed step more than
     // its attention).
-    shared = scopeMasks == null ? null : [causal ?? '-', idOf(cfg.maskMod), idOf(call.maskMod),
+    shared = scopeMasks == null ? null : [causal ?? '-', idOf(cfg.maskMod), idOf(options?.maskMod), idOf(call.maskMod),
       mask == null ? '-' : `t${mask.id}`, idOf(given), perBatch ? B : 1, perHead ? H : 1, T, S].join('|');
     own = shared == null ? null : scopeMasks!.get(shared) ?? null;
     if (own == null) {
@@ -154,7 +160,11 @@ export function flexAttend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, cfg: 
     }
   }
   try {
-    return flexAttention(q, k, v, {scoreMod, blockMask: own ?? given});
+    const sinks = options?.sinks ?? null;
+    if (sinks == null) return flexAttention(q, k, v, {scoreMod, blockMask: own ?? given});
+    // The sink's share of each row's denominator: sum exp(s) / (sum exp(s) + exp(sink)) = sigmoid(lse - sink).
+    const {output, lse} = flexAttention(q, k, v, {scoreMod, blockMask: own ?? given, returnLse: true});
+    return tf.tidy(() => tf.mul(output, tf.sigmoid(tf.sub(tf.expandDims(lse, 3), tf.reshape(sinks, [1, H, 1, 1])))));
   } finally {
     if (shared == null) own?.dispose();
   }

@@ -10,8 +10,9 @@
  *   'standard' (default): scaledDotProductAttention, which forms the [B, H, T, S] scores.
  *   'flash': flashAttention (tiled, memory linear in T); dropout > 0 and
  *     returnAttentionScores then throw UNSUPPORTED (the probabilities are never formed).
- *   'auto': flash for calls with T * S >= FLASH_AUTO_MIN_SCORES, no scores requested and
- *     no dropout active (training with dropout > 0); standard otherwise.
+ *   'auto': flash for calls with T * S >= FLASH_AUTO_MIN_SCORES (with a slidingWindow W, also
+ *     for S >= 4W and T * S >= 2^16), no scores requested and no dropout active (training with
+ *     dropout > 0); standard otherwise.
  *
  * Call arguments:
  *   inputs: x [batch, length, features] (self-attention), [query, value] (key = value)
@@ -35,9 +36,14 @@ import {assertOneOf} from '../core/validate';
 import {AttendOptions, AttentionLayerArgs} from './attention_args';
 import {AttentionLayerBase} from './base_attention';
 import {AttentionCapabilities, FULL_CAPABILITIES} from './capabilities';
-import {checkFlexArgs, FLEX_LAYER_ARGS, FlexConfig, flexConfigOf, FlexLayerArgs, flexAttend, usesFlex} from './flex_layer';
+import {
+  checkFlexArgs, FLEX_LAYER_ARGS, FlexConfig, flexConfigOf, FlexLayerArgs, flexAttend, NO_FLEX, usesFlex,
+} from './flex_layer';
 
 import {flashCapabilities} from './flash_attention';
+import {ATTENTION_OPTION_ARGS, AttentionOptionArgs, attentionOptionsConfig, changesScores} from './attention_options';
+import {denseModAttention} from '../ops/dense_mods';
+import {readsSynchronously} from '../ops/block_mask';
 
 export const MHA_IMPLEMENTATIONS = ['standard', 'flash', 'auto'] as const;
 export type MhaImplementation = typeof MHA_IMPLEMENTATIONS[number];
@@ -48,7 +54,14 @@ export type MhaImplementation = typeof MHA_IMPLEMENTATIONS[number];
  */
 export const FLASH_AUTO_MIN_SCORES = 1024 * 1024;
 
-export interface MultiHeadAttentionArgs extends AttentionLayerArgs, FlexLayerArgs {
+/**
+ * With a sliding window W, 'auto' tiles calls of at least WINDOW_AUTO_MIN_SCORES scores whose keys
+ * are at least WINDOW_AUTO_MIN_KEYS * W (the window then hides three quarters of the scores or more).
+ */
+export const WINDOW_AUTO_MIN_KEYS = 4;
+export const WINDOW_AUTO_MIN_SCORES = 256 * 256;
+
+export interface MultiHeadAttentionArgs extends AttentionLayerArgs, FlexLayerArgs, AttentionOptionArgs {
   /**
    * How attention is computed: 'standard' (scaledDotProductAttention), 'flash'
    * (flashAttention: no dropout, no scores) or 'auto' (flash when T * S >=
@@ -59,7 +72,7 @@ export interface MultiHeadAttentionArgs extends AttentionLayerArgs, FlexLayerArg
 
 export class MultiHeadAttention extends AttentionLayerBase {
   static className = 'MultiHeadAttention';
-  static override readonly ownArgs: readonly string[] = ['implementation', ...FLEX_LAYER_ARGS];
+  static override readonly ownArgs: readonly string[] = ['implementation', ...FLEX_LAYER_ARGS, ...ATTENTION_OPTION_ARGS];
   readonly implementation: MhaImplementation;
   /** The layer's mask and score mods (flexAttention then computes every call). */
   readonly flex: FlexConfig;
@@ -86,11 +99,18 @@ export class MultiHeadAttention extends AttentionLayerBase {
     return usesFlex(this.flex, undefined);
   }
 
-  /** Whether this call runs flashAttention: always for 'flash', by size and need for 'auto'. */
+  /**
+   * Whether this call runs tiled (flashAttention, or flexAttention for the options that change the
+   * scores): always for 'flash', by size and need for 'auto'.
+   */
   private usesFlash(T: number, S: number, options: AttendOptions): boolean {
     if (this.implementation !== 'auto') return this.implementation === 'flash';
     const dropoutActive = options.training && this.dropout > 0;
-    return T * S >= FLASH_AUTO_MIN_SCORES && !options.returnScores && !dropoutActive;
+    if (options.returnScores || dropoutActive) return false;
+    // A sliding window computes only the tiles it reaches: worth tiling once it hides most keys.
+    const W = this.attentionOptions.slidingWindow;
+    return T * S >= FLASH_AUTO_MIN_SCORES ||
+      (W != null && S >= WINDOW_AUTO_MIN_KEYS * W && T * S >= WINDOW_AUTO_MIN_SCORES);
   }
 
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D,
@@ -104,9 +124,20 @@ export class MultiHeadAttention extends AttentionLayerBase {
         throw new AttentionError('UNSUPPORTED', 'a call with mask or score mods attends through flexAttention, which ' +
           `has no attention dropout (the layer's dropout is ${this.dropout}): call with training false or use dropout 0`);
       }
-      return flexAttend(q, k, v, this.flex, options.flex ?? {}, options.mask, options.causal);
+      return flexAttend(q, k, v, this.flex, options.flex ?? {}, options.mask, options.causal,
+        changesScores(this.attentionOptions) ? this.optionMods(options.causal) : null);
     }
-    if (this.usesFlash(q.shape[2], k.shape[2], options)) {
+    const tiled = this.usesFlash(q.shape[2], k.shape[2], options);
+    if (changesScores(this.attentionOptions)) {
+      const mods = this.optionMods(options.causal);
+      // Tiled through flexAttention, whose block masks read their counts synchronously (not on webgpu).
+      if (tiled && readsSynchronously()) {
+        return flexAttend(q, k, v, NO_FLEX, {}, options.mask, options.causal, mods);
+      }
+      return denseModAttention(q, k, v, {...mods, mask: options.mask, causal: options.causal, dropout: this.dropout,
+        training: options.training, returnWeights: options.returnScores});
+    }
+    if (tiled) {
       return flashAttention(q, k, v, {mask: options.mask, causal: options.causal ?? false});
     }
     return scaledDotProductAttention(q, k, v, {
@@ -119,7 +150,8 @@ export class MultiHeadAttention extends AttentionLayerBase {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return {...super.getConfig(), implementation: this.implementation, ...flexConfigOf(this.flex)};
+    return {...super.getConfig(), implementation: this.implementation, ...flexConfigOf(this.flex),
+      ...attentionOptionsConfig(this.attentionOptions)};
   }
 }
 tf.serialization.registerClass(MultiHeadAttention);
