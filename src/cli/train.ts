@@ -48,6 +48,7 @@ interface TrainFlags {
   attention: AttentionKind | typeof GRAPH_ATTENTION | typeof NBODY_ATTENTION;
   length: number; vocabSize: number; noiseLength: number;
   modelDim: number; heads: number; kvHeads: number; layers: number; ffDim?: number; dropout: number; causal: boolean;
+  globalEvery?: number;
   steps: number; batchSize: number; lr: number;
   warmup: number; clipNorm: number; evalEvery: number; evalBatches: number; targetAccuracy: number; seed: number;
   out?: string; checkpointEvery: number; resume?: string; backend?: BackendChoice; threads: ThreadsArg; quiet: boolean;
@@ -101,7 +102,7 @@ interface FamilyFlags {
 
 const FAMILY_FLAGS: Record<ModelFamilyName, FamilyFlags> = {
   transformer: {
-    flags: ['length', 'vocabSize', 'noiseLength', 'kvHeads', 'ffDim', 'causal', 'positions'],
+    flags: ['length', 'vocabSize', 'noiseLength', 'kvHeads', 'ffDim', 'causal', 'positions', 'globalEvery'],
     refusal: (flag, task) => `${flag} is not an option of --task ${task}`,
     taskOptions: (f) => f.task === TEXT_TASK
       ? {...(f.data != null ? {data: f.data} : {}), ...(f.seqLength != null ? {seqLength: f.seqLength} : {}),
@@ -111,7 +112,8 @@ const FAMILY_FLAGS: Record<ModelFamilyName, FamilyFlags> = {
       numKvHeads: f.attention === 'gqa' ? f.kvHeads : undefined, numLayers: f.layers, ffDim: f.ffDim,
       // A model that saw the next character would learn nothing: the text task is always causal.
       dropout: f.dropout, causal: f.causal || f.task === TEXT_TASK,
-      attentionArgs: kindArgs(f, f.attention as AttentionKind, resuming), positions: f.positions}),
+      attentionArgs: kindArgs(f, f.attention as AttentionKind, resuming), positions: f.positions,
+      ...(f.globalEvery != null ? {globalEvery: f.globalEvery} : {})}),
   },
   graph: {
     flags: ['nodes', 'colours', 'maxDegree', 'hops', 'graphVersion'],
@@ -194,6 +196,7 @@ export function registerTrain(program: Command, io: CliIO): void {
     .option('--ff-dim <n>', 'feed-forward width (default: 4 * model dim)', intArg(1))
     .option('--dropout <rate>', 'dropout after attention and feed-forward (graph-majority: on the attention weights alpha)', floatArg(0, 0.99), 0)
     .option('--causal', 'causal attention (always on for --task text)', false)
+    .option('--global-every <n>', 'with --sliding-window: every n-th block attends globally (2: Gemma 2)', intArg(1))
     .option('--nodes <n>', `${GRAPH_TASK}: nodes per graph, at most (default 16)`, intArg(2))
     .option('--colours <n>', `${GRAPH_TASK}: node colours, the classes (default 3)`, intArg(2))
     .option('--max-degree <n>', `${GRAPH_TASK}: the most edges into a node (default 3)`, intArg(1))

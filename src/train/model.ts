@@ -48,6 +48,13 @@ export interface TransformerOptions {
    * 'rope': rotary positions inside every attention layer, no table, any length.
    */
   positions?: TransformerPositions;
+  /**
+   * With attentionArgs.slidingWindow, every globalEvery-th block (blocks globalEvery - 1,
+   * 2 * globalEvery - 1, ...) attends globally, the others through the window: 2 alternates
+   * local and global blocks as Gemma 2, 6 is Gemma 3's five local blocks to one global. Default
+   * null: every block slides.
+   */
+  globalEvery?: number | null;
 }
 
 export const TRANSFORMER_POSITIONS = ['learned', 'rope'] as const;
@@ -63,13 +70,14 @@ export function transformerDefaults(o: TransformerOptions): Required<Transformer
     numKvHeads: ATTENTION_KIND_TABLE[o.attention]?.kvHeads(numHeads, o.numKvHeads) ?? numHeads,
     numLayers: o.numLayers ?? 2, ffDim: o.ffDim ?? 4 * modelDim, dropout: o.dropout ?? 0, causal: o.causal ?? false,
     attentionArgs: o.attentionArgs ?? {}, seed: o.seed ?? 0, positions: o.positions ?? 'learned',
+    globalEvery: o.globalEvery ?? null,
   };
 }
 
 /** The option names of buildTransformer. */
 export const TRANSFORMER_OPTIONS = [
   'attention', 'vocabSize', 'seqLength', 'modelDim', 'numHeads', 'numKvHeads', 'numLayers', 'ffDim', 'dropout', 'causal',
-  'attentionArgs', 'seed', 'positions',
+  'attentionArgs', 'seed', 'positions', 'globalEvery',
 ] as const;
 
 /** The transformer described in the file comment. Throws AttentionError for bad options (and unknown names). */
@@ -88,6 +96,13 @@ export function buildTransformer(options: TransformerOptions): tf.LayersModel {
   if (o.attentionArgs.positionEncoding != null) {
     throw new AttentionError('INVALID_CONFIG',
       "buildTransformer sets the attention layers' positionEncoding itself: pass positions: 'rope' (or 'learned')");
+  }
+  if (o.globalEvery != null) {
+    assertPositiveInt('globalEvery', o.globalEvery);
+    if (o.attentionArgs.slidingWindow == null) {
+      throw new AttentionError('INVALID_CONFIG', `globalEvery (${o.globalEvery}) says which blocks attend globally ` +
+        'instead of through a sliding window: give attentionArgs.slidingWindow too');
+    }
   }
   if (o.modelDim % o.numHeads !== 0) {
     throw new AttentionError('INVALID_CONFIG', `modelDim (${o.modelDim}) must be divisible by numHeads (${o.numHeads})`);
@@ -108,6 +123,7 @@ export function buildTransformer(options: TransformerOptions): tf.LayersModel {
       ...o.attentionArgs,
       ...(rope ? {positionEncoding: 'rope' as const} : {}),
       ...kind.blockArgs?.(o.attentionArgs, o.seed, l),
+      ...(o.globalEvery != null && l % o.globalEvery === o.globalEvery - 1 ? {slidingWindow: null} : {}),
     };
     let a = attentionLayer(o.attention, args).apply(norm1) as tf.SymbolicTensor;
     // No seed: a seeded tfjs dropout layer draws the same mask on every call.

@@ -80,6 +80,24 @@ describe(title('cli train, eval, predict, inspect'), () => {
     expect(resumed.stderr).toMatch(/^error: .* holds no optimizer state .* cannot be resumed\n$/);
   });
 
+  test('the attention option flags reach the layers (per block with --global-every) and the saved model', async () => {
+    const out = path.join(dir, 'options');
+    const r = await cli('train', '--length', '3', '--vocab-size', '5', '--model-dim', '8', '--heads', '2', '--kv-heads', '1',
+      '--attention', 'gqa', '--causal', '--layers', '2', '--steps', '2', '--batch-size', '2', '--eval-batches', '1',
+      '--softcap', '20', '--sliding-window', '4', '--global-every', '2', '--sinks', '--qk-norm', 'rms',
+      '--output-gate', 'headwise', '--alibi', 'fixed', '--quiet', '--out', out, '--backend', backend);
+    expect(r.code).toBe(0);
+    const topology = JSON.parse(fs.readFileSync(path.join(out, 'model.json'), 'utf8')).modelTopology;
+    const configs = (topology.config.layers as {name: string; config: Record<string, unknown>}[])
+      .filter((l) => /attention$/.test(l.name)).map((l) => l.config);
+    expect(configs.map((c) => c.sliding_window ?? null)).toEqual([4, null]);
+    for (const c of configs) {
+      expect(c).toMatchObject({softcap: 20, attention_sinks: true, qk_norm: 'rms', output_gate: 'headwise', alibi: true});
+    }
+    const predicted = await cli('predict', '--model', out, '--input', '1 2 3', '--backend', backend);
+    expect(predicted.code).toBe(0);
+  });
+
   test.each([
     [['eval', '--model', '/no/such/folder'], /no training.json in '\/no\/such\/folder'/],
     [['train', '--no-such-flag'], /unknown option '--no-such-flag'/],
@@ -88,6 +106,11 @@ describe(title('cli train, eval, predict, inspect'), () => {
     [['train', '--task', 'nope'], /Allowed choices are copy, reverse/],
     [['predict', '--model', '/no/such/folder', '--input', '1 2'], /no training.json/],
     [['train', '--window', '3', '--attention', 'mha'], /--window is for --attention local-global, not 'mha'/],
+    [['train', '--sliding-window', '3', '--attention', 'linear'], /--sliding-window is for --attention mha or gqa or flash, not 'linear'/],
+    [['train', '--alibi', 'yes'], /option '--alibi <slopes>' argument 'yes' is invalid. Allowed choices are fixed, learned/],
+    [['train', '--softcap', '0'], /option '--softcap <c>' argument '0' is invalid/],
+    [['train', '--global-every', '2', '--length', '3', '--vocab-size', '5', '--model-dim', '8', '--heads', '2', '--layers', '1',
+      '--steps', '1'], /globalEvery \(2\) says which blocks attend globally/],
     [['predict', '--model', 'models/gqa', '--input', ' '], /--input must be at most 8 integers/],
   ])('%j exits 2 with one line', async (argv, message) => {
     const r = await cli(...argv as string[], ...(argv[0] === 'train' && argv.length > 2 ? ['--backend', backend] : []));
