@@ -38,11 +38,13 @@ export const KERAS_LAYER_NAMES: Readonly<Record<string, ForeignName>> = {
   attentionAxes: {code: 'UNSUPPORTED', inert: sequenceAxis,
     advice: 'attention runs over axis 1 (the sequence) of [batch, length, features] inputs; other attention ' +
       'axes are not supported: move the attended axis to axis 1 and fold the others into the batch'},
-  useGate: {code: 'UNSUPPORTED', inert: NULL_OR_FALSE,
-    advice: 'gated attention outputs have no equivalent yet; leave useGate out'},
+  useGate: {code: 'INVALID_CONFIG', inert: NULL_OR_FALSE,
+    advice: "gated attention is outputGate: 'elementwise' here (Keras's use_gate: a sigmoid gate on each head's " +
+      "output, from the query; 'headwise' for one gate per head), on MultiHeadAttention and FlashAttention"},
+  // MultiHeadAttention and FlashAttention take slidingWindow themselves; other kinds land here.
   slidingWindow: {code: 'UNSUPPORTED', inert: nullish,
-    advice: 'for a sliding window of W positions give maskMod: slidingWindow(W) (MultiHeadAttention, FlashAttention), ' +
-      'or use LocalGlobalAttention({windowSize: W}); neither forms the T x S matrix'},
+    advice: "slidingWindow (Keras's sliding_window) is an option of MultiHeadAttention and FlashAttention; " +
+      'this kind has none: use one of those (LocalGlobalAttention has its own windowSize)'},
   lora: {code: 'UNSUPPORTED', inert: NULL_OR_FALSE,
     advice: 'LoRA is not implemented: train the full weights, or freeze the layer with trainable: false'},
   loraRank: {code: 'UNSUPPORTED', inert: (v) => v == null || v === 0,

@@ -4,11 +4,13 @@
  * classes and activations renamed where tfjs names them otherwise, wrapped layers mapped
  * too, and Keras's attention configs turned into this library's (attention.ts). A key tfjs
  * would silently misread (a LoRA rank, RMS scaling, grouped convolutions, keepdims pooling,
- * ...) is refused with AttentionError('UNSUPPORTED') naming the layer.
+ * ...) and a KerasHub layer (keras_hub.ts) are refused with AttentionError('UNSUPPORTED')
+ * naming the layer.
  */
 import {AttentionError, show} from '../core/errors';
 import {MultiHeadAttention} from '../layers/multi_head_attention';
 import {attentionConfigFromKeras, isOwnAttentionConfig, KERAS_ATTENTION_CLASSES} from './attention';
+import {isKerasHubLayer, kerasHubLayerError} from './keras_hub';
 import {Dict, isDict, Json, MODEL_CLASSES, TopologyRewrite} from './topology_json';
 
 /** Keras 3's serialized-object bookkeeping, dropped everywhere. */
@@ -83,6 +85,7 @@ export function layerConfig(entry: Dict, rewrite: TopologyRewrite): {class_name:
     throw rewrite.io(`a layer entry needs a class_name and a config object, received ${show(entry)}`);
   }
   const name = typeof raw.name === 'string' ? raw.name : typeof entry.name === 'string' ? entry.name : className;
+  if (isKerasHubLayer(entry)) throw kerasHubLayerError(name, className);
   if (MODEL_CLASSES.includes(className)) {
     return {class_name: className, config: rewrite.modelConfig(className, raw, rewrite)};
   }

@@ -18,13 +18,15 @@
  * become this library's (layer_config.ts, attention.ts). Keys tfjs-layers would silently
  * misread (a LoRA rank, RMS scaling, grouped convolutions, keepdims pooling, masks passed
  * as model inputs or dropped by tfjs: mask_checks.ts) are refused with
- * AttentionError('UNSUPPORTED') naming the layer; a topology that is not a Keras model at
- * all is AttentionError('IO'). This module walks the model: layers, their calls, inputs
+ * AttentionError('UNSUPPORTED') naming the layer, and so are KerasHub models and layers
+ * (keras_hub.ts says why); a topology that is not a Keras model at all is
+ * AttentionError('IO'). This module walks the model: layers, their calls, inputs
  * and outputs; it also records the names a `.keras` weights file gives the layers
  * (weights.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import {AttentionError, show} from '../core/errors';
+import {kerasHubModel, kerasHubModelError} from './keras_hub';
 import {inputLayerShape, layerConfig} from './layer_config';
 import {nodeData, tensorRef} from './layer_calls';
 import {Call, checkMasks} from './mask_checks';
@@ -125,6 +127,8 @@ export function rewriteTopology(modelTopology: unknown, source: string, known: r
   const rewrite = new TopologyRewrite(source, modelConfig);
   if (!isDict(modelTopology)) throw rewrite.io(`modelTopology must be an object, received ${show(modelTopology)}`);
   const top = isDict(modelTopology.model_config) ? modelTopology.model_config : modelTopology;
+  const hub = kerasHubModel(top);
+  if (hub != null) throw kerasHubModelError(source, hub);
   if (typeof top.class_name !== 'string' || !MODEL_CLASSES.includes(top.class_name)) {
     throw rewrite.io(`the topology is not a Keras model (class_name ${show(top.class_name)}; expected one of ` +
       `${MODEL_CLASSES.join(', ')})`);

@@ -14,12 +14,13 @@
  *   1. Both sides are normalised to tokens: `:0` dropped, leading `_` stripped, the
  *      bookkeeping tokens (`layers`, `vars`, `layer_checkpoint_dependencies`) and RNN cell
  *      tokens (`lstm_cell`, `cell`, ...) dropped, and Keras 3's attention attribute names
- *      (`query_dense`, ..., `output_dense`) read as the sublayer names (`query`, ...,
- *      `attention_output`). The topology says what else to rename (WeightNaming): a
- *      `.keras` path names a layer by its class (`layers/multi_head_attention_1/...`), and
- *      tfjs names a TimeDistributed's weights after the wrapper, Keras after the inner
- *      layer. A `.keras` Bidirectional's `forward_layer` / `backward_layer` is the tfjs
- *      layer named `forward_<name>` / `backward_<name>`.
+ *      (`query_dense`, ..., `output_dense`, use_gate's `_gate_dense`) read as the sublayer
+ *      names (`query`, ..., `attention_output`, `gate`). The topology says what else to
+ *      rename (WeightNaming): a `.keras` path names a layer by its class
+ *      (`layers/multi_head_attention_1/...`), and tfjs names a TimeDistributed's weights
+ *      after the wrapper, Keras after the inner layer. A `.keras` Bidirectional's
+ *      `forward_layer` / `backward_layer` is the tfjs layer named `forward_<name>` /
+ *      `backward_<name>`.
  *   2. A stored name whose last token is a number n names the n-th variable of a group
  *      (a layer, or an attention sublayer): the model weights whose other tokens end with
  *      the stored prefix, in the order the layer creates them (which is Keras's order).
@@ -37,6 +38,7 @@ const BOOKKEEPING = new Set(['layers', 'vars', 'layer_checkpoint_dependencies'])
 const CELL = /^(lstm_cell|gru_cell|simple_rnn_cell|cell)(_\d+)?$/;
 const ATTENTION_ATTRIBUTES: Record<string, string> = {
   query_dense: 'query', key_dense: 'key', value_dense: 'value', output_dense: 'attention_output',
+  gate_dense: 'gate', // use_gate's EinsumDense: `_gate_dense` (no public property), named `gate`
 };
 
 /** Layer names the stored weights use for layers the model names otherwise, from the topology. */

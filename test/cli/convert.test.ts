@@ -78,11 +78,11 @@ describe(title('cli convert and inspect --keras'), () => {
     ['an unsupported Keras key', (d: string) => {
       fs.mkdirSync(path.join(d, 'gate'));
       const json = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'keras3_self', 'model.json'), 'utf8'));
-      json.modelTopology.model_config.config.layers[1].config.use_gate = true;
+      json.modelTopology.model_config.config.layers[1].config.attention_axes = [2];
       fs.writeFileSync(path.join(d, 'gate', 'model.json'), JSON.stringify(json));
       fs.copyFileSync(path.join(FIXTURES, 'keras3_self', 'weights.bin'), path.join(d, 'gate', 'weights.bin'));
       return ['inspect', '--keras', path.join(d, 'gate')];
-    }, /^error: .*Keras layer 'mha' \(MultiHeadAttention\): use_gate true is not supported/],
+    }, /^error: .*Keras layer 'mha' \(MultiHeadAttention\): attention_axes \[2\] is not supported/],
     ['no --out', () => ['convert', '--keras', path.join(REAL, 'model.json')], /required option '--out <dir>'/],
     ['both --model and --keras', () => ['inspect', '--model', REAL, '--keras', REAL], /inspect takes one of --model <dir> or --keras <path>/],
   ])('%s: exit 2 with one line on stderr', async (_label, argv, message) => {

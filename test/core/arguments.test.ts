@@ -49,10 +49,16 @@ describe(title('no silent arguments'), () => {
         new RegExp(`unknown argument 'temperature' for ${name}; known arguments: 'numHeads', .*'name'`));
     });
 
-    test('Keras names with no equivalent are UNSUPPORTED and say what to use', () => {
-      expectError(() => build({useGate: true}), 'UNSUPPORTED', /does not take 'useGate' \(received true\): gated/);
-      expectError(() => build({slidingWindow: 4}), 'UNSUPPORTED',
-        /does not take 'slidingWindow' .*give maskMod: slidingWindow\(W\) \(MultiHeadAttention, FlashAttention\), or use LocalGlobalAttention/);
+    test('Keras names say what to use: those with an equivalent INVALID_CONFIG, the rest UNSUPPORTED', () => {
+      expectError(() => build({useGate: true}), 'INVALID_CONFIG',
+        /does not take 'useGate' \(received true\): gated attention is outputGate: 'elementwise' here/);
+      if (name === 'LinearAttention' || name === 'LocalGlobalAttention') {
+        expectError(() => build({slidingWindow: 4}), 'UNSUPPORTED',
+          /does not take 'slidingWindow' .*is an option of MultiHeadAttention and FlashAttention; this kind has none/);
+      } else {
+        const layer = build({slidingWindow: 4}) as unknown as {attentionOptions: {slidingWindow: number}};
+        expect(layer.attentionOptions.slidingWindow).toBe(4);
+      }
       expectError(() => build({loraRank: 4}), 'UNSUPPORTED', /LoRA is not implemented/);
       expectError(() => build({attentionAxes: [2]}), 'UNSUPPORTED', /attention runs over axis 1/);
       expectError(() => build({activityRegularizer: 'l2'}), 'UNSUPPORTED', /activity regularizers/);
@@ -113,7 +119,8 @@ describe(title('no silent arguments'), () => {
       /does not take 'blokSize' \(no attention kind does\); did you mean 'blockSize'\?/);
     // Keras names go to the constructor: their "off" values pass, the others say what to use.
     expect(attentionLayer('mha', {numHeads: 2, useGate: false, attentionAxes: [1]} as never).numHeads).toBe(2);
-    expectError(() => attentionLayer('gqa', {numHeads: 2, numKvHeads: 1, useGate: true} as never), 'UNSUPPORTED', /gated/);
+    expectError(() => attentionLayer('gqa', {numHeads: 2, numKvHeads: 1, useGate: true} as never), 'INVALID_CONFIG',
+      /outputGate/);
     expectError(() => attentionLayer('linear', {numHeads: 2, keyDim: 4} as never), 'INVALID_CONFIG', /did you mean 'headDim' \(Keras's key_dim\)/);
   });
 

@@ -1,6 +1,7 @@
-// loadKerasModel refuses what it cannot run, by name: Keras keys with no equivalent
-// (UNSUPPORTED, naming the layer and the key), and corrupt or truncated files (one
-// AttentionError('IO')); keys ignored on purpose load; nothing leaks when a load fails.
+// loadKerasModel refuses what it cannot run, by name: Keras keys with no equivalent and
+// KerasHub models and layers (UNSUPPORTED, naming the layer and the key, saying why), and
+// corrupt or truncated files (one AttentionError('IO')); keys ignored on purpose load;
+// nothing leaks when a load fails.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -63,8 +64,6 @@ describe(title('loadKerasModel: refused Keras keys'), () => {
   test.each([
     ['attention_axes [2]', (j: Dict) => { mha(j).attention_axes = [2]; }, /'mha' \(MultiHeadAttention\): attention_axes \[2\] is not supported/],
     ['attention_axes [1, 2]', (j: Dict) => { mha(j).attention_axes = [1, 2]; }, /attention_axes \[1, 2\]/],
-    ['use_gate true', (j: Dict) => { mha(j).use_gate = true; }, /'mha' \(MultiHeadAttention\): use_gate true is not supported/],
-    ['sliding_window 4', (j: Dict) => { mha(j).sliding_window = 4; }, /sliding_window 4 is not supported/],
     ['output_shape [4, 5]', (j: Dict) => { mha(j).output_shape = [4, 5]; }, /output_shape \[4, 5\] is not supported/],
     ['activity_regularizer', (j: Dict) => { mha(j).activity_regularizer = {class_name: 'L2', config: {l2: 0.1}}; },
       /activity_regularizer .* is not supported/],
@@ -78,9 +77,43 @@ describe(title('loadKerasModel: refused Keras keys'), () => {
     await refused('keras3_self', mutate, 'UNSUPPORTED', message);
   });
 
-  test('GroupedQueryAttention with use_gate: UNSUPPORTED', async () => {
-    await refused('keras3_gqa', (j) => { layerOf(j, 'gqa').config.use_gate = true; }, 'UNSUPPORTED',
-      /'gqa' \(GroupedQueryAttention\): use_gate true/);
+  test.each([
+    ['sliding_window 0', (c: Dict) => { c.sliding_window = 0; }, /'gqa' \(GroupedQueryAttention\): sliding_window must be null or a positive integer, received 0/],
+    ['sliding_window 2.5', (c: Dict) => { c.sliding_window = 2.5; }, /sliding_window must be .*received 2\.5/],
+    ['use_gate \'yes\'', (c: Dict) => { c.use_gate = 'yes'; }, /'gqa' \(GroupedQueryAttention\): use_gate must be a boolean, received 'yes'/],
+  ])('GroupedQueryAttention with %s (values Keras itself refuses): IO', async (_label, mutate, message) => {
+    await refused('keras3_gqa', (j) => mutate(layerOf(j, 'gqa').config), 'IO', message);
+  });
+
+  test.each([
+    ['a legacy h5 KerasHub backbone (class and hyperparameters, no layers)', (j: Dict) => {
+      j.modelTopology.model_config = {class_name: 'GemmaBackbone', config: {name: 'gemma_backbone', trainable: true,
+        vocabulary_size: 256, num_layers: 2, num_query_heads: 2, num_key_value_heads: 1, hidden_dim: 8,
+        intermediate_dim: 16, head_dim: 4, attention_logit_soft_cap: 50, sliding_window_size: 4,
+        use_sliding_window_attention: true}};
+    }, /'GemmaBackbone' is a KerasHub model, which this loader does not read: KerasHub builds its attention/],
+    ['a KerasHub task whose backbone is nested with its module', (j: Dict) => {
+      j.modelTopology.model_config = {class_name: 'GemmaCausalLM', config: {backbone: {module:
+        'keras_hub.src.models.gemma.gemma_backbone', class_name: 'GemmaBackbone', config: {name: 'b'},
+      registered_name: 'keras_hub>GemmaBackbone'}, preprocessor: null, name: 'gemma_causal_lm'}};
+    }, /'GemmaCausalLM' is a KerasHub model/],
+    ['a registered KerasHub model name', (j: Dict) => {
+      j.modelTopology.model_config = {class_name: 'keras_hub>GptOssBackbone', config: {name: 'b'}};
+    }, /'keras_hub>GptOssBackbone' is a KerasHub model.*setWeights$/],
+  ])('%s: UNSUPPORTED saying why', async (_label, mutate, message) => {
+    await refused('keras3_self', mutate, 'UNSUPPORTED', message);
+  });
+
+  test.each([
+    ['keras_hub>CachedMultiHeadAttention (legacy h5 names a layer by its registered name)',
+      (j: Dict) => { layerOf(j, 'mha').class_name = 'keras_hub>CachedMultiHeadAttention'; },
+      /Keras layer 'mha' \(CachedMultiHeadAttention\) is a KerasHub layer, which this loader does not read \(its config is MultiHeadAttention's plus a cache/],
+    ['a layer whose module is keras_hub (a .keras config)', (j: Dict) => {
+      Object.assign(layerOf(j, 'mha'), {class_name: 'TransformerDecoder', module: 'keras_hub.src.layers.modeling.transformer_decoder',
+        registered_name: 'keras_hub>TransformerDecoder'});
+    }, /Keras layer 'mha' \(TransformerDecoder\) is a KerasHub layer/],
+  ])('a KerasHub layer in a Keras model, %s: UNSUPPORTED naming it', async (_label, mutate, message) => {
+    await refused('keras3_self', mutate, 'UNSUPPORTED', message);
   });
 
   test.each([
