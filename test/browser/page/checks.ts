@@ -249,6 +249,13 @@ const CASES: Record<string, Case> = {
     flexAttention(q, k, v, {blockMask: flexMask!}), 2, 1),
   [MODS_LAYER]: layerCase(() => new MultiHeadAttention({numHeads: 2, numKvHeads: 1, headDim: 4, causal: true,
     maskMod: slidingWindow(3), scoreMod: softcap(5)})),
+  // The options of today's models (layers/attention_options.ts): dense on every backend; FlashAttention
+  // tiles them through flexAttention where block masks are read synchronously (cpu, wasm), else dense.
+  'MultiHeadAttention (GQA, causal, every attention option)': layerCase(() => new MultiHeadAttention({numHeads: 2,
+    numKvHeads: 1, headDim: 4, causal: true, softcap: 5, slidingWindow: 3, attentionSinks: true, qkNorm: 'rms',
+    outputGate: 'elementwise', alibi: 'learned'})),
+  'FlashAttention (sliding window, sinks, softcap)': layerCase(() => new FlashAttention({numHeads: 2, headDim: 4,
+    causal: true, blockSize: 4, slidingWindow: 3, attentionSinks: true, softcap: 5})),
   'MultiHeadAttention (GQA, causal)': layerCase(() => new MultiHeadAttention({numHeads: 2, numKvHeads: 1, headDim: 4, causal: true})),
   'FlashAttention': layerCase(() => new FlashAttention({numHeads: 2, headDim: 4, blockSize: 4})),
   'LinearAttention (causal)': layerCase(() => new LinearAttention({numHeads: 2, headDim: 4, numFeatures: 8, seed: 3, causal: true})),
