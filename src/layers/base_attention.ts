@@ -133,6 +133,8 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
       numHeads: this.numHeads, numKvHeads: this.numKvHeads, headDims: () => this.dims!,
       ownAttention: () => this.attendsWithMods() || changesScores(this.attentionOptions),
       window: this.causalAlign != null ? this.attentionOptions.slidingWindow : null,
+      plainInWindow: () => !this.attendsWithMods() && this.attentionOptions.softcap == null &&
+        !this.attentionOptions.attentionSinks && this.attentionOptions.alibi === false,
       attendCausal: (q, k, v) => {
         const attended = this.attend(q, k, v, {mask: null, parts: {query: null, key: null, attention: null},
           causal: 'bottom-right', training: false, returnScores: false});

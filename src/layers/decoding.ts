@@ -83,6 +83,12 @@ export interface KeyValueLayer {
    * only the last W positions. Null or absent: every position.
    */
   window?: number | null;
+  /**
+   * True when, within its window, the layer's attention is plain exact attention (the window is its
+   * only option that changes the scores): a one-token step then sees all its cached keys and
+   * takes the plain step's fast path.
+   */
+  plainInWindow?: () => boolean;
 }
 
 /**
@@ -107,16 +113,20 @@ export function keyValueCache(layer: KeyValueLayer): CacheStrategy {
       if (layer.window != null) return windowStep(layer, layer.window, q, k, v, cache, index);
       const key = appendRows(cache.tensors.key, k, index);       // [B, G, index + t, D]
       const value = appendRows(cache.tensors.value, v, index);   // [B, G, index + t, Dv]
-      const S = key.shape[2];
-      const t = q.shape[2];
-      const rows = (layer.numHeads / layer.numKvHeads) * t; // query rows per key/value head
-      const output = layer.ownAttention?.() === true ? layer.attendCausal(q, key, value)
-        : rows <= DECODE_BROADCAST_MAX_ROWS ? decodeAttention(q, key, value)
-        : t * S < DECODE_DENSE_SCORES ? scaledDotProductAttention(q, key, value, {causal: 'bottom-right'})
-        : layer.attendCausal(q, key, value);
+      const output = layer.ownAttention?.() === true ? layer.attendCausal(q, key, value) : exactStep(layer, q, key, value);
       return {output, tensors: {key, value}};
     },
   };
+}
+
+/** Exact causal attention of a step's queries over every key up to their own position, by the step's size. */
+function exactStep(layer: KeyValueLayer, q: tf.Tensor4D, key: tf.Tensor4D, value: tf.Tensor4D): tf.Tensor4D {
+  const S = key.shape[2];
+  const t = q.shape[2];
+  const rows = (layer.numHeads / layer.numKvHeads) * t; // query rows per key/value head
+  return rows <= DECODE_BROADCAST_MAX_ROWS ? decodeAttention(q, key, value)
+    : t * S < DECODE_DENSE_SCORES ? scaledDotProductAttention(q, key, value, {causal: 'bottom-right'})
+    : layer.attendCausal(q, key, value);
 }
 
 /**
@@ -147,7 +157,9 @@ function windowStep(layer: KeyValueLayer, W: number, q: tf.Tensor4D, k: tf.Tenso
     const n = index - from;                           // held positions the new queries see
     const key = n === 0 ? k : tf.concat([rows(heldKeys, n), k], 2) as tf.Tensor4D;                   // [B, G, n + t, D]
     const value = n === 0 ? v : tf.concat([rows(cache.tensors.value, n), v], 2) as tf.Tensor4D;   // [B, G, n + t, Dv]
-    const output = layer.attendCausal(q, key, value);
+    // One new position sees every key here (at most W - 1 held, and itself).
+    const output = t === 1 && layer.plainInWindow?.() === true ? exactStep(layer, q, key, value)
+      : layer.attendCausal(q, key, value);
     const keep = Math.min(W, n + t);
     const last = (x: tf.Tensor) => {
       const [B, G, L, X] = x.shape as number[];

@@ -95,14 +95,16 @@ describe(title('cli: text task, generate, bench --suite decode'), () => {
     const report = await runDecodeBench({contexts: [8], reps: 1, warmup: 0, backend: backend as never});
     const rows = report.rows;
     expect(rows.filter((r) => r.error != null)).toEqual([]);
-    expect(rows.map((r) => `${r.row}/${r.mode}`)).toEqual(['mha', 'gqa', 'flash', 'linear', 'local-global', 'mqa']
-      .flatMap((k) => [`${k}/cached`, `${k}/recompute`]));
+    expect(rows.map((r) => `${r.row}/${r.mode}`)).toEqual(['mha', 'gqa', 'flash', 'linear', 'local-global', 'mqa',
+      'gqa-window'].flatMap((k) => [`${k}/cached`, `${k}/recompute`]));
     const bytes = (row: string) => rows.find((r) => r.row === row && r.mode === 'cached')!.cacheBytes!;
     // [B, G, L, D] keys and values: 2 * G * D * 4 bytes per position, L = the context held.
     expect(bytes('mha')).toBe(2 * 8 * 64 * 4 * 8);
     expect(bytes('gqa') / bytes('mha')).toBe(2 / 8);
     expect(bytes('mqa') / bytes('mha')).toBe(1 / 8);
-    expect(summarizeDecode(rows).length).toBe(6);
+    // Within its window (128 positions) the window's cache holds every position, as gqa's.
+    expect(bytes('gqa-window')).toBe(bytes('gqa'));
+    expect(summarizeDecode(rows).length).toBe(7);
 
     const out = path.join(dir, 'bench');
     const run = await cli('bench', '--suite', 'decode', '--only', 'linear,mqa', '--seq', '4', '--reps', '1', '--warmup', '0',
@@ -112,6 +114,6 @@ describe(title('cli: text task, generate, bench --suite decode'), () => {
     expect(fs.readdirSync(out).sort()).toEqual(['decode.json', 'decode.md']);
     const wrong = await cli('bench', '--suite', 'decode', '--only', 'sdpa', '--backend', backend, '--out', out);
     expect(wrong.code).toBe(2);
-    expect(wrong.stderr).toMatch(/--suite decode rows are mha, gqa, flash, linear, local-global, mqa/);
+    expect(wrong.stderr).toMatch(/--suite decode rows are mha, gqa, flash, linear, local-global, mqa, gqa-window/);
   });
 });

@@ -114,7 +114,13 @@ function geometricModel(withScores = false): tf.LayersModel {
   const h = tf.layers.activation({activation: 'relu'}).apply(g1.apply([features, positions, edges])) as tf.SymbolicTensor;
   const out = g2.apply([h, positions, edges], {returnAttentionScores: withScores}) as
     tf.SymbolicTensor | tf.SymbolicTensor[];
-  return tf.model({inputs: [features, positions, edges], outputs: out});
+  const model = tf.model({inputs: [features, positions, edges], outputs: out});
+  // Seeded weights (the initializers draw from Math.random, whose state other test files share): a
+  // draw that leaves a ReLU dead would leave weights with no gradient.
+  const values = model.getWeights().map((w, i) => randn(w.shape, 300 + i, 0.5));
+  model.setWeights(values);
+  tf.dispose(values);
+  return model;
 }
 
 describe(title('GeometricAttention in a tf.model'), () => {
