@@ -9,9 +9,10 @@
  *   token costs without a cache.
  *
  * Plus, per cached row, the bytes its cache holds at that context (and per position), an
- * `mqa` row (grouped-query with one key/value head) beside 'mha' and 'gqa', and a `gqa-window`
+ * `mqa` row (grouped-query with one key/value head) beside 'mha' and 'gqa', a `gqa-window`
  * row ('gqa' with slidingWindow DECODE_WINDOW and implementation 'auto', so its prefill is tiled:
- * its cache holds the last W positions). Layers:
+ * its cache holds the last W positions) and `gqa-window-sinks` (the same with attentionSinks,
+ * gpt-oss's layer, whose steps take the dense path of the options). Layers:
  * B=1, H=8, D=64 (E=512), 'gqa' G=2, each kind's own arguments from DECODE_KIND_ARGS
  * (local-global: window 64 and 4 global positions). The first row is run once untimed
  * before the others, so the backend's warm-up is charged to no row.
@@ -39,9 +40,10 @@ export const DECODE_SHAPE = {B: 1, H: 8, D: 64, gqaKvHeads: 2};
 export const DECODE_WINDOW = 128;
 /**
  * What a decode row is: a kind of the table, 'mqa' (grouped-query with one key/value head) or
- * 'gqa-window' (grouped-query with a sliding window of DECODE_WINDOW positions).
+ * 'gqa-window' (grouped-query with a sliding window of DECODE_WINDOW positions), 'gqa-window-sinks'
+ * (and attention sinks).
  */
-export const DECODE_ROWS = [...ATTENTION_KINDS, 'mqa', 'gqa-window'] as const;
+export const DECODE_ROWS = [...ATTENTION_KINDS, 'mqa', 'gqa-window', 'gqa-window-sinks'] as const;
 export type DecodeRowName = typeof DECODE_ROWS[number];
 /** Each kind's layer arguments in the decode rows, beyond heads and causal; every kind has an entry. */
 export const DECODE_KIND_ARGS: Readonly<Record<AttentionKind, Partial<AnyAttentionArgs>>> = {
@@ -91,11 +93,14 @@ export interface DecodeBenchOptions {
 /** One causal layer of the row's kind, built on [B, c, E], seeded. */
 function decodeLayer(row: DecodeRowName, seed: number): AttentionLayerBase {
   const {H, D} = DECODE_SHAPE;
-  const kind: AttentionKind = row === 'mqa' || row === 'gqa-window' ? 'gqa' : row;
+  const windowed = row === 'gqa-window' || row === 'gqa-window-sinks';
+  const kind: AttentionKind = row === 'mqa' || windowed ? 'gqa' : row;
   const G = row === 'mqa' ? 1 : ATTENTION_KIND_TABLE[kind].kvHeads(H, kind === 'gqa' ? DECODE_SHAPE.gqaKvHeads : undefined);
   const layer = attentionLayer(kind, {
     numHeads: H, headDim: D, causal: true, ...(G !== H ? {numKvHeads: G} : {}),
-    ...DECODE_KIND_ARGS[kind], ...(row === 'gqa-window' ? {slidingWindow: DECODE_WINDOW, implementation: 'auto' as const} : {}),
+    ...DECODE_KIND_ARGS[kind],
+    ...(windowed ? {slidingWindow: DECODE_WINDOW, implementation: 'auto' as const} : {}),
+    ...(row === 'gqa-window-sinks' ? {attentionSinks: true} : {}),
     kernelInitializer: tf.initializers.glorotUniform({seed}),
   });
   layer.build([DECODE_SHAPE.B, null, H * D]);

@@ -96,7 +96,7 @@ describe(title('cli: text task, generate, bench --suite decode'), () => {
     const rows = report.rows;
     expect(rows.filter((r) => r.error != null)).toEqual([]);
     expect(rows.map((r) => `${r.row}/${r.mode}`)).toEqual(['mha', 'gqa', 'flash', 'linear', 'local-global', 'mqa',
-      'gqa-window'].flatMap((k) => [`${k}/cached`, `${k}/recompute`]));
+      'gqa-window', 'gqa-window-sinks'].flatMap((k) => [`${k}/cached`, `${k}/recompute`]));
     const bytes = (row: string) => rows.find((r) => r.row === row && r.mode === 'cached')!.cacheBytes!;
     // [B, G, L, D] keys and values: 2 * G * D * 4 bytes per position, L = the context held.
     expect(bytes('mha')).toBe(2 * 8 * 64 * 4 * 8);
@@ -104,7 +104,8 @@ describe(title('cli: text task, generate, bench --suite decode'), () => {
     expect(bytes('mqa') / bytes('mha')).toBe(1 / 8);
     // Within its window (128 positions) the window's cache holds every position, as gqa's.
     expect(bytes('gqa-window')).toBe(bytes('gqa'));
-    expect(summarizeDecode(rows).length).toBe(7);
+    expect(bytes('gqa-window-sinks')).toBe(bytes('gqa'));
+    expect(summarizeDecode(rows).length).toBe(8);
 
     const out = path.join(dir, 'bench');
     const run = await cli('bench', '--suite', 'decode', '--only', 'linear,mqa', '--seq', '4', '--reps', '1', '--warmup', '0',
@@ -114,6 +115,6 @@ describe(title('cli: text task, generate, bench --suite decode'), () => {
     expect(fs.readdirSync(out).sort()).toEqual(['decode.json', 'decode.md']);
     const wrong = await cli('bench', '--suite', 'decode', '--only', 'sdpa', '--backend', backend, '--out', out);
     expect(wrong.code).toBe(2);
-    expect(wrong.stderr).toMatch(/--suite decode rows are mha, gqa, flash, linear, local-global, mqa, gqa-window/);
+    expect(wrong.stderr).toMatch(/--suite decode rows are mha, gqa, flash, linear, local-global, mqa, gqa-window, gqa-window-sinks/);
   });
 });
