@@ -113,7 +113,8 @@ export function keyValueCache(layer: KeyValueLayer): CacheStrategy {
       if (layer.window != null) return windowStep(layer, layer.window, q, k, v, cache, index);
       const key = appendRows(cache.tensors.key, k, index);       // [B, G, index + t, D]
       const value = appendRows(cache.tensors.value, v, index);   // [B, G, index + t, Dv]
-      const output = layer.ownAttention?.() === true ? layer.attendCausal(q, key, value) : exactStep(layer, q, key, value);
+      const output = layer.ownAttention?.() === true ? layer.attendCausal(q, key, value)
+        : exactStep(layer, q, key, value);
       return {output, tensors: {key, value}};
     },
   };
