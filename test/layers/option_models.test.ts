@@ -11,6 +11,8 @@ import {AttentionCache, cacheBytes} from '../../src/layers/decoding';
 import {FlashAttention} from '../../src/layers/flash_attention';
 import {LinearAttention} from '../../src/layers/linear_attention';
 import {MultiHeadAttention} from '../../src/layers/multi_head_attention';
+import {withAttentionMods} from '../../src/layers/flex_layer';
+import {documentMask} from '../../src/ops/flex_mods';
 import {DecoderCache, disposeDecoderCache, generate, transformerDecoder} from '../../src/train/generate';
 import {buildTransformer} from '../../src/train/model';
 import {expectError, maxDiff, randn, reloadedInMemory, title} from '../support/helpers';
@@ -213,6 +215,25 @@ describe(title('attention options: the sliding window is the band it names'), ()
       });
     }
   }
+});
+
+describe(title('attention options: within withAttentionMods'), () => {
+  test('a document mask joins the window, the cap and the sinks (flexAttention) == the same masks as an ' +
+       'attentionMask on the dense path (1e-5)', () => {
+    const T = 13;
+    const docs = [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2];
+    const ids = tf.tensor1d(docs, 'int32');
+    const layer = layerWith({slidingWindow: 4, softcap: 3, attentionSinks: true});
+    const x = randn([2, T, E], 8);
+    const packed = withAttentionMods({maskMod: documentMask(ids)}, () => layer.apply(x) as tf.Tensor);
+    const mask = tf.tensor3d([Array.from({length: T}, (_, i) => Array.from({length: T},
+      (_2, j) => (docs[i] === docs[j] ? 1 : 0)))]);
+    const dense = layer.apply(x, {attentionMask: mask}) as tf.Tensor;
+    const unpacked = layer.apply(x) as tf.Tensor;
+    expect(maxDiff(packed, dense)).toBeLessThan(1e-5);
+    expect(maxDiff(packed, unpacked)).toBeGreaterThan(1e-3);
+    tf.dispose([ids, x, packed, mask, dense, unpacked]);
+  });
 });
 
 describe(title('attention options: saving and loading'), () => {
