@@ -90,13 +90,15 @@ export class BlockMask {
 
   /**
    * The same mask over `tiles`, tensors with the values of tileTensors() in its order (the
-   * copies a gradient saved): what flexAttention's backward reads, whatever became of this
-   * mask's own tiles since the forward.
+   * copies a gradient saved), when it kept its tiles at the forward (`kept`; else it is itself,
+   * running its mod as the forward did): what flexAttention's backward reads, whatever became
+   * of this mask's own tiles since the forward.
    */
-  withTiles(tiles: readonly tf.Tensor[]): BlockMask {
-    // A mask that kept no tile (none partial for any one pair, though a unit's union of pairs may
-    // be) still keeps its tiles: empty maps, never the mod, whose tensors may be gone by now.
-    if (this.tileKeys == null) return this;
+  withTiles(tiles: readonly tf.Tensor[], kept: boolean): BlockMask {
+    // `kept`: whether the mask kept its tiles when the forward saved them. One that kept none (no
+    // tile partial for any one pair, though a unit's union of pairs may be) still keeps its tiles
+    // here, empty maps: the backward must not run the mod, whose tensors may be gone by now.
+    if (this.tileKeys == null || !kept) return this;
     let at = 0;
     const maps = this.tileKeys.map((keys) => new Map(keys.map((key) => [key, tiles[at++]])));
     return new BlockMask(this.maskMod, this.batch, this.heads, this.queryLength, this.keyLength, this.queryBlockSize,

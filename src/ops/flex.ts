@@ -87,6 +87,8 @@ export function flexAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor,
   assertFits('flexAttention', 'the scores of a tile', [B * H, plan.bq, plan.maxRun]);
   // On the fused kernels: their tile lists, made once for the forward and the backward.
   const fused = fusedFlexRuns(plan) ? fusedFlexAttrs(plan) : null;
+  // Whether the block mask kept its tiles at the forward (the backward then reads the saved ones, even none).
+  let keptTiles = false;
   const run = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const save = args.pop() as tf.GradSaveFunc;
     const [qq, kk, vv] = args as tf.Tensor[];
@@ -104,6 +106,7 @@ export function flexAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor,
       const [o, M, LL, l] = flexForward(plan, qq, kk, vv, returnLse);
       O = o;
       lse = l;
+      keptTiles = blockMask?.keepsTiles ?? false;
       save([qq, kk, vv, O, M, LL, ...(blockMask?.tileTensors() ?? [])]);
     }
     // One output (customGrad's rule): the logsumexp rides along as a last channel.
@@ -120,7 +123,7 @@ export function flexAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor,
           grads = fusedFlexBackward(fused, tiles, dO, dLse, sq, sk, sv, sO, sLse);
         } else {
           const [sq, sk, sv, sO, sM, sLL, ...tiles] = saved;
-          const backPlan = blockMask == null ? plan : {...plan, blockMask: blockMask.withTiles(tiles)};
+          const backPlan = blockMask == null ? plan : {...plan, blockMask: blockMask.withTiles(tiles, keptTiles)};
           grads = flexBackward(backPlan, dO, dLse, sq, sk, sv, sO, sM, sLL);
         }
         if (returnLse) tf.dispose([dO, dLse!]);
