@@ -30,6 +30,25 @@ export interface DenseModOptions {
 }
 
 /**
+ * log sum_j exp(x_ij) over the last axis, keeping it, with the gradient dy * softmax(x). Not
+ * tf.logSumExp: its gradient goes through its max, which compares every entry with it, and its
+ * exp is a scalar loop on wasm (the two cost a sink layer three quarters of its step). Here from
+ * the fast Softmax kernel: at the row's largest entry m, p = exp(m - lse) >= 1 / S, so
+ * lse = m - log(max p) is well conditioned.
+ */
+function rowLogSumExp(x: tf.Tensor): tf.Tensor {
+  const f = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xx, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    save([xx]);
+    return {
+      value: tf.tidy(() => tf.sub(tf.max(xx, -1, true), tf.log(tf.max(tf.softmax(xx), -1, true)))),
+      gradFunc: (dy: tf.Tensor, [sx]: tf.Tensor[]) => tf.mul(dy, tf.softmax(sx)),
+    };
+  }) as Parameters<typeof tf.customGrad>[0]);
+  return f(x);
+}
+
+/**
  * Attention over q [B, H, T, D], k [B, G, S, D], v [B, G, S, Dv]: p = softmax over the visible
  * keys of scoreMod(scale * q k^T) (with a sink: exp(s) / (sum exp(s) + exp(sink_h))), output p v.
  * Rows with no visible key give zeros. Returns [B, H, T, Dv], or `{output, weights}` with the
@@ -58,7 +77,7 @@ export function denseModAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D
     let weights = tf.softmax(logits);                                          // [B, H, T, S]
     if (options.sinks != null) {
       // The sink's share of the denominator: sum exp(s) / (sum exp(s) + exp(sink)) = sigmoid(lse - sink).
-      const lse = tf.logSumExp(logits, -1, true);                              // [B, H, T, 1]
+      const lse = rowLogSumExp(logits);                                        // [B, H, T, 1]
       weights = tf.mul(weights, tf.sigmoid(tf.sub(lse, tf.reshape(options.sinks, [1, H, 1, 1]))));
     }
     if (keep != null) weights = tf.mul(weights, keep);
