@@ -37,7 +37,7 @@ import {STEP_MODELS, STEP_ROWS, StepModel, StepRowName} from './step_models';
 
 /** The rows' kernel settings by default: both for the plain tfjs rows, the library's for the transformers. */
 const DEFAULT_KERNELS: Readonly<Record<StepRowName, readonly LibraryKernels[]>> = {
-  'transformer-small': ['library'], 'transformer-large': ['library'],
+  'transformer-small': ['library'], 'transformer-large': ['library'], 'transformer-options': ['library'],
   mlp: ['library', 'tfjs'], layernorm: ['library', 'tfjs'],
 };
 

@@ -7,7 +7,7 @@ import {buildTransformer} from '../train/model';
 import {logitsOf, sparseCrossEntropy} from '../train/losses';
 
 /** The training-step rows, in the order they run. */
-export const STEP_ROWS = ['transformer-small', 'transformer-large', 'mlp', 'layernorm'] as const;
+export const STEP_ROWS = ['transformer-small', 'transformer-large', 'mlp', 'layernorm', 'transformer-options'] as const;
 export type StepRowName = typeof STEP_ROWS[number];
 
 /** A row's model and loss, built for one measurement. */
@@ -30,10 +30,16 @@ function productWeights(model: tf.LayersModel): number {
     .reduce((s, w) => s + tf.util.sizeFromShape(w.shape as number[]), 0);
 }
 
-function transformerModel(B: number, T: number, E: number, H: number, layers: number): StepModel {
+/**
+ * The attention options of the `transformer-options` row: Gemma 2's cap and alternating window,
+ * gpt-oss's sinks, Qwen3's q/k norm and a head-wise output gate, every block (the window every other).
+ */
+const STEP_OPTIONS = {softcap: 30, slidingWindow: 32, attentionSinks: true, qkNorm: 'rms', outputGate: 'headwise'} as const;
+
+function transformerModel(B: number, T: number, E: number, H: number, layers: number, options = false): StepModel {
   const V = 100;
   const model = buildTransformer({attention: 'mha', vocabSize: V, seqLength: T, modelDim: E, numHeads: H,
-    numLayers: layers, causal: true, seed: 1});
+    numLayers: layers, causal: true, seed: 1, ...(options ? {attentionArgs: STEP_OPTIONS, globalEvery: 2} : {})});
   const rand = (n: number, seed: number) => Int32Array.from({length: n}, (_, i) => (i * 7919 + seed * 104729) % V);
   const batch = {inputs: rand(B * T, 1), targets: rand(B * T, 2), weights: new Float32Array(B * T).fill(1), n: B, L: T};
   const x = tf.tensor2d(batch.inputs, [B, T], 'int32');
@@ -44,7 +50,8 @@ function transformerModel(B: number, T: number, E: number, H: number, layers: nu
     loss: () => sparseCrossEntropy(logits(x, true), batch, V),
     flops: 6 * B * T * productWeights(model) + 12 * B * H * T * T * D * layers,
     trainer: true,
-    shape: `B=${B} T=${T} E=${E} H=${H} layers=${layers}`,
+    shape: `B=${B} T=${T} E=${E} H=${H} layers=${layers}` + (options ? ' softcap, window 32 / global, sinks, qk-norm, ' +
+      'head gate' : ''),
     dispose: () => {
       x.dispose();
       model.dispose();
@@ -106,4 +113,6 @@ export const STEP_MODELS: Readonly<Record<StepRowName, () => StepModel>> = {
   'transformer-large': () => transformerModel(4, 512, 256, 8, 6),
   mlp: mlpModel,
   layernorm: layerNormModel,
+  // transformer-small with the attention options (FLOPs counted as its: the dense path forms every score).
+  'transformer-options': () => transformerModel(8, 128, 128, 4, 4, true),
 };

@@ -47,7 +47,7 @@ import {BACKEND, title} from '../support/helpers';
   test('the CLI refuses rows and kernel settings the suite does not have', async () => {
     const wrong = await cli('bench', '--suite', 'step', '--only', 'sdpa', '--backend', BACKEND, '--out', out);
     expect(wrong.code).toBe(2);
-    expect(wrong.stderr).toMatch(/--suite step rows are transformer-small, transformer-large, mlp, layernorm; received sdpa/);
+    expect(wrong.stderr).toMatch(/--suite step rows are transformer-small, transformer-large, mlp, layernorm, transformer-options; received sdpa/);
     const kernels = await cli('bench', '--suite', 'step', '--kernels', 'mine', '--backend', BACKEND, '--out', out);
     expect(kernels.code).toBe(2);
     expect(kernels.stderr).toMatch(/Unknown kernel setting 'mine'; choose from library, tfjs/);
