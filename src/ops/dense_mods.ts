@@ -6,7 +6,7 @@
  * differentiates the mods and the tensors they read. The tiled counterpart is flexAttention.
  */
 import * as tf from '@tensorflow/tfjs';
-import {CausalAlignment} from './causal';
+import {CausalAlignment, causalMask} from './causal';
 import {maskValuesOf} from './flex_mods';
 import {MaskMod, ModContext, ScoreMod} from './flex_types';
 import {attentionDims, attentionScale, groupHeads, ungroupHeads} from './heads';
@@ -67,10 +67,13 @@ export function denseModAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D
       tf.reshape(tf.range(0, shape.reduce((x, y) => x * y), 1, 'int32'), shape));
     if (options.scoreMod != null) logits = options.scoreMod(logits, b, h, qi, kv, context);
     let keep: tf.Tensor | null = null;
-    const allowed = combineMasks(options.mask, options.causal ?? null, [B, H, T, S]);
+    const allowed = combineMasks(options.mask, null, [B, H, T, S]);
     if (allowed != null) keep = tf.cast(allowed, 'float32');
-    if (options.maskMod != null) {
-      const values = maskValuesOf(options.maskMod, b, h, qi, kv, context);
+    // The causal rule and the mod in their float forms (mask_values.ts: wasm's comparisons are scalar loops).
+    const mods = [options.causal != null ? causalMask(options.causal) : null, options.maskMod ?? null];
+    for (const mod of mods) {
+      if (mod == null) continue;
+      const values = maskValuesOf(mod, b, h, qi, kv, context);
       keep = keep == null ? values : tf.mul(keep, values);
     }
     if (keep != null) logits = tf.add(logits, tf.mul(tf.sub(1, keep), MASKED_LOGIT));

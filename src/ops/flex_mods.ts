@@ -243,10 +243,14 @@ export function alibi(slopes?: tf.Tensor | readonly number[] | null,
   return f;
 }
 
-/** Soft capping (Gemma 2, Grok): cap * tanh(score / cap), scores kept within (-cap, cap). */
+/**
+ * Soft capping (Gemma 2, Grok): cap * tanh(score / cap), scores kept within (-cap, cap). Computed
+ * as 2 cap sigmoid(2 score / cap) - cap, the same function: wasm's Tanh is a scalar loop some 8x
+ * slower than its Sigmoid (18.6 against 2.3 ms over 2^19 scores).
+ */
 export function softcap(cap: number): ScoreMod {
   assertPositiveNumber('cap', cap);
-  return described((score) => tf.mul(tf.tanh(tf.div(score, cap)), cap), {name: 'softcap', cap});
+  return described((score) => tf.sub(tf.mul(tf.sigmoid(tf.mul(score, 2 / cap)), 2 * cap), cap), {name: 'softcap', cap});
 }
 
 /**
