@@ -109,7 +109,12 @@ export function attentionOptionsConfig(o: AttentionOptions): tf.serialization.Co
 
 /** True when an option changes the scores or the softmax (the layer then attends through its mods). */
 export function changesScores(o: AttentionOptions): boolean {
-  return o.softcap != null || o.slidingWindow != null || o.attentionSinks || o.alibi !== false;
+  return o.slidingWindow != null || changesVisibleScores(o);
+}
+
+/** True when an option changes the scores of the keys a query sees (any but the window). */
+export function changesVisibleScores(o: AttentionOptions): boolean {
+  return o.softcap != null || o.attentionSinks || o.alibi !== false;
 }
 
 /** The weights the options add, in getWeights() order; `init` says how build initialises each. */
@@ -131,7 +136,10 @@ export function optionWeightShapes(o: AttentionOptions, dims: {Eq: number; D: nu
   return shapes;
 }
 
-/** How an option weight starts: the layer's kernel or bias initializer, ones, zeros or ALiBi's slopes. */
+/**
+ * How an option weight starts: as the layer's kernels or biases (their initializer, regularizer and
+ * constraint), or as ones, zeros or ALiBi's slopes.
+ */
 export type OptionInit = 'kernel' | 'bias' | 'ones' | 'zeros' | 'alibi';
 
 /** The option weights of a built layer (null where the option is off). */

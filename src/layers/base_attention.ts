@@ -18,7 +18,8 @@ import {
   checkSharedArgs, DEFAULT_BIAS_INITIALIZER, DEFAULT_KERNEL_INITIALIZER, kindName, PositionEncoding,
 } from './attention_args';
 import {
-  AttentionOptionArgs, AttentionOptions, changesScores, checkAttentionOptions, gateHeads, NO_OPTION_WEIGHTS,
+  AttentionOptionArgs, AttentionOptions, changesScores, changesVisibleScores, checkAttentionOptions, gateHeads,
+  NO_OPTION_WEIGHTS,
   normalizeHeads, OptionMods, optionMods, OptionWeights, optionWeightsOf, optionWeightShapes, ALIBI_INITIALIZER,
 } from './attention_options';
 import {attendMask, callMaskParts, refuseMasksInGraph, zeroPaddedQueries} from './call_masks';
@@ -27,7 +28,9 @@ import {getConstraint, getInitializer, getRegularizer, serializeObject} from './
 import {
   AttentionCache, cachedCallInput, cachedStepIndex, CacheStrategy, checkCacheable, cloneTensors, keyValueCache,
 } from './decoding';
-import {callMods, checkFlexCall, FLEX_CALL_ARGS, FlexCallArgs, modsInContext} from './flex_layer';
+import {callMods, checkFlexCall, FLEX_CALL_ARGS, FlexCallArgs, flexAttend, modsInContext, NO_FLEX} from './flex_layer';
+import {readsSynchronously} from '../ops/block_mask';
+import {denseModAttention} from '../ops/dense_mods';
 import {MaskMod} from '../ops/flex_types';
 import {GraphCallFlags} from './graph_call_flags';
 import {assertFloat32Inputs, assertInputs, checkInputShapes, graphInputs, Shape, unpackInputs} from './inputs';
@@ -133,8 +136,7 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
       numHeads: this.numHeads, numKvHeads: this.numKvHeads, headDims: () => this.dims!,
       ownAttention: () => this.attendsWithMods() || changesScores(this.attentionOptions),
       window: this.causalAlign != null ? this.attentionOptions.slidingWindow : null,
-      plainInWindow: () => !this.attendsWithMods() && this.attentionOptions.softcap == null &&
-        !this.attentionOptions.attentionSinks && this.attentionOptions.alibi === false,
+      plainInWindow: () => !this.attendsWithMods() && !changesVisibleScores(this.attentionOptions),
       attendCausal: (q, k, v) => {
         const attended = this.attend(q, k, v, {mask: null, parts: {query: null, key: null, attention: null},
           causal: 'bottom-right', training: false, returnScores: false});
@@ -170,8 +172,8 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
 
   build(inputShape: Shape | Shape[]): void {
     const {dims, projections} = this.planWeights(inputShape);
-    checkLayerWeights(this.kind, [...projections, ...this.extraWeightShapes(dims), ...this.optionWeightShapes(dims)]);
-    // (checked before anything is allocated)
+    const options = this.optionWeightShapes(dims);
+    checkLayerWeights(this.kind, [...projections, ...this.extraWeightShapes(dims), ...options]); // before allocating
     this.dims = dims;
     const made = new Map<string, tf.LayerVariable>();
     for (const {name, shape} of projections) {
@@ -189,27 +191,25 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
     this.outputKernel = made.get('attention_output/kernel')!;
     this.outputBias = made.get('attention_output/bias') ?? null;
     this.buildExtra(dims);
-    this.buildOptionWeights(dims);
-    this.built = true;
-  }
-
-  /** The weights of the options (attention_options.ts), after every other weight. */
-  private optionWeightShapes(dims: LayerDims): (WeightShape & {init?: string})[] {
-    return optionWeightShapes(this.attentionOptions, dims, {H: this.numHeads, useBias: this.useBias});
-  }
-
-  private buildOptionWeights(dims: LayerDims): void {
-    const made = new Map<string, tf.LayerVariable>();
-    for (const {name, shape, init} of optionWeightShapes(this.attentionOptions, dims,
-      {H: this.numHeads, useBias: this.useBias})) {
-      const initializer = init === 'kernel' ? this.kernelInitializer : init === 'bias' ? this.biasInitializer
-        : init === 'ones' ? tf.initializers.ones() : init === 'alibi' ? ALIBI_INITIALIZER : tf.initializers.zeros();
-      const regularizer = init === 'kernel' ? this.kernelRegularizer : init === 'bias' ? this.biasRegularizer : null;
-      const constraint = init === 'kernel' ? this.kernelConstraint : init === 'bias' ? this.biasConstraint : null;
+    // The options' weights, after every other one: as the kernels or biases, or their own start.
+    const roles = {
+      kernel: [this.kernelInitializer, this.kernelRegularizer, this.kernelConstraint],
+      bias: [this.biasInitializer, this.biasRegularizer, this.biasConstraint],
+      ones: [tf.initializers.ones(), null, null], zeros: [tf.initializers.zeros(), null, null],
+      alibi: [ALIBI_INITIALIZER, null, null],
+    } as const;
+    for (const {name, shape, init} of options) {
+      const [initializer, regularizer, constraint] = roles[init];
       made.set(name, this.addWeight(name, [...shape], 'float32', initializer, regularizer ?? undefined, true,
         constraint ?? undefined));
     }
     this.optionWeights = optionWeightsOf(made);
+    this.built = true;
+  }
+
+  /** The weights of the options (attention_options.ts), after every other weight. */
+  private optionWeightShapes(dims: LayerDims): ReturnType<typeof optionWeightShapes> {
+    return optionWeightShapes(this.attentionOptions, dims, {H: this.numHeads, useBias: this.useBias});
   }
 
   /** True when the layer's own mods change its attention (cached steps then take attend() at any size). */
@@ -361,12 +361,25 @@ export abstract class AttentionLayerBase extends tf.layers.Layer {
   }
 
   /**
-   * The options' mods and sinks for a call aligned `causal` (MultiHeadAttention's and
-   * FlashAttention's attend pass them to denseModAttention or flexAttend).
+   * The options' mods and sinks for a call aligned `causal` (nulls where none), for flexAttend.
    * @internal
    */
   protected optionMods(causal: CausalAlignment | null): OptionMods {
     return optionMods(this.attentionOptions, this.optionWeights, causal, this.optionMasks);
+  }
+
+  /**
+   * The attention of a layer whose options change the scores (and that has no mods of its own):
+   * `tiled` through flexAttention where its block masks can be read synchronously (not on
+   * webgpu), else the dense path, which also gives dropout and the scores.
+   * @internal
+   */
+  protected attendWithOptions(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions,
+                              tiled: boolean): tf.Tensor4D | AttentionWithWeights {
+    const mods = this.optionMods(options.causal);
+    if (tiled && readsSynchronously()) return flexAttend(q, k, v, NO_FLEX, {}, options.mask, options.causal, mods);
+    return denseModAttention(q, k, v, {...mods, mask: options.mask, causal: options.causal, dropout: this.dropout,
+      training: options.training, returnWeights: options.returnScores});
   }
 
   /** Channels RoPE rotates (null until built when not given, or when RoPE is off). */

@@ -36,8 +36,6 @@ import {AttendOptions, AttentionLayerArgs} from './attention_args';
 import {AttentionLayerBase} from './base_attention';
 import {AttentionCapabilities, FULL_CAPABILITIES} from './capabilities';
 import {ATTENTION_OPTION_ARGS, AttentionOptionArgs, attentionOptionsConfig, changesScores} from './attention_options';
-import {denseModAttention} from '../ops/dense_mods';
-import {readsSynchronously} from '../ops/block_mask';
 import {checkFlexArgs, FLEX_LAYER_ARGS, FlexConfig, flexConfigOf, FlexLayerArgs, flexAttend, usesFlex} from './flex_layer';
 
 export interface FlashAttentionArgs extends AttentionLayerArgs, FlexLayerArgs, AttentionOptionArgs {
@@ -91,16 +89,12 @@ export class FlashAttention extends AttentionLayerBase {
   }
 
   protected attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, options: AttendOptions): tf.Tensor4D {
-    const scored = changesScores(this.attentionOptions);
-    if (usesFlex(this.flex, options.flex) || scored) {
-      const mods = scored ? this.optionMods(options.causal) : null;
-      // flexAttention's block masks read their counts synchronously: elsewhere (webgpu) the options
-      // are computed with the whole score matrix, the same exact attention.
-      if (mods != null && !usesFlex(this.flex, options.flex) && !readsSynchronously()) {
-        return denseModAttention(q, k, v, {...mods, mask: options.mask, causal: options.causal}) as tf.Tensor4D;
-      }
-      return flexAttend(q, k, v, this.flex, options.flex ?? {}, options.mask, options.causal, mods);
+    if (usesFlex(this.flex, options.flex)) {
+      return flexAttend(q, k, v, this.flex, options.flex ?? {}, options.mask, options.causal,
+        this.optionMods(options.causal));
     }
+    // No dropout and no scores here (flashCapabilities): always the output alone.
+    if (changesScores(this.attentionOptions)) return this.attendWithOptions(q, k, v, options, true) as tf.Tensor4D;
     return flashAttention(q, k, v, {mask: options.mask, causal: options.causal ?? false, blockSize: this.blockSize,
       keyBlockSize: this.keyBlockSize});
   }

@@ -37,13 +37,11 @@ import {AttendOptions, AttentionLayerArgs} from './attention_args';
 import {AttentionLayerBase} from './base_attention';
 import {AttentionCapabilities, FULL_CAPABILITIES} from './capabilities';
 import {
-  checkFlexArgs, FLEX_LAYER_ARGS, FlexConfig, flexConfigOf, FlexLayerArgs, flexAttend, NO_FLEX, usesFlex,
+  checkFlexArgs, FLEX_LAYER_ARGS, FlexConfig, flexConfigOf, FlexLayerArgs, flexAttend, usesFlex,
 } from './flex_layer';
 
 import {flashCapabilities} from './flash_attention';
 import {ATTENTION_OPTION_ARGS, AttentionOptionArgs, attentionOptionsConfig, changesScores} from './attention_options';
-import {denseModAttention} from '../ops/dense_mods';
-import {readsSynchronously} from '../ops/block_mask';
 
 export const MHA_IMPLEMENTATIONS = ['standard', 'flash', 'auto'] as const;
 export type MhaImplementation = typeof MHA_IMPLEMENTATIONS[number];
@@ -125,18 +123,10 @@ export class MultiHeadAttention extends AttentionLayerBase {
           `has no attention dropout (the layer's dropout is ${this.dropout}): call with training false or use dropout 0`);
       }
       return flexAttend(q, k, v, this.flex, options.flex ?? {}, options.mask, options.causal,
-        changesScores(this.attentionOptions) ? this.optionMods(options.causal) : null);
+        this.optionMods(options.causal));
     }
     const tiled = this.usesFlash(q.shape[2], k.shape[2], options);
-    if (changesScores(this.attentionOptions)) {
-      const mods = this.optionMods(options.causal);
-      // Tiled through flexAttention, whose block masks read their counts synchronously (not on webgpu).
-      if (tiled && readsSynchronously()) {
-        return flexAttend(q, k, v, NO_FLEX, {}, options.mask, options.causal, mods);
-      }
-      return denseModAttention(q, k, v, {...mods, mask: options.mask, causal: options.causal, dropout: this.dropout,
-        training: options.training, returnWeights: options.returnScores});
-    }
+    if (changesScores(this.attentionOptions)) return this.attendWithOptions(q, k, v, options, tiled);
     if (tiled) {
       return flashAttention(q, k, v, {mask: options.mask, causal: options.causal ?? false});
     }
