@@ -5,6 +5,7 @@ import {main as kerasModel} from '../../examples/keras_model';
 import {main as kerasSemantics} from '../../examples/keras_semantics';
 import {main as geometricExample} from '../../examples/geometric_attention';
 import {main as flexExample} from '../../examples/flex_attention';
+import {main as optionsExample} from '../../examples/attention_options';
 import {main as graphExample} from '../../examples/graph_attention';
 import {main as linearLong} from '../../examples/linear_long';
 import {main as localGlobalHnsw} from '../../examples/local_global_hnsw';
@@ -78,6 +79,23 @@ describe(title('examples'), () => {
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(/^graph attention: output \[2,4,10\]; graph 1, node 0/);
     expect(lines[1]).toMatch(/^graph attention layers: model\.fit mse [\d.]+ -> [\d.]+ over 40 epochs/);
+    expect(tf.memory().numTensors).toBe(tensors);
+  });
+
+  test('attention_options: Gemma-2-style and gpt-oss-style layers learn a copy within their window and reload equal; ' +
+       'a window cache holds 8 positions at 16 and at 64 tokens, equal to the full pass; no leaks', async () => {
+    const lines: string[] = [];
+    const tensors = tf.memory().numTensors;
+    const r = await optionsExample((l) => lines.push(l));
+    expect(r.styles.map((s) => s.name)).toEqual(['Gemma-2-style (softcap 20, window 4)', 'gpt-oss-style (sinks, window 4)']);
+    for (const s of r.styles) {
+      expect(s.lastLoss).toBeLessThan(0.5 * s.firstLoss);
+      expect(s.reloadDiff).toBe(0);
+    }
+    expect(r.styles.map((s) => s.weights)).toEqual([[], ['sinks [2]']]);
+    expect(r.cachePositions).toEqual([8, 8]);
+    expect(r.decodeDiff).toBeLessThan(1e-4);
+    expect(lines).toHaveLength(3);
     expect(tf.memory().numTensors).toBe(tensors);
   });
 
