@@ -73,7 +73,7 @@ function decodeWindow(log: (line: string) => void): {cachePositions: [number, nu
     tf.dispose([xt, cache]);
     cache = next;
     steps.push(y);
-    if (t + 1 === 16 || t + 1 === T) held.push(cache.tensors.key.shape[2]);
+    if (t + 1 === 16 || t + 1 === T) held.push(cache.tensors.key.shape[2] as number);
   }
   const decodeDiff = tf.tidy(() => tf.max(tf.abs(tf.sub(tf.concat(steps, 1), full))).dataSync()[0]);
   log(`decoding with a window of 8: the cache holds ${held[0]} positions after 16 tokens and ${held[1]} after ` +
